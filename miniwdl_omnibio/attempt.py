@@ -1,0 +1,81 @@
+"""The backend-neutral description of one task attempt: the only thing an engine sees.
+
+Its shape follows a GA4GH TES task (executor + resources + volumes + tags) so every engine is a
+plain translation of it. It is frozen: engines read it, never change it.
+"""
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+
+@dataclass(frozen=True)
+class Mount:
+    host_path: str  # on the machine running miniwdl
+    container_path: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: int
+    memory_reservation: int  # bytes; 0 = unset
+    memory_limit: int  # bytes; 0 = unlimited
+    gpu: int  # number of GPUs; 0 = none
+    disk: Optional[int]  # bytes requested, None = unset
+    time_limit: Optional[int]  # seconds, None = no limit
+    preemptible: bool  # miniwdl may retry an interruption (runtime.preemptible > 0)
+
+    def as_contract(self) -> Dict[str, Any]:
+        """RESOURCES_JSON: what was granted."""
+        return {
+            "cpu": self.cpu,
+            "memory": self.memory_limit or self.memory_reservation or None,
+            "memory_reservation": self.memory_reservation or None,
+            "gpu": self.gpu,
+            "disk": self.disk,
+            "time": self.time_limit,
+        }
+
+
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True)
+class TaskAttempt:
+    run_id: str  # the contract's RUN_ID: unique per task run and attempt
+    call: str  # miniwdl's run id of the call, e.g. call-align-3
+    workflow_run: str  # the workflow run directory's name, unique per run on this host
+    task_name: str
+    attempt: int  # 1, 2, ...
+    image: str
+    argv: Tuple[str, ...]  # what the container executes
+    workdir: str  # container path
+    env: Mapping[str, str]  # runtime env, WDL env inputs and the contract
+    mounts: Tuple[Mount, ...]
+    resources: Resources
+    tags: Mapping[str, str]  # labels for finding, cancelling and accounting
+    stdout_path: str  # host paths the command's streams are appended to
+    stderr_path: str
+    host_dir: str  # miniwdl's task run directory
+    runtime: Mapping[str, Any] = field(default_factory=dict)  # engine-specific runtime keys
+    user: Optional[str] = None  # "uid:gid" with --as-me
+    privileged: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("env", "tags", "runtime"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+
+    def describe(self) -> Dict[str, Any]:
+        """A loggable summary: environment variable names only, never their values."""
+        return {
+            "run_id": self.run_id,
+            "image": self.image,
+            "cpu": self.resources.cpu,
+            "memory_limit": self.resources.memory_limit,
+            "gpu": self.resources.gpu,
+            "time_limit": self.resources.time_limit,
+            "mounts": len(self.mounts),
+            "env": sorted(self.env),
+        }

@@ -1,0 +1,153 @@
+"""Every configuration key of the plugin, with its default, in one place.
+
+Keys live in miniwdl's config system: a ``[section]`` of a miniwdl .cfg file, or the environment
+variable ``MINIWDL__SECTION__KEY``. ``python -m miniwdl_omnibio config`` prints this table; the
+README documents each key. A missing or invalid value fails at start with the key's name.
+"""
+
+import json
+import os
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from WDL import Error
+from WDL._util import parse_byte_size
+from WDL.runtime import config as miniwdl_config
+
+# Values are written as they would be in a .cfg file.
+DEFAULTS: Dict[str, Dict[str, str]] = {
+    "omnibio": {
+        # s3://bucket/prefix, azureblob://account/container/prefix or file:///dir; empty = no
+        # RESULT_URI. Each task call gets <prefix>/<workflow run>/<call path>/results.json
+        "result_uri_prefix": "",
+        # what a missing, unreadable or "ok": false results.json does: fail | warn | off
+        "result_check": "fail",
+        # contract values longer than this many bytes go to a file named by NAME_FILE
+        "env_value_max_bytes": "65536",
+    },
+    "omnibio_docker": {
+        # sandbox: all tasks of a run share one bridge-attached network namespace (outbound
+        # access, no inbound ports, host loopback unreachable); or bridge | none | host | a
+        # docker network name
+        "network": "sandbox",
+        # networks a task may choose with runtime.docker_network
+        "allow_networks": "[]",
+        # queue tasks until their cpu and memory fit on the host (plain docker run oversubscribes)
+        "admission": "true",
+        # image pull policy: missing | always | never
+        "pull": "missing",
+        # seconds between checks of the termination flag and stderr while a container runs
+        "poll_seconds": "0.5",
+    },
+    "omnibio_awsbatch": {},
+    "omnibio_azurebatch": {},
+    "omnibio_tes": {},
+}
+
+
+class ConfigError(Error.RuntimeError):
+    """A configuration problem, reported as one line that names the key."""
+
+
+def _where(section: str, key: str) -> str:
+    return f"[{section}] {key} (env MINIWDL__{section.upper()}__{key.upper()})"
+
+
+class Settings:
+    """Typed, validated access to one of the plugin's config sections."""
+
+    def __init__(self, cfg: miniwdl_config.Loader, section: str) -> None:
+        assert section in DEFAULTS, section
+        self.cfg = cfg
+        self.section = section
+
+    def raw(self, key: str) -> str:
+        assert key in DEFAULTS[self.section], f"undeclared config key [{self.section}] {key}"
+        return self.cfg.get(self.section, key, DEFAULTS[self.section][key]).strip()
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"configuration {_where(self.section, key)}: {problem}")
+
+    def str(self, key: str, required: bool = False) -> str:
+        value = self.raw(key)
+        if required and not value:
+            raise self.fail(key, "is required but not set")
+        return value
+
+    def choice(self, key: str, options: Sequence[str]) -> str:
+        value = self.raw(key).lower()
+        if value not in options:
+            raise self.fail(key, f"{value!r} is not one of {', '.join(options)}")
+        return value
+
+    def int(self, key: str, minimum: Optional[int] = None) -> int:
+        value = self.raw(key)
+        try:
+            number = int(value)
+        except ValueError:
+            raise self.fail(key, f"{value!r} is not an integer") from None
+        if minimum is not None and number < minimum:
+            raise self.fail(key, f"{number} is below the minimum {minimum}")
+        return number
+
+    def float(self, key: str, minimum: Optional[float] = None) -> float:
+        value = self.raw(key)
+        try:
+            number = float(value)
+        except ValueError:
+            raise self.fail(key, f"{value!r} is not a number") from None
+        if minimum is not None and number < minimum:
+            raise self.fail(key, f"{number} is below the minimum {minimum}")
+        return number
+
+    def bool(self, key: str) -> bool:
+        value = self.raw(key).lower()
+        if value in ("true", "t", "yes", "y", "1", "on"):
+            return True
+        if value in ("false", "f", "no", "n", "0", "off", ""):
+            return False
+        raise self.fail(key, f"{value!r} is not true or false")
+
+    def bytes(self, key: str) -> int:
+        value = self.raw(key)
+        try:
+            return parse_byte_size(value)
+        except ValueError:
+            raise self.fail(key, f"{value!r} is not a size such as 4G or 512 MiB") from None
+
+    def json(self, key: str, kind: type) -> Any:
+        value = self.raw(key)
+        try:
+            parsed = json.loads(value) if value else kind()
+        except ValueError:
+            raise self.fail(key, f"{value!r} is not valid JSON") from None
+        if not isinstance(parsed, kind):
+            raise self.fail(key, f"should be a JSON {kind.__name__}")
+        return parsed
+
+    def list(self, key: str) -> List[Any]:
+        return self.json(key, list)
+
+    def dict(self, key: str) -> Dict[str, Any]:
+        return self.json(key, dict)
+
+
+def unknown_keys(cfg: miniwdl_config.Loader, sections: Iterable[str]) -> List[str]:
+    """Keys set in our sections (file, overrides or environment) that we do not know: typos."""
+    sections = set(sections)
+    found = set()
+    for section, options in cfg.get_all(defaults=False).items():
+        if section in sections:
+            found.update((section, key) for key in options)
+    for name in os.environ:
+        parts = name.split("__")
+        if len(parts) == 3 and parts[0] == "MINIWDL" and parts[1].lower() in sections:
+            found.add((parts[1].lower(), parts[2].lower()))
+    return sorted(f"[{s}] {k}" for s, k in found if k not in DEFAULTS[s])
+
+
+def check_sections(cfg: miniwdl_config.Loader, sections: Iterable[str]) -> None:
+    unknown = unknown_keys(cfg, sections)
+    if unknown:
+        raise ConfigError(
+            "unknown configuration key(s) " + ", ".join(unknown) + "; see `python -m miniwdl_omnibio config`"
+        )

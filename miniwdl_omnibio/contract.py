@@ -1,0 +1,105 @@
+"""The plugin side of the environment contract: what each task container is told.
+
+Pure functions of the task's facts, so tests check them without any engine.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from WDL import Env, Value, values_to_json
+
+from .attempt import Resources
+from .runtime.contract import FILE_SUFFIX
+from .runtime.uri import ResultUri
+
+
+@dataclass(frozen=True)
+class TaskFacts:
+    """What miniwdl knows about the task but does not give a TaskContainer (set by task_plugin)."""
+
+    name: str
+    run_id_stack: Tuple[str, ...]  # workflow run id, then nested call ids, ending with this call's
+    inputs: Env.Bindings  # typed task inputs as given (host paths)
+
+
+def workflow_run_name(host_dir: str, run_id_stack: Sequence[str]) -> str:
+    """The name of the top run directory (timestamp_name): unique per run on this host."""
+    top = host_dir.rstrip("/")
+    for _ in range(len(run_id_stack) - 1):
+        top = os.path.dirname(top)
+    return os.path.basename(top)
+
+
+def call_path(run_id_stack: Sequence[str]) -> str:
+    """The call's path below the workflow run: call-sub/call-align-3, or the task name alone."""
+    return "/".join(run_id_stack[1:]) or run_id_stack[0]
+
+
+def run_id(workflow_run: str, call: str, attempt: int) -> str:
+    """RUN_ID = <workflow run dir>.<call path with / as .>.<attempt>"""
+    return f"{workflow_run}.{call.replace('/', '.')}.{attempt}"
+
+
+def result_uri(prefix: Optional[ResultUri], workflow_run: str, call: str) -> Optional[ResultUri]:
+    """RESULT_URI = <prefix>/<workflow run>/<call path>/results.json"""
+    return prefix.child(workflow_run, call, "results.json") if prefix else None
+
+
+def inputs_json(inputs: Env.Bindings, input_path_map: Mapping[str, str]) -> str:
+    """The task inputs as JSON with every File/Directory rewritten to its in-container path."""
+
+    def in_container(value: Any) -> Optional[str]:
+        path = value.value
+        if isinstance(value, Value.Directory):
+            mapped = input_path_map.get(path.rstrip("/") + "/")
+            return mapped.rstrip("/") if mapped else path
+        return input_path_map.get(path, path)
+
+    return json.dumps(values_to_json(Value.rewrite_env_paths(inputs, in_container)), sort_keys=True)
+
+
+def contract_env(
+    *,
+    tool_id: str,
+    run_id_value: str,
+    inputs_json_value: str,
+    resources: Resources,
+    result: Optional[ResultUri],
+) -> Dict[str, str]:
+    env = {
+        "TOOL_ID": tool_id,
+        "RUN_ID": run_id_value,
+        "INPUTS_JSON": inputs_json_value,
+        "RESOURCES_JSON": json.dumps(resources.as_contract(), sort_keys=True),
+    }
+    if result:
+        env["RESULT_URI"] = str(result)
+        if result.scheme == "s3":
+            env["S3_RESULT_URI"] = str(result)
+    return env
+
+
+def spill_large_values(
+    env: Dict[str, str], max_bytes: int, host_dir: str, container_dir: str
+) -> Tuple[Dict[str, str], List[str]]:
+    """Move values longer than ``max_bytes`` into files: NAME is replaced by NAME_FILE.
+
+    Linux caps one environment string at 128 KiB, and all of them together at a few MiB, so a
+    task with thousands of File inputs cannot carry INPUTS_JSON inline. Returns the new env and
+    the names spilled. Files are written under ``host_dir`` and named by their ``container_dir``
+    path.
+    """
+    out: Dict[str, str] = {}
+    spilled = []
+    for name, value in env.items():
+        if len(value.encode("utf-8")) <= max_bytes:
+            out[name] = value
+            continue
+        os.makedirs(host_dir, exist_ok=True)
+        with open(os.path.join(host_dir, name), "w", encoding="utf-8") as outfile:
+            outfile.write(value)
+        out[name + FILE_SUFFIX] = os.path.join(container_dir, name)
+        spilled.append(name)
+    return out, spilled

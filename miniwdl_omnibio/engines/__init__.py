@@ -1,0 +1,1 @@
+"""One module per execution engine; each translates a TaskAttempt and nothing else."""

@@ -1,0 +1,258 @@
+"""omnibio_docker: each task attempt is one local container, started through the Docker API.
+
+Speed comes from doing less per task: no swarm service, one create/start/wait/remove, image
+lookups cached per process, and (by default) no network namespace built per container: all
+tasks of a run join one sandbox namespace made once (see README, "What a task can reach").
+"""
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import uuid
+from typing import Any, Callable, ContextManager, Dict, Iterator, Optional, Set, Tuple
+
+import docker
+import requests
+from docker.types import DeviceRequest
+from docker.types import Mount as DockerMount
+from WDL import Error
+from WDL._util import StructuredLogMessage as _
+from WDL.runtime import config as miniwdl_config
+
+from ..attempt import TaskAttempt
+from ..config import Settings
+from ..container import OmnibioContainer
+from .base import RUNNING, Engine, Phase, Status
+
+LAUNCHER_LABEL = "omnibio.launcher"  # one value per miniwdl process: what shutdown removes
+SANDBOX_LABEL = "omnibio.sandbox"
+NETWORK_MODES = ("sandbox", "bridge", "none", "host")
+# The sandbox holds the shared network namespace open. It runs in the first task's image (every
+# WDL image has /bin/sh), blocks on its open stdin and exits on TERM.
+SANDBOX_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do read -r _ || exec sleep 2147483647; done"]
+
+
+class Admission:
+    """Queues attempts until their cpu and memory fit the host: docker itself never queues."""
+
+    def __init__(self, cpu: int, memory: int) -> None:
+        self.cpu, self.memory = cpu, memory
+        self.used_cpu = self.used_memory = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def reserve(self, cpu: int, memory: int, terminating: Callable[[], bool], logger: logging.Logger) -> Iterator[None]:
+        cpu, memory = min(cpu, self.cpu), min(memory, self.memory)
+        waited = False
+        with self._cond:
+            while self.used_cpu + cpu > self.cpu or self.used_memory + memory > self.memory:
+                if not waited:
+                    logger.info(_("waiting for host resources", cpu=cpu, memory=memory))
+                    waited = True
+                if terminating():
+                    break  # the lifecycle raises Terminated right after
+                self._cond.wait(0.5)
+            self.used_cpu += cpu
+            self.used_memory += memory
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used_cpu -= cpu
+                self.used_memory -= memory
+                self._cond.notify_all()
+
+
+class DockerEngine(Engine):
+    section = "omnibio_docker"
+    runtime_keys = ("docker_network",)
+
+    def __init__(self, client: docker.DockerClient, settings: Settings, network: str, limits: Dict[str, int]) -> None:
+        self.client = client
+        self.api = client.api
+        self.network = network
+        self.allow_networks = settings.list("allow_networks")
+        self.pull_policy = settings.choice("pull", ("missing", "always", "never"))
+        self.poll_seconds = settings.float("poll_seconds", minimum=0.05)
+        self.limits = limits
+        self.admission = Admission(limits["cpu"], limits["mem_bytes"]) if settings.bool("admission") else None
+        self.launcher = uuid.uuid4().hex[:16]
+        self._images: Dict[str, str] = {}
+        self._images_lock = threading.Lock()
+        self._sandbox: Optional[str] = None
+        self._sandbox_lock = threading.Lock()
+        self._deadlines: Dict[str, Tuple[float, int]] = {}
+        self._live: Set[str] = set()
+        self._live_lock = threading.Lock()
+
+    @classmethod
+    def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "DockerEngine":
+        settings = Settings(cfg, cls.section)
+        try:
+            client = docker.from_env(version="auto", timeout=600)
+            info = client.info()
+        except Exception as exn:
+            where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+            raise Error.RuntimeError(
+                f"omnibio_docker cannot reach the Docker daemon at {where} ({type(exn).__name__}); start dockerd or set DOCKER_HOST"
+            ) from None
+        network = settings.raw("network") or "sandbox"
+        if network not in NETWORK_MODES:
+            try:
+                client.networks.get(network)
+            except docker.errors.NotFound:
+                raise settings.fail("network", f"{network!r} is neither one of {', '.join(NETWORK_MODES)} nor an existing docker network") from None
+        limits = {"cpu": int(info["NCPU"]), "mem_bytes": int(info["MemTotal"])}
+        engine = cls(client, settings, network, limits)
+        logger.notice(_("omnibio_docker", server=info.get("ServerVersion"), network=network, admission=bool(engine.admission), **limits))
+        return engine
+
+    def resource_limits(self) -> Dict[str, int]:
+        return self.limits
+
+    def reserve(self, attempt: TaskAttempt, terminating: Callable[[], bool], logger: logging.Logger) -> ContextManager[None]:
+        if not self.admission:
+            return contextlib.nullcontext()
+        resources = attempt.resources
+        return self.admission.reserve(resources.cpu, resources.memory_reservation or resources.memory_limit, terminating, logger)
+
+    # --- images and network ----------------------------------------------------------------
+
+    def image(self, tag: str, logger: logging.Logger) -> str:
+        """The image id for a tag: local first, pulled per policy, logged with its digest once."""
+        with self._images_lock:
+            if tag in self._images:
+                return self._images[tag]
+            attrs = None
+            if self.pull_policy != "always":
+                with contextlib.suppress(docker.errors.ImageNotFound):
+                    attrs = self.api.inspect_image(tag)
+            if attrs is None:
+                if self.pull_policy == "never":
+                    raise Error.RuntimeError(f"docker image {tag} is not on this host and [omnibio_docker] pull = never")
+                logger.notice(_("docker pull", image=tag))
+                try:
+                    self.client.images.pull(tag)
+                    attrs = self.api.inspect_image(tag)
+                except docker.errors.APIError as exn:
+                    reason = (exn.explanation or str(exn)).strip().splitlines()[0][:300]
+                    raise Error.RuntimeError(f"docker image {tag} is not on this host and could not be pulled: {reason}") from None
+            digests = attrs.get("RepoDigests") or []
+            logger.notice(_("docker image", tag=tag, id=attrs["Id"], digest=digests[0] if digests else None))
+            self._images[tag] = attrs["Id"]
+            return attrs["Id"]
+
+    def network_mode(self, attempt: TaskAttempt, image_id: str, logger: logging.Logger) -> str:
+        requested = attempt.runtime.get("docker_network")
+        if requested:
+            if requested in self.allow_networks:
+                return str(requested)
+            logger.warning(_("runtime.docker_network ignored; not in [omnibio_docker] allow_networks", docker_network=requested))
+        if self.network != "sandbox":
+            return self.network
+        return "container:" + self.sandbox(image_id, logger)
+
+    def sandbox(self, image_id: str, logger: logging.Logger) -> str:
+        """The run's shared network namespace, created on first use (recreated if it died)."""
+        with self._sandbox_lock:
+            if self._sandbox:
+                with contextlib.suppress(docker.errors.NotFound):
+                    if self.api.inspect_container(self._sandbox)["State"]["Running"]:
+                        return self._sandbox
+            created = self.api.create_container(
+                image_id,
+                SANDBOX_COMMAND,
+                stdin_open=True,
+                labels={LAUNCHER_LABEL: self.launcher, SANDBOX_LABEL: "1"},
+                name=f"omnibio-sandbox-{self.launcher}",
+                host_config=self.api.create_host_config(network_mode="bridge", auto_remove=False),
+            )
+            self._sandbox = created["Id"]
+            self.api.start(self._sandbox)
+            logger.info(_("docker network sandbox", container=self._sandbox[:12]))
+            return self._sandbox
+
+    # --- the attempt -----------------------------------------------------------------------
+
+    def submit(self, attempt: TaskAttempt, logger: logging.Logger) -> str:
+        image_id = self.image(attempt.image, logger)
+        resources = attempt.resources
+        host_config: Dict[str, Any] = dict(
+            mounts=[
+                DockerMount(m.container_path, m.host_path, type="bind", read_only=m.read_only) for m in attempt.mounts
+            ],
+            network_mode=self.network_mode(attempt, image_id, logger),
+            nano_cpus=resources.cpu * 1_000_000_000,
+            group_add=[str(os.getegid())],
+            privileged=attempt.privileged,
+        )
+        if resources.memory_limit:
+            host_config["mem_limit"] = resources.memory_limit
+        if resources.memory_reservation:
+            host_config["mem_reservation"] = min(resources.memory_reservation, resources.memory_limit or resources.memory_reservation)
+        if resources.gpu:
+            host_config["device_requests"] = [DeviceRequest(count=resources.gpu, capabilities=[["gpu"]])]
+        safe_run_id = "".join(c if c.isalnum() or c in "_.-" else "-" for c in attempt.run_id)
+        created = self.api.create_container(
+            image_id,
+            list(attempt.argv),
+            working_dir=attempt.workdir,
+            environment=dict(attempt.env),
+            user=attempt.user,
+            labels={**attempt.tags, LAUNCHER_LABEL: self.launcher},
+            name=f"omnibio-{safe_run_id[-160:]}-{uuid.uuid4().hex[:6]}",
+            host_config=self.api.create_host_config(**host_config),
+        )
+        handle = created["Id"]
+        with self._live_lock:
+            self._live.add(handle)
+        self.api.start(handle)
+        if resources.time_limit:
+            self._deadlines[handle] = (time.monotonic() + resources.time_limit, resources.time_limit)
+        logger.info(_("docker container", id=handle[:12], image=attempt.image, network=host_config["network_mode"][:22]))
+        return handle
+
+    def wait(self, handle: str, timeout: float) -> Status:
+        deadline = self._deadlines.get(handle)
+        if deadline and time.monotonic() > deadline[0]:
+            with contextlib.suppress(docker.errors.APIError):
+                self.api.kill(handle)
+        try:
+            self.api.wait(handle, timeout=timeout)
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            return RUNNING
+        state = self.api.inspect_container(handle)["State"]
+        reason = ""
+        if deadline and time.monotonic() > deadline[0]:
+            reason = f"killed at its time limit of {deadline[1]} s"
+        return Status(
+            Phase.DONE, exit_code=int(state["ExitCode"]), oom=bool(state.get("OOMKilled")), reason=reason or state.get("Error", "")
+        )
+
+    def cancel(self, handle: str, logger: logging.Logger) -> None:
+        with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
+            self.api.remove_container(handle, force=True)
+            logger.info(_("docker container removed", id=handle[:12]))
+
+    def release(self, handle: str, logger: logging.Logger) -> None:
+        self._deadlines.pop(handle, None)
+        with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
+            self.api.remove_container(handle, force=True)
+        with self._live_lock:
+            self._live.discard(handle)
+
+    def shutdown(self, logger: logging.Logger) -> None:
+        with self._live_lock:
+            live, self._live = set(self._live), set()
+        for handle in live | ({self._sandbox} if self._sandbox else set()):
+            with contextlib.suppress(Exception):
+                self.api.remove_container(handle, force=True)
+        self._sandbox = None
+
+
+class DockerContainer(OmnibioContainer):
+    """miniwdl container backend ``omnibio_docker``."""
+
+    engine_class = DockerEngine

@@ -1,0 +1,40 @@
+from setuptools import setup, find_packages
+
+setup(
+    name="miniwdl-omnibio",
+    version="0.1.0",
+    description="miniwdl container backends (Docker, AWS Batch, Azure Batch, GA4GH TES) with the OmniBioAI tool-runtime contract",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["miniwdl_omnibio", "miniwdl_omnibio.*"]),
+    install_requires=["miniwdl>=1.16,<2", "docker>=6"],
+    extras_require={
+        "aws": ["boto3>=1.28"],
+        "azure": ["azure-batch>=15,<16", "azure-identity>=1.15", "azure-storage-blob>=12.19"],
+        "tes": ["py-tes>=1.1"],
+        "test": [
+            "pytest>=7",
+            "moto[server]>=5",
+            "boto3>=1.28",
+            "azure-batch>=15,<16",
+            "azure-identity>=1.15",
+            "azure-storage-blob>=12.19",
+            "py-tes>=1.1",
+        ],
+    },
+    entry_points={
+        "miniwdl.plugin.container_backend": [
+            "omnibio_docker = miniwdl_omnibio.engines.docker:DockerContainer",
+            "omnibio_awsbatch = miniwdl_omnibio.engines.awsbatch:AwsBatchContainer",
+            "omnibio_azurebatch = miniwdl_omnibio.engines.azurebatch:AzureBatchContainer",
+            "omnibio_tes = miniwdl_omnibio.engines.tes:TesContainer",
+        ],
+        "miniwdl.plugin.task": [
+            "omnibio_contract = miniwdl_omnibio.task_plugin:describe_task",
+        ],
+        "console_scripts": [
+            "omnibio-echo-test = miniwdl_omnibio.runtime.echo_test:main",
+        ],
+    },
+)

@@ -1,0 +1,80 @@
+"""Running miniwdl as a user would (a subprocess), and reading what it left behind."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import docker
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFORMANCE = os.path.join(os.path.dirname(REPO), "shared", "conformance")
+
+
+def docker_available() -> bool:
+    try:
+        docker.from_env().ping()
+        return True
+    except Exception:
+        return False
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    outputs: Dict
+    dir: Optional[str]
+
+    def error_json(self) -> Dict:
+        path = os.path.join(self.dir or "", "error.json")
+        if self.dir and os.path.exists(path):
+            with open(path) as infile:
+                return json.load(infile)
+        return {}
+
+
+def miniwdl_env(backend: str, config: Optional[Dict[str, Dict[str, str]]] = None, env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Environment selecting ``backend`` plus MINIWDL__SECTION__KEY for each config value."""
+    out = {k: v for k, v in os.environ.items() if not k.startswith("MINIWDL__")}
+    out["MINIWDL_CFG"] = "/dev/null"  # ignore any user config file
+    out["MINIWDL__SCHEDULER__CONTAINER_BACKEND"] = backend
+    for section, values in (config or {}).items():
+        for key, value in values.items():
+            out[f"MINIWDL__{section.upper()}__{key.upper()}"] = str(value)
+    out.update(env or {})
+    return out
+
+
+def run_miniwdl(
+    wdl: str,
+    args: List[str],
+    cwd: str,
+    backend: str = "omnibio_docker",
+    config: Optional[Dict[str, Dict[str, str]]] = None,
+    env: Optional[Dict[str, str]] = None,
+    timeout: float = 600,
+    task: Optional[str] = None,
+) -> Run:
+    cmd = [sys.executable, "-m", "WDL", "run", wdl, *args, "--dir", cwd, "--verbose"]
+    if task:
+        cmd += ["--task", task]
+    proc = subprocess.run(cmd, cwd=cwd, env=miniwdl_env(backend, config, env), capture_output=True, text=True, timeout=timeout)
+    outputs, run_dir = {}, None
+    try:
+        doc = json.loads(proc.stdout)
+        outputs, run_dir = doc.get("outputs", {}), doc.get("dir")
+    except ValueError:
+        pass
+    if run_dir is None:
+        # on failure miniwdl prints no JSON; the newest run directory is the one
+        dirs = [os.path.join(cwd, d) for d in os.listdir(cwd) if d[:8].isdigit() and os.path.isdir(os.path.join(cwd, d))]
+        run_dir = max(dirs, key=os.path.getmtime) if dirs else None
+    return Run(proc.returncode, proc.stdout, proc.stderr, outputs, run_dir)
+
+
+def containers_with_label(label: str, value: str) -> List:
+    return docker.from_env().containers.list(all=True, filters={"label": f"{label}={value}"})
