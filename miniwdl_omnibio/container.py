@@ -48,6 +48,7 @@ TAG_RUN, TAG_CALL, TAG_TASK, TAG_ATTEMPT, TAG_RUN_ID = (
     "omnibio.attempt",
     "omnibio.run_id",
 )
+RESULT_CHECKS = ("fail", "warn", "off")
 OPENJD_LINE = re.compile(r"^\s*openjd_(progress|status|fail)\s*:\s*(.*?)\s*$")
 GiB = 1 << 30
 
@@ -68,7 +69,7 @@ class OmnibioSettings:
             raise settings.fail("result_uri_prefix", str(exn)) from None
         return cls(
             result_prefix=parsed,
-            result_check=settings.choice("result_check", ("fail", "warn", "off")),
+            result_check=settings.choice("result_check", RESULT_CHECKS),
             env_value_max_bytes=settings.int("env_value_max_bytes", minimum=1024),
         )
 
@@ -133,7 +134,7 @@ class OmnibioContainer(TaskContainer):
     _engine: ClassVar[Engine]
     _omnibio: ClassVar[OmnibioSettings]
     # runtime{} keys honoured on every engine (recorded so miniwdl does not call them ignored)
-    runtime_keys: ClassVar[Tuple[str, ...]] = ("omnibio_tool_id", "omnibio_time_limit", "disks")
+    runtime_keys: ClassVar[Tuple[str, ...]] = ("omnibio_tool_id", "omnibio_time_limit", "omnibio_result_check", "disks")
 
     @classmethod
     def global_init(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> None:
@@ -163,6 +164,9 @@ class OmnibioContainer(TaskContainer):
                 self.runtime_values[key] = runtime_eval[key].json
         if "disks" in self.runtime_values:
             self.runtime_values["disks"] = parse_disks(self.runtime_values["disks"])
+        check = self.runtime_values.get("omnibio_result_check")
+        if check is not None and check not in RESULT_CHECKS:
+            raise Error.RuntimeError(f"invalid setting of runtime.omnibio_result_check: {check!r} (use one of {', '.join(RESULT_CHECKS)})")
         if "omnibio_time_limit" in self.runtime_values:
             self.runtime_values["omnibio_time_limit"] = parse_duration(self.runtime_values["omnibio_time_limit"])
 
@@ -187,7 +191,7 @@ class OmnibioContainer(TaskContainer):
         engine = self._engine
         attempt, result = self.describe(logger, command)
         logger.info(_("omnibio attempt", **attempt.describe()))
-        if result and self._omnibio.result_check != "off":
+        if result and self._result_check() != "off":
             delete_result(result)  # a stale result must not verify this attempt
         openjd = OpenJdProgress(logger)
         with ExitStack() as stack:
@@ -420,9 +424,13 @@ class OmnibioContainer(TaskContainer):
             info.update(status.details)
             info.update(self._engine.failure_details(handle, attempt, status))
             self.failure_info = info
-        elif result and self._omnibio.result_check != "off":
+        elif result and self._result_check() != "off":
             self._verify_result(logger, attempt, result)
         return exit_code
+
+    def _result_check(self) -> str:
+        """fail | warn | off: runtime.omnibio_result_check, else [omnibio] result_check."""
+        return str(self.runtime_values.get("omnibio_result_check") or self._omnibio.result_check)
 
     def _verify_result(self, logger: logging.Logger, attempt: TaskAttempt, result: ResultUri) -> None:
         """Read results.json back: missing, unreadable, stale or ok=false fails (or warns)."""
@@ -444,7 +452,7 @@ class OmnibioContainer(TaskContainer):
                 write_atomic(json.dumps(document, indent=2), os.path.join(self.host_work_dir(), RESULT_FILE))
                 logger.notice(_("result verified", uri=str(result), ok=document.get("ok", True)))
         if problem:
-            if self._omnibio.result_check == "warn":
+            if self._result_check() == "warn":
                 logger.warning(problem)
                 return
             self.failure_info = {"result": problem}

@@ -1,0 +1,44 @@
+"""``python -m miniwdl_omnibio selftest --backend omnibio_docker`` and ``... config``."""
+
+import argparse
+import sys
+
+from .config import DEFAULTS
+
+
+def print_config() -> None:
+    """The defaults of every key, as a miniwdl .cfg file."""
+    for section, keys in DEFAULTS.items():
+        print(f"[{section}]")
+        for key, value in keys.items():
+            print(f"{key} = {value}")
+        print()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m miniwdl_omnibio")
+    sub = parser.add_subparsers(dest="command", required=True)
+    selftest = sub.add_parser("selftest", help="offline equivalent of `miniwdl run_self_test`")
+    selftest.add_argument("--backend", default="omnibio_docker")
+    selftest.add_argument("--dir", help="where to run (on the shared filesystem for cloud backends)")
+    selftest.add_argument("--cfg", help="miniwdl configuration file")
+    selftest.add_argument("--image", default="ubuntu:22.04", help="image of the plain tasks")
+    selftest.add_argument("--runtime-image", default="omnibio/runtime:latest", help="image with the tool runtime")
+    sub.add_parser("config", help="print every configuration key with its default")
+    args = parser.parse_args(argv)
+    if args.command == "config":
+        print_config()
+        return 0
+    from .selftest import run
+
+    problems = run(args.backend, args.dir, args.cfg, args.image, args.runtime_image)
+    for problem in problems:
+        print("FAILED: " + problem, file=sys.stderr)
+    if problems:
+        return 1
+    print(f"miniwdl_omnibio self-test passed on {args.backend}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
