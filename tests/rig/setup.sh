@@ -55,8 +55,8 @@ if [ "$(docker image inspect -f '{{index .Config.Labels "omnibio.source"}}' "$ru
   log "building $runtime_tag"
   ctx="$rig/runtime-build"
   rm -rf "$ctx" && mkdir -p "$ctx/wheels"
-  pip wheel -q --no-deps -w "$ctx/wheels" "$repo"
-  pip wheel -q -w "$ctx/wheels" boto3 azure-storage-blob azure-identity
+  pip wheel -q --no-deps -w "$ctx/wheels" "$repo" 2>>"$rig/pip-wheel.log"
+  pip wheel -q -w "$ctx/wheels" boto3 azure-storage-blob azure-identity 2>>"$rig/pip-wheel.log"
   cat >"$ctx/Dockerfile" <<DOCKERFILE
 FROM $base
 COPY wheels /tmp/wheels

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The project's test command (see README): install, set up the offline rig, run every test.
+# Extra arguments go to pytest, e.g. `bash tests/run_all.sh tests/unit`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Running pip as the 'root' user" || true
+bash tests/rig/setup.sh >/dev/null
+python -m pytest -q -ra "${@:-tests}"
