@@ -1,0 +1,61 @@
+"""Bad input on omnibio_docker: one clear line naming the cause, and nothing left behind."""
+
+import json
+import os
+
+import pytest
+
+from miniwdl_omnibio.selftest import run as selftest
+from tests.helpers import containers_with_label, run_miniwdl
+
+pytestmark = pytest.mark.usefixtures("docker_rig")
+
+TASK = """
+version 1.1
+task t {{
+  command <<< echo hi >>>
+  runtime {{ docker: "{image}" memory: "{memory}" }}
+}}
+"""
+
+
+def _run(workdir, image="ubuntu:22.04", memory="100M", config=None, env=None):
+    wdl = workdir / "t.wdl"
+    wdl.write_text(TASK.format(image=image, memory=memory))
+    return run_miniwdl(str(wdl), [], str(workdir), config=config, env=env)
+
+
+def _error_line(run) -> str:
+    """The one line a user reads: the failure's message in error.json (or miniwdl's last line)."""
+    error = run.error_json()
+    message = (error.get("cause") or error).get("message") if error else None
+    return message or run.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "kwargs,expected",
+    [
+        ({"image": "no-such-registry.invalid/nothing:1"}, "docker image no-such-registry.invalid/nothing:1 is not on this host and could not be pulled"),
+        ({"memory": "lots"}, "invalid setting of runtime.memory, lots"),
+        ({"config": {"omnibio": {"result_uri_prefix": "gs://bucket/x"}}}, "[omnibio] result_uri_prefix (env MINIWDL__OMNIBIO__RESULT_URI_PREFIX): result URI 'gs://bucket/x' has unknown scheme 'gs'"),
+        ({"config": {"omnibio_docker": {"network": "no-such-net"}}}, "[omnibio_docker] network (env MINIWDL__OMNIBIO_DOCKER__NETWORK): 'no-such-net' is neither"),
+        ({"config": {"omnibio_docker": {"pull": "sometimes"}}}, "[omnibio_docker] pull (env MINIWDL__OMNIBIO_DOCKER__PULL): 'sometimes' is not one of missing, always, never"),
+        ({"config": {"omnibio_docker": {"netwrk": "host"}}}, "unknown configuration key(s) [omnibio_docker] netwrk"),
+        ({"env": {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}}, "omnibio_docker cannot reach the Docker daemon at unix:///nonexistent/docker.sock"),
+    ],
+    ids=["missing-image", "bad-memory", "bad-result-uri", "bad-network", "bad-pull-policy", "unknown-key", "no-dockerd"],
+)
+def test_one_clear_line_and_no_leftovers(workdir, kwargs, expected):
+    run = _run(workdir, **kwargs)
+    assert run.returncode != 0
+    line = _error_line(run)
+    assert expected in line, line
+    assert "\n" not in line and "Traceback" not in line
+    if run.dir:
+        assert containers_with_label("omnibio.run", os.path.basename(run.dir)) == []
+        # no partial result left anywhere under the run
+        assert not any("results.json" in files for _, _, files in os.walk(run.dir))
+
+
+def test_offline_selftest_passes(workdir):
+    assert selftest("omnibio_docker", str(workdir)) == []
