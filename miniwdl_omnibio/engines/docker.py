@@ -23,7 +23,7 @@ from WDL.runtime import config as miniwdl_config
 
 from ..attempt import TaskAttempt
 from ..config import Settings
-from ..container import OmnibioContainer
+from ..container import TAG_RUN, OmnibioContainer
 from .base import RUNNING, Engine, Phase, Status
 
 LAUNCHER_LABEL = "omnibio.launcher"  # one value per miniwdl process: what shutdown removes
@@ -152,9 +152,9 @@ class DockerEngine(Engine):
             logger.warning(_("runtime.docker_network ignored; not in [omnibio_docker] allow_networks", docker_network=requested))
         if self.network != "sandbox":
             return self.network
-        return "container:" + self.sandbox(image_id, logger)
+        return "container:" + self.sandbox(image_id, attempt.tags[TAG_RUN], logger)
 
-    def sandbox(self, image_id: str, logger: logging.Logger) -> str:
+    def sandbox(self, image_id: str, workflow_run: str, logger: logging.Logger) -> str:
         """The run's shared network namespace, created on first use (recreated if it died)."""
         with self._sandbox_lock:
             if self._sandbox:
@@ -165,7 +165,7 @@ class DockerEngine(Engine):
                 image_id,
                 SANDBOX_COMMAND,
                 stdin_open=True,
-                labels={LAUNCHER_LABEL: self.launcher, SANDBOX_LABEL: "1"},
+                labels={LAUNCHER_LABEL: self.launcher, SANDBOX_LABEL: "1", TAG_RUN: workflow_run},
                 name=f"omnibio-sandbox-{self.launcher}",
                 host_config=self.api.create_host_config(network_mode="bridge", auto_remove=False),
             )

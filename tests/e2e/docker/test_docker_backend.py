@@ -264,7 +264,9 @@ task nap {
 def _wait_for_containers(label_value, count, timeout=60):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        running = [c for c in containers_with_label("omnibio.run", label_value) if c.status == "running"]
+        running = [
+            c for c in containers_with_label("omnibio.run", label_value) if c.status == "running" and "omnibio.sandbox" not in c.labels
+        ]
         if len(running) >= count:
             return
         time.sleep(0.5)
@@ -292,7 +294,8 @@ def test_signal_stops_every_container_of_the_run(workdir, sig):
         proc.wait(timeout=30)
         assert time.time() - started < 30
         assert proc.returncode != 0
-        assert containers_with_label("omnibio.run", run_name) == []
+        left = [(c.name, c.status, dict(c.labels)) for c in containers_with_label("omnibio.run", run_name)]
+        assert left == [], (left, proc.stderr.read().decode()[-3000:])
     finally:
         if proc.poll() is None:
             proc.kill()
