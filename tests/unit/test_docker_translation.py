@@ -1,0 +1,67 @@
+"""How omnibio_docker translates a TaskAttempt into a container (stub API: GPUs are not here)."""
+
+import logging
+import os
+import types
+
+import docker
+from WDL.runtime.config import Loader
+
+from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
+from miniwdl_omnibio.config import Settings
+from miniwdl_omnibio.engines.docker import LAUNCHER_LABEL, DockerEngine
+
+
+class RecordingApi:
+    """Records create_container/create_host_config calls; the real API client builds the config."""
+
+    def __init__(self):
+        self.real = docker.APIClient(base_url="unix:///nonexistent.sock", version="1.41")
+        self.created = None
+
+    def create_host_config(self, **kwargs):
+        return self.real.create_host_config(**kwargs)
+
+    def inspect_image(self, tag):
+        return {"Id": "sha256:abc", "RepoDigests": []}
+
+    def create_container(self, image, command, **kwargs):
+        self.created = dict(image=image, command=command, **kwargs)
+        return {"Id": "c0ffee"}
+
+    def start(self, handle):
+        pass
+
+
+def _engine(api, monkeypatch):
+    for name in [n for n in os.environ if n.startswith("MINIWDL__")]:
+        monkeypatch.delenv(name)
+    settings = Settings(Loader(logging.getLogger("test"), filenames=[]), "omnibio_docker")
+    client = types.SimpleNamespace(api=api)
+    return DockerEngine(client, settings, "none", {"cpu": 2, "mem_bytes": 4 << 30})
+
+
+def test_translation(monkeypatch):
+    api = RecordingApi()
+    attempt = TaskAttempt(
+        run_id="run.call-x.1", call="call-x", workflow_run="run", task_name="x", attempt=1,
+        image="ubuntu:22.04", argv=("/bin/sh", "-c", "true"), workdir="/mnt/c/work",
+        env={"TOOL_ID": "x"},
+        mounts=(Mount("/data/in.txt", "/mnt/c/work/_miniwdl_inputs/0/in.txt", True), Mount("/runs/w", "/mnt/c/work", False)),
+        resources=Resources(cpu=2, memory_reservation=1 << 30, memory_limit=2 << 30, gpu=1, disk=None, time_limit=60, preemptible=False),
+        tags={"omnibio.run": "run"}, stdout_path="/runs/stdout.txt", stderr_path="/runs/stderr.txt", host_dir="/runs",
+        user="1000:1000",
+    )
+    assert _engine(api, monkeypatch).submit(attempt, logging.getLogger("test")) == "c0ffee"
+    created = api.created
+    host = created["host_config"]
+    assert created["command"] == ["/bin/sh", "-c", "true"] and created["working_dir"] == "/mnt/c/work"
+    assert created["environment"] == {"TOOL_ID": "x"} and created["user"] == "1000:1000"
+    assert created["labels"] == {"omnibio.run": "run", LAUNCHER_LABEL: "L1"}
+    assert [(m["Source"], m["Target"], m["ReadOnly"]) for m in host["Mounts"]] == [
+        ("/data/in.txt", "/mnt/c/work/_miniwdl_inputs/0/in.txt", True),
+        ("/runs/w", "/mnt/c/work", False),
+    ]
+    assert host["NanoCpus"] == 2_000_000_000 and host["Memory"] == 2 << 30 and host["MemoryReservation"] == 1 << 30
+    assert host["DeviceRequests"] == [{"Driver": "", "Count": 1, "DeviceIDs": [], "Capabilities": [["gpu"]], "Options": {}}]
+    assert host["NetworkMode"] == "none"
