@@ -52,12 +52,13 @@ def test_translation(monkeypatch):
         tags={"omnibio.run": "run"}, stdout_path="/runs/stdout.txt", stderr_path="/runs/stderr.txt", host_dir="/runs",
         user="1000:1000",
     )
-    assert _engine(api, monkeypatch).submit(attempt, logging.getLogger("test")) == "c0ffee"
+    engine = _engine(api, monkeypatch)
+    assert engine.submit(attempt, logging.getLogger("test")) == "c0ffee"
     created = api.created
     host = created["host_config"]
     assert created["command"] == ["/bin/sh", "-c", "true"] and created["working_dir"] == "/mnt/c/work"
     assert created["environment"] == {"TOOL_ID": "x"} and created["user"] == "1000:1000"
-    assert created["labels"] == {"omnibio.run": "run", LAUNCHER_LABEL: "L1"}
+    assert created["labels"] == {"omnibio.run": "run", LAUNCHER_LABEL: engine.launcher}
     assert [(m["Source"], m["Target"], m["ReadOnly"]) for m in host["Mounts"]] == [
         ("/data/in.txt", "/mnt/c/work/_miniwdl_inputs/0/in.txt", True),
         ("/runs/w", "/mnt/c/work", False),
