@@ -40,7 +40,43 @@ DEFAULTS: Dict[str, Dict[str, str]] = {
     },
     "omnibio_awsbatch": {},
     "omnibio_azurebatch": {},
-    "omnibio_tes": {},
+    "omnibio_tes": {
+        # the TES server's root, e.g. https://tes.example.org (the API is at <url>/ga4gh/tes/v1);
+        # required. Credentials never go in the URL: use user + password_env or token_env
+        "url": "",
+        # HTTP basic auth: user name, and the environment variable holding the password
+        "user": "",
+        "password_env": "",
+        # name of the environment variable holding a bearer token (OAuth2/JWT); not with user
+        "token_env": "",
+        # seconds one HTTP request to the server may take
+        "request_timeout": "30",
+        # where the server's workers mount the shared filesystem read-write (required); task
+        # working directories and results live on it, in place
+        "mount_path": "",
+        # where this host mounts the same filesystem; empty = mount_path
+        "host_mount_path": "",
+        # where tasks see the shared filesystem read-only, for their inputs; sent to the server as
+        # one file:// DIRECTORY input that it must localize in place (bind mount, no copy);
+        # empty = inputs are read through mount_path and writable
+        "readonly_mount_path": "",
+        # seconds between two status polls (one paged list of this run's tasks per poll)
+        "poll_seconds": "3",
+        # tasks per page when listing (TES: below 2048)
+        "page_size": "256",
+        # seconds a task may run when it sets no runtime.omnibio_time_limit; 0 = unlimited. TES 1.1
+        # has no time limit field, so the plugin cancels the task when it is exceeded
+        "default_time_limit": "0",
+        # JSON object of resources.backend_parameters for every task; runtime
+        # omnibio_backend_parameters overrides it key by key
+        "backend_parameters": "{}",
+        # fail (true) or warn (false) when a backend parameter is not one the server's
+        # service-info lists; also sent to the server as resources.backend_parameters_strict
+        "backend_parameters_strict": "false",
+        # the largest cpu and memory one task may request (runtime values are clamped to them)
+        "max_cpu": "64",
+        "max_memory": "256G",
+    },
 }
 
 
