@@ -8,10 +8,11 @@ tasks of a run join one sandbox namespace made once (see README, "What a task ca
 import contextlib
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable, ContextManager, Dict, Iterator, Optional, Set, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterator, Optional, Tuple
 
 import docker
 import requests
@@ -27,7 +28,7 @@ from ..container import TAG_RUN, OmnibioContainer
 from .base import RUNNING, Engine, Phase, Status
 
 LAUNCHER_LABEL = "omnibio.launcher"  # one value per miniwdl process: what shutdown removes
-SANDBOX_LABEL = "omnibio.sandbox"
+SANDBOX_LABEL = "omnibio.sandbox"  # value: "<hostname>:<pid>" of the miniwdl process that owns it
 NETWORK_MODES = ("sandbox", "bridge", "none", "host")
 # The sandbox holds the shared network namespace open. It runs in the first task's image (every
 # WDL image has /bin/sh), blocks on its open stdin and exits on TERM.
@@ -84,8 +85,6 @@ class DockerEngine(Engine):
         self._sandbox: Optional[str] = None
         self._sandbox_lock = threading.Lock()
         self._deadlines: Dict[str, Tuple[float, int]] = {}
-        self._live: Set[str] = set()
-        self._live_lock = threading.Lock()
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "DockerEngine":
@@ -106,6 +105,7 @@ class DockerEngine(Engine):
                 raise settings.fail("network", f"{network!r} is neither one of {', '.join(NETWORK_MODES)} nor an existing docker network") from None
         limits = {"cpu": int(info["NCPU"]), "mem_bytes": int(info["MemTotal"])}
         engine = cls(client, settings, network, limits)
+        engine.reap_orphan_sandboxes(logger)
         logger.notice(_("omnibio_docker", server=info.get("ServerVersion"), network=network, admission=bool(engine.admission), **limits))
         return engine
 
@@ -165,7 +165,7 @@ class DockerEngine(Engine):
                 image_id,
                 SANDBOX_COMMAND,
                 stdin_open=True,
-                labels={LAUNCHER_LABEL: self.launcher, SANDBOX_LABEL: "1", TAG_RUN: workflow_run},
+                labels={LAUNCHER_LABEL: self.launcher, SANDBOX_LABEL: f"{socket.gethostname()}:{os.getpid()}", TAG_RUN: workflow_run},
                 name=f"omnibio-sandbox-{self.launcher}",
                 host_config=self.api.create_host_config(network_mode="bridge", auto_remove=False),
             )
@@ -206,8 +206,6 @@ class DockerEngine(Engine):
             host_config=self.api.create_host_config(**host_config),
         )
         handle = created["Id"]
-        with self._live_lock:
-            self._live.add(handle)
         self.api.start(handle)
         if resources.time_limit:
             self._deadlines[handle] = (time.monotonic() + resources.time_limit, resources.time_limit)
@@ -240,16 +238,32 @@ class DockerEngine(Engine):
         self._deadlines.pop(handle, None)
         with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
             self.api.remove_container(handle, force=True)
-        with self._live_lock:
-            self._live.discard(handle)
 
     def shutdown(self, logger: logging.Logger) -> None:
-        with self._live_lock:
-            live, self._live = set(self._live), set()
-        for handle in live | ({self._sandbox} if self._sandbox else set()):
-            with contextlib.suppress(Exception):
-                self.api.remove_container(handle, force=True)
+        """Remove every container this process started (tasks and the sandbox), found by label."""
+        try:
+            leftovers = self.api.containers(all=True, quiet=True, filters={"label": f"{LAUNCHER_LABEL}={self.launcher}"})
+        except Exception as exn:
+            logger.warning(_("could not list containers to clean up", error=str(exn)))
+            return
+        for container in leftovers:
+            try:
+                self.api.remove_container(container["Id"], force=True)
+            except docker.errors.NotFound:
+                pass
+            except Exception as exn:
+                logger.warning(_("could not remove container", id=container["Id"][:12], error=str(exn)))
         self._sandbox = None
+
+    def reap_orphan_sandboxes(self, logger: logging.Logger) -> None:
+        """Remove sandboxes left by miniwdl processes of this host that died (e.g. SIGKILL)."""
+        host = socket.gethostname()
+        for container in self.api.containers(all=True, filters={"label": SANDBOX_LABEL}):
+            owner_host, _sep, pid = container["Labels"][SANDBOX_LABEL].rpartition(":")
+            if owner_host == host and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                logger.info(_("removing orphaned network sandbox", id=container["Id"][:12], pid=pid))
+                with contextlib.suppress(docker.errors.APIError):
+                    self.api.remove_container(container["Id"], force=True)
 
 
 class DockerContainer(OmnibioContainer):
