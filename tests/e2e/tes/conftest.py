@@ -8,6 +8,7 @@ import pytest
 
 from tests.fixtures.tes_server import TesServer
 
+
 @pytest.fixture(scope="session")
 def shared_dir(docker_rig):
     """The shared filesystem: this host and the server's worker both see it at the same path."""
