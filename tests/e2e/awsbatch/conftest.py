@@ -1,0 +1,127 @@
+"""Fixtures for omnibio_awsbatch end to end: a moto server whose Batch jobs run on the local
+dockerd, and a shared directory that plays the shared filesystem (a host volume, in place)."""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, Optional
+
+import pytest
+
+from tests.conftest import require
+from tests.fixtures.moto_server import MotoBatch, MotoServer
+from tests.helpers import Run, miniwdl_env, run_miniwdl
+
+BACKEND = "omnibio_awsbatch"
+READONLY_VIEW = "/mnt/omnibio_inputs"
+# the job containers' tool runtime uploads results.json to moto S3 with the launcher's settings
+JOB_ENV = {"AWS_ENDPOINT_URL": None, "AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_DEFAULT_REGION": None}
+
+
+@pytest.fixture(scope="session")
+def moto(docker_rig, tmp_path_factory) -> MotoBatch:
+    require(importlib.util.find_spec("moto") is not None, "moto[server] is not installed")
+    server = MotoServer(str(tmp_path_factory.mktemp("moto") / "moto.log"))
+    server.start()
+    try:
+        yield MotoBatch(server).create()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def shared():
+    """The shared filesystem: containers see it at the same path (host volume sourcePath = path)."""
+    path = tempfile.mkdtemp(prefix="omnibio-aws-")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def batch_config(moto: MotoBatch, shared: str, **settings: str) -> Dict[str, Dict[str, str]]:
+    section = {
+        "region": "us-east-1",
+        "job_queue": moto.queue,
+        "fallback_queue": moto.fallback_queue,
+        "host_path": shared,
+        "mount_path": shared,
+        "readonly_mount_path": READONLY_VIEW,
+        "poll_seconds": "0.5",
+        "submit_rate": "50",
+    }
+    section.update(settings)
+    return {
+        "omnibio": {"result_uri_prefix": f"s3://{moto.bucket}/results"},
+        BACKEND: section,
+        "task_runtime": {"env": json.dumps(JOB_ENV)},
+        "scheduler": {"task_concurrency": "8"},
+    }
+
+
+def run_batch(
+    moto: MotoBatch,
+    shared: str,
+    wdl: str,
+    args=(),
+    settings: Optional[Dict[str, str]] = None,
+    config: Optional[Dict[str, Dict[str, str]]] = None,
+    env: Optional[Dict[str, str]] = None,
+    timeout: float = 180,
+) -> Run:
+    path = os.path.join(shared, "main.wdl")
+    with open(path, "w") as outfile:
+        outfile.write(wdl)
+    merged = batch_config(moto, shared, **(settings or {}))
+    for section, values in (config or {}).items():
+        merged.setdefault(section, {}).update(values)
+    return run_miniwdl(path, list(args), shared, backend=BACKEND, config=merged, env={**moto.server.env(), **(env or {})}, timeout=timeout)
+
+
+def popen_batch(moto: MotoBatch, shared: str, wdl: str, args=(), settings: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+    """Start miniwdl without waiting (for tests that act on the run while it goes)."""
+    path = os.path.join(shared, "main.wdl")
+    with open(path, "w") as outfile:
+        outfile.write(wdl)
+    env = miniwdl_env(BACKEND, batch_config(moto, shared, **(settings or {})), moto.server.env())
+    return subprocess.Popen(
+        [sys.executable, "-m", "WDL", "run", path, *args, "--dir", shared, "--verbose"],
+        cwd=shared,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def workflow_run_name(shared: str, timeout: float = 60) -> str:
+    """The run directory miniwdl creates under ``shared`` (its name tags the run's jobs)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = [d for d in os.listdir(shared) if d[:8].isdigit()]
+        if runs:
+            return runs[0]
+        time.sleep(0.2)
+    raise AssertionError("miniwdl created no run directory")
+
+
+def wait_for_jobs(moto: MotoBatch, workflow_run: str, count: int, status: str = "RUNNING", timeout: float = 90):
+    """The run's jobs once ``count`` of them are in ``status``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = [j for j in moto.run_jobs(workflow_run) if j["status"] == status]
+        if len(jobs) >= count:
+            return jobs
+        time.sleep(0.5)
+    raise AssertionError(f"fewer than {count} jobs of {workflow_run} reached {status}")
+
+
+def error_line(run: Run) -> str:
+    """The one line a user reads: the failure's message in error.json (or miniwdl's last line)."""
+    error = run.error_json()
+    message = (error.get("cause") or error).get("message") if error else None
+    return message or run.stderr.strip().splitlines()[-1]

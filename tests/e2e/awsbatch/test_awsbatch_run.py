@@ -1,0 +1,294 @@
+"""omnibio_awsbatch end to end: miniwdl runs whose task attempts are moto Batch jobs executed on
+the local dockerd, on a shared directory mounted in place."""
+
+import json
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from miniwdl_omnibio.selftest import run as selftest
+from tests.fixtures.moto_server import FlakyProxy
+from tests.helpers import miniwdl_env
+
+from .conftest import BACKEND, READONLY_VIEW, batch_config, popen_batch, run_batch, wait_for_jobs, workflow_run_name
+
+ECHO_SCATTER = r"""
+version 1.2
+workflow main {
+  input { File text  Directory folder }
+  scatter (i in range(4)) {
+    call echo { input: i = i, text = text, folder = folder }
+  }
+  output { Array[String] seen = echo.seen }
+}
+task echo {
+  input { Int i  File text  Directory folder }
+  command <<<
+    set -e
+    python3 -m miniwdl_omnibio.runtime.echo_test > echo.json
+    cat ~{text} > seen.txt
+    cat ~{folder}/a.txt >> seen.txt
+    readlink -f ~{text} >> seen.txt
+    if echo x >> ~{text}; then echo writable >> seen.txt; else echo read-only >> seen.txt; fi
+    pwd >> seen.txt
+  >>>
+  output { String seen = read_string("seen.txt") }
+  runtime { docker: "omnibio/runtime:latest" cpu: 1 memory: "256 MiB" }
+}
+"""
+
+
+def test_scatter_inputs_in_situ_and_results_on_s3(moto, shared):
+    text = os.path.join(shared, "text.txt")
+    with open(text, "w") as outfile:
+        outfile.write("hello\n")
+    folder = os.path.join(shared, "folder")
+    os.mkdir(folder)
+    with open(os.path.join(folder, "a.txt"), "w") as outfile:
+        outfile.write("a\n")
+    run = run_batch(moto, shared, ECHO_SCATTER, [f"text={text}", f"folder={folder}"], settings={"tags": '{"project": "omnibio-e2e"}'})
+    assert run.returncode == 0, run.stderr[-4000:]
+    workflow_run = os.path.basename(run.dir)
+    for i, seen in enumerate(run.outputs["main.seen"]):
+        lines = seen.splitlines()
+        assert lines[:2] == ["hello", "a"]  # File and Directory inputs read on the Batch host
+        assert lines[2] == READONLY_VIEW + text[len(shared) :]  # in place, through the read-only view
+        assert lines[3] == "read-only"  # a write to an input fails
+        assert lines[4] == os.path.join(run.dir, f"call-echo-{i}", "work")  # the shared FS, in place
+    with open(text) as infile:
+        assert infile.read() == "hello\n"
+
+    jobs = moto.run_jobs(workflow_run)
+    assert len(jobs) == 4 and all(j["status"] == "SUCCEEDED" for j in jobs)
+    for job in jobs:
+        assert re.fullmatch(r"omnibio-[0-9a-f]{8}-call-echo-[0-3]-1", job["jobName"])
+        assert job["jobQueue"].endswith("/" + moto.fallback_queue)  # not preemptible: never on spot
+        assert job["tags"]["project"] == "omnibio-e2e" and job["tags"]["omnibio.task"] == "echo"
+        assert job["container"]["command"][:2] == ["/bin/sh", "-c"]
+    definitions = {j["jobDefinition"] for j in jobs}
+    assert len(definitions) == 1  # one job definition for every attempt with the same image
+
+    s3 = moto.server.client("s3")
+    for i in range(4):
+        key = f"results/{workflow_run}/call-echo-{i}/results.json"
+        document = json.loads(s3.get_object(Bucket=moto.bucket, Key=key)["Body"].read())
+        assert document["ok"] is True
+        assert document["run_id"] == f"{workflow_run}.call-echo-{i}.1"
+        assert document["results"]["echo"]["i"] == i
+
+
+TRIVIAL = """
+version 1.1
+task t {
+  command <<< echo hi >>>
+  runtime { docker: "ubuntu:22.04" omnibio_result_check: "off" }
+}
+"""
+
+
+def test_job_definition_found_again_by_name_on_a_later_run(moto, shared):
+    batch = moto.server.client("batch")
+
+    def ours():
+        found = batch.describe_job_definitions(status="ACTIVE")["jobDefinitions"]
+        return sorted((d["jobDefinitionName"], d["revision"]) for d in found if d["jobDefinitionName"].startswith("omnibio-"))
+
+    before = ours()
+    first = run_batch(moto, shared, TRIVIAL)
+    assert first.returncode == 0, first.stderr[-3000:]
+    registered = ours()
+    assert len(registered) == len(before) + 1
+    second = run_batch(moto, shared, TRIVIAL)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert ours() == registered  # reused, not registered again
+    assert "job definition registered" in first.stderr and "job definition registered" not in second.stderr
+
+
+RETRIES = """
+version 1.2
+workflow main {
+  call codes
+  call flaky
+  call preempted
+  call big { input: numbers = range(5000) }
+  output { Int flaky_attempt = flaky.attempt }
+}
+task codes {
+  command <<< exit 3 >>>
+  runtime { docker: "ubuntu:22.04" returnCodes: [0, 3] omnibio_queue: "omnibio-spot" omnibio_result_check: "off" }
+}
+task big {
+  input { Array[Int] numbers }
+  command <<< python3 -m miniwdl_omnibio.runtime.echo_test >>>
+  runtime { docker: "omnibio/runtime:latest" }
+}
+task flaky {
+  command <<<
+    echo "attempt ~{task.attempt}"
+    if [ ~{task.attempt} -eq 0 ]; then exit 1; fi
+    echo ~{task.attempt} > attempt
+  >>>
+  output { Int attempt = read_int("attempt") }
+  runtime { docker: "ubuntu:22.04" maxRetries: 1 omnibio_result_check: "off" }
+}
+task preempted {
+  command <<< python3 -m miniwdl_omnibio.runtime.echo_test >>>
+  runtime { docker: "omnibio/runtime:latest" preemptible: 1 }
+}
+"""
+
+
+def test_return_codes_retries_interruption_queue_and_large_inputs(moto, shared):
+    run = run_batch(moto, shared, RETRIES, config={"task_runtime": {"_mock_interruptions": "1"}})
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert run.outputs["main.flaky_attempt"] == 1
+    jobs = moto.run_jobs(os.path.basename(run.dir))
+    by_task = {}
+    for job in jobs:
+        by_task.setdefault(job["tags"]["omnibio.task"], []).append(job)
+    assert len(by_task["codes"]) == 1
+    assert by_task["codes"][0]["jobQueue"].endswith("/omnibio-spot")  # runtime.omnibio_queue
+    flaky = sorted(by_task["flaky"], key=lambda j: j["createdAt"])
+    assert [j["status"] for j in flaky] == ["FAILED", "SUCCEEDED"]
+    preempted = by_task["preempted"]
+    assert len(preempted) == 2 and all(j["status"] == "SUCCEEDED" for j in preempted)
+    # runtime.preemptible: the first attempt goes to the (spot) job_queue
+    assert all(j["jobQueue"].endswith("/" + moto.queue) for j in preempted)
+    assert "mock interruption" in run.stderr
+    # INPUTS_JSON (~25 KB) exceeds the SubmitJob payload budget: the job sources it from a file
+    assert "environment values passed in a file" in run.stderr
+    key = f"results/{os.path.basename(run.dir)}/call-big/results.json"
+    document = json.loads(moto.server.client("s3").get_object(Bucket=moto.bucket, Key=key)["Body"].read())
+    assert document["results"]["echo"]["numbers"] == list(range(5000))
+
+
+HOST_LOSS = """
+version 1.2
+task spot {
+  command <<<
+    if [ ~{task.attempt} -eq 0 ]; then sleep 120; fi
+    python3 -m miniwdl_omnibio.runtime.echo_test
+  >>>
+  runtime { docker: "omnibio/runtime:latest" preemptible: 1 }
+}
+"""
+
+
+def test_spot_host_loss_is_retried_on_the_fallback_queue(moto, shared):
+    proc = popen_batch(moto, shared, HOST_LOSS)
+    try:
+        workflow_run = workflow_run_name(shared)
+        (job,) = wait_for_jobs(moto, workflow_run, 1)
+        assert job["jobQueue"].endswith("/" + moto.queue)
+        # what Batch says when the spot instance under a job goes away
+        moto.server.client("batch").terminate_job(jobId=job["jobId"], reason="Host EC2 (instance i-0123456789abcdef0) terminated.")
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-4000:]
+    assert "task interrupted" in stderr and "interrupted task will be retried" in stderr
+    jobs = sorted(moto.run_jobs(workflow_run), key=lambda j: j["createdAt"])
+    assert [j["status"] for j in jobs] == ["FAILED", "SUCCEEDED"]
+    assert jobs[1]["jobQueue"].endswith("/" + moto.fallback_queue)  # the preemptible budget is spent
+
+
+FAILING = """
+version 1.1
+task fails {
+  command <<<
+    echo "reference index corrupt" >&2
+    exit 3
+  >>>
+  runtime { docker: "ubuntu:22.04" omnibio_result_check: "off" }
+}
+"""
+
+
+def test_nonzero_exit_fails_the_run_with_the_job_log(moto, shared):
+    run = run_batch(moto, shared, FAILING)
+    assert run.returncode != 0
+    error = run.error_json()
+    assert error["cause"]["exit_status"] == 3, error
+    info = error["cause"]
+    assert info["engine"] == "omnibio_awsbatch" and info["exit_code"] == 3
+    assert info["log_group"] == "/aws/batch/job" and info["log_stream"]
+    assert "reference index corrupt" in info["log_tail"]  # the task's stderr tail, from CloudWatch
+    assert [j["status"] for j in moto.run_jobs(os.path.basename(run.dir))] == ["FAILED"]
+
+
+SLEEPY_SCATTER = """
+version 1.1
+workflow sleepy {
+  scatter (i in range(4)) { call nap { input: i } }
+}
+task nap {
+  input { Int i }
+  command <<< sleep 600 >>>
+  runtime { docker: "ubuntu:22.04" omnibio_result_check: "off" }
+}
+"""
+
+
+def test_sigint_terminates_every_job_of_the_run(moto, shared):
+    proc = popen_batch(moto, shared, SLEEPY_SCATTER)
+    try:
+        workflow_run = workflow_run_name(shared)
+        wait_for_jobs(moto, workflow_run, 4)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    jobs = moto.run_jobs(workflow_run)
+    assert len(jobs) == 4
+    # every job was told to terminate before miniwdl exited ...
+    assert all("cancelled by miniwdl" in (j.get("statusReason") or "") for j in jobs), jobs
+    # ... and TerminateJob is asynchronous (as on AWS): the jobs and containers go soon after
+    active = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
+    names = [j["jobName"] for j in jobs]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        running = [j["jobName"] for j in moto.run_jobs(workflow_run) if j["status"] in active]
+        left = [c.name for c in moto.server.job_containers() if any(c.name.startswith(n) for n in names)]
+        if not running and not left:
+            break
+        time.sleep(0.5)
+    assert running == [] and left == []
+
+
+SMALL_SCATTER = """
+version 1.1
+workflow main {
+  scatter (i in range(4)) { call echo { input: i } }
+}
+task echo {
+  input { Int i }
+  command <<< python3 -m miniwdl_omnibio.runtime.echo_test >>>
+  runtime { docker: "omnibio/runtime:latest" }
+}
+"""
+
+
+def test_throttling_and_5xx_back_off_without_failing(moto, shared):
+    """Every third SubmitJob/DescribeJobs answers 429 TooManyRequestsException or 503."""
+    with FlakyProxy(moto.server.port, every=3) as proxy:
+        run = run_batch(moto, shared, SMALL_SCATTER, env={"AWS_ENDPOINT_URL": proxy.endpoint})
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert proxy.counts["throttled"] >= 1 and proxy.counts["unavailable"] >= 1, proxy.counts
+    jobs = moto.run_jobs(os.path.basename(run.dir))
+    assert sorted(j["status"] for j in jobs) == ["SUCCEEDED"] * 4  # each task submitted once
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a Directory input is a symlink into the read-only view (container.py _shared_mounts), so "
+    "`find DIR -type f` in the self-test's hello task sees no file; fixed by the shared change in the report",
+)
+def test_offline_selftest_passes(moto, shared):
+    env = miniwdl_env(BACKEND, batch_config(moto, shared), moto.server.env())
+    assert selftest(BACKEND, shared, env=env) == []
