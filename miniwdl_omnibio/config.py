@@ -79,7 +79,53 @@ DEFAULTS: Dict[str, Dict[str, str]] = {
         # seconds between two DescribeJobs calls (each covers up to 100 jobs)
         "poll_seconds": "5",
     },
-    "omnibio_azurebatch": {},
+    "omnibio_azurebatch": {
+        # the Batch account endpoint, e.g. https://myaccount.westeurope.batch.azure.com; required
+        "account_url": "",
+        # shared_key (account_name + the key in account_key_env) | entra (Microsoft Entra ID through
+        # azure.identity DefaultAzureCredential: managed identity, workload identity, az login)
+        "auth": "shared_key",
+        # the Batch account name for shared_key; empty = the first label of account_url's host
+        "account_name": "",
+        # name of the environment variable holding the account's shared key (never the key itself)
+        "account_key_env": "AZURE_BATCH_ACCOUNT_KEY",
+        # the pool that runs the tasks: it needs a container configuration and must mount the
+        # shared filesystem on every node; required
+        "pool_id": "",
+        # JSON object to create pool_id from when it does not exist (keys: vm_size, image,
+        # node_agent_sku_id, dedicated_nodes, low_priority_nodes, task_slots_per_node,
+        # container_registries, container_image_names, mount_configuration); empty = must exist
+        "pool_spec": "",
+        # where task containers see the shared filesystem read-write (required); run directories
+        # and inputs must be on it
+        "mount_path": "",
+        # where this host mounts the same filesystem; empty = mount_path
+        "host_mount_path": "",
+        # where task containers see the shared filesystem read-only, for their inputs; empty =
+        # inputs are read through mount_path
+        "readonly_mount_path": "",
+        # where pool nodes mount the shared filesystem, the source of the containers' -v binds
+        # (Batch mounts at $AZ_BATCH_NODE_MOUNTS_DIR/<relativeMountPath>, e.g.
+        # /mnt/batch/tasks/fsmounts/omnibio); empty = mount_path
+        "node_mount_path": "",
+        # seconds a task may run when it sets no runtime.omnibio_time_limit (its
+        # maxWallClockTime); 0 = unlimited
+        "default_time_limit": "0",
+        # seconds between status polls (one paged list of the run's started tasks per poll)
+        "poll_seconds": "5",
+        # the largest cpu and memory one task may request (runtime values are clamped to them);
+        # empty = estimated from the pool's vmSize (Standard_D4s_v3: 4 cpu, 16 GiB)
+        "max_cpu": "",
+        "max_memory": "",
+        # retries of a throttled (429), busy (503) or failed request, with exponential backoff
+        # that honours Retry-After
+        "max_retries": "10",
+        # seconds to keep retrying job creation while the account's active job quota is reached
+        "quota_wait_seconds": "600",
+        # extra docker options for every task container, appended to containerRunOptions
+        # (e.g. --shm-size 1g)
+        "container_run_options": "",
+    },
     "omnibio_tes": {
         # the TES server's root, e.g. https://tes.example.org (the API is at <url>/ga4gh/tes/v1);
         # required. Credentials never go in the URL: use user + password_env or token_env
