@@ -261,6 +261,27 @@ def test_sigint_terminates_every_job_of_the_run(moto, shared):
     assert running == [] and left == []
 
 
+FAIL_FAST = """
+version 1.1
+workflow main {
+  scatter (i in range(4)) { call nap_or_fail { input: i } }
+}
+task nap_or_fail {
+  input { Int i }
+  command <<< if [ ~{i} -eq 0 ]; then sleep 3; exit 1; fi; sleep 600 >>>
+  runtime { docker: "ubuntu:22.04" omnibio_result_check: "off" }
+}
+"""
+
+
+def test_fail_fast_terminates_the_other_jobs(moto, shared):
+    run = run_batch(moto, shared, FAIL_FAST, timeout=120)
+    assert run.returncode != 0
+    jobs = moto.run_jobs(os.path.basename(run.dir))
+    assert len(jobs) == 4
+    cancelled = [j for j in jobs if "cancelled by miniwdl" in (j.get("statusReason") or "")]
+    assert len(cancelled) == 3, [(j["jobName"], j["status"], j.get("statusReason")) for j in jobs]
+
 SMALL_SCATTER = """
 version 1.1
 workflow main {
