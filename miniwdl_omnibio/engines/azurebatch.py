@@ -28,7 +28,7 @@ import requests
 from azure.batch import BatchClient
 from azure.batch import models as batch_models
 from azure.core.credentials import AzureNamedKeyCredential
-from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
+from azure.core.exceptions import AzureError, HttpResponseError
 from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.core.pipeline.transport import RequestsTransport
@@ -78,10 +78,9 @@ def describe_error(exn: BaseException) -> str:
     left out: they are long and not for a log line.
     """
     if isinstance(exn, HttpResponseError):
-        code = getattr(exn.error, "code", None) if exn.error else None
-        message = str(exn.message or exn.reason or "").splitlines()[0] if (exn.message or exn.reason) else ""
-        message = re.sub(r"^\(\w+\)\s*", "", message)
-        return f"{exn.status_code} {code or exn.reason}: {message}".strip().rstrip(":")
+        text = str(exn.message or exn.reason or "")
+        message = re.sub(r"^\(\w+\)\s*", "", text.splitlines()[0] if text else "")
+        return f"{exn.status_code} {error_code(exn) or exn.reason}: {message}".strip().rstrip(":")
     text = str(exn).splitlines()[0] if str(exn) else type(exn).__name__
     # transport errors nest urllib3's story; the socket's own words are the useful part
     cause = re.search(r"(\[Errno -?\d+\] [^'\")]+|Read timed out|Name or service not known|timed out)", text)
@@ -100,9 +99,10 @@ def error_code(exn: BaseException) -> Optional[str]:
 
 
 def batch_id(text: str, limit: int = ID_LENGTH) -> str:
-    """A valid Batch id for ``text``; too long ones keep their head plus a hash of the whole."""
+    """A valid Batch id for ``text``. Ids are case-insensitive and at most 64 long: one with
+    capitals, or too long, keeps its head plus a hash of the whole, so distinct texts stay distinct."""
     clean = INVALID_ID_CHARACTERS.sub("-", text).strip("-") or "x"
-    if len(clean) <= limit:
+    if len(clean) <= limit and clean == clean.lower():
         return clean
     digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
     return f"{clean[: limit - 11]}-{digest}"
@@ -154,6 +154,12 @@ class PoolSpec:
         )
 
     def options(self, pool_id: str) -> batch_models.BatchPoolCreateOptions:
+        try:
+            return self._options(pool_id)
+        except (TypeError, ValueError, AttributeError) as exn:
+            raise self.settings.fail("pool_spec", f"invalid value: {exn}") from None
+
+    def _options(self, pool_id: str) -> batch_models.BatchPoolCreateOptions:
         image = self._require("image")
         if not isinstance(image, dict):
             raise self.settings.fail("pool_spec", "'image' must be an object: publisher, offer, sku, version (or virtual_machine_image_id)")
@@ -239,7 +245,7 @@ class AzureBatchEngine(Engine):
         self.client = client
         self.account = account
         self.pool = pool
-        self.filesystem = filesystem
+        self.filesystem = self.shared = filesystem
         self.node_root = node_root
         self.limits = limits
         self.slots = int(pool.task_slots_per_node or 1)
@@ -271,7 +277,7 @@ class AzureBatchEngine(Engine):
         if not node_root.startswith("/"):
             raise settings.fail("node_mount_path", f"{node_root!r} must be an absolute path")
         pool_id = settings.str("pool_id", required=True)
-        if batch_id(pool_id) != pool_id:
+        if INVALID_ID_CHARACTERS.search(pool_id) or len(pool_id) > ID_LENGTH:
             raise settings.fail("pool_id", f"{pool_id!r} is not a Batch pool id (letters, digits, - and _, at most 64)")
         pool_spec = PoolSpec(settings)
         # the SDK's request logging would put a line per REST call into the run's log
@@ -338,23 +344,14 @@ class AzureBatchEngine(Engine):
     ) -> batch_models.BatchPool:
         """The pool, created from pool_spec when missing; every start-up problem is one line."""
         try:
-            try:
-                pool = client.get_pool(pool_id)
-            except HttpResponseError as exn:
-                if error_code(exn) != "PoolNotFound" or not spec:
-                    raise
-                logger.notice(_("creating Azure Batch pool from pool_spec", pool=pool_id))
-                client.create_pool(spec.options(pool_id))
-                pool = client.get_pool(pool_id)
-        except ClientAuthenticationError as exn:
-            raise cls._auth_failure(settings, exn) from None
-        except HttpResponseError as exn:
+            pool = cls._find_or_create_pool(client, pool_id, spec, logger)
+        except HttpResponseError as exn:  # ClientAuthenticationError (no token at all) is one too
             code = error_code(exn)
-            if code == "AuthenticationFailed" or exn.status_code in (401, 403):
+            if exn.status_code in (None, 401, 403) or code == "AuthenticationFailed":
                 raise cls._auth_failure(settings, exn) from None
             if code == "PoolNotFound":
                 raise settings.fail("pool_id", f"pool {pool_id!r} does not exist in {account_url}; create it (docs/azurebatch.md) or set pool_spec") from None
-            raise settings.fail("pool_id" if code != "InvalidPropertyValue" else "pool_spec", f"Azure Batch refused: {describe_error(exn)}") from None
+            raise settings.fail("pool_spec" if spec else "pool_id", f"Azure Batch refused: {describe_error(exn)}") from None
         except AzureError as exn:
             raise settings.fail("account_url", f"cannot reach Azure Batch at {account_url} ({describe_error(exn)})") from None
         if enum_text(pool.state) == "deleting":
@@ -367,9 +364,26 @@ class AzureBatchEngine(Engine):
         return pool
 
     @staticmethod
-    def _auth_failure(settings: Settings, exn: BaseException) -> ConfigError:
+    def _find_or_create_pool(client: BatchClient, pool_id: str, spec: PoolSpec, logger: logging.Logger) -> batch_models.BatchPool:
+        try:
+            return client.get_pool(pool_id)
+        except HttpResponseError as exn:
+            if error_code(exn) != "PoolNotFound" or not spec:
+                raise
+        logger.notice(_("creating Azure Batch pool from pool_spec", pool=pool_id))
+        try:
+            client.create_pool(spec.options(pool_id))
+        except HttpResponseError as exn:
+            if error_code(exn) != "PoolExists":  # else another run created it meanwhile
+                raise
+        return client.get_pool(pool_id)
+
+    @staticmethod
+    def _auth_failure(settings: Settings, exn: HttpResponseError) -> ConfigError:
         reason = describe_error(exn)
         if settings.str("auth") == "entra":
+            if exn.status_code is None:
+                return settings.fail("auth", f"no Entra ID token for Azure Batch ({reason}); set up a managed identity, workload identity or az login")
             return settings.fail("auth", f"Azure Batch did not accept the Entra ID token ({reason}); give the identity a Batch data-plane role on the account")
         variable = settings.str("account_key_env")
         return settings.fail("account_key_env", f"Azure Batch rejected the shared key in ${variable} ({reason}); use a current key of the account named in account_name")
@@ -457,7 +471,7 @@ class AzureBatchEngine(Engine):
 
     def node_path(self, host_path: str) -> str:
         """Where a pool node sees a path of this host's shared filesystem mount."""
-        relative = os.path.relpath(host_path, self.filesystem.host_root)
+        relative = os.path.relpath(host_path, self.shared.host_root)
         return self.node_root if relative == "." else os.path.join(self.node_root, relative)
 
     def command(self, attempt: TaskAttempt) -> List[str]:
@@ -467,12 +481,12 @@ class AzureBatchEngine(Engine):
         would land in an invisible stderr file; this check says so in Batch's stderr.txt, which
         failure_details fetches.
         """
-        stdout = self.filesystem.to_container(attempt.stdout_path)
+        stdout = shlex.quote(self.shared.to_container(attempt.stdout_path))
         problem = (
-            f"omnibio: {stdout} is not visible on Azure Batch node $AZ_BATCH_NODE_ID; the pool must mount the "
-            f"shared filesystem at {self.node_root} ([omnibio_azurebatch] node_mount_path, docs/azurebatch.md)"
+            f'"omnibio: "{stdout}" is not visible on Azure Batch node $AZ_BATCH_NODE_ID; the pool must mount the '
+            f'shared filesystem at "{shlex.quote(self.node_root)}" ([omnibio_azurebatch] node_mount_path, docs/azurebatch.md)"'
         )
-        check = f'[ -e {shlex.quote(stdout)} ] || {{ echo "{problem}" >&2; exit {MISSING_FILESYSTEM_EXIT}; }}; exec "$@"'
+        check = f'[ -e {stdout} ] || {{ echo {problem} >&2; exit {MISSING_FILESYSTEM_EXIT}; }}; exec "$@"'
         return ["/bin/sh", "-c", check, "omnibio", *attempt.argv]
 
     def task_options(self, attempt: TaskAttempt) -> batch_models.BatchTaskCreateOptions:
@@ -649,6 +663,9 @@ class AzureBatchEngine(Engine):
     def release(self, handle: str, logger: logging.Logger) -> None:
         status = self._poller.wait(handle, 0)
         self._poller.forget(handle)
+        for remembered in (self._time_limits, self._images):
+            remembered.pop(handle, None)
+        self._cancelled.discard(handle)
         if status.phase is Phase.DONE:
             with self._open_lock:
                 self._open.discard(handle)
@@ -662,7 +679,10 @@ class AzureBatchEngine(Engine):
         for handle in open_tasks:
             self._terminate(handle)
         with contextlib.suppress(AzureError):
-            poller = self.client.begin_terminate_job(self.job_id, {"terminateReason": "omnibio run ended"}, polling_interval=1)
+            # options are required in azure-batch 15.1 (its request fails without a body) and
+            # BatchJobTerminateOptions is not exported: the REST body as a dict
+            reason = {"terminateReason": "omnibio run ended"}
+            poller = self.client.begin_terminate_job(self.job_id, reason, polling_interval=1)  # type: ignore[arg-type]
             with contextlib.suppress(Exception):
                 poller.result(timeout=30)
         logger.info(_("Azure Batch job terminated", job=self.job_id, tasks_terminated=len(open_tasks)))

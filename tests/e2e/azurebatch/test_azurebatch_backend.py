@@ -13,7 +13,7 @@ import docker
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from tests.fixtures.azurebatch_emulator import LABEL, LABEL_JOB, BatchEmulator
+from tests.fixtures.azurebatch_emulator import LABEL_JOB, BatchEmulator
 from tests.helpers import miniwdl_env, run_miniwdl
 
 from .conftest import CONTAINER, READONLY_VIEW, azurebatch_config, azurebatch_env, read_log
@@ -174,14 +174,14 @@ def _popen_miniwdl(wdl: str, directory: str, config, env) -> subprocess.Popen:
     )
 
 
-def _wait_running(batch: BatchEmulator, before: Set[str], count: int, timeout: float = 60) -> Dict:
+def _wait_running(batch: BatchEmulator, before: Set[str], count: int, total: int = 0, timeout: float = 60) -> Dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         new = _jobs(batch) - before
         if new:
             job_id = next(iter(new))
             tasks = batch.state()["jobs"][job_id]["tasks"]
-            if sum(1 for s in tasks.values() if s == "running") >= count:
+            if sum(1 for s in tasks.values() if s == "running") >= count and len(tasks) >= total:
                 return {"id": job_id, "tasks": tasks}
         time.sleep(0.3)
     raise AssertionError(f"fewer than {count} tasks running after {timeout} s: {batch.state()}")
@@ -222,7 +222,7 @@ def test_sigint_terminates_every_task_and_the_job(batch, workdir):
         """
 version 1.1
 workflow long {
-  scatter (i in range(4)) { call sleeper { input: i = i } }
+  scatter (i in range(6)) { call sleeper { input: i = i } }
 }
 task sleeper {
   input { Int i }
@@ -234,7 +234,8 @@ task sleeper {
     before = _jobs(batch)
     proc = _popen_miniwdl(wdl, str(workdir), azurebatch_config(batch, str(workdir)), azurebatch_env(batch))
     try:
-        job = _wait_running(batch, before, 2)
+        job = _wait_running(batch, before, 4, total=6)  # the pool runs 4 at a time: 2 stay queued
+        assert "active" in job["tasks"].values()
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=90)
     finally:
