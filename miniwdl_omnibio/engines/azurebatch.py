@@ -451,10 +451,12 @@ class AzureBatchEngine(Engine):
         """containerRunOptions: limits, the shared filesystem's two views, working directory."""
         resources = attempt.resources
         options = ["--cpus", str(resources.cpu)]
-        if resources.memory_limit:
-            options += ["--memory", str(resources.memory_limit)]
-        if resources.memory_reservation:
-            options += ["--memory-reservation", str(min(resources.memory_reservation, resources.memory_limit or resources.memory_reservation))]
+        # runtime.memory is a hard limit here (tasks share nodes), as on other batch services
+        memory = resources.memory_limit or resources.memory_reservation
+        if memory:
+            options += ["--memory", str(memory)]
+        if resources.memory_reservation and resources.memory_reservation < memory:
+            options += ["--memory-reservation", str(resources.memory_reservation)]
         for mount in attempt.mounts:
             source = self.node_path(mount.host_path)
             options += ["-v", f"{source}:{mount.container_path}" + (":ro" if mount.read_only else "")]

@@ -37,7 +37,7 @@ def test_attempt_becomes_a_container_task(monkeypatch):
         image="omnibio/runtime:latest", argv=("/bin/sh", "-c", "bash /shared/run/call-x/command >> '/shared/run/call-x/stdout.txt'"),
         workdir="/shared/run/call-x/work", env={"TOOL_ID": "x", "INPUTS_JSON": '{"a": "b c"}'},
         mounts=(Mount("/host/share", "/shared", False), Mount("/host/share", "/mnt/ro", True)),
-        resources=Resources(cpu=2, memory_reservation=1 << 30, memory_limit=2 << 30, gpu=0, disk=None, time_limit=60, preemptible=True),
+        resources=Resources(cpu=2, memory_reservation=1 << 30, memory_limit=2 << 30, gpu=0, disk=None, time_limit=60, max_interruptions=1),
         tags={"omnibio.run": "run"}, stdout_path="/host/share/run/call-x/stdout.txt", stderr_path="/host/share/run/call-x/stderr.txt",
         host_dir="/host/share/run/call-x",
     )
