@@ -537,7 +537,7 @@ class AzureBatchEngine(Engine):
         """
         assert self.job_id
         delay = 1.0
-        for attempt in range(8):
+        for tries in range(1, 9):
             try:
                 if len(tasks) == 1:
                     self.client.create_task(self.job_id, tasks[0])
@@ -546,7 +546,7 @@ class AzureBatchEngine(Engine):
             except HttpResponseError as exn:
                 if len(tasks) == 1 and error_code(exn) == "TaskExists":
                     return {}
-                if exn.status_code not in THROTTLED or attempt == 7:
+                if exn.status_code not in THROTTLED or tries == 8:
                     raise
                 time.sleep(delay)  # throttled beyond the client's own retries (e.g. no Retry-After)
                 delay = min(delay * 2, 30.0)
@@ -613,7 +613,7 @@ class AzureBatchEngine(Engine):
             return f"Azure Batch task {self.job_id}/{task_id} completed without an exit code or failure information"
         values = {d.name: d.value for d in (failure.details or []) if d.name}
         cause = values.get("Message", "")
-        if failure.code and failure.code.startswith("ContainerInvalidImage") or "ContainerImage" in values:
+        if (failure.code or "").startswith("ContainerInvalidImage") or "ContainerImage" in values:
             image = values.get("ContainerImage") or self._images.get(task_id, "?")
             return f"Azure Batch could not start image {image} for task {task_id} ({failure.code}: {failure.message}){': ' + cause if cause else ''}"
         return f"Azure Batch could not run task {task_id} ({failure.category} {failure.code}: {failure.message}){': ' + cause if cause else ''}"
@@ -680,13 +680,11 @@ class AzureBatchEngine(Engine):
             open_tasks = sorted(self._open)
         for handle in open_tasks:
             self._terminate(handle)
-        with contextlib.suppress(AzureError):
+        with contextlib.suppress(Exception):  # at exit: report nothing but the log line below
             # options are required in azure-batch 15.1 (its request fails without a body) and
             # BatchJobTerminateOptions is not exported: the REST body as a dict
             reason = {"terminateReason": "omnibio run ended"}
-            poller = self.client.begin_terminate_job(self.job_id, reason, polling_interval=1)  # type: ignore[arg-type]
-            with contextlib.suppress(Exception):
-                poller.result(timeout=30)
+            self.client.begin_terminate_job(self.job_id, reason, polling_interval=1).result(timeout=30)  # type: ignore[arg-type]
         logger.info(_("Azure Batch job terminated", job=self.job_id, tasks_terminated=len(open_tasks)))
 
 

@@ -141,6 +141,7 @@ task exits {
     assert failed.returncode != 0
     cause = failed.error_json()["cause"]
     assert cause["exit_status"] == 3 and cause["engine"] == BACKEND and cause["batch_task"] == "exits-1"
+    assert batch.key not in json.dumps(cause) + failed.stderr + read_log(failed.dir)
     accepted = run_miniwdl(wdl, ["ok=0", "ok=3"], str(workdir), backend=BACKEND, config=config, env=azurebatch_env(batch))
     assert accepted.returncode == 0, accepted.stderr[-3000:]
     assert accepted.outputs["exits.out"] == "some output"
@@ -356,3 +357,5 @@ def test_entra_id_through_managed_identity(batch, workdir):
     run = run_miniwdl(wdl, [], str(workdir), backend=BACKEND, config=azurebatch_config(batch, str(workdir), auth="entra"), env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.outputs["t.o"] == "hi"
+    logs = run.stderr + read_log(run.dir)
+    assert batch.issued_tokens() and not any(token in logs for token in batch.issued_tokens())
