@@ -18,6 +18,7 @@ from tests.conformance.runner import (
     regressions,
     run_examples,
     summary,
+    write_results,
 )
 from tests.helpers import CONFORMANCE
 
@@ -45,6 +46,7 @@ def test_spec_examples_pass_like_docker_swarm(backend, request):
     results = run_examples(examples, workspace, backend_env(backend, env), JOBS, TIMEOUT)
     seconds = time.monotonic() - started
     print(summary(backend, results, seconds, JOBS))
+    write_results(os.path.join(workspace.root, f"results-{backend}.json"), backend, results, seconds, JOBS)
 
     lost = regressions(baseline, results)
     assert not lost, (
