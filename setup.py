@@ -25,10 +25,10 @@ setup(
     },
     entry_points={
         "miniwdl.plugin.container_backend": [
-            "omnibio_docker = miniwdl_omnibio.engines.docker:DockerContainer",
-            "omnibio_awsbatch = miniwdl_omnibio.engines.awsbatch:AwsBatchContainer",
-            "omnibio_azurebatch = miniwdl_omnibio.engines.azurebatch:AzureBatchContainer",
-            "omnibio_tes = miniwdl_omnibio.engines.tes:TesContainer",
+            "omnibio_docker = miniwdl_omnibio.backends:DockerContainer",
+            "omnibio_awsbatch = miniwdl_omnibio.backends:AwsBatchContainer",
+            "omnibio_azurebatch = miniwdl_omnibio.backends:AzureBatchContainer",
+            "omnibio_tes = miniwdl_omnibio.backends:TesContainer",
         ],
         "miniwdl.plugin.task": [
             "omnibio_contract = miniwdl_omnibio.task_plugin:describe_task",

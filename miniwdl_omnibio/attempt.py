@@ -8,6 +8,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+# Tags (labels) on everything an attempt starts: for finding, cancelling and accounting.
+TAG_RUN, TAG_CALL, TAG_TASK, TAG_ATTEMPT, TAG_RUN_ID = (
+    "omnibio.run",
+    "omnibio.call",
+    "omnibio.task",
+    "omnibio.attempt",
+    "omnibio.run_id",
+)
+
 
 @dataclass(frozen=True)
 class Mount:
@@ -24,7 +33,12 @@ class Resources:
     gpu: int  # number of GPUs; 0 = none
     disk: Optional[int]  # bytes requested, None = unset
     time_limit: Optional[int]  # seconds, None = no limit
-    preemptible: bool  # miniwdl may retry an interruption (runtime.preemptible > 0)
+    max_interruptions: int  # runtime.preemptible: how many interruptions miniwdl retries
+
+    @property
+    def preemptible(self) -> bool:
+        """The task may run on interruptible capacity (spot, low-priority)."""
+        return self.max_interruptions > 0
 
     def as_contract(self) -> Dict[str, Any]:
         """RESOURCES_JSON: what was granted."""
@@ -62,6 +76,7 @@ class TaskAttempt:
     runtime: Mapping[str, Any] = field(default_factory=dict)  # engine-specific runtime keys
     user: Optional[str] = None  # "uid:gid" with --as-me
     privileged: bool = False
+    interruptions: int = 0  # attempts of this task the engine interrupted so far (spot/low-priority loss)
 
     def __post_init__(self) -> None:
         for name in ("env", "tags", "runtime"):

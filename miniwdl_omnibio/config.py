@@ -201,25 +201,21 @@ class Settings:
             raise self.fail(key, f"{value!r} is not one of {', '.join(options)}")
         return value
 
-    def int(self, key: str, minimum: Optional[int] = None) -> int:
+    def _number(self, key: str, kind: type, noun: str, minimum: Any) -> Any:
         value = self.raw(key)
         try:
-            number = int(value)
+            number = kind(value)
         except ValueError:
-            raise self.fail(key, f"{value!r} is not an integer") from None
+            raise self.fail(key, f"{value!r} is not {noun}") from None
         if minimum is not None and number < minimum:
             raise self.fail(key, f"{number} is below the minimum {minimum}")
         return number
 
+    def int(self, key: str, minimum: Optional[int] = None) -> int:
+        return self._number(key, int, "an integer", minimum)
+
     def float(self, key: str, minimum: Optional[float] = None) -> float:
-        value = self.raw(key)
-        try:
-            number = float(value)
-        except ValueError:
-            raise self.fail(key, f"{value!r} is not a number") from None
-        if minimum is not None and number < minimum:
-            raise self.fail(key, f"{number} is below the minimum {minimum}")
-        return number
+        return self._number(key, float, "a number", minimum)
 
     def bool(self, key: str) -> bool:
         value = self.raw(key).lower()

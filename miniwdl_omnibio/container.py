@@ -5,6 +5,7 @@ exit code and failure_info -> verify results.json. Engines only translate the Ta
 """
 
 import atexit
+import importlib
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ import re
 import shlex
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, Type
+from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Tuple, Type
 
 from WDL import Error
 from WDL._util import VERBOSE_LEVEL, TailLogger, chmod_R_plus, parse_byte_size, write_atomic
@@ -21,8 +22,8 @@ from WDL.runtime import config as miniwdl_config
 from WDL.runtime.error import Interrupted, Terminated
 from WDL.runtime.task_container import TaskContainer
 
-from .attempt import Mount, Resources, TaskAttempt
-from .config import ConfigError, Settings, check_sections
+from .attempt import TAG_ATTEMPT, TAG_CALL, TAG_RUN, TAG_RUN_ID, TAG_TASK, Mount, Resources, TaskAttempt
+from .config import Settings, check_sections
 from .contract import (
     TaskFacts,
     call_path,
@@ -40,14 +41,6 @@ from .runtime.uri import ResultUri, parse_result_uri
 # The verified results.json is copied here, in the task's working directory, so WDL outputs can
 # use it: read_json("omnibio_result.json") or File result = "omnibio_result.json".
 RESULT_FILE = "omnibio_result.json"
-# Labels/tags on everything an attempt starts.
-TAG_RUN, TAG_CALL, TAG_TASK, TAG_ATTEMPT, TAG_RUN_ID = (
-    "omnibio.run",
-    "omnibio.call",
-    "omnibio.task",
-    "omnibio.attempt",
-    "omnibio.run_id",
-)
 RESULT_CHECKS = ("fail", "warn", "off")
 OPENJD_LINE = re.compile(r"^\s*openjd_(progress|status|fail)\s*:\s*(.*?)\s*$")
 GiB = 1 << 30
@@ -130,7 +123,8 @@ class OpenJdProgress:
 class OmnibioContainer(TaskContainer):
     """Shared base of the omnibio_* backends; subclasses name their engine."""
 
-    engine_class: ClassVar[Type[Engine]]
+    engine_path: ClassVar[str]  # "module:EngineClass", imported at global_init
+    extra: ClassVar[Optional[str]] = None  # the pip extra its engine's SDK comes with
     _engine: ClassVar[Engine]
     _omnibio: ClassVar[OmnibioSettings]
     # runtime{} keys honoured on every engine (recorded so miniwdl does not call them ignored)
@@ -138,10 +132,22 @@ class OmnibioContainer(TaskContainer):
 
     @classmethod
     def global_init(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> None:
-        check_sections(cfg, ("omnibio", cls.engine_class.section))
+        engine_class = cls.engine_type()
+        check_sections(cfg, ("omnibio", engine_class.section))
         cls._omnibio = OmnibioSettings.load(cfg)
-        cls._engine = cls.engine_class.start(cfg, logger)
+        cls._engine = engine_class.start(cfg, logger)
         atexit.register(cls._engine.shutdown, logger)
+
+    @classmethod
+    def engine_type(cls) -> Type[Engine]:
+        """Import the engine only now: miniwdl loads every registered backend class, and a user
+        of omnibio_docker need not have boto3, the Azure SDK or py-tes installed."""
+        module, _sep, name = cls.engine_path.partition(":")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except ImportError as exn:
+            hint = f"; install it with pip install 'miniwdl-omnibio[{cls.extra}]'" if cls.extra else ""
+            raise Error.RuntimeError(f"{cls.__name__} cannot load its engine ({exn}){hint}") from None
 
     @classmethod
     def detect_resource_limits(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> Dict[str, int]:
@@ -150,6 +156,7 @@ class OmnibioContainer(TaskContainer):
     def __init__(self, cfg: miniwdl_config.Loader, run_id: str, host_dir: str) -> None:
         self.facts: Optional[TaskFacts] = None  # set by task_plugin before the first attempt
         self._inputs_copied = False
+        self._interruptions = 0
         super().__init__(cfg, run_id, host_dir)
         if self._engine.filesystem:
             # workers see the run directory in place: no virtualized container_dir
@@ -170,7 +177,39 @@ class OmnibioContainer(TaskContainer):
         if "omnibio_time_limit" in self.runtime_values:
             self.runtime_values["omnibio_time_limit"] = parse_duration(self.runtime_values["omnibio_time_limit"])
 
+    def add_paths(self, host_paths: Iterable[str]) -> None:
+        fs = self._engine.filesystem
+        if not fs:
+            return super().add_paths(host_paths)
+        # on a shared filesystem an input's container path is its place in the read-only view
+        # (no symlinks: `find DIR` must see a directory)
+        for host_path in host_paths:
+            stripped = host_path.rstrip("/")
+            if host_path in self.input_path_map or stripped in self.input_path_map:
+                continue
+            if not os.path.exists(stripped):
+                raise Error.InputError("input path not found: " + host_path)
+            fs.check_host_path(stripped, "input")
+            container_path = fs.to_container(stripped, read_only=True) + ("/" if host_path.endswith("/") else "")
+            self.input_path_map[host_path] = container_path
+            self.input_path_map_rev[container_path] = host_path
+
+    def _input_host_path(self, container_path: str) -> Tuple[bool, Optional[str]]:
+        fs = self._engine.filesystem
+        if not fs:
+            return super()._input_host_path(container_path)
+        # a path in an input Directory, at any depth: the view maps back to the host one to one
+        probe = container_path.rstrip("/")
+        while probe not in ("", "/"):
+            if probe in self.input_path_map_rev or probe + "/" in self.input_path_map_rev:
+                return True, fs.to_host(container_path.rstrip("/")) + ("/" if container_path.endswith("/") else "")
+            probe = os.path.dirname(probe)
+        return False, None
+
     def copy_input_files(self, logger: logging.Logger) -> None:
+        if self._engine.filesystem:
+            logger.warning("[file_io] copy_input_files ignored: inputs are used in place on the shared filesystem")
+            return
         super().copy_input_files(logger)
         self._inputs_copied = True
 
@@ -290,6 +329,7 @@ class OmnibioContainer(TaskContainer):
             runtime={k: self.runtime_values[k] for k in self._engine.runtime_keys if k in self.runtime_values},
             user=self._as_user(logger),
             privileged=bool(self.runtime_values.get("privileged", False)),
+            interruptions=self._interruptions,
         )
         return attempt, result
 
@@ -302,7 +342,7 @@ class OmnibioContainer(TaskContainer):
             gpu=1 if values.get("gpu") else 0,
             disk=values.get("disks"),
             time_limit=values.get("omnibio_time_limit") or self._engine.default_time_limit,
-            preemptible=int(values.get("preemptible", 0)) > 0,
+            max_interruptions=int(values.get("preemptible", 0)),
         )
 
     def _container_stream(self, host_path: str, name: str) -> str:
@@ -357,18 +397,11 @@ class OmnibioContainer(TaskContainer):
         return mounts
 
     def _shared_mounts(self) -> List[Mount]:
-        """Inputs are symlinks in the work dir to the read-only view of the shared filesystem."""
+        """The shared filesystem, read-write, and its read-only view (where inputs are)."""
         fs = self._engine.filesystem
         assert fs
         for stream in (self.host_stdout_txt(), self.host_stderr_txt()):
             open(stream, "a").close()
-        if not self._inputs_copied:
-            for host_path, container_path in self.input_path_map.items():
-                link = self.host_work_path(container_path).rstrip("/")
-                fs.check_host_path(host_path.rstrip("/"), "input")
-                os.makedirs(os.path.dirname(link), exist_ok=True)
-                if not os.path.lexists(link):
-                    os.symlink(fs.to_container(host_path.rstrip("/"), read_only=True), link)
         chmod_R_plus(self.host_dir, file_bits=0o660, dir_bits=0o770)
         mounts = [Mount(fs.host_root, fs.container_root, False)]
         if fs.readonly_root:
@@ -406,6 +439,7 @@ class OmnibioContainer(TaskContainer):
             raise Error.RuntimeError(status.error)
         if status.interrupted:
             logger.warning(_("task interrupted", handle=handle, reason=status.reason))
+            self._interruptions += 1
             raise Interrupted(status.reason or "interrupted by the execution engine")
         if status.exit_code is None:
             raise Error.RuntimeError(f"{self._engine.section} reported {handle} finished without an exit code ({status.reason})")

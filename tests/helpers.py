@@ -77,4 +77,4 @@ def run_miniwdl(
 
 
 def containers_with_label(label: str, value: str) -> List:
-    return docker.from_env().containers.list(all=True, filters={"label": f"{label}={value}"})
+    return docker.from_env().containers.list(all=True, filters={"label": f"{label}={value}"}, ignore_removed=True)

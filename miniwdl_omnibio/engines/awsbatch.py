@@ -29,7 +29,6 @@ from WDL.runtime import config as miniwdl_config
 
 from ..attempt import Mount, TaskAttempt
 from ..config import Settings
-from ..container import OmnibioContainer
 from ..sharedfs import SharedFilesystem
 from .base import QUEUED, RUNNING, Engine, Phase, Poller, Status
 
@@ -297,7 +296,6 @@ class AwsBatchEngine(Engine):
         self._definitions: Dict[str, str] = {}
         self._definitions_lock = threading.Lock()
         self._jobs: Dict[str, JobRecord] = {}
-        self._interruptions: Dict[str, int] = {}
         self.poller = Poller("omnibio-awsbatch-poller", self._fetch, poll, logger, batch=100)
 
     # --- start -----------------------------------------------------------------------------
@@ -409,23 +407,17 @@ class AwsBatchEngine(Engine):
         return job_id
 
     def queue_for(self, attempt: TaskAttempt) -> str:
-        """runtime.omnibio_queue, else job_queue while miniwdl may still retry an interruption,
-        else fallback_queue.
-
-        The attempt says only whether runtime.preemptible > 0, not how many interruptions it
-        allows, so a preemptible task gets one attempt on job_queue; after an interruption this
-        engine saw (spot host loss), its attempts go to fallback_queue.
-        """
+        """runtime.omnibio_queue, else job_queue while miniwdl may still retry an interruption
+        (fewer interruptions so far than runtime.preemptible), else fallback_queue."""
         chosen = attempt.runtime.get("omnibio_queue")
         if chosen:
             self._check_runtime_queue(str(chosen))
             return str(chosen)
         if not self.fallback_queue:
             return self.job_queue
-        budget = 1 if attempt.resources.preemptible else 0
-        with self._lock:
-            interruptions = self._interruptions.get(attempt.call, 0)
-        return self.job_queue if interruptions < budget else self.fallback_queue
+        if attempt.interruptions < attempt.resources.max_interruptions:
+            return self.job_queue
+        return self.fallback_queue
 
     def _check_runtime_queue(self, queue: str) -> None:
         if queue in self._known_queues:
@@ -561,9 +553,7 @@ class AwsBatchEngine(Engine):
         if status.phase is not Phase.DONE:
             self.cancel(handle, logger)  # the lifecycle gave up on it: leave nothing running
         with self._lock:
-            record = self._jobs.pop(handle, None)
-            if record and status.interrupted:
-                self._interruptions[record.call] = self._interruptions.get(record.call, 0) + 1
+            self._jobs.pop(handle, None)
         self.poller.forget(handle)
 
     def failure_details(self, handle: str, attempt: TaskAttempt, status: Status) -> Dict[str, Any]:
@@ -630,9 +620,3 @@ class AwsBatchEngine(Engine):
                     raise  # throttling, 5xx: the poller backs off and asks again
                 # without batch:ListJobs the jobs end without an exit code (an error, not a hang)
         return codes
-
-
-class AwsBatchContainer(OmnibioContainer):
-    """miniwdl container backend ``omnibio_awsbatch``."""
-
-    engine_class = AwsBatchEngine

@@ -38,7 +38,6 @@ from WDL.runtime import config as miniwdl_config
 
 from ..attempt import TaskAttempt
 from ..config import ConfigError, Settings
-from ..container import OmnibioContainer
 from ..sharedfs import SharedFilesystem
 from .base import QUEUED, RUNNING, Engine, Phase, Poller, Status
 
@@ -686,9 +685,3 @@ class AzureBatchEngine(Engine):
             reason = {"terminateReason": "omnibio run ended"}
             self.client.begin_terminate_job(self.job_id, reason, polling_interval=1).result(timeout=30)  # type: ignore[arg-type]
         logger.info(_("Azure Batch job terminated", job=self.job_id, tasks_terminated=len(open_tasks)))
-
-
-class AzureBatchContainer(OmnibioContainer):
-    """miniwdl container backend ``omnibio_azurebatch``."""
-
-    engine_class = AzureBatchEngine

@@ -22,9 +22,8 @@ from WDL import Error
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
-from ..attempt import TaskAttempt
+from ..attempt import TAG_RUN, TaskAttempt
 from ..config import Settings
-from ..container import TAG_RUN, OmnibioContainer
 from .base import RUNNING, Engine, Phase, Status
 
 LAUNCHER_LABEL = "omnibio.launcher"  # one value per miniwdl process: what shutdown removes
@@ -264,9 +263,3 @@ class DockerEngine(Engine):
                 logger.info(_("removing orphaned network sandbox", id=container["Id"][:12], pid=pid))
                 with contextlib.suppress(docker.errors.APIError):
                     self.api.remove_container(container["Id"], force=True)
-
-
-class DockerContainer(OmnibioContainer):
-    """miniwdl container backend ``omnibio_docker``."""
-
-    engine_class = DockerEngine

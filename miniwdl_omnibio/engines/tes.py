@@ -23,9 +23,8 @@ from WDL import Error
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
-from ..attempt import Mount, TaskAttempt
+from ..attempt import TAG_RUN, Mount, TaskAttempt
 from ..config import Settings
-from ..container import TAG_RUN, OmnibioContainer
 from ..sharedfs import SharedFilesystem
 from .base import QUEUED, RUNNING, Engine, Phase, Poller, Status
 
@@ -492,9 +491,3 @@ class TesEngine(Engine):
                 return Status(Phase.DONE, error=f"{where} was canceled", reason=state)
             return Status(Phase.DONE, error=f"the TES server canceled {where}; this run did not: {said}")
         return Status(Phase.DONE, error=f"{where} ended in {state}: {said}")
-
-
-class TesContainer(OmnibioContainer):
-    """miniwdl container backend ``omnibio_tes``."""
-
-    engine_class = TesEngine

@@ -16,7 +16,7 @@ from miniwdl_omnibio.contract import call_path, contract_env, inputs_json, resul
 from miniwdl_omnibio.engines.base import Phase, Poller, Status
 from miniwdl_omnibio.runtime import parse_result_uri
 
-RESOURCES = Resources(cpu=2, memory_reservation=1 << 30, memory_limit=0, gpu=0, disk=None, time_limit=None, preemptible=False)
+RESOURCES = Resources(cpu=2, memory_reservation=1 << 30, memory_limit=0, gpu=0, disk=None, time_limit=None, max_interruptions=0)
 
 
 def test_identity_of_a_call_in_a_subworkflow():

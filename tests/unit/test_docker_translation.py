@@ -48,7 +48,7 @@ def test_translation(monkeypatch):
         image="ubuntu:22.04", argv=("/bin/sh", "-c", "true"), workdir="/mnt/c/work",
         env={"TOOL_ID": "x"},
         mounts=(Mount("/data/in.txt", "/mnt/c/work/_miniwdl_inputs/0/in.txt", True), Mount("/runs/w", "/mnt/c/work", False)),
-        resources=Resources(cpu=2, memory_reservation=1 << 30, memory_limit=2 << 30, gpu=1, disk=None, time_limit=60, preemptible=False),
+        resources=Resources(cpu=2, memory_reservation=1 << 30, memory_limit=2 << 30, gpu=1, disk=None, time_limit=60, max_interruptions=0),
         tags={"omnibio.run": "run"}, stdout_path="/runs/stdout.txt", stderr_path="/runs/stderr.txt", host_dir="/runs",
         user="1000:1000",
     )

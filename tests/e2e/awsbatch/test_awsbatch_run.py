@@ -305,11 +305,6 @@ def test_throttling_and_5xx_back_off_without_failing(moto, shared):
     assert sorted(j["status"] for j in jobs) == ["SUCCEEDED"] * 4  # each task submitted once
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a Directory input is a symlink into the read-only view (container.py _shared_mounts), so "
-    "`find DIR -type f` in the self-test's hello task sees no file; fixed by the shared change in the report",
-)
 def test_offline_selftest_passes(moto, shared):
     env = miniwdl_env(BACKEND, batch_config(moto, shared), moto.server.env())
     assert selftest(BACKEND, shared, env=env) == []

@@ -59,3 +59,17 @@ def test_one_clear_line_and_no_leftovers(workdir, kwargs, expected):
 
 def test_offline_selftest_passes(workdir):
     assert selftest("omnibio_docker", str(workdir)) == []
+
+
+def test_docker_backend_needs_no_cloud_sdk(workdir):
+    """miniwdl imports every registered backend: without boto3, the Azure SDK and py-tes,
+    omnibio_docker still runs and a cloud backend says which extra to install."""
+    blocked = workdir / "blocked"
+    for module in ("boto3", "botocore", "azure", "tes"):
+        (blocked / module).mkdir(parents=True)
+        (blocked / module / "__init__.py").write_text(f'raise ImportError("No module named {module}")\n')
+    env = {"PYTHONPATH": str(blocked)}
+    assert _run(workdir, env=env).returncode == 0
+    run = _run(workdir, env=env, config={"scheduler": {"container_backend": "omnibio_awsbatch"}})
+    assert run.returncode != 0
+    assert "install it with pip install 'miniwdl-omnibio[aws]'" in _error_line(run)

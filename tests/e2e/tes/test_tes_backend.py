@@ -118,7 +118,7 @@ task probe {
   command <<<
     stat -L -c %i '~{data}' > inode.txt
     if echo overwrite >> '~{data}' 2> /dev/null; then echo writable; else echo read-only; fi > write.txt
-    readlink '~{data}' > target.txt
+    echo '~{data}' > target.txt
     exit 3
   >>>
   output {

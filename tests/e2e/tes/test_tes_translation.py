@@ -50,7 +50,7 @@ def _attempt(**runtime):
         image="ubuntu:22.04", argv=("/bin/sh", "-c", "true"), workdir="/shared/wf/call-x/work",
         env={"TOOL_ID": "x"},
         mounts=(Mount("/host/shared", "/shared", False), Mount("/host/shared", "/ro", True)),
-        resources=Resources(cpu=2, memory_reservation=1 << 30, memory_limit=3 << 30, gpu=0, disk=10**10, time_limit=None, preemptible=True),
+        resources=Resources(cpu=2, memory_reservation=1 << 30, memory_limit=3 << 30, gpu=0, disk=10**10, time_limit=None, max_interruptions=1),
         tags={"omnibio.run": "wf"}, stdout_path="/host/shared/wf/call-x/stdout.txt",
         stderr_path="/host/shared/wf/call-x/stderr.txt", host_dir="/host/shared/wf/call-x", runtime=runtime,
     )
