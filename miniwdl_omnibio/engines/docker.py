@@ -205,7 +205,15 @@ class DockerEngine(Engine):
             host_config=self.api.create_host_config(**host_config),
         )
         handle = created["Id"]
-        self.api.start(handle)
+        try:
+            self.api.start(handle)
+        except docker.errors.APIError as exn:
+            with contextlib.suppress(docker.errors.APIError):
+                self.api.remove_container(handle, force=True)
+            reason = (exn.explanation or str(exn)).strip().splitlines()[0][:300]
+            if resources.gpu and ("gpu" in reason or "device driver" in reason):
+                reason += "; runtime.gpu needs a GPU and the NVIDIA container toolkit on this host"
+            raise Error.RuntimeError(f"docker could not start the container of {attempt.image}: {reason}") from None
         if resources.time_limit:
             self._deadlines[handle] = (time.monotonic() + resources.time_limit, resources.time_limit)
         logger.info(_("docker container", id=handle[:12], image=attempt.image, network=host_config["network_mode"][:22]))

@@ -73,3 +73,16 @@ def test_docker_backend_needs_no_cloud_sdk(workdir):
     run = _run(workdir, env=env, config={"scheduler": {"container_backend": "omnibio_awsbatch"}})
     assert run.returncode != 0
     assert "install it with pip install 'miniwdl-omnibio[aws]'" in _error_line(run)
+
+
+def test_gpu_without_a_gpu_runtime_is_one_line(workdir):
+    import docker
+
+    if "nvidia" in docker.from_env().info().get("Runtimes", {}):
+        pytest.skip("this host has a GPU runtime")
+    wdl = workdir / "g.wdl"
+    wdl.write_text('version 1.1\ntask g { command <<< nvidia-smi >>> runtime { docker: "ubuntu:22.04" gpu: true } }\n')
+    run = run_miniwdl(str(wdl), [], str(workdir))
+    assert run.returncode != 0
+    assert "runtime.gpu needs a GPU and the NVIDIA container toolkit" in _error_line(run)
+    assert containers_with_label("omnibio.run", os.path.basename(run.dir)) == []
