@@ -349,7 +349,7 @@ class AzureBatchEngine(Engine):
             if exn.status_code in (None, 401, 403) or code == "AuthenticationFailed":
                 raise cls._auth_failure(settings, exn) from None
             if code == "PoolNotFound":
-                raise settings.fail("pool_id", f"pool {pool_id!r} does not exist in {account_url}; create it (docs/azurebatch.md) or set pool_spec") from None
+                raise settings.fail("pool_id", f"pool {pool_id!r} does not exist in {account_url}; create it (README: Azure setup) or set pool_spec") from None
             raise settings.fail("pool_spec" if spec else "pool_id", f"Azure Batch refused: {describe_error(exn)}") from None
         except AzureError as exn:
             raise settings.fail("account_url", f"cannot reach Azure Batch at {account_url} ({describe_error(exn)})") from None
@@ -357,7 +357,7 @@ class AzureBatchEngine(Engine):
             raise settings.fail("pool_id", f"pool {pool_id!r} is being deleted")
         vm = pool.virtual_machine_configuration
         if not vm or not vm.container_configuration:
-            raise settings.fail("pool_id", f"pool {pool_id!r} has no container configuration; tasks need a pool created with containerConfiguration (docs/azurebatch.md)")
+            raise settings.fail("pool_id", f"pool {pool_id!r} has no container configuration; tasks need a pool created with containerConfiguration (README: Azure setup)")
         if not (pool.target_dedicated_nodes or pool.target_low_priority_nodes or pool.enable_auto_scale):
             logger.warning(_("Azure Batch pool has no nodes; tasks will wait until it is resized", pool=pool_id))
         return pool
@@ -485,7 +485,7 @@ class AzureBatchEngine(Engine):
         stdout = shlex.quote(self.shared.to_container(attempt.stdout_path))
         problem = (
             f'"omnibio: "{stdout}" is not visible on Azure Batch node $AZ_BATCH_NODE_ID; the pool must mount the '
-            f'shared filesystem at "{shlex.quote(self.node_root)}" ([omnibio_azurebatch] node_mount_path, docs/azurebatch.md)"'
+            f'shared filesystem at "{shlex.quote(self.node_root)}" ([omnibio_azurebatch] node_mount_path, see the README)"'
         )
         check = f'[ -e {stdout} ] || {{ echo {problem} >&2; exit {MISSING_FILESYSTEM_EXIT}; }}; exec "$@"'
         return ["/bin/sh", "-c", check, "omnibio", *attempt.argv]
