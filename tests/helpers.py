@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -49,6 +50,11 @@ def miniwdl_env(backend: str, config: Optional[Dict[str, Dict[str, str]]] = None
     return out
 
 
+def _argv(wdl: str, args: List[str], cwd: str, task: Optional[str] = None) -> List[str]:
+    argv = [sys.executable, "-m", "WDL", "run", wdl, *args, "--dir", cwd, "--verbose"]
+    return argv + (["--task", task] if task else [])
+
+
 def run_miniwdl(
     wdl: str,
     args: List[str],
@@ -59,10 +65,9 @@ def run_miniwdl(
     timeout: float = 600,
     task: Optional[str] = None,
 ) -> Run:
-    cmd = [sys.executable, "-m", "WDL", "run", wdl, *args, "--dir", cwd, "--verbose"]
-    if task:
-        cmd += ["--task", task]
-    proc = subprocess.run(cmd, cwd=cwd, env=miniwdl_env(backend, config, env), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        _argv(wdl, args, cwd, task), cwd=cwd, env=miniwdl_env(backend, config, env), capture_output=True, text=True, timeout=timeout
+    )
     outputs, run_dir = {}, None
     try:
         doc = json.loads(proc.stdout)
@@ -74,6 +79,39 @@ def run_miniwdl(
         dirs = [os.path.join(cwd, d) for d in os.listdir(cwd) if d[:8].isdigit() and os.path.isdir(os.path.join(cwd, d))]
         run_dir = max(dirs, key=os.path.getmtime) if dirs else None
     return Run(proc.returncode, proc.stdout, proc.stderr, outputs, run_dir)
+
+
+def popen_miniwdl(
+    wdl: str,
+    args: List[str],
+    cwd: str,
+    backend: str = "omnibio_docker",
+    config: Optional[Dict[str, Dict[str, str]]] = None,
+    env: Optional[Dict[str, str]] = None,
+) -> subprocess.Popen:
+    """Start miniwdl without waiting, for tests that act on a run while it goes (signals)."""
+    return subprocess.Popen(
+        _argv(wdl, args, cwd), cwd=cwd, env=miniwdl_env(backend, config, env),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def run_dir_name(cwd: str, timeout: float = 60) -> str:
+    """The name of the run directory miniwdl creates under ``cwd`` (it tags the run's work)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = [d for d in os.listdir(cwd) if d[:8].isdigit()]
+        if runs:
+            return runs[0]
+        time.sleep(0.2)
+    raise AssertionError(f"miniwdl created no run directory under {cwd}")
+
+
+def error_line(run: Run) -> str:
+    """The one line a user reads: the failure's message in error.json (or miniwdl's last line)."""
+    error = run.error_json()
+    message = (error.get("cause") or error).get("message") if error else None
+    return message or run.stderr.strip().splitlines()[-1]
 
 
 def containers_with_label(label: str, value: str) -> List:

@@ -2,8 +2,6 @@
 
 import json
 import os
-import threading
-import time
 
 import pytest
 from WDL import Env, Type, Value

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from typing import Dict, Optional
@@ -15,7 +14,7 @@ import pytest
 
 from tests.conftest import require
 from tests.fixtures.moto_server import MotoBatch, MotoServer
-from tests.helpers import Run, miniwdl_env, run_miniwdl
+from tests.helpers import Run, popen_miniwdl, run_miniwdl
 
 BACKEND = "omnibio_awsbatch"
 READONLY_VIEW = "/mnt/omnibio_inputs"
@@ -87,26 +86,7 @@ def popen_batch(moto: MotoBatch, shared: str, wdl: str, args=(), settings: Optio
     path = os.path.join(shared, "main.wdl")
     with open(path, "w") as outfile:
         outfile.write(wdl)
-    env = miniwdl_env(BACKEND, batch_config(moto, shared, **(settings or {})), moto.server.env())
-    return subprocess.Popen(
-        [sys.executable, "-m", "WDL", "run", path, *args, "--dir", shared, "--verbose"],
-        cwd=shared,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def workflow_run_name(shared: str, timeout: float = 60) -> str:
-    """The run directory miniwdl creates under ``shared`` (its name tags the run's jobs)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = [d for d in os.listdir(shared) if d[:8].isdigit()]
-        if runs:
-            return runs[0]
-        time.sleep(0.2)
-    raise AssertionError("miniwdl created no run directory")
+    return popen_miniwdl(path, list(args), shared, BACKEND, batch_config(moto, shared, **(settings or {})), moto.server.env())
 
 
 def wait_for_jobs(moto: MotoBatch, workflow_run: str, count: int, status: str = "RUNNING", timeout: float = 90):
@@ -120,8 +100,3 @@ def wait_for_jobs(moto: MotoBatch, workflow_run: str, count: int, status: str = 
     raise AssertionError(f"fewer than {count} jobs of {workflow_run} reached {status}")
 
 
-def error_line(run: Run) -> str:
-    """The one line a user reads: the failure's message in error.json (or miniwdl's last line)."""
-    error = run.error_json()
-    message = (error.get("cause") or error).get("message") if error else None
-    return message or run.stderr.strip().splitlines()[-1]

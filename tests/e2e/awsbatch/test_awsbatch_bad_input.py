@@ -6,7 +6,9 @@ import pytest
 
 from tests.fixtures.moto_server import free_port
 
-from .conftest import error_line, run_batch
+from tests.helpers import error_line
+
+from .conftest import run_batch
 
 TASK = """
 version 1.1

@@ -7,13 +7,12 @@ import re
 import signal
 import time
 
-import pytest
 
 from miniwdl_omnibio.selftest import run as selftest
 from tests.fixtures.moto_server import FlakyProxy
-from tests.helpers import miniwdl_env
+from tests.helpers import miniwdl_env, run_dir_name
 
-from .conftest import BACKEND, READONLY_VIEW, batch_config, popen_batch, run_batch, wait_for_jobs, workflow_run_name
+from .conftest import BACKEND, READONLY_VIEW, batch_config, popen_batch, run_batch, wait_for_jobs
 
 ECHO_SCATTER = r"""
 version 1.2
@@ -180,7 +179,7 @@ task spot {
 def test_spot_host_loss_is_retried_on_the_fallback_queue(moto, shared):
     proc = popen_batch(moto, shared, HOST_LOSS)
     try:
-        workflow_run = workflow_run_name(shared)
+        workflow_run = run_dir_name(shared)
         (job,) = wait_for_jobs(moto, workflow_run, 1)
         assert job["jobQueue"].endswith("/" + moto.queue)
         # what Batch says when the spot instance under a job goes away
@@ -236,7 +235,7 @@ task nap {
 def test_sigint_terminates_every_job_of_the_run(moto, shared):
     proc = popen_batch(moto, shared, SLEEPY_SCATTER)
     try:
-        workflow_run = workflow_run_name(shared)
+        workflow_run = run_dir_name(shared)
         wait_for_jobs(moto, workflow_run, 4)
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)

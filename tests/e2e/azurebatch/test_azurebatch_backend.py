@@ -4,8 +4,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from typing import Dict, Set
 
@@ -14,7 +12,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from tests.fixtures.azurebatch_emulator import LABEL_JOB, BatchEmulator
-from tests.helpers import miniwdl_env, run_miniwdl
+from tests.helpers import popen_miniwdl, run_miniwdl
 
 from .conftest import CONTAINER, READONLY_VIEW, azurebatch_config, azurebatch_env, read_log
 
@@ -167,14 +165,6 @@ task flaky {{
     assert set(_new_job(batch, before)["tasks"]) == {"flaky-1", "flaky-2"}
 
 
-def _popen_miniwdl(wdl: str, directory: str, config, env) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "WDL", "run", wdl, "--dir", directory, "--verbose"],
-        cwd=directory, env=miniwdl_env(BACKEND, config, env),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-
-
 def _wait_running(batch: BatchEmulator, before: Set[str], count: int, total: int = 0, timeout: float = 60) -> Dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -201,7 +191,7 @@ task slow {
 """,
     )
     before = _jobs(batch)
-    proc = _popen_miniwdl(wdl, str(workdir), azurebatch_config(batch, str(workdir)), azurebatch_env(batch))
+    proc = popen_miniwdl(wdl, [], str(workdir), BACKEND, azurebatch_config(batch, str(workdir)), azurebatch_env(batch))
     try:
         job = _wait_running(batch, before, 1)
         time.sleep(1)
@@ -233,7 +223,7 @@ task sleeper {
 """,
     )
     before = _jobs(batch)
-    proc = _popen_miniwdl(wdl, str(workdir), azurebatch_config(batch, str(workdir)), azurebatch_env(batch))
+    proc = popen_miniwdl(wdl, [], str(workdir), BACKEND, azurebatch_config(batch, str(workdir)), azurebatch_env(batch))
     try:
         job = _wait_running(batch, before, 4, total=6)  # the pool runs 4 at a time: 2 stay queued
         assert "active" in job["tasks"].values()

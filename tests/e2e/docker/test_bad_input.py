@@ -1,12 +1,11 @@
 """Bad input on omnibio_docker: one clear line naming the cause, and nothing left behind."""
 
-import json
 import os
 
 import pytest
 
 from miniwdl_omnibio.selftest import run as selftest
-from tests.helpers import containers_with_label, run_miniwdl
+from tests.helpers import containers_with_label, error_line, run_miniwdl
 
 pytestmark = pytest.mark.usefixtures("docker_rig")
 
@@ -25,13 +24,6 @@ def _run(workdir, image="ubuntu:22.04", memory="100M", config=None, env=None):
     return run_miniwdl(str(wdl), [], str(workdir), config=config, env=env)
 
 
-def _error_line(run) -> str:
-    """The one line a user reads: the failure's message in error.json (or miniwdl's last line)."""
-    error = run.error_json()
-    message = (error.get("cause") or error).get("message") if error else None
-    return message or run.stderr.strip().splitlines()[-1]
-
-
 @pytest.mark.parametrize(
     "kwargs,expected",
     [
@@ -48,7 +40,7 @@ def _error_line(run) -> str:
 def test_one_clear_line_and_no_leftovers(workdir, kwargs, expected):
     run = _run(workdir, **kwargs)
     assert run.returncode != 0
-    line = _error_line(run)
+    line = error_line(run)
     assert expected in line, line
     assert "\n" not in line and "Traceback" not in line
     if run.dir:
@@ -72,7 +64,7 @@ def test_docker_backend_needs_no_cloud_sdk(workdir):
     assert _run(workdir, env=env).returncode == 0
     run = _run(workdir, env=env, config={"scheduler": {"container_backend": "omnibio_awsbatch"}})
     assert run.returncode != 0
-    assert "install it with pip install 'miniwdl-omnibio[aws]'" in _error_line(run)
+    assert "install it with pip install 'miniwdl-omnibio[aws]'" in error_line(run)
 
 
 def test_gpu_without_a_gpu_runtime_is_one_line(workdir):
@@ -84,5 +76,5 @@ def test_gpu_without_a_gpu_runtime_is_one_line(workdir):
     wdl.write_text('version 1.1\ntask g { command <<< nvidia-smi >>> runtime { docker: "ubuntu:22.04" gpu: true } }\n')
     run = run_miniwdl(str(wdl), [], str(workdir))
     assert run.returncode != 0
-    assert "runtime.gpu needs a GPU and the NVIDIA container toolkit" in _error_line(run)
+    assert "runtime.gpu needs a GPU and the NVIDIA container toolkit" in error_line(run)
     assert containers_with_label("omnibio.run", os.path.basename(run.dir)) == []

@@ -7,10 +7,9 @@ import subprocess
 import sys
 import time
 
-import docker
 import pytest
 
-from tests.helpers import containers_with_label, miniwdl_env, run_miniwdl
+from tests.helpers import containers_with_label, miniwdl_env, popen_miniwdl, run_dir_name, run_miniwdl
 
 pytestmark = pytest.mark.usefixtures("docker_rig")
 
@@ -276,18 +275,9 @@ def _wait_for_containers(label_value, count, timeout=60):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_every_container_of_the_run(workdir, sig):
     wdl = _write(workdir / "sleepy.wdl", SLEEPY_SCATTER)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "WDL", "run", wdl, "--dir", str(workdir)],
-        cwd=workdir,
-        env=miniwdl_env("omnibio_docker"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = popen_miniwdl(wdl, [], str(workdir))
     try:
-        deadline = time.time() + 60
-        while not any(d[:8].isdigit() for d in os.listdir(workdir)) and time.time() < deadline:
-            time.sleep(0.2)
-        run_name = next(d for d in os.listdir(workdir) if d[:8].isdigit())
+        run_name = run_dir_name(str(workdir))
         _wait_for_containers(run_name, 2)
         started = time.time()
         proc.send_signal(sig)
@@ -295,7 +285,7 @@ def test_signal_stops_every_container_of_the_run(workdir, sig):
         assert time.time() - started < 30
         assert proc.returncode != 0
         left = [(c.name, c.status, dict(c.labels)) for c in containers_with_label("omnibio.run", run_name)]
-        assert left == [], (left, proc.stderr.read().decode()[-3000:])
+        assert left == [], (left, proc.stderr.read()[-3000:])
     finally:
         if proc.poll() is None:
             proc.kill()

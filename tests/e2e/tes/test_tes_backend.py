@@ -6,8 +6,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +16,7 @@ import tes
 
 from tests.e2e.tes.support import READONLY_VIEW, tes_config
 from tests.fixtures.tes_server import TesServer
-from tests.helpers import miniwdl_env, run_miniwdl
+from tests.helpers import popen_miniwdl, run_miniwdl
 
 ACTIVE = ("QUEUED", "INITIALIZING", "RUNNING", "CANCELING")
 
@@ -224,14 +222,7 @@ def _start_miniwdl(server, shared_dir, rundir, wdl_text, results=False, task_con
     config = tes_config(server.url, shared_dir, results)
     if task_concurrency:
         config["scheduler"] = {"task_concurrency": str(task_concurrency)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "WDL", "run", wdl, "--dir", rundir, "--verbose"],
-        cwd=rundir,
-        env=miniwdl_env("omnibio_tes", config),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return popen_miniwdl(wdl, [], rundir, "omnibio_tes", config)
 
 
 def _running_tasks_in(server, rundir, count):
