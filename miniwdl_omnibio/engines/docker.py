@@ -26,8 +26,10 @@ from ..attempt import TAG_RUN, TaskAttempt
 from ..config import Settings
 from .base import RUNNING, Engine, Phase, Status
 
-LAUNCHER_LABEL = "omnibio.launcher"  # one value per miniwdl process: what shutdown removes
-SANDBOX_LABEL = "omnibio.sandbox"  # value: "<hostname>:<pid>" of the miniwdl process that owns it
+# One value per miniwdl process, "<host>:<pid namespace>:<pid>:<random>": what shutdown removes,
+# and what a later run on this host uses to remove what a killed process left behind.
+LAUNCHER_LABEL = "omnibio.launcher"
+SANDBOX_LABEL = "omnibio.sandbox"
 NETWORK_MODES = ("sandbox", "bridge", "none", "host")
 # The sandbox holds the shared network namespace open. It runs in the first task's image (every
 # WDL image has /bin/sh), blocks on its open stdin and exits on TERM.
@@ -78,7 +80,7 @@ class DockerEngine(Engine):
         self.poll_seconds = settings.float("poll_seconds", minimum=0.05)
         self.limits = limits
         self.admission = Admission(limits["cpu"], limits["mem_bytes"]) if settings.bool("admission") else None
-        self.launcher = uuid.uuid4().hex[:16]
+        self.launcher = f"{_process_identity()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._images: Dict[str, str] = {}
         self._images_lock = threading.Lock()
         self._sandbox: Optional[str] = None
@@ -104,7 +106,7 @@ class DockerEngine(Engine):
                 raise settings.fail("network", f"{network!r} is neither one of {', '.join(NETWORK_MODES)} nor an existing docker network") from None
         limits = {"cpu": int(info["NCPU"]), "mem_bytes": int(info["MemTotal"])}
         engine = cls(client, settings, network, limits)
-        engine.reap_orphan_sandboxes(logger)
+        engine.reap_orphans(logger)
         logger.notice(_("omnibio_docker", server=info.get("ServerVersion"), network=network, admission=bool(engine.admission), **limits))
         return engine
 
@@ -164,8 +166,8 @@ class DockerEngine(Engine):
                 image_id,
                 SANDBOX_COMMAND,
                 stdin_open=True,
-                labels={LAUNCHER_LABEL: self.launcher, SANDBOX_LABEL: f"{socket.gethostname()}:{os.getpid()}", TAG_RUN: workflow_run},
-                name=f"omnibio-sandbox-{self.launcher}",
+                labels={LAUNCHER_LABEL: self.launcher, SANDBOX_LABEL: "1", TAG_RUN: workflow_run},
+                name="omnibio-sandbox-" + self.launcher.replace(":", "-"),
                 host_config=self.api.create_host_config(network_mode="bridge", auto_remove=False),
             )
             self._sandbox = created["Id"]
@@ -262,12 +264,17 @@ class DockerEngine(Engine):
                 logger.warning(_("could not remove container", id=container["Id"][:12], error=str(exn)))
         self._sandbox = None
 
-    def reap_orphan_sandboxes(self, logger: logging.Logger) -> None:
-        """Remove sandboxes left by miniwdl processes of this host that died (e.g. SIGKILL)."""
-        host = socket.gethostname()
-        for container in self.api.containers(all=True, filters={"label": SANDBOX_LABEL}):
-            owner_host, _sep, pid = container["Labels"][SANDBOX_LABEL].rpartition(":")
-            if owner_host == host and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-                logger.info(_("removing orphaned network sandbox", id=container["Id"][:12], pid=pid))
+    def reap_orphans(self, logger: logging.Logger) -> None:
+        """Remove containers left by miniwdl processes of this host that died (e.g. SIGKILL)."""
+        identity = _process_identity()
+        for container in self.api.containers(all=True, filters={"label": LAUNCHER_LABEL}):
+            owner, _sep, rest = container["Labels"][LAUNCHER_LABEL].rpartition(":")[0].rpartition(":")
+            if owner == identity and rest.isdigit() and not os.path.exists(f"/proc/{rest}"):
+                logger.info(_("removing a container of a dead miniwdl process", id=container["Id"][:12], pid=rest))
                 with contextlib.suppress(docker.errors.APIError):
                     self.api.remove_container(container["Id"], force=True)
+
+
+def _process_identity() -> str:
+    """This host and PID namespace: where a pid in a launcher label means this very process."""
+    return f"{socket.gethostname()}:{os.stat('/proc/self/ns/pid').st_ino}"

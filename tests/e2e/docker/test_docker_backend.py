@@ -347,3 +347,21 @@ def test_a_network_sandbox_is_shared_and_removed(workdir):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "docker network sandbox" in run.stderr
     assert containers_with_label("omnibio.run", os.path.basename(run.dir)) == []
+
+
+def test_next_run_removes_what_a_killed_run_left(workdir):
+    """SIGKILL leaves no chance to clean up; the next run on this host removes those containers."""
+    wdl = _write(workdir / "sleepy.wdl", SLEEPY_SCATTER)
+    proc = popen_miniwdl(wdl, [], str(workdir))
+    try:
+        run_name = run_dir_name(str(workdir))
+        _wait_for_containers(run_name, 2)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert containers_with_label("omnibio.run", run_name)  # left behind ...
+    tiny = _write(workdir / "tiny.wdl", 'version 1.1\ntask tiny { command <<< true >>> runtime { docker: "ubuntu:22.04" } }\n')
+    later = workdir / "later"
+    later.mkdir()
+    assert run_miniwdl(tiny, [], str(later)).returncode == 0
+    assert containers_with_label("omnibio.run", run_name) == []  # ... and gone after the next run
