@@ -38,14 +38,21 @@ class Run:
         return {}
 
 
+def config_env(config: Optional[Dict[str, Dict[str, str]]]) -> Dict[str, str]:
+    """MINIWDL__SECTION__KEY variables for a {section: {key: value}} configuration."""
+    return {
+        f"MINIWDL__{section.upper()}__{key.upper()}": str(value)
+        for section, values in (config or {}).items()
+        for key, value in values.items()
+    }
+
+
 def miniwdl_env(backend: str, config: Optional[Dict[str, Dict[str, str]]] = None, env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """Environment selecting ``backend`` plus MINIWDL__SECTION__KEY for each config value."""
     out = {k: v for k, v in os.environ.items() if not k.startswith("MINIWDL__")}
     out["MINIWDL_CFG"] = "/dev/null"  # ignore any user config file
     out["MINIWDL__SCHEDULER__CONTAINER_BACKEND"] = backend
-    for section, values in (config or {}).items():
-        for key, value in values.items():
-            out[f"MINIWDL__{section.upper()}__{key.upper()}"] = str(value)
+    out.update(config_env(config))
     out.update(env or {})
     return out
 

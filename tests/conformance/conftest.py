@@ -14,9 +14,14 @@ name it in ``test_conformance.BACKEND_FIXTURES``.
 """
 
 import os
+import shutil
+import tempfile
 from typing import Dict, Iterator, Tuple
 
 import pytest
+
+from tests.conftest import require
+from tests.helpers import config_env
 
 BackendSetup = Tuple[Dict[str, str], str]
 
@@ -26,3 +31,60 @@ def conformance_omnibio_docker(docker_rig, tmp_path_factory) -> Iterator[Backend
     run_root = tmp_path_factory.mktemp("conformance-omnibio_docker")
     os.chmod(run_root, 0o755)
     yield {}, str(run_root)
+
+
+def _shared_root(backend: str) -> str:
+    """A fresh directory that plays the backend's shared filesystem (same path on both sides)."""
+    path = tempfile.mkdtemp(prefix=f"omnibio-conformance-{backend}-")
+    os.chmod(path, 0o755)
+    return path
+
+
+# Spec examples do not use the tool runtime: no RESULT_URI, so no results.json is expected.
+NO_RESULTS = {"omnibio": {"result_uri_prefix": ""}}
+
+
+@pytest.fixture(scope="session")
+def conformance_omnibio_awsbatch(docker_rig, tmp_path_factory) -> Iterator[BackendSetup]:
+    import importlib.util
+
+    require(importlib.util.find_spec("moto") is not None, "moto[server] is not installed")
+    from tests.e2e.awsbatch.conftest import batch_config
+    from tests.fixtures.moto_server import MotoBatch, MotoServer
+
+    server = MotoServer(str(tmp_path_factory.mktemp("conformance-moto") / "moto.log"))
+    server.start()
+    shared = _shared_root("awsbatch")
+    try:
+        config = {**batch_config(MotoBatch(server).create(), shared), **NO_RESULTS}
+        yield {**config_env(config), **server.env()}, shared
+    finally:
+        server.stop()
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def conformance_omnibio_azurebatch(docker_rig) -> Iterator[BackendSetup]:
+    from tests.e2e.azurebatch.conftest import azurebatch_config, azurebatch_env
+    from tests.fixtures.azurebatch_emulator import BatchEmulator
+
+    shared = _shared_root("azurebatch")
+    try:
+        with BatchEmulator() as batch:
+            config = {**azurebatch_config(batch, shared, poll_seconds="0.5"), **NO_RESULTS}
+            yield {**config_env(config), **azurebatch_env(batch)}, shared
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def conformance_omnibio_tes(docker_rig) -> Iterator[BackendSetup]:
+    from tests.e2e.tes.support import tes_config
+    from tests.fixtures.tes_server import TesServer
+
+    shared = _shared_root("tes")
+    try:
+        with TesServer([shared], workers=4) as server:
+            yield config_env(tes_config(server.url, shared)), shared
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

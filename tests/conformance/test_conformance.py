@@ -26,6 +26,9 @@ BASELINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "baseline_do
 # backend -> the session fixture (tests/conformance/conftest.py) yielding (env, run_root)
 BACKEND_FIXTURES = {
     "omnibio_docker": "conformance_omnibio_docker",
+    "omnibio_awsbatch": "conformance_omnibio_awsbatch",
+    "omnibio_azurebatch": "conformance_omnibio_azurebatch",
+    "omnibio_tes": "conformance_omnibio_tes",
 }
 JOBS = int(os.environ.get("OMNIBIO_CONFORMANCE_JOBS", "4"))
 TIMEOUT = float(os.environ.get("OMNIBIO_CONFORMANCE_TIMEOUT", "180"))
