@@ -12,7 +12,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from tests.fixtures.azurebatch_emulator import LABEL_JOB, BatchEmulator
-from tests.helpers import popen_miniwdl, run_miniwdl
+from tests.helpers import miniwdl_env, popen_miniwdl, run_miniwdl
 
 from .conftest import CONTAINER, READONLY_VIEW, azurebatch_config, azurebatch_env, read_log
 
@@ -349,3 +349,10 @@ def test_entra_id_through_managed_identity(batch, workdir):
     assert run.outputs["t.o"] == "hi"
     logs = run.stderr + read_log(run.dir)
     assert batch.issued_tokens() and not any(token in logs for token in batch.issued_tokens())
+
+
+def test_offline_selftest_passes(batch, azurite, workdir):
+    from miniwdl_omnibio.selftest import run as selftest
+
+    env = miniwdl_env(BACKEND, azurebatch_config(batch, str(workdir), azurite), azurebatch_env(batch, azurite))
+    assert selftest(BACKEND, str(workdir), env=env) == []

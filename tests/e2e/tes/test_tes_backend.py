@@ -16,7 +16,7 @@ import tes
 
 from tests.e2e.tes.support import READONLY_VIEW, tes_config
 from tests.fixtures.tes_server import TesServer
-from tests.helpers import popen_miniwdl, run_miniwdl
+from tests.helpers import miniwdl_env, popen_miniwdl, run_miniwdl
 
 ACTIVE = ("QUEUED", "INITIALIZING", "RUNNING", "CANCELING")
 
@@ -411,3 +411,10 @@ def test_unsupported_backend_parameter(tes_server, shared_dir, rundir):
     assert run.returncode != 0
     assert "does not support backend_parameters VmSize" in _error_line(run)
     assert _run_tasks(tes_server, run.dir) == []  # refused before anything was submitted
+
+
+def test_offline_selftest_passes(tes_server, shared_dir, rundir):
+    from miniwdl_omnibio.selftest import run as selftest
+
+    env = miniwdl_env("omnibio_tes", tes_config(tes_server.url, shared_dir, results=True))
+    assert selftest("omnibio_tes", rundir, env=env) == []
