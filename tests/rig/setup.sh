@@ -11,7 +11,6 @@ log() { echo "[rig] $*" >&2; }
 need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
-command -v ip >/dev/null || need_apt+=(iproute2)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 if ((${#need_apt[@]})); then
   log "apt-get install ${need_apt[*]}"
