@@ -365,3 +365,26 @@ def test_next_run_removes_what_a_killed_run_left(workdir):
     later.mkdir()
     assert run_miniwdl(tiny, [], str(later)).returncode == 0
     assert containers_with_label("omnibio.run", run_name) == []  # ... and gone after the next run
+
+
+def test_open_job_description_lines_are_surfaced(workdir):
+    wdl = _write(
+        workdir / "ojd.wdl",
+        """
+version 1.1
+task ojd {
+  command <<<
+    echo "openjd_progress: 42" >&2
+    echo "openjd_status: aligning" >&2
+    echo "openjd_fail: reference index corrupt" >&2
+    exit 1
+  >>>
+  runtime { docker: "ubuntu:22.04" }
+}
+""",
+    )
+    run = run_miniwdl(wdl, [], str(workdir))
+    assert run.returncode != 0
+    assert 'task progress :: percent: "42"' in run.stderr
+    assert 'task status :: status: "aligning"' in run.stderr
+    assert run.error_json()["cause"]["openjd_fail"] == "reference index corrupt"
