@@ -260,7 +260,7 @@ class AzureBatchEngine(Engine):
         self._time_limits: Dict[str, Optional[int]] = {}
         self._images: Dict[str, str] = {}
         self._submissions = Submissions(self)
-        self._poller = Poller("omnibio-azurebatch-poll", self._fetch, self.poll_seconds, logger, batch=1 << 30)
+        self._poller = Poller("omnibio-azurebatch-poll", self._fetch, self.poll_seconds, logger, batch=None)
 
     # --- start -----------------------------------------------------------------------------
 

@@ -88,7 +88,8 @@ class Engine(ABC):
 class Poller:
     """One thread per engine that asks the service about many attempts per call.
 
-    Engines give it ``fetch(handles) -> {handle: Status}`` for at most ``batch`` handles. Task
+    Engines give it ``fetch(handles) -> {handle: Status}`` for at most ``batch`` handles (None:
+    all outstanding ones at once, for services that list a whole job in one call). Task
     threads block in ``wait`` on an event instead of each calling the service. A failing call
     backs off (doubling up to ``max_backoff``) without failing any task; only ``max_failures``
     consecutive failures end the outstanding attempts with an error.
@@ -100,7 +101,7 @@ class Poller:
         fetch: Callable[[List[str]], Dict[str, Status]],
         period: float,
         logger: logging.Logger,
-        batch: int = 100,
+        batch: Optional[int] = 100,
         max_failures: int = 20,
         max_backoff: float = 60.0,
     ) -> None:
@@ -152,8 +153,9 @@ class Poller:
             delay = self._period
             pending = self.outstanding()
             try:
-                for start in range(0, len(pending), self._batch):
-                    self._update(self._fetch(pending[start : start + self._batch]))
+                size = self._batch or max(1, len(pending))
+                for start in range(0, len(pending), size):
+                    self._update(self._fetch(pending[start : start + size]))
                 failures = 0
             except Exception as exn:  # throttling, 5xx, network: keep the tasks, back off
                 failures += 1
