@@ -61,7 +61,6 @@ class TaskAttempt:
     run_id: str  # the contract's RUN_ID: unique per task run and attempt
     call: str  # miniwdl's run id of the call, e.g. call-align-3
     workflow_run: str  # the workflow run directory's name, unique per run on this host
-    task_name: str
     attempt: int  # 1, 2, ...
     image: str
     argv: Tuple[str, ...]  # what the container executes

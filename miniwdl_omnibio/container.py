@@ -308,7 +308,6 @@ class OmnibioContainer(TaskContainer):
             run_id=rid,
             call=call,
             workflow_run=workflow_run,
-            task_name=facts.name,
             attempt=self.try_counter,
             image=self.runtime_values.get("docker") or self.cfg.get_dict("task_runtime", "defaults").get("docker", "ubuntu:22.04"),
             argv=self._argv(),
@@ -327,7 +326,7 @@ class OmnibioContainer(TaskContainer):
             stderr_path=self.host_stderr_txt(),
             host_dir=self.host_dir,
             runtime={k: self.runtime_values[k] for k in self._engine.runtime_keys if k in self.runtime_values},
-            user=self._as_user(logger),
+            user=f"{os.geteuid()}:{os.getegid()}" if self.cfg["task_runtime"].get_bool("as_user") else None,
             privileged=bool(self.runtime_values.get("privileged", False)),
             interruptions=self._interruptions,
         )
@@ -368,11 +367,6 @@ class OmnibioContainer(TaskContainer):
             and not self.cfg["task_runtime"].get_bool("as_user")
             and os.geteuid() != 0
         )
-
-    def _as_user(self, logger: logging.Logger) -> Optional[str]:
-        if not self.cfg["task_runtime"].get_bool("as_user"):
-            return None
-        return f"{os.geteuid()}:{os.getegid()}"
 
     def _bind_mounts(self, logger: logging.Logger) -> List[Mount]:
         """Per-file read-only binds of the inputs, in place; read-write work dir and streams."""

@@ -44,7 +44,7 @@ def _engine(api, monkeypatch):
 def test_translation(monkeypatch):
     api = RecordingApi()
     attempt = TaskAttempt(
-        run_id="run.call-x.1", call="call-x", workflow_run="run", task_name="x", attempt=1,
+        run_id="run.call-x.1", call="call-x", workflow_run="run", attempt=1,
         image="ubuntu:22.04", argv=("/bin/sh", "-c", "true"), workdir="/mnt/c/work",
         env={"TOOL_ID": "x"},
         mounts=(Mount("/data/in.txt", "/mnt/c/work/_miniwdl_inputs/0/in.txt", True), Mount("/runs/w", "/mnt/c/work", False)),

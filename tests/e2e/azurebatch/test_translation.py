@@ -33,7 +33,7 @@ def _engine(monkeypatch, **values: str) -> AzureBatchEngine:
 def test_attempt_becomes_a_container_task(monkeypatch):
     engine = _engine(monkeypatch, mount_path="/shared", host_mount_path="/host/share", readonly_mount_path="/mnt/ro")
     attempt = TaskAttempt(
-        run_id="run.call-x.1", call="call-x", workflow_run="run", task_name="x", attempt=1,
+        run_id="run.call-x.1", call="call-x", workflow_run="run", attempt=1,
         image="omnibio/runtime:latest", argv=("/bin/sh", "-c", "bash /shared/run/call-x/command >> '/shared/run/call-x/stdout.txt'"),
         workdir="/shared/run/call-x/work", env={"TOOL_ID": "x", "INPUTS_JSON": '{"a": "b c"}'},
         mounts=(Mount("/host/share", "/shared", False), Mount("/host/share", "/mnt/ro", True)),

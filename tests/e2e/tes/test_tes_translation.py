@@ -46,7 +46,7 @@ def _engine(monkeypatch, client=None, info=None, **keys):
 
 def _attempt(**runtime):
     return TaskAttempt(
-        run_id="wf.call-x.2", call="call-x", workflow_run="wf", task_name="x", attempt=2,
+        run_id="wf.call-x.2", call="call-x", workflow_run="wf", attempt=2,
         image="ubuntu:22.04", argv=("/bin/sh", "-c", "true"), workdir="/shared/wf/call-x/work",
         env={"TOOL_ID": "x"},
         mounts=(Mount("/host/shared", "/shared", False), Mount("/host/shared", "/ro", True)),
