@@ -20,7 +20,7 @@ import time
 import botocore.session
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.fixtures.moto_server import MotoBatch, MotoServer  # noqa: E402
+from tests.emulators.moto_server import MotoBatch, MotoServer  # noqa: E402
 
 SCATTER = """
 version 1.1
@@ -44,7 +44,9 @@ def count_batch_calls() -> None:
     def counting_create_client(self, service_name, *args, **kwargs):
         client = create_client(self, service_name, *args, **kwargs)
         if service_name == "batch":
-            client.meta.events.register("before-call.batch.*", lambda model, **_: calls.update([model.name]))
+            client.meta.events.register(
+                "before-call.batch.*", lambda model, **_: calls.update([model.name])
+            )
         return client
 
     botocore.session.Session.create_client = counting_create_client

@@ -18,7 +18,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from tests.fixtures.azurebatch_emulator import BatchEmulator  # noqa: E402
+from tests.emulators.azurebatch_emulator import BatchEmulator  # noqa: E402
 
 TARGET = 1.5
 SCATTER = """
@@ -37,7 +37,12 @@ POOL = {
     "id": "bench-pool",
     "vmSize": "STANDARD_D8S_V3",
     "virtualMachineConfiguration": {
-        "imageReference": {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204", "version": "latest"},
+        "imageReference": {
+            "publisher": "microsoft-dsvm",
+            "offer": "ubuntu-hpc",
+            "sku": "2204",
+            "version": "latest",
+        },
         "nodeAgentSKUId": "batch.node.ubuntu 22.04",
         "containerConfiguration": {"type": "dockerCompatible"},
     },
@@ -50,7 +55,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=100)
     parser.add_argument("--poll-seconds", default="5", help="[omnibio_azurebatch] poll_seconds")
-    parser.add_argument("--task-concurrency", default="100", help="[scheduler] task_concurrency (miniwdl's default is nproc)")
+    parser.add_argument(
+        "--task-concurrency",
+        default="100",
+        help="[scheduler] task_concurrency (miniwdl's default is nproc)",
+    )
     args = parser.parse_args()
     shared = tempfile.mkdtemp(prefix="omnibio_azb_bench_")
     os.chmod(shared, 0o755)
@@ -72,7 +81,10 @@ def main() -> None:
         )
         started = time.monotonic()
         proc = subprocess.run(
-            [sys.executable, "-m", "WDL", "run", wdl, "--dir", shared, "--no-cache"], env=env, capture_output=True, text=True
+            [sys.executable, "-m", "WDL", "run", wdl, "--dir", shared, "--no-cache"],
+            env=env,
+            capture_output=True,
+            text=True,
         )
         elapsed = time.monotonic() - started
         if proc.returncode != 0:
@@ -80,10 +92,14 @@ def main() -> None:
         counts = batch.counts()
     shutil.rmtree(shared, ignore_errors=True)
     per_task = counts["total"] / args.tasks
-    print(f"{args.tasks}-task scatter on omnibio_azurebatch: {elapsed:.1f} s, {counts['total']} Batch REST calls")
+    print(
+        f"{args.tasks}-task scatter on omnibio_azurebatch: {elapsed:.1f} s, {counts['total']} Batch REST calls"
+    )
     for route, number in sorted(counts["requests"].items(), key=lambda item: -item[1]):
         print(f"  {number:5d}  {route}")
-    print(f"calls per task: {per_task:.2f} (target <= {TARGET}: {'met' if per_task <= TARGET else 'MISSED'})")
+    print(
+        f"calls per task: {per_task:.2f} (target <= {TARGET}: {'met' if per_task <= TARGET else 'MISSED'})"
+    )
     sys.exit(0 if per_task <= TARGET else 1)
 
 

@@ -46,7 +46,9 @@ def miniwdl(wdl: str, args, backend: str, directory: str) -> float:
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "WDL", "run", wdl, *args, "--dir", directory, "--no-cache"],
-        env=env, capture_output=True, text=True,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     elapsed = time.monotonic() - started
     if proc.returncode != 0:
@@ -56,7 +58,9 @@ def miniwdl(wdl: str, args, backend: str, directory: str) -> float:
 
 def plain_loop(tasks: int, parallel: int) -> float:
     def one(i: int) -> None:
-        subprocess.run(["docker", "run", "--rm", IMAGE, "echo", str(i)], check=True, capture_output=True)
+        subprocess.run(
+            ["docker", "run", "--rm", IMAGE, "echo", str(i)], check=True, capture_output=True
+        )
 
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
@@ -67,7 +71,9 @@ def plain_loop(tasks: int, parallel: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=40)
-    parser.add_argument("--skip-swarm", action="store_true", help="docker_swarm takes ~30 s for 40 tasks")
+    parser.add_argument(
+        "--skip-swarm", action="store_true", help="docker_swarm takes ~30 s for 40 tasks"
+    )
     args = parser.parse_args()
     parallel = os.cpu_count() or 2
     work = tempfile.mkdtemp(prefix="omnibio_bench_")
@@ -86,7 +92,9 @@ def main() -> None:
     loop_ratio = figures["omnibio_docker"] / figures["plain docker run --rm loop"]
     print(f"  omnibio_docker / plain loop   {loop_ratio:5.2f}x   (target <= 0.6x)")
     if "docker_swarm" in figures:
-        print(f"  omnibio_docker / docker_swarm {figures['omnibio_docker'] / figures['docker_swarm']:5.2f}x   (target <= 0.2x)")
+        print(
+            f"  omnibio_docker / docker_swarm {figures['omnibio_docker'] / figures['docker_swarm']:5.2f}x   (target <= 0.2x)"
+        )
 
     one = os.path.join(work, "one.wdl")
     with open(one, "w") as outfile:
@@ -108,7 +116,9 @@ def main() -> None:
     print("single task with one File input (median of 5, whole miniwdl run):")
     for label, seconds in starts.items():
         print(f"  {label:<28} {seconds:7.2f} s")
-    print(f"  2 GiB / 1 KiB                 {starts['2 GiB'] / starts['1 KiB']:5.2f}x   (target <= 1.2x)")
+    print(
+        f"  2 GiB / 1 KiB                 {starts['2 GiB'] / starts['1 KiB']:5.2f}x   (target <= 1.2x)"
+    )
     print(json.dumps({"scatter_seconds": figures, "input_start_seconds": starts}))
 
 

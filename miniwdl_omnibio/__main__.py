@@ -20,10 +20,14 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     selftest = sub.add_parser("selftest", help="offline equivalent of `miniwdl run_self_test`")
     selftest.add_argument("--backend", default="omnibio_docker")
-    selftest.add_argument("--dir", help="where to run (on the shared filesystem for cloud backends)")
+    selftest.add_argument(
+        "--dir", help="where to run (on the shared filesystem for cloud backends)"
+    )
     selftest.add_argument("--cfg", help="miniwdl configuration file")
     selftest.add_argument("--image", default="ubuntu:22.04", help="image of the plain tasks")
-    selftest.add_argument("--runtime-image", default="omnibio/runtime:latest", help="image with the tool runtime")
+    selftest.add_argument(
+        "--runtime-image", default="omnibio/runtime:latest", help="image with the tool runtime"
+    )
     sub.add_parser("config", help="print every configuration key with its default")
     args = parser.parse_args(argv)
     if args.command == "config":

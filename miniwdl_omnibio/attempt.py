@@ -4,9 +4,10 @@ Its shape follows a GA4GH TES task (executor + resources + volumes + tags) so ev
 plain translation of it. It is frozen: engines read it, never change it.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any
 
 # Tags (labels) on everything an attempt starts: for finding, cancelling and accounting.
 TAG_RUN, TAG_CALL, TAG_TASK, TAG_ATTEMPT, TAG_RUN_ID = (
@@ -31,8 +32,8 @@ class Resources:
     memory_reservation: int  # bytes; 0 = unset
     memory_limit: int  # bytes; 0 = unlimited
     gpu: int  # number of GPUs; 0 = none
-    disk: Optional[int]  # bytes requested, None = unset
-    time_limit: Optional[int]  # seconds, None = no limit
+    disk: int | None  # bytes requested, None = unset
+    time_limit: int | None  # seconds, None = no limit
     max_interruptions: int  # runtime.preemptible: how many interruptions miniwdl retries
 
     @property
@@ -40,7 +41,7 @@ class Resources:
         """The task may run on interruptible capacity (spot, low-priority)."""
         return self.max_interruptions > 0
 
-    def as_contract(self) -> Dict[str, Any]:
+    def as_contract(self) -> dict[str, Any]:
         """RESOURCES_JSON: what was granted."""
         return {
             "cpu": self.cpu,
@@ -63,25 +64,27 @@ class TaskAttempt:
     workflow_run: str  # the workflow run directory's name, unique per run on this host
     attempt: int  # 1, 2, ...
     image: str
-    argv: Tuple[str, ...]  # what the container executes
+    argv: tuple[str, ...]  # what the container executes
     workdir: str  # container path
     env: Mapping[str, str]  # runtime env, WDL env inputs and the contract
-    mounts: Tuple[Mount, ...]
+    mounts: tuple[Mount, ...]
     resources: Resources
     tags: Mapping[str, str]  # labels for finding, cancelling and accounting
     stdout_path: str  # host paths the command's streams are appended to
     stderr_path: str
     host_dir: str  # miniwdl's task run directory
     runtime: Mapping[str, Any] = field(default_factory=dict)  # engine-specific runtime keys
-    user: Optional[str] = None  # "uid:gid" with --as-me
+    user: str | None = None  # "uid:gid" with --as-me
     privileged: bool = False
-    interruptions: int = 0  # attempts of this task the engine interrupted so far (spot/low-priority loss)
+    interruptions: int = (
+        0  # attempts of this task the engine interrupted so far (spot/low-priority loss)
+    )
 
     def __post_init__(self) -> None:
         for name in ("env", "tags", "runtime"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
 
-    def describe(self) -> Dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         """A loggable summary: environment variable names only, never their values."""
         return {
             "run_id": self.run_id,

@@ -7,14 +7,15 @@ README documents each key. A missing or invalid value fails at start with the ke
 
 import json
 import os
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from WDL import Error
 from WDL._util import parse_byte_size
 from WDL.runtime import config as miniwdl_config
 
 # Values are written as they would be in a .cfg file.
-DEFAULTS: Dict[str, Dict[str, str]] = {
+DEFAULTS: dict[str, dict[str, str]] = {
     "omnibio": {
         # s3://bucket/prefix, azureblob://account/container/prefix or file:///dir; empty = no
         # RESULT_URI. Each task call gets <prefix>/<workflow run>/<call path>/results.json
@@ -189,7 +190,7 @@ class Settings:
     def fail(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"configuration {_where(self.section, key)}: {problem}")
 
-    def str(self, key: str, required: bool = False) -> str:
+    def text(self, key: str, required: bool = False) -> str:
         value = self.raw(key)
         if required and not value:
             raise self.fail(key, "is required but not set")
@@ -211,13 +212,13 @@ class Settings:
             raise self.fail(key, f"{number} is below the minimum {minimum}")
         return number
 
-    def int(self, key: str, minimum: Optional[int] = None) -> int:
+    def integer(self, key: str, minimum: int | None = None) -> int:
         return self._number(key, int, "an integer", minimum)
 
-    def float(self, key: str, minimum: Optional[float] = None) -> float:
+    def number(self, key: str, minimum: float | None = None) -> float:
         return self._number(key, float, "a number", minimum)
 
-    def bool(self, key: str) -> bool:
+    def flag(self, key: str) -> bool:
         value = self.raw(key).lower()
         if value in ("true", "t", "yes", "y", "1", "on"):
             return True
@@ -225,14 +226,14 @@ class Settings:
             return False
         raise self.fail(key, f"{value!r} is not true or false")
 
-    def bytes(self, key: str) -> int:
+    def size(self, key: str) -> int:
         value = self.raw(key)
         try:
             return parse_byte_size(value)
         except ValueError:
             raise self.fail(key, f"{value!r} is not a size such as 4G or 512 MiB") from None
 
-    def json(self, key: str, kind: type) -> Any:
+    def _json(self, key: str, kind: type) -> Any:
         value = self.raw(key)
         try:
             parsed = json.loads(value) if value else kind()
@@ -242,14 +243,14 @@ class Settings:
             raise self.fail(key, f"should be a JSON {kind.__name__}")
         return parsed
 
-    def list(self, key: str) -> List[Any]:
-        return self.json(key, list)
+    def json_list(self, key: str) -> list[Any]:
+        return self._json(key, list)
 
-    def dict(self, key: str) -> Dict[str, Any]:
-        return self.json(key, dict)
+    def json_object(self, key: str) -> dict[str, Any]:
+        return self._json(key, dict)
 
 
-def unknown_keys(cfg: miniwdl_config.Loader, sections: Iterable[str]) -> List[str]:
+def unknown_keys(cfg: miniwdl_config.Loader, sections: Iterable[str]) -> list[str]:
     """Keys set in our sections (file, overrides or environment) that we do not know: typos."""
     sections = set(sections)
     found = set()
@@ -267,5 +268,7 @@ def check_sections(cfg: miniwdl_config.Loader, sections: Iterable[str]) -> None:
     unknown = unknown_keys(cfg, sections)
     if unknown:
         raise ConfigError(
-            "unknown configuration key(s) " + ", ".join(unknown) + "; see `python -m miniwdl_omnibio config`"
+            "unknown configuration key(s) "
+            + ", ".join(unknown)
+            + "; see `python -m miniwdl_omnibio config`"
         )

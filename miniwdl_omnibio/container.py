@@ -11,18 +11,35 @@ import logging
 import os
 import re
 import shlex
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Tuple, Type
+from typing import Any, ClassVar
 
 from WDL import Error
-from WDL._util import VERBOSE_LEVEL, TailLogger, chmod_R_plus, parse_byte_size, write_atomic
+from WDL._util import (
+    NOTICE_LEVEL,
+    VERBOSE_LEVEL,
+    TailLogger,
+    chmod_R_plus,
+    parse_byte_size,
+    write_atomic,
+)
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 from WDL.runtime.error import Interrupted, Terminated
 from WDL.runtime.task_container import TaskContainer
 
-from .attempt import TAG_ATTEMPT, TAG_CALL, TAG_RUN, TAG_RUN_ID, TAG_TASK, Mount, Resources, TaskAttempt
+from .attempt import (
+    TAG_ATTEMPT,
+    TAG_CALL,
+    TAG_RUN,
+    TAG_RUN_ID,
+    TAG_TASK,
+    Mount,
+    Resources,
+    TaskAttempt,
+)
 from .config import Settings, check_sections
 from .contract import (
     TaskFacts,
@@ -48,14 +65,14 @@ GiB = 1 << 30
 
 @dataclass(frozen=True)
 class OmnibioSettings:
-    result_prefix: Optional[ResultUri]
+    result_prefix: ResultUri | None
     result_check: str
     env_value_max_bytes: int
 
     @classmethod
     def load(cls, cfg: miniwdl_config.Loader) -> "OmnibioSettings":
         settings = Settings(cfg, "omnibio")
-        prefix = settings.str("result_uri_prefix")
+        prefix = settings.text("result_uri_prefix")
         try:
             parsed = parse_result_uri(prefix, prefix=True) if prefix else None
         except ValueError as exn:
@@ -63,11 +80,11 @@ class OmnibioSettings:
         return cls(
             result_prefix=parsed,
             result_check=settings.choice("result_check", RESULT_CHECKS),
-            env_value_max_bytes=settings.int("env_value_max_bytes", minimum=1024),
+            env_value_max_bytes=settings.integer("env_value_max_bytes", minimum=1024),
         )
 
 
-def parse_disks(value: Any) -> Optional[int]:
+def parse_disks(value: Any) -> int | None:
     """Bytes requested by runtime.disks: 100 (GiB), "100 GiB", "/mnt 10 GiB", "local-disk 100 SSD"."""
     total = 0
     for item in value if isinstance(value, list) else [value]:
@@ -88,14 +105,18 @@ def parse_disks(value: Any) -> Optional[int]:
     return total or None
 
 
-def parse_duration(value: Any) -> Optional[int]:
+def parse_duration(value: Any) -> int | None:
     """Seconds from runtime.omnibio_time_limit: 3600, "90m", "2h", "1d", "45s"."""
     if value is None:
         return None
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(value).lower())
     if not match:
-        raise Error.RuntimeError(f"invalid setting of runtime.omnibio_time_limit: {value!r} (use e.g. 3600, 90m, 2h)")
-    seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        raise Error.RuntimeError(
+            f"invalid setting of runtime.omnibio_time_limit: {value!r} (use e.g. 3600, 90m, 2h)"
+        )
+    seconds = (
+        float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    )
     return max(1, int(seconds))
 
 
@@ -104,7 +125,7 @@ class OpenJdProgress:
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
-        self.fail_reason: Optional[str] = None
+        self.fail_reason: str | None = None
 
     def line(self, text: str) -> None:
         match = OPENJD_LINE.match(text)
@@ -114,7 +135,7 @@ class OpenJdProgress:
         if kind == "progress":
             self.logger.info(_("task progress", percent=value))
         elif kind == "status":
-            self.logger.notice(_("task status", status=value))
+            self.logger.log(NOTICE_LEVEL, _("task status", status=value))
         else:
             self.fail_reason = value
             self.logger.error(_("task reports failure", reason=value))
@@ -124,11 +145,16 @@ class OmnibioContainer(TaskContainer):
     """Shared base of the omnibio_* backends; subclasses name their engine."""
 
     engine_path: ClassVar[str]  # "module:EngineClass", imported at global_init
-    extra: ClassVar[Optional[str]] = None  # the pip extra its engine's SDK comes with
+    extra: ClassVar[str | None] = None  # the pip extra its engine's SDK comes with
     _engine: ClassVar[Engine]
     _omnibio: ClassVar[OmnibioSettings]
     # runtime{} keys honoured on every engine (recorded so miniwdl does not call them ignored)
-    runtime_keys: ClassVar[Tuple[str, ...]] = ("omnibio_tool_id", "omnibio_time_limit", "omnibio_result_check", "disks")
+    runtime_keys: ClassVar[tuple[str, ...]] = (
+        "omnibio_tool_id",
+        "omnibio_time_limit",
+        "omnibio_result_check",
+        "disks",
+    )
 
     @classmethod
     def global_init(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> None:
@@ -139,22 +165,28 @@ class OmnibioContainer(TaskContainer):
         atexit.register(cls._engine.shutdown, logger)
 
     @classmethod
-    def engine_type(cls) -> Type[Engine]:
+    def engine_type(cls) -> type[Engine]:
         """Import the engine only now: miniwdl loads every registered backend class, and a user
         of omnibio_docker need not have boto3, the Azure SDK or py-tes installed."""
         module, _sep, name = cls.engine_path.partition(":")
         try:
             return getattr(importlib.import_module(module), name)
         except ImportError as exn:
-            hint = f"; install it with pip install 'miniwdl-omnibio[{cls.extra}]'" if cls.extra else ""
-            raise Error.RuntimeError(f"{cls.__name__} cannot load its engine ({exn}){hint}") from None
+            hint = (
+                f"; install it with pip install 'miniwdl-omnibio[{cls.extra}]'" if cls.extra else ""
+            )
+            raise Error.RuntimeError(
+                f"{cls.__name__} cannot load its engine ({exn}){hint}"
+            ) from None
 
     @classmethod
-    def detect_resource_limits(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> Dict[str, int]:
+    def detect_resource_limits(
+        cls, cfg: miniwdl_config.Loader, logger: logging.Logger
+    ) -> dict[str, int]:
         return cls._engine.resource_limits()
 
     def __init__(self, cfg: miniwdl_config.Loader, run_id: str, host_dir: str) -> None:
-        self.facts: Optional[TaskFacts] = None  # set by task_plugin before the first attempt
+        self.facts: TaskFacts | None = None  # set by task_plugin before the first attempt
         self._inputs_copied = False
         self._interruptions = 0
         super().__init__(cfg, run_id, host_dir)
@@ -164,7 +196,7 @@ class OmnibioContainer(TaskContainer):
 
     # --- miniwdl hooks ---------------------------------------------------------------------
 
-    def process_runtime(self, logger: logging.Logger, runtime_eval: Dict[str, Any]) -> None:
+    def process_runtime(self, logger: logging.Logger, runtime_eval: dict[str, Any]) -> None:
         super().process_runtime(logger, runtime_eval)
         for key in self.runtime_keys + self._engine.runtime_keys:
             if key in runtime_eval:
@@ -173,9 +205,13 @@ class OmnibioContainer(TaskContainer):
             self.runtime_values["disks"] = parse_disks(self.runtime_values["disks"])
         check = self.runtime_values.get("omnibio_result_check")
         if check is not None and check not in RESULT_CHECKS:
-            raise Error.RuntimeError(f"invalid setting of runtime.omnibio_result_check: {check!r} (use one of {', '.join(RESULT_CHECKS)})")
+            raise Error.RuntimeError(
+                f"invalid setting of runtime.omnibio_result_check: {check!r} (use one of {', '.join(RESULT_CHECKS)})"
+            )
         if "omnibio_time_limit" in self.runtime_values:
-            self.runtime_values["omnibio_time_limit"] = parse_duration(self.runtime_values["omnibio_time_limit"])
+            self.runtime_values["omnibio_time_limit"] = parse_duration(
+                self.runtime_values["omnibio_time_limit"]
+            )
 
     def add_paths(self, host_paths: Iterable[str]) -> None:
         fs = self._engine.filesystem
@@ -190,11 +226,13 @@ class OmnibioContainer(TaskContainer):
             if not os.path.exists(stripped):
                 raise Error.InputError("input path not found: " + host_path)
             fs.check_host_path(stripped, "input")
-            container_path = fs.to_container(stripped, read_only=True) + ("/" if host_path.endswith("/") else "")
+            container_path = fs.to_container(stripped, read_only=True) + (
+                "/" if host_path.endswith("/") else ""
+            )
             self.input_path_map[host_path] = container_path
             self.input_path_map_rev[container_path] = host_path
 
-    def _input_host_path(self, container_path: str) -> Tuple[bool, Optional[str]]:
+    def _input_host_path(self, container_path: str) -> tuple[bool, str | None]:
         fs = self._engine.filesystem
         if not fs:
             return super()._input_host_path(container_path)
@@ -202,13 +240,17 @@ class OmnibioContainer(TaskContainer):
         probe = container_path.rstrip("/")
         while probe not in ("", "/"):
             if probe in self.input_path_map_rev or probe + "/" in self.input_path_map_rev:
-                return True, fs.to_host(container_path.rstrip("/")) + ("/" if container_path.endswith("/") else "")
+                return True, fs.to_host(container_path.rstrip("/")) + (
+                    "/" if container_path.endswith("/") else ""
+                )
             probe = os.path.dirname(probe)
         return False, None
 
     def copy_input_files(self, logger: logging.Logger) -> None:
         if self._engine.filesystem:
-            logger.warning("[file_io] copy_input_files ignored: inputs are used in place on the shared filesystem")
+            logger.warning(
+                "[file_io] copy_input_files ignored: inputs are used in place on the shared filesystem"
+            )
             return
         super().copy_input_files(logger)
         self._inputs_copied = True
@@ -222,7 +264,9 @@ class OmnibioContainer(TaskContainer):
 
     def reset(self, logger: logging.Logger) -> None:
         if self._engine.filesystem and os.path.isdir(self.host_work_dir()):
-            os.rename(self.host_work_dir(), os.path.join(self.host_dir, f"work.attempt{self.try_counter}"))
+            os.rename(
+                self.host_work_dir(), os.path.join(self.host_dir, f"work.attempt{self.try_counter}")
+            )
         self._inputs_copied = False
         super().reset(logger)
 
@@ -240,7 +284,12 @@ class OmnibioContainer(TaskContainer):
             handle = engine.submit(attempt, logger)
             stack.callback(engine.release, handle, logger)
             poll_stderr = stack.enter_context(
-                TailLogger(logger, self.host_stderr_txt(), callback=self._stderr_line(logger, openjd), level=logging.CRITICAL)
+                TailLogger(
+                    logger,
+                    self.host_stderr_txt(),
+                    callback=self._stderr_line(logger, openjd),
+                    level=logging.CRITICAL,
+                )
             )
             running = False
             while True:
@@ -260,7 +309,9 @@ class OmnibioContainer(TaskContainer):
 
     # --- describing the attempt ------------------------------------------------------------
 
-    def describe(self, logger: logging.Logger, command: str) -> Tuple[TaskAttempt, Optional[ResultUri]]:
+    def describe(
+        self, logger: logging.Logger, command: str
+    ) -> tuple[TaskAttempt, ResultUri | None]:
         """Build the backend-neutral TaskAttempt (and its result URI) from miniwdl's state."""
         if self.facts is None:
             raise Error.RuntimeError(
@@ -296,7 +347,9 @@ class OmnibioContainer(TaskContainer):
         )
         spill_host = os.path.join(self.host_dir, "omnibio")
         spill_container = os.path.join(self.container_dir, "omnibio")
-        contract, spilled = spill_large_values(contract, self._omnibio.env_value_max_bytes, spill_host, spill_container)
+        contract, spilled = spill_large_values(
+            contract, self._omnibio.env_value_max_bytes, spill_host, spill_container
+        )
         if spilled:
             logger.info(_("contract values passed as files", names=spilled, dir=spill_container))
             if not fs:
@@ -309,7 +362,8 @@ class OmnibioContainer(TaskContainer):
             call=call,
             workflow_run=workflow_run,
             attempt=self.try_counter,
-            image=self.runtime_values.get("docker") or self.cfg.get_dict("task_runtime", "defaults").get("docker", "ubuntu:22.04"),
+            image=self.runtime_values.get("docker")
+            or self.cfg.get_dict("task_runtime", "defaults").get("docker", "ubuntu:22.04"),
             argv=self._argv(),
             workdir=os.path.join(self.container_dir, "work"),
             env=env,
@@ -325,8 +379,14 @@ class OmnibioContainer(TaskContainer):
             stdout_path=self.host_stdout_txt(),
             stderr_path=self.host_stderr_txt(),
             host_dir=self.host_dir,
-            runtime={k: self.runtime_values[k] for k in self._engine.runtime_keys if k in self.runtime_values},
-            user=f"{os.geteuid()}:{os.getegid()}" if self.cfg["task_runtime"].get_bool("as_user") else None,
+            runtime={
+                k: self.runtime_values[k]
+                for k in self._engine.runtime_keys
+                if k in self.runtime_values
+            },
+            user=f"{os.geteuid()}:{os.getegid()}"
+            if self.cfg["task_runtime"].get_bool("as_user")
+            else None,
             privileged=bool(self.runtime_values.get("privileged", False)),
             interruptions=self._interruptions,
         )
@@ -348,7 +408,7 @@ class OmnibioContainer(TaskContainer):
         fs = self._engine.filesystem
         return fs.to_container(host_path) if fs else os.path.join(self.container_dir, name)
 
-    def _argv(self) -> Tuple[str, ...]:
+    def _argv(self) -> tuple[str, ...]:
         shell = self.cfg.get("task_runtime", "command_shell")
         stdout = shlex.quote(self._container_stream(self.host_stdout_txt(), "stdout.txt"))
         stderr = shlex.quote(self._container_stream(self.host_stderr_txt(), "stderr.txt"))
@@ -356,9 +416,7 @@ class OmnibioContainer(TaskContainer):
         if self._chown_needed():
             # leave outputs owned by the invoking user, not by the image's root
             uid, gid = os.geteuid(), os.getegid()
-            script = (
-                f"{script}; rc=$?; if [ \"$(id -u)\" = 0 ]; then chown -R {uid}:{gid} . {stdout} {stderr} 2>/dev/null; fi; exit $rc"
-            )
+            script = f'{script}; rc=$?; if [ "$(id -u)" = 0 ]; then chown -R {uid}:{gid} . {stdout} {stderr} 2>/dev/null; fi; exit $rc'
         return ("/bin/sh", "-c", script)
 
     def _chown_needed(self) -> bool:
@@ -368,7 +426,7 @@ class OmnibioContainer(TaskContainer):
             and os.geteuid() != 0
         )
 
-    def _bind_mounts(self, logger: logging.Logger) -> List[Mount]:
+    def _bind_mounts(self, logger: logging.Logger) -> list[Mount]:
         """Per-file read-only binds of the inputs, in place; read-write work dir and streams."""
         mounts = []
         if not self._inputs_copied:
@@ -380,7 +438,10 @@ class OmnibioContainer(TaskContainer):
                 mounts.append(Mount(host_path.rstrip("/"), container_path.rstrip("/"), True))
         command = os.path.join(self.host_dir, "command")
         mounts.append(Mount(command, os.path.join(self.container_dir, "command"), True))
-        for host_path, name in ((self.host_stdout_txt(), "stdout.txt"), (self.host_stderr_txt(), "stderr.txt")):
+        for host_path, name in (
+            (self.host_stdout_txt(), "stdout.txt"),
+            (self.host_stderr_txt(), "stderr.txt"),
+        ):
             if not os.path.exists(host_path):
                 self.touch_mount_point(host_path)
             mounts.append(Mount(host_path, os.path.join(self.container_dir, name), False))
@@ -390,7 +451,7 @@ class OmnibioContainer(TaskContainer):
             chmod_R_plus(path, file_bits=0o660, dir_bits=0o770)
         return mounts
 
-    def _shared_mounts(self) -> List[Mount]:
+    def _shared_mounts(self) -> list[Mount]:
         """The shared filesystem, read-write, and its read-only view (where inputs are)."""
         fs = self._engine.filesystem
         assert fs
@@ -426,7 +487,7 @@ class OmnibioContainer(TaskContainer):
         handle: str,
         status: Status,
         openjd: OpenJdProgress,
-        result: Optional[ResultUri],
+        result: ResultUri | None,
     ) -> int:
         if status.error:
             logger.error(_("task could not run", handle=handle, error=status.error))
@@ -436,16 +497,27 @@ class OmnibioContainer(TaskContainer):
             self._interruptions += 1
             raise Interrupted(status.reason or "interrupted by the execution engine")
         if status.exit_code is None:
-            raise Error.RuntimeError(f"{self._engine.section} reported {handle} finished without an exit code ({status.reason})")
+            raise Error.RuntimeError(
+                f"{self._engine.section} reported {handle} finished without an exit code ({status.reason})"
+            )
         exit_code = status.exit_code
-        logger.notice(_("task exit", handle=handle, exit_code=exit_code, reason=status.reason or None))
+        logger.log(
+            NOTICE_LEVEL,
+            _("task exit", handle=handle, exit_code=exit_code, reason=status.reason or None),
+        )
         if not self.success_exit_code(exit_code):
-            info: Dict[str, Any] = {"engine": self._engine.section, "handle": handle, "exit_code": exit_code}
+            info: dict[str, Any] = {
+                "engine": self._engine.section,
+                "handle": handle,
+                "exit_code": exit_code,
+            }
             if status.reason:
                 info["reason"] = status.reason
             if status.oom:
                 limit = attempt.resources.memory_limit or attempt.resources.memory_reservation
-                info["oom"] = f"killed for exceeding the memory limit ({limit} bytes); raise runtime.memory"
+                info["oom"] = (
+                    f"killed for exceeding the memory limit ({limit} bytes); raise runtime.memory"
+                )
                 logger.error(_("task ran out of memory", memory_limit=limit))
             if openjd.fail_reason:
                 info["openjd_fail"] = openjd.fail_reason
@@ -463,7 +535,9 @@ class OmnibioContainer(TaskContainer):
             return "off"
         return str(self.runtime_values.get("omnibio_result_check") or self._omnibio.result_check)
 
-    def _verify_result(self, logger: logging.Logger, attempt: TaskAttempt, result: ResultUri) -> None:
+    def _verify_result(
+        self, logger: logging.Logger, attempt: TaskAttempt, result: ResultUri
+    ) -> None:
         """Read results.json back: missing, unreadable, stale or ok=false fails (or warns)."""
         problem = None
         try:
@@ -478,10 +552,16 @@ class OmnibioContainer(TaskContainer):
             if document.get("run_id") not in (None, attempt.run_id):
                 problem = f"results.json at {result} is from run {document['run_id']}, not {attempt.run_id}"
             elif document.get("ok") is False:
-                problem = f"results.json at {result} says ok=false" + (f": {document['error']}" if document.get("error") else "")
+                problem = f"results.json at {result} says ok=false" + (
+                    f": {document['error']}" if document.get("error") else ""
+                )
             else:
-                write_atomic(json.dumps(document, indent=2), os.path.join(self.host_work_dir(), RESULT_FILE))
-                logger.notice(_("result verified", uri=str(result), ok=document.get("ok", True)))
+                write_atomic(
+                    json.dumps(document, indent=2), os.path.join(self.host_work_dir(), RESULT_FILE)
+                )
+                logger.log(
+                    NOTICE_LEVEL, _("result verified", uri=str(result), ok=document.get("ok", True))
+                )
         if problem:
             if self._result_check() == "warn":
                 logger.warning(problem)

@@ -5,8 +5,9 @@ Pure functions of the task's facts, so tests check them without any engine.
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 from WDL import Env, Value, values_to_json
 
@@ -20,7 +21,7 @@ class TaskFacts:
     """What miniwdl knows about the task but does not give a TaskContainer (set by task_plugin)."""
 
     name: str
-    run_id_stack: Tuple[str, ...]  # workflow run id, then nested call ids, ending with this call's
+    run_id_stack: tuple[str, ...]  # workflow run id, then nested call ids, ending with this call's
     inputs: Env.Bindings  # typed task inputs as given (host paths)
 
 
@@ -42,7 +43,7 @@ def run_id(workflow_run: str, call: str, attempt: int) -> str:
     return f"{workflow_run}.{call.replace('/', '.')}.{attempt}"
 
 
-def result_uri(prefix: Optional[ResultUri], workflow_run: str, call: str) -> Optional[ResultUri]:
+def result_uri(prefix: ResultUri | None, workflow_run: str, call: str) -> ResultUri | None:
     """RESULT_URI = <prefix>/<workflow run>/<call path>/results.json"""
     return prefix.child(workflow_run, call, "results.json") if prefix else None
 
@@ -50,7 +51,7 @@ def result_uri(prefix: Optional[ResultUri], workflow_run: str, call: str) -> Opt
 def inputs_json(inputs: Env.Bindings, input_path_map: Mapping[str, str]) -> str:
     """The task inputs as JSON with every File/Directory rewritten to its in-container path."""
 
-    def in_container(value: Any) -> Optional[str]:
+    def in_container(value: Any) -> str | None:
         path = value.value
         if isinstance(value, Value.Directory):
             mapped = input_path_map.get(path.rstrip("/") + "/")
@@ -66,8 +67,8 @@ def contract_env(
     run_id_value: str,
     inputs_json_value: str,
     resources: Resources,
-    result: Optional[ResultUri],
-) -> Dict[str, str]:
+    result: ResultUri | None,
+) -> dict[str, str]:
     env = {
         "TOOL_ID": tool_id,
         "RUN_ID": run_id_value,
@@ -82,8 +83,8 @@ def contract_env(
 
 
 def spill_large_values(
-    env: Dict[str, str], max_bytes: int, host_dir: str, container_dir: str
-) -> Tuple[Dict[str, str], List[str]]:
+    env: dict[str, str], max_bytes: int, host_dir: str, container_dir: str
+) -> tuple[dict[str, str], list[str]]:
     """Move values longer than ``max_bytes`` into files: NAME is replaced by NAME_FILE.
 
     Linux caps one environment string at 128 KiB, and all of them together at a few MiB, so a
@@ -91,7 +92,7 @@ def spill_large_values(
     the names spilled. Files are written under ``host_dir`` and named by their ``container_dir``
     path.
     """
-    out: Dict[str, str] = {}
+    out: dict[str, str] = {}
     spilled = []
     for name, value in env.items():
         if len(value.encode("utf-8")) <= max_bytes:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from typing import Dict, List, Optional
 
 NAMES = ("Alyssa P. Hacker", "Ben Bitdiddle")
 
@@ -103,7 +102,7 @@ task contract {
 """
 
 
-def _prepare(directory: str) -> Dict[str, str]:
+def _prepare(directory: str) -> dict[str, str]:
     with open(os.path.join(directory, "names.txt"), "w") as outfile:
         outfile.write("\n".join(NAMES) + "\n")
     reference = os.path.join(directory, "reference_data")
@@ -117,7 +116,7 @@ def _prepare(directory: str) -> Dict[str, str]:
     return {"wdl": wdl, "names": os.path.join(directory, "names.txt"), "reference_data": reference}
 
 
-def _check(outputs: Dict) -> List[str]:
+def _check(outputs: dict) -> list[str]:
     """What is wrong with the outputs (empty when the self-test passed)."""
     problems = []
     expect = {
@@ -129,7 +128,9 @@ def _check(outputs: Dict) -> List[str]:
     for key, value in expect.items():
         if outputs.get(key) != value:
             problems.append(f"{key} = {outputs.get(key)!r}, expected {value!r}")
-    for name, directory in zip(NAMES, outputs.get("omnibio_selftest.message_directories") or []):
+    for name, directory in zip(
+        NAMES, outputs.get("omnibio_selftest.message_directories") or [], strict=False
+    ):
         with open(os.path.join(directory, "message.txt")) as infile:
             if infile.read().rstrip() != f"Hello, {name}!":
                 problems.append(f"message directory {directory} has the wrong message.txt")
@@ -146,12 +147,12 @@ def _check(outputs: Dict) -> List[str]:
 
 def run(
     backend: str,
-    directory: Optional[str] = None,
-    cfg: Optional[str] = None,
+    directory: str | None = None,
+    cfg: str | None = None,
     image: str = "ubuntu:22.04",
     runtime_image: str = "omnibio/runtime:latest",
-    env: Optional[Dict[str, str]] = None,
-) -> List[str]:
+    env: dict[str, str] | None = None,
+) -> list[str]:
     """Run the self-test; returns the problems found (empty = passed)."""
     directory = os.path.abspath(directory or tempfile.mkdtemp(prefix="omnibio_selftest_"))
     os.makedirs(directory, exist_ok=True)
@@ -159,16 +160,30 @@ def run(
     paths = _prepare(directory)
     run_env = dict(os.environ if env is None else env)
     run_env["MINIWDL__SCHEDULER__CONTAINER_BACKEND"] = backend
-    run_env.setdefault("MINIWDL__OMNIBIO__RESULT_URI_PREFIX", "file://" + os.path.join(directory, "results"))
+    run_env.setdefault(
+        "MINIWDL__OMNIBIO__RESULT_URI_PREFIX", "file://" + os.path.join(directory, "results")
+    )
     argv = [
-        sys.executable, "-m", "WDL", "run", paths["wdl"],
-        f"names={paths['names']}", f"reference_data={paths['reference_data']}",
-        f"image={image}", f"runtime_image={runtime_image}",
-        "--dir", directory, "--no-cache", "--verbose", "--error-json",
+        sys.executable,
+        "-m",
+        "WDL",
+        "run",
+        paths["wdl"],
+        f"names={paths['names']}",
+        f"reference_data={paths['reference_data']}",
+        f"image={image}",
+        f"runtime_image={runtime_image}",
+        "--dir",
+        directory,
+        "--no-cache",
+        "--verbose",
+        "--error-json",
     ]
     if cfg:
         argv += ["--cfg", cfg]
     proc = subprocess.run(argv, env=run_env, capture_output=True, text=True)
     if proc.returncode != 0:
-        return [f"miniwdl run failed (exit {proc.returncode}): {proc.stdout.strip()[-2000:]}{proc.stderr.strip()[-2000:]}"]
+        return [
+            f"miniwdl run failed (exit {proc.returncode}): {proc.stdout.strip()[-2000:]}{proc.stderr.strip()[-2000:]}"
+        ]
     return _check(json.loads(proc.stdout)["outputs"])

@@ -8,7 +8,6 @@ launcher may mount the filesystem at another path than the workers (``host_mount
 
 import os
 from dataclasses import dataclass
-from typing import Optional
 
 from WDL import Error
 
@@ -28,20 +27,30 @@ def _rebase(path: str, old_root: str, new_root: str) -> str:
 class SharedFilesystem:
     host_root: str  # where miniwdl's host mounts it
     container_root: str  # where task containers see it read-write
-    readonly_root: Optional[str]  # where task containers see it read-only (None: no such view)
+    readonly_root: str | None  # where task containers see it read-only (None: no such view)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SharedFilesystem":
         """Keys: mount_path (required), host_mount_path (default: mount_path), readonly_mount_path."""
-        container_root = settings.str("mount_path", required=True)
-        host_root = settings.str("host_mount_path") or container_root
-        readonly_root = settings.str("readonly_mount_path") or None
-        for key, value in (("mount_path", container_root), ("host_mount_path", host_root), ("readonly_mount_path", readonly_root)):
+        container_root = settings.text("mount_path", required=True)
+        host_root = settings.text("host_mount_path") or container_root
+        readonly_root = settings.text("readonly_mount_path") or None
+        for key, value in (
+            ("mount_path", container_root),
+            ("host_mount_path", host_root),
+            ("readonly_mount_path", readonly_root),
+        ):
             if value is not None and (not value.startswith("/") or value.rstrip("/") == ""):
                 raise settings.fail(key, f"{value!r} must be an absolute path below /")
-        if readonly_root and (_under(readonly_root, container_root) or _under(container_root, readonly_root)):
+        if readonly_root and (
+            _under(readonly_root, container_root) or _under(container_root, readonly_root)
+        ):
             raise settings.fail("readonly_mount_path", "must not overlap mount_path")
-        return cls(host_root.rstrip("/"), container_root.rstrip("/"), readonly_root.rstrip("/") if readonly_root else None)
+        return cls(
+            host_root.rstrip("/"),
+            container_root.rstrip("/"),
+            readonly_root.rstrip("/") if readonly_root else None,
+        )
 
     def check_host_path(self, host_path: str, what: str) -> None:
         if not _under(os.path.abspath(host_path), self.host_root):

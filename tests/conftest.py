@@ -24,7 +24,10 @@ def require(condition: bool, why: str) -> None:
 def docker_rig():
     require(docker_available(), "dockerd is not answering")
     for image in ("omnibio/base:bookworm", "omnibio/runtime:latest", "ubuntu:22.04"):
-        found = subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
+        found = (
+            subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode
+            == 0
+        )
         require(found, f"local image {image} is missing")
 
 

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
 
 import docker
 
@@ -27,10 +26,10 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
-    outputs: Dict
-    dir: Optional[str]
+    outputs: dict
+    dir: str | None
 
-    def error_json(self) -> Dict:
+    def error_json(self) -> dict:
         path = os.path.join(self.dir or "", "error.json")
         if self.dir and os.path.exists(path):
             with open(path) as infile:
@@ -38,7 +37,7 @@ class Run:
         return {}
 
 
-def config_env(config: Optional[Dict[str, Dict[str, str]]]) -> Dict[str, str]:
+def config_env(config: dict[str, dict[str, str]] | None) -> dict[str, str]:
     """MINIWDL__SECTION__KEY variables for a {section: {key: value}} configuration."""
     return {
         f"MINIWDL__{section.upper()}__{key.upper()}": str(value)
@@ -47,7 +46,9 @@ def config_env(config: Optional[Dict[str, Dict[str, str]]]) -> Dict[str, str]:
     }
 
 
-def miniwdl_env(backend: str, config: Optional[Dict[str, Dict[str, str]]] = None, env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+def miniwdl_env(
+    backend: str, config: dict[str, dict[str, str]] | None = None, env: dict[str, str] | None = None
+) -> dict[str, str]:
     """Environment selecting ``backend`` plus MINIWDL__SECTION__KEY for each config value."""
     out = {k: v for k, v in os.environ.items() if not k.startswith("MINIWDL__")}
     out["MINIWDL_CFG"] = "/dev/null"  # ignore any user config file
@@ -57,23 +58,28 @@ def miniwdl_env(backend: str, config: Optional[Dict[str, Dict[str, str]]] = None
     return out
 
 
-def _argv(wdl: str, args: List[str], cwd: str, task: Optional[str] = None) -> List[str]:
+def _argv(wdl: str, args: list[str], cwd: str, task: str | None = None) -> list[str]:
     argv = [sys.executable, "-m", "WDL", "run", wdl, *args, "--dir", cwd, "--verbose"]
     return argv + (["--task", task] if task else [])
 
 
 def run_miniwdl(
     wdl: str,
-    args: List[str],
+    args: list[str],
     cwd: str,
     backend: str = "omnibio_docker",
-    config: Optional[Dict[str, Dict[str, str]]] = None,
-    env: Optional[Dict[str, str]] = None,
+    config: dict[str, dict[str, str]] | None = None,
+    env: dict[str, str] | None = None,
     timeout: float = 600,
-    task: Optional[str] = None,
+    task: str | None = None,
 ) -> Run:
     proc = subprocess.run(
-        _argv(wdl, args, cwd, task), cwd=cwd, env=miniwdl_env(backend, config, env), capture_output=True, text=True, timeout=timeout
+        _argv(wdl, args, cwd, task),
+        cwd=cwd,
+        env=miniwdl_env(backend, config, env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     outputs, run_dir = {}, None
     try:
@@ -83,23 +89,31 @@ def run_miniwdl(
         pass
     if run_dir is None:
         # on failure miniwdl prints no JSON; the newest run directory is the one
-        dirs = [os.path.join(cwd, d) for d in os.listdir(cwd) if d[:8].isdigit() and os.path.isdir(os.path.join(cwd, d))]
+        dirs = [
+            os.path.join(cwd, d)
+            for d in os.listdir(cwd)
+            if d[:8].isdigit() and os.path.isdir(os.path.join(cwd, d))
+        ]
         run_dir = max(dirs, key=os.path.getmtime) if dirs else None
     return Run(proc.returncode, proc.stdout, proc.stderr, outputs, run_dir)
 
 
 def popen_miniwdl(
     wdl: str,
-    args: List[str],
+    args: list[str],
     cwd: str,
     backend: str = "omnibio_docker",
-    config: Optional[Dict[str, Dict[str, str]]] = None,
-    env: Optional[Dict[str, str]] = None,
+    config: dict[str, dict[str, str]] | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     """Start miniwdl without waiting, for tests that act on a run while it goes (signals)."""
     return subprocess.Popen(
-        _argv(wdl, args, cwd), cwd=cwd, env=miniwdl_env(backend, config, env),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        _argv(wdl, args, cwd),
+        cwd=cwd,
+        env=miniwdl_env(backend, config, env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -121,5 +135,7 @@ def error_line(run: Run) -> str:
     return message or run.stderr.strip().splitlines()[-1]
 
 
-def containers_with_label(label: str, value: str) -> List:
-    return docker.from_env().containers.list(all=True, filters={"label": f"{label}={value}"}, ignore_removed=True)
+def containers_with_label(label: str, value: str) -> list:
+    return docker.from_env().containers.list(
+        all=True, filters={"label": f"{label}={value}"}, ignore_removed=True
+    )

@@ -17,13 +17,15 @@ import shlex
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, ContextManager
 
 import boto3
 import botocore.config
 import botocore.exceptions
 from WDL import Error
+from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
@@ -45,7 +47,9 @@ UNKNOWN_GRACE_SECONDS = 120
 QUEUED_STATES = ("SUBMITTED", "PENDING", "RUNNABLE")
 ACTIVE_STATES = QUEUED_STATES + ("STARTING", "RUNNING")
 HOST_LOSS = re.compile(r"Host EC2 .*terminated", re.IGNORECASE)
-CANNOT_START = re.compile(r"Cannot\w*(Container|Inspect)\w*Error|CannotPullContainer", re.IGNORECASE)
+CANNOT_START = re.compile(
+    r"Cannot\w*(Container|Inspect)\w*Error|CannotPullContainer", re.IGNORECASE
+)
 TIMED_OUT = re.compile(r"duration exceeded timeout|attemptDurationSeconds", re.IGNORECASE)
 AUTH_ERROR_CODES = {
     "UnrecognizedClientException",
@@ -95,10 +99,10 @@ def is_auth_error(exn: botocore.exceptions.ClientError) -> bool:
     return code in AUTH_ERROR_CODES or status in (401, 403)
 
 
-def _reasons(job: Dict[str, Any]) -> str:
+def _reasons(job: dict[str, Any]) -> str:
     """Every reason Batch gives for a job's end: the job's, its container's, its last attempt's."""
     attempts = job.get("attempts") or [{}]
-    found: List[str] = []
+    found: list[str] = []
     for text in (
         job.get("statusReason"),
         (job.get("container") or {}).get("reason"),
@@ -110,15 +114,19 @@ def _reasons(job: Dict[str, Any]) -> str:
     return "; ".join(found)
 
 
-def _exit_code(job: Dict[str, Any]) -> Optional[int]:
-    for container in [job.get("container")] + [a.get("container") for a in reversed(job.get("attempts") or [])]:
+def _exit_code(job: dict[str, Any]) -> int | None:
+    for container in [job.get("container")] + [
+        a.get("container") for a in reversed(job.get("attempts") or [])
+    ]:
         if container and container.get("exitCode") is not None:
             return int(container["exitCode"])
     return None
 
 
-def _log_stream(job: Dict[str, Any]) -> Optional[str]:
-    for container in [job.get("container")] + [a.get("container") for a in reversed(job.get("attempts") or [])]:
+def _log_stream(job: dict[str, Any]) -> str | None:
+    for container in [job.get("container")] + [
+        a.get("container") for a in reversed(job.get("attempts") or [])
+    ]:
         if container and container.get("logStreamName"):
             return str(container["logStreamName"])
     return None
@@ -132,12 +140,12 @@ class JobRecord:
     queue: str
     call: str
     image: str
-    time_limit: Optional[int]
+    time_limit: int | None
     submitted: float  # time.monotonic()
     cancelled: bool = False
 
 
-def needs_listed_exit_code(job: Dict[str, Any]) -> bool:
+def needs_listed_exit_code(job: dict[str, Any]) -> bool:
     """A failed job whose outcome hangs on an exit code DescribeJobs did not give (moto omits it)."""
     if job["status"] != "FAILED" or _exit_code(job) is not None:
         return False
@@ -145,7 +153,9 @@ def needs_listed_exit_code(job: Dict[str, Any]) -> bool:
     return not any(p.search(reason) for p in (HOST_LOSS, CANNOT_START, TIMED_OUT))
 
 
-def job_status(job: Dict[str, Any], record: JobRecord, listed_exit_code: Optional[int] = None) -> Status:
+def job_status(
+    job: dict[str, Any], record: JobRecord, listed_exit_code: int | None = None
+) -> Status:
     """Translate one DescribeJobs entry; ``listed_exit_code`` is ListJobs' word when it lacks one."""
     state = job["status"]
     if state in QUEUED_STATES:
@@ -156,7 +166,7 @@ def job_status(job: Dict[str, Any], record: JobRecord, listed_exit_code: Optiona
     exit_code = _exit_code(job)
     if exit_code is None:
         exit_code = listed_exit_code
-    details: Dict[str, Any] = {"job_queue": record.queue, "job_name": record.name}
+    details: dict[str, Any] = {"job_queue": record.queue, "job_name": record.name}
     stream = _log_stream(job)
     if stream:
         details.update(log_group=LOG_GROUP, log_stream=stream)
@@ -167,17 +177,36 @@ def job_status(job: Dict[str, Any], record: JobRecord, listed_exit_code: Optiona
         return Status(Phase.DONE, interrupted=True, reason=reason, details=details)
     if CANNOT_START.search(reason):
         what = "pull" if "pull" in reason.lower() else "start a container from"
-        return Status(Phase.DONE, error=f"AWS Batch could not {what} image {record.image} for job {job_id}: {reason}", reason=reason, details=details)
+        return Status(
+            Phase.DONE,
+            error=f"AWS Batch could not {what} image {record.image} for job {job_id}: {reason}",
+            reason=reason,
+            details=details,
+        )
     if TIMED_OUT.search(reason):
-        return Status(Phase.DONE, error=f"AWS Batch job {job_id} exceeded its time limit of {record.time_limit} s ({reason})", reason=reason, details=details)
+        return Status(
+            Phase.DONE,
+            error=f"AWS Batch job {job_id} exceeded its time limit of {record.time_limit} s ({reason})",
+            reason=reason,
+            details=details,
+        )
     oom = "OutOfMemoryError" in reason
     if exit_code is not None:
         return Status(Phase.DONE, exit_code=exit_code, oom=oom, reason=reason, details=details)
     if oom:
         return Status(Phase.DONE, exit_code=137, oom=True, reason=reason, details=details)
     ran = (job.get("stoppedAt") or 0) - (job.get("startedAt") or 0)
-    if record.time_limit and job.get("startedAt") and ran >= 1000 * (max(MIN_TIMEOUT, record.time_limit) - 1):
-        return Status(Phase.DONE, error=f"AWS Batch job {job_id} exceeded its time limit of {record.time_limit} s", reason=reason, details=details)
+    if (
+        record.time_limit
+        and job.get("startedAt")
+        and ran >= 1000 * (max(MIN_TIMEOUT, record.time_limit) - 1)
+    ):
+        return Status(
+            Phase.DONE,
+            error=f"AWS Batch job {job_id} exceeded its time limit of {record.time_limit} s",
+            reason=reason,
+            details=details,
+        )
     return Status(
         Phase.DONE,
         error=(
@@ -218,23 +247,34 @@ class SharedVolume:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SharedVolume":
-        efs_id, access_point, host_path = settings.str("efs_id"), settings.str("efs_access_point"), settings.str("host_path")
+        efs_id, access_point, host_path = (
+            settings.text("efs_id"),
+            settings.text("efs_access_point"),
+            settings.text("host_path"),
+        )
         if bool(efs_id) == bool(host_path):
-            raise settings.fail("efs_id", "set exactly one of efs_id (an EFS file system) or host_path (a directory on every Batch host)")
+            raise settings.fail(
+                "efs_id",
+                "set exactly one of efs_id (an EFS file system) or host_path (a directory on every Batch host)",
+            )
         if access_point and not efs_id:
             raise settings.fail("efs_access_point", "needs efs_id")
         if host_path and not host_path.startswith("/"):
             raise settings.fail("host_path", f"{host_path!r} must be an absolute path")
         return cls(efs_id, access_point, (host_path.rstrip("/") or "/") if host_path else "")
 
-    def source(self, relative: str) -> Dict[str, Any]:
+    def source(self, relative: str) -> dict[str, Any]:
         """The volume for ``relative`` (a directory below the filesystem's root, or ".")."""
         if self.host_path:
-            return {"host": {"sourcePath": os.path.normpath(os.path.join(self.host_path, relative))}}
-        efs: Dict[str, Any] = {"fileSystemId": self.efs_id, "transitEncryption": "ENABLED"}
+            return {
+                "host": {"sourcePath": os.path.normpath(os.path.join(self.host_path, relative))}
+            }
+        efs: dict[str, Any] = {"fileSystemId": self.efs_id, "transitEncryption": "ENABLED"}
         if self.efs_access_point:
             if relative != ".":
-                raise Error.RuntimeError(f"omnibio_awsbatch cannot mount {relative} below EFS access point {self.efs_access_point}")
+                raise Error.RuntimeError(
+                    f"omnibio_awsbatch cannot mount {relative} below EFS access point {self.efs_access_point}"
+                )
             efs["authorizationConfig"] = {"accessPointId": self.efs_access_point}
         else:
             efs["rootDirectory"] = "/" if relative == "." else "/" + relative
@@ -271,31 +311,38 @@ class AwsBatchEngine(Engine):
         settings: Settings,
         filesystem: SharedFilesystem,
         volume: SharedVolume,
-        queues: Set[str],
+        queues: set[str],
         logger: logging.Logger,
     ) -> None:
         self.filesystem = filesystem
         self.volume = volume
         self.region = session.region_name
-        retries = botocore.config.Config(retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=50)
+        retries = botocore.config.Config(
+            retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=50
+        )
         self.batch = session.client("batch", config=retries)
         self.logs = session.client("logs", config=retries)
-        self.job_queue = settings.str("job_queue")
-        self.fallback_queue = settings.str("fallback_queue")
-        self.job_role_arn = settings.str("job_role_arn")
-        self.user_tags = {str(k): str(v) for k, v in settings.dict("tags").items()}
-        self.default_memory = settings.bytes("default_memory")
-        self.limits = {"cpu": settings.int("max_cpu", minimum=1), "mem_bytes": settings.bytes("max_memory")}
-        self.default_time_limit = settings.int("default_time_limit", minimum=0) or None
-        poll = settings.float("poll_seconds", minimum=0.1)
+        self.job_queue = settings.text("job_queue")
+        self.fallback_queue = settings.text("fallback_queue")
+        self.job_role_arn = settings.text("job_role_arn")
+        self.user_tags = {str(k): str(v) for k, v in settings.json_object("tags").items()}
+        self.default_memory = settings.size("default_memory")
+        self.limits = {
+            "cpu": settings.integer("max_cpu", minimum=1),
+            "mem_bytes": settings.size("max_memory"),
+        }
+        self.default_time_limit = settings.integer("default_time_limit", minimum=0) or None
+        poll = settings.number("poll_seconds", minimum=0.1)
         self.poll_seconds = min(poll, 1.0)  # the lifecycle's round: Ctrl-C and stderr stay prompt
-        self.rate = SubmitRate(settings.float("submit_rate", minimum=0.01))
-        self.name_prefix = f"omnibio-{uuid.uuid4().hex[:8]}-"  # one per process: ListJobs finds ours
+        self.rate = SubmitRate(settings.number("submit_rate", minimum=0.01))
+        self.name_prefix = (
+            f"omnibio-{uuid.uuid4().hex[:8]}-"  # one per process: ListJobs finds ours
+        )
         self._lock = threading.Lock()
         self._known_queues = set(queues)
-        self._definitions: Dict[str, str] = {}
+        self._definitions: dict[str, str] = {}
         self._definitions_lock = threading.Lock()
-        self._jobs: Dict[str, JobRecord] = {}
+        self._jobs: dict[str, JobRecord] = {}
         self.poller = Poller("omnibio-awsbatch-poller", self._fetch, poll, logger, batch=100)
 
     # --- start -----------------------------------------------------------------------------
@@ -303,19 +350,23 @@ class AwsBatchEngine(Engine):
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "AwsBatchEngine":
         settings = Settings(cfg, cls.section)
-        job_queue = settings.str("job_queue", required=True)
+        job_queue = settings.text("job_queue", required=True)
         filesystem = SharedFilesystem.from_settings(settings)
         volume = SharedVolume.from_settings(settings)
-        tags = settings.dict("tags")
+        tags = settings.json_object("tags")
         if any(str(k).lower().startswith("aws:") for k in tags) or len(tags) > MAX_TAGS - 5:
             raise settings.fail("tags", f"at most {MAX_TAGS - 5} tags, none starting with aws:")
-        session = boto3.session.Session(region_name=settings.str("region") or None)
+        session = boto3.session.Session(region_name=settings.text("region") or None)
         if not session.region_name:
-            raise settings.fail("region", "is not set and boto3 found no default region (AWS_REGION, AWS_DEFAULT_REGION, ~/.aws/config)")
-        queues = {"job_queue": job_queue, "fallback_queue": settings.str("fallback_queue")}
+            raise settings.fail(
+                "region",
+                "is not set and boto3 found no default region (AWS_REGION, AWS_DEFAULT_REGION, ~/.aws/config)",
+            )
+        queues = {"job_queue": job_queue, "fallback_queue": settings.text("fallback_queue")}
         cls._check_queues(session, settings, {k: v for k, v in queues.items() if v})
         engine = cls(session, settings, filesystem, volume, set(queues.values()), logger)
-        logger.notice(
+        logger.log(
+            NOTICE_LEVEL,
             _(
                 "omnibio_awsbatch",
                 region=engine.region,
@@ -325,16 +376,20 @@ class AwsBatchEngine(Engine):
                 volume=volume.describe(),
                 mount_path=filesystem.container_root,
                 readonly_mount_path=filesystem.readonly_root,
-            )
+            ),
         )
         return engine
 
     @classmethod
-    def _check_queues(cls, session: boto3.session.Session, settings: Settings, queues: Dict[str, str]) -> None:
+    def _check_queues(
+        cls, session: boto3.session.Session, settings: Settings, queues: dict[str, str]
+    ) -> None:
         """One DescribeJobQueues call proves the endpoint, the credentials and the queues."""
         probe = session.client(
             "batch",
-            config=botocore.config.Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=30),
+            config=botocore.config.Config(
+                retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=30
+            ),
         )
         endpoint = probe.meta.endpoint_url
         try:
@@ -344,33 +399,54 @@ class AwsBatchEngine(Engine):
                 "omnibio_awsbatch found no AWS credentials in boto3's chain (environment, ~/.aws, container or instance role)"
             ) from None
         except CONNECT_ERRORS as exn:
-            override = next((v for v in ("AWS_ENDPOINT_URL_BATCH", "AWS_ENDPOINT_URL") if os.environ.get(v)), None)
-            where = f"set by {override}" if override else f"region {session.region_name}, see {settings.section} region"
-            raise Error.RuntimeError(f"omnibio_awsbatch cannot reach AWS Batch at {endpoint} ({where}): {error_text(exn)}") from None
+            override = next(
+                (v for v in ("AWS_ENDPOINT_URL_BATCH", "AWS_ENDPOINT_URL") if os.environ.get(v)),
+                None,
+            )
+            where = (
+                f"set by {override}"
+                if override
+                else f"region {session.region_name}, see {settings.section} region"
+            )
+            raise Error.RuntimeError(
+                f"omnibio_awsbatch cannot reach AWS Batch at {endpoint} ({where}): {error_text(exn)}"
+            ) from None
         except botocore.exceptions.ClientError as exn:
             if is_auth_error(exn):
                 method = getattr(session.get_credentials(), "method", "unknown source")
                 raise Error.RuntimeError(
                     f"AWS Batch at {endpoint} rejected the credentials boto3 found ({method}): {error_text(exn)}"
                 ) from None
-            raise Error.RuntimeError(f"omnibio_awsbatch: DescribeJobQueues at {endpoint} failed: {error_text(exn)}") from None
+            raise Error.RuntimeError(
+                f"omnibio_awsbatch: DescribeJobQueues at {endpoint} failed: {error_text(exn)}"
+            ) from None
         except botocore.exceptions.BotoCoreError as exn:
-            raise Error.RuntimeError(f"omnibio_awsbatch cannot use AWS Batch at {endpoint}: {error_text(exn)}") from None
+            raise Error.RuntimeError(
+                f"omnibio_awsbatch cannot use AWS Batch at {endpoint}: {error_text(exn)}"
+            ) from None
         by_name = {q["jobQueueName"]: q for q in found}
         by_name.update({q["jobQueueArn"]: q for q in found})
         for key, name in queues.items():
             queue = by_name.get(name)
             if queue is None:
-                raise settings.fail(key, f"AWS Batch has no job queue {name!r} in region {session.region_name} ({endpoint})")
+                raise settings.fail(
+                    key,
+                    f"AWS Batch has no job queue {name!r} in region {session.region_name} ({endpoint})",
+                )
             if queue.get("state") != "ENABLED" or queue.get("status") == "INVALID":
-                raise settings.fail(key, f"job queue {name!r} is {queue.get('state')}/{queue.get('status')}: {queue.get('statusReason', '')}")
+                raise settings.fail(
+                    key,
+                    f"job queue {name!r} is {queue.get('state')}/{queue.get('status')}: {queue.get('statusReason', '')}",
+                )
 
-    def resource_limits(self) -> Dict[str, int]:
+    def resource_limits(self) -> dict[str, int]:
         return self.limits
 
     # --- one attempt -----------------------------------------------------------------------
 
-    def reserve(self, attempt: TaskAttempt, terminating: Callable[[], bool], logger: logging.Logger) -> ContextManager[None]:
+    def reserve(
+        self, attempt: TaskAttempt, terminating: Callable[[], bool], logger: logging.Logger
+    ) -> ContextManager[None]:
         return self._paced(terminating)
 
     @contextlib.contextmanager
@@ -385,7 +461,7 @@ class AwsBatchEngine(Engine):
         queue = self.queue_for(attempt)
         definition = self.job_definition(attempt, logger)
         name = job_name(self.name_prefix, attempt.call, attempt.attempt)
-        request: Dict[str, Any] = dict(
+        request: dict[str, Any] = dict(
             jobName=name,
             jobQueue=queue,
             jobDefinition=definition,
@@ -395,15 +471,35 @@ class AwsBatchEngine(Engine):
             tags=self.job_tags(attempt),
         )
         if attempt.resources.time_limit:
-            request["timeout"] = {"attemptDurationSeconds": max(MIN_TIMEOUT, attempt.resources.time_limit)}
+            request["timeout"] = {
+                "attemptDurationSeconds": max(MIN_TIMEOUT, attempt.resources.time_limit)
+            }
         try:
             job_id = str(self.batch.submit_job(**request)["jobId"])
         except botocore.exceptions.ClientError as exn:
-            raise Error.RuntimeError(f"AWS Batch refused job {name} on queue {queue}: {error_text(exn)}") from None
+            raise Error.RuntimeError(
+                f"AWS Batch refused job {name} on queue {queue}: {error_text(exn)}"
+            ) from None
         with self._lock:
-            self._jobs[job_id] = JobRecord(name, queue, attempt.call, attempt.image, attempt.resources.time_limit, time.monotonic())
+            self._jobs[job_id] = JobRecord(
+                name,
+                queue,
+                attempt.call,
+                attempt.image,
+                attempt.resources.time_limit,
+                time.monotonic(),
+            )
         self.poller.watch(job_id)
-        logger.notice(_("AWS Batch job", id=job_id, name=name, queue=queue, definition=definition.rsplit("/", 1)[-1]))
+        logger.log(
+            NOTICE_LEVEL,
+            _(
+                "AWS Batch job",
+                id=job_id,
+                name=name,
+                queue=queue,
+                definition=definition.rsplit("/", 1)[-1],
+            ),
+        )
         return job_id
 
     def queue_for(self, attempt: TaskAttempt) -> str:
@@ -425,12 +521,16 @@ class AwsBatchEngine(Engine):
         try:
             found = self.batch.describe_job_queues(jobQueues=[queue])["jobQueues"]
         except botocore.exceptions.ClientError as exn:
-            raise Error.RuntimeError(f"runtime.omnibio_queue {queue!r}: DescribeJobQueues failed: {error_text(exn)}") from None
+            raise Error.RuntimeError(
+                f"runtime.omnibio_queue {queue!r}: DescribeJobQueues failed: {error_text(exn)}"
+            ) from None
         if not any(queue in (q["jobQueueName"], q["jobQueueArn"]) for q in found):
-            raise Error.InputError(f"runtime.omnibio_queue {queue!r}: AWS Batch has no such job queue in {self.region}")
+            raise Error.InputError(
+                f"runtime.omnibio_queue {queue!r}: AWS Batch has no such job queue in {self.region}"
+            )
         self._known_queues.add(queue)
 
-    def job_tags(self, attempt: TaskAttempt) -> Dict[str, str]:
+    def job_tags(self, attempt: TaskAttempt) -> dict[str, str]:
         tags = {**self.user_tags, **attempt.tags}
         return {_clean_tag(k, 128): _clean_tag(v, 256) for k, v in tags.items()}
 
@@ -442,10 +542,13 @@ class AwsBatchEngine(Engine):
         when missing, never deregistered.
         """
         volumes, mount_points = self.volumes(attempt.mounts)
-        properties: Dict[str, Any] = {
+        properties: dict[str, Any] = {
             "image": attempt.image,
             # placeholders: every job overrides vCPU and memory
-            "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "1024"}],
+            "resourceRequirements": [
+                {"type": "VCPU", "value": "1"},
+                {"type": "MEMORY", "value": "1024"},
+            ],
             "volumes": volumes,
             "mountPoints": mount_points,
             "privileged": attempt.privileged,
@@ -459,36 +562,57 @@ class AwsBatchEngine(Engine):
         with self._definitions_lock:
             if name not in self._definitions:
                 try:
-                    found = self.batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")["jobDefinitions"]
+                    found = self.batch.describe_job_definitions(
+                        jobDefinitionName=name, status="ACTIVE"
+                    )["jobDefinitions"]
                     if found:
                         arn = max(found, key=lambda d: int(d["revision"]))["jobDefinitionArn"]
                     else:
                         arn = self.batch.register_job_definition(
                             jobDefinitionName=name, type="container", containerProperties=properties
                         )["jobDefinitionArn"]
-                        logger.notice(_("AWS Batch job definition registered", name=name, image=attempt.image))
+                        logger.log(
+                            NOTICE_LEVEL,
+                            _(
+                                "AWS Batch job definition registered",
+                                name=name,
+                                image=attempt.image,
+                            ),
+                        )
                 except botocore.exceptions.ClientError as exn:
-                    raise Error.RuntimeError(f"AWS Batch job definition {name} for image {attempt.image}: {error_text(exn)}") from None
+                    raise Error.RuntimeError(
+                        f"AWS Batch job definition {name} for image {attempt.image}: {error_text(exn)}"
+                    ) from None
                 self._definitions[name] = str(arn)
             return self._definitions[name]
 
-    def volumes(self, mounts: Tuple[Mount, ...]) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    def volumes(
+        self, mounts: tuple[Mount, ...]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Batch volumes and mount points for the attempt's views of the shared filesystem."""
         assert self.filesystem
-        volumes: List[Dict[str, Any]] = []
-        points: List[Dict[str, Any]] = []
-        names: Dict[str, str] = {}
+        volumes: list[dict[str, Any]] = []
+        points: list[dict[str, Any]] = []
+        names: dict[str, str] = {}
         for mount in mounts:
             relative = os.path.relpath(mount.host_path, self.filesystem.host_root)
             if relative.startswith(".."):
-                raise Error.RuntimeError(f"omnibio_awsbatch: {mount.host_path} is not on the shared filesystem {self.filesystem.host_root}")
+                raise Error.RuntimeError(
+                    f"omnibio_awsbatch: {mount.host_path} is not on the shared filesystem {self.filesystem.host_root}"
+                )
             if relative not in names:
                 names[relative] = f"omnibio-fs{len(names) or ''}"
                 volumes.append({"name": names[relative], **self.volume.source(relative)})
-            points.append({"sourceVolume": names[relative], "containerPath": mount.container_path, "readOnly": mount.read_only})
+            points.append(
+                {
+                    "sourceVolume": names[relative],
+                    "containerPath": mount.container_path,
+                    "readOnly": mount.read_only,
+                }
+            )
         return volumes, points
 
-    def overrides(self, attempt: TaskAttempt, logger: logging.Logger) -> Dict[str, Any]:
+    def overrides(self, attempt: TaskAttempt, logger: logging.Logger) -> dict[str, Any]:
         """Command, environment and resources of this attempt (the job definition has none)."""
         assert self.filesystem
         env = {k: str(v) for k, v in attempt.env.items() if not k.startswith("AWS_BATCH")}
@@ -497,9 +621,17 @@ class AwsBatchEngine(Engine):
         if spilled:
             path = os.path.join(attempt.host_dir, f"awsbatch_env.{attempt.attempt}.sh")
             with open(path, "w", encoding="utf-8") as outfile:
-                outfile.writelines(f"export {name}={shlex.quote(value)}\n" for name, value in spilled.items())
+                outfile.writelines(
+                    f"export {name}={shlex.quote(value)}\n" for name, value in spilled.items()
+                )
             env_file = self.filesystem.to_container(path)
-            logger.info(_("environment values passed in a file (SubmitJob payload limit)", names=sorted(spilled), file=env_file))
+            logger.info(
+                _(
+                    "environment values passed in a file (SubmitJob payload limit)",
+                    names=sorted(spilled),
+                    file=env_file,
+                )
+            )
         resources = attempt.resources
         memory = resources.memory_limit or resources.memory_reservation or self.default_memory
         requirements = [
@@ -510,15 +642,24 @@ class AwsBatchEngine(Engine):
             requirements.append({"type": "GPU", "value": str(resources.gpu)})
         stderr = self.filesystem.to_container(attempt.stderr_path)
         return {
-            "command": ["/bin/sh", "-c", WRAPPER, "omnibio", attempt.workdir, stderr, env_file, *attempt.argv],
+            "command": [
+                "/bin/sh",
+                "-c",
+                WRAPPER,
+                "omnibio",
+                attempt.workdir,
+                stderr,
+                env_file,
+                *attempt.argv,
+            ],
             "environment": [{"name": k, "value": v} for k, v in sorted(env.items())],
             "resourceRequirements": requirements,
         }
 
     @staticmethod
-    def _spill(env: Dict[str, str]) -> Dict[str, str]:
+    def _spill(env: dict[str, str]) -> dict[str, str]:
         """Remove the largest values from ``env`` until it fits the payload budget; return them."""
-        spilled: Dict[str, str] = {}
+        spilled: dict[str, str] = {}
         size = sum(len(k) + len(v.encode()) + 32 for k, v in env.items())
         while size > PAYLOAD_BUDGET and env:
             name = max(env, key=lambda k: len(env[k]))
@@ -541,7 +682,7 @@ class AwsBatchEngine(Engine):
         except Exception as exn:
             logger.warning(_("AWS Batch TerminateJob failed", id=handle, error=error_text(exn)))
 
-    def _status(self, handle: str) -> Optional[Status]:
+    def _status(self, handle: str) -> Status | None:
         """The poller's latest word on a job (None once released)."""
         try:
             return self.poller.wait(handle, 0)
@@ -556,14 +697,17 @@ class AwsBatchEngine(Engine):
             self._jobs.pop(handle, None)
         self.poller.forget(handle)
 
-    def failure_details(self, handle: str, attempt: TaskAttempt, status: Status) -> Dict[str, Any]:
+    def failure_details(self, handle: str, attempt: TaskAttempt, status: Status) -> dict[str, Any]:
         """The tail of the job's CloudWatch log (the wrapper copies the task's stderr tail there)."""
         stream = status.details.get("log_stream")
         if not stream:
             return {}
         try:
             events = self.logs.get_log_events(
-                logGroupName=LOG_GROUP, logStreamName=stream, limit=LOG_TAIL_LINES, startFromHead=False
+                logGroupName=LOG_GROUP,
+                logStreamName=stream,
+                limit=LOG_TAIL_LINES,
+                startFromHead=False,
             )["events"]
         except Exception as exn:
             return {"log_tail_error": error_text(exn)}
@@ -580,29 +724,38 @@ class AwsBatchEngine(Engine):
 
     # --- the poller's call -----------------------------------------------------------------
 
-    def _fetch(self, handles: List[str]) -> Dict[str, Status]:
+    def _fetch(self, handles: list[str]) -> dict[str, Status]:
         jobs = self.batch.describe_jobs(jobs=handles)["jobs"]
         with self._lock:
             records = {h: self._jobs[h] for h in handles if h in self._jobs}
         lacking = [j for j in jobs if j["jobId"] in records and needs_listed_exit_code(j)]
         listed = self._listed_exit_codes(lacking, records) if lacking else {}
-        statuses = {j["jobId"]: job_status(j, records[j["jobId"]], listed.get(j["jobId"])) for j in jobs if j["jobId"] in records}
+        statuses = {
+            j["jobId"]: job_status(j, records[j["jobId"]], listed.get(j["jobId"]))
+            for j in jobs
+            if j["jobId"] in records
+        }
         now = time.monotonic()
         for handle, record in records.items():
             if handle not in statuses and now - record.submitted > UNKNOWN_GRACE_SECONDS:
-                statuses[handle] = Status(Phase.DONE, error=f"AWS Batch does not know job {handle} ({record.name}) any more")
+                statuses[handle] = Status(
+                    Phase.DONE,
+                    error=f"AWS Batch does not know job {handle} ({record.name}) any more",
+                )
         return statuses
 
-    def _listed_exit_codes(self, jobs: List[Dict[str, Any]], records: Dict[str, JobRecord]) -> Dict[str, int]:
+    def _listed_exit_codes(
+        self, jobs: list[dict[str, Any]], records: dict[str, JobRecord]
+    ) -> dict[str, int]:
         """Exit codes from ListJobs for failed jobs whose DescribeJobs entry has none (moto).
 
         One filtered ListJobs per queue: by the job's name, or by this process's name prefix.
         """
-        wanted: Dict[str, List[str]] = {}
+        wanted: dict[str, list[str]] = {}
         for job in jobs:
             record = records[job["jobId"]]
             wanted.setdefault(record.queue, []).append(record.name)
-        codes: Dict[str, int] = {}
+        codes: dict[str, int] = {}
         ids = {j["jobId"] for j in jobs}
         for queue, names in wanted.items():
             value = names[0] if len(names) == 1 else self.name_prefix + "*"

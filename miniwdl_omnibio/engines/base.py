@@ -6,8 +6,9 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, ContextManager, Dict, List, Mapping, Optional, Tuple
+from typing import Any, ClassVar, ContextManager
 
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
@@ -25,12 +26,12 @@ class Phase(enum.Enum):
 @dataclass(frozen=True)
 class Status:
     phase: Phase
-    exit_code: Optional[int] = None
+    exit_code: int | None = None
     # not the task's fault (spot/low-priority preemption, lost host): miniwdl retries it within
     # runtime.preemptible
     interrupted: bool = False
     # the engine could not run the command at all (image pull failure, rejected task): one line
-    error: Optional[str] = None
+    error: str | None = None
     oom: bool = False  # killed for exceeding its memory limit
     reason: str = ""  # the engine's own words: state, statusReason, ...
     details: Mapping[str, Any] = field(default_factory=dict)  # extra failure_info (log stream ...)
@@ -44,10 +45,10 @@ class Engine(ABC):
     """An execution engine. One instance per process, shared by all task threads."""
 
     section: ClassVar[str]  # its config section, e.g. omnibio_docker
-    runtime_keys: ClassVar[Tuple[str, ...]] = ()  # engine-specific runtime{} keys it honours
-    filesystem: Optional[SharedFilesystem] = None  # set by engines whose workers share the run dir
+    runtime_keys: ClassVar[tuple[str, ...]] = ()  # engine-specific runtime{} keys it honours
+    filesystem: SharedFilesystem | None = None  # set by engines whose workers share the run dir
     poll_seconds: float = 1.0  # how long the lifecycle waits per round (stderr, termination)
-    default_time_limit: Optional[int] = None  # seconds, when the task names none
+    default_time_limit: int | None = None  # seconds, when the task names none
 
     @classmethod
     @abstractmethod
@@ -55,10 +56,12 @@ class Engine(ABC):
         """Read and check the config section, connect, fail with one line naming the problem."""
 
     @abstractmethod
-    def resource_limits(self) -> Dict[str, int]:
+    def resource_limits(self) -> dict[str, int]:
         """Largest cpu and mem_bytes one task can get (miniwdl clamps runtime values to them)."""
 
-    def reserve(self, attempt: TaskAttempt, terminating: Callable[[], bool], logger: logging.Logger) -> ContextManager[None]:
+    def reserve(
+        self, attempt: TaskAttempt, terminating: Callable[[], bool], logger: logging.Logger
+    ) -> ContextManager[None]:
         """Wait until the attempt may be submitted (admission control); a no-op for queueing engines."""
         return contextlib.nullcontext()
 
@@ -77,7 +80,7 @@ class Engine(ABC):
     def release(self, handle: str, logger: logging.Logger) -> None:
         """Forget a finished or cancelled attempt (remove its container, stop polling it)."""
 
-    def failure_details(self, handle: str, attempt: TaskAttempt, status: Status) -> Dict[str, Any]:
+    def failure_details(self, handle: str, attempt: TaskAttempt, status: Status) -> dict[str, Any]:
         """Extra failure_info for a failed attempt (e.g. the tail of a remote log)."""
         return {}
 
@@ -98,10 +101,10 @@ class Poller:
     def __init__(
         self,
         name: str,
-        fetch: Callable[[List[str]], Dict[str, Status]],
+        fetch: Callable[[list[str]], dict[str, Status]],
         period: float,
         logger: logging.Logger,
-        batch: Optional[int] = 100,
+        batch: int | None = 100,
         max_failures: int = 20,
         max_backoff: float = 60.0,
     ) -> None:
@@ -113,8 +116,8 @@ class Poller:
         self._logger = logger
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._status: Dict[str, Status] = {}
-        self._done: Dict[str, threading.Event] = {}
+        self._status: dict[str, Status] = {}
+        self._done: dict[str, threading.Event] = {}
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -128,7 +131,7 @@ class Poller:
             self._status.pop(handle, None)
             self._done.pop(handle, None)
 
-    def outstanding(self) -> List[str]:
+    def outstanding(self) -> list[str]:
         with self._lock:
             return [h for h, s in self._status.items() if s.phase is not Phase.DONE]
 
@@ -139,7 +142,7 @@ class Poller:
         with self._lock:
             return self._status[handle]
 
-    def _update(self, statuses: Dict[str, Status]) -> None:
+    def _update(self, statuses: dict[str, Status]) -> None:
         with self._lock:
             for handle, status in statuses.items():
                 if handle in self._status:
@@ -161,10 +164,20 @@ class Poller:
                 failures += 1
                 delay = min(self._period * 2**failures, self._max_backoff)
                 self._logger.warning(
-                    _("status poll failed; backing off", error=str(exn)[:300], consecutive=failures, seconds=delay)
+                    _(
+                        "status poll failed; backing off",
+                        error=str(exn)[:300],
+                        consecutive=failures,
+                        seconds=delay,
+                    )
                 )
                 if failures >= self._max_failures:
                     self._update(
-                        {h: Status(Phase.DONE, error=f"status polling failed {failures} times: {exn}") for h in pending}
+                        {
+                            h: Status(
+                                Phase.DONE, error=f"status polling failed {failures} times: {exn}"
+                            )
+                            for h in pending
+                        }
                     )
             time.sleep(delay)

@@ -12,13 +12,15 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable, ContextManager, Dict, Iterator, Optional, Tuple
+from collections.abc import Callable, Iterator
+from typing import Any, ContextManager
 
 import docker
 import requests
 from docker.types import DeviceRequest
 from docker.types import Mount as DockerMount
 from WDL import Error
+from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
@@ -33,7 +35,11 @@ SANDBOX_LABEL = "omnibio.sandbox"
 NETWORK_MODES = ("sandbox", "bridge", "none", "host")
 # The sandbox holds the shared network namespace open. It runs in the first task's image (every
 # WDL image has /bin/sh), blocks on its open stdin and exits on TERM.
-SANDBOX_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do read -r _ || exec sleep 2147483647; done"]
+SANDBOX_COMMAND = [
+    "/bin/sh",
+    "-c",
+    "trap 'exit 0' TERM; while :; do read -r _ || exec sleep 2147483647; done",
+]
 
 
 class Admission:
@@ -45,7 +51,9 @@ class Admission:
         self._cond = threading.Condition()
 
     @contextlib.contextmanager
-    def reserve(self, cpu: int, memory: int, terminating: Callable[[], bool], logger: logging.Logger) -> Iterator[None]:
+    def reserve(
+        self, cpu: int, memory: int, terminating: Callable[[], bool], logger: logging.Logger
+    ) -> Iterator[None]:
         cpu, memory = min(cpu, self.cpu), min(memory, self.memory)
         waited = False
         with self._cond:
@@ -71,21 +79,25 @@ class DockerEngine(Engine):
     section = "omnibio_docker"
     runtime_keys = ("docker_network",)
 
-    def __init__(self, client: docker.DockerClient, settings: Settings, network: str, limits: Dict[str, int]) -> None:
+    def __init__(
+        self, client: docker.DockerClient, settings: Settings, network: str, limits: dict[str, int]
+    ) -> None:
         self.client = client
         self.api = client.api
         self.network = network
-        self.allow_networks = settings.list("allow_networks")
+        self.allow_networks = settings.json_list("allow_networks")
         self.pull_policy = settings.choice("pull", ("missing", "always", "never"))
-        self.poll_seconds = settings.float("poll_seconds", minimum=0.05)
+        self.poll_seconds = settings.number("poll_seconds", minimum=0.05)
         self.limits = limits
-        self.admission = Admission(limits["cpu"], limits["mem_bytes"]) if settings.bool("admission") else None
+        self.admission = (
+            Admission(limits["cpu"], limits["mem_bytes"]) if settings.flag("admission") else None
+        )
         self.launcher = f"{_process_identity()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._images: Dict[str, str] = {}
+        self._images: dict[str, str] = {}
         self._images_lock = threading.Lock()
-        self._sandbox: Optional[str] = None
+        self._sandbox: str | None = None
         self._sandbox_lock = threading.Lock()
-        self._deadlines: Dict[str, Tuple[float, int]] = {}
+        self._deadlines: dict[str, tuple[float, int]] = {}
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "DockerEngine":
@@ -103,21 +115,40 @@ class DockerEngine(Engine):
             try:
                 client.networks.get(network)
             except docker.errors.NotFound:
-                raise settings.fail("network", f"{network!r} is neither one of {', '.join(NETWORK_MODES)} nor an existing docker network") from None
+                raise settings.fail(
+                    "network",
+                    f"{network!r} is neither one of {', '.join(NETWORK_MODES)} nor an existing docker network",
+                ) from None
         limits = {"cpu": int(info["NCPU"]), "mem_bytes": int(info["MemTotal"])}
         engine = cls(client, settings, network, limits)
         engine.reap_orphans(logger)
-        logger.notice(_("omnibio_docker", server=info.get("ServerVersion"), network=network, admission=bool(engine.admission), **limits))
+        logger.log(
+            NOTICE_LEVEL,
+            _(
+                "omnibio_docker",
+                server=info.get("ServerVersion"),
+                network=network,
+                admission=bool(engine.admission),
+                **limits,
+            ),
+        )
         return engine
 
-    def resource_limits(self) -> Dict[str, int]:
+    def resource_limits(self) -> dict[str, int]:
         return self.limits
 
-    def reserve(self, attempt: TaskAttempt, terminating: Callable[[], bool], logger: logging.Logger) -> ContextManager[None]:
+    def reserve(
+        self, attempt: TaskAttempt, terminating: Callable[[], bool], logger: logging.Logger
+    ) -> ContextManager[None]:
         if not self.admission:
             return contextlib.nullcontext()
         resources = attempt.resources
-        return self.admission.reserve(resources.cpu, resources.memory_reservation or resources.memory_limit, terminating, logger)
+        return self.admission.reserve(
+            resources.cpu,
+            resources.memory_reservation or resources.memory_limit,
+            terminating,
+            logger,
+        )
 
     # --- images and network ----------------------------------------------------------------
 
@@ -132,16 +163,23 @@ class DockerEngine(Engine):
                     attrs = self.api.inspect_image(tag)
             if attrs is None:
                 if self.pull_policy == "never":
-                    raise Error.RuntimeError(f"docker image {tag} is not on this host and [omnibio_docker] pull = never")
-                logger.notice(_("docker pull", image=tag))
+                    raise Error.RuntimeError(
+                        f"docker image {tag} is not on this host and [omnibio_docker] pull = never"
+                    )
+                logger.log(NOTICE_LEVEL, _("docker pull", image=tag))
                 try:
                     self.client.images.pull(tag)
                     attrs = self.api.inspect_image(tag)
                 except docker.errors.APIError as exn:
                     reason = (exn.explanation or str(exn)).strip().splitlines()[0][:300]
-                    raise Error.RuntimeError(f"docker image {tag} is not on this host and could not be pulled: {reason}") from None
+                    raise Error.RuntimeError(
+                        f"docker image {tag} is not on this host and could not be pulled: {reason}"
+                    ) from None
             digests = attrs.get("RepoDigests") or []
-            logger.notice(_("docker image", tag=tag, id=attrs["Id"], digest=digests[0] if digests else None))
+            logger.log(
+                NOTICE_LEVEL,
+                _("docker image", tag=tag, id=attrs["Id"], digest=digests[0] if digests else None),
+            )
             self._images[tag] = attrs["Id"]
             return attrs["Id"]
 
@@ -150,7 +188,12 @@ class DockerEngine(Engine):
         if requested:
             if requested in self.allow_networks:
                 return str(requested)
-            logger.warning(_("runtime.docker_network ignored; not in [omnibio_docker] allow_networks", docker_network=requested))
+            logger.warning(
+                _(
+                    "runtime.docker_network ignored; not in [omnibio_docker] allow_networks",
+                    docker_network=requested,
+                )
+            )
         if self.network != "sandbox":
             return self.network
         return "container:" + self.sandbox(image_id, attempt.tags[TAG_RUN], logger)
@@ -180,9 +223,10 @@ class DockerEngine(Engine):
     def submit(self, attempt: TaskAttempt, logger: logging.Logger) -> str:
         image_id = self.image(attempt.image, logger)
         resources = attempt.resources
-        host_config: Dict[str, Any] = dict(
+        host_config: dict[str, Any] = dict(
             mounts=[
-                DockerMount(m.container_path, m.host_path, type="bind", read_only=m.read_only) for m in attempt.mounts
+                DockerMount(m.container_path, m.host_path, type="bind", read_only=m.read_only)
+                for m in attempt.mounts
             ],
             network_mode=self.network_mode(attempt, image_id, logger),
             nano_cpus=resources.cpu * 1_000_000_000,
@@ -192,9 +236,13 @@ class DockerEngine(Engine):
         if resources.memory_limit:
             host_config["mem_limit"] = resources.memory_limit
         if resources.memory_reservation:
-            host_config["mem_reservation"] = min(resources.memory_reservation, resources.memory_limit or resources.memory_reservation)
+            host_config["mem_reservation"] = min(
+                resources.memory_reservation, resources.memory_limit or resources.memory_reservation
+            )
         if resources.gpu:
-            host_config["device_requests"] = [DeviceRequest(count=resources.gpu, capabilities=[["gpu"]])]
+            host_config["device_requests"] = [
+                DeviceRequest(count=resources.gpu, capabilities=[["gpu"]])
+            ]
         safe_run_id = "".join(c if c.isalnum() or c in "_.-" else "-" for c in attempt.run_id)
         created = self.api.create_container(
             image_id,
@@ -215,10 +263,22 @@ class DockerEngine(Engine):
             reason = (exn.explanation or str(exn)).strip().splitlines()[0][:300]
             if resources.gpu and ("gpu" in reason or "device driver" in reason):
                 reason += "; runtime.gpu needs a GPU and the NVIDIA container toolkit on this host"
-            raise Error.RuntimeError(f"docker could not start the container of {attempt.image}: {reason}") from None
+            raise Error.RuntimeError(
+                f"docker could not start the container of {attempt.image}: {reason}"
+            ) from None
         if resources.time_limit:
-            self._deadlines[handle] = (time.monotonic() + resources.time_limit, resources.time_limit)
-        logger.info(_("docker container", id=handle[:12], image=attempt.image, network=host_config["network_mode"][:22]))
+            self._deadlines[handle] = (
+                time.monotonic() + resources.time_limit,
+                resources.time_limit,
+            )
+        logger.info(
+            _(
+                "docker container",
+                id=handle[:12],
+                image=attempt.image,
+                network=host_config["network_mode"][:22],
+            )
+        )
         return handle
 
     def wait(self, handle: str, timeout: float) -> Status:
@@ -235,7 +295,10 @@ class DockerEngine(Engine):
         if deadline and time.monotonic() > deadline[0]:
             reason = f"killed at its time limit of {deadline[1]} s"
         return Status(
-            Phase.DONE, exit_code=int(state["ExitCode"]), oom=bool(state.get("OOMKilled")), reason=reason or state.get("Error", "")
+            Phase.DONE,
+            exit_code=int(state["ExitCode"]),
+            oom=bool(state.get("OOMKilled")),
+            reason=reason or state.get("Error", ""),
         )
 
     def cancel(self, handle: str, logger: logging.Logger) -> None:
@@ -251,7 +314,9 @@ class DockerEngine(Engine):
     def shutdown(self, logger: logging.Logger) -> None:
         """Remove every container this process started (tasks and the sandbox), found by label."""
         try:
-            leftovers = self.api.containers(all=True, quiet=True, filters={"label": f"{LAUNCHER_LABEL}={self.launcher}"})
+            leftovers = self.api.containers(
+                all=True, quiet=True, filters={"label": f"{LAUNCHER_LABEL}={self.launcher}"}
+            )
         except Exception as exn:
             logger.warning(_("could not list containers to clean up", error=str(exn)))
             return
@@ -261,16 +326,26 @@ class DockerEngine(Engine):
             except docker.errors.NotFound:
                 pass
             except Exception as exn:
-                logger.warning(_("could not remove container", id=container["Id"][:12], error=str(exn)))
+                logger.warning(
+                    _("could not remove container", id=container["Id"][:12], error=str(exn))
+                )
         self._sandbox = None
 
     def reap_orphans(self, logger: logging.Logger) -> None:
         """Remove containers left by miniwdl processes of this host that died (e.g. SIGKILL)."""
         identity = _process_identity()
         for container in self.api.containers(all=True, filters={"label": LAUNCHER_LABEL}):
-            owner, _sep, rest = container["Labels"][LAUNCHER_LABEL].rpartition(":")[0].rpartition(":")
+            owner, _sep, rest = (
+                container["Labels"][LAUNCHER_LABEL].rpartition(":")[0].rpartition(":")
+            )
             if owner == identity and rest.isdigit() and not os.path.exists(f"/proc/{rest}"):
-                logger.info(_("removing a container of a dead miniwdl process", id=container["Id"][:12], pid=rest))
+                logger.info(
+                    _(
+                        "removing a container of a dead miniwdl process",
+                        id=container["Id"][:12],
+                        pid=rest,
+                    )
+                )
                 with contextlib.suppress(docker.errors.APIError):
                     self.api.remove_container(container["Id"], force=True)
 

@@ -6,9 +6,9 @@ boto3 and the Azure SDK are imported when an s3:// or azureblob:// URI is actual
 runtime installs into any image with ``pip install --no-deps miniwdl-omnibio``.
 """
 
-from .contract import Contract, read_contract, CONTRACT_VARIABLES, FILE_SUFFIX
+from .contract import CONTRACT_VARIABLES, FILE_SUFFIX, Contract, read_contract
+from .store import delete_result, download_result, upload_result, write_result
 from .uri import ResultUri, parse_result_uri
-from .store import upload_result, download_result, delete_result, write_result
 
 __all__ = [
     "Contract",

@@ -2,11 +2,19 @@
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from typing import Any
 
 # The contract's variables, in the order the README documents them.
-CONTRACT_VARIABLES = ("TOOL_ID", "RUN_ID", "INPUTS_JSON", "RESOURCES_JSON", "RESULT_URI", "S3_RESULT_URI")
+CONTRACT_VARIABLES = (
+    "TOOL_ID",
+    "RUN_ID",
+    "INPUTS_JSON",
+    "RESOURCES_JSON",
+    "RESULT_URI",
+    "S3_RESULT_URI",
+)
 # A value too large for one environment string is written to a file and NAME_FILE points at it.
 FILE_SUFFIX = "_FILE"
 
@@ -15,12 +23,12 @@ FILE_SUFFIX = "_FILE"
 class Contract:
     tool_id: str
     run_id: str
-    inputs: Dict[str, Any]
-    resources: Dict[str, Any]
-    result_uri: Optional[str]
+    inputs: dict[str, Any]
+    resources: dict[str, Any]
+    result_uri: str | None
 
 
-def _value(env: Mapping[str, str], name: str) -> Optional[str]:
+def _value(env: Mapping[str, str], name: str) -> str | None:
     if name in env:
         return env[name]
     path = env.get(name + FILE_SUFFIX)
@@ -30,7 +38,7 @@ def _value(env: Mapping[str, str], name: str) -> Optional[str]:
     return None
 
 
-def read_contract(env: Optional[Mapping[str, str]] = None) -> Contract:
+def read_contract(env: Mapping[str, str] | None = None) -> Contract:
     """Read the contract from the environment; KeyError names a missing variable."""
     env = os.environ if env is None else env
     values = {}

@@ -4,10 +4,11 @@ The tool runtime uploads from inside the container; the plugin downloads with th
 verify. Cloud SDKs are imported only for their scheme.
 """
 
+import contextlib
 import json
 import os
 import tempfile
-from typing import Any, Dict, Union
+from typing import Any
 
 from .uri import ResultUri, parse_result_uri
 
@@ -16,7 +17,7 @@ from .uri import ResultUri, parse_result_uri
 AZURE_BLOB_URL = "https://{account}.blob.core.windows.net"
 
 
-def _as_uri(uri: Union[str, ResultUri]) -> ResultUri:
+def _as_uri(uri: str | ResultUri) -> ResultUri:
     return uri if isinstance(uri, ResultUri) else parse_result_uri(uri)
 
 
@@ -34,11 +35,13 @@ def _blob_client(uri: ResultUri):
         return BlobClient.from_connection_string(connection_string, uri.bucket, uri.key)
     from azure.identity import DefaultAzureCredential  # managed identity, workload identity, CLI
 
-    endpoint = os.environ.get("AZURE_STORAGE_BLOB_ENDPOINT") or AZURE_BLOB_URL.format(account=uri.account)
+    endpoint = os.environ.get("AZURE_STORAGE_BLOB_ENDPOINT") or AZURE_BLOB_URL.format(
+        account=uri.account
+    )
     return BlobClient(endpoint, uri.bucket, uri.key, credential=DefaultAzureCredential())
 
 
-def upload_result(uri: Union[str, ResultUri], data: bytes) -> None:
+def upload_result(uri: str | ResultUri, data: bytes) -> None:
     """Store ``data`` at the URI (file writes are atomic: a reader never sees half a file)."""
     target = _as_uri(uri)
     if target.scheme == "file":
@@ -50,12 +53,14 @@ def upload_result(uri: Union[str, ResultUri], data: bytes) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, target.key)
     elif target.scheme == "s3":
-        _s3_client().put_object(Bucket=target.bucket, Key=target.key, Body=data, ContentType="application/json")
+        _s3_client().put_object(
+            Bucket=target.bucket, Key=target.key, Body=data, ContentType="application/json"
+        )
     else:
         _blob_client(target).upload_blob(data, overwrite=True)
 
 
-def download_result(uri: Union[str, ResultUri]) -> bytes:
+def download_result(uri: str | ResultUri) -> bytes:
     """Read the object at the URI; FileNotFoundError when there is none."""
     source = _as_uri(uri)
     if source.scheme == "file":
@@ -75,26 +80,24 @@ def download_result(uri: Union[str, ResultUri]) -> bytes:
         raise FileNotFoundError(str(source)) from None
 
 
-def delete_result(uri: Union[str, ResultUri]) -> None:
+def delete_result(uri: str | ResultUri) -> None:
     """Remove a stale result before an attempt starts; absent is fine."""
     target = _as_uri(uri)
     if target.scheme == "file":
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(target.key)
-        except FileNotFoundError:
-            pass
     elif target.scheme == "s3":
         _s3_client().delete_object(Bucket=target.bucket, Key=target.key)
     else:
         from azure.core.exceptions import ResourceNotFoundError
 
-        try:
+        with contextlib.suppress(ResourceNotFoundError):
             _blob_client(target).delete_blob()
-        except ResourceNotFoundError:
-            pass
 
 
-def write_result(results: Dict[str, Any], *, ok: bool = True, error: str = "", env=None) -> Dict[str, Any]:
+def write_result(
+    results: dict[str, Any], *, ok: bool = True, error: str = "", env=None
+) -> dict[str, Any]:
     """Build results.json for this run from the contract and upload it to RESULT_URI.
 
     Returns the document. Without a result URI in the contract, nothing is uploaded.

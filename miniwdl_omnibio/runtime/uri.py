@@ -1,7 +1,7 @@
 """Result URIs: ``s3://bucket/key``, ``azureblob://account/container/path``, ``file:///path``."""
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit, unquote
+from urllib.parse import unquote, urlsplit
 
 SCHEMES = ("s3", "azureblob", "file")
 
@@ -36,10 +36,14 @@ def parse_result_uri(uri: str, *, prefix: bool = False) -> ResultUri:
     if not uri or not isinstance(uri, str):
         raise ValueError("result URI is missing")
     if "://" not in uri:
-        raise ValueError(f"result URI {uri!r} has no scheme; expected one of s3://, azureblob://, file://")
+        raise ValueError(
+            f"result URI {uri!r} has no scheme; expected one of s3://, azureblob://, file://"
+        )
     scheme = uri.split("://", 1)[0].lower()
     if scheme not in SCHEMES:
-        raise ValueError(f"result URI {uri!r} has unknown scheme {scheme!r}; expected one of s3://, azureblob://, file://")
+        raise ValueError(
+            f"result URI {uri!r} has unknown scheme {scheme!r}; expected one of s3://, azureblob://, file://"
+        )
     parts = urlsplit(uri)
     if parts.query or parts.fragment:
         raise ValueError(f"result URI {uri!r} must not have a query or fragment")

@@ -16,14 +16,14 @@ name it in ``test_conformance.BACKEND_FIXTURES``.
 import os
 import shutil
 import tempfile
-from typing import Dict, Iterator, Tuple
+from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import require
 from tests.helpers import config_env
 
-BackendSetup = Tuple[Dict[str, str], str]
+BackendSetup = tuple[dict[str, str], str]
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +50,7 @@ def conformance_omnibio_awsbatch(docker_rig, tmp_path_factory) -> Iterator[Backe
 
     require(importlib.util.find_spec("moto") is not None, "moto[server] is not installed")
     from tests.e2e.awsbatch.conftest import batch_config
-    from tests.fixtures.moto_server import MotoBatch, MotoServer
+    from tests.emulators.moto_server import MotoBatch, MotoServer
 
     server = MotoServer(str(tmp_path_factory.mktemp("conformance-moto") / "moto.log"))
     server.start()
@@ -66,7 +66,7 @@ def conformance_omnibio_awsbatch(docker_rig, tmp_path_factory) -> Iterator[Backe
 @pytest.fixture(scope="session")
 def conformance_omnibio_azurebatch(docker_rig) -> Iterator[BackendSetup]:
     from tests.e2e.azurebatch.conftest import azurebatch_config, azurebatch_env
-    from tests.fixtures.azurebatch_emulator import BatchEmulator
+    from tests.emulators.azurebatch_emulator import BatchEmulator
 
     shared = _shared_root("azurebatch")
     try:
@@ -80,7 +80,7 @@ def conformance_omnibio_azurebatch(docker_rig) -> Iterator[BackendSetup]:
 @pytest.fixture(scope="session")
 def conformance_omnibio_tes(docker_rig) -> Iterator[BackendSetup]:
     from tests.e2e.tes.support import tes_config
-    from tests.fixtures.tes_server import TesServer
+    from tests.emulators.tes_server import TesServer
 
     shared = _shared_root("tes")
     try:

@@ -29,9 +29,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any
 
 from tests.conformance.spec_examples import Example, Spec, load_specs, write_spec
 from tests.helpers import CONFORMANCE, miniwdl_env
@@ -47,8 +48,8 @@ class Result:
     outcome: str  # pass | fail | invalid | skipped | timeout
     reason: str = ""
     seconds: float = 0.0
-    run_dir: Optional[str] = None
-    signature: Optional[str] = None  # of a failed run: innermost error class[:exit status]
+    run_dir: str | None = None
+    signature: str | None = None  # of a failed run: innermost error class[:exit status]
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def failure_signature(error: Mapping[str, Any]) -> str:
     return signature
 
 
-def exit_status(error: Mapping[str, Any]) -> Optional[int]:
+def exit_status(error: Mapping[str, Any]) -> int | None:
     while True:
         if "exit_status" in error:
             return int(error["exit_status"])
@@ -102,7 +103,7 @@ def _within(path: str, directory: str) -> bool:
     return os.path.realpath(path).startswith(os.path.realpath(directory) + os.sep)
 
 
-def _text(path: str) -> Optional[str]:
+def _text(path: str) -> str | None:
     try:
         with open(path, encoding="utf-8", errors="replace") as infile:
             return infile.read().rstrip("\n")
@@ -110,9 +111,14 @@ def _text(path: str) -> Optional[str]:
         return None
 
 
-def mismatch(expected: Any, actual: Any, run_dir: str, data_dir: str) -> Optional[str]:
+def mismatch(expected: Any, actual: Any, run_dir: str, data_dir: str) -> str | None:
     """None when ``actual`` (miniwdl's output JSON value) matches ``expected``, else why not."""
-    if isinstance(actual, str) and os.path.isabs(actual) and os.path.exists(actual) and _within(actual, run_dir):
+    if (
+        isinstance(actual, str)
+        and os.path.isabs(actual)
+        and os.path.exists(actual)
+        and _within(actual, run_dir)
+    ):
         if not isinstance(expected, str):
             return f"file {os.path.basename(actual)!r} where {expected!r} was expected"
         if os.path.basename(actual.rstrip("/")) != os.path.basename(expected.rstrip("/")):
@@ -125,11 +131,15 @@ def mismatch(expected: Any, actual: Any, run_dir: str, data_dir: str) -> Optiona
     if isinstance(expected, bool) or isinstance(actual, bool):
         return None if expected is actual else f"{actual!r} != {expected!r}"
     if isinstance(expected, (int, float)) and isinstance(actual, (int, float)):
-        return None if math.isclose(expected, actual, rel_tol=1e-9, abs_tol=1e-12) else f"{actual!r} != {expected!r}"
+        return (
+            None
+            if math.isclose(expected, actual, rel_tol=1e-9, abs_tol=1e-12)
+            else f"{actual!r} != {expected!r}"
+        )
     if isinstance(expected, list) and isinstance(actual, list):
         if len(expected) != len(actual):
             return f"{len(actual)} items where {len(expected)} were expected: {actual!r}"
-        for i, (e, a) in enumerate(zip(expected, actual)):
+        for i, (e, a) in enumerate(zip(expected, actual, strict=False)):
             why = mismatch(e, a, run_dir, data_dir)
             if why:
                 return f"[{i}]: {why}"
@@ -145,7 +155,9 @@ def mismatch(expected: Any, actual: Any, run_dir: str, data_dir: str) -> Optiona
     return None if expected == actual else f"{actual!r} != {expected!r}"
 
 
-def compare_outputs(example: Example, outputs: Mapping[str, Any], run_dir: str, data_dir: str) -> List[str]:
+def compare_outputs(
+    example: Example, outputs: Mapping[str, Any], run_dir: str, data_dir: str
+) -> list[str]:
     """Every expected, non-excluded output that is missing or differs."""
     actual = {strip_namespace(k): v for k, v in outputs.items()}
     excluded = set(example.excluded_outputs)
@@ -163,7 +175,9 @@ def compare_outputs(example: Example, outputs: Mapping[str, Any], run_dir: str, 
     return problems
 
 
-def judge(example: Example, returncode: int, stdout: str, run_dir: str, data_dir: str) -> Tuple[str, str, Optional[str]]:
+def judge(
+    example: Example, returncode: int, stdout: str, run_dir: str, data_dir: str
+) -> tuple[str, str, str | None]:
     """(outcome, reason, failure signature) of one finished run."""
     try:
         document = json.loads(stdout) if stdout.strip() else {}
@@ -196,7 +210,7 @@ def _innermost(error: Mapping[str, Any]) -> Mapping[str, Any]:
 # --- running ---------------------------------------------------------------------------------
 
 
-def command(example: Example, workspace: Workspace) -> List[str]:
+def command(example: Example, workspace: Workspace) -> list[str]:
     wdl = os.path.join(workspace.spec_dirs[example.version], example.name + ".wdl")
     argv = [sys.executable, "-m", "WDL", "run", wdl, "--input", workspace.inputs_file(example)]
     argv += ["--dir", workspace.run_dir(example) + "/.", "--error-json", "--verbose"]
@@ -205,9 +219,13 @@ def command(example: Example, workspace: Workspace) -> List[str]:
     return argv
 
 
-def run_example(example: Example, workspace: Workspace, env: Mapping[str, str], timeout: float) -> Result:
+def run_example(
+    example: Example, workspace: Workspace, env: Mapping[str, str], timeout: float
+) -> Result:
     if not example.runnable:
-        why = example.problem or (f"type {example.kind}" if example.kind == "resource" else "priority ignore")
+        why = example.problem or (
+            f"type {example.kind}" if example.kind == "resource" else "priority ignore"
+        )
         return Result(example.id, INVALID if example.problem else SKIPPED, why)
     run_dir = workspace.run_dir(example)
     inputs_file = workspace.inputs_file(example)
@@ -236,7 +254,13 @@ def run_example(example: Example, workspace: Workspace, env: Mapping[str, str], 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
-        return Result(example.id, TIMEOUT, f"no result after {timeout:.0f} s", time.monotonic() - started, run_dir)
+        return Result(
+            example.id,
+            TIMEOUT,
+            f"no result after {timeout:.0f} s",
+            time.monotonic() - started,
+            run_dir,
+        )
     seconds = time.monotonic() - started
     with open(os.path.join(os.path.dirname(run_dir), example.name + ".stderr.txt"), "w") as outfile:
         outfile.write(stderr)
@@ -251,7 +275,7 @@ def run_examples(
     jobs: int,
     timeout: float = DEFAULT_TIMEOUT,
     progress: bool = False,
-) -> List[Result]:
+) -> list[Result]:
     """Run ``examples`` ``jobs`` at a time; results in the order of ``examples``."""
     lock = threading.Lock()
     done = [0]
@@ -261,24 +285,33 @@ def run_examples(
         if progress:
             with lock:
                 done[0] += 1
-                print(f"[{done[0]}/{len(examples)}] {result.outcome:7} {result.seconds:6.1f}s {result.id}", file=sys.stderr, flush=True)
+                print(
+                    f"[{done[0]}/{len(examples)}] {result.outcome:7} {result.seconds:6.1f}s {result.id}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         return result
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         return list(pool.map(one, examples))
 
 
-def select(examples: Iterable[Example], patterns: Sequence[str]) -> List[Example]:
+def select(examples: Iterable[Example], patterns: Sequence[str]) -> list[Example]:
     """Examples whose id or name matches any of the glob ``patterns`` (all when none given)."""
-    return [e for e in examples if not patterns or any(fnmatch.fnmatch(e.id, p) or fnmatch.fnmatch(e.name, p) for p in patterns)]
+    return [
+        e
+        for e in examples
+        if not patterns
+        or any(fnmatch.fnmatch(e.id, p) or fnmatch.fnmatch(e.name, p) for p in patterns)
+    ]
 
 
-def all_examples(conformance_dir: str = CONFORMANCE) -> Tuple[List[Spec], List[Example]]:
+def all_examples(conformance_dir: str = CONFORMANCE) -> tuple[list[Spec], list[Example]]:
     specs = load_specs(conformance_dir)
     return specs, [example for spec in specs for example in spec.examples]
 
 
-def backend_env(backend: str, extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+def backend_env(backend: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This process's environment without its MINIWDL__ settings, the backend chosen, plus
     ``extra`` (a backend's own MINIWDL__ variables)."""
     return miniwdl_env(backend, env=dict(extra or {}))
@@ -293,7 +326,9 @@ def miniwdl_version() -> str:
     return version("miniwdl")
 
 
-def baseline_document(backend: str, results: Sequence[Result], jobs: int, seconds: float) -> Dict[str, Any]:
+def baseline_document(
+    backend: str, results: Sequence[Result], jobs: int, seconds: float
+) -> dict[str, Any]:
     passing = sorted(r.id for r in results if r.outcome == PASS)
     return {
         "backend": backend,
@@ -304,16 +339,20 @@ def baseline_document(backend: str, results: Sequence[Result], jobs: int, second
         "seconds": round(seconds),
         "passing": passing,
         # why each passing expected-failure failed: a backend must fail them the same way
-        "failure_signatures": {r.id: r.signature for r in results if r.outcome == PASS and r.signature},
+        "failure_signatures": {
+            r.id: r.signature for r in results if r.outcome == PASS and r.signature
+        },
     }
 
 
-def load_baseline(path: str) -> Dict[str, Any]:
+def load_baseline(path: str) -> dict[str, Any]:
     with open(path) as infile:
         return json.load(infile)
 
 
-def regressions(baseline: Mapping[str, Any], results: Sequence[Result], scope: Optional[Set[str]] = None) -> List[Result]:
+def regressions(
+    baseline: Mapping[str, Any], results: Sequence[Result], scope: set[str] | None = None
+) -> list[Result]:
     """Examples the baseline passes that did not pass here (or failed for another reason).
 
     ``scope``: only these ids are checked (a selection); by default every baseline id is, so
@@ -332,7 +371,9 @@ def regressions(baseline: Mapping[str, Any], results: Sequence[Result], scope: O
             lost.append(result)
         elif example_id in signatures and result.signature != signatures[example_id]:
             reason = f"failed as expected but with {result.signature}, the reference with {signatures[example_id]}"
-            lost.append(Result(result.id, FAIL, reason, result.seconds, result.run_dir, result.signature))
+            lost.append(
+                Result(result.id, FAIL, reason, result.seconds, result.run_dir, result.signature)
+            )
     return lost
 
 
@@ -348,14 +389,18 @@ def table(results: Sequence[Result], width: int = 110) -> str:
 
 
 def summary(backend: str, results: Sequence[Result], seconds: float, jobs: int) -> str:
-    counts = {k: sum(r.outcome == k for r in results) for k in (PASS, FAIL, TIMEOUT, INVALID, SKIPPED)}
+    counts = {
+        k: sum(r.outcome == k for r in results) for k in (PASS, FAIL, TIMEOUT, INVALID, SKIPPED)
+    }
     return (
         f"{backend}: {len(results)} examples: {counts[PASS]} passed, {counts[FAIL]} failed, {counts[TIMEOUT]} timed out, "
         f"{counts[INVALID]} invalid, {counts[SKIPPED]} skipped in {seconds:.0f} s (-j {jobs})"
     )
 
 
-def write_results(path: str, backend: str, results: Sequence[Result], seconds: float, jobs: int) -> None:
+def write_results(
+    path: str, backend: str, results: Sequence[Result], seconds: float, jobs: int
+) -> None:
     document = {
         "backend": backend,
         "miniwdl_version": miniwdl_version(),
@@ -368,18 +413,45 @@ def write_results(path: str, backend: str, results: Sequence[Result], seconds: f
         outfile.write("\n")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m tests.conformance.runner")
-    parser.add_argument("--backend", default="docker_swarm", help="miniwdl container backend (default docker_swarm)")
-    parser.add_argument("-j", "--jobs", type=int, default=2, help="examples run at once (default 2)")
-    parser.add_argument("--only", nargs="+", default=[], metavar="GLOB", help="example ids or names, e.g. 1.2/hello '*_task'")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per example (default 300)")
-    parser.add_argument("--conformance-dir", default=CONFORMANCE, help="the shared/conformance directory")
-    parser.add_argument("--work-dir", help="where examples and run directories go (default: a new temporary directory)")
-    parser.add_argument("--results", help="result JSON file (default: WORK_DIR/results-BACKEND.json)")
-    parser.add_argument("--baseline", help="run only the examples this baseline passes and list regressions")
-    parser.add_argument("--write-baseline", metavar="FILE", help="write the ids that passed as a baseline file")
-    parser.add_argument("--cfg", help="miniwdl config file (default none); MINIWDL__* variables also apply")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], prog="python -m tests.conformance.runner"
+    )
+    parser.add_argument(
+        "--backend", default="docker_swarm", help="miniwdl container backend (default docker_swarm)"
+    )
+    parser.add_argument(
+        "-j", "--jobs", type=int, default=2, help="examples run at once (default 2)"
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        metavar="GLOB",
+        help="example ids or names, e.g. 1.2/hello '*_task'",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per example (default 300)"
+    )
+    parser.add_argument(
+        "--conformance-dir", default=CONFORMANCE, help="the shared/conformance directory"
+    )
+    parser.add_argument(
+        "--work-dir",
+        help="where examples and run directories go (default: a new temporary directory)",
+    )
+    parser.add_argument(
+        "--results", help="result JSON file (default: WORK_DIR/results-BACKEND.json)"
+    )
+    parser.add_argument(
+        "--baseline", help="run only the examples this baseline passes and list regressions"
+    )
+    parser.add_argument(
+        "--write-baseline", metavar="FILE", help="write the ids that passed as a baseline file"
+    )
+    parser.add_argument(
+        "--cfg", help="miniwdl config file (default none); MINIWDL__* variables also apply"
+    )
     args = parser.parse_args(argv)
 
     if not os.path.isdir(args.conformance_dir):
@@ -398,7 +470,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     env = backend_env(args.backend, extra)
     env["MINIWDL__SCHEDULER__CONTAINER_BACKEND"] = args.backend
 
-    print(f"{len(examples)} examples on {args.backend}, -j {args.jobs}, work dir {work_dir}", file=sys.stderr)
+    print(
+        f"{len(examples)} examples on {args.backend}, -j {args.jobs}, work dir {work_dir}",
+        file=sys.stderr,
+    )
     started = time.monotonic()
     results = run_examples(examples, workspace, env, args.jobs, args.timeout, progress=True)
     seconds = time.monotonic() - started
@@ -410,7 +485,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"results: {results_path}")
     if args.write_baseline:
         with open(args.write_baseline, "w") as outfile:
-            json.dump(baseline_document(args.backend, results, args.jobs, seconds), outfile, indent=2)
+            json.dump(
+                baseline_document(args.backend, results, args.jobs, seconds), outfile, indent=2
+            )
             outfile.write("\n")
         print(f"baseline: {args.write_baseline}")
     if baseline:

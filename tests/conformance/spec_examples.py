@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 SPEC_DIRS = {"1.1": "wdl-1.1", "1.2": "wdl-1.2"}
 DETAILS = re.compile(r"<details>(.*?)</details>", re.S)
@@ -34,10 +34,10 @@ class Example:
     version: str  # "1.1" or "1.2"
     name: str  # the example's file name without .wdl, e.g. "hello" or "read_lines_task"
     source: str  # the WDL document
-    inputs: Dict[str, Any] = field(default_factory=dict)
-    outputs: Dict[str, Any] = field(default_factory=dict)
-    config: Dict[str, Any] = field(default_factory=dict)
-    problem: Optional[str] = None  # why the example cannot be run as written (e.g. bad JSON)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None  # why the example cannot be run as written (e.g. bad JSON)
 
     @property
     def id(self) -> str:
@@ -70,7 +70,7 @@ class Example:
         return self.name.endswith("_fail") or self.name.endswith("_fail_task")
 
     @property
-    def return_codes(self) -> Optional[List[int]]:
+    def return_codes(self) -> list[int] | None:
         """Exit codes an expected failure may have; None = any ("*" or unset)."""
         value = self.config.get("return_code", "*")
         if value == "*":
@@ -78,9 +78,9 @@ class Example:
         return [int(v) for v in (value if isinstance(value, list) else [value])]
 
     @property
-    def excluded_outputs(self) -> List[str]:
+    def excluded_outputs(self) -> list[str]:
         """Outputs not to compare (the test spec's ``exclude_output``; ``exclude_outputs`` too)."""
-        names: List[str] = []
+        names: list[str] = []
         for key in ("exclude_output", "exclude_outputs"):
             value = self.config.get(key, [])
             names += value if isinstance(value, list) else [value]
@@ -88,18 +88,22 @@ class Example:
 
     @property
     def runnable(self) -> bool:
-        return self.problem is None and self.kind != "resource" and self.config.get("priority") != "ignore"
+        return (
+            self.problem is None
+            and self.kind != "resource"
+            and self.config.get("priority") != "ignore"
+        )
 
 
 @dataclass(frozen=True)
 class Spec:
     version: str
-    examples: Tuple[Example, ...]
-    resources: Dict[str, str]  # path relative to the data directory -> content
-    data_dir: Optional[str]  # the spec's data/ directory, if any
+    examples: tuple[Example, ...]
+    resources: dict[str, str]  # path relative to the data directory -> content
+    data_dir: str | None  # the spec's data/ directory, if any
 
 
-def fenced(text: str) -> List[Tuple[str, str]]:
+def fenced(text: str) -> list[tuple[str, str]]:
     """(info string, body) of each fenced code block, the fence's indentation removed."""
     blocks = []
     for indent, info, body in FENCE.findall(text):
@@ -113,7 +117,7 @@ def parse_example(version: str, name: str, summary: str, details: str) -> Exampl
     wdl = [body for info, body in fenced(summary) if info == "wdl"]
     if not wdl:
         return Example(version, name, "", problem="no ```wdl block in the summary")
-    sections: Dict[str, Any] = {}
+    sections: dict[str, Any] = {}
     problem = None
     rest = details[details.find("</summary>") :]
     marks = list(SECTION.finditer(rest))
@@ -141,9 +145,9 @@ def parse_example(version: str, name: str, summary: str, details: str) -> Exampl
     )
 
 
-def parse_spec(markdown: str, version: str, data_dir: Optional[str] = None) -> Spec:
-    examples: Dict[str, Example] = {}
-    resources: Dict[str, str] = {}
+def parse_spec(markdown: str, version: str, data_dir: str | None = None) -> Spec:
+    examples: dict[str, Example] = {}
+    resources: dict[str, str] = {}
     for details in DETAILS.findall(markdown):
         summary_match = SUMMARY.search(details)
         if not summary_match:
@@ -160,12 +164,14 @@ def parse_spec(markdown: str, version: str, data_dir: Optional[str] = None) -> S
             continue
         example = parse_example(version, named.group(1), summary, details)
         if example.name in examples:
-            example = Example(version, example.name, example.source, problem="example name used twice in SPEC.md")
+            example = Example(
+                version, example.name, example.source, problem="example name used twice in SPEC.md"
+            )
         examples[example.name] = example
     return Spec(version, tuple(examples.values()), resources, data_dir)
 
 
-def load_specs(conformance_dir: str) -> List[Spec]:
+def load_specs(conformance_dir: str) -> list[Spec]:
     """Every spec version present under ``conformance_dir`` (the shared/conformance layout)."""
     specs = []
     for version, subdir in SPEC_DIRS.items():
@@ -199,9 +205,11 @@ def write_spec(spec: Spec, root: str) -> str:
             outfile.write(content)
     for example in spec.examples:
         if example.source:
-            with open(os.path.join(directory, example.name + ".wdl"), "w", encoding="utf-8") as outfile:
+            with open(
+                os.path.join(directory, example.name + ".wdl"), "w", encoding="utf-8"
+            ) as outfile:
                 outfile.write(example.source)
-    for dirpath, dirnames, filenames in os.walk(directory):
+    for dirpath, _dirnames, filenames in os.walk(directory):
         # containers may run as another uid: everything world-readable
         os.chmod(dirpath, 0o755)
         for name in filenames:

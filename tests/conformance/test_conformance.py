@@ -49,10 +49,13 @@ def test_spec_examples_pass_like_docker_swarm(backend, request):
     results = run_examples(examples, workspace, backend_env(backend, env), JOBS, TIMEOUT)
     seconds = time.monotonic() - started
     print(summary(backend, results, seconds, JOBS))
-    write_results(os.path.join(workspace.root, f"results-{backend}.json"), backend, results, seconds, JOBS)
+    write_results(
+        os.path.join(workspace.root, f"results-{backend}.json"), backend, results, seconds, JOBS
+    )
 
     lost = regressions(baseline, results)
     assert not lost, (
         f"{len(lost)} of {len(wanted)} examples that pass on docker_swarm (miniwdl {baseline['miniwdl_version']}) "
-        f"do not pass on {backend}:\n" + "\n".join(f"  {r.id}: {r.outcome}: {r.reason[:300]} ({r.run_dir})" for r in lost)
+        f"do not pass on {backend}:\n"
+        + "\n".join(f"  {r.id}: {r.outcome}: {r.reason[:300]} ({r.run_dir})" for r in lost)
     )

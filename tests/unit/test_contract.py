@@ -10,11 +10,27 @@ from WDL.runtime.config import Loader
 from miniwdl_omnibio.attempt import Resources
 from miniwdl_omnibio.config import ConfigError, Settings, check_sections
 from miniwdl_omnibio.container import OmnibioSettings, parse_disks, parse_duration
-from miniwdl_omnibio.contract import call_path, contract_env, inputs_json, result_uri, run_id, spill_large_values, workflow_run_name
+from miniwdl_omnibio.contract import (
+    call_path,
+    contract_env,
+    inputs_json,
+    result_uri,
+    run_id,
+    spill_large_values,
+    workflow_run_name,
+)
 from miniwdl_omnibio.engines.base import Phase, Poller, Status
 from miniwdl_omnibio.runtime import parse_result_uri
 
-RESOURCES = Resources(cpu=2, memory_reservation=1 << 30, memory_limit=0, gpu=0, disk=None, time_limit=None, max_interruptions=0)
+RESOURCES = Resources(
+    cpu=2,
+    memory_reservation=1 << 30,
+    memory_limit=0,
+    gpu=0,
+    disk=None,
+    time_limit=None,
+    max_interruptions=0,
+)
 
 
 def test_identity_of_a_call_in_a_subworkflow():
@@ -22,9 +38,15 @@ def test_identity_of_a_call_in_a_subworkflow():
     host_dir = "/runs/20261121_101500_wf/call-sub/call-align-3"
     assert workflow_run_name(host_dir, stack) == "20261121_101500_wf"
     assert call_path(stack) == "call-sub/call-align-3"
-    assert run_id("20261121_101500_wf", "call-sub/call-align-3", 2) == "20261121_101500_wf.call-sub.call-align-3.2"
+    assert (
+        run_id("20261121_101500_wf", "call-sub/call-align-3", 2)
+        == "20261121_101500_wf.call-sub.call-align-3.2"
+    )
     prefix = parse_result_uri("s3://b/p", prefix=True)
-    assert str(result_uri(prefix, "20261121_101500_wf", "call-sub/call-align-3")) == "s3://b/p/20261121_101500_wf/call-sub/call-align-3/results.json"
+    assert (
+        str(result_uri(prefix, "20261121_101500_wf", "call-sub/call-align-3"))
+        == "s3://b/p/20261121_101500_wf/call-sub/call-align-3/results.json"
+    )
 
 
 def test_identity_of_a_single_task_run():
@@ -37,8 +59,13 @@ def test_inputs_json_rewrites_only_files_and_directories():
     inputs = inputs.bind("reads", Value.File("/data/r1.fq"))
     inputs = inputs.bind("ref", Value.Directory("/data/ref"))
     inputs = inputs.bind("label", Value.String("/data/r1.fq"))
-    inputs = inputs.bind("pairs", Value.Array(Type.File(), [Value.File("/data/r1.fq"), Value.File("/elsewhere/x")]))
-    mapping = {"/data/r1.fq": "/mnt/c/work/_miniwdl_inputs/0/r1.fq", "/data/ref/": "/mnt/c/work/_miniwdl_inputs/0/ref/"}
+    inputs = inputs.bind(
+        "pairs", Value.Array(Type.File(), [Value.File("/data/r1.fq"), Value.File("/elsewhere/x")])
+    )
+    mapping = {
+        "/data/r1.fq": "/mnt/c/work/_miniwdl_inputs/0/r1.fq",
+        "/data/ref/": "/mnt/c/work/_miniwdl_inputs/0/ref/",
+    }
     doc = json.loads(inputs_json(inputs, mapping))
     assert doc == {
         "reads": "/mnt/c/work/_miniwdl_inputs/0/r1.fq",
@@ -49,13 +76,34 @@ def test_inputs_json_rewrites_only_files_and_directories():
 
 
 def test_s3_result_uri_only_for_s3():
-    s3 = contract_env(tool_id="t", run_id_value="r", inputs_json_value="{}", resources=RESOURCES, result=parse_result_uri("s3://b/k"))
+    s3 = contract_env(
+        tool_id="t",
+        run_id_value="r",
+        inputs_json_value="{}",
+        resources=RESOURCES,
+        result=parse_result_uri("s3://b/k"),
+    )
     assert s3["S3_RESULT_URI"] == s3["RESULT_URI"] == "s3://b/k"
-    blob = contract_env(tool_id="t", run_id_value="r", inputs_json_value="{}", resources=RESOURCES, result=parse_result_uri("azureblob://a/c/k"))
+    blob = contract_env(
+        tool_id="t",
+        run_id_value="r",
+        inputs_json_value="{}",
+        resources=RESOURCES,
+        result=parse_result_uri("azureblob://a/c/k"),
+    )
     assert "S3_RESULT_URI" not in blob
-    none = contract_env(tool_id="t", run_id_value="r", inputs_json_value="{}", resources=RESOURCES, result=None)
+    none = contract_env(
+        tool_id="t", run_id_value="r", inputs_json_value="{}", resources=RESOURCES, result=None
+    )
     assert "RESULT_URI" not in none
-    assert json.loads(none["RESOURCES_JSON"]) == {"cpu": 2, "memory": 1 << 30, "memory_reservation": 1 << 30, "gpu": 0, "disk": None, "time": None}
+    assert json.loads(none["RESOURCES_JSON"]) == {
+        "cpu": 2,
+        "memory": 1 << 30,
+        "memory_reservation": 1 << 30,
+        "gpu": 0,
+        "disk": None,
+        "time": None,
+    }
 
 
 def test_spill_large_values(tmp_path):
@@ -68,7 +116,13 @@ def test_spill_large_values(tmp_path):
 
 @pytest.mark.parametrize(
     "value,expected",
-    [(10, 10 << 30), ("10 GiB", 10 << 30), ("/mnt/scratch 2 GiB", 2 << 30), ("local-disk 100 SSD", 100 << 30), (["1 GiB", "/x 1 GiB"], 2 << 30)],
+    [
+        (10, 10 << 30),
+        ("10 GiB", 10 << 30),
+        ("/mnt/scratch 2 GiB", 2 << 30),
+        ("local-disk 100 SSD", 100 << 30),
+        (["1 GiB", "/x 1 GiB"], 2 << 30),
+    ],
 )
 def test_parse_disks(value, expected):
     assert parse_disks(value) == expected

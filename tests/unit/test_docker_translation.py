@@ -44,25 +44,52 @@ def _engine(api, monkeypatch):
 def test_translation(monkeypatch):
     api = RecordingApi()
     attempt = TaskAttempt(
-        run_id="run.call-x.1", call="call-x", workflow_run="run", attempt=1,
-        image="ubuntu:22.04", argv=("/bin/sh", "-c", "true"), workdir="/mnt/c/work",
+        run_id="run.call-x.1",
+        call="call-x",
+        workflow_run="run",
+        attempt=1,
+        image="ubuntu:22.04",
+        argv=("/bin/sh", "-c", "true"),
+        workdir="/mnt/c/work",
         env={"TOOL_ID": "x"},
-        mounts=(Mount("/data/in.txt", "/mnt/c/work/_miniwdl_inputs/0/in.txt", True), Mount("/runs/w", "/mnt/c/work", False)),
-        resources=Resources(cpu=2, memory_reservation=1 << 30, memory_limit=2 << 30, gpu=1, disk=None, time_limit=60, max_interruptions=0),
-        tags={"omnibio.run": "run"}, stdout_path="/runs/stdout.txt", stderr_path="/runs/stderr.txt", host_dir="/runs",
+        mounts=(
+            Mount("/data/in.txt", "/mnt/c/work/_miniwdl_inputs/0/in.txt", True),
+            Mount("/runs/w", "/mnt/c/work", False),
+        ),
+        resources=Resources(
+            cpu=2,
+            memory_reservation=1 << 30,
+            memory_limit=2 << 30,
+            gpu=1,
+            disk=None,
+            time_limit=60,
+            max_interruptions=0,
+        ),
+        tags={"omnibio.run": "run"},
+        stdout_path="/runs/stdout.txt",
+        stderr_path="/runs/stderr.txt",
+        host_dir="/runs",
         user="1000:1000",
     )
     engine = _engine(api, monkeypatch)
     assert engine.submit(attempt, logging.getLogger("test")) == "c0ffee"
     created = api.created
     host = created["host_config"]
-    assert created["command"] == ["/bin/sh", "-c", "true"] and created["working_dir"] == "/mnt/c/work"
+    assert (
+        created["command"] == ["/bin/sh", "-c", "true"] and created["working_dir"] == "/mnt/c/work"
+    )
     assert created["environment"] == {"TOOL_ID": "x"} and created["user"] == "1000:1000"
     assert created["labels"] == {"omnibio.run": "run", LAUNCHER_LABEL: engine.launcher}
     assert [(m["Source"], m["Target"], m["ReadOnly"]) for m in host["Mounts"]] == [
         ("/data/in.txt", "/mnt/c/work/_miniwdl_inputs/0/in.txt", True),
         ("/runs/w", "/mnt/c/work", False),
     ]
-    assert host["NanoCpus"] == 2_000_000_000 and host["Memory"] == 2 << 30 and host["MemoryReservation"] == 1 << 30
-    assert host["DeviceRequests"] == [{"Driver": "", "Count": 1, "DeviceIDs": [], "Capabilities": [["gpu"]], "Options": {}}]
+    assert (
+        host["NanoCpus"] == 2_000_000_000
+        and host["Memory"] == 2 << 30
+        and host["MemoryReservation"] == 1 << 30
+    )
+    assert host["DeviceRequests"] == [
+        {"Driver": "", "Count": 1, "DeviceIDs": [], "Capabilities": [["gpu"]], "Options": {}}
+    ]
     assert host["NetworkMode"] == "none"

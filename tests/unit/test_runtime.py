@@ -4,7 +4,13 @@ import json
 
 import pytest
 
-from miniwdl_omnibio.runtime import download_result, parse_result_uri, read_contract, upload_result, write_result
+from miniwdl_omnibio.runtime import (
+    download_result,
+    parse_result_uri,
+    read_contract,
+    upload_result,
+    write_result,
+)
 
 
 @pytest.mark.parametrize(
@@ -43,7 +49,9 @@ def test_parse_invalid_names_the_problem(uri, message):
 
 def test_prefix_allows_empty_key_and_lays_out_children():
     prefix = parse_result_uri("s3://bucket", prefix=True)
-    assert str(prefix.child("run", "call-x", "results.json")) == "s3://bucket/run/call-x/results.json"
+    assert (
+        str(prefix.child("run", "call-x", "results.json")) == "s3://bucket/run/call-x/results.json"
+    )
     assert str(parse_result_uri("file:///r/", prefix=True).child("a", "b")) == "file:///r/a/b"
 
 
@@ -79,7 +87,11 @@ def test_write_result_round_trip(tmp_path):
     env = _env(tmp_path)
     document = write_result({"n": 1}, env=env)
     stored = json.loads(download_result(env["RESULT_URI"]))
-    assert stored == document == {"ok": True, "tool_id": "align", "run_id": "run.call-align.1", "results": {"n": 1}}
+    assert (
+        stored
+        == document
+        == {"ok": True, "tool_id": "align", "run_id": "run.call-align.1", "results": {"n": 1}}
+    )
 
 
 def test_missing_result_is_file_not_found(tmp_path):

@@ -8,18 +8,22 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import Dict, Optional
 
 import pytest
 
 from tests.conftest import require
-from tests.fixtures.moto_server import MotoBatch, MotoServer
+from tests.emulators.moto_server import MotoBatch, MotoServer
 from tests.helpers import Run, popen_miniwdl, run_miniwdl
 
 BACKEND = "omnibio_awsbatch"
 READONLY_VIEW = "/mnt/omnibio_inputs"
 # the job containers' tool runtime uploads results.json to moto S3 with the launcher's settings
-JOB_ENV = {"AWS_ENDPOINT_URL": None, "AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_DEFAULT_REGION": None}
+JOB_ENV = {
+    "AWS_ENDPOINT_URL": None,
+    "AWS_ACCESS_KEY_ID": None,
+    "AWS_SECRET_ACCESS_KEY": None,
+    "AWS_DEFAULT_REGION": None,
+}
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +46,7 @@ def shared():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def batch_config(moto: MotoBatch, shared: str, **settings: str) -> Dict[str, Dict[str, str]]:
+def batch_config(moto: MotoBatch, shared: str, **settings: str) -> dict[str, dict[str, str]]:
     section = {
         "region": "us-east-1",
         "job_queue": moto.queue,
@@ -67,9 +71,9 @@ def run_batch(
     shared: str,
     wdl: str,
     args=(),
-    settings: Optional[Dict[str, str]] = None,
-    config: Optional[Dict[str, Dict[str, str]]] = None,
-    env: Optional[Dict[str, str]] = None,
+    settings: dict[str, str] | None = None,
+    config: dict[str, dict[str, str]] | None = None,
+    env: dict[str, str] | None = None,
     timeout: float = 180,
 ) -> Run:
     path = os.path.join(shared, "main.wdl")
@@ -78,18 +82,37 @@ def run_batch(
     merged = batch_config(moto, shared, **(settings or {}))
     for section, values in (config or {}).items():
         merged.setdefault(section, {}).update(values)
-    return run_miniwdl(path, list(args), shared, backend=BACKEND, config=merged, env={**moto.server.env(), **(env or {})}, timeout=timeout)
+    return run_miniwdl(
+        path,
+        list(args),
+        shared,
+        backend=BACKEND,
+        config=merged,
+        env={**moto.server.env(), **(env or {})},
+        timeout=timeout,
+    )
 
 
-def popen_batch(moto: MotoBatch, shared: str, wdl: str, args=(), settings: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+def popen_batch(
+    moto: MotoBatch, shared: str, wdl: str, args=(), settings: dict[str, str] | None = None
+) -> subprocess.Popen:
     """Start miniwdl without waiting (for tests that act on the run while it goes)."""
     path = os.path.join(shared, "main.wdl")
     with open(path, "w") as outfile:
         outfile.write(wdl)
-    return popen_miniwdl(path, list(args), shared, BACKEND, batch_config(moto, shared, **(settings or {})), moto.server.env())
+    return popen_miniwdl(
+        path,
+        list(args),
+        shared,
+        BACKEND,
+        batch_config(moto, shared, **(settings or {})),
+        moto.server.env(),
+    )
 
 
-def wait_for_jobs(moto: MotoBatch, workflow_run: str, count: int, status: str = "RUNNING", timeout: float = 90):
+def wait_for_jobs(
+    moto: MotoBatch, workflow_run: str, count: int, status: str = "RUNNING", timeout: float = 90
+):
     """The run's jobs once ``count`` of them are in ``status``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -98,5 +121,3 @@ def wait_for_jobs(moto: MotoBatch, workflow_run: str, count: int, status: str = 
             return jobs
         time.sleep(0.5)
     raise AssertionError(f"fewer than {count} jobs of {workflow_run} reached {status}")
-
-

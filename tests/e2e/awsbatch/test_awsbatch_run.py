@@ -7,9 +7,8 @@ import re
 import signal
 import time
 
-
 from miniwdl_omnibio.selftest import run as selftest
-from tests.fixtures.moto_server import FlakyProxy
+from tests.emulators.moto_server import FlakyProxy
 from tests.helpers import miniwdl_env, run_dir_name
 
 from .conftest import BACKEND, READONLY_VIEW, batch_config, popen_batch, run_batch, wait_for_jobs
@@ -48,15 +47,25 @@ def test_scatter_inputs_in_situ_and_results_on_s3(moto, shared):
     os.mkdir(folder)
     with open(os.path.join(folder, "a.txt"), "w") as outfile:
         outfile.write("a\n")
-    run = run_batch(moto, shared, ECHO_SCATTER, [f"text={text}", f"folder={folder}"], settings={"tags": '{"project": "omnibio-e2e"}'})
+    run = run_batch(
+        moto,
+        shared,
+        ECHO_SCATTER,
+        [f"text={text}", f"folder={folder}"],
+        settings={"tags": '{"project": "omnibio-e2e"}'},
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     workflow_run = os.path.basename(run.dir)
     for i, seen in enumerate(run.outputs["main.seen"]):
         lines = seen.splitlines()
         assert lines[:2] == ["hello", "a"]  # File and Directory inputs read on the Batch host
-        assert lines[2] == READONLY_VIEW + text[len(shared) :]  # in place, through the read-only view
+        assert (
+            lines[2] == READONLY_VIEW + text[len(shared) :]
+        )  # in place, through the read-only view
         assert lines[3] == "read-only"  # a write to an input fails
-        assert lines[4] == os.path.join(run.dir, f"call-echo-{i}", "work")  # the shared FS, in place
+        assert lines[4] == os.path.join(
+            run.dir, f"call-echo-{i}", "work"
+        )  # the shared FS, in place
     with open(text) as infile:
         assert infile.read() == "hello\n"
 
@@ -93,7 +102,11 @@ def test_job_definition_found_again_by_name_on_a_later_run(moto, shared):
 
     def ours():
         found = batch.describe_job_definitions(status="ACTIVE")["jobDefinitions"]
-        return sorted((d["jobDefinitionName"], d["revision"]) for d in found if d["jobDefinitionName"].startswith("omnibio-"))
+        return sorted(
+            (d["jobDefinitionName"], d["revision"])
+            for d in found
+            if d["jobDefinitionName"].startswith("omnibio-")
+        )
 
     before = ours()
     first = run_batch(moto, shared, TRIVIAL)
@@ -103,7 +116,10 @@ def test_job_definition_found_again_by_name_on_a_later_run(moto, shared):
     second = run_batch(moto, shared, TRIVIAL)
     assert second.returncode == 0, second.stderr[-3000:]
     assert ours() == registered  # reused, not registered again
-    assert "job definition registered" in first.stderr and "job definition registered" not in second.stderr
+    assert (
+        "job definition registered" in first.stderr
+        and "job definition registered" not in second.stderr
+    )
 
 
 RETRIES = """
@@ -160,7 +176,9 @@ def test_return_codes_retries_interruption_queue_and_large_inputs(moto, shared):
     # INPUTS_JSON (~25 KB) exceeds the SubmitJob payload budget: the job sources it from a file
     assert "environment values passed in a file" in run.stderr
     key = f"results/{os.path.basename(run.dir)}/call-big/results.json"
-    document = json.loads(moto.server.client("s3").get_object(Bucket=moto.bucket, Key=key)["Body"].read())
+    document = json.loads(
+        moto.server.client("s3").get_object(Bucket=moto.bucket, Key=key)["Body"].read()
+    )
     assert document["results"]["echo"]["numbers"] == list(range(5000))
 
 
@@ -183,7 +201,9 @@ def test_spot_host_loss_is_retried_on_the_fallback_queue(moto, shared):
         (job,) = wait_for_jobs(moto, workflow_run, 1)
         assert job["jobQueue"].endswith("/" + moto.queue)
         # what Batch says when the spot instance under a job goes away
-        moto.server.client("batch").terminate_job(jobId=job["jobId"], reason="Host EC2 (instance i-0123456789abcdef0) terminated.")
+        moto.server.client("batch").terminate_job(
+            jobId=job["jobId"], reason="Host EC2 (instance i-0123456789abcdef0) terminated."
+        )
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -192,7 +212,9 @@ def test_spot_host_loss_is_retried_on_the_fallback_queue(moto, shared):
     assert "task interrupted" in stderr and "interrupted task will be retried" in stderr
     jobs = sorted(moto.run_jobs(workflow_run), key=lambda j: j["createdAt"])
     assert [j["status"] for j in jobs] == ["FAILED", "SUCCEEDED"]
-    assert jobs[1]["jobQueue"].endswith("/" + moto.fallback_queue)  # the preemptible budget is spent
+    assert jobs[1]["jobQueue"].endswith(
+        "/" + moto.fallback_queue
+    )  # the preemptible budget is spent
 
 
 FAILING = """
@@ -253,7 +275,9 @@ def test_sigint_terminates_every_job_of_the_run(moto, shared):
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         running = [j["jobName"] for j in moto.run_jobs(workflow_run) if j["status"] in active]
-        left = [c.name for c in moto.server.job_containers() if any(c.name.startswith(n) for n in names)]
+        left = [
+            c.name for c in moto.server.job_containers() if any(c.name.startswith(n) for n in names)
+        ]
         if not running and not left:
             break
         time.sleep(0.5)
@@ -280,6 +304,7 @@ def test_fail_fast_terminates_the_other_jobs(moto, shared):
     assert len(jobs) == 4
     cancelled = [j for j in jobs if "cancelled by miniwdl" in (j.get("statusReason") or "")]
     assert len(cancelled) == 3, [(j["jobName"], j["status"], j.get("statusReason")) for j in jobs]
+
 
 SMALL_SCATTER = """
 version 1.1

@@ -2,14 +2,13 @@
 
 import json
 import os
-from typing import Dict, Optional
 
 import pytest
 from azure.storage.blob import BlobServiceClient
 
 from tests.conftest import require
-from tests.fixtures.azurebatch_emulator import BatchEmulator
-from tests.fixtures.azurite import Azurite, azurite_binary
+from tests.emulators.azurebatch_emulator import BatchEmulator
+from tests.emulators.azurite import Azurite, azurite_binary
 
 CONTAINER = "omnibio"  # the blob container results go to
 READONLY_VIEW = "/mnt/omnibio_inputs"
@@ -36,7 +35,9 @@ def batch(emulator):
     yield emulator
 
 
-def azurebatch_config(batch: BatchEmulator, shared: str, azurite: Optional[Azurite] = None, **overrides: str) -> Dict[str, Dict[str, str]]:
+def azurebatch_config(
+    batch: BatchEmulator, shared: str, azurite: Azurite | None = None, **overrides: str
+) -> dict[str, dict[str, str]]:
     """miniwdl config for a run on the emulator; ``shared`` is the shared filesystem's root."""
     section = {
         "account_url": batch.url,
@@ -49,12 +50,16 @@ def azurebatch_config(batch: BatchEmulator, shared: str, azurite: Optional[Azuri
     section.update(overrides)
     config = {"omnibio_azurebatch": section, "scheduler": {"task_concurrency": "8"}}
     if azurite:
-        config["omnibio"] = {"result_uri_prefix": f"azureblob://devstoreaccount1/{CONTAINER}/results"}
-        config["task_runtime"] = {"env": json.dumps({"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string})}
+        config["omnibio"] = {
+            "result_uri_prefix": f"azureblob://devstoreaccount1/{CONTAINER}/results"
+        }
+        config["task_runtime"] = {
+            "env": json.dumps({"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string})
+        }
     return config
 
 
-def azurebatch_env(batch: BatchEmulator, azurite: Optional[Azurite] = None) -> Dict[str, str]:
+def azurebatch_env(batch: BatchEmulator, azurite: Azurite | None = None) -> dict[str, str]:
     env = {"AZURE_BATCH_ACCOUNT_KEY": batch.key}
     if azurite:
         env["AZURE_STORAGE_CONNECTION_STRING"] = azurite.connection_string

@@ -5,13 +5,12 @@ import json
 import os
 import signal
 import time
-from typing import Dict, Set
 
 import docker
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from tests.fixtures.azurebatch_emulator import LABEL_JOB, BatchEmulator
+from tests.emulators.azurebatch_emulator import LABEL_JOB, BatchEmulator
 from tests.helpers import miniwdl_env, popen_miniwdl, run_miniwdl
 
 from .conftest import CONTAINER, READONLY_VIEW, azurebatch_config, azurebatch_env, read_log
@@ -59,11 +58,11 @@ def _write(path, text: str) -> str:
     return str(path)
 
 
-def _jobs(batch: BatchEmulator) -> Set[str]:
+def _jobs(batch: BatchEmulator) -> set[str]:
     return set(batch.state()["jobs"])
 
 
-def _new_job(batch: BatchEmulator, before: Set[str]) -> Dict:
+def _new_job(batch: BatchEmulator, before: set[str]) -> dict:
     new = _jobs(batch) - before
     assert len(new) == 1, f"expected one new job, found {new}"
     job_id = new.pop()
@@ -74,7 +73,7 @@ def _containers(job_id: str):
     return docker.from_env().containers.list(all=True, filters={"label": f"{LABEL_JOB}={job_id}"})
 
 
-def _settle(batch: BatchEmulator, job_id: str, timeout: float = 20) -> Dict:
+def _settle(batch: BatchEmulator, job_id: str, timeout: float = 20) -> dict:
     """The job once nothing of it is queued or running any more (the service acts asynchronously)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -93,31 +92,48 @@ def test_scatter_in_situ_inputs_and_results(batch, azurite, workdir):
     _write(folder / "a.txt", "a\n")
     before = _jobs(batch)
     run = run_miniwdl(
-        wdl, [f"text={text}", f"folder={folder}"], str(workdir), backend=BACKEND,
-        config=azurebatch_config(batch, str(workdir), azurite), env=azurebatch_env(batch, azurite),
+        wdl,
+        [f"text={text}", f"folder={folder}"],
+        str(workdir),
+        backend=BACKEND,
+        config=azurebatch_config(batch, str(workdir), azurite),
+        env=azurebatch_env(batch, azurite),
     )
     assert run.returncode == 0, run.stderr[-4000:]
     workflow_run = os.path.basename(run.dir)
-    blobs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(CONTAINER)
+    blobs = BlobServiceClient.from_connection_string(
+        azurite.connection_string
+    ).get_container_client(CONTAINER)
     for i, path in enumerate(run.outputs["wf.probes"]):
         with open(path) as infile:
             report = json.load(infile)
-        assert report["cwd"] == os.path.join(run.dir, f"call-probe-{i}", "work")  # in place on the shared FS
+        assert report["cwd"] == os.path.join(
+            run.dir, f"call-probe-{i}", "work"
+        )  # in place on the shared FS
         assert report["run_id"] == f"{workflow_run}.call-probe-{i}.1"
         # inputs in situ, through the read-only view of the same filesystem
         assert report["text"] == READONLY_VIEW + "/text.txt" and not report["text_writable"]
-        assert report["text_inode"] == os.stat(text).st_ino and report["folder_inode"] == os.stat(folder).st_ino
+        assert (
+            report["text_inode"] == os.stat(text).st_ino
+            and report["folder_inode"] == os.stat(folder).st_ino
+        )
         key = f"results/{workflow_run}/call-probe-{i}/results.json"
         assert report["result_uri"] == f"azureblob://devstoreaccount1/{CONTAINER}/{key}"
         result = json.loads(blobs.download_blob(key).readall())
         assert result["ok"] is True and result["run_id"] == report["run_id"]
-        assert os.path.exists(os.path.join(run.dir, f"call-probe-{i}", "work", "omnibio_result.json"))
+        assert os.path.exists(
+            os.path.join(run.dir, f"call-probe-{i}", "work", "omnibio_result.json")
+        )
     job = _settle(batch, _new_job(batch, before)["id"])
     assert job["state"] == "completed" and set(job["tasks"].values()) == {"completed"}
     assert not _containers(_new_job(batch, before)["id"])
     calls = batch.counts()["requests"]
     assert calls.get("GET /jobs/{jobId}/tasks/{taskId}", 0) == 0  # status comes from batched lists
-    assert calls.get("POST /jobs/{jobId}/tasks", 0) + calls.get("POST /jobs/{jobId}/addtaskcollection", 0) <= 3
+    assert (
+        calls.get("POST /jobs/{jobId}/tasks", 0)
+        + calls.get("POST /jobs/{jobId}/addtaskcollection", 0)
+        <= 3
+    )
     assert batch.key not in run.stderr + read_log(run.dir)
 
 
@@ -135,12 +151,25 @@ task exits {
 """,
     )
     config = azurebatch_config(batch, str(workdir))
-    failed = run_miniwdl(wdl, [], str(workdir), backend=BACKEND, config=config, env=azurebatch_env(batch))
+    failed = run_miniwdl(
+        wdl, [], str(workdir), backend=BACKEND, config=config, env=azurebatch_env(batch)
+    )
     assert failed.returncode != 0
     cause = failed.error_json()["cause"]
-    assert cause["exit_status"] == 3 and cause["engine"] == BACKEND and cause["batch_task"] == "exits-1"
+    assert (
+        cause["exit_status"] == 3
+        and cause["engine"] == BACKEND
+        and cause["batch_task"] == "exits-1"
+    )
     assert batch.key not in json.dumps(cause) + failed.stderr + read_log(failed.dir)
-    accepted = run_miniwdl(wdl, ["ok=0", "ok=3"], str(workdir), backend=BACKEND, config=config, env=azurebatch_env(batch))
+    accepted = run_miniwdl(
+        wdl,
+        ["ok=0", "ok=3"],
+        str(workdir),
+        backend=BACKEND,
+        config=config,
+        env=azurebatch_env(batch),
+    )
     assert accepted.returncode == 0, accepted.stderr[-3000:]
     assert accepted.outputs["exits.out"] == "some output"
 
@@ -159,13 +188,22 @@ task flaky {{
 """,
     )
     before = _jobs(batch)
-    run = run_miniwdl(wdl, [], str(workdir), backend=BACKEND, config=azurebatch_config(batch, str(workdir)), env=azurebatch_env(batch))
+    run = run_miniwdl(
+        wdl,
+        [],
+        str(workdir),
+        backend=BACKEND,
+        config=azurebatch_config(batch, str(workdir)),
+        env=azurebatch_env(batch),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.outputs["flaky.out"] == "second"
     assert set(_new_job(batch, before)["tasks"]) == {"flaky-1", "flaky-2"}
 
 
-def _wait_running(batch: BatchEmulator, before: Set[str], count: int, total: int = 0, timeout: float = 60) -> Dict:
+def _wait_running(
+    batch: BatchEmulator, before: set[str], count: int, total: int = 0, timeout: float = 60
+) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         new = _jobs(batch) - before
@@ -191,11 +229,20 @@ task slow {
 """,
     )
     before = _jobs(batch)
-    proc = popen_miniwdl(wdl, [], str(workdir), BACKEND, azurebatch_config(batch, str(workdir)), azurebatch_env(batch))
+    proc = popen_miniwdl(
+        wdl,
+        [],
+        str(workdir),
+        BACKEND,
+        azurebatch_config(batch, str(workdir)),
+        azurebatch_env(batch),
+    )
     try:
         job = _wait_running(batch, before, 1)
         time.sleep(1)
-        batch.preempt(job["id"], "slow-1")  # its low-priority node goes away; Batch requeues the task
+        batch.preempt(
+            job["id"], "slow-1"
+        )  # its low-priority node goes away; Batch requeues the task
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
@@ -204,7 +251,10 @@ task slow {
     assert "task interrupted" in stderr and "requeued" in stderr
     tasks = _settle(batch, job["id"])["tasks"]
     assert set(tasks) == {"slow-1", "slow-2"}  # the requeued rerun was stopped; miniwdl's retry ran
-    assert batch.service.get_task(job["id"], "slow-1")["executionInfo"]["failureInfo"]["code"] == "TaskEnded"
+    assert (
+        batch.service.get_task(job["id"], "slow-1")["executionInfo"]["failureInfo"]["code"]
+        == "TaskEnded"
+    )
 
 
 def test_sigint_terminates_every_task_and_the_job(batch, workdir):
@@ -223,7 +273,14 @@ task sleeper {
 """,
     )
     before = _jobs(batch)
-    proc = popen_miniwdl(wdl, [], str(workdir), BACKEND, azurebatch_config(batch, str(workdir)), azurebatch_env(batch))
+    proc = popen_miniwdl(
+        wdl,
+        [],
+        str(workdir),
+        BACKEND,
+        azurebatch_config(batch, str(workdir)),
+        azurebatch_env(batch),
+    )
     try:
         job = _wait_running(batch, before, 4, total=6)  # the pool runs 4 at a time: 2 stay queued
         assert "active" in job["tasks"].values()
@@ -234,7 +291,9 @@ task sleeper {
     assert proc.returncode != 0
     settled = _settle(batch, job["id"])
     assert settled["state"] == "completed", settled
-    assert not [t for t, s in settled["tasks"].items() if s in ("active", "preparing", "running")], settled
+    assert not [
+        t for t, s in settled["tasks"].items() if s in ("active", "preparing", "running")
+    ], settled
     assert not _containers(job["id"])
     assert batch.key not in stderr
 
@@ -242,19 +301,49 @@ task sleeper {
 @pytest.mark.parametrize(
     "case, overrides, key, expected",
     [
-        ("missing account URL", {"account_url": ""}, None, ["[omnibio_azurebatch] account_url", "required"]),
-        ("wrong key", {}, "d3Jvbmcta2V5LW5vdC10aGUtYWNjb3VudHM=", ["[omnibio_azurebatch] account_key_env", "AuthenticationFailed"]),
-        ("unknown pool", {"pool_id": "no-such-pool"}, None, ["[omnibio_azurebatch] pool_id", "'no-such-pool' does not exist"]),
-        ("unreachable endpoint", {"account_url": "http://127.0.0.1:9"}, None, ["[omnibio_azurebatch] account_url", "cannot reach", "Connection refused"]),
+        (
+            "missing account URL",
+            {"account_url": ""},
+            None,
+            ["[omnibio_azurebatch] account_url", "required"],
+        ),
+        (
+            "wrong key",
+            {},
+            "d3Jvbmcta2V5LW5vdC10aGUtYWNjb3VudHM=",
+            ["[omnibio_azurebatch] account_key_env", "AuthenticationFailed"],
+        ),
+        (
+            "unknown pool",
+            {"pool_id": "no-such-pool"},
+            None,
+            ["[omnibio_azurebatch] pool_id", "'no-such-pool' does not exist"],
+        ),
+        (
+            "unreachable endpoint",
+            {"account_url": "http://127.0.0.1:9"},
+            None,
+            ["[omnibio_azurebatch] account_url", "cannot reach", "Connection refused"],
+        ),
     ],
 )
 def test_bad_configuration_is_one_clear_line(batch, workdir, case, overrides, key, expected):
-    wdl = _write(workdir / "t.wdl", 'version 1.1\ntask t { command <<< echo hi >>> runtime { docker: "ubuntu:22.04" } }\n')
+    wdl = _write(
+        workdir / "t.wdl",
+        'version 1.1\ntask t { command <<< echo hi >>> runtime { docker: "ubuntu:22.04" } }\n',
+    )
     env = azurebatch_env(batch)
     if key:
         env["AZURE_BATCH_ACCOUNT_KEY"] = key
     before = _jobs(batch)
-    run = run_miniwdl(wdl, [], str(workdir), backend=BACKEND, config=azurebatch_config(batch, str(workdir), **overrides), env=env)
+    run = run_miniwdl(
+        wdl,
+        [],
+        str(workdir),
+        backend=BACKEND,
+        config=azurebatch_config(batch, str(workdir), **overrides),
+        env=env,
+    )
     assert run.returncode != 0
     final = [line for line in run.stderr.splitlines() if "miniwdl-run ERROR" in line]
     assert len(final) == 1, run.stderr[-3000:]
@@ -264,9 +353,19 @@ def test_bad_configuration_is_one_clear_line(batch, workdir, case, overrides, ke
 
 
 def test_nonexistent_image_is_named(batch, workdir):
-    wdl = _write(workdir / "img.wdl", 'version 1.1\ntask t { command <<< echo hi >>> runtime { docker: "omnibio/no-such-image:1" } }\n')
+    wdl = _write(
+        workdir / "img.wdl",
+        'version 1.1\ntask t { command <<< echo hi >>> runtime { docker: "omnibio/no-such-image:1" } }\n',
+    )
     before = _jobs(batch)
-    run = run_miniwdl(wdl, [], str(workdir), backend=BACKEND, config=azurebatch_config(batch, str(workdir)), env=azurebatch_env(batch))
+    run = run_miniwdl(
+        wdl,
+        [],
+        str(workdir),
+        backend=BACKEND,
+        config=azurebatch_config(batch, str(workdir)),
+        env=azurebatch_env(batch),
+    )
     assert run.returncode != 0
     message = run.error_json()["cause"]["message"]
     assert "image omnibio/no-such-image:1" in message and "ContainerInvalidImage" in message
@@ -276,15 +375,22 @@ def test_nonexistent_image_is_named(batch, workdir):
 
 def test_node_without_the_shared_filesystem_shows_the_batch_stderr_tail(batch, workdir):
     """A node that does not mount the filesystem: the wrapper's own error is only in Batch's stderr.txt."""
-    wdl = _write(workdir / "t.wdl", 'version 1.1\ntask t { command <<< echo hi >>> runtime { docker: "ubuntu:22.04" } }\n')
+    wdl = _write(
+        workdir / "t.wdl",
+        'version 1.1\ntask t { command <<< echo hi >>> runtime { docker: "ubuntu:22.04" } }\n',
+    )
     missing = workdir / "not-mounted-on-the-node"
     config = azurebatch_config(batch, str(workdir), node_mount_path=str(missing))
-    run = run_miniwdl(wdl, [], str(workdir), backend=BACKEND, config=config, env=azurebatch_env(batch))
+    run = run_miniwdl(
+        wdl, [], str(workdir), backend=BACKEND, config=config, env=azurebatch_env(batch)
+    )
     assert run.returncode != 0
     cause = run.error_json()["cause"]
     assert cause["exit_status"] == 125
     tail = cause["batch_stderr_tail"]
-    assert f"is not visible on Azure Batch node {cause['batch_node']}" in tail and str(missing) in tail, cause
+    assert (
+        f"is not visible on Azure Batch node {cause['batch_node']}" in tail and str(missing) in tail
+    ), cause
 
 
 def test_time_limit_is_max_wall_clock_time(batch, workdir):
@@ -293,28 +399,52 @@ def test_time_limit_is_max_wall_clock_time(batch, workdir):
         'version 1.1\ntask t { command <<< sleep 60 >>> runtime { docker: "ubuntu:22.04" omnibio_time_limit: 2 } }\n',
     )
     started = time.monotonic()
-    run = run_miniwdl(wdl, [], str(workdir), backend=BACKEND, config=azurebatch_config(batch, str(workdir)), env=azurebatch_env(batch))
+    run = run_miniwdl(
+        wdl,
+        [],
+        str(workdir),
+        backend=BACKEND,
+        config=azurebatch_config(batch, str(workdir)),
+        env=azurebatch_env(batch),
+    )
     assert run.returncode != 0 and time.monotonic() - started < 40
     assert "time limit of 2 s" in run.error_json()["cause"]["reason"]
 
 
 @pytest.mark.parametrize("status", [429, 503])
 def test_throttling_backs_off(batch, workdir, status):
-    wdl = _write(workdir / "t.wdl", 'version 1.1\ntask t { command <<< echo hi >>> output { String o = read_string(stdout()) } runtime { docker: "ubuntu:22.04" } }\n')
+    wdl = _write(
+        workdir / "t.wdl",
+        'version 1.1\ntask t { command <<< echo hi >>> output { String o = read_string(stdout()) } runtime { docker: "ubuntu:22.04" } }\n',
+    )
     batch.throttle(4, status)  # the pool lookup at start and whatever follows meet throttling
-    run = run_miniwdl(wdl, [], str(workdir), backend=BACKEND, config=azurebatch_config(batch, str(workdir)), env=azurebatch_env(batch))
+    run = run_miniwdl(
+        wdl,
+        [],
+        str(workdir),
+        backend=BACKEND,
+        config=azurebatch_config(batch, str(workdir)),
+        env=azurebatch_env(batch),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.outputs["t.o"] == "hi"
     assert batch.counts()["requests"]["GET /pools/{poolId}"] >= 5
 
 
 def test_active_job_quota_is_named(batch, workdir):
-    wdl = _write(workdir / "t.wdl", 'version 1.1\ntask t { command <<< echo hi >>> runtime { docker: "ubuntu:22.04" } }\n')
+    wdl = _write(
+        workdir / "t.wdl",
+        'version 1.1\ntask t { command <<< echo hi >>> runtime { docker: "ubuntu:22.04" } }\n',
+    )
     batch.set_active_job_quota(0)
     try:
         run = run_miniwdl(
-            wdl, [], str(workdir), backend=BACKEND,
-            config=azurebatch_config(batch, str(workdir), quota_wait_seconds="0"), env=azurebatch_env(batch),
+            wdl,
+            [],
+            str(workdir),
+            backend=BACKEND,
+            config=azurebatch_config(batch, str(workdir), quota_wait_seconds="0"),
+            env=azurebatch_env(batch),
         )
     finally:
         batch.set_active_job_quota(None)
@@ -323,28 +453,62 @@ def test_active_job_quota_is_named(batch, workdir):
 
 
 def test_pool_created_from_pool_spec(batch, workdir):
-    wdl = _write(workdir / "t.wdl", 'version 1.1\ntask t { command <<< echo hi >>> output { String o = read_string(stdout()) } runtime { docker: "ubuntu:22.04" } }\n')
+    wdl = _write(
+        workdir / "t.wdl",
+        'version 1.1\ntask t { command <<< echo hi >>> output { String o = read_string(stdout()) } runtime { docker: "ubuntu:22.04" } }\n',
+    )
     spec = {
         "vm_size": "Standard_D2s_v3",
-        "image": {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204", "version": "latest"},
+        "image": {
+            "publisher": "microsoft-dsvm",
+            "offer": "ubuntu-hpc",
+            "sku": "2204",
+            "version": "latest",
+        },
         "node_agent_sku_id": "batch.node.ubuntu 22.04",
         "dedicated_nodes": 1,
         "task_slots_per_node": 2,
-        "mount_configuration": [{"nfsMountConfiguration": {"source": "10.0.0.4:/omnibio", "relativeMountPath": "omnibio"}}],
+        "mount_configuration": [
+            {
+                "nfsMountConfiguration": {
+                    "source": "10.0.0.4:/omnibio",
+                    "relativeMountPath": "omnibio",
+                }
+            }
+        ],
     }
     pool_id = f"auto-{os.path.basename(workdir)}"[:64].replace(".", "-")
     config = azurebatch_config(batch, str(workdir), pool_id=pool_id, pool_spec=json.dumps(spec))
-    run = run_miniwdl(wdl, [], str(workdir), backend=BACKEND, config=config, env=azurebatch_env(batch))
+    run = run_miniwdl(
+        wdl, [], str(workdir), backend=BACKEND, config=config, env=azurebatch_env(batch)
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     pool = batch.service.get_pool(pool_id)
-    assert pool["taskSlotsPerNode"] == 2 and pool["mountConfiguration"][0]["nfsMountConfiguration"]["relativeMountPath"] == "omnibio"
+    assert (
+        pool["taskSlotsPerNode"] == 2
+        and pool["mountConfiguration"][0]["nfsMountConfiguration"]["relativeMountPath"] == "omnibio"
+    )
 
 
 def test_entra_id_through_managed_identity(batch, workdir):
     """auth = entra: DefaultAzureCredential gets a token from a managed identity endpoint."""
-    wdl = _write(workdir / "t.wdl", 'version 1.1\ntask t { command <<< echo hi >>> output { String o = read_string(stdout()) } runtime { docker: "ubuntu:22.04" } }\n')
-    env = {"IDENTITY_ENDPOINT": f"{batch.url}/_emulator/msi/token", "IDENTITY_HEADER": batch.identity_header, "AZURE_BATCH_ACCOUNT_KEY": ""}
-    run = run_miniwdl(wdl, [], str(workdir), backend=BACKEND, config=azurebatch_config(batch, str(workdir), auth="entra"), env=env)
+    wdl = _write(
+        workdir / "t.wdl",
+        'version 1.1\ntask t { command <<< echo hi >>> output { String o = read_string(stdout()) } runtime { docker: "ubuntu:22.04" } }\n',
+    )
+    env = {
+        "IDENTITY_ENDPOINT": f"{batch.url}/_emulator/msi/token",
+        "IDENTITY_HEADER": batch.identity_header,
+        "AZURE_BATCH_ACCOUNT_KEY": "",
+    }
+    run = run_miniwdl(
+        wdl,
+        [],
+        str(workdir),
+        backend=BACKEND,
+        config=azurebatch_config(batch, str(workdir), auth="entra"),
+        env=env,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.outputs["t.o"] == "hi"
     logs = run.stderr + read_log(run.dir)
@@ -354,5 +518,7 @@ def test_entra_id_through_managed_identity(batch, workdir):
 def test_offline_selftest_passes(batch, azurite, workdir):
     from miniwdl_omnibio.selftest import run as selftest
 
-    env = miniwdl_env(BACKEND, azurebatch_config(batch, str(workdir), azurite), azurebatch_env(batch, azurite))
+    env = miniwdl_env(
+        BACKEND, azurebatch_config(batch, str(workdir), azurite), azurebatch_env(batch, azurite)
+    )
     assert selftest(BACKEND, str(workdir), env=env) == []

@@ -27,15 +27,41 @@ def _run(workdir, image="ubuntu:22.04", memory="100M", config=None, env=None):
 @pytest.mark.parametrize(
     "kwargs,expected",
     [
-        ({"image": "no-such-registry.invalid/nothing:1"}, "docker image no-such-registry.invalid/nothing:1 is not on this host and could not be pulled"),
+        (
+            {"image": "no-such-registry.invalid/nothing:1"},
+            "docker image no-such-registry.invalid/nothing:1 is not on this host and could not be pulled",
+        ),
         ({"memory": "lots"}, "invalid setting of runtime.memory, lots"),
-        ({"config": {"omnibio": {"result_uri_prefix": "gs://bucket/x"}}}, "[omnibio] result_uri_prefix (env MINIWDL__OMNIBIO__RESULT_URI_PREFIX): result URI 'gs://bucket/x' has unknown scheme 'gs'"),
-        ({"config": {"omnibio_docker": {"network": "no-such-net"}}}, "[omnibio_docker] network (env MINIWDL__OMNIBIO_DOCKER__NETWORK): 'no-such-net' is neither"),
-        ({"config": {"omnibio_docker": {"pull": "sometimes"}}}, "[omnibio_docker] pull (env MINIWDL__OMNIBIO_DOCKER__PULL): 'sometimes' is not one of missing, always, never"),
-        ({"config": {"omnibio_docker": {"netwrk": "host"}}}, "unknown configuration key(s) [omnibio_docker] netwrk"),
-        ({"env": {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}}, "omnibio_docker cannot reach the Docker daemon at unix:///nonexistent/docker.sock"),
+        (
+            {"config": {"omnibio": {"result_uri_prefix": "gs://bucket/x"}}},
+            "[omnibio] result_uri_prefix (env MINIWDL__OMNIBIO__RESULT_URI_PREFIX): result URI 'gs://bucket/x' has unknown scheme 'gs'",
+        ),
+        (
+            {"config": {"omnibio_docker": {"network": "no-such-net"}}},
+            "[omnibio_docker] network (env MINIWDL__OMNIBIO_DOCKER__NETWORK): 'no-such-net' is neither",
+        ),
+        (
+            {"config": {"omnibio_docker": {"pull": "sometimes"}}},
+            "[omnibio_docker] pull (env MINIWDL__OMNIBIO_DOCKER__PULL): 'sometimes' is not one of missing, always, never",
+        ),
+        (
+            {"config": {"omnibio_docker": {"netwrk": "host"}}},
+            "unknown configuration key(s) [omnibio_docker] netwrk",
+        ),
+        (
+            {"env": {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}},
+            "omnibio_docker cannot reach the Docker daemon at unix:///nonexistent/docker.sock",
+        ),
     ],
-    ids=["missing-image", "bad-memory", "bad-result-uri", "bad-network", "bad-pull-policy", "unknown-key", "no-dockerd"],
+    ids=[
+        "missing-image",
+        "bad-memory",
+        "bad-result-uri",
+        "bad-network",
+        "bad-pull-policy",
+        "unknown-key",
+        "no-dockerd",
+    ],
 )
 def test_one_clear_line_and_no_leftovers(workdir, kwargs, expected):
     run = _run(workdir, **kwargs)
@@ -59,7 +85,9 @@ def test_docker_backend_needs_no_cloud_sdk(workdir):
     blocked = workdir / "blocked"
     for module in ("boto3", "botocore", "azure", "tes"):
         (blocked / module).mkdir(parents=True)
-        (blocked / module / "__init__.py").write_text(f'raise ImportError("No module named {module}")\n')
+        (blocked / module / "__init__.py").write_text(
+            f'raise ImportError("No module named {module}")\n'
+        )
     env = {"PYTHONPATH": str(blocked)}
     assert _run(workdir, env=env).returncode == 0
     run = _run(workdir, env=env, config={"scheduler": {"container_backend": "omnibio_awsbatch"}})
@@ -73,7 +101,9 @@ def test_gpu_without_a_gpu_runtime_is_one_line(workdir):
     if "nvidia" in docker.from_env().info().get("Runtimes", {}):
         pytest.skip("this host has a GPU runtime")
     wdl = workdir / "g.wdl"
-    wdl.write_text('version 1.1\ntask g { command <<< nvidia-smi >>> runtime { docker: "ubuntu:22.04" gpu: true } }\n')
+    wdl.write_text(
+        'version 1.1\ntask g { command <<< nvidia-smi >>> runtime { docker: "ubuntu:22.04" gpu: true } }\n'
+    )
     run = run_miniwdl(str(wdl), [], str(workdir))
     assert run.returncode != 0
     assert "runtime.gpu needs a GPU and the NVIDIA container toolkit" in error_line(run)

@@ -9,7 +9,13 @@ import time
 
 import pytest
 
-from tests.helpers import containers_with_label, miniwdl_env, popen_miniwdl, run_dir_name, run_miniwdl
+from tests.helpers import (
+    containers_with_label,
+    miniwdl_env,
+    popen_miniwdl,
+    run_dir_name,
+    run_miniwdl,
+)
 
 pytestmark = pytest.mark.usefixtures("docker_rig")
 
@@ -78,14 +84,19 @@ def test_contract_inside_container(workdir):
     inputs = json.loads(seen["INPUTS_JSON"])
     assert inputs["number"] == 7  # the supplied inputs, as in miniwdl's inputs.json
     assert "greeting" not in inputs  # defaults are not supplied inputs
-    assert all(p.startswith("/mnt/miniwdl_task_container/work/_miniwdl_inputs/") for p in [inputs["text"], inputs["folder"], *inputs["more"]])
+    assert all(
+        p.startswith("/mnt/miniwdl_task_container/work/_miniwdl_inputs/")
+        for p in [inputs["text"], inputs["folder"], *inputs["more"]]
+    )
     assert all(seen["exists"].values())
     # in situ: the container sees the host files themselves, not copies
     assert seen["inode"][inputs["text"]] == os.stat(text).st_ino
     assert seen["inode"][inputs["folder"]] == os.stat(folder).st_ino
     assert [seen["inode"][p] for p in inputs["more"]] == [os.stat(m).st_ino for m in more]
     resources = json.loads(seen["RESOURCES_JSON"])
-    assert resources["cpu"] == 1 and resources["memory"] == 300 * 1024 * 1024 and resources["gpu"] == 0
+    assert (
+        resources["cpu"] == 1 and resources["memory"] == 300 * 1024 * 1024 and resources["gpu"] == 0
+    )
     assert set(resources) >= {"cpu", "memory", "gpu", "disk", "time"}
 
 
@@ -94,7 +105,12 @@ def test_copy_input_files_gives_copies(workdir):
     text = _write(workdir / "text.txt", "hello\n")
     folder = workdir / "folder"
     folder.mkdir()
-    run = run_miniwdl(wdl, [f"text={text}", f"folder={folder}", f"more={text}"], str(workdir), config={"file_io": {"copy_input_files": "true"}})
+    run = run_miniwdl(
+        wdl,
+        [f"text={text}", f"folder={folder}", f"more={text}"],
+        str(workdir),
+        config={"file_io": {"copy_input_files": "true"}},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     with open(run.outputs["probe.probe"]) as infile:
         seen = json.load(infile)
@@ -156,7 +172,10 @@ task many {
     )
     inputs_dir = workdir / "inputs"
     inputs_dir.mkdir()
-    files = [_write(inputs_dir / f"sample_{i:05d}_with_a_long_descriptive_name.fastq", "x") for i in range(5000)]
+    files = [
+        _write(inputs_dir / f"sample_{i:05d}_with_a_long_descriptive_name.fastq", "x")
+        for i in range(5000)
+    ]
     _write(workdir / "inputs.json", json.dumps({"many.files": files}))
     run = run_miniwdl(wdl, ["-i", str(workdir / "inputs.json")], str(workdir))
     assert run.returncode == 0, run.stderr[-3000:]
@@ -177,11 +196,17 @@ task echo {
 def test_result_uploaded_verified_and_available_to_outputs(workdir):
     wdl = _write(workdir / "echo.wdl", ECHO_WDL)
     prefix = f"file://{workdir}/results"
-    run = run_miniwdl(wdl, ["sample=S1"], str(workdir), config={"omnibio": {"result_uri_prefix": prefix}})
+    run = run_miniwdl(
+        wdl, ["sample=S1"], str(workdir), config={"omnibio": {"result_uri_prefix": prefix}}
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.outputs["echo.result"])
     workflow_run = os.path.basename(run.dir)
-    assert result["ok"] is True and result["tool_id"] == "echo" and result["run_id"] == f"{workflow_run}.echo.1"
+    assert (
+        result["ok"] is True
+        and result["tool_id"] == "echo"
+        and result["run_id"] == f"{workflow_run}.echo.1"
+    )
     assert result["results"]["echo"] == {"sample": "S1"}
     uploaded = workdir / "results" / workflow_run / "echo" / "results.json"
     assert json.loads(uploaded.read_text()) == result
@@ -192,8 +217,14 @@ def test_result_uploaded_verified_and_available_to_outputs(workdir):
     "command,expected",
     [
         ("true", "results.json missing"),
-        ("""echo '{"ok": false, "error": "reference index corrupt"}' > r.json && python3 -m miniwdl_omnibio.runtime upload r.json""", "says ok=false: reference index corrupt"),
-        ("""python3 -c 'from miniwdl_omnibio.runtime import upload_result; import os; upload_result(os.environ["RESULT_URI"], b"{not json")'""", "results.json unreadable"),
+        (
+            """echo '{"ok": false, "error": "reference index corrupt"}' > r.json && python3 -m miniwdl_omnibio.runtime upload r.json""",
+            "says ok=false: reference index corrupt",
+        ),
+        (
+            """python3 -c 'from miniwdl_omnibio.runtime import upload_result; import os; upload_result(os.environ["RESULT_URI"], b"{not json")'""",
+            "results.json unreadable",
+        ),
     ],
 )
 def test_bad_result_fails_the_task_saying_which(workdir, command, expected):
@@ -207,15 +238,28 @@ task bad {{
 }}
 """,
     )
-    run = run_miniwdl(wdl, [], str(workdir), config={"omnibio": {"result_uri_prefix": f"file://{workdir}/results"}})
+    run = run_miniwdl(
+        wdl,
+        [],
+        str(workdir),
+        config={"omnibio": {"result_uri_prefix": f"file://{workdir}/results"}},
+    )
     assert run.returncode != 0
     error = run.error_json()
     assert expected in json.dumps(error), error
 
 
 def test_result_check_warn_lets_a_task_pass(workdir):
-    wdl = _write(workdir / "t.wdl", 'version 1.1\ntask t { command <<< true >>> runtime { docker: "ubuntu:22.04" } }\n')
-    run = run_miniwdl(wdl, [], str(workdir), config={"omnibio": {"result_uri_prefix": f"file://{workdir}/r", "result_check": "warn"}})
+    wdl = _write(
+        workdir / "t.wdl",
+        'version 1.1\ntask t { command <<< true >>> runtime { docker: "ubuntu:22.04" } }\n',
+    )
+    run = run_miniwdl(
+        wdl,
+        [],
+        str(workdir),
+        config={"omnibio": {"result_uri_prefix": f"file://{workdir}/r", "result_check": "warn"}},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "results.json missing" in run.stderr
 
@@ -231,7 +275,9 @@ task oom {
 }
 """,
     )
-    run = run_miniwdl(wdl, [], str(workdir), config={"task_runtime": {"memory_limit_multiplier": "1.0"}})
+    run = run_miniwdl(
+        wdl, [], str(workdir), config={"task_runtime": {"memory_limit_multiplier": "1.0"}}
+    )
     assert run.returncode != 0
     assert "exceeding the memory limit" in json.dumps(run.error_json())
 
@@ -264,7 +310,9 @@ def _wait_for_containers(label_value, count, timeout=60):
     deadline = time.time() + timeout
     while time.time() < deadline:
         running = [
-            c for c in containers_with_label("omnibio.run", label_value) if c.status == "running" and "omnibio.sandbox" not in c.labels
+            c
+            for c in containers_with_label("omnibio.run", label_value)
+            if c.status == "running" and "omnibio.sandbox" not in c.labels
         ]
         if len(running) >= count:
             return
@@ -284,7 +332,10 @@ def test_signal_stops_every_container_of_the_run(workdir, sig):
         proc.wait(timeout=30)
         assert time.time() - started < 30
         assert proc.returncode != 0
-        left = [(c.name, c.status, dict(c.labels)) for c in containers_with_label("omnibio.run", run_name)]
+        left = [
+            (c.name, c.status, dict(c.labels))
+            for c in containers_with_label("omnibio.run", run_name)
+        ]
         assert left == [], (left, proc.stderr.read()[-3000:])
     finally:
         if proc.poll() is None:
@@ -332,17 +383,26 @@ task hog {
 
 
 def test_as_me_runs_as_the_invoking_user(workdir):
-    wdl = _write(workdir / "id.wdl", 'version 1.1\ntask id { command <<< id -u >>> output { Int uid = read_int(stdout()) } runtime { docker: "ubuntu:22.04" } }\n')
+    wdl = _write(
+        workdir / "id.wdl",
+        'version 1.1\ntask id { command <<< id -u >>> output { Int uid = read_int(stdout()) } runtime { docker: "ubuntu:22.04" } }\n',
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "WDL", "run", wdl, "--dir", str(workdir), "--as-me"],
-        env=miniwdl_env("omnibio_docker"), capture_output=True, text=True, timeout=300,
+        env=miniwdl_env("omnibio_docker"),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout)["outputs"]["id.uid"] == os.geteuid()
 
 
 def test_a_network_sandbox_is_shared_and_removed(workdir):
-    wdl = _write(workdir / "net.wdl", 'version 1.1\ntask net { command <<< cat /proc/net/dev | wc -l >>> runtime { docker: "ubuntu:22.04" } }\n')
+    wdl = _write(
+        workdir / "net.wdl",
+        'version 1.1\ntask net { command <<< cat /proc/net/dev | wc -l >>> runtime { docker: "ubuntu:22.04" } }\n',
+    )
     run = run_miniwdl(wdl, [], str(workdir))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "docker network sandbox" in run.stderr
@@ -360,7 +420,10 @@ def test_next_run_removes_what_a_killed_run_left(workdir):
         proc.kill()
         proc.wait()
     assert containers_with_label("omnibio.run", run_name)  # left behind ...
-    tiny = _write(workdir / "tiny.wdl", 'version 1.1\ntask tiny { command <<< true >>> runtime { docker: "ubuntu:22.04" } }\n')
+    tiny = _write(
+        workdir / "tiny.wdl",
+        'version 1.1\ntask tiny { command <<< true >>> runtime { docker: "ubuntu:22.04" } }\n',
+    )
     later = workdir / "later"
     later.mkdir()
     assert run_miniwdl(tiny, [], str(later)).returncode == 0

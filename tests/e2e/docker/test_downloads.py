@@ -45,7 +45,9 @@ def web(tmp_path_factory):
 
 
 def test_uri_input_is_downloaded_by_a_task_on_this_backend(web, workdir):
-    docker.from_env().images.build(fileobj=io.BytesIO(DOCKERFILE.encode()), tag=FAKE_ARIA2C, rm=True)
+    docker.from_env().images.build(
+        fileobj=io.BytesIO(DOCKERFILE.encode()), tag=FAKE_ARIA2C, rm=True
+    )
     wdl = workdir / "count.wdl"
     wdl.write_text(WDL)
     run = run_miniwdl(

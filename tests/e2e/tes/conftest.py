@@ -6,7 +6,7 @@ import tempfile
 
 import pytest
 
-from tests.fixtures.tes_server import TesServer
+from tests.emulators.tes_server import TesServer
 
 
 @pytest.fixture(scope="session")
@@ -31,4 +31,3 @@ def rundir(shared_dir, request):
     os.chmod(path, 0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
-

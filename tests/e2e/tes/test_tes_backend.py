@@ -15,7 +15,7 @@ import requests
 import tes
 
 from tests.e2e.tes.support import READONLY_VIEW, tes_config
-from tests.fixtures.tes_server import TesServer
+from tests.emulators.tes_server import TesServer
 from tests.helpers import miniwdl_env, popen_miniwdl, run_miniwdl
 
 ACTIVE = ("QUEUED", "INITIALIZING", "RUNNING", "CANCELING")
@@ -31,7 +31,9 @@ def _write(directory, name, text):
 def _run(server, shared_dir, rundir, wdl_text, inputs=(), env=None, results=False, **tes_keys):
     wdl = _write(rundir, "test.wdl", wdl_text)
     config = tes_config(server.url, shared_dir, results, **tes_keys)
-    return run_miniwdl(wdl, list(inputs), rundir, backend="omnibio_tes", config=config, env=env, timeout=180)
+    return run_miniwdl(
+        wdl, list(inputs), rundir, backend="omnibio_tes", config=config, env=env, timeout=180
+    )
 
 
 def _run_tasks(server, run_dir):
@@ -76,21 +78,31 @@ def test_scatter_results_verified_and_polling_batched(tes_server, shared_dir, ru
     assert run.returncode == 0, run.stderr[-3000:]
     workflow_run = os.path.basename(run.dir)
     results = [json.load(open(path)) for path in run.outputs["fan.results"]]
-    assert sorted(r["run_id"] for r in results) == [f"{workflow_run}.call-echo-{i}.1" for i in range(4)]
+    assert sorted(r["run_id"] for r in results) == [
+        f"{workflow_run}.call-echo-{i}.1" for i in range(4)
+    ]
     assert all(r["ok"] for r in results)
-    for i in range(4):  # written by the tool at RESULT_URI on the shared filesystem, read back by the plugin
-        assert os.path.exists(os.path.join(shared_dir, "results", workflow_run, f"call-echo-{i}", "results.json"))
+    for i in range(
+        4
+    ):  # written by the tool at RESULT_URI on the shared filesystem, read back by the plugin
+        assert os.path.exists(
+            os.path.join(shared_dir, "results", workflow_run, f"call-echo-{i}", "results.json")
+        )
 
     tasks = _run_tasks(tes_server, run.dir)
     assert len(tasks) == 4 and {t["state"] for t in tasks} == {"COMPLETE"}
     task = tasks[0]
     assert task["name"].startswith(workflow_run + ".call-echo-")
     assert task["tags"]["omnibio.task"] == "echo" and "omnibio.launcher" in task["tags"]
-    assert task["resources"]["cpu_cores"] == 1 and task["resources"]["ram_gb"] == pytest.approx(0.269)
+    assert task["resources"]["cpu_cores"] == 1 and task["resources"]["ram_gb"] == pytest.approx(
+        0.269
+    )
     assert task["resources"]["backend_parameters"] == {"shm_size": "64m"}
     (executor,) = task["executors"]
     assert executor["image"] == "omnibio/runtime:latest" and executor["workdir"].endswith("/work")
-    assert executor["env"]["RUN_ID"].startswith(workflow_run) and executor["env"]["RESULT_URI"].startswith("file://")
+    assert executor["env"]["RUN_ID"].startswith(workflow_run) and executor["env"][
+        "RESULT_URI"
+    ].startswith("file://")
     assert task["inputs"] == [
         {
             "url": f"file://{shared_dir}",
@@ -138,7 +150,9 @@ def test_inputs_in_situ_read_only_and_return_codes(tes_server, shared_dir, rundi
     assert run.outputs["probe.target"] == READONLY_VIEW + data[len(shared_dir) :]
     assert open(data).read() == "precious\n"
     (task,) = _run_tasks(tes_server, run.dir)
-    assert task["state"] == "EXECUTOR_ERROR" and task["logs"][-1]["logs"][-1]["exit_code"] == 3  # accepted by returnCodes
+    assert (
+        task["state"] == "EXECUTOR_ERROR" and task["logs"][-1]["logs"][-1]["exit_code"] == 3
+    )  # accepted by returnCodes
 
 
 def test_nonzero_exit_fails_with_the_exit_code(tes_server, shared_dir, rundir):
@@ -147,7 +161,9 @@ def test_nonzero_exit_fails_with_the_exit_code(tes_server, shared_dir, rundir):
     assert run.returncode != 0
     cause = run.error_json()["cause"]
     assert cause["error"] == "CommandFailed" and cause["exit_status"] == 7, cause
-    assert cause["engine"] == "omnibio_tes" and cause["tes_state"] == "EXECUTOR_ERROR"  # the failure_info
+    assert (
+        cause["engine"] == "omnibio_tes" and cause["tes_state"] == "EXECUTOR_ERROR"
+    )  # the failure_info
     assert "going down" in open(cause["stderr_file"]).read()
     (task,) = _run_tasks(tes_server, run.dir)
     assert task["state"] == "EXECUTOR_ERROR"
@@ -172,7 +188,16 @@ def test_workers_mount_the_shared_filesystem_elsewhere(shared_dir, rundir):
     """host_mount_path (this host) differs from mount_path (the workers): paths are translated."""
     with TesServer([f"{shared_dir}:/omnibio-shared"]) as server:
         data = _write(rundir, "data.txt", "x\n")
-        run = _run(server, shared_dir, rundir, WHERE, [f"data={data}"], results=True, mount_path="/omnibio-shared", host_mount_path=shared_dir)
+        run = _run(
+            server,
+            shared_dir,
+            rundir,
+            WHERE,
+            [f"data={data}"],
+            results=True,
+            mount_path="/omnibio-shared",
+            host_mount_path=shared_dir,
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         (task,) = _run_tasks(server, run.dir)
     assert run.outputs["where.pwd"] == "/omnibio-shared" + run.dir[len(shared_dir) :] + "/work"
@@ -194,7 +219,10 @@ def test_a_task_the_server_canceled_fails_saying_so(tes_server, shared_dir, rund
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0
-    assert f"the TES server canceled TES task {task['id']}" in [line for line in stderr.splitlines() if "miniwdl-run ERROR" in line][-1]
+    assert (
+        f"the TES server canceled TES task {task['id']}"
+        in [line for line in stderr.splitlines() if "miniwdl-run ERROR" in line][-1]
+    )
 
 
 PREEMPTIBLE = r"""
@@ -229,7 +257,9 @@ def _running_tasks_in(server, rundir, count):
     runs = [d for d in os.listdir(rundir) if d[:8].isdigit()]
     if not runs:
         return None
-    tasks = [t for t in _run_tasks(server, os.path.join(rundir, runs[0])) if t["state"] == "RUNNING"]
+    tasks = [
+        t for t in _run_tasks(server, os.path.join(rundir, runs[0])) if t["state"] == "RUNNING"
+    ]
     return tasks if len(tasks) >= count else None
 
 
@@ -300,16 +330,28 @@ HELLO = 'version 1.1\ntask hello { command <<< echo hello >>> output { String ou
 def test_credentials_accepted_and_never_logged(shared_dir, rundir, auth):
     secret = f"s3cr3t-{auth}-value"
     if auth == "bearer":
-        server_args, keys, env = {"token": secret}, {"token_env": "OMNIBIO_TEST_TES_TOKEN"}, {"OMNIBIO_TEST_TES_TOKEN": secret}
+        server_args, keys, env = (
+            {"token": secret},
+            {"token_env": "OMNIBIO_TEST_TES_TOKEN"},
+            {"OMNIBIO_TEST_TES_TOKEN": secret},
+        )
     else:
-        server_args, keys = {"user": "alice", "password": secret}, {"user": "alice", "password_env": "OMNIBIO_TEST_TES_PASSWORD"}
+        server_args, keys = (
+            {"user": "alice", "password": secret},
+            {"user": "alice", "password_env": "OMNIBIO_TEST_TES_PASSWORD"},
+        )
         env = {"OMNIBIO_TEST_TES_PASSWORD": secret}
     with TesServer([shared_dir], **server_args) as server:
         run = _run(server, shared_dir, rundir, HELLO, env=env, **keys)
         assert run.returncode == 0, run.stderr[-3000:]
         assert run.outputs["hello.out"] == "hello"
         assert server.count("unauthorized") == 0
-    logs = run.stderr + "".join(open(os.path.join(d, f)).read() for d, _, fs in os.walk(run.dir) for f in fs if f.endswith(".log"))
+    logs = run.stderr + "".join(
+        open(os.path.join(d, f)).read()
+        for d, _, fs in os.walk(run.dir)
+        for f in fs
+        if f.endswith(".log")
+    )
     assert f'auth: "{auth}"' in logs
     assert secret not in logs
 
@@ -346,18 +388,34 @@ def _free_port():
 
 def test_unreachable_url(shared_dir, rundir):
     url = f"http://127.0.0.1:{_free_port()}"
-    run = run_miniwdl(_write(rundir, "t.wdl", HELLO), [], rundir, backend="omnibio_tes", config=tes_config(url, shared_dir))
+    run = run_miniwdl(
+        _write(rundir, "t.wdl", HELLO),
+        [],
+        rundir,
+        backend="omnibio_tes",
+        config=tes_config(url, shared_dir),
+    )
     assert run.returncode != 0
     assert f"no answer from the TES server at {url}" in _error_line(run)
 
 
 @pytest.mark.parametrize("kind", ["404", "json"])
 def test_url_that_is_not_tes(shared_dir, rundir, kind):
-    handler = _Reply if kind == "json" else lambda *a, **k: SimpleHTTPRequestHandler(*a, directory=rundir, **k)
+    handler = (
+        _Reply
+        if kind == "json"
+        else lambda *a, **k: SimpleHTTPRequestHandler(*a, directory=rundir, **k)
+    )
     server = _serve(handler)
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        run = run_miniwdl(_write(rundir, "t.wdl", HELLO), [], rundir, backend="omnibio_tes", config=tes_config(url, shared_dir))
+        run = run_miniwdl(
+            _write(rundir, "t.wdl", HELLO),
+            [],
+            rundir,
+            backend="omnibio_tes",
+            config=tes_config(url, shared_dir),
+        )
     finally:
         server.shutdown()
     assert run.returncode != 0
@@ -370,7 +428,14 @@ def test_url_that_is_not_tes(shared_dir, rundir, kind):
 def test_rejected_token(shared_dir, rundir, given):
     with TesServer([shared_dir], token="the-right-token") as server:
         if given == "wrong":
-            run = _run(server, shared_dir, rundir, HELLO, env={"OMNIBIO_TEST_TES_TOKEN": "a-wrong-token"}, token_env="OMNIBIO_TEST_TES_TOKEN")
+            run = _run(
+                server,
+                shared_dir,
+                rundir,
+                HELLO,
+                env={"OMNIBIO_TEST_TES_TOKEN": "a-wrong-token"},
+                token_env="OMNIBIO_TEST_TES_TOKEN",
+            )
         else:
             run = _run(server, shared_dir, rundir, HELLO)
         assert run.returncode != 0
@@ -380,7 +445,10 @@ def test_rejected_token(shared_dir, rundir, given):
             assert "token_env" in line and "OMNIBIO_TEST_TES_TOKEN" in line
             assert "a-wrong-token" not in run.stderr
         else:
-            assert f"the TES server at {server.url} requires credentials (HTTP 401)" in line and "token_env" in line
+            assert (
+                f"the TES server at {server.url} requires credentials (HTTP 401)" in line
+                and "token_env" in line
+            )
         assert server.tasks() == []
 
 

@@ -9,9 +9,11 @@ from azure.batch import models as batch_models
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
-from tests.fixtures.azurebatch_emulator import BatchEmulator
+from tests.emulators.azurebatch_emulator import BatchEmulator
 
-CONTAINER = batch_models.BatchTaskContainerSettings(image_name="ubuntu:22.04", working_directory="taskWorkingDirectory")
+CONTAINER = batch_models.BatchTaskContainerSettings(
+    image_name="ubuntu:22.04", working_directory="taskWorkingDirectory"
+)
 
 
 @pytest.fixture
@@ -22,7 +24,11 @@ def client(batch: BatchEmulator) -> BatchClient:
 def _wait_completed(client: BatchClient, job_id: str, count: int, timeout: float = 60) -> list:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = list(client.list_tasks(job_id, filter="state eq 'completed'", select=["id", "state", "executionInfo"]))
+        done = list(
+            client.list_tasks(
+                job_id, filter="state eq 'completed'", select=["id", "state", "executionInfo"]
+            )
+        )
         if len(done) >= count:
             return done
         time.sleep(0.5)
@@ -31,20 +37,38 @@ def _wait_completed(client: BatchClient, job_id: str, count: int, timeout: float
 
 def test_jobs_tasks_files_and_paging(client, batch):
     job_id = f"sdk-{int(time.time() * 1000)}"
-    client.create_job(batch_models.BatchJobCreateOptions(id=job_id, pool_info=batch_models.BatchPoolInfo(pool_id="omnibio-pool")))
+    client.create_job(
+        batch_models.BatchJobCreateOptions(
+            id=job_id, pool_info=batch_models.BatchPoolInfo(pool_id="omnibio-pool")
+        )
+    )
     with pytest.raises(ResourceExistsError):
-        client.create_job(batch_models.BatchJobCreateOptions(id=job_id, pool_info=batch_models.BatchPoolInfo(pool_id="omnibio-pool")))
+        client.create_job(
+            batch_models.BatchJobCreateOptions(
+                id=job_id, pool_info=batch_models.BatchPoolInfo(pool_id="omnibio-pool")
+            )
+        )
     tasks = [
-        batch_models.BatchTaskCreateOptions(id=f"t{i}", command_line=f"/bin/sh -c 'echo out{i}; echo err{i} >&2; pwd > here'", container_settings=CONTAINER)
+        batch_models.BatchTaskCreateOptions(
+            id=f"t{i}",
+            command_line=f"/bin/sh -c 'echo out{i}; echo err{i} >&2; pwd > here'",
+            container_settings=CONTAINER,
+        )
         for i in range(5)
     ]
     result = client.create_tasks(job_id, tasks)
     assert sorted(r.task_id for r in result.result_values) == [f"t{i}" for i in range(5)]
     done = _wait_completed(client, job_id, 5)
-    assert all(t.execution_info.exit_code == 0 and t.execution_info.result == "success" for t in done)
-    assert len(list(client.list_tasks(job_id, max_results=2))) == 5  # three pages, followed by the SDK
+    assert all(
+        t.execution_info.exit_code == 0 and t.execution_info.result == "success" for t in done
+    )
+    assert (
+        len(list(client.list_tasks(job_id, max_results=2))) == 5
+    )  # three pages, followed by the SDK
     files = {f.name: f for f in client.list_task_files(job_id, "t3", recursive=True)}
-    assert files["wd"].is_directory and files["stdout.txt"].properties.content_length == len("out3\n")
+    assert files["wd"].is_directory and files["stdout.txt"].properties.content_length == len(
+        "out3\n"
+    )
     assert b"".join(client.download_task_file(job_id, "t3", "stderr.txt")) == b"err3\n"
     # workingDirectory taskWorkingDirectory: the command ran in the task's wd on its node
     assert b"".join(client.download_task_file(job_id, "t3", "wd/here")).strip().endswith(b"/t3/wd")
@@ -63,22 +87,45 @@ def test_errors_are_the_services(client, batch):
         list(client.list_tasks("no-such-job"))
     assert raised.value.status_code == 404 and raised.value.error.code == "JobNotFound"
     job_id = f"sdk-err-{int(time.time() * 1000)}"
-    client.create_job(batch_models.BatchJobCreateOptions(id=job_id, pool_info=batch_models.BatchPoolInfo(pool_id="omnibio-pool")))
+    client.create_job(
+        batch_models.BatchJobCreateOptions(
+            id=job_id, pool_info=batch_models.BatchPoolInfo(pool_id="omnibio-pool")
+        )
+    )
     with pytest.raises(HttpResponseError) as raised:
         list(client.list_tasks(job_id, filter="commandLine eq 'x'"))
-    assert raised.value.status_code == 400 and raised.value.error.code == "InvalidQueryParameterValue"
+    assert (
+        raised.value.status_code == 400 and raised.value.error.code == "InvalidQueryParameterValue"
+    )
     with pytest.raises(HttpResponseError) as raised:
-        client.create_task(job_id, batch_models.BatchTaskCreateOptions(id="bad id!", command_line="true", container_settings=CONTAINER))
+        client.create_task(
+            job_id,
+            batch_models.BatchTaskCreateOptions(
+                id="bad id!", command_line="true", container_settings=CONTAINER
+            ),
+        )
     assert raised.value.error.code == "InvalidPropertyValue"
-    client.create_task(job_id, batch_models.BatchTaskCreateOptions(id="slow", command_line="sleep 60", container_settings=CONTAINER))
+    client.create_task(
+        job_id,
+        batch_models.BatchTaskCreateOptions(
+            id="slow", command_line="sleep 60", container_settings=CONTAINER
+        ),
+    )
     client.terminate_task(job_id, "slow")
     task = _wait_completed(client, job_id, 1)[0]
     assert task.execution_info.failure_info.code == "TaskEnded"
     with pytest.raises(ResourceExistsError) as raised:
         client.terminate_task(job_id, "slow")
     assert raised.value.error.code == "TaskCompleted"
-    client.begin_terminate_job(job_id, {"terminateReason": "test"}, polling_interval=1).result(timeout=30)  # type: ignore[arg-type]
+    client.begin_terminate_job(job_id, {"terminateReason": "test"}, polling_interval=1).result(
+        timeout=30
+    )  # type: ignore[arg-type]
     assert client.get_job(job_id).state == "completed"
     with pytest.raises(ResourceExistsError) as raised:
-        client.create_task(job_id, batch_models.BatchTaskCreateOptions(id="late", command_line="true", container_settings=CONTAINER))
+        client.create_task(
+            job_id,
+            batch_models.BatchTaskCreateOptions(
+                id="late", command_line="true", container_settings=CONTAINER
+            ),
+        )
     assert raised.value.error.code == "JobCompleted"
