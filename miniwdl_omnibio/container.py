@@ -6,7 +6,6 @@ exit code and failure_info -> verify results.json. Engines only translate the Ta
 
 import atexit
 import importlib
-import json
 import logging
 import os
 import re
@@ -23,7 +22,6 @@ from WDL._util import (
     TailLogger,
     chmod_R_plus,
     parse_byte_size,
-    write_atomic,
 )
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
@@ -52,13 +50,9 @@ from .contract import (
     workflow_run_name,
 )
 from .engines.base import Engine, Phase, Status
-from .runtime.store import delete_result, download_result
+from .results import RESULT_CHECKS, ResultProblem, clear_stale, verify_result
 from .runtime.uri import ResultUri, parse_result_uri
 
-# The verified results.json is copied here, in the task's working directory, so WDL outputs can
-# use it: read_json("omnibio_result.json") or File result = "omnibio_result.json".
-RESULT_FILE = "omnibio_result.json"
-RESULT_CHECKS = ("fail", "warn", "off")
 OPENJD_LINE = re.compile(r"^\s*openjd_(progress|status|fail)\s*:\s*(.*?)\s*$")
 GiB = 1 << 30
 
@@ -275,7 +269,7 @@ class OmnibioContainer(TaskContainer):
         attempt, result = self.describe(logger, command)
         logger.info(_("omnibio attempt", **attempt.describe()))
         if result and self._result_check() != "off":
-            delete_result(result)  # a stale result must not verify this attempt
+            clear_stale(result)  # a stale result must not verify this attempt
         openjd = OpenJdProgress(logger)
         with ExitStack() as stack:
             stack.enter_context(engine.reserve(attempt, terminating, logger))
@@ -538,33 +532,13 @@ class OmnibioContainer(TaskContainer):
     def _verify_result(
         self, logger: logging.Logger, attempt: TaskAttempt, result: ResultUri
     ) -> None:
-        """Read results.json back: missing, unreadable, stale or ok=false fails (or warns)."""
-        problem = None
+        """Read results.json back: a problem fails the task (or warns, per result_check)."""
         try:
-            document = json.loads(download_result(result))
-            if not isinstance(document, dict):
-                raise ValueError("not a JSON object")
-        except FileNotFoundError:
-            problem = f"results.json missing: the tool did not upload {result}"
-        except Exception as exn:
-            problem = f"results.json unreadable at {result}: {str(exn)[:300]}"
-        else:
-            if document.get("run_id") not in (None, attempt.run_id):
-                problem = f"results.json at {result} is from run {document['run_id']}, not {attempt.run_id}"
-            elif document.get("ok") is False:
-                problem = f"results.json at {result} says ok=false" + (
-                    f": {document['error']}" if document.get("error") else ""
-                )
-            else:
-                write_atomic(
-                    json.dumps(document, indent=2), os.path.join(self.host_work_dir(), RESULT_FILE)
-                )
-                logger.log(
-                    NOTICE_LEVEL, _("result verified", uri=str(result), ok=document.get("ok", True))
-                )
-        if problem:
+            document = verify_result(result, attempt.run_id, self.host_work_dir())
+        except ResultProblem as problem:
             if self._result_check() == "warn":
-                logger.warning(problem)
+                logger.warning(str(problem))
                 return
-            self.failure_info = {"result": problem}
-            raise Error.RuntimeError(problem)
+            self.failure_info = {"result": str(problem)}
+            raise Error.RuntimeError(str(problem)) from None
+        logger.log(NOTICE_LEVEL, _("result verified", uri=str(result), ok=document.get("ok", True)))
