@@ -66,10 +66,13 @@ class SlurmRequest:
     call: str
     task: str
     options: tuple[str, ...]  # sbatch options; attempts with equal options share an array
+    partition: str  # empty: the cluster's default
+    cpu: int
+    memory: int  # bytes
+    gpu: int
     files: ElementFiles
     script: str  # attemptN.sh
     env: str  # attemptN.env
-    time_limit: int | None  # seconds, enforced by the script (Slurm's --time is in minutes)
 
 
 def node_path(host_path: str, host_root: str, node_root: str) -> str:
@@ -81,9 +84,9 @@ def node_path(host_path: str, host_root: str, node_root: str) -> str:
 
 
 def memory_bytes(attempt: TaskAttempt, default: int) -> int:
-    """What Slurm allocates and the container may use: one figure, so exceeding it is an OOM."""
-    resources = attempt.resources
-    return resources.memory_limit or resources.memory_reservation or default
+    """What Slurm allocates and the container may use: one figure (the engine declares
+    memory_is_limit), so exceeding it is an OOM."""
+    return attempt.resources.memory_limit or default
 
 
 def time_option(seconds: int) -> str:
@@ -316,10 +319,13 @@ def translate(
         call=attempt.tags.get(TAG_CALL, attempt.call),
         task=attempt.tags.get(TAG_TASK, ""),
         options=sbatch_options(attempt, settings, overrides),
+        partition=overrides.get("partition") or settings.partition,
+        cpu=attempt.resources.cpu,
+        memory=memory_bytes(attempt, settings.default_memory),
+        gpu=attempt.resources.gpu,
         files=files,
         script=element_script(attempt, settings, files),
         env=env_file(attempt, settings.runtime),
-        time_limit=attempt.resources.time_limit,
     )
 
 

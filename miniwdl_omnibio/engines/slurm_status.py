@@ -124,24 +124,20 @@ class Context:
     """What the mapping needs to know besides Slurm's answer, to word its one line."""
 
     where: str  # "Slurm job 123_4 (run.call-x.1)"
-    time_limit: int | None
     cancelled_by_us: bool
     log_tail: str = ""  # last lines of attemptN.log: the container runtime's own words
     node_path: str = ""  # where the node should find the element's files
 
 
-def time_limit_error(context: Context) -> Status:
-    return Status(
-        Phase.DONE,
-        error=f"{context.where} exceeded its time limit of {context.time_limit} s and was stopped",
-        reason="TIMEOUT",
-    )
+def time_limit_error(context: Context, said: str) -> Status:
+    """Ended at its time limit: the lifecycle words the error, naming the limit."""
+    return Status(Phase.DONE, timed_out=True, reason=f"{context.where}: {said}")
 
 
 def from_record(record: ExitRecord, context: Context, state: str = "") -> Status:
     """The attempt's end as its own script recorded it."""
     if record.timed_out:
-        return time_limit_error(context)
+        return time_limit_error(context, "stopped by its script at the time limit")
     if not record.started:
         said = context.log_tail.strip().splitlines()
         return Status(
@@ -170,6 +166,7 @@ def status(job: SlurmJob | None, record: ExitRecord | None, context: Context) ->
                 Phase.DONE,
                 error=f"Slurm will never start {context.where}: it is pending with reason {reason}",
                 reason=f"{state} ({reason})",
+                lingering=True,  # still queued: the tracker cancels it
             )
         return Status(Phase.QUEUED, reason=f"{state} ({reason})" if reason else state)
     if state in ALLOCATED:
@@ -179,7 +176,7 @@ def status(job: SlurmJob | None, record: ExitRecord | None, context: Context) ->
     if state in INTERRUPTED:
         return Status(Phase.DONE, interrupted=True, reason=f"{context.where} ended {state}")
     if state == "TIMEOUT":
-        return time_limit_error(context)
+        return time_limit_error(context, "Slurm ended it TIMEOUT")
     if state == "CANCELLED":
         if context.cancelled_by_us:
             return Status(Phase.DONE, error=f"{context.where} was cancelled", reason=state)
@@ -206,7 +203,7 @@ def status(job: SlurmJob | None, record: ExitRecord | None, context: Context) ->
 
 
 def ended_without_record(job: SlurmJob, context: Context) -> Status:
-    """The job ended and its script recorded nothing: Slurm's exit code and state are all we know."""
+    """Ended, and its script recorded nothing: Slurm's exit code and state are all we know."""
     signal = f", signal {job.signal}" if job.signal else ""
     return Status(
         Phase.DONE,
