@@ -24,6 +24,13 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "result_check": "fail",
         # contract values longer than this many bytes go to a file named by NAME_FILE
         "env_value_max_bytes": "65536",
+        # seconds before the first retry of a failed attempt (runtime.maxRetries), doubling per
+        # retry up to retry_wait_max; interruptions (spot loss) are retried at once
+        "retry_wait": "5",
+        "retry_wait_max": "300",
+        # seconds a service may take to list an attempt it accepted (eventual consistency)
+        # before the attempt fails as lost
+        "unlisted_grace_seconds": "120",
     },
     "omnibio_docker": {
         # sandbox: all tasks of a run share one bridge-attached network namespace (outbound
@@ -253,7 +260,7 @@ class Settings:
 def unknown_keys(cfg: miniwdl_config.Loader, sections: Iterable[str]) -> list[str]:
     """Keys set in our sections (file, overrides or environment) that we do not know: typos."""
     sections = set(sections)
-    found = set()
+    found: set[tuple[str, str]] = set()
     for section, options in cfg.get_all(defaults=False).items():
         if section in sections:
             found.update((section, key) for key in options)

@@ -19,7 +19,8 @@ def main() -> int:
     json.dump(document, sys.stdout, indent=2)
     sys.stdout.write("\n")
     print(
-        f"echo_test: wrote results for {contract.run_id} to {contract.result_uri or '(no RESULT_URI)'}",
+        f"echo_test: wrote results for {contract.run_id} to "
+        f"{contract.result_uri or '(no RESULT_URI)'}",
         file=sys.stderr,
     )
     return 0

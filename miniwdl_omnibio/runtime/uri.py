@@ -42,7 +42,8 @@ def parse_result_uri(uri: str, *, prefix: bool = False) -> ResultUri:
     scheme = uri.split("://", 1)[0].lower()
     if scheme not in SCHEMES:
         raise ValueError(
-            f"result URI {uri!r} has unknown scheme {scheme!r}; expected one of s3://, azureblob://, file://"
+            f"result URI {uri!r} has unknown scheme {scheme!r}; "
+            "expected one of s3://, azureblob://, file://"
         )
     parts = urlsplit(uri)
     if parts.query or parts.fragment:
