@@ -301,6 +301,7 @@ class OmnibioContainer(TaskContainer):
                     running = True
                 if status.phase is Phase.DONE:
                     break
+            engine.collect(handle, attempt, status, logger)
             poll_stderr()
             return self._conclude(logger, attempt, handle, status, openjd, result)
 
