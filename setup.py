@@ -29,6 +29,7 @@ setup(
             "omnibio_awsbatch = miniwdl_omnibio.backends:AwsBatchContainer",
             "omnibio_azurebatch = miniwdl_omnibio.backends:AzureBatchContainer",
             "omnibio_tes = miniwdl_omnibio.backends:TesContainer",
+            "omnibio_slurm = miniwdl_omnibio.backends:SlurmContainer",
         ],
         "miniwdl.plugin.task": [
             "omnibio_contract = miniwdl_omnibio.task_plugin:describe_task",

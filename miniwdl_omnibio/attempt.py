@@ -41,6 +41,30 @@ class Resources:
         """The task may run on interruptible capacity (spot, low-priority)."""
         return self.max_interruptions > 0
 
+    @classmethod
+    def granted(
+        cls,
+        runtime_values: Mapping[str, Any],
+        *,
+        memory_is_limit: bool,
+        time_limit: int | None,
+        disk: int | None,
+    ) -> "Resources":
+        """What an attempt gets from miniwdl's runtime values, under the engine's memory policy:
+        batch services enforce runtime.memory as a hard limit (``memory_is_limit``); local Docker
+        follows miniwdl, a reservation with a limit only under memory_limit_multiplier."""
+        reservation = int(runtime_values.get("memory_reservation", 0))
+        limit = int(runtime_values.get("memory_limit", 0))
+        return cls(
+            cpu=int(runtime_values.get("cpu", 1)),
+            memory_reservation=reservation,
+            memory_limit=(limit or reservation) if memory_is_limit else limit,
+            gpu=1 if runtime_values.get("gpu") else 0,
+            disk=disk,
+            time_limit=time_limit,
+            max_interruptions=int(runtime_values.get("preemptible", 0)),
+        )
+
     def as_contract(self) -> dict[str, Any]:
         """RESOURCES_JSON: what was granted."""
         return {

@@ -1,43 +1,32 @@
-"""OmnibioContainer: the lifecycle of a task attempt, written once for every engine.
+"""OmnibioContainer: miniwdl's TaskContainer hooks and the run loop, written once for every engine.
 
-describe the attempt -> reserve -> submit -> wait (tailing stderr, watching for termination) ->
-exit code and failure_info -> verify results.json. Engines only translate the TaskAttempt.
+One attempt: wait before a retry -> describe it (pure) -> prepare the host directory -> reserve
+-> submit through the shared tracker -> wait, tailing stderr and watching for termination ->
+exit code, failure_info, time limit, OOM, interruption -> verify results.json. Where files live
+is the placement's business (placement_local / placement_shared); engines only translate.
 """
 
 import atexit
 import importlib
+import json
 import logging
 import os
 import re
 import shlex
+import time
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from WDL import Error
-from WDL._util import (
-    NOTICE_LEVEL,
-    VERBOSE_LEVEL,
-    TailLogger,
-    chmod_R_plus,
-    parse_byte_size,
-)
+from WDL._util import NOTICE_LEVEL, VERBOSE_LEVEL, TailLogger, parse_byte_size
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 from WDL.runtime.error import Interrupted, Terminated
 from WDL.runtime.task_container import TaskContainer
 
-from .attempt import (
-    TAG_ATTEMPT,
-    TAG_CALL,
-    TAG_RUN,
-    TAG_RUN_ID,
-    TAG_TASK,
-    Mount,
-    Resources,
-    TaskAttempt,
-)
+from .attempt import TAG_ATTEMPT, TAG_CALL, TAG_RUN, TAG_RUN_ID, TAG_TASK, Resources, TaskAttempt
 from .config import Settings, check_sections
 from .contract import (
     TaskFacts,
@@ -50,11 +39,16 @@ from .contract import (
     workflow_run_name,
 )
 from .engines.base import Engine, Phase, Status
+from .placement import Placement
+from .placement_local import LocalPlacement
+from .placement_shared import SharedPlacement
 from .results import RESULT_CHECKS, ResultProblem, clear_stale, verify_result
 from .runtime.uri import ResultUri, parse_result_uri
+from .tracker import Tracker
 
 OPENJD_LINE = re.compile(r"^\s*openjd_(progress|status|fail)\s*:\s*(.*?)\s*$")
 GiB = 1 << 30
+ROUND_SECONDS = 1.0  # the run loop's longest wait: Ctrl-C and live stderr respond within it
 
 
 @dataclass(frozen=True)
@@ -62,6 +56,9 @@ class OmnibioSettings:
     result_prefix: ResultUri | None
     result_check: str
     env_value_max_bytes: int
+    retry_wait: float
+    retry_wait_max: float
+    unlisted_grace: float
 
     @classmethod
     def load(cls, cfg: miniwdl_config.Loader) -> "OmnibioSettings":
@@ -75,14 +72,18 @@ class OmnibioSettings:
             result_prefix=parsed,
             result_check=settings.choice("result_check", RESULT_CHECKS),
             env_value_max_bytes=settings.integer("env_value_max_bytes", minimum=1024),
+            retry_wait=settings.number("retry_wait", minimum=0),
+            retry_wait_max=settings.number("retry_wait_max", minimum=0),
+            unlisted_grace=settings.number("unlisted_grace_seconds", minimum=0),
         )
 
 
 def parse_disks(value: Any) -> int | None:
-    """Bytes requested by runtime.disks: 100 (GiB), "100 GiB", "/mnt 10 GiB", "local-disk 100 SSD"."""
+    """Bytes requested by runtime.disks: 100 (GiB), "100 GiB", "/mnt 10 GiB", "local-disk 100
+    SSD". ValueError for a value with no size in it."""
     total = 0
     for item in value if isinstance(value, list) else [value]:
-        if isinstance(item, (int, float)):
+        if isinstance(item, int | float):
             total += int(item * GiB)
             continue
         tokens = str(item).split()
@@ -95,7 +96,7 @@ def parse_disks(value: Any) -> int | None:
                     total += int(float(token) * GiB)  # "local-disk 100 SSD": GiB
                 break
         else:
-            raise Error.RuntimeError(f"invalid setting of runtime.disks: {item!r}")
+            raise ValueError(f"no size in {item!r}")
     return total or None
 
 
@@ -108,10 +109,13 @@ def parse_duration(value: Any) -> int | None:
         raise Error.RuntimeError(
             f"invalid setting of runtime.omnibio_time_limit: {value!r} (use e.g. 3600, 90m, 2h)"
         )
-    seconds = (
-        float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    )
-    return max(1, int(seconds))
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return max(1, int(float(match.group(1)) * unit))
+
+
+def retry_delay(retries: int, first: float, most: float) -> float:
+    """Seconds to wait before retry number ``retries`` (1, 2, ...): doubling from ``first``."""
+    return min(first * 2 ** (retries - 1), most) if retries > 0 else 0.0
 
 
 class OpenJdProgress:
@@ -135,13 +139,25 @@ class OpenJdProgress:
             self.logger.error(_("task reports failure", reason=value))
 
 
+@dataclass(frozen=True)
+class AttemptPlan:
+    """A described attempt and the files its host directory needs before it is submitted."""
+
+    attempt: TaskAttempt
+    result: ResultUri | None
+    files: dict[str, str] = field(default_factory=dict)  # host path -> text to write
+    directories: tuple[str, ...] = ()  # host directories to create
+
+
 class OmnibioContainer(TaskContainer):
     """Shared base of the omnibio_* backends; subclasses name their engine."""
 
     engine_path: ClassVar[str]  # "module:EngineClass", imported at global_init
     extra: ClassVar[str | None] = None  # the pip extra its engine's SDK comes with
-    _engine: ClassVar[Engine]
+    _engine: ClassVar[Engine[Any]]
+    _tracker: ClassVar[Tracker]
     _omnibio: ClassVar[OmnibioSettings]
+    _warned: ClassVar[set[str]] = set()  # runtime values not enforced, warned about once
     # runtime{} keys honoured on every engine (recorded so miniwdl does not call them ignored)
     runtime_keys: ClassVar[tuple[str, ...]] = (
         "omnibio_tool_id",
@@ -156,15 +172,16 @@ class OmnibioContainer(TaskContainer):
         check_sections(cfg, ("omnibio", engine_class.section))
         cls._omnibio = OmnibioSettings.load(cfg)
         cls._engine = engine_class.start(cfg, logger)
-        atexit.register(cls._engine.shutdown, logger)
+        cls._tracker = Tracker(cls._engine, logger, cls._omnibio.unlisted_grace)
+        atexit.register(cls._tracker.shutdown)
 
     @classmethod
-    def engine_type(cls) -> type[Engine]:
+    def engine_type(cls) -> type[Engine[Any]]:
         """Import the engine only now: miniwdl loads every registered backend class, and a user
         of omnibio_docker need not have boto3, the Azure SDK or py-tes installed."""
         module, _sep, name = cls.engine_path.partition(":")
         try:
-            return getattr(importlib.import_module(module), name)
+            engine: type[Engine[Any]] = getattr(importlib.import_module(module), name)
         except ImportError as exn:
             hint = (
                 f"; install it with pip install 'miniwdl-omnibio[{cls.extra}]'" if cls.extra else ""
@@ -172,6 +189,7 @@ class OmnibioContainer(TaskContainer):
             raise Error.RuntimeError(
                 f"{cls.__name__} cannot load its engine ({exn}){hint}"
             ) from None
+        return engine
 
     @classmethod
     def detect_resource_limits(
@@ -181,14 +199,32 @@ class OmnibioContainer(TaskContainer):
 
     def __init__(self, cfg: miniwdl_config.Loader, run_id: str, host_dir: str) -> None:
         self.facts: TaskFacts | None = None  # set by task_plugin before the first attempt
-        self._inputs_copied = False
-        self._interruptions = 0
+        self._interruptions = 0  # attempts the engine interrupted so far
+        self._interrupted_last = False
+        fs = self._engine.filesystem
+        self._placement: Placement = SharedPlacement(self, fs) if fs else LocalPlacement(self)
         super().__init__(cfg, run_id, host_dir)
-        if self._engine.filesystem:
-            # workers see the run directory in place: no virtualized container_dir
-            self.container_dir = self._engine.filesystem.to_container(host_dir)
+        self.container_dir = self._placement.container_dir()
 
-    # --- miniwdl hooks ---------------------------------------------------------------------
+    # --- miniwdl hooks: where files are ------------------------------------------------------
+
+    def add_paths(self, host_paths: Iterable[str]) -> None:
+        self._placement.add_paths(host_paths)
+
+    def _input_host_path(self, container_path: str) -> tuple[bool, str | None]:
+        return self._placement.input_host_path(container_path)
+
+    def copy_input_files(self, logger: logging.Logger) -> None:
+        self._placement.copy_input_files(logger)
+
+    def host_work_dir(self) -> str:
+        return self._placement.host_work_dir()
+
+    def reset(self, logger: logging.Logger) -> None:
+        self._placement.reset(logger)
+        super().reset(logger)
+
+    # --- miniwdl hooks: runtime values -------------------------------------------------------
 
     def process_runtime(self, logger: logging.Logger, runtime_eval: dict[str, Any]) -> None:
         super().process_runtime(logger, runtime_eval)
@@ -196,142 +232,139 @@ class OmnibioContainer(TaskContainer):
             if key in runtime_eval:
                 self.runtime_values[key] = runtime_eval[key].json
         if "disks" in self.runtime_values:
-            self.runtime_values["disks"] = parse_disks(self.runtime_values["disks"])
+            self.runtime_values["disks"] = self._disks(logger, self.runtime_values["disks"])
         check = self.runtime_values.get("omnibio_result_check")
         if check is not None and check not in RESULT_CHECKS:
             raise Error.RuntimeError(
-                f"invalid setting of runtime.omnibio_result_check: {check!r} (use one of {', '.join(RESULT_CHECKS)})"
+                f"invalid setting of runtime.omnibio_result_check: {check!r} "
+                f"(use one of {', '.join(RESULT_CHECKS)})"
             )
         if "omnibio_time_limit" in self.runtime_values:
-            self.runtime_values["omnibio_time_limit"] = parse_duration(
-                self.runtime_values["omnibio_time_limit"]
-            )
+            limit = parse_duration(self.runtime_values["omnibio_time_limit"])
+            self.runtime_values["omnibio_time_limit"] = limit
 
-    def add_paths(self, host_paths: Iterable[str]) -> None:
-        fs = self._engine.filesystem
-        if not fs:
-            return super().add_paths(host_paths)
-        # on a shared filesystem an input's container path is its place in the read-only view
-        # (no symlinks: `find DIR` must see a directory)
-        for host_path in host_paths:
-            stripped = host_path.rstrip("/")
-            if host_path in self.input_path_map or stripped in self.input_path_map:
-                continue
-            if not os.path.exists(stripped):
-                raise Error.InputError("input path not found: " + host_path)
-            fs.check_host_path(stripped, "input")
-            container_path = fs.to_container(stripped, read_only=True) + (
-                "/" if host_path.endswith("/") else ""
-            )
-            self.input_path_map[host_path] = container_path
-            self.input_path_map_rev[container_path] = host_path
+    def _disks(self, logger: logging.Logger, value: Any) -> int | None:
+        """runtime.disks in bytes where the engine allocates disks; elsewhere warn once, go on."""
+        section = self._engine.section
+        if self._engine.enforces_disks:
+            try:
+                return parse_disks(value)
+            except ValueError:
+                raise Error.RuntimeError(
+                    f"invalid setting of runtime.disks: {value!r} ({section} allocates disks; "
+                    'use e.g. "100 GiB" or "local-disk 100 SSD")'
+                ) from None
+        self._warn_once(logger, f"runtime.disks = {json.dumps(value)} is not enforced by {section}")
+        return None
 
-    def _input_host_path(self, container_path: str) -> tuple[bool, str | None]:
-        fs = self._engine.filesystem
-        if not fs:
-            return super()._input_host_path(container_path)
-        # a path in an input Directory, at any depth: the view maps back to the host one to one
-        probe = container_path.rstrip("/")
-        while probe not in ("", "/"):
-            if probe in self.input_path_map_rev or probe + "/" in self.input_path_map_rev:
-                return True, fs.to_host(container_path.rstrip("/")) + (
-                    "/" if container_path.endswith("/") else ""
-                )
-            probe = os.path.dirname(probe)
-        return False, None
+    def _warn_once(self, logger: logging.Logger, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            logger.warning(message)
 
-    def copy_input_files(self, logger: logging.Logger) -> None:
-        if self._engine.filesystem:
-            logger.warning(
-                "[file_io] copy_input_files ignored: inputs are used in place on the shared filesystem"
-            )
-            return
-        super().copy_input_files(logger)
-        self._inputs_copied = True
-
-    def host_work_dir(self) -> str:
-        if self._engine.filesystem:
-            # the container runs in {container_dir}/work itself, so every attempt uses "work";
-            # reset() moves a failed attempt's directory aside
-            return os.path.join(self.host_dir, "work")
-        return super().host_work_dir()
-
-    def reset(self, logger: logging.Logger) -> None:
-        if self._engine.filesystem and os.path.isdir(self.host_work_dir()):
-            os.rename(
-                self.host_work_dir(), os.path.join(self.host_dir, f"work.attempt{self.try_counter}")
-            )
-        self._inputs_copied = False
-        super().reset(logger)
+    # --- the run loop ------------------------------------------------------------------------
 
     def _run(self, logger: logging.Logger, terminating: Callable[[], bool], command: str) -> int:
-        engine = self._engine
-        attempt, result = self.describe(logger, command)
+        self._wait_before_retry(logger, terminating)
+        plan = self.describe(command)
+        self.prepare_host_dir(logger, plan)
+        attempt, result = plan.attempt, plan.result
         logger.info(_("omnibio attempt", **attempt.describe()))
         if result and self._result_check() != "off":
             clear_stale(result)  # a stale result must not verify this attempt
+        engine, tracker = self._engine, self._tracker
+        request = engine.translate(attempt)
         openjd = OpenJdProgress(logger)
         with ExitStack() as stack:
             stack.enter_context(engine.reserve(attempt, terminating, logger))
             if terminating():
                 raise Terminated(quiet=True)
-            handle = engine.submit(attempt, logger)
-            stack.callback(engine.release, handle, logger)
+            handle = tracker.submit(attempt, request, logger)
+            stack.callback(tracker.release, handle, logger)
             poll_stderr = stack.enter_context(
                 TailLogger(
                     logger,
                     self.host_stderr_txt(),
                     callback=self._stderr_line(logger, openjd),
-                    level=logging.CRITICAL,
+                    level=logging.CRITICAL,  # always read: openjd lines count without --verbose
                 )
             )
             running = False
             while True:
-                status = engine.wait(handle, engine.poll_seconds)
+                status = tracker.wait(handle, min(ROUND_SECONDS, engine.poll_seconds))
                 poll_stderr()
                 if terminating():
-                    logger.warning(_("cancelling", handle=handle))
-                    engine.cancel(handle, logger)
+                    tracker.cancel(handle, logger)
                     raise Terminated(quiet=not running)
                 if status.phase is not Phase.QUEUED and not running:
                     stack.enter_context(self.task_running_context())
                     running = True
                 if status.phase is Phase.DONE:
                     break
+            engine.collect(handle, attempt, status, logger)
             poll_stderr()
             return self._conclude(logger, attempt, handle, status, openjd, result)
 
-    # --- describing the attempt ------------------------------------------------------------
+    def _wait_before_retry(self, logger: logging.Logger, terminating: Callable[[], bool]) -> None:
+        """A failed attempt is retried after retry_wait (doubling), so a passing fault is
+        outlived; an interrupted one at once."""
+        if self._interrupted_last:
+            return
+        retries = self.try_counter - 1 - self._interruptions
+        settings = self._omnibio
+        seconds = retry_delay(retries, settings.retry_wait, settings.retry_wait_max)
+        if seconds <= 0:
+            return
+        logger.info(_("waiting before retry", seconds=seconds, retry=retries))
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if terminating():
+                raise Terminated(quiet=True)
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
-    def describe(
-        self, logger: logging.Logger, command: str
-    ) -> tuple[TaskAttempt, ResultUri | None]:
-        """Build the backend-neutral TaskAttempt (and its result URI) from miniwdl's state."""
+    def _stderr_line(self, logger: logging.Logger, openjd: OpenJdProgress) -> Callable[[str], None]:
+        """Each stderr line: openjd lines always; the line itself only with verbose logging, to
+        stderr_callback if a plugin set one, else the task logger's 'stderr' child (as miniwdl)."""
+        stderr_logger = logger.getChild("stderr")
+        verbose = logger.isEnabledFor(VERBOSE_LEVEL)
+
+        def line(text: str) -> None:
+            openjd.line(text)
+            if not verbose:
+                return
+            if self.stderr_callback:
+                self.stderr_callback(text)
+            else:
+                stderr_logger.log(VERBOSE_LEVEL, text.rstrip())
+
+        return line
+
+    # --- describing the attempt --------------------------------------------------------------
+
+    def describe(self, command: str) -> AttemptPlan:
+        """The backend-neutral TaskAttempt from miniwdl's state. Pure: writes nothing."""
         if self.facts is None:
             raise Error.RuntimeError(
-                "miniwdl_omnibio's task plugin (miniwdl_omnibio.task_plugin:describe_task) did not run; "
-                "check [plugins] enable_patterns / disable_patterns"
+                "miniwdl_omnibio's task plugin (miniwdl_omnibio.task_plugin:describe_task) did "
+                "not run; check [plugins] enable_patterns / disable_patterns"
             )
-        facts = self.facts
-        with open(os.path.join(self.host_dir, "command"), "w") as outfile:
-            outfile.write(command)
+        facts, placement = self.facts, self._placement
         workflow_run = workflow_run_name(self.host_dir, facts.run_id_stack)
         call = call_path(facts.run_id_stack)
         rid = run_id(workflow_run, call, self.try_counter)
         result = result_uri(self._omnibio.result_prefix, workflow_run, call)
         resources = self.resources()
-
-        fs = self._engine.filesystem
-        mounts = self._shared_mounts() if fs else self._bind_mounts(logger)
+        files = {os.path.join(self.host_dir, "command"): command}
+        directories: list[str] = []
+        writable: list[str] = []
         container_result = result
         if result and result.scheme == "file":
             result_dir = os.path.dirname(result.key)
-            os.makedirs(result_dir, exist_ok=True)
-            if fs:
-                container_result = ResultUri("file", "", "", fs.to_container(result.key))
+            directories.append(result_dir)
+            if self._engine.filesystem:
+                container_result = ResultUri("file", "", "", placement.to_container(result.key))
             else:
-                mounts.append(Mount(result_dir, result_dir, False))
-
+                writable.append(result_dir)
         contract = contract_env(
             tool_id=str(self.runtime_values.get("omnibio_tool_id") or facts.name),
             run_id_value=rid,
@@ -340,28 +373,25 @@ class OmnibioContainer(TaskContainer):
             result=container_result,
         )
         spill_host = os.path.join(self.host_dir, "omnibio")
-        spill_container = os.path.join(self.container_dir, "omnibio")
         contract, spilled = spill_large_values(
-            contract, self._omnibio.env_value_max_bytes, spill_host, spill_container
+            contract, self._omnibio.env_value_max_bytes, placement.to_container(spill_host)
         )
-        if spilled:
-            logger.info(_("contract values passed as files", names=spilled, dir=spill_container))
-            if not fs:
-                mounts.append(Mount(spill_host, spill_container, True))
+        files.update({os.path.join(spill_host, name): value for name, value in spilled.items()})
         env = dict(self.runtime_values.get("env", {}))
         env.update(contract)
-
+        default_image = self.cfg.get_dict("task_runtime", "defaults").get("docker", "ubuntu:22.04")
+        as_user = self.cfg["task_runtime"].get_bool("as_user")
+        engine_keys = self._engine.runtime_keys
         attempt = TaskAttempt(
             run_id=rid,
             call=call,
             workflow_run=workflow_run,
             attempt=self.try_counter,
-            image=self.runtime_values.get("docker")
-            or self.cfg.get_dict("task_runtime", "defaults").get("docker", "ubuntu:22.04"),
+            image=self.runtime_values.get("docker") or default_image,
             argv=self._argv(),
             workdir=os.path.join(self.container_dir, "work"),
             env=env,
-            mounts=tuple(mounts),
+            mounts=placement.mounts(writable, [spill_host] if spilled else []),
             resources=resources,
             tags={
                 TAG_RUN: workflow_run,
@@ -373,44 +403,49 @@ class OmnibioContainer(TaskContainer):
             stdout_path=self.host_stdout_txt(),
             stderr_path=self.host_stderr_txt(),
             host_dir=self.host_dir,
-            runtime={
-                k: self.runtime_values[k]
-                for k in self._engine.runtime_keys
-                if k in self.runtime_values
-            },
-            user=f"{os.geteuid()}:{os.getegid()}"
-            if self.cfg["task_runtime"].get_bool("as_user")
-            else None,
+            runtime={k: v for k, v in self.runtime_values.items() if k in engine_keys},
+            user=f"{os.geteuid()}:{os.getegid()}" if as_user else None,
             privileged=bool(self.runtime_values.get("privileged", False)),
             interruptions=self._interruptions,
         )
-        return attempt, result
+        return AttemptPlan(attempt, result, files, tuple(directories))
+
+    def prepare_host_dir(self, logger: logging.Logger, plan: AttemptPlan) -> None:
+        """Write what the plan needs on the host: command, spilled values, mount points."""
+        for directory in plan.directories:
+            os.makedirs(directory, exist_ok=True)
+        for path, text in plan.files.items():
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as outfile:
+                outfile.write(text)
+        spilled = [os.path.basename(p) for p in plan.files if os.path.basename(p) != "command"]
+        if spilled:
+            logger.info(_("contract values passed as files", names=sorted(spilled)))
+        self._placement.prepare(logger)
 
     def resources(self) -> Resources:
-        values = self.runtime_values
-        return Resources(
-            cpu=int(values.get("cpu", 1)),
-            memory_reservation=int(values.get("memory_reservation", 0)),
-            memory_limit=int(values.get("memory_limit", 0)),
-            gpu=1 if values.get("gpu") else 0,
-            disk=values.get("disks"),
-            time_limit=values.get("omnibio_time_limit") or self._engine.default_time_limit,
-            max_interruptions=int(values.get("preemptible", 0)),
+        engine = self._engine
+        return Resources.granted(
+            self.runtime_values,
+            memory_is_limit=engine.memory_is_limit,
+            time_limit=self.runtime_values.get("omnibio_time_limit") or engine.default_time_limit,
+            disk=self.runtime_values.get("disks"),
         )
-
-    def _container_stream(self, host_path: str, name: str) -> str:
-        fs = self._engine.filesystem
-        return fs.to_container(host_path) if fs else os.path.join(self.container_dir, name)
 
     def _argv(self) -> tuple[str, ...]:
         shell = self.cfg.get("task_runtime", "command_shell")
-        stdout = shlex.quote(self._container_stream(self.host_stdout_txt(), "stdout.txt"))
-        stderr = shlex.quote(self._container_stream(self.host_stderr_txt(), "stderr.txt"))
-        script = f"{shell} {shlex.quote(os.path.join(self.container_dir, 'command'))} >> {stdout} 2>> {stderr}"
+        placement = self._placement
+        stdout = shlex.quote(placement.to_container(self.host_stdout_txt()))
+        stderr = shlex.quote(placement.to_container(self.host_stderr_txt()))
+        command = shlex.quote(placement.to_container(os.path.join(self.host_dir, "command")))
+        script = f"{shell} {command} >> {stdout} 2>> {stderr}"
         if self._chown_needed():
             # leave outputs owned by the invoking user, not by the image's root
             uid, gid = os.geteuid(), os.getegid()
-            script = f'{script}; rc=$?; if [ "$(id -u)" = 0 ]; then chown -R {uid}:{gid} . {stdout} {stderr} 2>/dev/null; fi; exit $rc'
+            script += (
+                f'; rc=$?; if [ "$(id -u)" = 0 ]; then chown -R {uid}:{gid} . {stdout} {stderr}'
+                " 2>/dev/null; fi; exit $rc"
+            )
         return ("/bin/sh", "-c", script)
 
     def _chown_needed(self) -> bool:
@@ -420,59 +455,7 @@ class OmnibioContainer(TaskContainer):
             and os.geteuid() != 0
         )
 
-    def _bind_mounts(self, logger: logging.Logger) -> list[Mount]:
-        """Per-file read-only binds of the inputs, in place; read-write work dir and streams."""
-        mounts = []
-        if not self._inputs_copied:
-            for host_path, container_path in self.input_path_map.items():
-                mount_point = self.host_work_path(container_path)
-                if not os.path.exists(mount_point.rstrip("/")):
-                    # created by us, not by dockerd as root
-                    self.touch_mount_point(mount_point)
-                mounts.append(Mount(host_path.rstrip("/"), container_path.rstrip("/"), True))
-        command = os.path.join(self.host_dir, "command")
-        mounts.append(Mount(command, os.path.join(self.container_dir, "command"), True))
-        for host_path, name in (
-            (self.host_stdout_txt(), "stdout.txt"),
-            (self.host_stderr_txt(), "stderr.txt"),
-        ):
-            if not os.path.exists(host_path):
-                self.touch_mount_point(host_path)
-            mounts.append(Mount(host_path, os.path.join(self.container_dir, name), False))
-        mounts.append(Mount(self.host_work_dir(), os.path.join(self.container_dir, "work"), False))
-        # group rw lets images that run as another uid use the mounts (swarm backend does the same)
-        for path in (command, self.host_stdout_txt(), self.host_stderr_txt(), self.host_work_dir()):
-            chmod_R_plus(path, file_bits=0o660, dir_bits=0o770)
-        return mounts
-
-    def _shared_mounts(self) -> list[Mount]:
-        """The shared filesystem, read-write, and its read-only view (where inputs are)."""
-        fs = self._engine.filesystem
-        assert fs
-        for stream in (self.host_stdout_txt(), self.host_stderr_txt()):
-            open(stream, "a").close()
-        chmod_R_plus(self.host_dir, file_bits=0o660, dir_bits=0o770)
-        mounts = [Mount(fs.host_root, fs.container_root, False)]
-        if fs.readonly_root:
-            mounts.append(Mount(fs.host_root, fs.readonly_root, True))
-        return mounts
-
-    # --- while running ---------------------------------------------------------------------
-
-    def _stderr_line(self, logger: logging.Logger, openjd: OpenJdProgress) -> Callable[[str], None]:
-        stderr_logger = logger.getChild("stderr")
-        verbose = logger.isEnabledFor(VERBOSE_LEVEL)
-
-        def line(text: str) -> None:
-            openjd.line(text)
-            if self.stderr_callback:
-                self.stderr_callback(text)
-            elif verbose:
-                stderr_logger.log(VERBOSE_LEVEL, text.rstrip())
-
-        return line
-
-    # --- after the container exits ---------------------------------------------------------
+    # --- after the container exits -----------------------------------------------------------
 
     def _conclude(
         self,
@@ -483,16 +466,23 @@ class OmnibioContainer(TaskContainer):
         openjd: OpenJdProgress,
         result: ResultUri | None,
     ) -> int:
-        if status.error:
-            logger.error(_("task could not run", handle=handle, error=status.error))
-            raise Error.RuntimeError(status.error)
+        section = self._engine.section
+        self._interrupted_last = status.interrupted
         if status.interrupted:
             logger.warning(_("task interrupted", handle=handle, reason=status.reason))
             self._interruptions += 1
-            raise Interrupted(status.reason or "interrupted by the execution engine")
+            raise Interrupted(status.reason or f"interrupted by {section}")
+        if status.timed_out:
+            problem = self._time_limit_problem(attempt, handle)
+            self.failure_info = {"engine": section, "handle": handle, "time_limit": problem}
+            logger.error(_("task exceeded its time limit", handle=handle, reason=status.reason))
+            raise Error.RuntimeError(problem)
+        if status.error:
+            logger.error(_("task could not run", handle=handle, error=status.error))
+            raise Error.RuntimeError(status.error)
         if status.exit_code is None:
             raise Error.RuntimeError(
-                f"{self._engine.section} reported {handle} finished without an exit code ({status.reason})"
+                f"{section} reported {handle} finished without an exit code ({status.reason})"
             )
         exit_code = status.exit_code
         logger.log(
@@ -500,11 +490,7 @@ class OmnibioContainer(TaskContainer):
             _("task exit", handle=handle, exit_code=exit_code, reason=status.reason or None),
         )
         if not self.success_exit_code(exit_code):
-            info: dict[str, Any] = {
-                "engine": self._engine.section,
-                "handle": handle,
-                "exit_code": exit_code,
-            }
+            info: dict[str, Any] = {"engine": section, "handle": handle, "exit_code": exit_code}
             if status.reason:
                 info["reason"] = status.reason
             if status.oom:
@@ -521,6 +507,18 @@ class OmnibioContainer(TaskContainer):
         elif result and self._result_check() != "off":
             self._verify_result(logger, attempt, result)
         return exit_code
+
+    def _time_limit_problem(self, attempt: TaskAttempt, handle: str) -> str:
+        """One line naming the limit, its seconds and where it was set."""
+        where = (
+            "runtime.omnibio_time_limit"
+            if self.runtime_values.get("omnibio_time_limit")
+            else f"[{self._engine.section}] default_time_limit"
+        )
+        return (
+            f"task {attempt.call} ({handle}) exceeded its time limit of "
+            f"{attempt.resources.time_limit} s ({where}) and was stopped"
+        )
 
     def _result_check(self) -> str:
         """fail | warn | off: runtime.omnibio_result_check, else [omnibio] result_check; off for

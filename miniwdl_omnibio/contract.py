@@ -123,24 +123,20 @@ def contract_env(
 
 
 def spill_large_values(
-    env: dict[str, str], max_bytes: int, host_dir: str, container_dir: str
-) -> tuple[dict[str, str], list[str]]:
-    """Move values longer than ``max_bytes`` into files: NAME is replaced by NAME_FILE.
+    env: dict[str, str], max_bytes: int, container_dir: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Values longer than ``max_bytes`` go to files: NAME is replaced by NAME_FILE.
 
     Linux caps one environment string at 128 KiB, and all of them together at a few MiB, so a
     task with thousands of File inputs cannot carry INPUTS_JSON inline. Returns the new env and
-    the names spilled. Files are written under ``host_dir`` and named by their ``container_dir``
-    path.
+    {name: value} of what to write to ``container_dir``/NAME (the caller writes it).
     """
     out: dict[str, str] = {}
-    spilled = []
+    spilled: dict[str, str] = {}
     for name, value in env.items():
         if len(value.encode("utf-8")) <= max_bytes:
             out[name] = value
-            continue
-        os.makedirs(host_dir, exist_ok=True)
-        with open(os.path.join(host_dir, name), "w", encoding="utf-8") as outfile:
-            outfile.write(value)
-        out[name + FILE_SUFFIX] = os.path.join(container_dir, name)
-        spilled.append(name)
+        else:
+            out[name + FILE_SUFFIX] = os.path.join(container_dir, name)
+            spilled[name] = value
     return out, spilled

@@ -184,6 +184,7 @@ def run(
     proc = subprocess.run(argv, env=run_env, capture_output=True, text=True)
     if proc.returncode != 0:
         return [
-            f"miniwdl run failed (exit {proc.returncode}): {proc.stdout.strip()[-2000:]}{proc.stderr.strip()[-2000:]}"
+            f"miniwdl run failed (exit {proc.returncode}): "
+            f"{proc.stdout.strip()[-2000:]}{proc.stderr.strip()[-2000:]}"
         ]
     return _check(json.loads(proc.stdout)["outputs"])

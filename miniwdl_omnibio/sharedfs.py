@@ -31,7 +31,8 @@ class SharedFilesystem:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SharedFilesystem":
-        """Keys: mount_path (required), host_mount_path (default: mount_path), readonly_mount_path."""
+        """Keys: mount_path (required), host_mount_path (default mount_path),
+        readonly_mount_path."""
         container_root = settings.text("mount_path", required=True)
         host_root = settings.text("host_mount_path") or container_root
         readonly_root = settings.text("readonly_mount_path") or None

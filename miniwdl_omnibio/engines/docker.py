@@ -10,10 +10,11 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, ContextManager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
 
 import docker
 import requests
@@ -26,7 +27,7 @@ from WDL.runtime import config as miniwdl_config
 
 from ..attempt import TAG_RUN, TaskAttempt
 from ..config import Settings
-from .base import RUNNING, Engine, Phase, Status
+from .base import QUEUED, RUNNING, Engine, Phase, Status, Submitted
 
 # One value per miniwdl process, "<host>:<pid namespace>:<pid>:<random>": what shutdown removes,
 # and what a later run on this host uses to remove what a killed process left behind.
@@ -75,12 +76,35 @@ class Admission:
                 self._cond.notify_all()
 
 
-class DockerEngine(Engine):
+@dataclass(frozen=True)
+class DockerRequest:
+    """Everything create_container needs, but the image id and network the host resolves."""
+
+    image: str
+    argv: tuple[str, ...]
+    workdir: str
+    env: Mapping[str, str]
+    user: str | None
+    labels: Mapping[str, str]
+    name: str  # a random suffix is added at submission
+    host_config: Mapping[str, Any]  # create_host_config keywords, network_mode aside
+    network: str | None  # runtime.docker_network when allowed; None: the engine's network
+    notes: tuple[str, ...] = ()  # warnings for the task log (e.g. a refused docker_network)
+
+
+class DockerEngine(Engine[DockerRequest]):
     section = "omnibio_docker"
     runtime_keys = ("docker_network",)
+    # miniwdl's rule: runtime.memory reserves; a limit only under memory_limit_multiplier
+    memory_is_limit = False
+    fetch_batch = None  # one container listing answers for every attempt
 
     def __init__(
-        self, client: docker.DockerClient, settings: Settings, network: str, limits: dict[str, int]
+        self,
+        client: docker.DockerClient,
+        settings: Settings,
+        network: str,
+        limits: dict[str, int],
     ) -> None:
         self.client = client
         self.api = client.api
@@ -89,15 +113,13 @@ class DockerEngine(Engine):
         self.pull_policy = settings.choice("pull", ("missing", "always", "never"))
         self.poll_seconds = settings.number("poll_seconds", minimum=0.05)
         self.limits = limits
-        self.admission = (
-            Admission(limits["cpu"], limits["mem_bytes"]) if settings.flag("admission") else None
-        )
+        admission = settings.flag("admission")
+        self.admission = Admission(limits["cpu"], limits["mem_bytes"]) if admission else None
         self.launcher = f"{_process_identity()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._images: dict[str, str] = {}
         self._images_lock = threading.Lock()
         self._sandbox: str | None = None
         self._sandbox_lock = threading.Lock()
-        self._deadlines: dict[str, tuple[float, int]] = {}
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "DockerEngine":
@@ -108,7 +130,8 @@ class DockerEngine(Engine):
         except Exception as exn:
             where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
             raise Error.RuntimeError(
-                f"omnibio_docker cannot reach the Docker daemon at {where} ({type(exn).__name__}); start dockerd or set DOCKER_HOST"
+                f"omnibio_docker cannot reach the Docker daemon at {where} "
+                f"({type(exn).__name__}); start dockerd or set DOCKER_HOST"
             ) from None
         network = settings.raw("network") or "sandbox"
         if network not in NETWORK_MODES:
@@ -117,7 +140,8 @@ class DockerEngine(Engine):
             except docker.errors.NotFound:
                 raise settings.fail(
                     "network",
-                    f"{network!r} is neither one of {', '.join(NETWORK_MODES)} nor an existing docker network",
+                    f"{network!r} is neither one of {', '.join(NETWORK_MODES)} nor an existing "
+                    "docker network",
                 ) from None
         limits = {"cpu": int(info["NCPU"]), "mem_bytes": int(info["MemTotal"])}
         engine = cls(client, settings, network, limits)
@@ -139,15 +163,58 @@ class DockerEngine(Engine):
 
     def reserve(
         self, attempt: TaskAttempt, terminating: Callable[[], bool], logger: logging.Logger
-    ) -> ContextManager[None]:
+    ) -> AbstractContextManager[None]:
         if not self.admission:
             return contextlib.nullcontext()
         resources = attempt.resources
-        return self.admission.reserve(
-            resources.cpu,
-            resources.memory_reservation or resources.memory_limit,
-            terminating,
-            logger,
+        memory = resources.memory_reservation or resources.memory_limit
+        return self.admission.reserve(resources.cpu, memory, terminating, logger)
+
+    # --- translation -----------------------------------------------------------------------
+
+    def translate(self, attempt: TaskAttempt) -> DockerRequest:
+        resources = attempt.resources
+        host_config: dict[str, Any] = dict(
+            mounts=[
+                DockerMount(m.container_path, m.host_path, type="bind", read_only=m.read_only)
+                for m in attempt.mounts
+            ],
+            nano_cpus=resources.cpu * 1_000_000_000,
+            group_add=[str(os.getegid())],
+            privileged=attempt.privileged,
+        )
+        if resources.memory_limit:
+            host_config["mem_limit"] = resources.memory_limit
+        if resources.memory_reservation:
+            host_config["mem_reservation"] = min(
+                resources.memory_reservation, resources.memory_limit or resources.memory_reservation
+            )
+        if resources.gpu:
+            host_config["device_requests"] = [
+                DeviceRequest(count=resources.gpu, capabilities=[["gpu"]])
+            ]
+        network: str | None = None
+        notes: tuple[str, ...] = ()
+        requested = attempt.runtime.get("docker_network")
+        if requested and requested in self.allow_networks:
+            network = str(requested)
+        elif requested:
+            notes = (
+                f"runtime.docker_network {requested!r} ignored: not in [omnibio_docker] "
+                "allow_networks",
+            )
+        safe_run_id = "".join(c if c.isalnum() or c in "_.-" else "-" for c in attempt.run_id)
+        return DockerRequest(
+            image=attempt.image,
+            argv=attempt.argv,
+            workdir=attempt.workdir,
+            env=attempt.env,
+            user=attempt.user,
+            labels={**attempt.tags, LAUNCHER_LABEL: self.launcher},
+            name=f"omnibio-{safe_run_id[-160:]}",
+            host_config=host_config,
+            network=network,
+            notes=notes,
         )
 
     # --- images and network ----------------------------------------------------------------
@@ -171,9 +238,9 @@ class DockerEngine(Engine):
                     self.client.images.pull(tag)
                     attrs = self.api.inspect_image(tag)
                 except docker.errors.APIError as exn:
-                    reason = (exn.explanation or str(exn)).strip().splitlines()[0][:300]
                     raise Error.RuntimeError(
-                        f"docker image {tag} is not on this host and could not be pulled: {reason}"
+                        f"docker image {tag} is not on this host and could not be pulled: "
+                        + _first_line(exn)
                     ) from None
             digests = attrs.get("RepoDigests") or []
             logger.log(
@@ -181,22 +248,14 @@ class DockerEngine(Engine):
                 _("docker image", tag=tag, id=attrs["Id"], digest=digests[0] if digests else None),
             )
             self._images[tag] = attrs["Id"]
-            return attrs["Id"]
+            return str(attrs["Id"])
 
-    def network_mode(self, attempt: TaskAttempt, image_id: str, logger: logging.Logger) -> str:
-        requested = attempt.runtime.get("docker_network")
-        if requested:
-            if requested in self.allow_networks:
-                return str(requested)
-            logger.warning(
-                _(
-                    "runtime.docker_network ignored; not in [omnibio_docker] allow_networks",
-                    docker_network=requested,
-                )
-            )
+    def network_mode(self, request: DockerRequest, image_id: str, logger: logging.Logger) -> str:
+        if request.network:
+            return request.network
         if self.network != "sandbox":
             return self.network
-        return "container:" + self.sandbox(image_id, attempt.tags[TAG_RUN], logger)
+        return "container:" + self.sandbox(image_id, request.labels[TAG_RUN], logger)
 
     def sandbox(self, image_id: str, workflow_run: str, logger: logging.Logger) -> str:
         """The run's shared network namespace, created on first use (recreated if it died)."""
@@ -213,93 +272,69 @@ class DockerEngine(Engine):
                 name="omnibio-sandbox-" + self.launcher.replace(":", "-"),
                 host_config=self.api.create_host_config(network_mode="bridge", auto_remove=False),
             )
-            self._sandbox = created["Id"]
+            self._sandbox = str(created["Id"])
             self.api.start(self._sandbox)
             logger.info(_("docker network sandbox", container=self._sandbox[:12]))
             return self._sandbox
 
     # --- the attempt -----------------------------------------------------------------------
 
-    def submit(self, attempt: TaskAttempt, logger: logging.Logger) -> str:
-        image_id = self.image(attempt.image, logger)
-        resources = attempt.resources
-        host_config: dict[str, Any] = dict(
-            mounts=[
-                DockerMount(m.container_path, m.host_path, type="bind", read_only=m.read_only)
-                for m in attempt.mounts
-            ],
-            network_mode=self.network_mode(attempt, image_id, logger),
-            nano_cpus=resources.cpu * 1_000_000_000,
-            group_add=[str(os.getegid())],
-            privileged=attempt.privileged,
-        )
-        if resources.memory_limit:
-            host_config["mem_limit"] = resources.memory_limit
-        if resources.memory_reservation:
-            host_config["mem_reservation"] = min(
-                resources.memory_reservation, resources.memory_limit or resources.memory_reservation
-            )
-        if resources.gpu:
-            host_config["device_requests"] = [
-                DeviceRequest(count=resources.gpu, capabilities=[["gpu"]])
-            ]
-        safe_run_id = "".join(c if c.isalnum() or c in "_.-" else "-" for c in attempt.run_id)
+    def submit(self, request: DockerRequest, logger: logging.Logger) -> str:
+        for note in request.notes:
+            logger.warning(note)
+        image_id = self.image(request.image, logger)
+        network = self.network_mode(request, image_id, logger)
         created = self.api.create_container(
             image_id,
-            list(attempt.argv),
-            working_dir=attempt.workdir,
-            environment=dict(attempt.env),
-            user=attempt.user,
-            labels={**attempt.tags, LAUNCHER_LABEL: self.launcher},
-            name=f"omnibio-{safe_run_id[-160:]}-{uuid.uuid4().hex[:6]}",
-            host_config=self.api.create_host_config(**host_config),
+            list(request.argv),
+            working_dir=request.workdir,
+            environment=dict(request.env),
+            user=request.user,
+            labels=dict(request.labels),
+            name=f"{request.name}-{uuid.uuid4().hex[:6]}",
+            host_config=self.api.create_host_config(network_mode=network, **request.host_config),
         )
-        handle = created["Id"]
+        handle = str(created["Id"])
         try:
             self.api.start(handle)
         except docker.errors.APIError as exn:
             with contextlib.suppress(docker.errors.APIError):
                 self.api.remove_container(handle, force=True)
-            reason = (exn.explanation or str(exn)).strip().splitlines()[0][:300]
-            if resources.gpu and ("gpu" in reason or "device driver" in reason):
+            reason = _first_line(exn)
+            if "device_requests" in request.host_config and (
+                "gpu" in reason or "device driver" in reason
+            ):
                 reason += "; runtime.gpu needs a GPU and the NVIDIA container toolkit on this host"
             raise Error.RuntimeError(
-                f"docker could not start the container of {attempt.image}: {reason}"
+                f"docker could not start the container of {request.image}: {reason}"
             ) from None
-        if resources.time_limit:
-            self._deadlines[handle] = (
-                time.monotonic() + resources.time_limit,
-                resources.time_limit,
-            )
         logger.info(
-            _(
-                "docker container",
-                id=handle[:12],
-                image=attempt.image,
-                network=host_config["network_mode"][:22],
-            )
+            _("docker container", id=handle[:12], image=request.image, network=network[:22])
         )
         return handle
 
-    def wait(self, handle: str, timeout: float) -> Status:
-        deadline = self._deadlines.get(handle)
-        if deadline and time.monotonic() > deadline[0]:
-            with contextlib.suppress(docker.errors.APIError):
-                self.api.kill(handle)
-        try:
-            self.api.wait(handle, timeout=timeout)
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            return RUNNING
-        state = self.api.inspect_container(handle)["State"]
-        reason = ""
-        if deadline and time.monotonic() > deadline[0]:
-            reason = f"killed at its time limit of {deadline[1]} s"
-        return Status(
-            Phase.DONE,
-            exit_code=int(state["ExitCode"]),
-            oom=bool(state.get("OOMKilled")),
-            reason=reason or state.get("Error", ""),
+    def fetch(self, records: Sequence[Submitted]) -> dict[str, Status]:
+        """One listing of this process's containers; an inspect for each that has exited."""
+        listed = self.api.containers(
+            all=True, filters={"label": f"{LAUNCHER_LABEL}={self.launcher}"}
         )
+        states = {c["Id"]: c.get("State", "") for c in listed}
+        statuses: dict[str, Status] = {}
+        for record in records:
+            state = states.get(record.handle)
+            if state is None:  # the daemon answers for its own containers at once: it is gone
+                statuses[record.handle] = Status(
+                    Phase.DONE, error=f"docker container {record.handle[:12]} was removed"
+                )
+            elif state in ("created", "restarting"):
+                statuses[record.handle] = QUEUED
+            elif state in ("running", "paused"):
+                statuses[record.handle] = RUNNING
+            else:
+                statuses[record.handle] = container_status(
+                    self.api.inspect_container(record.handle)["State"]
+                )
+        return statuses
 
     def cancel(self, handle: str, logger: logging.Logger) -> None:
         with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
@@ -307,7 +342,6 @@ class DockerEngine(Engine):
             logger.info(_("docker container removed", id=handle[:12]))
 
     def release(self, handle: str, logger: logging.Logger) -> None:
-        self._deadlines.pop(handle, None)
         with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
             self.api.remove_container(handle, force=True)
 
@@ -348,6 +382,20 @@ class DockerEngine(Engine):
                 )
                 with contextlib.suppress(docker.errors.APIError):
                     self.api.remove_container(container["Id"], force=True)
+
+
+def container_status(state: Mapping[str, Any]) -> Status:
+    """The status of an exited container from its inspected State."""
+    return Status(
+        Phase.DONE,
+        exit_code=int(state["ExitCode"]),
+        oom=bool(state.get("OOMKilled")),
+        reason=str(state.get("Error") or state.get("Status") or ""),
+    )
+
+
+def _first_line(exn: docker.errors.APIError) -> str:
+    return (exn.explanation or str(exn)).strip().splitlines()[0][:300]
 
 
 def _process_identity() -> str:

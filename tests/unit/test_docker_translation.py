@@ -72,7 +72,10 @@ def test_translation(monkeypatch):
         user="1000:1000",
     )
     engine = _engine(api, monkeypatch)
-    assert engine.submit(attempt, logging.getLogger("test")) == "c0ffee"
+    request = engine.translate(attempt)
+    assert request == engine.translate(attempt)  # pure: the same attempt, the same request
+    assert api.created is None  # ... and no call to the daemon
+    assert engine.submit(request, logging.getLogger("test")) == "c0ffee"
     created = api.created
     host = created["host_config"]
     assert (

@@ -1,0 +1,184 @@
+"""The one tracker every engine shares: which attempts are out, what the service says of them.
+
+Task threads submit through it and wait on it; one thread asks the engine about every
+outstanding attempt in batches (``Engine.fetch``), so a thousand running tasks cost one poll per
+period, not a thousand. The tracker owns, once for every engine: the handle registry, the grace
+period for a handle the service does not list (yet), client-side deadlines for services without a
+time limit, backoff on failing polls, release (cancel if not finished), shutdown, and one log
+line per state change in the service's own words.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from WDL._util import StructuredLogMessage as _
+
+from .attempt import TaskAttempt
+from .engines.base import Engine, Phase, Status, Submitted
+
+MAX_BACKOFF = 60.0  # seconds between polls at most while the service keeps failing
+MAX_POLL_FAILURES = 20  # consecutive failed polls before the outstanding attempts fail
+
+
+class Tracker:
+    def __init__(
+        self,
+        engine: Engine[Any],
+        logger: logging.Logger,
+        unlisted_grace: float,
+        clock: Callable[[], float] = time.monotonic,
+        background: bool = True,
+    ) -> None:
+        """``background``: poll from a thread of its own (tests call ``poll_once`` instead)."""
+        self.engine = engine
+        self.unlisted_grace = unlisted_grace
+        self._logger = logger
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._records: dict[str, Submitted] = {}
+        self._done: dict[str, threading.Event] = {}
+        self._background = background
+        self._thread: threading.Thread | None = None
+        self._failures = 0
+
+    # --- task threads ----------------------------------------------------------------------
+
+    def submit(self, attempt: TaskAttempt, request: Any, logger: logging.Logger) -> str:
+        handle = self.engine.submit(request, logger)
+        with self._lock:
+            self._records[handle] = Submitted(handle, attempt, logger, self._clock())
+            self._done[handle] = threading.Event()
+            if self._background and self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name=f"{self.engine.section}-tracker", daemon=True
+                )
+                self._thread.start()
+        logger.info(_("submitted", engine=self.engine.section, handle=handle))
+        return handle
+
+    def wait(self, handle: str, timeout: float) -> Status:
+        """The attempt's status, after waiting up to ``timeout`` seconds for it to finish."""
+        with self._lock:
+            done = self._done[handle]
+        done.wait(timeout)
+        with self._lock:
+            return self._records[handle].status
+
+    def cancel(self, handle: str, logger: logging.Logger) -> None:
+        """Stop the attempt (Ctrl-C, SIGTERM, fail_fast); a second call does nothing."""
+        with self._lock:
+            record = self._records.get(handle)
+            if record is None or record.cancelled:
+                return
+            record.cancelled = True
+        logger.warning(_("cancelling", engine=self.engine.section, handle=handle))
+        self.engine.cancel(handle, logger)
+
+    def release(self, handle: str, logger: logging.Logger) -> None:
+        """The lifecycle is done with the attempt: cancel it if the service may still run it."""
+        with self._lock:
+            record = self._records.get(handle)
+        if record is None:
+            return
+        if record.status.phase is not Phase.DONE or record.status.lingering:
+            self.cancel(handle, logger)
+        self.engine.release(handle, logger)
+        with self._lock:
+            self._records.pop(handle, None)
+            self._done.pop(handle, None)
+
+    def shutdown(self) -> None:
+        """At exit: cancel every attempt still out, then let the engine clean up."""
+        with self._lock:
+            records = list(self._records.values())
+        for record in records:
+            if record.status.phase is not Phase.DONE or record.status.lingering:
+                self.cancel(record.handle, record.logger)
+        self.engine.shutdown(self._logger)
+
+    # --- the polling thread ----------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.poll_once())
+
+    def poll_once(self) -> float:
+        """One round: ask the engine about every outstanding attempt, apply deadlines and grace.
+        Returns the seconds until the next round (longer while the service keeps failing)."""
+        with self._lock:
+            pending = [r for r in self._records.values() if r.status.phase is not Phase.DONE]
+        size = self.engine.fetch_batch or max(1, len(pending))
+        try:
+            for start in range(0, len(pending), size):
+                batch = pending[start : start + size]
+                self._apply(batch, self.engine.fetch(batch))
+        except Exception as exn:  # throttling, 5xx, network: keep the attempts, back off
+            self._failures += 1
+            delay = min(self.engine.poll_seconds * 2**self._failures, MAX_BACKOFF)
+            self._logger.warning(
+                _(
+                    "status poll failed; backing off",
+                    engine=self.engine.section,
+                    error=str(exn)[:300],
+                    consecutive=self._failures,
+                    seconds=delay,
+                )
+            )
+            if self._failures >= MAX_POLL_FAILURES:
+                error = f"status polling failed {self._failures} times: {str(exn)[:300]}"
+                self._apply(pending, {r.handle: Status(Phase.DONE, error=error) for r in pending})
+            return delay
+        self._failures = 0
+        self._enforce_deadlines(pending)
+        return self.engine.poll_seconds
+
+    def _apply(self, records: Iterable[Submitted], statuses: dict[str, Status]) -> None:
+        now = self._clock()
+        for record in records:
+            status = statuses.get(record.handle)
+            if status is None:
+                if now - record.submitted_at <= self.unlisted_grace:
+                    continue
+                status = Status(
+                    Phase.DONE,
+                    error=f"{self.engine.section}: the service does not list {record.handle} "
+                    f"({record.attempt.run_id}) {int(now - record.submitted_at)} s after it "
+                    "accepted it",
+                )
+            self._update(record, status, now)
+
+    def _update(self, record: Submitted, status: Status, now: float) -> None:
+        with self._lock:
+            if record.handle not in self._records or record.status.phase is Phase.DONE:
+                return
+            previous, record.status = record.status, status
+            if status.phase is not Phase.QUEUED and record.started_at is None:
+                record.started_at = now
+            if status.phase is Phase.DONE:
+                self._done[record.handle].set()
+        if (previous.phase, previous.reason) != (status.phase, status.reason):
+            record.logger.info(
+                _(
+                    "engine status",
+                    handle=record.handle,
+                    phase=status.phase.value,
+                    reason=status.reason or None,
+                )
+            )
+
+    def _enforce_deadlines(self, records: Iterable[Submitted]) -> None:
+        """Services without a time limit: cancel an attempt running past its own, and end it."""
+        if self.engine.enforces_time_limit:
+            return
+        now = self._clock()
+        for record in records:
+            limit = record.attempt.resources.time_limit
+            if not limit or record.started_at is None or record.status.phase is Phase.DONE:
+                continue
+            if now - record.started_at <= limit:
+                continue
+            self.cancel(record.handle, record.logger)
+            self._update(record, Status(Phase.DONE, timed_out=True, reason="time limit"), now)
