@@ -21,6 +21,8 @@ setup(
             "azure-identity>=1.15",
             "azure-storage-blob>=12.19",
             "py-tes>=1.1",
+            "ruff==0.17.6",
+            "mypy==2.4.1",
         ],
     },
     entry_points={
