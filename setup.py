@@ -21,6 +21,8 @@ setup(
             "azure-identity>=1.15",
             "azure-storage-blob>=12.19",
             "py-tes>=1.1",
+            "ruff==0.17.6",
+            "mypy==2.4.1",
         ],
     },
     entry_points={
@@ -29,6 +31,7 @@ setup(
             "omnibio_awsbatch = miniwdl_omnibio.backends:AwsBatchContainer",
             "omnibio_azurebatch = miniwdl_omnibio.backends:AzureBatchContainer",
             "omnibio_tes = miniwdl_omnibio.backends:TesContainer",
+            "omnibio_slurm = miniwdl_omnibio.backends:SlurmContainer",
         ],
         "miniwdl.plugin.task": [
             "omnibio_contract = miniwdl_omnibio.task_plugin:describe_task",
