@@ -27,6 +27,8 @@ setup(
             "google-cloud-storage>=2.10",
             "gcp-storage-emulator>=2024.8",
             "wheel",  # pip wheel --no-build-isolation: tool images built offline in tests
+            "ruff==0.17.6",
+            "mypy==2.4.1",
         ],
     },
     entry_points={
