@@ -22,6 +22,8 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "result_uri_prefix": "",
         # what a missing, unreadable or "ok": false results.json does: fail | warn | off
         "result_check": "fail",
+        # a results.json larger than this fails the task, and the runtime refuses to upload it
+        "result_max_bytes": "1 MiB",
         # contract values longer than this many bytes go to a file named by NAME_FILE
         "env_value_max_bytes": "65536",
         # seconds before the first retry of a failed attempt (runtime.maxRetries), doubling per
