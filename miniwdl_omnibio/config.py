@@ -22,6 +22,8 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "result_uri_prefix": "",
         # what a missing, unreadable or "ok": false results.json does: fail | warn | off
         "result_check": "fail",
+        # a results.json larger than this fails the task, and the runtime refuses to upload it
+        "result_max_bytes": "1 MiB",
         # contract values longer than this many bytes go to a file named by NAME_FILE
         "env_value_max_bytes": "65536",
         # seconds before the first retry of a failed attempt (runtime.maxRetries), doubling per
@@ -174,6 +176,48 @@ DEFAULTS: dict[str, dict[str, str]] = {
         # the largest cpu and memory one task may request (runtime values are clamped to them)
         "max_cpu": "64",
         "max_memory": "256G",
+    },
+    "omnibio_slurm": {
+        # the partition, account and QOS of every job; empty = the cluster's default. A task
+        # overrides them with runtime.slurm_partition, slurm_account, slurm_qos
+        "partition": "",
+        "account": "",
+        "qos": "",
+        # what runs the task's image on the node: docker | podman | apptainer
+        "container_runtime": "docker",
+        # where task containers see the shared filesystem read-write (required); run
+        # directories and inputs must be on it
+        "mount_path": "",
+        # where this host (miniwdl, sbatch) sees the same filesystem; empty = mount_path
+        "host_mount_path": "",
+        # where the Slurm nodes see it (the job scripts run there); empty = host_mount_path
+        "node_mount_path": "",
+        # where task containers see it read-only, for their inputs; empty = inputs are writable
+        "readonly_mount_path": "/mnt/omnibio_inputs",
+        # memory (sbatch --mem, and the container's limit) for tasks that set no runtime.memory
+        "default_memory": "2G",
+        # seconds an attempt may run when it sets no runtime.omnibio_time_limit; 0 = no limit.
+        # Slurm gets it rounded up to minutes (--time); the job script stops it to the second
+        "default_time_limit": "0",
+        # extra sbatch options for every job, e.g. --constraint=avx2 --exclusive
+        "sbatch_options": "",
+        # seconds between status polls (one squeue for every job of this process per poll)
+        "poll_seconds": "5",
+        # seconds a submission waits for others to share its sbatch --array
+        "submit_linger_seconds": "0.5",
+        # elements per sbatch --array at most (below the cluster's MaxArraySize, default 1001)
+        "max_array_size": "1000",
+        # at start, run a tiny job that checks the node sees the shared filesystem and has the
+        # container runtime; probe_timeout: seconds to wait for it to run before going on
+        "probe": "true",
+        "probe_timeout": "60",
+        # the slurm.conf every Slurm command of this process reads (SLURM_CONF); empty = the
+        # commands' default (/etc/slurm/slurm.conf, or $SLURM_CONF)
+        "slurm_conf": "",
+        # the largest cpu and memory one task may request (runtime values are clamped to them);
+        # empty = the largest node of the partition, as sinfo reports it
+        "max_cpu": "",
+        "max_memory": "",
     },
 }
 

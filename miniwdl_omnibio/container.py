@@ -244,18 +244,23 @@ class OmnibioContainer(TaskContainer):
             self.runtime_values["omnibio_time_limit"] = limit
 
     def _disks(self, logger: logging.Logger, value: Any) -> int | None:
-        """runtime.disks in bytes where the engine allocates disks; elsewhere warn once, go on."""
+        """runtime.disks in bytes, or None. Only an engine that allocates disks fails a value it
+        cannot read; elsewhere the value is named in a warning once, and the task goes on."""
         section = self._engine.section
-        if self._engine.enforces_disks:
-            try:
-                return parse_disks(value)
-            except ValueError:
+        try:
+            size = parse_disks(value)
+        except ValueError:
+            if self._engine.enforces_disks:
                 raise Error.RuntimeError(
                     f"invalid setting of runtime.disks: {value!r} ({section} allocates disks; "
                     'use e.g. "100 GiB" or "local-disk 100 SSD")'
                 ) from None
-        self._warn_once(logger, f"runtime.disks = {json.dumps(value)} is not enforced by {section}")
-        return None
+            size = None
+        if not self._engine.enforces_disks:
+            self._warn_once(
+                logger, f"runtime.disks = {json.dumps(value)} is not enforced by {section}"
+            )
+        return size
 
     def _warn_once(self, logger: logging.Logger, message: str) -> None:
         if message not in self._warned:
@@ -301,6 +306,7 @@ class OmnibioContainer(TaskContainer):
                     running = True
                 if status.phase is Phase.DONE:
                     break
+            engine.collect(handle, attempt, status, logger)
             poll_stderr()
             return self._conclude(logger, attempt, handle, status, openjd, result)
 

@@ -146,8 +146,8 @@ def _cfg(monkeypatch, **env):
 
 
 def test_config_errors_name_the_key(monkeypatch):
-    cfg = _cfg(monkeypatch, MINIWDL__OMNIBIO__RESULT_URI_PREFIX="gs://bucket/x")
-    with pytest.raises(ConfigError, match=r"\[omnibio\] result_uri_prefix .*unknown scheme 'gs'"):
+    cfg = _cfg(monkeypatch, MINIWDL__OMNIBIO__RESULT_URI_PREFIX="ftp://bucket/x")
+    with pytest.raises(ConfigError, match=r"\[omnibio\] result_uri_prefix .*unknown scheme 'ftp'"):
         OmnibioSettings.load(cfg)
     cfg = _cfg(monkeypatch, MINIWDL__OMNIBIO__RESULT_CHECK="maybe")
     with pytest.raises(ConfigError, match=r"\[omnibio\] result_check .*not one of fail, warn, off"):
