@@ -151,6 +151,10 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "token_env": "",
         # seconds one HTTP request to the server may take
         "request_timeout": "30",
+        # tries after a throttled (429), busy (5xx) or unanswered request, pausing as the server's
+        # Retry-After says (else 1 s, doubling); a failed create is sent again only when a list by
+        # its run id tag shows the server did not create it
+        "max_retries": "8",
         # where the server's workers mount the shared filesystem read-write (required); task
         # working directories and results live on it, in place
         "mount_path": "",
@@ -160,7 +164,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
         # one file:// DIRECTORY input that it must localize in place (bind mount, no copy);
         # empty = inputs are read through mount_path and writable
         "readonly_mount_path": "",
-        # seconds between two status polls (one paged list of this run's tasks per poll)
+        # seconds between two status polls (one list per waiting or running state per poll)
         "poll_seconds": "3",
         # tasks per page when listing (TES: below 2048)
         "page_size": "256",
