@@ -457,6 +457,7 @@ class SlurmEngine(Engine[SlurmRequest]):
         context = mapping.Context(
             where=f"Slurm job {record.handle} ({request.run_id})",
             cancelled_by_us=record.cancelled,
+            image=record.attempt.image,
             log_tail=_read(files.host("log"), LOG_TAIL_BYTES)
             if exit_record and not exit_record.started
             else "",

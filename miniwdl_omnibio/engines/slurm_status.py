@@ -125,6 +125,7 @@ class Context:
 
     where: str  # "Slurm job 123_4 (run.call-x.1)"
     cancelled_by_us: bool
+    image: str = ""
     log_tail: str = ""  # last lines of attemptN.log: the container runtime's own words
     node_path: str = ""  # where the node should find the element's files
 
@@ -139,11 +140,12 @@ def from_record(record: ExitRecord, context: Context, state: str = "") -> Status
     if record.timed_out:
         return time_limit_error(context, "stopped by its script at the time limit")
     if not record.started:
-        said = context.log_tail.strip().splitlines()
+        lines = [line.strip() for line in context.log_tail.splitlines() if line.strip()]
+        said = [line for line in lines if "error" in line.lower()] or lines
         return Status(
             Phase.DONE,
-            error=f"{context.where} could not start its container"
-            + (f": {said[-1].strip()}" if said else ""),
+            error=f"{context.where} could not start its container ({context.image})"
+            + (f": {said[-1][:300]}" if said else ""),
             reason=state or "container start failed",
         )
     return Status(

@@ -69,6 +69,23 @@ def gcs_blob(bucket: str, key: str) -> Any:
     return storage.Client().bucket(bucket).blob(key)
 
 
+def put_s3(
+    bucket: str, key: str, data: bytes, content_type: str = JSON, profile: str | None = None
+) -> None:
+    s3_client(profile).put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+
+
+def put_blob(
+    service: Any, container: str, blob: str, data: bytes, content_type: str = JSON
+) -> None:
+    client = service.get_blob_client(container=container, blob=blob)
+    client.upload_blob(data, overwrite=True, content_type=content_type)
+
+
+def put_gcs(bucket: str, key: str, data: bytes, content_type: str = JSON) -> None:
+    gcs_blob(bucket, key).upload_from_string(data, content_type=content_type)
+
+
 def _blob_client(uri: ResultUri) -> Any:
     connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
     service = blob_service(uri.account, connection_string)
@@ -92,13 +109,12 @@ def upload_result(uri: str | ResultUri, data: bytes, content_type: str = JSON) -
     if target.scheme == "file":
         _write_file(target.key, data)
     elif target.scheme == "s3":
-        s3_client().put_object(
-            Bucket=target.bucket, Key=target.key, Body=data, ContentType=content_type
-        )
+        put_s3(target.bucket, target.key, data, content_type)
     elif target.scheme == "gs":
-        gcs_blob(target.bucket, target.key).upload_from_string(data, content_type=content_type)
+        put_gcs(target.bucket, target.key, data, content_type)
     else:
-        _blob_client(target).upload_blob(data, overwrite=True, content_type=content_type)
+        service = blob_service(target.account, os.environ.get("AZURE_STORAGE_CONNECTION_STRING"))
+        put_blob(service, target.bucket, target.key, data, content_type)
 
 
 def download_result(uri: str | ResultUri) -> bytes:

@@ -110,10 +110,11 @@ def test_container_that_never_started_quotes_the_runtime():
     context = m.Context(
         where="w",
         cancelled_by_us=False,
-        log_tail="Unable to find image\nError: pull access denied\n",
+        image="x:1",
+        log_tail="Unable to find image\ndocker: Error response: no such host\n\nRun 'docker run --help'\n",
     )
     assert m.status(job("FAILED", exit_code=125), record, context).error == (
-        "w could not start its container: Error: pull access denied"
+        "w could not start its container (x:1): docker: Error response: no such host"
     )
 
 
