@@ -85,9 +85,11 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "default_time_limit": "0",
         # memory for tasks that set no runtime.memory (Batch needs one)
         "default_memory": "2G",
-        # the largest cpu and memory one task may request (runtime values are clamped to them)
-        "max_cpu": "64",
-        "max_memory": "256G",
+        # the largest cpu and memory one task may request (runtime values are clamped to them);
+        # empty = learned at start from the queues' managed compute environments (maxvCpus, the
+        # largest instance type), else 64 and 256 GiB
+        "max_cpu": "",
+        "max_memory": "",
         # SubmitJob calls per second across all task threads (Batch allows 50 per account)
         "submit_rate": "10",
         # seconds between two DescribeJobs calls (each covers up to 100 jobs)
