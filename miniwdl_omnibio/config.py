@@ -8,11 +8,15 @@ README documents each key. A missing or invalid value fails at start with the ke
 import json
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from WDL import Error
 from WDL._util import parse_byte_size
 from WDL.runtime import config as miniwdl_config
+
+from .results import RESULT_CHECKS
+from .runtime.uri import ResultUri, parse_result_uri
 
 # Values are written as they would be in a .cfg file.
 DEFAULTS: dict[str, dict[str, str]] = {
@@ -45,8 +49,8 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "admission": "true",
         # image pull policy: missing | always | never
         "pull": "missing",
-        # seconds between checks of the termination flag and stderr while a container runs
-        "poll_seconds": "0.5",
+        # seconds between two listings of this run's containers (how soon an exit is seen)
+        "poll_seconds": "0.25",
     },
     "omnibio_awsbatch": {
         # AWS region of the job queues; empty = boto3's default (AWS_REGION, AWS_DEFAULT_REGION,
@@ -147,6 +151,10 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "token_env": "",
         # seconds one HTTP request to the server may take
         "request_timeout": "30",
+        # tries after a throttled (429), busy (5xx) or unanswered request, pausing as the server's
+        # Retry-After says (else 1 s, doubling); a failed create is sent again only when a list by
+        # its run id tag shows the server did not create it
+        "max_retries": "8",
         # where the server's workers mount the shared filesystem read-write (required); task
         # working directories and results live on it, in place
         "mount_path": "",
@@ -156,7 +164,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
         # one file:// DIRECTORY input that it must localize in place (bind mount, no copy);
         # empty = inputs are read through mount_path and writable
         "readonly_mount_path": "",
-        # seconds between two status polls (one paged list of this run's tasks per poll)
+        # seconds between two status polls (one list per waiting or running state per poll)
         "poll_seconds": "3",
         # tasks per page when listing (TES: below 2048)
         "page_size": "256",
@@ -322,4 +330,31 @@ def check_sections(cfg: miniwdl_config.Loader, sections: Iterable[str]) -> None:
             "unknown configuration key(s) "
             + ", ".join(unknown)
             + "; see `python -m miniwdl_omnibio config`"
+        )
+
+
+@dataclass(frozen=True)
+class OmnibioSettings:
+    result_prefix: ResultUri | None
+    result_check: str
+    env_value_max_bytes: int
+    retry_wait: float
+    retry_wait_max: float
+    unlisted_grace: float
+
+    @classmethod
+    def load(cls, cfg: miniwdl_config.Loader) -> "OmnibioSettings":
+        settings = Settings(cfg, "omnibio")
+        prefix = settings.text("result_uri_prefix")
+        try:
+            parsed = parse_result_uri(prefix, prefix=True) if prefix else None
+        except ValueError as exn:
+            raise settings.fail("result_uri_prefix", str(exn)) from None
+        return cls(
+            result_prefix=parsed,
+            result_check=settings.choice("result_check", RESULT_CHECKS),
+            env_value_max_bytes=settings.integer("env_value_max_bytes", minimum=1024),
+            retry_wait=settings.number("retry_wait", minimum=0),
+            retry_wait_max=settings.number("retry_wait_max", minimum=0),
+            unlisted_grace=settings.number("unlisted_grace_seconds", minimum=0),
         )
