@@ -41,7 +41,6 @@ def main() -> None:
     os.environ.update(
         MINIWDL_CFG="/dev/null",
         MINIWDL__SCHEDULER__CONTAINER_BACKEND="omnibio_slurm",
-        MINIWDL__SCHEDULER__CALL_CONCURRENCY=str(args.tasks),
         MINIWDL__SCHEDULER__TASK_CONCURRENCY=str(args.tasks),
         MINIWDL__OMNIBIO_SLURM__MOUNT_PATH=work,
     )

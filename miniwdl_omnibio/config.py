@@ -205,9 +205,13 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "default_time_limit": "0",
         # extra sbatch options for every job, e.g. --constraint=avx2 --exclusive
         "sbatch_options": "",
-        # seconds between status polls (one squeue for every job of this process per poll)
-        "poll_seconds": "5",
-        # seconds a submission waits for others to share its sbatch --array
+        # seconds between status polls of the job scripts' files on the shared filesystem (a
+        # running marker, the exit record): no Slurm command
+        "poll_seconds": "2",
+        # ... and at most this often one squeue for every job of this process those files say
+        # nothing final about (at once when a script was ended by a signal: Slurm says why)
+        "squeue_seconds": "30",
+        # submissions gather into one sbatch --array until none came for this many seconds
         "submit_linger_seconds": "0.5",
         # elements per sbatch --array at most (below the cluster's MaxArraySize, default 1001)
         "max_array_size": "1000",
