@@ -208,9 +208,9 @@ DEFAULTS: dict[str, dict[str, str]] = {
         # seconds between status polls of the job scripts' files on the shared filesystem (a
         # running marker, the exit record): no Slurm command
         "poll_seconds": "2",
-        # ... and at most this often one squeue for every job of this process those files say
-        # nothing final about (at once when a script was ended by a signal: Slurm says why)
-        "squeue_seconds": "30",
+        # ... and at most this often (squeue(1), PERFORMANCE: keep calls few) one squeue for the
+        # jobs those files say nothing final about (at once when a signal ended a script)
+        "squeue_seconds": "60",
         # submissions gather into one sbatch --array until none came for this many seconds
         "submit_linger_seconds": "0.5",
         # elements per sbatch --array at most (below the cluster's MaxArraySize, default 1001)
