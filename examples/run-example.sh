@@ -26,15 +26,20 @@ else
   python="$repo/.venv/bin/python"
   where="$repo/.venv (no virtual environment was active)"
 fi
-installed=$("$python" -c 'import miniwdl_omnibio, os; print(os.path.dirname(miniwdl_omnibio.__file__))' 2>/dev/null || true)
+# -I: not from the current directory; WDL and docker: its dependencies are there too
+installed=$("$python" -I -c 'import WDL, docker, miniwdl_omnibio, os; print(os.path.dirname(miniwdl_omnibio.__file__))' 2>/dev/null || true)
 if [ "$installed" = "$repo/miniwdl_omnibio" ]; then
   say "package: already installed in $where"
 else
   say "package: installing this checkout into $where"
-  "$python" -m pip install -q --disable-pip-version-check -e "$repo" 2>&1 |
-    grep -v "^WARNING: Running pip as the 'root' user" || true
-  "$python" -c 'import miniwdl_omnibio' 2>/dev/null ||
-    { echo "omnibio: installing the package into $where failed (see pip's messages above)" >&2; exit 1; }
+  pip_log=$(mktemp -t omnibio-pip-install.XXXXXX)
+  "$python" -m pip install -q --disable-pip-version-check -e "$repo" >"$pip_log" 2>&1 || true
+  if ! "$python" -I -c 'import WDL, miniwdl_omnibio' 2>/dev/null; then
+    tail -n 5 "$pip_log" >&2
+    echo "omnibio: installing the package into $where failed; pip's log: $pip_log" >&2
+    exit 1
+  fi
+  rm -f "$pip_log"
 fi
 
 # 2. a Docker engine and the images (no registry)

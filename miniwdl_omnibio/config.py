@@ -8,11 +8,15 @@ README documents each key. A missing or invalid value fails at start with the ke
 import json
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from WDL import Error
 from WDL._util import parse_byte_size
 from WDL.runtime import config as miniwdl_config
+
+from .results import RESULT_CHECKS
+from .runtime.uri import ResultUri, parse_result_uri
 
 # Values are written as they would be in a .cfg file.
 DEFAULTS: dict[str, dict[str, str]] = {
@@ -22,6 +26,8 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "result_uri_prefix": "",
         # what a missing, unreadable or "ok": false results.json does: fail | warn | off
         "result_check": "fail",
+        # a results.json larger than this fails the task, and the runtime refuses to upload it
+        "result_max_bytes": "1 MiB",
         # contract values longer than this many bytes go to a file named by NAME_FILE
         "env_value_max_bytes": "65536",
         # seconds before the first retry of a failed attempt (runtime.maxRetries), doubling per
@@ -43,8 +49,8 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "admission": "true",
         # image pull policy: missing | always | never
         "pull": "missing",
-        # seconds between checks of the termination flag and stderr while a container runs
-        "poll_seconds": "0.5",
+        # seconds between two listings of this run's containers (how soon an exit is seen)
+        "poll_seconds": "0.25",
     },
     "omnibio_awsbatch": {
         # AWS region of the job queues; empty = boto3's default (AWS_REGION, AWS_DEFAULT_REGION,
@@ -145,6 +151,10 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "token_env": "",
         # seconds one HTTP request to the server may take
         "request_timeout": "30",
+        # tries after a throttled (429), busy (5xx) or unanswered request, pausing as the server's
+        # Retry-After says (else 1 s, doubling); a failed create is sent again only when a list by
+        # its run id tag shows the server did not create it
+        "max_retries": "8",
         # where the server's workers mount the shared filesystem read-write (required); task
         # working directories and results live on it, in place
         "mount_path": "",
@@ -154,7 +164,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
         # one file:// DIRECTORY input that it must localize in place (bind mount, no copy);
         # empty = inputs are read through mount_path and writable
         "readonly_mount_path": "",
-        # seconds between two status polls (one paged list of this run's tasks per poll)
+        # seconds between two status polls (one list per waiting or running state per poll)
         "poll_seconds": "3",
         # tasks per page when listing (TES: below 2048)
         "page_size": "256",
@@ -170,6 +180,48 @@ DEFAULTS: dict[str, dict[str, str]] = {
         # the largest cpu and memory one task may request (runtime values are clamped to them)
         "max_cpu": "64",
         "max_memory": "256G",
+    },
+    "omnibio_slurm": {
+        # the partition, account and QOS of every job; empty = the cluster's default. A task
+        # overrides them with runtime.slurm_partition, slurm_account, slurm_qos
+        "partition": "",
+        "account": "",
+        "qos": "",
+        # what runs the task's image on the node: docker | podman | apptainer
+        "container_runtime": "docker",
+        # where task containers see the shared filesystem read-write (required); run
+        # directories and inputs must be on it
+        "mount_path": "",
+        # where this host (miniwdl, sbatch) sees the same filesystem; empty = mount_path
+        "host_mount_path": "",
+        # where the Slurm nodes see it (the job scripts run there); empty = host_mount_path
+        "node_mount_path": "",
+        # where task containers see it read-only, for their inputs; empty = inputs are writable
+        "readonly_mount_path": "/mnt/omnibio_inputs",
+        # memory (sbatch --mem, and the container's limit) for tasks that set no runtime.memory
+        "default_memory": "2G",
+        # seconds an attempt may run when it sets no runtime.omnibio_time_limit; 0 = no limit.
+        # Slurm gets it rounded up to minutes (--time); the job script stops it to the second
+        "default_time_limit": "0",
+        # extra sbatch options for every job, e.g. --constraint=avx2 --exclusive
+        "sbatch_options": "",
+        # seconds between status polls (one squeue for every job of this process per poll)
+        "poll_seconds": "5",
+        # seconds a submission waits for others to share its sbatch --array
+        "submit_linger_seconds": "0.5",
+        # elements per sbatch --array at most (below the cluster's MaxArraySize, default 1001)
+        "max_array_size": "1000",
+        # at start, run a tiny job that checks the node sees the shared filesystem and has the
+        # container runtime; probe_timeout: seconds to wait for it to run before going on
+        "probe": "true",
+        "probe_timeout": "60",
+        # the slurm.conf every Slurm command of this process reads (SLURM_CONF); empty = the
+        # commands' default (/etc/slurm/slurm.conf, or $SLURM_CONF)
+        "slurm_conf": "",
+        # the largest cpu and memory one task may request (runtime values are clamped to them);
+        # empty = the largest node of the partition, as sinfo reports it
+        "max_cpu": "",
+        "max_memory": "",
     },
 }
 
@@ -278,4 +330,31 @@ def check_sections(cfg: miniwdl_config.Loader, sections: Iterable[str]) -> None:
             "unknown configuration key(s) "
             + ", ".join(unknown)
             + "; see `python -m miniwdl_omnibio config`"
+        )
+
+
+@dataclass(frozen=True)
+class OmnibioSettings:
+    result_prefix: ResultUri | None
+    result_check: str
+    env_value_max_bytes: int
+    retry_wait: float
+    retry_wait_max: float
+    unlisted_grace: float
+
+    @classmethod
+    def load(cls, cfg: miniwdl_config.Loader) -> "OmnibioSettings":
+        settings = Settings(cfg, "omnibio")
+        prefix = settings.text("result_uri_prefix")
+        try:
+            parsed = parse_result_uri(prefix, prefix=True) if prefix else None
+        except ValueError as exn:
+            raise settings.fail("result_uri_prefix", str(exn)) from None
+        return cls(
+            result_prefix=parsed,
+            result_check=settings.choice("result_check", RESULT_CHECKS),
+            env_value_max_bytes=settings.integer("env_value_max_bytes", minimum=1024),
+            retry_wait=settings.number("retry_wait", minimum=0),
+            retry_wait_max=settings.number("retry_wait_max", minimum=0),
+            unlisted_grace=settings.number("unlisted_grace_seconds", minimum=0),
         )

@@ -26,14 +26,14 @@ install_or_fail() {
 }
 
 # 1. a Docker engine that answers: a running one, else start an installed dockerd
-if ! docker info >/dev/null 2>&1; then
-  install_or_fail dockerd docker.io "Docker Engine (https://docs.docker.com/engine/install/)"
-  if docker info 2>&1 | grep -q "permission denied"; then
-    fail "dockerd runs but $(id -un) may not use it: sudo usermod -aG docker $(id -un), log in again"
-  fi
+if ! docker_error=$(docker info 2>&1 >/dev/null); then
+  case "$docker_error" in *"permission denied"*)
+    fail "dockerd runs but $(id -un) may not use it: sudo usermod -aG docker $(id -un), then log in again"
+  esac
+  [ -x /usr/sbin/dockerd ] || install_or_fail dockerd docker.io "Docker Engine (https://docs.docker.com/engine/install/)"
   [ "$(id -u)" = 0 ] || fail "Docker is installed but not running: sudo systemctl start docker"
   log "starting dockerd (log: $rig/dockerd.log)"
-  nohup "$(command -v dockerd)" >"$rig/dockerd.log" 2>&1 &
+  nohup "$(command -v dockerd || echo /usr/sbin/dockerd)" >"$rig/dockerd.log" 2>&1 &
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || fail "dockerd did not start; see $rig/dockerd.log"
 fi
@@ -59,7 +59,7 @@ fi
 
 # 3. runtime image: this checkout's tool runtime installed from a host wheelhouse (containers
 # cannot reach PyPI); rebuilt when the package's runtime sources change
-runtime_hash=$(cat "$repo/setup.py" $(find "$repo/miniwdl_omnibio/runtime" -name '*.py' | sort) | sha256sum | cut -c1-16)
+runtime_hash=$(cat "$repo/setup.py" $(find "$repo/miniwdl_omnibio/runtime" "$repo/omni_tool_runtime" -name '*.py' | sort) | sha256sum | cut -c1-16)
 runtime_tag=omnibio/runtime:latest
 if [ "$(docker image inspect -f '{{index .Config.Labels "omnibio.source"}}' "$runtime_tag" 2>/dev/null)" != "$runtime_hash" ]; then
   log "building $runtime_tag"

@@ -11,6 +11,7 @@ The path of one attempt::
     handle = engine.submit(request, logger)  # the service accepts it (or one-line error)
     ... tracker: engine.fetch(records) every poll_seconds -> {handle: Status}
     ... on Ctrl-C / SIGTERM / fail_fast / a client-side deadline: engine.cancel(handle, logger)
+    engine.collect(handle, attempt, status, logger)   # bring outputs home (staging engines)
     engine.failure_details(handle, attempt, status)   # extra failure_info, on failure only
     engine.release(handle, logger)          # after the attempt: free what the handle holds
     engine.shutdown(logger)                 # at exit, after the tracker cancelled what was open
@@ -132,6 +133,12 @@ class Engine(ABC, Generic[Request]):
     @abstractmethod
     def cancel(self, handle: str, logger: logging.Logger) -> None:
         """Ask the service to stop the attempt now; idempotent, and must not raise."""
+
+    def collect(
+        self, handle: str, attempt: TaskAttempt, status: Status, logger: logging.Logger
+    ) -> None:
+        """The attempt is DONE: bring what it wrote into the task's host directory before the
+        lifecycle reads it (engines that stage files; a no-op where the run dir is shared)."""
 
     def release(self, handle: str, logger: logging.Logger) -> None:
         """The attempt is over (finished or cancelled): free what it holds (e.g. a container)."""

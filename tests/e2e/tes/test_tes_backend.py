@@ -28,6 +28,15 @@ def _write(directory, name, text):
     return path
 
 
+def _read(path):
+    with open(path) as infile:
+        return infile.read()
+
+
+def _read_json(path):
+    return json.loads(_read(path))
+
+
 def _run(server, shared_dir, rundir, wdl_text, inputs=(), env=None, results=False, **tes_keys):
     wdl = _write(rundir, "test.wdl", wdl_text)
     config = tes_config(server.url, shared_dir, results, **tes_keys)
@@ -77,7 +86,7 @@ def test_scatter_results_verified_and_polling_batched(tes_server, shared_dir, ru
     run = _run(tes_server, shared_dir, rundir, SCATTER, results=True, page_size="1")  # paged lists
     assert run.returncode == 0, run.stderr[-3000:]
     workflow_run = os.path.basename(run.dir)
-    results = [json.load(open(path)) for path in run.outputs["fan.results"]]
+    results = [_read_json(path) for path in run.outputs["fan.results"]]
     assert sorted(r["run_id"] for r in results) == [
         f"{workflow_run}.call-echo-{i}.1" for i in range(4)
     ]
@@ -148,7 +157,7 @@ def test_inputs_in_situ_read_only_and_return_codes(tes_server, shared_dir, rundi
     assert run.outputs["probe.inode"] == os.stat(data).st_ino  # the same file, not a copy
     assert run.outputs["probe.write"] == "read-only"
     assert run.outputs["probe.target"] == READONLY_VIEW + data[len(shared_dir) :]
-    assert open(data).read() == "precious\n"
+    assert _read(data) == "precious\n"
     (task,) = _run_tasks(tes_server, run.dir)
     assert (
         task["state"] == "EXECUTOR_ERROR" and task["logs"][-1]["logs"][-1]["exit_code"] == 3
@@ -164,7 +173,7 @@ def test_nonzero_exit_fails_with_the_exit_code(tes_server, shared_dir, rundir):
     assert (
         cause["engine"] == "omnibio_tes" and cause["tes_state"] == "EXECUTOR_ERROR"
     )  # the failure_info
-    assert "going down" in open(cause["stderr_file"]).read()
+    assert "going down" in _read(cause["stderr_file"])
     (task,) = _run_tasks(tes_server, run.dir)
     assert task["state"] == "EXECUTOR_ERROR"
 
@@ -347,10 +356,7 @@ def test_credentials_accepted_and_never_logged(shared_dir, rundir, auth):
         assert run.outputs["hello.out"] == "hello"
         assert server.count("unauthorized") == 0
     logs = run.stderr + "".join(
-        open(os.path.join(d, f)).read()
-        for d, _, fs in os.walk(run.dir)
-        for f in fs
-        if f.endswith(".log")
+        _read(os.path.join(d, f)) for d, _, fs in os.walk(run.dir) for f in fs if f.endswith(".log")
     )
     assert f'auth: "{auth}"' in logs
     assert secret not in logs
