@@ -34,6 +34,7 @@ STARTS = {
     "omnibio_awsbatch": "endpoint, credentials, job queues",
     "omnibio_azurebatch": "endpoint, credentials, pool",
     "omnibio_tes": "endpoint, credentials, service-info",
+    "omnibio_slurm": "Slurm commands, controller, partition, account",
 }
 # environment variables whose values never reach a printed line
 SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "CONNECTION_STRING", "CREDENTIAL")

@@ -10,6 +10,7 @@ import pytest
 # the emulators' fixtures, shared with their backends' own tests
 from tests.e2e.awsbatch.conftest import moto, shared  # noqa: F401
 from tests.e2e.azurebatch.conftest import azurite, batch, emulator  # noqa: F401
+from tests.e2e.slurm.conftest import slurm_rig  # noqa: F401
 from tests.e2e.tes.conftest import shared_dir  # noqa: F401
 
 
