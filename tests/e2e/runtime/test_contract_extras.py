@@ -1,20 +1,10 @@
 """What the contract gains for tools: PATH_MAPPING_RULES (openjd pathmapping-1.0) with
-map_path(), the result size limit, and the host-side re-hash of the files results.json names.
-
-The tests marked ``needs_wiring`` depend on container.py passing path_mapping= / to_host= /
-max_bytes= (see docs/runtime.md); they are strict xfails until then, so wiring shows up as XPASS
-and the marker must be removed with it.
-"""
+map_path(), the result size limit, and the host-side re-hash of the files results.json names."""
 
 import json
-
-import pytest
+import os
 
 from tests.helpers import run_miniwdl
-
-needs_wiring = pytest.mark.xfail(
-    strict=True, reason="container.py does not pass path_mapping / to_host / max_bytes yet"
-)
 
 SHEET_WDL = """
 version 1.1
@@ -35,7 +25,6 @@ PY
 """
 
 
-@needs_wiring
 def test_sample_sheet_of_launcher_paths_is_mapped(docker_rig, checkout_image, workdir):
     reads = []
     for index, text in enumerate(["ACGT\n", "ACGTACGT\n"]):
@@ -70,7 +59,6 @@ task tamper {
 """
 
 
-@needs_wiring
 def test_file_changed_after_the_manifest_fails_the_task(docker_rig, checkout_image, workdir):
     wdl = workdir / "tamper.wdl"
     wdl.write_text(TAMPER_WDL.replace("~{IMAGE}", checkout_image))
@@ -102,7 +90,6 @@ def _big(workdir, image, config):
     return run_miniwdl(str(wdl), [], str(workdir), config={"omnibio": omnibio})
 
 
-@needs_wiring
 def test_result_max_bytes_from_the_config(docker_rig, checkout_image, workdir):
     run = _big(workdir, checkout_image, {"result_max_bytes": "4 KiB"})
     assert run.returncode != 0
@@ -111,3 +98,46 @@ def test_result_max_bytes_from_the_config(docker_rig, checkout_image, workdir):
 
 def test_result_within_the_default_limit(docker_rig, checkout_image, workdir):
     assert _big(workdir, checkout_image, {}).returncode == 0
+
+
+SECRET_WDL = """
+version 1.1
+task keyed {
+  command <<<
+    test "$OMNIBIO_TEST_TOKEN" = "tok-1234-secret" && python3 -c 'from miniwdl_omnibio.runtime import write_result; write_result({"used": True})'
+  >>>
+  runtime { container: "~{IMAGE}" omnibio_secrets: ["OMNIBIO_TEST_TOKEN"] }
+}
+"""
+
+
+def _all_logs(run_dir: str) -> str:
+    text = []
+    for current, _dirs, files in os.walk(run_dir):
+        for name in files:
+            if name.endswith((".log", ".json", ".txt")):
+                with open(os.path.join(current, name), errors="replace") as infile:
+                    text.append(infile.read())
+    return "\n".join(text)
+
+
+def test_secrets_and_the_signing_key_reach_the_task_and_no_log(docker_rig, checkout_image, workdir):
+    wdl = workdir / "keyed.wdl"
+    wdl.write_text(SECRET_WDL.replace("~{IMAGE}", checkout_image))
+    config = {"omnibio": {"result_uri_prefix": f"file://{workdir}/results"}}
+    env = {"OMNIBIO_TEST_TOKEN": "tok-1234-secret", "OMNIBIO_RESULT_SIGNING_KEY": "sign-5678-key"}
+    run = run_miniwdl(str(wdl), [], str(workdir), config=config, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    with open(os.path.join(run.dir, "work", "omnibio_result.json")) as infile:
+        assert "signature" in json.dumps(json.load(infile))  # signed in the task, checked here
+    said = _all_logs(run.dir) + run.stderr
+    assert "tok-1234-secret" not in said and "sign-5678-key" not in said
+
+
+def test_a_secret_the_launcher_lacks_is_one_line(docker_rig, checkout_image, workdir):
+    wdl = workdir / "keyed.wdl"
+    wdl.write_text(SECRET_WDL.replace("~{IMAGE}", checkout_image))
+    assert "OMNIBIO_TEST_TOKEN" not in os.environ
+    run = run_miniwdl(str(wdl), [], str(workdir))
+    assert run.returncode != 0
+    assert "runtime.omnibio_secrets names OMNIBIO_TEST_TOKEN" in json.dumps(run.error_json())
