@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -217,7 +218,11 @@ class Preflight:
     def _probe(self, fs: SharedFilesystem | None, directory: str) -> Iterator[Check]:
         env = dict(os.environ, MINIWDL__SCHEDULER__CONTAINER_BACKEND=self.backend_name)
         started = time.monotonic()
-        probe = run_probe(directory, self.cfg_file, self.image, self.timeout, env)
+        try:
+            probe = run_probe(directory, self.cfg_file, self.image, self.timeout, env)
+        except KeyboardInterrupt:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
         if probe.error:
             fix = self._probe_fix(probe.error, fs)
             yield Check(
@@ -275,7 +280,19 @@ def run(cfg_file: str | None, image: str, directory: str | None, timeout: float,
     """Print one line per check; 0 when every check passed."""
     failed = 0
     env = dict(os.environ)
-    for check in Preflight(cfg_file, image, directory, timeout).checks():
-        print(redact(check.line(), env), file=out, flush=True)
-        failed += not check.ok
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        for check in Preflight(cfg_file, image, directory, timeout).checks():
+            print(redact(check.line(), env), file=out, flush=True)
+            failed += not check.ok
+    except KeyboardInterrupt:
+        print("✗ interrupted: the probe task was cancelled; run the check again", file=out)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 1 if failed else 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM ends the check as Ctrl-C does: the probe's miniwdl is stopped and cleans up."""
+    raise KeyboardInterrupt

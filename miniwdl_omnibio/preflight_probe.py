@@ -114,9 +114,13 @@ def run_probe(
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)  # miniwdl cancels the probe's task, then exits
         proc.communicate()
         return ProbeRun(error=f"did not finish within {timeout:.0f} s (--timeout)")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: miniwdl cancels its task before we go
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate()
+        raise
     if proc.returncode != 0:
         return ProbeRun(error=_error_line(stdout, stderr))
     outputs = json.loads(stdout)

@@ -2,8 +2,16 @@
 one ✗ line naming its fix."""
 
 import os
+import signal
+import subprocess
+import sys
+import time
 
+import docker
 import pytest
+
+from tests.e2e.preflight.conftest import write_cfg
+from tests.helpers import containers_with_label
 
 pytestmark = pytest.mark.usefixtures("docker_rig")
 
@@ -68,3 +76,36 @@ def test_an_image_that_cannot_be_pulled(check, tmp_path):
     assert checked.failed("probe task", "omnibio/no-such-image:1", "--image")
     kept = [d for d in os.listdir(tmp_path) if d.startswith("omnibio-check-")]
     assert len(kept) == 1 and str(tmp_path / kept[0]) in checked.line("probe task")
+
+
+@pytest.fixture(scope="module")
+def slow_image(tmp_path_factory):
+    """An image whose python3 never returns, so the probe task runs until it is cancelled."""
+    context = tmp_path_factory.mktemp("slow-image")
+    (context / "Dockerfile").write_text(
+        "FROM omnibio/base:bookworm\n"
+        "RUN printf '#!/bin/sh\\nexec sleep 600\\n' > /usr/local/bin/python3 "
+        "&& chmod +x /usr/local/bin/python3\n"
+    )
+    tag = "omnibio/preflight-slow:test"
+    docker.from_env().images.build(path=str(context), tag=tag, rm=True)
+    yield tag
+    docker.from_env().images.remove(tag, force=True)
+
+
+def test_sigterm_cancels_the_probe_task(tmp_path, slow_image):
+    cfg = write_cfg(str(tmp_path / "my.cfg"), DOCKER)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MINIWDL")}
+    argv = [sys.executable, "-m", "miniwdl_omnibio", "check", "--cfg", cfg]
+    argv += ["--image", slow_image, "--dir", str(tmp_path)]
+    proc = subprocess.Popen(argv, env=clean, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not containers_with_label("omnibio.task", "omnibio_preflight_probe"):
+        assert time.monotonic() < deadline and proc.poll() is None, "the probe never started"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "✗ interrupted" in stdout
+    assert not containers_with_label("omnibio.task", "omnibio_preflight_probe")
+    assert not [d for d in os.listdir(tmp_path) if d.startswith("omnibio-check-")]
