@@ -342,6 +342,7 @@ class OmnibioSettings:
     result_prefix: ResultUri | None
     result_check: str
     env_value_max_bytes: int
+    result_max_bytes: int
     retry_wait: float
     retry_wait_max: float
     unlisted_grace: float
@@ -358,6 +359,7 @@ class OmnibioSettings:
             result_prefix=parsed,
             result_check=settings.choice("result_check", RESULT_CHECKS),
             env_value_max_bytes=settings.integer("env_value_max_bytes", minimum=1024),
+            result_max_bytes=settings.size("result_max_bytes"),
             retry_wait=settings.number("retry_wait", minimum=0),
             retry_wait_max=settings.number("retry_wait_max", minimum=0),
             unlisted_grace=settings.number("unlisted_grace_seconds", minimum=0),
