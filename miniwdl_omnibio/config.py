@@ -8,11 +8,15 @@ README documents each key. A missing or invalid value fails at start with the ke
 import json
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from WDL import Error
 from WDL._util import parse_byte_size
 from WDL.runtime import config as miniwdl_config
+
+from .results import RESULT_CHECKS
+from .runtime.uri import ResultUri, parse_result_uri
 
 # Values are written as they would be in a .cfg file.
 DEFAULTS: dict[str, dict[str, str]] = {
@@ -45,8 +49,8 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "admission": "true",
         # image pull policy: missing | always | never
         "pull": "missing",
-        # seconds between checks of the termination flag and stderr while a container runs
-        "poll_seconds": "0.5",
+        # seconds between two listings of this run's containers (how soon an exit is seen)
+        "poll_seconds": "0.25",
     },
     "omnibio_awsbatch": {
         # AWS region of the job queues; empty = boto3's default (AWS_REGION, AWS_DEFAULT_REGION,
@@ -337,4 +341,33 @@ def check_sections(cfg: miniwdl_config.Loader, sections: Iterable[str]) -> None:
             "unknown configuration key(s) "
             + ", ".join(unknown)
             + "; see `python -m miniwdl_omnibio config`"
+        )
+
+
+@dataclass(frozen=True)
+class OmnibioSettings:
+    result_prefix: ResultUri | None
+    result_check: str
+    env_value_max_bytes: int
+    result_max_bytes: int
+    retry_wait: float
+    retry_wait_max: float
+    unlisted_grace: float
+
+    @classmethod
+    def load(cls, cfg: miniwdl_config.Loader) -> "OmnibioSettings":
+        settings = Settings(cfg, "omnibio")
+        prefix = settings.text("result_uri_prefix")
+        try:
+            parsed = parse_result_uri(prefix, prefix=True) if prefix else None
+        except ValueError as exn:
+            raise settings.fail("result_uri_prefix", str(exn)) from None
+        return cls(
+            result_prefix=parsed,
+            result_check=settings.choice("result_check", RESULT_CHECKS),
+            env_value_max_bytes=settings.integer("env_value_max_bytes", minimum=1024),
+            result_max_bytes=settings.size("result_max_bytes"),
+            retry_wait=settings.number("retry_wait", minimum=0),
+            retry_wait_max=settings.number("retry_wait_max", minimum=0),
+            unlisted_grace=settings.number("unlisted_grace_seconds", minimum=0),
         )

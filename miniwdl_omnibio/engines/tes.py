@@ -65,7 +65,8 @@ class TesRequest:
 class TesEngine(Engine[TesRequest]):
     section = "omnibio_tes"
     runtime_keys = ("omnibio_backend_parameters",)
-    enforces_disks = True  # sent as resources.disk_gb
+    # disk_gb is a request the server may or may not honour: a value with no size is warned
+    # about and left out, as on every backend (miniwdl parity: disks: "ignored" runs)
     fetch_batch = None  # one set of lists answers for every outstanding task
 
     def __init__(

@@ -13,7 +13,9 @@ import sys
 from dataclasses import asdict
 
 from .contract import read_contract
+from .klms import run_klms
 from .result import ResultTooLarge, complete, publish
+from .scaffold import new_tool
 
 
 def _upload(path: str) -> int:
@@ -42,9 +44,33 @@ def main(argv: list[str] | None = None) -> int:
     upload = sub.add_parser("upload", help="upload results.json to the contract's RESULT_URI")
     upload.add_argument("file")
     sub.add_parser("show", help="print the contract as JSON")
+    klms = sub.add_parser("klms", help="run COMMAND input.json output.json (a KLMS-style tool)")
+    klms.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="an output the tool writes, relative to the working directory (repeatable)",
+    )
+    klms.add_argument("tool", nargs=argparse.REMAINDER, help="-- COMMAND...")
+    scaffold = sub.add_parser("new-tool", help="write a tool skeleton in upstream's layout")
+    scaffold.add_argument("name")
+    scaffold.add_argument("--dir", default=".")
     args = parser.parse_args(argv)
     if args.command == "upload":
         return _upload(args.file)
+    if args.command == "klms":
+        outputs = dict(item.partition("=")[::2] for item in args.output)
+        tool = args.tool[1:] if args.tool[:1] == ["--"] else args.tool
+        return run_klms(tool, outputs)
+    if args.command == "new-tool":
+        try:
+            written = new_tool(args.name, args.dir)
+        except ValueError as exn:
+            print(f"new-tool: {exn}", file=sys.stderr)
+            return 2
+        print("\n".join(written))
+        return 0
     json.dump(asdict(read_contract()), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.conformance.test_conformance import BACKEND_FIXTURES
-from tests.helpers import popen_miniwdl, run_dir_name, run_miniwdl
+from tests.helpers import miniwdl_env, popen_miniwdl, run_dir_name, run_miniwdl
 from tests.scenarios.probes import still_active
 
 RUNTIME_IMAGE = "omnibio/runtime:latest"
@@ -267,3 +267,10 @@ def test_unenforced_disks_value_warns_and_runs(rig):
     run = run_miniwdl(_wdl(where, "disks.wdl", DISKS), [], where, backend, env=env, timeout=240)
     assert run.returncode == 0, _error(run)
     assert 'runtime.disks = "ignored" is not enforced' in _log(run)
+
+
+def test_offline_selftest_passes(rig):
+    from miniwdl_omnibio.selftest import run as selftest
+
+    backend, env, where = rig
+    assert selftest(backend, where, env=miniwdl_env(backend, env=env)) == []

@@ -5,6 +5,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -90,3 +91,40 @@ def store_env(request, monkeypatch, tmp_path):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return prefix, {**os.environ, **env}
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory):
+    """This checkout as a wheel, built offline (no build isolation: setuptools and wheel are
+    installed), so tool images get the runtime under test without any index."""
+    from tests.helpers import REPO
+
+    wheels = tmp_path_factory.mktemp("wheels")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+        + ["-w", str(wheels), REPO],
+        check=True,
+        capture_output=True,
+    )
+    return wheels
+
+
+CHECKOUT_IMAGE = "omnibio/runtime-checkout:test"
+
+
+@pytest.fixture(scope="session")
+def checkout_image(docker_rig, wheelhouse, tmp_path_factory):
+    """omnibio/base:bookworm with this checkout's runtime (file:// results need no SDK)."""
+    context = tmp_path_factory.mktemp("checkout-image")
+    shutil.copytree(wheelhouse, context / "wheels")
+    (context / "Dockerfile").write_text(
+        "FROM omnibio/base:bookworm\nCOPY wheels /tmp/wheels\n"
+        "RUN pip install -q --no-index --no-deps --break-system-packages /tmp/wheels/*.whl"
+        " && rm -rf /tmp/wheels\n"
+    )
+    subprocess.run(
+        ["docker", "build", "-q", "-t", CHECKOUT_IMAGE, str(context)],
+        check=True,
+        capture_output=True,
+    )
+    return CHECKOUT_IMAGE
