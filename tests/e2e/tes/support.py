@@ -3,6 +3,7 @@
 from tests.emulators.moto_server import MotoServer
 
 BUCKET = "omnibio-staging"
+READONLY_VIEW = "/mnt/omnibio_inputs"  # where a worker volume shows the shared directory read-only
 STAGING = f"s3://{BUCKET}/tes"
 
 
