@@ -2,7 +2,7 @@
 
 Keys live in miniwdl's config system: a ``[section]`` of a miniwdl .cfg file, or the environment
 variable ``MINIWDL__SECTION__KEY``. ``python -m miniwdl_omnibio config`` prints this table; the
-README documents each key. A missing or invalid value fails at start with the key's name.
+docs/ pages document each key. A missing or invalid value fails at start with the key's name.
 """
 
 import json
