@@ -2,7 +2,7 @@
 
 Keys live in miniwdl's config system: a ``[section]`` of a miniwdl .cfg file, or the environment
 variable ``MINIWDL__SECTION__KEY``. ``python -m miniwdl_omnibio config`` prints this table; the
-README documents each key. A missing or invalid value fails at start with the key's name.
+docs/ pages document each key. A missing or invalid value fails at start with the key's name.
 """
 
 import json
@@ -142,7 +142,8 @@ DEFAULTS: dict[str, dict[str, str]] = {
     },
     "omnibio_tes": {
         # the TES server, e.g. https://tes.example.org; the API is below it at /ga4gh/tes/v1, /v1
-        # or the URL itself, whichever answers service-info first; required. Credentials never go in the URL: use user + password_env or token_env
+        # or the URL itself, whichever answers service-info first; required. Credentials never go
+        # in the URL: use user + password_env or token_env
         "url": "",
         # HTTP basic auth: user name, and the environment variable holding the password
         "user": "",
@@ -216,9 +217,13 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "default_time_limit": "0",
         # extra sbatch options for every job, e.g. --constraint=avx2 --exclusive
         "sbatch_options": "",
-        # seconds between status polls (one squeue for every job of this process per poll)
-        "poll_seconds": "5",
-        # seconds a submission waits for others to share its sbatch --array
+        # seconds between status polls of the job scripts' files on the shared filesystem (a
+        # running marker, the exit record): no Slurm command
+        "poll_seconds": "2",
+        # ... and at most this often (squeue(1), PERFORMANCE: keep calls few) one squeue for the
+        # jobs those files say nothing final about (at once when a signal ended a script)
+        "squeue_seconds": "60",
+        # submissions gather into one sbatch --array until none came for this many seconds
         "submit_linger_seconds": "0.5",
         # elements per sbatch --array at most (below the cluster's MaxArraySize, default 1001)
         "max_array_size": "1000",

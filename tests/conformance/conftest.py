@@ -95,3 +95,15 @@ def conformance_omnibio_tes(docker_rig, tmp_path_factory) -> Iterator[BackendSet
     finally:
         moto.stop()
         shutil.rmtree(run_root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def conformance_omnibio_slurm(docker_rig) -> Iterator[BackendSetup]:
+    from tests.e2e.slurm.conftest import slurm_answers, slurm_config
+
+    require(slurm_answers(), "no Slurm cluster answers sinfo (tests/rig/slurm.sh starts one)")
+    shared = _shared_root("slurm")
+    try:
+        yield config_env({**slurm_config(shared), **NO_RESULTS}), shared
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
