@@ -13,7 +13,8 @@ START = "omnibio_tes start (endpoint, credentials, service-info)"
 
 @pytest.fixture(scope="module")
 def server(shared_dir):
-    with TesServer([shared_dir], token=TOKEN, workers=2) as tes:
+    volumes = [shared_dir, f"{shared_dir}:{READONLY_VIEW}:ro"]  # shared-filesystem mode
+    with TesServer(worker_volumes=volumes, token=TOKEN, workers=2) as tes:
         yield tes
 
 
@@ -47,12 +48,13 @@ def test_everything_passes(check, server, shared_dir):
         ({"url": "http://127.0.0.1:9"}, {"TES_TOKEN": TOKEN}, START, ["[omnibio_tes] url"]),
         ({}, {}, START, ["[omnibio_tes] token_env", "TES_TOKEN", "not set"]),
         ({}, {"TES_TOKEN": "wrong-token-9a7e"}, START, ["rejected", "token_env"]),
-        # the workers do not mount the shared filesystem where the configuration says
+        # the workers do not mount the shared filesystem where the configuration says: the
+        # engine's own probe task at start says so
         (
             {"mount_path": "/srv/not-mounted"},
             {"TES_TOKEN": TOKEN},
-            "probe task",
-            ["[omnibio_tes] mount_path (/srv/not-mounted)"],
+            START,
+            ["[omnibio_tes] mount_path /srv/not-mounted", "probe task"],
         ),
     ],
 )
