@@ -1,6 +1,7 @@
 """Azure Batch REST calls per task for a trivial scatter on omnibio_azurebatch.
 
-    python benchmarks/azurebatch_api_calls.py [--tasks 100] [--poll-seconds 5] [--task-concurrency 100]
+    python benchmarks/azurebatch_api_calls.py [--tasks 100] [--poll-seconds 5] \
+        [--task-concurrency 100]
 
 Runs the scatter with miniwdl against the local Batch emulator (tasks run on dockerd) and counts
 every REST request the emulator serves, by route. Target: <= 1.5 calls per task (one create per
@@ -93,12 +94,14 @@ def main() -> None:
     shutil.rmtree(shared, ignore_errors=True)
     per_task = counts["total"] / args.tasks
     print(
-        f"{args.tasks}-task scatter on omnibio_azurebatch: {elapsed:.1f} s, {counts['total']} Batch REST calls"
+        f"{args.tasks}-task scatter on omnibio_azurebatch: {elapsed:.1f} s, "
+        f"{counts['total']} Batch REST calls"
     )
     for route, number in sorted(counts["requests"].items(), key=lambda item: -item[1]):
         print(f"  {number:5d}  {route}")
     print(
-        f"calls per task: {per_task:.2f} (target <= {TARGET}: {'met' if per_task <= TARGET else 'MISSED'})"
+        f"calls per task: {per_task:.2f} "
+        f"(target <= {TARGET}: {'met' if per_task <= TARGET else 'MISSED'})"
     )
     sys.exit(0 if per_task <= TARGET else 1)
 
