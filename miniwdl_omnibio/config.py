@@ -92,6 +92,11 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "max_memory": "",
         # SubmitJob calls per second across all task threads (Batch allows 50 per account)
         "submit_rate": "10",
+        # attempts ready together with the same queue, job definition, resources and time limit
+        # go to Batch as one array job (one SubmitJob for up to 10,000 attempts)
+        "array_jobs": "true",
+        # seconds a ready attempt waits for others to share its array job
+        "array_linger_seconds": "0.2",
         # seconds between two DescribeJobs calls (each covers up to 100 jobs)
         "poll_seconds": "5",
     },

@@ -7,19 +7,16 @@ to 100 jobs per call. A normal task costs one SubmitJob plus its share of the po
 """
 
 import contextlib
-import hashlib
+import itertools
 import json
 import logging
 import math
 import os
-import re
-import shlex
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import boto3
@@ -30,20 +27,24 @@ from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
-from ..attempt import Mount, TaskAttempt
+from ..attempt import TAG_TASK, Mount, TaskAttempt
 from ..config import Settings
-from ..sharedfs import SharedFilesystem
 from . import awsbatch_limits
+from .awsbatch_arrays import ARRAY_MIN, Coalescer, Pending, plan_array
 from .awsbatch_jobs import LOG_GROUP, MIN_TIMEOUT, error_text, is_auth_error, job_status
+from .awsbatch_request import (
+    LOG_TAIL_LINES,
+    WRAPPER,
+    JobDefinition,
+    JobRequest,
+    clean_tag,
+    fit_request,
+    job_name,
+)
+from .awsbatch_settings import AwsBatchSettings, filesystem_hint
 from .base import Engine, Status, Submitted
 
-LOG_TAIL_LINES = 30
-JOB_NAME_MAX = 128
-MAX_TAGS = 50
-# Batch service quotas: "Maximum job payload size (for SubmitJob API operations): 30 KiB". The
-# whole serialized request counts; the job definition's ARN replaces its name at submission.
-REQUEST_LIMIT = 30 * 1024
-REQUEST_BUDGET = REQUEST_LIMIT - 1024
+DESCRIBE_MAX = 100  # API_DescribeJobs: "A list of up to 100 job IDs"
 # when max_cpu / max_memory are not set and the compute environments tell nothing (unmanaged)
 FALLBACK_LIMITS = {"cpu": 64, "mem_bytes": 256 << 30}
 RETRIES = botocore.config.Config(
@@ -54,167 +55,6 @@ CONNECT_ERRORS = (
     botocore.exceptions.ConnectTimeoutError,
     botocore.exceptions.ReadTimeoutError,
 )
-# The job's command. Batch has no per-job working directory, so the wrapper enters it; it sources
-# environment values that did not fit the SubmitJob request; and when the task fails it copies the
-# tail of the task's stderr (which goes to the shared filesystem) into the job's CloudWatch log.
-# Arguments: workdir, stderr file, env file or "-", then the task's argv.
-WRAPPER = (
-    'cd "$1" || { echo "omnibio: cannot enter $1; is the shared filesystem mounted on this '
-    'Batch host?" >&2; exit 97; }; '
-    'if [ "$3" != - ]; then . "$3"; fi; '
-    "stderr=$2; shift 3; "
-    '"$@"; rc=$?; '
-    f'if [ "$rc" -ne 0 ]; then tail -n {LOG_TAIL_LINES} "$stderr" >&2; fi; '
-    'exit "$rc"'
-)
-
-
-@dataclass(frozen=True)
-class SharedVolume:
-    """Where the Batch hosts find the shared filesystem: an EFS file system or a host directory."""
-
-    efs_id: str
-    efs_access_point: str
-    host_path: str
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "SharedVolume":
-        efs_id, access_point, host_path = (
-            settings.text("efs_id"),
-            settings.text("efs_access_point"),
-            settings.text("host_path"),
-        )
-        if bool(efs_id) == bool(host_path):
-            raise settings.fail(
-                "efs_id",
-                "set exactly one of efs_id (an EFS file system) or host_path (a directory on "
-                "every Batch host)",
-            )
-        if access_point and not efs_id:
-            raise settings.fail("efs_access_point", "needs efs_id")
-        if host_path and not host_path.startswith("/"):
-            raise settings.fail("host_path", f"{host_path!r} must be an absolute path")
-        return cls(efs_id, access_point, (host_path.rstrip("/") or "/") if host_path else "")
-
-    def source(self, relative: str) -> dict[str, Any]:
-        """The volume for ``relative`` (a directory below the filesystem's root, or ".")."""
-        if self.host_path:
-            return {
-                "host": {"sourcePath": os.path.normpath(os.path.join(self.host_path, relative))}
-            }
-        efs: dict[str, Any] = {"fileSystemId": self.efs_id, "transitEncryption": "ENABLED"}
-        if self.efs_access_point:
-            if relative != ".":
-                raise Error.RuntimeError(
-                    f"omnibio_awsbatch cannot mount {relative} below EFS access point "
-                    f"{self.efs_access_point}"
-                )
-            efs["authorizationConfig"] = {"accessPointId": self.efs_access_point}
-        else:
-            efs["rootDirectory"] = "/" if relative == "." else "/" + relative
-        return {"efsVolumeConfiguration": efs}
-
-    def describe(self) -> str:
-        if self.host_path:
-            return f"host:{self.host_path}"
-        return f"efs:{self.efs_id}" + (f"/{self.efs_access_point}" if self.efs_access_point else "")
-
-
-@dataclass(frozen=True)
-class AwsBatchSettings:
-    """The [omnibio_awsbatch] section, read once at start."""
-
-    region: str
-    job_queue: str
-    fallback_queue: str
-    job_role_arn: str
-    tags: Mapping[str, str]
-    default_memory: int
-    max_cpu: int | None  # None: learned from the queues' compute environments
-    max_memory: int | None
-    default_time_limit: int | None
-    poll_seconds: float
-    submit_rate: float
-    filesystem: SharedFilesystem
-    volume: SharedVolume
-
-    @classmethod
-    def load(cls, settings: Settings) -> "AwsBatchSettings":
-        job_queue = settings.text("job_queue", required=True)
-        filesystem = SharedFilesystem.from_settings(settings)
-        volume = SharedVolume.from_settings(settings)
-        tags = settings.json_object("tags")
-        if any(str(k).lower().startswith("aws:") for k in tags) or len(tags) > MAX_TAGS - 5:
-            raise settings.fail("tags", f"at most {MAX_TAGS - 5} tags, none starting with aws:")
-        return cls(
-            region=settings.text("region"),
-            job_queue=job_queue,
-            fallback_queue=settings.text("fallback_queue"),
-            job_role_arn=settings.text("job_role_arn"),
-            tags={str(k): str(v) for k, v in tags.items()},
-            default_memory=settings.size("default_memory"),
-            max_cpu=settings.integer("max_cpu", minimum=1) if settings.text("max_cpu") else None,
-            max_memory=settings.size("max_memory") if settings.text("max_memory") else None,
-            default_time_limit=settings.integer("default_time_limit", minimum=0) or None,
-            poll_seconds=settings.number("poll_seconds", minimum=0.1),
-            submit_rate=settings.number("submit_rate", minimum=0.01),
-            filesystem=filesystem,
-            volume=volume,
-        )
-
-
-@dataclass(frozen=True)
-class JobDefinition:
-    """A job definition named by a hash of its content, shared by every attempt that needs it."""
-
-    name: str
-    properties: str  # containerProperties, canonical JSON
-
-    @classmethod
-    def of(cls, properties: Mapping[str, Any]) -> "JobDefinition":
-        text = json.dumps(properties, sort_keys=True)
-        return cls("omnibio-" + hashlib.sha256(text.encode()).hexdigest()[:32], text)
-
-
-@dataclass(frozen=True)
-class JobRequest:
-    """One SubmitJob, plus what must exist before it is sent."""
-
-    call: str
-    image: str
-    queue: str
-    queue_from_runtime: bool  # runtime.omnibio_queue: checked once at submission
-    definition: JobDefinition
-    name: str
-    command: tuple[str, ...]
-    environment: Mapping[str, str]
-    resources: tuple[tuple[str, str], ...]  # (VCPU|MEMORY|GPU, value)
-    timeout: int | None  # attemptDurationSeconds
-    tags: Mapping[str, str]
-    files: Mapping[str, str] = field(default_factory=dict)  # host path -> text, before submitting
-
-    def arguments(self, definition: str) -> dict[str, Any]:
-        """SubmitJob's keywords, with ``definition`` (the job definition's ARN or name)."""
-        arguments: dict[str, Any] = dict(
-            jobName=self.name,
-            jobQueue=self.queue,
-            jobDefinition=definition,
-            containerOverrides={
-                "command": list(self.command),
-                "environment": [{"name": k, "value": v} for k, v in self.environment.items()],
-                "resourceRequirements": [{"type": t, "value": v} for t, v in self.resources],
-            },
-            retryStrategy={"attempts": 1},  # miniwdl retries (maxRetries, preemptible)
-            propagateTags=True,
-            tags=dict(self.tags),
-        )
-        if self.timeout:
-            arguments["timeout"] = {"attemptDurationSeconds": self.timeout}
-        return arguments
-
-    def size(self) -> int:
-        """Bytes of the serialized request, as botocore sends it (JSON, ASCII-escaped)."""
-        return len(json.dumps(self.arguments(self.definition.name)))
 
 
 class SubmitRate:
@@ -236,53 +76,12 @@ class SubmitRate:
             return -self.tokens / self.rate if self.tokens < 0 else 0.0
 
 
-def filesystem_hint(settings: AwsBatchSettings) -> str:
-    """What to check when a job cannot set up the shared filesystem: the volume and its keys."""
-    where = f"the shared filesystem {settings.volume.describe()}"
-    if settings.volume.host_path:
-        return f"{where} (every Batch host must mount it; [omnibio_awsbatch] host_path, mount_path)"
-    return (
-        f"{where} (its mount targets and NFS, TCP 2049, from the compute environment's security "
-        "group; [omnibio_awsbatch] efs_id, efs_access_point, mount_path)"
-    )
-
-
-def job_name(prefix: str, call: str, attempt: int) -> str:
-    """<prefix><call path>-<attempt>, within Batch's 128 letters, digits, hyphens, underscores."""
-    body = re.sub(r"[^A-Za-z0-9_-]+", "-", call).strip("-") or "task"
-    suffix = f"-{attempt}"
-    room = JOB_NAME_MAX - len(prefix) - len(suffix)
-    if len(body) > room:  # keep the distinctive end (call-align-3) and a hash of the whole path
-        digest = hashlib.sha256(call.encode()).hexdigest()[:8]
-        body = digest + "-" + body[-(room - len(digest) - 1) :]
-    return prefix + body + suffix
-
-
-def _clean_tag(text: str, limit: int) -> str:
-    return re.sub(r"[^\w .:/=+\-@]", "_", str(text))[:limit]
-
-
-def fit_request(request: JobRequest, host_file: str, container_file: str) -> JobRequest:
-    """The request within REQUEST_BUDGET: the largest environment values move to an env file on
-    the shared filesystem (``host_file``, which the job sources as ``container_file``)."""
-    if request.size() <= REQUEST_BUDGET:
-        return request
-    kept = dict(request.environment)
-    moved: dict[str, str] = {}
-    command = request.command[:6] + (container_file,) + request.command[7:]
-    while kept and replace(request, command=command, environment=kept).size() > REQUEST_BUDGET:
-        name = max(kept, key=lambda k: len(json.dumps(kept[k])))
-        moved[name] = kept.pop(name)
-    text = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in moved.items())
-    return replace(request, command=command, environment=kept, files={host_file: text})
-
-
 class AwsBatchEngine(Engine[JobRequest]):
     section = "omnibio_awsbatch"
     runtime_keys = ("omnibio_queue",)
     memory_is_limit = True  # MEMORY is the container's hard limit (API_ResourceRequirement)
     enforces_time_limit = True  # attemptDurationSeconds; fetch() says timed_out
-    fetch_batch = 100  # DescribeJobs takes "A list of up to 100 job IDs"
+    fetch_batch = None  # every outstanding attempt at once: fetch() asks arrays before children
 
     def __init__(
         self,
@@ -310,6 +109,11 @@ class AwsBatchEngine(Engine[JobRequest]):
         self._known_queues = {q for q in (settings.job_queue, settings.fallback_queue) if q}
         self._definitions: dict[str, str] = {}
         self._definitions_lock = threading.Lock()
+        self._arrays = itertools.count(1)
+        self._summaries: dict[str, Any] = {}  # array parent -> statusSummary at the last fetch
+        self.coalescer = (
+            Coalescer(settings.array_linger, self._send) if settings.array_jobs else None
+        )
 
     # --- start -----------------------------------------------------------------------------
 
@@ -425,6 +229,10 @@ class AwsBatchEngine(Engine[JobRequest]):
     def reserve(
         self, attempt: TaskAttempt, terminating: Callable[[], bool], logger: logging.Logger
     ) -> AbstractContextManager[None]:
+        """One attempt, one SubmitJob: wait here for its slot (Ctrl-C ends the wait). With array
+        jobs the coalescer paces its SubmitJob calls instead, far fewer than the attempts."""
+        if self.coalescer:
+            return contextlib.nullcontext()
         return self._paced(terminating)
 
     @contextlib.contextmanager
@@ -451,6 +259,7 @@ class AwsBatchEngine(Engine[JobRequest]):
         request = JobRequest(
             call=attempt.call,
             image=attempt.image,
+            host_dir=attempt.host_dir,
             queue=queue,
             queue_from_runtime=from_runtime,
             definition=self.job_definition(attempt),
@@ -461,7 +270,7 @@ class AwsBatchEngine(Engine[JobRequest]):
             resources=tuple(requirements),
             timeout=max(MIN_TIMEOUT, resources.time_limit) if resources.time_limit else None,
             tags={
-                _clean_tag(k, 128): _clean_tag(v, 256)
+                clean_tag(k, 128): clean_tag(v, 256)
                 for k, v in {**self.settings.tags, **attempt.tags}.items()
             },
         )
@@ -531,21 +340,31 @@ class AwsBatchEngine(Engine[JobRequest]):
     # --- submission ------------------------------------------------------------------------
 
     def submit(self, request: JobRequest, logger: logging.Logger) -> str:
-        if request.queue_from_runtime:
-            self._check_runtime_queue(request.queue)
-        definition = self._definition_arn(request, logger)
-        for path, text in request.files.items():
-            with open(path, "w", encoding="utf-8") as outfile:
-                outfile.write(text)
-            logger.info(
-                _("environment values passed in a file (SubmitJob request limit)", file=path)
-            )
+        if self.coalescer:
+            return self.coalescer.submit(request, logger)
+        return self._submit_job(request, logger)
+
+    def _send(self, group: list[Pending]) -> None:
+        """The coalescer's call: submit a group of attempts (one array job, or a plain job for a
+        lone attempt) and give each its handle or the refusal."""
         try:
-            job_id = str(self.batch.submit_job(**request.arguments(definition))["jobId"])
-        except botocore.exceptions.ClientError as exn:
-            raise Error.RuntimeError(
-                f"AWS Batch refused job {request.name} on queue {request.queue}: " + error_text(exn)
-            ) from None
+            time.sleep(self.rate.delay())  # submit_rate counts SubmitJob calls
+            if len(group) < ARRAY_MIN:
+                group[0].handle = self._submit_job(group[0].request, group[0].logger)
+            else:
+                handles = self._submit_array(group)
+                for pending, handle in zip(group, handles, strict=True):
+                    pending.handle = handle
+        except Exception as exn:
+            for pending in group:
+                pending.error = exn
+        for pending in group:
+            pending.done.set()
+
+    def _submit_job(self, request: JobRequest, logger: logging.Logger) -> str:
+        definition = self._prepare(request, logger)
+        self._write(request.files, logger)
+        job_id = self._submit(request.arguments(definition), request.queue, request.name)
         logger.log(
             NOTICE_LEVEL,
             _(
@@ -557,6 +376,54 @@ class AwsBatchEngine(Engine[JobRequest]):
             ),
         )
         return job_id
+
+    def _submit_array(self, group: list[Pending]) -> list[str]:
+        first = group[0].request
+        task = first.tags.get(TAG_TASK, "task")
+        name = job_name(self.name_prefix, f"{task}-array{next(self._arrays)}", len(group))
+        plan = plan_array([p.request for p in group], name, self.settings.filesystem.to_container)
+        definition = self._prepare(first, group[0].logger)
+        os.makedirs(plan.directory, exist_ok=True)
+        self._write(plan.files, None)
+        parent = self._submit(plan.arguments(definition), first.queue, name)
+        for index, pending in enumerate(group):
+            pending.logger.log(
+                NOTICE_LEVEL,
+                _(
+                    "AWS Batch array job child",
+                    id=f"{parent}:{index}",
+                    array=name,
+                    size=len(group),
+                    queue=first.queue,
+                    script=os.path.join(plan.directory, f"{index}.sh"),
+                ),
+            )
+        return [f"{parent}:{index}" for index in range(len(group))]
+
+    def _prepare(self, request: JobRequest, logger: logging.Logger) -> str:
+        """What must exist before the request is sent: its queue checked, its job definition's
+        ARN."""
+        if request.queue_from_runtime:
+            self._check_runtime_queue(request.queue)
+        return self._definition_arn(request, logger)
+
+    @staticmethod
+    def _write(files: Mapping[str, str], logger: logging.Logger | None) -> None:
+        for path, text in files.items():
+            with open(path, "w", encoding="utf-8") as outfile:
+                outfile.write(text)
+            if logger:
+                logger.info(
+                    _("environment values passed in a file (SubmitJob request limit)", file=path)
+                )
+
+    def _submit(self, arguments: dict[str, Any], queue: str, name: str) -> str:
+        try:
+            return str(self.batch.submit_job(**arguments)["jobId"])
+        except botocore.exceptions.ClientError as exn:
+            raise Error.RuntimeError(
+                f"AWS Batch refused job {name} on queue {queue}: {error_text(exn)}"
+            ) from None
 
     def _check_runtime_queue(self, queue: str) -> None:
         if queue in self._known_queues:
@@ -612,13 +479,40 @@ class AwsBatchEngine(Engine[JobRequest]):
     # --- status ----------------------------------------------------------------------------
 
     def fetch(self, records: Sequence[Submitted]) -> dict[str, Status]:
+        """DescribeJobs, 100 ids a call. Array children are asked about only when their parent's
+        statusSummary changed since the last answer (one call covers 100 arrays): a child whose
+        array did not change keeps the status the tracker has."""
         by_id = {r.handle: r for r in records}
-        jobs = self.batch.describe_jobs(jobs=list(by_id))["jobs"]
-        return {
+        arrays: dict[str, list[Submitted]] = {}
+        for record in records:
+            if ":" in record.handle:
+                arrays.setdefault(record.handle.split(":")[0], []).append(record)
+        summaries = {
+            j["jobId"]: (j.get("arrayProperties") or {}).get("statusSummary")
+            for j in self._describe(list(arrays))
+        }
+        unchanged = [
+            r
+            for parent, children in arrays.items()
+            if summaries.get(parent) and summaries[parent] == self._summaries.get(parent)
+            for r in children
+        ]
+        asked = [h for h in by_id if h not in {r.handle for r in unchanged}]
+        statuses = {
             j["jobId"]: job_status(j, by_id[j["jobId"]].attempt.image, self.filesystem_hint)
-            for j in jobs
+            for j in self._describe(asked)
             if j["jobId"] in by_id
         }
+        statuses.update({r.handle: r.status for r in unchanged})
+        self._summaries = {p: s for p, s in summaries.items() if s}  # cache: Batch's last word
+        return statuses
+
+    def _describe(self, ids: list[str]) -> list[dict[str, Any]]:
+        """DescribeJobs for any number of ids ("A list of up to 100 job IDs" per call)."""
+        jobs: list[dict[str, Any]] = []
+        for start in range(0, len(ids), DESCRIBE_MAX):
+            jobs += self.batch.describe_jobs(jobs=ids[start : start + DESCRIBE_MAX])["jobs"]
+        return jobs
 
     def cancel(self, handle: str, logger: logging.Logger) -> None:
         try:

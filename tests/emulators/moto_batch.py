@@ -16,9 +16,20 @@ inside the job, where no proxy reaches:
    to PENDING when any child job is updated to RUNNABLE." guess: that it ends SUCCEEDED when
    every child succeeded and FAILED otherwise, once all have ended (not stated). moto leaves a
    parent SUBMITTED for ever unless every child succeeds.
+4. A mount point without ``readOnly`` is writable. API_MountPoint readOnly: "The default value
+   is false." moto fails the job on a missing key (miniwdl-aws leaves it out).
+5. A managed compute environment runs at most ``maxvCpus`` vCPUs of jobs at once; the others
+   wait (API_ComputeResource maxvCpus: "The maximum number of vCPUs that a compute environment
+   can support"; "Jobs stuck in a RUNNABLE status": a job waits in RUNNABLE for capacity). moto
+   starts every job at once, which a 2-core host's dockerd cannot take for a thousand jobs.
+   guess: here a waiting job shows SUBMITTED, not RUNNABLE (both are queued to the engine).
+   Unmanaged environments keep moto's behaviour.
 """
 
+import contextlib
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from moto import server
@@ -42,6 +53,8 @@ def _patch() -> None:
         if name == "environment" and index is not None:
             value = [e for e in value if e["name"] != "AWS_BATCH_JOB_ARRAY_INDEX"]
             value.append({"name": "AWS_BATCH_JOB_ARRAY_INDEX", "value": str(index)})
+        if name == "mountPoints":
+            value = [{"readOnly": False, **point} for point in value]
         return value
 
     def describe_container(self: Any) -> dict[str, Any]:
@@ -53,6 +66,63 @@ def _patch() -> None:
     job._get_container_property = get_container_property
     job._container_details = describe_container
     job.status = property(_status, ManagedState.status.fset)  # type: ignore[assignment]
+    run = job.run
+
+    def run_within_capacity(self: Any) -> None:
+        capacity = _capacity(self)
+        if capacity is None:
+            return run(self)
+        with capacity.hold(_vcpus(self), lambda: self.stop):
+            if self.stop:  # terminated while it waited: it never starts
+                return self._mark_stopped(success=False)
+            return run(self)
+
+    job.run = run_within_capacity
+
+
+class Capacity:
+    """The vCPUs of one compute environment: a job holds its share while it runs."""
+
+    def __init__(self, vcpus: int) -> None:
+        self.total = self.free = vcpus
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, vcpus: int, cancelled: Callable[[], bool]) -> Iterator[None]:
+        vcpus = min(vcpus, self.total)
+        with self._cond:
+            while self.free < vcpus and not cancelled():
+                self._cond.wait(0.5)
+            self.free -= vcpus
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.free += vcpus
+                self._cond.notify_all()
+
+
+def _vcpus(job: Any) -> int:
+    for requirement in job.container_overrides.get("resourceRequirements") or []:
+        if requirement["type"] == "VCPU":
+            return max(1, int(float(requirement["value"])))
+    return 1
+
+
+CAPACITIES: dict[str, Capacity] = {}
+CAPACITIES_LOCK = threading.Lock()
+
+
+def _capacity(job: Any) -> Capacity | None:
+    """The capacity of the job queue's first managed compute environment, if any."""
+    for environment in job.job_queue.environments:
+        resources = environment.compute_resources or {}
+        if environment.env_type == "MANAGED" and resources.get("maxvCpus"):
+            with CAPACITIES_LOCK:
+                if environment.arn not in CAPACITIES:
+                    CAPACITIES[environment.arn] = Capacity(int(resources["maxvCpus"]))
+                return CAPACITIES[environment.arn]
+    return None
 
 
 def _status(self: Any) -> str | None:

@@ -28,6 +28,7 @@ import http.client
 import http.server
 import json
 import math
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -41,14 +42,19 @@ UNAVAILABLE = (503, "ServiceUnavailableException", "try again")
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 
 
-def service_of(path: str, headers: Any) -> str:
-    """batch (REST /v1/...), logs (JSON target Logs_...) or s3 (path-style buckets)."""
-    if path.startswith("/v1/"):
-        return "batch"
+def operation_of(method: str, path: str, headers: Any, body: bytes) -> tuple[str, str]:
+    """(service, operation) of a request: the service from its SigV4 credential scope, the
+    operation from the protocol (Batch: REST path; CloudWatch Logs: X-Amz-Target; EC2: Action;
+    S3: the HTTP method)."""
+    scope = re.search(r"Credential=[^/]+/\d+/[^/]+/([^/]+)/", headers.get("Authorization") or "")
+    service = scope.group(1) if scope else "unsigned"
+    if service == "batch":
+        return service, path.split("?")[0].rsplit("/", 1)[-1].lower()
     target = headers.get("X-Amz-Target") or ""
-    if target.startswith("Logs_"):
-        return "logs"
-    return target.split(".", 1)[0].lower() or "s3"
+    if target:
+        return service, target.split(".")[-1]
+    action = re.search(rb"(?:^|&)Action=(\w+)", body)
+    return service, action.group(1).decode() if action else method
 
 
 class BatchProxy:
@@ -124,10 +130,9 @@ class BatchProxy:
     def handle(
         self, method: str, path: str, headers: Any, body: bytes
     ) -> tuple[int, list[tuple[str, str]], bytes]:
-        service = service_of(path, headers)
-        operation = path.split("?")[0].rsplit("/", 1)[-1].lower() if service == "batch" else ""
+        service, name = operation_of(method, path, headers, body)
+        operation = name if service == "batch" else ""
         with self._lock:
-            name = operation or (headers.get("X-Amz-Target") or method).split(".")[-1]
             self.calls[f"{service} {name}"] += 1
             if operation:
                 self.bodies.append((operation, body))

@@ -34,7 +34,11 @@ def _awsbatch(env: dict[str, str], run: str) -> list[str]:
             ]
             for start in range(0, len(ids), 100):
                 for job in batch.describe_jobs(jobs=ids[start : start + 100])["jobs"]:
-                    if (job.get("tags") or {}).get(RUN_TAG) == run:
+                    owner = job  # an array child (<parent>:<index>): its parent has the tags
+                    if ":" in job["jobId"]:
+                        parent = job["jobId"].split(":")[0]
+                        owner = batch.describe_jobs(jobs=[parent])["jobs"][0]
+                    if (owner.get("tags") or {}).get(RUN_TAG) == run:
                         active.append(f"job {job['jobId']} {job['status']}")
     return active
 

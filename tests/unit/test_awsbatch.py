@@ -1,10 +1,14 @@
 """omnibio_awsbatch without a service: how an attempt becomes a SubmitJob request, and how Batch's
 answers (including the failures moto cannot produce) become a Status."""
 
+import concurrent.futures
 import json
 import logging
 import os
 import re
+import shlex
+import types
+from dataclasses import replace
 
 import boto3
 import botocore.exceptions
@@ -13,25 +17,21 @@ from WDL.runtime import config as miniwdl_config
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
 from miniwdl_omnibio.config import DEFAULTS, Settings, check_sections
-from miniwdl_omnibio.engines.awsbatch import (
-    JOB_NAME_MAX,
-    REQUEST_BUDGET,
-    AwsBatchEngine,
-    AwsBatchSettings,
-    SharedVolume,
-    SubmitRate,
-    job_name,
-)
+from miniwdl_omnibio.engines.awsbatch import AwsBatchEngine, SubmitRate
+from miniwdl_omnibio.engines.awsbatch_arrays import Coalescer, array_key, plan_array
 from miniwdl_omnibio.engines.awsbatch_jobs import error_text, is_auth_error
 from miniwdl_omnibio.engines.awsbatch_jobs import job_status as _job_status
 from miniwdl_omnibio.engines.awsbatch_limits import environment_limit, instance_type_filters
-from miniwdl_omnibio.engines.base import Phase
+from miniwdl_omnibio.engines.awsbatch_request import JOB_NAME_MAX, REQUEST_BUDGET, job_name
+from miniwdl_omnibio.engines.awsbatch_settings import AwsBatchSettings, SharedVolume
+from miniwdl_omnibio.engines.base import Phase, Submitted
 from miniwdl_omnibio.sharedfs import SharedFilesystem
 from tests.helpers import REPO
 
 IMAGE = "quay.io/biocontainers/bwa:0.7.17"
 FILESYSTEM = "the shared filesystem efs:fs-1 ([omnibio_awsbatch] efs_id)"
 GiB = 1 << 30
+LOG = logging.getLogger("test")
 
 
 def job_status(job, image):
@@ -40,7 +40,7 @@ def job_status(job, image):
 
 def _job(status, reason=None, exit_code=None, attempt_reason=None, **extra):
     job = {
-        "jobId": "j-1",
+        "jobId": extra.pop("jobId", "j-1"),
         "jobName": "omnibio-1234abcd-call-x-1",
         "jobQueue": "arn:aws:batch:us-east-1:123456789012:job-queue/spot",
         "status": status,
@@ -381,3 +381,103 @@ def test_example_configuration_is_valid():
     assert set(DEFAULTS["omnibio_awsbatch"]) >= set(
         cfg.get_all(defaults=False).get("omnibio_awsbatch", {})
     )
+
+
+# --- array jobs ----------------------------------------------------------------------------
+
+
+def _requests(monkeypatch, count, **attempt):
+    engine = _engine(monkeypatch)
+    requests = []
+    for i in range(count):
+        base = _attempt(**attempt)
+        requests.append(
+            engine.translate(
+                replace(
+                    base,
+                    call=f"call-x-{i}",
+                    host_dir=f"/fsx/run/call-x-{i}",
+                    env={"TOOL_ID": "x", "RUN_ID": f"run.call-x-{i}.1"},
+                    tags={**base.tags, "omnibio.call": f"call-x-{i}"},
+                )
+            )
+        )
+    return requests
+
+
+def test_array_of_attempts(monkeypatch):
+    requests = _requests(monkeypatch, 3, time_limit=600)
+    assert len({array_key(r) for r in requests}) == 1
+    plan = plan_array(requests, "omnibio-1-x-array1-3", lambda path: "/c" + path)
+    assert plan.directory == "/fsx/run/omnibio_arrays/omnibio-1-x-array1-3"
+    arguments = plan.arguments("arn:def")
+    assert arguments["arrayProperties"] == {"size": 3}
+    assert arguments["containerOverrides"]["environment"] == []
+    assert arguments["containerOverrides"]["command"][-1] == "/c" + plan.directory
+    assert arguments["timeout"] == {"attemptDurationSeconds": 600}
+    assert arguments["tags"] == {"omnibio.run": "run"}  # the tags every member shares
+    script = plan.files[plan.directory + "/1.sh"]
+    assert "export RUN_ID=run.call-x-1.1\n" in script
+    assert script.rstrip().endswith("exec " + shlex.join(requests[1].command))
+    other = _requests(monkeypatch, 1, cpu=4)[0]
+    assert array_key(other) != array_key(requests[0])  # other resources: another array
+
+
+def test_coalescer_groups_concurrent_submissions():
+    sent = []
+
+    def send(group):
+        sent.append([p.request for p in group])
+        for i, pending in enumerate(group):
+            pending.handle = f"parent:{i}" if len(group) > 1 else "plain"
+            pending.done.set()
+
+    coalescer = Coalescer(0.3, send)
+    key = types.SimpleNamespace(queue="q", definition=types.SimpleNamespace(name="d"))
+    requests = [types.SimpleNamespace(**vars(key), resources=(), timeout=t) for t in (1, 1, 1, 2)]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        handles = list(pool.map(lambda r: coalescer.submit(r, LOG), requests))
+    assert sorted(len(group) for group in sent) == [1, 3]  # the other timeout goes alone
+    assert sorted(handles) == ["parent:0", "parent:1", "parent:2", "plain"]
+
+
+class ScriptedDescribeJobs:
+    """DescribeJobs answering from a dict; records what was asked (the e2e suite has moto)."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.asked = []
+
+    def describe_jobs(self, jobs):
+        self.asked.append(list(jobs))
+        return {"jobs": [self.answers[j] for j in jobs if j in self.answers]}
+
+
+def test_children_are_asked_about_only_when_their_array_changed(monkeypatch):
+    engine = _engine(monkeypatch)
+    summary = {"RUNNING": 2, "SUCCEEDED": 0}
+    answers = {
+        "p": {"jobId": "p", "status": "PENDING", "arrayProperties": {"statusSummary": summary}},
+        "p:0": _job("RUNNING", jobId="p:0"),
+        "p:1": _job("RUNNING", jobId="p:1"),
+        "j": _job("RUNNABLE", jobId="j"),
+    }
+    engine.batch = ScriptedDescribeJobs(answers)
+    records = [Submitted(h, _attempt(), LOG, 0.0) for h in ("p:0", "p:1", "j")]
+    first = engine.fetch(records)
+    assert engine.batch.asked == [["p"], ["p:0", "p:1", "j"]]
+    assert {h: s.phase for h, s in first.items()} == {
+        "p:0": Phase.RUNNING,
+        "p:1": Phase.RUNNING,
+        "j": Phase.QUEUED,
+    }
+    for record in records:
+        record.status = first[record.handle]
+    engine.batch.asked.clear()
+    assert engine.fetch(records) == first  # the array's summary did not change
+    assert engine.batch.asked == [["p"], ["j"]]
+    answers["p"] = {**answers["p"], "arrayProperties": {"statusSummary": {"SUCCEEDED": 2}}}
+    answers["p:0"] = _job("SUCCEEDED", jobId="p:0")
+    engine.batch.asked.clear()
+    assert engine.fetch(records)["p:0"].phase is Phase.DONE
+    assert engine.batch.asked == [["p"], ["p:0", "p:1", "j"]]

@@ -1,6 +1,7 @@
 """Fixtures for omnibio_awsbatch end to end: a moto server whose Batch jobs run on the local
 dockerd, and a shared directory that plays the shared filesystem (a host volume, in place)."""
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -8,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -73,6 +75,23 @@ def batch_config(moto: MotoBatch, shared: str, **settings: str) -> dict[str, dic
     }
 
 
+def _setup(
+    moto: MotoBatch,
+    shared: str,
+    wdl: str,
+    settings: dict[str, str] | None,
+    config: dict[str, dict[str, str]] | None,
+) -> tuple[str, dict[str, dict[str, str]]]:
+    """The WDL written on the shared filesystem, and the run's configuration."""
+    path = os.path.join(shared, "main.wdl")
+    with open(path, "w") as outfile:
+        outfile.write(wdl)
+    merged = batch_config(moto, shared, **(settings or {}))
+    for section, values in (config or {}).items():
+        merged.setdefault(section, {}).update(values)
+    return path, merged
+
+
 def run_batch(
     moto: MotoBatch,
     shared: str,
@@ -83,12 +102,7 @@ def run_batch(
     env: dict[str, str] | None = None,
     timeout: float = 180,
 ) -> Run:
-    path = os.path.join(shared, "main.wdl")
-    with open(path, "w") as outfile:
-        outfile.write(wdl)
-    merged = batch_config(moto, shared, **(settings or {}))
-    for section, values in (config or {}).items():
-        merged.setdefault(section, {}).update(values)
+    path, merged = _setup(moto, shared, wdl, settings, config)
     return run_miniwdl(
         path,
         list(args),
@@ -100,31 +114,51 @@ def run_batch(
     )
 
 
-def popen_batch(
-    moto: MotoBatch, shared: str, wdl: str, args=(), settings: dict[str, str] | None = None
-) -> subprocess.Popen:
-    """Start miniwdl without waiting (for tests that act on the run while it goes)."""
-    path = os.path.join(shared, "main.wdl")
-    with open(path, "w") as outfile:
-        outfile.write(wdl)
-    return popen_miniwdl(
-        path,
-        list(args),
-        shared,
-        BACKEND,
-        batch_config(moto, shared, **(settings or {})),
-        moto.server.env(),
-    )
+@contextlib.contextmanager
+def started_batch(
+    moto: MotoBatch,
+    shared: str,
+    wdl: str,
+    settings: dict[str, str] | None = None,
+    config: dict[str, dict[str, str]] | None = None,
+) -> Iterator[subprocess.Popen]:
+    """miniwdl running in the background (for tests that act on the run while it goes); killed
+    if the test leaves it running."""
+    path, merged = _setup(moto, shared, wdl, settings, config)
+    proc = popen_miniwdl(path, [], shared, BACKEND, merged, moto.server.env())
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def wait_until(condition, what: str, timeout: float = 120):
+    """``condition()``'s first true value, polled until ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout} s waiting until {what}")
 
 
 def wait_for_jobs(
     moto: MotoBatch, workflow_run: str, count: int, status: str = "RUNNING", timeout: float = 90
 ):
     """The run's jobs once ``count`` of them are in ``status``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def enough():
         jobs = [j for j in moto.run_jobs(workflow_run) if j["status"] == status]
-        if len(jobs) >= count:
-            return jobs
-        time.sleep(0.5)
-    raise AssertionError(f"fewer than {count} jobs of {workflow_run} reached {status}")
+        return jobs if len(jobs) >= count else None
+
+    return wait_until(enough, f"{count} jobs of {workflow_run} are {status}", timeout)
+
+
+def lose_host(moto: MotoBatch, job_id: str) -> None:
+    """What Batch says when the spot instance under a job goes away."""
+    moto.server.client("batch").terminate_job(
+        jobId=job_id, reason="Host EC2 (instance i-0123456789abcdef0) terminated."
+    )

@@ -5,12 +5,20 @@ import json
 import os
 import re
 import signal
-import time
 
 from miniwdl_omnibio.selftest import run as selftest
 from tests.helpers import miniwdl_env, run_dir_name
 
-from .conftest import BACKEND, READONLY_VIEW, batch_config, popen_batch, run_batch, wait_for_jobs
+from .conftest import (
+    BACKEND,
+    READONLY_VIEW,
+    batch_config,
+    lose_host,
+    run_batch,
+    started_batch,
+    wait_for_jobs,
+    wait_until,
+)
 
 ECHO_SCATTER = r"""
 version 1.2
@@ -51,7 +59,8 @@ def test_scatter_inputs_in_situ_and_results_on_s3(moto, shared):
         shared,
         ECHO_SCATTER,
         [f"text={text}", f"folder={folder}"],
-        settings={"tags": '{"project": "omnibio-e2e"}'},
+        # a window long enough that the four attempts meet even on a loaded machine
+        settings={"tags": '{"project": "omnibio-e2e"}', "array_linger_seconds": "3"},
     )
     assert run.returncode == 0, run.stderr[-4000:]
     workflow_run = os.path.basename(run.dir)
@@ -68,12 +77,17 @@ def test_scatter_inputs_in_situ_and_results_on_s3(moto, shared):
     with open(text) as infile:
         assert infile.read() == "hello\n"
 
+    # the four attempts were ready together: one array job, its children one per attempt
     jobs = moto.run_jobs(workflow_run)
     assert len(jobs) == 4 and all(j["status"] == "SUCCEEDED" for j in jobs)
+    everything = moto.run_jobs(workflow_run, parents=True)
+    (parent,) = [j for j in everything if j["jobId"] not in {c["jobId"] for c in jobs}]
+    assert sorted(j["jobId"] for j in jobs) == [f"{parent['jobId']}:{i}" for i in range(4)]
+    assert re.fullmatch(r"omnibio-[0-9a-f]{8}-echo-array\d+-4", parent["jobName"])
+    assert parent["jobQueue"].endswith("/" + moto.fallback_queue)  # not preemptible: on-demand
+    assert parent["tags"]["project"] == "omnibio-e2e" and parent["tags"]["omnibio.task"] == "echo"
+    assert "omnibio.call" not in parent["tags"]  # per attempt: in each child's script instead
     for job in jobs:
-        assert re.fullmatch(r"omnibio-[0-9a-f]{8}-call-echo-[0-3]-1", job["jobName"])
-        assert job["jobQueue"].endswith("/" + moto.fallback_queue)  # not preemptible: never on spot
-        assert job["tags"]["project"] == "omnibio-e2e" and job["tags"]["omnibio.task"] == "echo"
         assert job["container"]["command"][:2] == ["/bin/sh", "-c"]
     definitions = {j["jobDefinition"] for j in jobs}
     assert len(definitions) == 1  # one job definition for every attempt with the same image
@@ -194,19 +208,12 @@ task spot {
 
 
 def test_spot_host_loss_is_retried_on_the_fallback_queue(moto, shared):
-    proc = popen_batch(moto, shared, HOST_LOSS)
-    try:
+    with started_batch(moto, shared, HOST_LOSS) as proc:
         workflow_run = run_dir_name(shared)
         (job,) = wait_for_jobs(moto, workflow_run, 1)
         assert job["jobQueue"].endswith("/" + moto.queue)
-        # what Batch says when the spot instance under a job goes away
-        moto.server.client("batch").terminate_job(
-            jobId=job["jobId"], reason="Host EC2 (instance i-0123456789abcdef0) terminated."
-        )
+        lose_host(moto, job["jobId"])
         stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, stderr[-4000:]
     assert "task interrupted" in stderr and "interrupted task will be retried" in stderr
     jobs = sorted(moto.run_jobs(workflow_run), key=lambda j: j["createdAt"])
@@ -254,15 +261,11 @@ task nap {
 
 
 def test_sigint_terminates_every_job_of_the_run(moto, shared):
-    proc = popen_batch(moto, shared, SLEEPY_SCATTER)
-    try:
+    with started_batch(moto, shared, SLEEPY_SCATTER) as proc:
         workflow_run = run_dir_name(shared)
         wait_for_jobs(moto, workflow_run, 4)
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode != 0
     jobs = moto.run_jobs(workflow_run)
     assert len(jobs) == 4
@@ -271,16 +274,13 @@ def test_sigint_terminates_every_job_of_the_run(moto, shared):
     # ... and TerminateJob is asynchronous (as on AWS): the jobs and containers go soon after
     active = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
     names = [j["jobName"] for j in jobs]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        running = [j["jobName"] for j in moto.run_jobs(workflow_run) if j["status"] in active]
-        left = [
-            c.name for c in moto.server.job_containers() if any(c.name.startswith(n) for n in names)
-        ]
-        if not running and not left:
-            break
-        time.sleep(0.5)
-    assert running == [] and left == []
+
+    def all_gone():
+        running = [j for j in moto.run_jobs(workflow_run) if j["status"] in active]
+        left = [c for c in moto.server.job_containers() if c.name.startswith(tuple(names))]
+        return not running and not left
+
+    wait_until(all_gone, "no job is active and no job container is left", timeout=30)
 
 
 FAIL_FAST = """

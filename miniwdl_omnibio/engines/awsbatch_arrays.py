@@ -1,0 +1,148 @@
+"""Array jobs: attempts that become ready together share one SubmitJob.
+
+A scatter's attempts reach the engine within moments of each other, each from its own task
+thread. The first waits for company until ``linger`` seconds pass without another joining (at
+most LINGER_ROUNDS times as long, so a steady stream is still sent); then every attempt gathered
+with the same queue, job definition, resources and timeout goes to Batch as one array job
+(``arrayProperties.size`` = n). Each child runs the script its index names
+(``AWS_BATCH_JOB_ARRAY_INDEX``) in a directory on the shared filesystem: its environment and
+command, so no task's environment counts against the 30 KiB request. Children are attempts like
+any other: the handle of child i is ``<parent id>:i``, the id Batch gives it ("Array jobs").
+A lone attempt stays a plain job.
+"""
+
+import logging
+import os
+import shlex
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .awsbatch_request import JobRequest
+
+# Service quotas: "Maximum array size for array jobs: 10000"; SubmitJob: "between 2 and 10,000"
+ARRAY_MIN, ARRAY_MAX = 2, 10_000
+LINGER_ROUNDS = 10
+ARRAY_DIRECTORY = "omnibio_arrays"  # below the attempts' common directory (the run directory)
+# User guide, "AWS Batch job environment variables": AWS_BATCH_JOB_ARRAY_INDEX "is only set in
+# child array jobs. The array job index begins at 0"
+CHILD_COMMAND = (
+    'exec /bin/sh "$1/${AWS_BATCH_JOB_ARRAY_INDEX:?is not set: not an AWS Batch array child}.sh"'
+)
+
+ArrayKey = tuple[str, str, tuple[tuple[str, str], ...], int | None]
+
+
+def array_key(request: JobRequest) -> ArrayKey:
+    """What every child of an array shares: queue, job definition, resources, timeout."""
+    return (request.queue, request.definition.name, request.resources, request.timeout)
+
+
+def child_script(request: JobRequest) -> str:
+    """The child's script: the attempt's environment, then its plain job's command."""
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in request.environment.items())
+    return exports + "exec " + shlex.join(request.command) + "\n"
+
+
+@dataclass(frozen=True)
+class ArrayPlan:
+    """One SubmitJob for ``len(members)`` attempts, and the files their children read."""
+
+    name: str
+    members: tuple[JobRequest, ...]
+    directory: str  # host path of the children's scripts
+    container_directory: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def files(self) -> dict[str, str]:
+        """Every file to write before submitting: the scripts, and each member's own files."""
+        found = {
+            os.path.join(self.directory, f"{i}.sh"): child_script(m)
+            for i, m in enumerate(self.members)
+        }
+        for member in self.members:
+            found.update(member.files)
+        return found
+
+    def arguments(self, definition: str) -> dict[str, Any]:
+        """SubmitJob's keywords: the first member's request, as an array of the scripts."""
+        first = self.members[0]
+        arguments = first.arguments(definition)
+        arguments.update(
+            jobName=self.name,
+            arrayProperties={"size": len(self.members)},
+            tags=self.tags,
+        )
+        arguments["containerOverrides"].update(
+            command=["/bin/sh", "-c", CHILD_COMMAND, "omnibio", self.container_directory],
+            environment=[],
+        )
+        return arguments
+
+
+def plan_array(
+    members: Sequence[JobRequest], name: str, to_container: Callable[[str], str]
+) -> ArrayPlan:
+    """The array for ``members`` (same array_key). Pure: names files, writes none."""
+    common = os.path.commonpath([m.host_dir for m in members])
+    directory = os.path.join(common, ARRAY_DIRECTORY, name)
+    shared = dict(members[0].tags)
+    for member in members[1:]:  # the parent carries the tags all members share
+        shared = {k: v for k, v in shared.items() if member.tags.get(k) == v}
+    return ArrayPlan(name, tuple(members), directory, to_container(directory), shared)
+
+
+@dataclass
+class Pending:
+    """One attempt waiting in the coalescer for its handle."""
+
+    request: JobRequest
+    logger: logging.Logger
+    done: threading.Event = field(default_factory=threading.Event)
+    handle: str = ""
+    error: BaseException | None = None
+
+
+class Coalescer:
+    """Gathers concurrent submissions that can share an array job, and hands each group to
+    ``send`` (which sets every member's handle or error). The first submitter of a group waits
+    while others keep joining, then sends for all; the others wait for their outcome."""
+
+    def __init__(self, linger: float, send: Callable[[list[Pending]], None]) -> None:
+        self.linger = linger
+        self._send = send
+        self._lock = threading.Lock()
+        self._groups: dict[ArrayKey, list[Pending]] = {}
+
+    def submit(self, request: JobRequest, logger: logging.Logger) -> str:
+        pending = Pending(request, logger)
+        key = array_key(request)
+        with self._lock:
+            group = self._groups.setdefault(key, [])
+            group.append(pending)
+            lead = len(group) == 1
+        if lead:
+            self._gather(key)
+            with self._lock:
+                group = self._groups.pop(key)
+            for start in range(0, len(group), ARRAY_MAX):
+                self._send(group[start : start + ARRAY_MAX])
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.handle
+
+    def _gather(self, key: ArrayKey) -> None:
+        """Wait until ``linger`` seconds pass with nobody joining the group (or it is full)."""
+        deadline = time.monotonic() + self.linger * LINGER_ROUNDS
+        seen = 1
+        while True:
+            time.sleep(self.linger)
+            with self._lock:
+                size = len(self._groups[key])
+            if size == seen or size >= ARRAY_MAX or time.monotonic() >= deadline:
+                return
+            seen = size
