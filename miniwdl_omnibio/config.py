@@ -139,6 +139,10 @@ DEFAULTS: dict[str, dict[str, str]] = {
         # extra docker options for every task container, appended to containerRunOptions
         # (e.g. --shm-size 1g)
         "container_run_options": "",
+        # run tasks as the pool-scope auto-user with admin elevation (root in the container), so
+        # they can write the run directory; false: Batch's non-admin auto-user, for pools whose
+        # shared filesystem lets that user write
+        "auto_user_admin": "true",
     },
     "omnibio_tes": {
         # the TES server's root, e.g. https://tes.example.org (the API is at <url>/ga4gh/tes/v1);
