@@ -2,7 +2,7 @@
 
 Keys live in miniwdl's config system: a ``[section]`` of a miniwdl .cfg file, or the environment
 variable ``MINIWDL__SECTION__KEY``. ``python -m miniwdl_omnibio config`` prints this table; the
-README documents each key. A missing or invalid value fails at start with the key's name.
+docs/ pages document each key. A missing or invalid value fails at start with the key's name.
 """
 
 import json
@@ -85,9 +85,11 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "default_time_limit": "0",
         # memory for tasks that set no runtime.memory (Batch needs one)
         "default_memory": "2G",
-        # the largest cpu and memory one task may request (runtime values are clamped to them)
-        "max_cpu": "64",
-        "max_memory": "256G",
+        # the largest cpu and memory one task may request (runtime values are clamped to them);
+        # empty = learned at start from the queues' managed compute environments (maxvCpus, the
+        # largest instance type), else 64 and 256 GiB
+        "max_cpu": "",
+        "max_memory": "",
         # SubmitJob calls per second across all task threads (Batch allows 50 per account)
         "submit_rate": "10",
         # seconds between two DescribeJobs calls (each covers up to 100 jobs)
@@ -145,8 +147,9 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "auto_user_admin": "true",
     },
     "omnibio_tes": {
-        # the TES server's root, e.g. https://tes.example.org (the API is at <url>/ga4gh/tes/v1);
-        # required. Credentials never go in the URL: use user + password_env or token_env
+        # the TES server, e.g. https://tes.example.org; the API is below it at /ga4gh/tes/v1, /v1
+        # or the URL itself, whichever answers service-info first; required. Credentials never go
+        # in the URL: use user + password_env or token_env
         "url": "",
         # HTTP basic auth: user name, and the environment variable holding the password
         "user": "",
@@ -159,15 +162,26 @@ DEFAULTS: dict[str, dict[str, str]] = {
         # Retry-After says (else 1 s, doubling); a failed create is sent again only when a list by
         # its run id tag shows the server did not create it
         "max_retries": "8",
-        # where the server's workers mount the shared filesystem read-write (required); task
-        # working directories and results live on it, in place
+        # staging mode (the default): where task files move between this host and the workers,
+        # s3://bucket/prefix (AWS, or an S3-compatible endpoint through AWS_ENDPOINT_URL_S3) or
+        # an Azure Blob URL https://account.blob.core.windows.net/container/prefix. The TES
+        # server must be able to read and write it
+        "staging_uri": "",
+        # keep the staged objects of a finished run (default: removed at exit)
+        "keep_staged": "false",
+        # shared-filesystem mode (opt-in, instead of staging_uri): where the server's workers
+        # mount the filesystem holding the run directories, read-write (e.g. a Funnel worker
+        # volume); task working directories and results stay there, in place
         "mount_path": "",
         # where this host mounts the same filesystem; empty = mount_path
         "host_mount_path": "",
-        # where tasks see the shared filesystem read-only, for their inputs; sent to the server as
-        # one file:// DIRECTORY input that it must localize in place (bind mount, no copy);
-        # empty = inputs are read through mount_path and writable
+        # where the workers also mount it read-only, for task inputs; empty = inputs are read
+        # through mount_path
         "readonly_mount_path": "",
+        # shared-filesystem mode: the image of the task that proves at start that the workers
+        # see mount_path, and how many seconds it may take (queueing included)
+        "probe_image": "ubuntu:22.04",
+        "probe_timeout": "600",
         # seconds between two status polls (one list per waiting or running state per poll)
         "poll_seconds": "3",
         # tasks per page when listing (TES: below 2048)
@@ -176,7 +190,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
         # has no time limit field, so the plugin cancels the task when it is exceeded
         "default_time_limit": "0",
         # JSON object of resources.backend_parameters for every task; runtime
-        # omnibio_backend_parameters overrides it key by key
+        # omnibio_backend_parameters overrides it key by key (keys compare case-insensitively)
         "backend_parameters": "{}",
         # fail (true) or warn (false) when a backend parameter is not one the server's
         # service-info lists; also sent to the server as resources.backend_parameters_strict
@@ -209,9 +223,13 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "default_time_limit": "0",
         # extra sbatch options for every job, e.g. --constraint=avx2 --exclusive
         "sbatch_options": "",
-        # seconds between status polls (one squeue for every job of this process per poll)
-        "poll_seconds": "5",
-        # seconds a submission waits for others to share its sbatch --array
+        # seconds between status polls of the job scripts' files on the shared filesystem (a
+        # running marker, the exit record): no Slurm command
+        "poll_seconds": "2",
+        # ... and at most this often (squeue(1), PERFORMANCE: keep calls few) one squeue for the
+        # jobs those files say nothing final about (at once when a signal ended a script)
+        "squeue_seconds": "60",
+        # submissions gather into one sbatch --array until none came for this many seconds
         "submit_linger_seconds": "0.5",
         # elements per sbatch --array at most (below the cluster's MaxArraySize, default 1001)
         "max_array_size": "1000",
@@ -342,6 +360,7 @@ class OmnibioSettings:
     result_prefix: ResultUri | None
     result_check: str
     env_value_max_bytes: int
+    result_max_bytes: int
     retry_wait: float
     retry_wait_max: float
     unlisted_grace: float
@@ -358,6 +377,7 @@ class OmnibioSettings:
             result_prefix=parsed,
             result_check=settings.choice("result_check", RESULT_CHECKS),
             env_value_max_bytes=settings.integer("env_value_max_bytes", minimum=1024),
+            result_max_bytes=settings.size("result_max_bytes"),
             retry_wait=settings.number("retry_wait", minimum=0),
             retry_wait_max=settings.number("retry_wait_max", minimum=0),
             unlisted_grace=settings.number("unlisted_grace_seconds", minimum=0),

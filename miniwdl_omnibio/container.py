@@ -32,8 +32,10 @@ from .contract import (
     call_path,
     contract_env,
     inputs_json,
+    path_mapping_rules,
     result_uri,
     run_id,
+    secret_env,
     spill_large_values,
     workflow_run_name,
 )
@@ -42,7 +44,8 @@ from .placement import Placement
 from .placement_local import LocalPlacement
 from .placement_shared import SharedPlacement
 from .progress import OpenJdProgress
-from .results import RESULT_CHECKS, ResultProblem, clear_stale, verify_result
+from .results import RESULT_CHECKS, ResultProblem, clear_stale, container_to_host, verify_result
+from .runtime.provenance import SIGNING_KEY_VARIABLE
 from .runtime.uri import ResultUri
 from .task_values import parse_disks, parse_duration, retry_delay
 from .tracker import Tracker
@@ -74,6 +77,7 @@ class OmnibioContainer(TaskContainer):
         "omnibio_tool_id",
         "omnibio_time_limit",
         "omnibio_result_check",
+        "omnibio_secrets",
         "disks",
     )
 
@@ -281,12 +285,16 @@ class OmnibioContainer(TaskContainer):
                 container_result = ResultUri("file", "", "", placement.to_container(result.key))
             else:
                 writable.append(result_dir)
+        secrets = [str(name) for name in self.runtime_values.get("omnibio_secrets", [])]
         contract = contract_env(
             tool_id=str(self.runtime_values.get("omnibio_tool_id") or facts.name),
             run_id_value=rid,
             inputs_json_value=inputs_json(facts.inputs, self.input_path_map),
             resources=resources,
             result=container_result,
+            result_max_bytes=self._omnibio.result_max_bytes,
+            path_mapping=path_mapping_rules(placement.mounts(writable, [])),
+            secret_names=secrets,
         )
         spill_host = os.path.join(self.host_dir, "omnibio")
         contract, spilled = spill_large_values(
@@ -295,6 +303,7 @@ class OmnibioContainer(TaskContainer):
         files.update({os.path.join(spill_host, name): value for name, value in spilled.items()})
         env = dict(self.runtime_values.get("env", {}))
         env.update(contract)
+        env.update(self._launcher_secrets(secrets))
         default_image = self.cfg.get_dict("task_runtime", "defaults").get("docker", "ubuntu:22.04")
         as_user = self.cfg["task_runtime"].get_bool("as_user")
         engine_keys = self._engine.runtime_keys
@@ -325,6 +334,18 @@ class OmnibioContainer(TaskContainer):
             interruptions=self._interruptions,
         )
         return AttemptPlan(attempt, result, files, tuple(directories))
+
+    @staticmethod
+    def _launcher_secrets(names: list[str]) -> dict[str, str]:
+        """Values from the launcher's environment the task receives but no log shows: the
+        variables runtime.omnibio_secrets names, and the result signing key when set."""
+        try:
+            values = secret_env(names, os.environ)
+        except ValueError as exn:
+            raise Error.InputError(str(exn)) from None
+        if os.environ.get(SIGNING_KEY_VARIABLE):
+            values[SIGNING_KEY_VARIABLE] = os.environ[SIGNING_KEY_VARIABLE]
+        return values
 
     def prepare_host_dir(self, logger: logging.Logger, plan: AttemptPlan) -> None:
         """Write what the plan needs on the host: command, spilled values, mount points."""
@@ -448,7 +469,13 @@ class OmnibioContainer(TaskContainer):
     ) -> None:
         """Read results.json back: a problem fails the task (or warns, per result_check)."""
         try:
-            document = verify_result(result, attempt.run_id, self.host_work_dir())
+            document = verify_result(
+                result,
+                attempt.run_id,
+                self.host_work_dir(),
+                max_bytes=self._omnibio.result_max_bytes,
+                to_host=container_to_host(attempt.mounts),
+            )
         except ResultProblem as problem:
             if self._result_check() == "warn":
                 logger.warning(str(problem))

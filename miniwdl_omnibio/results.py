@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from WDL._util import write_atomic
+from WDL._util import path_really_within, write_atomic
 
 from .contract import mount_pairs
 from .runtime.contract import DEFAULT_RESULT_MAX_BYTES
@@ -44,7 +44,9 @@ def container_to_host(mounts: Iterable[Any]) -> ToHost:
             if path == container:
                 return host
             if path.startswith(container.rstrip("/") + "/"):
-                return os.path.join(host, path[len(container.rstrip("/")) + 1 :])
+                found = os.path.join(host, path[len(container.rstrip("/")) + 1 :])
+                # as miniwdl: no .. or symlink may lead out of the mount on the host
+                return found if path_really_within(found, host) else None
         return None
 
     return to_host

@@ -2,7 +2,7 @@
 
 Speed comes from doing less per task: no swarm service, one create/start/wait/remove, image
 lookups cached per process, and (by default) no network namespace built per container: all
-tasks of a run join one sandbox namespace made once (see README, "What a task can reach").
+tasks of a run join one sandbox namespace made once (docs/docker.md, "What a task can reach").
 """
 
 import contextlib

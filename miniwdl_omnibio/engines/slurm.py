@@ -4,12 +4,14 @@ The nodes mount the shared filesystem holding the run directory; each attempt's 
 (``<task dir>/slurm/attemptN.sh``, see slurm_script.py) runs its container with docker, podman
 or apptainer and records the exit. Attempts that become ready together go in one sbatch
 (equal sbatch options: one array); the status of every job of this process is one squeue per
-poll (``--states=all`` shows jobs that ended within MinJobAge), then sacct when the cluster has
-accounting, then the exit record the job script wrote. Cancellations gather into one scancel.
+poll that needs it: the job scripts' own files (a running marker, the exit record) answer most
+polls, and squeue (``--states=all`` shows jobs that ended within MinJobAge), then sacct when the
+cluster has accounting, answer the rest. Cancellations gather into one scancel.
 """
 
 import contextlib
 import logging
+import math
 import os
 import shlex
 import threading
@@ -48,6 +50,7 @@ from .slurm_script import (
     translate,
 )
 
+GATHER_MAX = 10.0  # seconds the first of a burst of submissions waits for the rest at most
 CANCEL_LINGER = 0.2  # seconds cancellations gather before their one scancel
 RECORD_GRACE = 60.0  # seconds an ended job's exit record may take to show on this host (NFS)
 LOG_TAIL_BYTES = 4000
@@ -64,9 +67,10 @@ class Pending:
 
 
 class Submissions:
-    """Requests that arrive within ``linger`` seconds share sbatch calls: one per group of equal
-    sbatch options, as an array (a group of one is a plain job). The first submitter waits for
-    company, then sends everything gathered while the others wait for their handles."""
+    """Requests that arrive close together share sbatch calls: one per group of equal sbatch
+    options, as an array (a group of one is a plain job). The first submitter gathers until no
+    request came for ``linger`` seconds (at most GATHER_MAX), then sends everything gathered
+    while the others wait for their handles."""
 
     def __init__(self, send: Callable[[list[SlurmRequest]], str], linger: float, size: int):
         self._send = send
@@ -75,14 +79,16 @@ class Submissions:
         self._lock = threading.Lock()
         self._queue: list[Pending] = []
         self._sending = False
+        self._last_arrival = 0.0
 
     def add(self, request: SlurmRequest) -> str:
         pending = Pending(request)
         with self._lock:
             self._queue.append(pending)
+            self._last_arrival = time.monotonic()
             lead, self._sending = not self._sending, True
         if lead:
-            time.sleep(self._linger)
+            self._gather()
             while True:
                 with self._lock:
                     batch, self._queue = self._queue, []
@@ -95,6 +101,18 @@ class Submissions:
             raise pending.error
         assert pending.handle
         return pending.handle
+
+    def _gather(self) -> None:
+        """Wait while requests keep arriving (a scatter's attempts reach submit over seconds
+        on a busy host), up to GATHER_MAX."""
+        give_up = time.monotonic() + GATHER_MAX
+        while True:
+            with self._lock:
+                quiet_at = self._last_arrival + self._linger
+            now = time.monotonic()
+            if now >= quiet_at or now >= give_up:
+                return
+            time.sleep(min(quiet_at, give_up) - now)
 
     def _flush(self, batch: list[Pending]) -> None:
         groups: dict[tuple[str, ...], list[Pending]] = {}
@@ -160,6 +178,7 @@ class SlurmEngine(Engine[SlurmRequest]):
         self.accounting = accounting
         self.logger = logger
         self.poll_seconds = settings.number("poll_seconds", minimum=0.1)
+        self.squeue_seconds = settings.number("squeue_seconds", minimum=0)
         self.default_time_limit = settings.integer("default_time_limit", minimum=0) or None
         self.launcher = uuid.uuid4().hex[:12]
         runtime = settings.choice("container_runtime", RUNTIMES)
@@ -203,6 +222,8 @@ class SlurmEngine(Engine[SlurmRequest]):
         self._lock = threading.Lock()
         self._requests: dict[str, SlurmRequest] = {}  # handle -> request, until released
         self._ended_unrecorded: dict[str, float] = {}  # handle -> when first seen so
+        self._jobs: dict[str, mapping.SlurmJob] = {}  # Slurm's last word on each handle
+        self._asked_at = -math.inf  # when squeue last answered
 
     # --- start -----------------------------------------------------------------------------
 
@@ -432,28 +453,56 @@ class SlurmEngine(Engine[SlurmRequest]):
         return mapping.parse_sacct(done.stdout)
 
     def fetch(self, records: Sequence[Submitted]) -> dict[str, Status]:
-        handles = [r.handle for r in records]
+        """The element scripts' files first (read on the shared filesystem, no Slurm command);
+        one squeue (and sacct) every ``squeue_seconds`` for the attempts they say nothing final
+        about, or at once when a record needs Slurm's verdict (a signal ended the script)."""
+        now = time.monotonic()
+        seen: dict[str, tuple[SlurmRequest, mapping.ExitRecord | None, bool]] = {}
+        for record in records:
+            with self._lock:
+                request = self._requests.get(record.handle)
+            if request is not None:
+                files = request.files
+                exit_record = mapping.parse_exit_record(_read(files.host("exit")))
+                seen[record.handle] = (request, exit_record, os.path.exists(files.host("running")))
+        unsettled = [h for h, (_r, rec, _run) in seen.items() if rec is None or not rec.final]
+        verdict_wanted = any(rec and not rec.final for _r, rec, _run in seen.values())
+        if unsettled and (verdict_wanted or now - self._asked_at >= self.squeue_seconds):
+            self.ask_slurm(unsettled, now)
+        statuses = {}
+        for record in records:
+            if record.handle in seen:
+                status = self.status(record, *seen[record.handle], now)
+                if status is not None:
+                    statuses[record.handle] = status
+        return statuses
+
+    def ask_slurm(self, handles: list[str], now: float) -> None:
+        """One squeue for the jobs of ``handles`` (sacct for those it no longer lists)."""
         jobs = self.squeue(mapping.job_ids(handles))
         gone = [h for h in handles if h not in jobs]
         if gone and self.accounting:
             jobs.update(self.sacct(mapping.job_ids(gone)))
-        statuses = {}
-        now = time.monotonic()
-        for record in records:
-            status = self.status(record, jobs.get(record.handle), now)
-            if status is not None:
-                statuses[record.handle] = status
-        return statuses
-
-    def status(self, record: Submitted, job: mapping.SlurmJob | None, now: float) -> Status | None:
         with self._lock:
-            request = self._requests.get(record.handle)
-        if request is None:
-            return None
+            for handle in handles:
+                if handle in jobs:
+                    self._jobs[handle] = jobs[handle]
+                else:
+                    self._jobs.pop(handle, None)
+            self._asked_at = now
+
+    def status(
+        self,
+        record: Submitted,
+        request: SlurmRequest,
+        exit_record: mapping.ExitRecord | None,
+        running: bool,
+        now: float,
+    ) -> Status | None:
+        with self._lock:
+            job = self._jobs.get(record.handle)
+            asked_since = self._asked_at >= record.submitted_at
         files = request.files
-        exit_record = None
-        if job is None or job.state not in mapping.WAITING:
-            exit_record = mapping.parse_exit_record(_read(files.host("exit")))
         context = mapping.Context(
             where=f"Slurm job {record.handle} ({request.run_id})",
             cancelled_by_us=record.cancelled,
@@ -463,7 +512,9 @@ class SlurmEngine(Engine[SlurmRequest]):
             else "",
             node_path=files.node("sh"),
         )
-        status = mapping.status(job, exit_record, context)
+        status = mapping.status(job, exit_record, running, context)
+        if status is None and job is None and not asked_since:
+            return Status(Phase.QUEUED, reason="submitted")  # not asked about since sbatch
         if status is not None or job is None:
             return status
         # ended, but its exit record is not visible here yet: give the filesystem a moment
@@ -489,6 +540,7 @@ class SlurmEngine(Engine[SlurmRequest]):
         with self._lock:
             self._requests.pop(handle, None)
             self._ended_unrecorded.pop(handle, None)
+            self._jobs.pop(handle, None)
 
     def failure_details(self, handle: str, attempt: TaskAttempt, status: Status) -> dict[str, Any]:
         with self._lock:

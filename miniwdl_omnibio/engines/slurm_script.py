@@ -24,8 +24,9 @@ EXIT_SCRIPT_UNREADABLE = 97
 # array was changed with scontrol)
 EXIT_NO_ELEMENT = 98
 # the element script's exit record: exit code, killed for memory, past its time limit, and
-# whether the container ever started
-EXIT_FIELDS = ("exit_code", "oom", "timed_out", "started")
+# whether the container ever started, and whether a signal (scancel, Slurm's time limit,
+# preemption) ended the script: then Slurm's own verdict on the job counts
+EXIT_FIELDS = ("exit_code", "oom", "timed_out", "started", "signalled")
 
 
 @dataclass(frozen=True)
@@ -210,14 +211,18 @@ def _words(argv: Sequence[str]) -> str:
 # Slurm signals the whole job on scancel, on its own time limit and on preemption (SIGTERM, then
 # SIGKILL after KillWait: slurm.conf(5)); docker/podman containers are not the job's processes,
 # so the trap removes the container. The exact time limit is the script's: Slurm's --time has
-# minute resolution.
+# minute resolution. attemptN.running tells the launcher the job runs without asking Slurm.
 _HEAD = """#!/bin/sh
 # omnibio_slurm: attempt {run_id}, written by miniwdl_omnibio; runs on the Slurm node
 set -u
 EXIT={exit_file}
 rm -f "$EXIT"
+: >{running_file}
 record() {{
-  printf 'exit_code=%s\\noom=%s\\ntimed_out=%s\\nstarted=%s\\n' "$1" "$2" "$3" "$4" >"$EXIT.tmp"
+  {{
+    printf 'exit_code=%s\\noom=%s\\ntimed_out=%s\\n' "$1" "$2" "$3"
+    printf 'started=%s\\nsignalled=%s\\n' "$4" "${{5:-false}}"
+  }} >"$EXIT.tmp"
   mv -f "$EXIT.tmp" "$EXIT"
 }}
 set -a
@@ -228,7 +233,8 @@ cd {workdir} 2>/dev/null || cd /
 
 _OCI = """NAME="omnibio-${{SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}}-${{SLURM_ARRAY_TASK_ID:-0}}"
 GPU_OPTIONS=""
-{gpu}trap '{tool} rm -f "$NAME" >/dev/null 2>&1; record 143 false false true; exit 143' TERM INT
+{gpu}stop() {{ {tool} rm -f "$NAME" >/dev/null 2>&1; record 143 false false true true; exit 143; }}
+trap stop TERM INT
 if ! {run} >/dev/null; then
   {tool} rm -f "$NAME" >/dev/null 2>&1
   record 125 false false false
@@ -251,7 +257,7 @@ record "${{rc:-137}}" "$oom" "$timed_out" true
 exit "${{rc:-137}}"
 """
 
-_APPTAINER = """trap 'record 143 false false true; exit 143' TERM INT
+_APPTAINER = """trap 'record 143 false false true true; exit 143' TERM INT
 {run} &
 wait $!
 rc=$?
@@ -274,6 +280,7 @@ def element_script(attempt: TaskAttempt, settings: SlurmSettings, files: Element
     head = _HEAD.format(
         run_id=attempt.run_id,
         exit_file=shlex.quote(files.node("exit")),
+        running_file=shlex.quote(files.node("running")),
         env_file=shlex.quote(files.node("env")),
         workdir=shlex.quote(
             node_path(

@@ -67,6 +67,16 @@ class ExitRecord:
     oom: bool
     timed_out: bool
     started: bool  # False: the container never started (image missing, runtime error)
+    signalled: bool = False  # a signal ended the script (scancel, Slurm's limit, preemption)
+
+    @property
+    def final(self) -> bool:
+        """The record alone says how the attempt ended; else Slurm's verdict on the job counts:
+        after a signal, or a container killed by a signal for a reason we do not know (e.g. the
+        cgroup's OOM killer under apptainer)."""
+        if self.signalled:
+            return False
+        return not (self.started and self.exit_code >= 128 and not self.oom and not self.timed_out)
 
 
 def parse_squeue(text: str) -> dict[str, SlurmJob]:
@@ -116,6 +126,7 @@ def parse_exit_record(text: str) -> ExitRecord | None:
         oom=values["oom"].strip() == "true",
         timed_out=values["timed_out"].strip() == "true",
         started=values["started"].strip() == "true",
+        signalled=values["signalled"].strip() == "true",
     )
 
 
@@ -153,14 +164,21 @@ def from_record(record: ExitRecord, context: Context, state: str = "") -> Status
     )
 
 
-def status(job: SlurmJob | None, record: ExitRecord | None, context: Context) -> Status | None:
-    """The attempt's Status from Slurm's view of its job and its exit record; None: unknown yet.
+def status(
+    job: SlurmJob | None, record: ExitRecord | None, running: bool, context: Context
+) -> Status | None:
+    """The attempt's Status from its exit record, its running marker and Slurm's last word on
+    its job (which may be a poll or two old); None: nothing known yet.
 
-    Slurm's own verdicts on how a job ended (preemption, node loss, its time limit, OOM, a
-    cancellation) come first; otherwise the exit record holds the container's exit code.
+    A final record is the container's own exit. Otherwise Slurm's verdicts on how a job ended
+    (preemption, node loss, its time limit, OOM, a cancellation) come first.
     """
+    if record and record.final:
+        return from_record(record, context, job.state if job else "")
     if job is None:
-        return from_record(record, context) if record else None
+        if record:
+            return from_record(record, context)
+        return Status(Phase.RUNNING, reason="its script started") if running else None
     state, reason = job.state, job.reason
     if state in WAITING:
         if state == "PENDING" and NEVER_STARTS.match(reason):
@@ -170,10 +188,10 @@ def status(job: SlurmJob | None, record: ExitRecord | None, context: Context) ->
                 reason=f"{state} ({reason})",
                 lingering=True,  # still queued: the tracker cancels it
             )
+        if running:  # Slurm's answer predates the script's start
+            return Status(Phase.RUNNING, reason="its script started")
         return Status(Phase.QUEUED, reason=f"{state} ({reason})" if reason else state)
     if state in ALLOCATED:
-        if state == "COMPLETING" and record:
-            return from_record(record, context, state)
         return Status(Phase.RUNNING, reason=state)
     if state in INTERRUPTED:
         return Status(Phase.DONE, interrupted=True, reason=f"{context.where} ended {state}")

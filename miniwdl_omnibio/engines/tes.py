@@ -1,10 +1,13 @@
 """omnibio_tes: each task attempt is one GA4GH TES v1.1 task with one executor.
 
-Shared-filesystem mode: the server's workers mount the run directory's filesystem at
-``mount_path`` (as a Funnel worker with a host volume does), so the working directory, streams
-and results stay in place; the read-only view for inputs is one ``file://`` DIRECTORY input.
+Staging mode (the default, as TES servers work: Funnel, TESK, poiesis, TES on Azure): inputs go
+to the server as URLs in the ``staging_uri`` object store, the command as ``content``; the
+working directory and streams come back as outputs, downloaded into the run directory when
+the task has ended (``collect``), before miniwdl reads them. Shared-filesystem mode (opt-in,
+``mount_path``): the workers mount the run directories' filesystem, so nothing moves; a probe
+task proves it at start.
 
-Status costs one MINIMAL list per non-terminal state per poll, filtered by this process's
+Status costs one MINIMAL list per waiting or running state per poll, filtered by this process's
 launcher tag: finished tasks are never listed again. A task that no longer shows in those lists
 is fetched alone in FULL view, once, for its end state, exit code and logs.
 """
@@ -16,7 +19,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 import tes
 from WDL import Error
@@ -26,204 +28,38 @@ from WDL.runtime import config as miniwdl_config
 
 from ..attempt import TAG_RUN_ID, Mount, TaskAttempt
 from ..config import Settings
-from ..sharedfs import SharedFilesystem
-from .base import Engine, Phase, Status, Submitted
-from .tes_client import Credentials, Refused, TesClient, TesProblem, pause
+from .base import Engine, Status, Submitted
+from .tes_client import Refused, TesClient, TesProblem, pause
+from .tes_probe import probe
+from .tes_settings import TesSettings, string_map
+from .tes_staging import CONTENT_MAX_BYTES, MINIWDL_INPUTS, StagePlan, Stager, plan
+from .tes_store import StoreError, open_store
+from .tes_task import (
+    check_shared_mounts,
+    gigabytes,
+    merge_parameters,
+    staged_command,
+    staged_outputs,
+    supported_backend_parameters,
+    task_status,
+)
 
 LAUNCHER_TAG = "omnibio.launcher"  # one value per miniwdl process: what polling and shutdown list
-# Listed every poll, one call each; a task of ours in none of them is fetched alone.
+# Listed every poll, one call each, in the order a task goes through them (a task moving on
+# between two calls shows in a later one); a task of ours in none of them is fetched alone.
 LISTED_STATES = ("QUEUED", "INITIALIZING", "RUNNING")
 ACTIVE_STATES = ("UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING", "PAUSED", "CANCELING")
-STARTED_STATES = ("INITIALIZING", "RUNNING", "PAUSED", "CANCELING")
-LOG_LINES = 5  # system log lines quoted in an error
-STDERR_TAIL_CHARS = 2000
-MAX_PAGE_SIZE = 2047  # the spec: page_size must be less than 2048
-
-
-@dataclass(frozen=True)
-class TesSettings:
-    """The [omnibio_tes] section, read and checked once at start."""
-
-    url: str
-    credentials: Credentials
-    request_timeout: int
-    max_retries: int
-    poll_seconds: float
-    page_size: int
-    default_time_limit: int | None
-    backend_parameters: Mapping[str, str]
-    backend_parameters_strict: bool
-    max_cpu: int
-    max_memory: int
-    filesystem: SharedFilesystem
-
-    @classmethod
-    def load(cls, cfg: miniwdl_config.Loader) -> "TesSettings":
-        settings = Settings(cfg, "omnibio_tes")
-        url = settings.text("url", required=True).rstrip("/")
-        parsed = urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise settings.fail("url", f"{url!r} is not an http:// or https:// URL")
-        if parsed.username or parsed.password:
-            raise settings.fail(
-                "url", "must not contain credentials; use user + password_env, or token_env"
-            )
-        page_size = settings.integer("page_size", minimum=1)
-        if page_size > MAX_PAGE_SIZE:
-            raise settings.fail(
-                "page_size", f"{page_size} is too large; TES servers accept at most 2047"
-            )
-        return cls(
-            url=url,
-            credentials=credentials(settings),
-            request_timeout=settings.integer("request_timeout", minimum=1),
-            max_retries=settings.integer("max_retries", minimum=0),
-            poll_seconds=settings.number("poll_seconds", minimum=0.1),
-            page_size=page_size,
-            default_time_limit=settings.integer("default_time_limit", minimum=0) or None,
-            backend_parameters=string_map(
-                settings.json_object("backend_parameters"), "[omnibio_tes] backend_parameters"
-            ),
-            backend_parameters_strict=settings.flag("backend_parameters_strict"),
-            max_cpu=settings.integer("max_cpu", minimum=1),
-            max_memory=settings.size("max_memory"),
-            filesystem=SharedFilesystem.from_settings(settings),
-        )
-
-
-def credentials(settings: Settings) -> Credentials:
-    """Basic auth (user + the password in $password_env) or a bearer token in $token_env."""
-    user = settings.text("user") or None
-    password_env, token_env = settings.text("password_env"), settings.text("token_env")
-    if user and token_env:
-        raise settings.fail(
-            "token_env", "is set together with user; use either basic auth or a bearer token"
-        )
-    if password_env and not user:
-        raise settings.fail("user", "is required with password_env (basic auth)")
-    if user and not password_env:
-        raise settings.fail(
-            "password_env",
-            "must name the environment variable holding the password of [omnibio_tes] user",
-        )
-    if not (user or token_env):
-        return Credentials(None, None, "[omnibio_tes] token_env, or user and password_env")
-    key, variable = ("password_env", password_env) if user else ("token_env", token_env)
-    secret = os.environ.get(variable)
-    if not secret:
-        raise settings.fail(key, f"names the environment variable {variable}, which is not set")
-    hint = f"[omnibio_tes] {'user and ' if user else ''}{key} (the secret in ${variable})"
-    return Credentials(user, secret, hint)
-
-
-def string_map(value: Any, what: str) -> dict[str, str]:
-    """backend_parameters as TES wants them: string values (true/false for booleans)."""
-    if not isinstance(value, dict):
-        raise Error.RuntimeError(f"{what} must be an object of names to values, not {value!r}")
-    out: dict[str, str] = {}
-    for key, item in value.items():
-        out[str(key)] = ("true" if item else "false") if isinstance(item, bool) else str(item)
-    return out
-
-
-def merge_parameters(base: Mapping[str, str], override: Mapping[str, str]) -> dict[str, str]:
-    """backend_parameters keys are case-insensitive (the spec; TES on Azure rejects two keys
-    that differ only by case): a key of ``override`` replaces ``base``'s key of any case."""
-    merged = dict(base)
-    for key, value in override.items():
-        for old in [k for k in merged if k.lower() == key.lower()]:
-            del merged[old]
-        merged[key] = value
-    return merged
-
-
-def gigabytes(size: int | None) -> float | None:
-    """TES sizes are in GB; rounding up to the MB never grants less than asked."""
-    if not size:
-        return None
-    return -(-size // 1_000_000) / 1000
-
-
-def shared_inputs(mounts: Sequence[Mount], fs: SharedFilesystem) -> list[tes.Input]:
-    """The attempt's mounts in TES terms, on a shared filesystem.
-
-    A read-write mount must be the shared filesystem where the workers mount it (mount_path):
-    the worker provides it, a task document cannot. A read-only mount becomes a ``file://``
-    DIRECTORY input of the worker's path, placed at the mount's container path.
-    """
-    inputs = []
-    for mount in mounts:
-        worker_path = fs.to_container(mount.host_path)
-        if mount.read_only:
-            inputs.append(
-                tes.Input(
-                    url="file://" + worker_path,
-                    path=mount.container_path,
-                    type="DIRECTORY",
-                    name="omnibio-readonly-view",
-                    description="the shared filesystem, read-only, localized in place",
-                )
-            )
-        elif mount.container_path != worker_path:
-            raise Error.RuntimeError(
-                f"omnibio_tes cannot mount {mount.host_path} read-write at "
-                f"{mount.container_path}: TES workers see the shared filesystem only at "
-                f"[omnibio_tes] mount_path ({fs.container_root})"
-            )
-    return inputs
 
 
 @dataclass(frozen=True)
 class TesRequest:
-    """A TES task for one attempt, and what to tell the task log when it is submitted."""
+    """A TES task for one attempt; in staging mode its inputs are staged at submission."""
 
     task: tes.Task
     run_id: str
-    notes: tuple[str, ...] = ()  # warnings (a GPU TES cannot request, ...)
-
-
-def task_status(task: Mapping[str, Any], cancelled: bool) -> Status:
-    """The Status of a TES task as the server shows it (any view; FULL for the logs)."""
-    state = str(task.get("state") or "UNKNOWN").upper()
-    if state in ("UNKNOWN", "QUEUED"):
-        return Status(Phase.QUEUED, reason=state)
-    if state in STARTED_STATES:
-        return Status(Phase.RUNNING, reason=state)
-    logs = task.get("logs")
-    log = logs[-1] if isinstance(logs, list) and logs and isinstance(logs[-1], dict) else {}
-    executor_logs = [e for e in log.get("logs") or [] if isinstance(e, dict)]
-    exit_code = next(
-        (e["exit_code"] for e in reversed(executor_logs) if isinstance(e.get("exit_code"), int)),
-        None,
-    )
-    system_logs = [
-        " ".join(str(line).split()) for line in log.get("system_logs") or [] if str(line).strip()
-    ]
-    said = "; ".join(system_logs[-LOG_LINES:]) or "no system logs"
-    where = f"TES task {task.get('id')} ({task.get('name') or 'unnamed'})"
-    if state == "COMPLETE":
-        return Status(Phase.DONE, exit_code=exit_code or 0, reason=state)
-    if state == "EXECUTOR_ERROR" and exit_code is not None:
-        details: dict[str, Any] = {"tes_task": task.get("id"), "tes_state": state}
-        stderr = str(executor_logs[-1].get("stderr") or "")
-        if stderr.strip():
-            details["tes_stderr_tail"] = stderr[-STDERR_TAIL_CHARS:]
-        if system_logs:
-            details["tes_system_logs"] = system_logs[-LOG_LINES:]
-        return Status(Phase.DONE, exit_code=exit_code, reason=state, details=details)
-    if state == "EXECUTOR_ERROR":
-        return Status(
-            Phase.DONE, error=f"{where} ended in EXECUTOR_ERROR without an exit code: {said}"
-        )
-    if state == "PREEMPTED":
-        return Status(Phase.DONE, interrupted=True, reason=f"{where} was PREEMPTED: {said}")
-    if state == "CANCELED" and cancelled:
-        return Status(Phase.DONE, error=f"{where} was canceled", reason=state)
-    if state == "CANCELED":
-        return Status(
-            Phase.DONE, error=f"the TES server canceled {where}; this run did not: {said}"
-        )
-    return Status(Phase.DONE, error=f"{where} ended in {state}: {said}", reason=state)
+    notes: tuple[str, ...] = ()  # warnings for the task log (a GPU TES cannot request, ...)
+    staging: StagePlan | None = None
+    run_key: str = ""  # staging: the key below which this process's objects go
 
 
 class TesEngine(Engine[TesRequest]):
@@ -233,17 +69,24 @@ class TesEngine(Engine[TesRequest]):
     # about and left out, as on every backend (miniwdl parity: disks: "ignored" runs)
     fetch_batch = None  # one set of lists answers for every outstanding task
 
-    def __init__(self, settings: TesSettings, client: TesClient, info: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        settings: TesSettings,
+        client: TesClient,
+        info: Mapping[str, Any],
+        stager: Stager | None = None,
+    ) -> None:
         self.settings = settings
         self.client = client
+        self.stager = stager
         self.filesystem = settings.filesystem
         self.poll_seconds = settings.poll_seconds
         self.default_time_limit = settings.default_time_limit
-        self.supported_parameters = frozenset(
-            str(k).lower() for k in supported_backend_parameters(info)
-        )
+        self.supported_parameters = frozenset(k.lower() for k in supported_backend_parameters(info))
         self.launcher = uuid.uuid4().hex[:16]
         self._warned: set[str] = set()
+        self._attempt_keys: dict[str, str] = {}  # handle -> staged outputs of its attempt
+        self._run_keys: set[str] = set()  # staged below these keys: removed at exit
         self._lock = threading.Lock()
 
     @classmethod
@@ -253,7 +96,8 @@ class TesEngine(Engine[TesRequest]):
             settings.url, settings.credentials, settings.request_timeout, settings.max_retries
         )
         info = client.service_info()
-        engine = cls(settings, client, info)
+        stager = open_stager(cfg, settings) if settings.staging_uri else None
+        engine = cls(settings, client, info, stager)
         try:
             next(iter(client.list_tasks(engine.launcher_tags(), page_size=1)), None)
         except TesProblem as failed:
@@ -266,6 +110,8 @@ class TesEngine(Engine[TesRequest]):
         if problem:
             logger.warning(problem)
         fs = settings.filesystem
+        if fs:
+            probe(client, fs, settings.probe_image, settings.probe_timeout, engine.probe_tags())
         logger.log(
             NOTICE_LEVEL,
             _(
@@ -274,11 +120,18 @@ class TesEngine(Engine[TesRequest]):
                 server=info.get("name"),
                 version=info.get("version"),
                 auth=settings.credentials.kind,
-                mount_path=fs.container_root,
-                readonly_mount_path=fs.readonly_root,
+                staging_uri=settings.staging_uri or None,
+                mount_path=fs.container_root if fs else None,
+                readonly_mount_path=fs.readonly_root if fs else None,
                 backend_parameters=sorted(engine.supported_parameters),
             ),
         )
+        if stager:
+            logger.log(
+                NOTICE_LEVEL,
+                "omnibio_tes stages task files through the object store: a task's stderr "
+                "reaches the log only when the task has ended",
+            )
         return engine
 
     def resource_limits(self) -> dict[str, int]:
@@ -286,6 +139,12 @@ class TesEngine(Engine[TesRequest]):
 
     def launcher_tags(self) -> list[tuple[str, str]]:
         return [(LAUNCHER_TAG, self.launcher)]
+
+    def probe_tags(self) -> dict[str, str]:
+        return {LAUNCHER_TAG: self.launcher, "omnibio.probe": "shared-filesystem"}
+
+    def run_key(self, attempt: TaskAttempt) -> str:
+        return f"{attempt.workflow_run}.{self.launcher}"
 
     # --- translation -----------------------------------------------------------------------
 
@@ -301,8 +160,7 @@ class TesEngine(Engine[TesRequest]):
         )
 
     def translate(self, attempt: TaskAttempt) -> TesRequest:
-        settings = self.settings
-        resources = attempt.resources
+        settings, resources = self.settings, attempt.resources
         strict = settings.backend_parameters_strict
         parameters = dict(settings.backend_parameters)
         if "omnibio_backend_parameters" in attempt.runtime:
@@ -315,7 +173,7 @@ class TesEngine(Engine[TesRequest]):
             )
         notes: list[str] = []
         problem = self.unsupported_parameters(parameters)
-        if problem and settings.backend_parameters_strict:
+        if problem and strict:
             raise Error.RuntimeError(
                 f"runtime.omnibio_backend_parameters: {problem} and [omnibio_tes] "
                 "backend_parameters_strict = true"
@@ -329,18 +187,26 @@ class TesEngine(Engine[TesRequest]):
             )
         if attempt.user or attempt.privileged:
             notes.append("TES has no container user or privileged mode; the image's defaults apply")
+        command, outputs, staging = list(attempt.argv), None, None
+        if self.stager:
+            staging = plan(attempt, self.stager.store, self.run_key(attempt))
+            command = staged_command(attempt, staging)
+            outputs = staged_outputs(staging, self.stager.store)
+        else:
+            assert settings.filesystem
+            check_shared_mounts(attempt.mounts, settings.filesystem)
         task = tes.Task(
             name=attempt.run_id,
             description=f"{attempt.workflow_run} {attempt.call} attempt {attempt.attempt}",
             executors=[
                 tes.Executor(
                     image=attempt.image,
-                    command=list(attempt.argv),
+                    command=command,
                     workdir=attempt.workdir,
                     env=dict(attempt.env),
                 )
             ],
-            inputs=shared_inputs(attempt.mounts, settings.filesystem) or None,
+            outputs=outputs,
             resources=tes.Resources(
                 cpu_cores=resources.cpu,
                 ram_gb=gigabytes(resources.memory_limit or resources.memory_reservation),
@@ -351,16 +217,59 @@ class TesEngine(Engine[TesRequest]):
             ),
             tags={**attempt.tags, LAUNCHER_TAG: self.launcher},
         )
-        return TesRequest(task, attempt.run_id, tuple(notes))
+        return TesRequest(task, attempt.run_id, tuple(notes), staging, self.run_key(attempt))
 
     # --- the attempt -----------------------------------------------------------------------
 
     def submit(self, request: TesRequest, logger: logging.Logger) -> str:
         for note in request.notes:
             self._warn_once(logger, note)
-        handle = self.create_once(request.task.as_dict(), request.run_id, logger)
+        document = request.task.as_dict()
+        if request.staging:
+            with self._lock:
+                self._run_keys.add(request.run_key)
+            document.update(self.stage_inputs(request.staging, request.run_key, document))
+        handle = self.create_once(document, request.run_id, logger)
+        if request.staging:
+            with self._lock:
+                self._attempt_keys[handle] = request.staging.attempt_key
         logger.info(_("TES task", id=handle, url=self.client.api))
         return handle
+
+    def stage_inputs(
+        self, staging: StagePlan, run_key: str, document: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """inputs (and volumes for empty directories) of a staged task: each input uploaded
+        once per content or passed through, the command as content."""
+        assert self.stager
+        inputs: list[tes.Input] = []
+        volumes: list[str] = []
+        mounts = list(staging.inputs) + copied_inputs(staging)
+        try:
+            for mount in mounts:
+                url, directory = self.stager.stage(mount.host_path, run_key)
+                if url is None:
+                    volumes.append(mount.container_path)
+                    continue
+                kind = "DIRECTORY" if directory else "FILE"
+                inputs.append(tes.Input(url=url, path=mount.container_path, type=kind))
+            if staging.command:
+                inputs.append(self.command_input(staging.command.host_path, staging, run_key))
+        except StoreError as exn:
+            raise Error.RuntimeError(f"omnibio_tes: staging inputs failed: {exn}") from None
+        staged: dict[str, Any] = {"inputs": [i.as_dict() for i in inputs]}
+        if volumes:
+            staged["volumes"] = list(document.get("volumes") or []) + volumes
+        return staged
+
+    def command_input(self, host_path: str, staging: StagePlan, run_key: str) -> tes.Input:
+        assert self.stager and staging.command
+        container_path = staging.command.container_path
+        if os.path.getsize(host_path) <= CONTENT_MAX_BYTES:
+            with open(host_path, encoding="utf-8") as infile:
+                return tes.Input(content=infile.read(), path=container_path, type="FILE")
+        url, _directory = self.stager.stage(host_path, run_key)
+        return tes.Input(url=url, path=container_path, type="FILE")
 
     def create_once(self, document: dict[str, Any], run_id: str, logger: logging.Logger) -> str:
         """POST the task; after a failure that may have created it (no answer, 5xx, 429), wait,
@@ -390,7 +299,7 @@ class TesEngine(Engine[TesRequest]):
         if not records:
             return {}
         wanted = {record.handle: record for record in records}
-        states: dict[str, str | None] = {}
+        states: dict[str, str] = {}
         for listed in LISTED_STATES:
             for task in self.client.list_tasks(
                 self.launcher_tags(), state=listed, page_size=self.settings.page_size, retry=False
@@ -403,10 +312,31 @@ class TesEngine(Engine[TesRequest]):
             if state in LISTED_STATES:
                 statuses[handle] = task_status({"id": handle, "state": state}, record.cancelled)
                 continue
-            full = self.client.get(handle, "FULL")
+            full = self.client.get(handle, "FULL", retry=False)
             if full is not None:  # None: not known (yet); the tracker's grace period applies
                 statuses[handle] = task_status(full, record.cancelled)
         return statuses
+
+    def collect(
+        self, handle: str, attempt: TaskAttempt, status: Status, logger: logging.Logger
+    ) -> None:
+        """Staging: download the outputs of a task that ran its command into the run
+        directory, before the lifecycle reads the exit code, the streams and results."""
+        if not self.stager or status.exit_code is None:
+            return
+        outputs = plan(attempt, self.stager.store, self.run_key(attempt)).outputs
+        try:
+            missing = self.stager.collect(outputs)
+        except (StoreError, OSError) as exn:
+            raise Error.RuntimeError(
+                f"omnibio_tes: could not download the outputs of TES task {handle}: {exn}"
+            ) from None
+        if missing:
+            logger.warning(_("TES task outputs not uploaded by the server", missing=missing))
+        tail = status.details.get("tes_stderr_tail")
+        if attempt.stderr_path and tail and os.path.getsize(attempt.stderr_path) == 0:
+            with open(attempt.stderr_path, "w", encoding="utf-8") as outfile:
+                outfile.write(str(tail))  # the executor log's copy: better than nothing
 
     def cancel(self, handle: str, logger: logging.Logger) -> None:
         try:
@@ -415,9 +345,19 @@ class TesEngine(Engine[TesRequest]):
         except Exception as exn:
             logger.warning(_("TES task cancel failed", id=handle, error=str(exn)[:300]))
 
+    def release(self, handle: str, logger: logging.Logger) -> None:
+        """Staging: the attempt's outputs are in the run directory now; remove their objects."""
+        with self._lock:
+            key = self._attempt_keys.pop(handle, None)
+        if key and self.stager and not self.settings.keep_staged:
+            try:
+                self.stager.store.delete_below(key)
+            except StoreError as exn:
+                logger.warning(_("could not remove staged outputs", key=key, error=str(exn)))
+
     def shutdown(self, logger: logging.Logger) -> None:
         """Cancel every task of this process the server lists as not finished, tracked or not
-        (e.g. one a create created although its answer was lost)."""
+        (e.g. one a create created although its answer was lost); remove what was staged."""
         active: set[str] = set()
         try:
             for state in ACTIVE_STATES:
@@ -434,6 +374,15 @@ class TesEngine(Engine[TesRequest]):
             )
         for handle in sorted(active):
             self.cancel(handle, logger)
+        if not self.stager or self.settings.keep_staged:
+            return
+        with self._lock:
+            run_keys = sorted(self._run_keys)
+        for run_key in run_keys:
+            try:
+                self.stager.store.delete_below(self.stager.store.key(run_key))
+            except StoreError as exn:
+                logger.warning(_("could not remove staged objects", key=run_key, error=str(exn)))
 
     def _warn_once(self, logger: logging.Logger, message: str) -> None:
         with self._lock:
@@ -443,9 +392,37 @@ class TesEngine(Engine[TesRequest]):
         logger.warning(message)
 
 
-def supported_backend_parameters(info: Mapping[str, Any]) -> list[str]:
-    """service-info's tesResources_backend_parameters, whatever the case of its name."""
-    for key, value in info.items():
-        if key.replace("_", "").lower() == "tesresourcesbackendparameters":
-            return [str(v) for v in value] if isinstance(value, list) else []
-    return []
+def copied_inputs(staging: StagePlan) -> list[Mount]:
+    """Inputs [file_io] copy_input_files put into the working directory on this host: the
+    working directory is an output, so they go to the task as one input of their own."""
+    work = next((o for o in staging.outputs if o.key.endswith("/work")), None)
+    if work is None or any(MINIWDL_INPUTS in m.container_path for m in staging.inputs):
+        return []
+    copied = os.path.join(work.host_path, MINIWDL_INPUTS)
+    if not os.path.isdir(copied):
+        return []
+    return [Mount(copied, f"{work.container_path}/{MINIWDL_INPUTS}", True)]
+
+
+def open_stager(cfg: miniwdl_config.Loader, settings: TesSettings) -> Stager:
+    """The staging store, checked writable now (a bad staging_uri fails at start)."""
+    config = Settings(cfg, "omnibio_tes")
+    try:
+        store = open_store(settings.staging_uri)
+    except ValueError as exn:
+        raise config.fail("staging_uri", str(exn)) from None
+    except ImportError as exn:
+        raise config.fail(
+            "staging_uri", f"needs {exn.name} (pip install 'miniwdl-omnibio[tes]')"
+        ) from None
+    check = store.key(f".omnibio-write-check-{uuid.uuid4().hex[:12]}")
+    try:
+        store.put_bytes(b"", check)
+        store.delete([check])
+    except StoreError as exn:
+        raise config.fail("staging_uri", f"cannot write there: {exn}") from None
+    cache = cfg["download_cache"]
+    cache_dir = cache["dir"] if cache.get_bool("get") else None
+    if cache_dir and not os.path.isabs(cache_dir):
+        cache_dir = os.path.join(cfg["file_io"]["root"], cache_dir)
+    return Stager(store, cache_dir)

@@ -210,16 +210,18 @@ class TesClient:
             raise Refused(200, f"the answer names no task id: {str(answer)[:200]}")
         return task_id
 
-    def get(self, task_id: str, view: str) -> dict[str, Any] | None:
+    def get(self, task_id: str, view: str, retry: bool = True) -> dict[str, Any] | None:
         """The task in a view; None when the server does not know it (HTTP 404)."""
-        try:
-            return _task(self.send("GET", f"/tasks/{task_id}", [("view", view)]))
-        except Refused as refused:
-            if refused.status == 404:
-                return None
-            if not refused.retryable:
-                raise TesProblem(self.describe(refused, f"get the task {task_id}")) from None
-            raise
+        for attempt in range(self.max_retries + 1):
+            try:
+                return _task(self.send("GET", f"/tasks/{task_id}", [("view", view)]))
+            except Refused as refused:
+                if refused.status == 404:
+                    return None
+                if not (retry and refused.retryable) or attempt == self.max_retries:
+                    raise TesProblem(self.describe(refused, f"get the task {task_id}")) from None
+                self._sleep(pause(attempt, refused.retry_after))
+        raise AssertionError("unreachable")
 
     def cancel(self, task_id: str) -> None:
         self.call("POST", f"/tasks/{task_id}:cancel", f"cancel the task {task_id}")

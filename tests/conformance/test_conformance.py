@@ -30,6 +30,7 @@ BACKEND_FIXTURES = {
     "omnibio_awsbatch": "conformance_omnibio_awsbatch",
     "omnibio_azurebatch": "conformance_omnibio_azurebatch",
     "omnibio_tes": "conformance_omnibio_tes",
+    "omnibio_slurm": "conformance_omnibio_slurm",
 }
 JOBS = int(os.environ.get("OMNIBIO_CONFORMANCE_JOBS", "4"))
 TIMEOUT = float(os.environ.get("OMNIBIO_CONFORMANCE_TIMEOUT", "180"))

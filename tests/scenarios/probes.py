@@ -65,11 +65,18 @@ def _tes(env: dict[str, str], run: str) -> list[str]:
     return [f"task {t['id']} {t['state']}" for t in tasks if t.get("state") in live]
 
 
+def _slurm(env: dict[str, str], run: str) -> list[str]:
+    from tests.e2e.slurm.conftest import active_jobs
+
+    return [f"job {job}" for job in active_jobs(run + ".")]
+
+
 ACTIVE: dict[str, Callable[[dict[str, str], str], list[str]]] = {
     "omnibio_docker": _docker,
     "omnibio_awsbatch": _awsbatch,
     "omnibio_azurebatch": _azurebatch,
     "omnibio_tes": _tes,
+    "omnibio_slurm": _slurm,
 }
 
 

@@ -1,6 +1,7 @@
 """omnibio_slurm status mapping, parsing of Slurm's answers, and batched submission."""
 
 import threading
+import time
 
 import pytest
 
@@ -44,65 +45,65 @@ def test_parse_sacct_as_its_man_page_describes_it():
 
 
 def test_parse_exit_record_needs_every_field():
-    text = "exit_code=3\noom=true\ntimed_out=false\nstarted=true\n"
-    assert m.parse_exit_record(text) == m.ExitRecord(3, True, False, True)
+    text = "exit_code=3\noom=true\ntimed_out=false\nstarted=true\nsignalled=false\n"
+    assert m.parse_exit_record(text) == m.ExitRecord(3, True, False, True, False)
     assert m.parse_exit_record("exit_code=3\noom=true\n") is None  # still being written
     assert m.parse_exit_record("") is None
 
 
 @pytest.mark.parametrize("state", ["PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD"])
 def test_waiting_states_are_queued(state):
-    assert m.status(job(state, "Resources"), None, CONTEXT).phase is Phase.QUEUED
+    assert m.status(job(state, "Resources"), None, False, CONTEXT).phase is Phase.QUEUED
 
 
 @pytest.mark.parametrize("state", ["RUNNING", "COMPLETING", "SUSPENDED", "STOPPED"])
 def test_allocated_states_are_running(state):
-    assert m.status(job(state), None, CONTEXT).phase is Phase.RUNNING
+    assert m.status(job(state), None, False, CONTEXT).phase is Phase.RUNNING
 
 
 @pytest.mark.parametrize(
     "reason", ["InvalidAccount", "InvalidQOS", "DependencyNeverSatisfied", "QOSMaxCpuPerJobLimit"]
 )
 def test_pending_for_a_reason_that_never_changes_fails_and_is_cancelled(reason):
-    status = m.status(job("PENDING", reason), None, CONTEXT)
+    status = m.status(job("PENDING", reason), None, False, CONTEXT)
     assert status.phase is Phase.DONE and reason in status.error and status.lingering
 
 
 @pytest.mark.parametrize("state", ["PREEMPTED", "NODE_FAIL", "BOOT_FAIL"])
 def test_preemption_and_lost_nodes_are_interruptions(state):
-    # the element script's trap may have recorded 143: Slurm's verdict comes first
-    record = m.ExitRecord(143, False, False, True)
-    status = m.status(job(state), record, CONTEXT)
+    # the element script's trap recorded 143: Slurm's verdict comes first
+    record = m.ExitRecord(143, False, False, True, signalled=True)
+    status = m.status(job(state), record, False, CONTEXT)
     assert status.phase is Phase.DONE and status.interrupted and state in status.reason
 
 
 def test_time_limits_by_slurm_and_by_the_script():
-    assert m.status(job("TIMEOUT"), None, CONTEXT).timed_out
+    assert m.status(job("TIMEOUT"), None, False, CONTEXT).timed_out
     record = m.ExitRecord(137, False, True, True)
-    assert m.status(job("FAILED", exit_code=137), record, CONTEXT).timed_out
+    assert m.status(job("FAILED", exit_code=137), record, False, CONTEXT).timed_out
 
 
 def test_out_of_memory_by_slurm_and_by_the_container_runtime():
-    status = m.status(job("OUT_OF_MEMORY", exit_code=0, signal=9), None, CONTEXT)
+    status = m.status(job("OUT_OF_MEMORY", exit_code=0, signal=9), None, False, CONTEXT)
     assert status.oom and status.exit_code == 137
     record = m.ExitRecord(137, True, False, True)
-    status = m.status(job("FAILED", exit_code=137), record, CONTEXT)
+    status = m.status(job("FAILED", exit_code=137), record, False, CONTEXT)
     assert status.oom and status.exit_code == 137
 
 
 def test_cancelled_by_us_or_by_someone_else():
     ours = m.Context(where="w", cancelled_by_us=True)
-    assert m.status(job("CANCELLED"), None, ours).error == "w was cancelled"
-    assert "outside this run" in m.status(job("CANCELLED"), None, CONTEXT).error
+    assert m.status(job("CANCELLED"), None, False, ours).error == "w was cancelled"
+    assert "outside this run" in m.status(job("CANCELLED"), None, False, CONTEXT).error
 
 
 def test_exit_code_from_the_record_even_after_slurm_forgot_the_job():
     failed = m.ExitRecord(3, False, False, True)
-    assert m.status(job("FAILED", exit_code=3), failed, CONTEXT).exit_code == 3
-    assert m.status(job("COMPLETED"), DONE_OK, CONTEXT).exit_code == 0
-    assert m.status(job("COMPLETING"), DONE_OK, CONTEXT).phase is Phase.DONE
-    assert m.status(None, failed, CONTEXT).exit_code == 3  # past MinJobAge, no accounting
-    assert m.status(None, None, CONTEXT) is None  # the tracker's grace decides
+    assert m.status(job("FAILED", exit_code=3), failed, False, CONTEXT).exit_code == 3
+    assert m.status(job("COMPLETED"), DONE_OK, False, CONTEXT).exit_code == 0
+    assert m.status(job("COMPLETING"), DONE_OK, False, CONTEXT).phase is Phase.DONE
+    assert m.status(None, failed, False, CONTEXT).exit_code == 3  # past MinJobAge, no accounting
+    assert m.status(None, None, False, CONTEXT) is None  # the tracker's grace decides
 
 
 def test_container_that_never_started_quotes_the_runtime():
@@ -113,15 +114,17 @@ def test_container_that_never_started_quotes_the_runtime():
         image="x:1",
         log_tail="Unable to find image\ndocker: Error response: no such host\n\nRun 'docker run --help'\n",
     )
-    assert m.status(job("FAILED", exit_code=125), record, context).error == (
+    assert m.status(job("FAILED", exit_code=125), record, False, context).error == (
         "w could not start its container (x:1): docker: Error response: no such host"
     )
 
 
 def test_ended_without_record():
-    unreadable = m.status(job("FAILED", exit_code=97), None, CONTEXT)
+    unreadable = m.status(job("FAILED", exit_code=97), None, False, CONTEXT)
     assert "cannot read /n/a.sh" in unreadable.error and "node_mount_path" in unreadable.error
-    assert m.status(job("FAILED", exit_code=1), None, CONTEXT) is None  # record may be on its way
+    assert (
+        m.status(job("FAILED", exit_code=1), None, False, CONTEXT) is None
+    )  # record may be on its way
     ended = m.ended_without_record(job("FAILED", exit_code=1), CONTEXT)
     assert ended.phase is Phase.DONE and "FAILED (exit code 1)" in ended.error
 
@@ -175,9 +178,40 @@ def test_submissions_share_one_sbatch_per_group_of_equal_options():
     assert sum("_" in h for h in handles.values()) == 3
 
 
+def test_submissions_gather_while_requests_keep_arriving():
+    sent = []
+    submissions = Submissions(lambda requests: sent.append(len(requests)) or "7", 0.3, 100)
+    threads = []
+    for _ in range(6):  # one every 0.1 s: 0.6 s in all, longer than the 0.3 s linger
+        threads.append(threading.Thread(target=submissions.add, args=(FakeRequest(()),)))
+        threads[-1].start()
+        time.sleep(0.1)
+    for thread in threads:
+        thread.join()
+    assert sent == [6]
+
+
 def test_a_failed_sbatch_fails_each_of_its_requests():
     def send(requests):
         raise RuntimeError("omnibio_slurm: sbatch failed: Invalid partition name specified")
 
     with pytest.raises(RuntimeError, match="Invalid partition"):
         Submissions(send, linger=0, size=10).add(FakeRequest(()))
+
+
+def test_a_record_is_final_unless_a_signal_ended_it_for_an_unknown_reason():
+    assert m.ExitRecord(3, False, False, True).final
+    assert m.ExitRecord(137, True, False, True).final  # the runtime saw the OOM kill
+    assert m.ExitRecord(137, False, True, True).final  # the script's own time limit
+    assert not m.ExitRecord(143, False, False, True, signalled=True).final
+    assert not m.ExitRecord(137, False, False, True).final  # e.g. the cgroup OOM killer
+    # a final record needs no squeue: Slurm's last answer may be stale
+    assert m.status(job("RUNNING"), DONE_OK, False, CONTEXT).exit_code == 0
+    # a cgroup OOM kill: Slurm's OUT_OF_MEMORY names it
+    killed = m.ExitRecord(137, False, False, True)
+    assert m.status(job("OUT_OF_MEMORY", exit_code=0, signal=9), killed, False, CONTEXT).oom
+
+
+def test_the_running_marker_answers_before_squeue_does():
+    assert m.status(None, None, True, CONTEXT).phase is Phase.RUNNING
+    assert m.status(job("PENDING", "Priority"), None, True, CONTEXT).phase is Phase.RUNNING

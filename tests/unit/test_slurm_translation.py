@@ -221,8 +221,12 @@ def run_element(tmp_path, runtime, stand_in, **attempt_changes):
 @pytest.mark.parametrize(
     "wait_exit, inspect, expected",
     [
-        ("3", "false", "exit_code=3\noom=false\ntimed_out=false\nstarted=true\n"),
-        ("137", "true", "exit_code=137\noom=true\ntimed_out=false\nstarted=true\n"),
+        ("3", "false", "exit_code=3\noom=false\ntimed_out=false\nstarted=true\nsignalled=false\n"),
+        (
+            "137",
+            "true",
+            "exit_code=137\noom=true\ntimed_out=false\nstarted=true\nsignalled=false\n",
+        ),
     ],
 )
 def test_element_script_records_the_exit(tmp_path, wait_exit, inspect, expected):

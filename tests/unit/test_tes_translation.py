@@ -10,16 +10,15 @@ from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
 from miniwdl_omnibio.engines.base import Phase
-from miniwdl_omnibio.engines.tes import (
-    LAUNCHER_TAG,
-    TesEngine,
-    TesSettings,
+from miniwdl_omnibio.engines.tes import LAUNCHER_TAG, TesEngine
+from miniwdl_omnibio.engines.tes_client import TesClient
+from miniwdl_omnibio.engines.tes_settings import TesSettings
+from miniwdl_omnibio.engines.tes_task import (
+    check_shared_mounts,
     gigabytes,
     merge_parameters,
-    shared_inputs,
     task_status,
 )
-from miniwdl_omnibio.engines.tes_client import TesClient
 from miniwdl_omnibio.sharedfs import SharedFilesystem
 
 LOG = logging.getLogger("test")
@@ -94,15 +93,7 @@ def test_task_document(monkeypatch):
             "env": {"TOOL_ID": "x"},
         }
     ]
-    assert document["inputs"] == [
-        {
-            "url": "file:///shared",
-            "path": "/ro",
-            "type": "DIRECTORY",
-            "name": "omnibio-readonly-view",
-            "description": "the shared filesystem, read-only, localized in place",
-        }
-    ]
+    assert "inputs" not in document  # the workers mount both views themselves
     # the runtime key replaces the config key of another case: never two keys differing by case
     assert document["resources"] == {
         "cpu_cores": 2,
@@ -139,6 +130,7 @@ def test_strict_backend_parameters_refused_per_task(monkeypatch):
         ("page_size", "4096", "at most 2047"),
         ("backend_parameters", "[1]", "should be a JSON dict"),
         ("token_env", "OMNIBIO_UNSET_VARIABLE_X", "which is not set"),
+        ("staging_uri", "s3://bucket/prefix", "set together with mount_path"),
     ],
 )
 def test_settings_errors_name_the_key(monkeypatch, key, value, message):
@@ -148,9 +140,10 @@ def test_settings_errors_name_the_key(monkeypatch, key, value, message):
 
 
 def test_mounts_and_sizes():
-    assert shared_inputs((Mount("/host/shared", "/shared", False),), FS) == []
+    check_shared_mounts((Mount("/host/shared", "/shared", False),), FS)
+    check_shared_mounts((Mount("/host/shared", "/ro", True),), FS)
     with pytest.raises(Error.RuntimeError, match="only at \\[omnibio_tes\\] mount_path"):
-        shared_inputs((Mount("/host/shared/wf", "/work", False),), FS)
+        check_shared_mounts((Mount("/host/shared/wf", "/work", False),), FS)
     assert gigabytes(None) is None and gigabytes(1) == 0.001 and gigabytes(2 * 10**9) == 2.0
 
 

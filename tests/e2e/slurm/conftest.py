@@ -53,6 +53,7 @@ def slurm_config(shared_dir, results=False, **slurm_keys):
         "omnibio_slurm": {
             "mount_path": shared_dir,
             "poll_seconds": "0.5",
+            "squeue_seconds": "2",
             "submit_linger_seconds": "0.3",
             **slurm_keys,
         },

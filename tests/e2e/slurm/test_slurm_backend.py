@@ -51,7 +51,7 @@ def test_scatter_in_one_array_with_results_verified(shared_dir, rundir):
         [],
         rundir,
         backend="omnibio_slurm",
-        config={**slurm_config(shared_dir, results=True), "scheduler": {"call_concurrency": "4"}},
+        config={**slurm_config(shared_dir, results=True), "scheduler": {"task_concurrency": "4"}},
     )
     assert run.returncode == 0, run.stderr[-3000:]
     workflow_run = os.path.basename(run.dir)
@@ -87,7 +87,7 @@ task nap {
 
 def test_sigint_leaves_no_job_pending_or_running(shared_dir, rundir):
     wdl = write(rundir, "sleepy.wdl", SLEEPY)
-    config = {**slurm_config(shared_dir), "scheduler": {"call_concurrency": "3"}}
+    config = {**slurm_config(shared_dir), "scheduler": {"task_concurrency": "3"}}
     proc = popen_miniwdl(wdl, [], rundir, backend="omnibio_slurm", config=config)
     try:
         name = run_dir_name(rundir)
@@ -151,18 +151,20 @@ def engine(shared_dir, monkeypatch):
 
 
 def test_exit_record_answers_once_slurm_has_forgotten_the_job(engine, rundir):
-    """Past MinJobAge and without accounting, squeue says "Invalid job id": the record counts."""
+    """A final record needs no Slurm command. A record a signal ended asks squeue; past
+    MinJobAge and without accounting it says "Invalid job id", and the record counts."""
     attempt = make_attempt(os.path.join(rundir, "call-x"), engine.settings.host_root)
     request = engine.translate(attempt)
     os.makedirs(request.files.host_dir)
-    write(
-        request.files.host_dir,
-        "attempt1.exit",
-        "exit_code=3\noom=false\ntimed_out=false\nstarted=true\n",
-    )
     forgotten = "987654"  # no such job on the rig
     engine._requests[forgotten] = request
     record = Submitted(forgotten, attempt, logging.getLogger("test"), time.monotonic())
-    status = engine.fetch([record])[forgotten]
-    assert status.phase is Phase.DONE and status.exit_code == 3
-    assert engine.cli.counts["squeue"] == 1 and engine.cli.counts.get("sacct", 0) == 0
+    for signalled, code, squeues in (("false", 3, 0), ("true", 143, 1)):
+        write(
+            request.files.host_dir,
+            "attempt1.exit",
+            f"exit_code={code}\noom=false\ntimed_out=false\nstarted=true\nsignalled={signalled}\n",
+        )
+        status = engine.fetch([record])[forgotten]
+        assert status.phase is Phase.DONE and status.exit_code == code
+        assert engine.cli.counts["squeue"] == squeues and not engine.cli.counts["sacct"]
