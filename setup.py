@@ -7,12 +7,15 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["miniwdl_omnibio", "miniwdl_omnibio.*"]),
+    packages=find_packages(
+        include=["miniwdl_omnibio", "miniwdl_omnibio.*", "omni_tool_runtime", "omni_tool_runtime.*"]
+    ),
     install_requires=["miniwdl>=1.16,<2", "docker>=6"],
     extras_require={
         "aws": ["boto3>=1.28"],
         "azure": ["azure-batch>=15,<16", "azure-identity>=1.15", "azure-storage-blob>=12.19"],
         "tes": ["py-tes>=1.1"],
+        "gcs": ["google-cloud-storage>=2.10"],
         "test": [
             "pytest>=7",
             "moto[server]>=5",
@@ -21,6 +24,11 @@ setup(
             "azure-identity>=1.15",
             "azure-storage-blob>=12.19",
             "py-tes>=1.1",
+            "google-cloud-storage>=2.10",
+            "gcp-storage-emulator>=2024.8",
+            "wheel",  # pip wheel --no-build-isolation: tool images built offline in tests
+            "ruff==0.17.6",
+            "mypy==2.4.1",
         ],
     },
     entry_points={
@@ -29,12 +37,14 @@ setup(
             "omnibio_awsbatch = miniwdl_omnibio.backends:AwsBatchContainer",
             "omnibio_azurebatch = miniwdl_omnibio.backends:AzureBatchContainer",
             "omnibio_tes = miniwdl_omnibio.backends:TesContainer",
+            "omnibio_slurm = miniwdl_omnibio.backends:SlurmContainer",
         ],
         "miniwdl.plugin.task": [
             "omnibio_contract = miniwdl_omnibio.task_plugin:describe_task",
         ],
         "console_scripts": [
             "omnibio-echo-test = miniwdl_omnibio.runtime.echo_test:main",
+            "omni-tool-runtime = omni_tool_runtime.run:main",
         ],
     },
 )

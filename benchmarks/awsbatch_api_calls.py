@@ -89,8 +89,8 @@ def main() -> None:
     per_task = total / args.tasks
     breakdown = ", ".join(f"{name} {count}" for name, count in calls.most_common())
     print(
-        f"omnibio_awsbatch: {per_task:.2f} Batch API calls per task ({total} for {args.tasks} tasks in {elapsed:.0f} s: "
-        f"{breakdown}; target <= 1.5)"
+        f"omnibio_awsbatch: {per_task:.2f} Batch API calls per task ({total} for {args.tasks} "
+        f"tasks in {elapsed:.0f} s: {breakdown}; target <= 1.5)"
     )
     shutil.rmtree(work, ignore_errors=True)
 

@@ -1,4 +1,5 @@
-"""``python -m miniwdl_omnibio selftest --backend omnibio_docker`` and ``... config``."""
+"""``python -m miniwdl_omnibio check --cfg my.cfg``, ``... selftest --backend omnibio_docker``
+and ``... config``."""
 
 import argparse
 import sys
@@ -29,10 +30,29 @@ def main(argv=None) -> int:
         "--runtime-image", default="omnibio/runtime:latest", help="image with the tool runtime"
     )
     sub.add_parser("config", help="print every configuration key with its default")
+    check = sub.add_parser(
+        "check", help="check a configuration: engine, credentials, shared filesystem, results"
+    )
+    check.add_argument("--cfg", help="miniwdl configuration file (default: as miniwdl finds it)")
+    check.add_argument(
+        "--image",
+        default="omnibio/runtime:latest",
+        help="image of the probe task: one the workers can pull, with python3 and the tool runtime",
+    )
+    check.add_argument(
+        "--dir", help="where the probe runs (default: the shared filesystem, else a temp dir)"
+    )
+    check.add_argument(
+        "--timeout", type=float, default=900, help="seconds the probe task may take (default 900)"
+    )
     args = parser.parse_args(argv)
     if args.command == "config":
         print_config()
         return 0
+    if args.command == "check":
+        from .preflight import run as preflight
+
+        return preflight(args.cfg, args.image, args.dir, args.timeout, sys.stdout)
     from .selftest import run
 
     problems = run(args.backend, args.dir, args.cfg, args.image, args.runtime_image)

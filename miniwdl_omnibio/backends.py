@@ -32,3 +32,9 @@ class TesContainer(OmnibioContainer):
 
     engine_path = "miniwdl_omnibio.engines.tes:TesEngine"
     extra = "tes"
+
+
+class SlurmContainer(OmnibioContainer):
+    """omnibio_slurm: one Slurm job (or array element) per task attempt."""
+
+    engine_path = "miniwdl_omnibio.engines.slurm:SlurmEngine"

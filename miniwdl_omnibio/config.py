@@ -2,17 +2,21 @@
 
 Keys live in miniwdl's config system: a ``[section]`` of a miniwdl .cfg file, or the environment
 variable ``MINIWDL__SECTION__KEY``. ``python -m miniwdl_omnibio config`` prints this table; the
-README documents each key. A missing or invalid value fails at start with the key's name.
+docs/ pages document each key. A missing or invalid value fails at start with the key's name.
 """
 
 import json
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from WDL import Error
 from WDL._util import parse_byte_size
 from WDL.runtime import config as miniwdl_config
+
+from .results import RESULT_CHECKS
+from .runtime.uri import ResultUri, parse_result_uri
 
 # Values are written as they would be in a .cfg file.
 DEFAULTS: dict[str, dict[str, str]] = {
@@ -22,6 +26,8 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "result_uri_prefix": "",
         # what a missing, unreadable or "ok": false results.json does: fail | warn | off
         "result_check": "fail",
+        # a results.json larger than this fails the task, and the runtime refuses to upload it
+        "result_max_bytes": "1 MiB",
         # contract values longer than this many bytes go to a file named by NAME_FILE
         "env_value_max_bytes": "65536",
         # seconds before the first retry of a failed attempt (runtime.maxRetries), doubling per
@@ -43,8 +49,8 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "admission": "true",
         # image pull policy: missing | always | never
         "pull": "missing",
-        # seconds between checks of the termination flag and stderr while a container runs
-        "poll_seconds": "0.5",
+        # seconds between two listings of this run's containers (how soon an exit is seen)
+        "poll_seconds": "0.25",
     },
     "omnibio_awsbatch": {
         # AWS region of the job queues; empty = boto3's default (AWS_REGION, AWS_DEFAULT_REGION,
@@ -79,9 +85,11 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "default_time_limit": "0",
         # memory for tasks that set no runtime.memory (Batch needs one)
         "default_memory": "2G",
-        # the largest cpu and memory one task may request (runtime values are clamped to them)
-        "max_cpu": "64",
-        "max_memory": "256G",
+        # the largest cpu and memory one task may request (runtime values are clamped to them);
+        # empty = learned at start from the queues' managed compute environments (maxvCpus, the
+        # largest instance type), else 64 and 256 GiB
+        "max_cpu": "",
+        "max_memory": "",
         # SubmitJob calls per second across all task threads (Batch allows 50 per account)
         "submit_rate": "10",
         # seconds between two DescribeJobs calls (each covers up to 100 jobs)
@@ -133,10 +141,15 @@ DEFAULTS: dict[str, dict[str, str]] = {
         # extra docker options for every task container, appended to containerRunOptions
         # (e.g. --shm-size 1g)
         "container_run_options": "",
+        # run tasks as the pool-scope auto-user with admin elevation (root in the container), so
+        # they can write the run directory; false: Batch's non-admin auto-user, for pools whose
+        # shared filesystem lets that user write
+        "auto_user_admin": "true",
     },
     "omnibio_tes": {
-        # the TES server's root, e.g. https://tes.example.org (the API is at <url>/ga4gh/tes/v1);
-        # required. Credentials never go in the URL: use user + password_env or token_env
+        # the TES server, e.g. https://tes.example.org; the API is below it at /ga4gh/tes/v1, /v1
+        # or the URL itself, whichever answers service-info first; required. Credentials never go
+        # in the URL: use user + password_env or token_env
         "url": "",
         # HTTP basic auth: user name, and the environment variable holding the password
         "user": "",
@@ -145,16 +158,31 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "token_env": "",
         # seconds one HTTP request to the server may take
         "request_timeout": "30",
-        # where the server's workers mount the shared filesystem read-write (required); task
-        # working directories and results live on it, in place
+        # tries after a throttled (429), busy (5xx) or unanswered request, pausing as the server's
+        # Retry-After says (else 1 s, doubling); a failed create is sent again only when a list by
+        # its run id tag shows the server did not create it
+        "max_retries": "8",
+        # staging mode (the default): where task files move between this host and the workers,
+        # s3://bucket/prefix (AWS, or an S3-compatible endpoint through AWS_ENDPOINT_URL_S3) or
+        # an Azure Blob URL https://account.blob.core.windows.net/container/prefix. The TES
+        # server must be able to read and write it
+        "staging_uri": "",
+        # keep the staged objects of a finished run (default: removed at exit)
+        "keep_staged": "false",
+        # shared-filesystem mode (opt-in, instead of staging_uri): where the server's workers
+        # mount the filesystem holding the run directories, read-write (e.g. a Funnel worker
+        # volume); task working directories and results stay there, in place
         "mount_path": "",
         # where this host mounts the same filesystem; empty = mount_path
         "host_mount_path": "",
-        # where tasks see the shared filesystem read-only, for their inputs; sent to the server as
-        # one file:// DIRECTORY input that it must localize in place (bind mount, no copy);
-        # empty = inputs are read through mount_path and writable
+        # where the workers also mount it read-only, for task inputs; empty = inputs are read
+        # through mount_path
         "readonly_mount_path": "",
-        # seconds between two status polls (one paged list of this run's tasks per poll)
+        # shared-filesystem mode: the image of the task that proves at start that the workers
+        # see mount_path, and how many seconds it may take (queueing included)
+        "probe_image": "ubuntu:22.04",
+        "probe_timeout": "600",
+        # seconds between two status polls (one list per waiting or running state per poll)
         "poll_seconds": "3",
         # tasks per page when listing (TES: below 2048)
         "page_size": "256",
@@ -162,7 +190,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
         # has no time limit field, so the plugin cancels the task when it is exceeded
         "default_time_limit": "0",
         # JSON object of resources.backend_parameters for every task; runtime
-        # omnibio_backend_parameters overrides it key by key
+        # omnibio_backend_parameters overrides it key by key (keys compare case-insensitively)
         "backend_parameters": "{}",
         # fail (true) or warn (false) when a backend parameter is not one the server's
         # service-info lists; also sent to the server as resources.backend_parameters_strict
@@ -170,6 +198,52 @@ DEFAULTS: dict[str, dict[str, str]] = {
         # the largest cpu and memory one task may request (runtime values are clamped to them)
         "max_cpu": "64",
         "max_memory": "256G",
+    },
+    "omnibio_slurm": {
+        # the partition, account and QOS of every job; empty = the cluster's default. A task
+        # overrides them with runtime.slurm_partition, slurm_account, slurm_qos
+        "partition": "",
+        "account": "",
+        "qos": "",
+        # what runs the task's image on the node: docker | podman | apptainer
+        "container_runtime": "docker",
+        # where task containers see the shared filesystem read-write (required); run
+        # directories and inputs must be on it
+        "mount_path": "",
+        # where this host (miniwdl, sbatch) sees the same filesystem; empty = mount_path
+        "host_mount_path": "",
+        # where the Slurm nodes see it (the job scripts run there); empty = host_mount_path
+        "node_mount_path": "",
+        # where task containers see it read-only, for their inputs; empty = inputs are writable
+        "readonly_mount_path": "/mnt/omnibio_inputs",
+        # memory (sbatch --mem, and the container's limit) for tasks that set no runtime.memory
+        "default_memory": "2G",
+        # seconds an attempt may run when it sets no runtime.omnibio_time_limit; 0 = no limit.
+        # Slurm gets it rounded up to minutes (--time); the job script stops it to the second
+        "default_time_limit": "0",
+        # extra sbatch options for every job, e.g. --constraint=avx2 --exclusive
+        "sbatch_options": "",
+        # seconds between status polls of the job scripts' files on the shared filesystem (a
+        # running marker, the exit record): no Slurm command
+        "poll_seconds": "2",
+        # ... and at most this often (squeue(1), PERFORMANCE: keep calls few) one squeue for the
+        # jobs those files say nothing final about (at once when a signal ended a script)
+        "squeue_seconds": "60",
+        # submissions gather into one sbatch --array until none came for this many seconds
+        "submit_linger_seconds": "0.5",
+        # elements per sbatch --array at most (below the cluster's MaxArraySize, default 1001)
+        "max_array_size": "1000",
+        # at start, run a tiny job that checks the node sees the shared filesystem and has the
+        # container runtime; probe_timeout: seconds to wait for it to run before going on
+        "probe": "true",
+        "probe_timeout": "60",
+        # the slurm.conf every Slurm command of this process reads (SLURM_CONF); empty = the
+        # commands' default (/etc/slurm/slurm.conf, or $SLURM_CONF)
+        "slurm_conf": "",
+        # the largest cpu and memory one task may request (runtime values are clamped to them);
+        # empty = the largest node of the partition, as sinfo reports it
+        "max_cpu": "",
+        "max_memory": "",
     },
 }
 
@@ -278,4 +352,33 @@ def check_sections(cfg: miniwdl_config.Loader, sections: Iterable[str]) -> None:
             "unknown configuration key(s) "
             + ", ".join(unknown)
             + "; see `python -m miniwdl_omnibio config`"
+        )
+
+
+@dataclass(frozen=True)
+class OmnibioSettings:
+    result_prefix: ResultUri | None
+    result_check: str
+    env_value_max_bytes: int
+    result_max_bytes: int
+    retry_wait: float
+    retry_wait_max: float
+    unlisted_grace: float
+
+    @classmethod
+    def load(cls, cfg: miniwdl_config.Loader) -> "OmnibioSettings":
+        settings = Settings(cfg, "omnibio")
+        prefix = settings.text("result_uri_prefix")
+        try:
+            parsed = parse_result_uri(prefix, prefix=True) if prefix else None
+        except ValueError as exn:
+            raise settings.fail("result_uri_prefix", str(exn)) from None
+        return cls(
+            result_prefix=parsed,
+            result_check=settings.choice("result_check", RESULT_CHECKS),
+            env_value_max_bytes=settings.integer("env_value_max_bytes", minimum=1024),
+            result_max_bytes=settings.size("result_max_bytes"),
+            retry_wait=settings.number("retry_wait", minimum=0),
+            retry_wait_max=settings.number("retry_wait_max", minimum=0),
+            unlisted_grace=settings.number("unlisted_grace_seconds", minimum=0),
         )

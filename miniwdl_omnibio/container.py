@@ -11,7 +11,6 @@ import importlib
 import json
 import logging
 import os
-import re
 import shlex
 import time
 from collections.abc import Callable, Iterable
@@ -20,21 +19,23 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from WDL import Error
-from WDL._util import NOTICE_LEVEL, VERBOSE_LEVEL, TailLogger, parse_byte_size
+from WDL._util import NOTICE_LEVEL, VERBOSE_LEVEL, TailLogger
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 from WDL.runtime.error import Interrupted, Terminated
 from WDL.runtime.task_container import TaskContainer
 
 from .attempt import TAG_ATTEMPT, TAG_CALL, TAG_RUN, TAG_RUN_ID, TAG_TASK, Resources, TaskAttempt
-from .config import Settings, check_sections
+from .config import OmnibioSettings, check_sections
 from .contract import (
     TaskFacts,
     call_path,
     contract_env,
     inputs_json,
+    path_mapping_rules,
     result_uri,
     run_id,
+    secret_env,
     spill_large_values,
     workflow_run_name,
 )
@@ -42,101 +43,14 @@ from .engines.base import Engine, Phase, Status
 from .placement import Placement
 from .placement_local import LocalPlacement
 from .placement_shared import SharedPlacement
-from .results import RESULT_CHECKS, ResultProblem, clear_stale, verify_result
-from .runtime.uri import ResultUri, parse_result_uri
+from .progress import OpenJdProgress
+from .results import RESULT_CHECKS, ResultProblem, clear_stale, container_to_host, verify_result
+from .runtime.provenance import SIGNING_KEY_VARIABLE
+from .runtime.uri import ResultUri
+from .task_values import parse_disks, parse_duration, retry_delay
 from .tracker import Tracker
 
-OPENJD_LINE = re.compile(r"^\s*openjd_(progress|status|fail)\s*:\s*(.*?)\s*$")
-GiB = 1 << 30
 ROUND_SECONDS = 1.0  # the run loop's longest wait: Ctrl-C and live stderr respond within it
-
-
-@dataclass(frozen=True)
-class OmnibioSettings:
-    result_prefix: ResultUri | None
-    result_check: str
-    env_value_max_bytes: int
-    retry_wait: float
-    retry_wait_max: float
-    unlisted_grace: float
-
-    @classmethod
-    def load(cls, cfg: miniwdl_config.Loader) -> "OmnibioSettings":
-        settings = Settings(cfg, "omnibio")
-        prefix = settings.text("result_uri_prefix")
-        try:
-            parsed = parse_result_uri(prefix, prefix=True) if prefix else None
-        except ValueError as exn:
-            raise settings.fail("result_uri_prefix", str(exn)) from None
-        return cls(
-            result_prefix=parsed,
-            result_check=settings.choice("result_check", RESULT_CHECKS),
-            env_value_max_bytes=settings.integer("env_value_max_bytes", minimum=1024),
-            retry_wait=settings.number("retry_wait", minimum=0),
-            retry_wait_max=settings.number("retry_wait_max", minimum=0),
-            unlisted_grace=settings.number("unlisted_grace_seconds", minimum=0),
-        )
-
-
-def parse_disks(value: Any) -> int | None:
-    """Bytes requested by runtime.disks: 100 (GiB), "100 GiB", "/mnt 10 GiB", "local-disk 100
-    SSD". ValueError for a value with no size in it."""
-    total = 0
-    for item in value if isinstance(value, list) else [value]:
-        if isinstance(item, int | float):
-            total += int(item * GiB)
-            continue
-        tokens = str(item).split()
-        for i, token in enumerate(tokens):
-            if re.fullmatch(r"\d+(\.\d+)?", token):
-                unit = tokens[i + 1] if i + 1 < len(tokens) else ""
-                try:
-                    total += parse_byte_size(token + unit)
-                except ValueError:
-                    total += int(float(token) * GiB)  # "local-disk 100 SSD": GiB
-                break
-        else:
-            raise ValueError(f"no size in {item!r}")
-    return total or None
-
-
-def parse_duration(value: Any) -> int | None:
-    """Seconds from runtime.omnibio_time_limit: 3600, "90m", "2h", "1d", "45s"."""
-    if value is None:
-        return None
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(value).lower())
-    if not match:
-        raise Error.RuntimeError(
-            f"invalid setting of runtime.omnibio_time_limit: {value!r} (use e.g. 3600, 90m, 2h)"
-        )
-    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    return max(1, int(float(match.group(1)) * unit))
-
-
-def retry_delay(retries: int, first: float, most: float) -> float:
-    """Seconds to wait before retry number ``retries`` (1, 2, ...): doubling from ``first``."""
-    return min(first * 2 ** (retries - 1), most) if retries > 0 else 0.0
-
-
-class OpenJdProgress:
-    """Surfaces Open Job Description lines a tool prints on stderr."""
-
-    def __init__(self, logger: logging.Logger) -> None:
-        self.logger = logger
-        self.fail_reason: str | None = None
-
-    def line(self, text: str) -> None:
-        match = OPENJD_LINE.match(text)
-        if not match:
-            return
-        kind, value = match.groups()
-        if kind == "progress":
-            self.logger.info(_("task progress", percent=value))
-        elif kind == "status":
-            self.logger.log(NOTICE_LEVEL, _("task status", status=value))
-        else:
-            self.fail_reason = value
-            self.logger.error(_("task reports failure", reason=value))
 
 
 @dataclass(frozen=True)
@@ -163,6 +77,7 @@ class OmnibioContainer(TaskContainer):
         "omnibio_tool_id",
         "omnibio_time_limit",
         "omnibio_result_check",
+        "omnibio_secrets",
         "disks",
     )
 
@@ -244,18 +159,23 @@ class OmnibioContainer(TaskContainer):
             self.runtime_values["omnibio_time_limit"] = limit
 
     def _disks(self, logger: logging.Logger, value: Any) -> int | None:
-        """runtime.disks in bytes where the engine allocates disks; elsewhere warn once, go on."""
+        """runtime.disks in bytes, or None. Only an engine that allocates disks fails a value it
+        cannot read; elsewhere the value is named in a warning once, and the task goes on."""
         section = self._engine.section
-        if self._engine.enforces_disks:
-            try:
-                return parse_disks(value)
-            except ValueError:
+        try:
+            size = parse_disks(value)
+        except ValueError:
+            if self._engine.enforces_disks:
                 raise Error.RuntimeError(
                     f"invalid setting of runtime.disks: {value!r} ({section} allocates disks; "
                     'use e.g. "100 GiB" or "local-disk 100 SSD")'
                 ) from None
-        self._warn_once(logger, f"runtime.disks = {json.dumps(value)} is not enforced by {section}")
-        return None
+            size = None
+        if not self._engine.enforces_disks:
+            self._warn_once(
+                logger, f"runtime.disks = {json.dumps(value)} is not enforced by {section}"
+            )
+        return size
 
     def _warn_once(self, logger: logging.Logger, message: str) -> None:
         if message not in self._warned:
@@ -365,12 +285,16 @@ class OmnibioContainer(TaskContainer):
                 container_result = ResultUri("file", "", "", placement.to_container(result.key))
             else:
                 writable.append(result_dir)
+        secrets = [str(name) for name in self.runtime_values.get("omnibio_secrets", [])]
         contract = contract_env(
             tool_id=str(self.runtime_values.get("omnibio_tool_id") or facts.name),
             run_id_value=rid,
             inputs_json_value=inputs_json(facts.inputs, self.input_path_map),
             resources=resources,
             result=container_result,
+            result_max_bytes=self._omnibio.result_max_bytes,
+            path_mapping=path_mapping_rules(placement.mounts(writable, [])),
+            secret_names=secrets,
         )
         spill_host = os.path.join(self.host_dir, "omnibio")
         contract, spilled = spill_large_values(
@@ -379,6 +303,7 @@ class OmnibioContainer(TaskContainer):
         files.update({os.path.join(spill_host, name): value for name, value in spilled.items()})
         env = dict(self.runtime_values.get("env", {}))
         env.update(contract)
+        env.update(self._launcher_secrets(secrets))
         default_image = self.cfg.get_dict("task_runtime", "defaults").get("docker", "ubuntu:22.04")
         as_user = self.cfg["task_runtime"].get_bool("as_user")
         engine_keys = self._engine.runtime_keys
@@ -409,6 +334,18 @@ class OmnibioContainer(TaskContainer):
             interruptions=self._interruptions,
         )
         return AttemptPlan(attempt, result, files, tuple(directories))
+
+    @staticmethod
+    def _launcher_secrets(names: list[str]) -> dict[str, str]:
+        """Values from the launcher's environment the task receives but no log shows: the
+        variables runtime.omnibio_secrets names, and the result signing key when set."""
+        try:
+            values = secret_env(names, os.environ)
+        except ValueError as exn:
+            raise Error.InputError(str(exn)) from None
+        if os.environ.get(SIGNING_KEY_VARIABLE):
+            values[SIGNING_KEY_VARIABLE] = os.environ[SIGNING_KEY_VARIABLE]
+        return values
 
     def prepare_host_dir(self, logger: logging.Logger, plan: AttemptPlan) -> None:
         """Write what the plan needs on the host: command, spilled values, mount points."""
@@ -532,7 +469,13 @@ class OmnibioContainer(TaskContainer):
     ) -> None:
         """Read results.json back: a problem fails the task (or warns, per result_check)."""
         try:
-            document = verify_result(result, attempt.run_id, self.host_work_dir())
+            document = verify_result(
+                result,
+                attempt.run_id,
+                self.host_work_dir(),
+                max_bytes=self._omnibio.result_max_bytes,
+                to_host=container_to_host(attempt.mounts),
+            )
         except ResultProblem as problem:
             if self._result_check() == "warn":
                 logger.warning(str(problem))

@@ -5,14 +5,14 @@ Pure functions of the task's facts, so tests check them without any engine.
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from WDL import Env, Value, values_to_json
 
-from .attempt import Resources
-from .runtime.contract import FILE_SUFFIX
+from .attempt import Mount, Resources
+from .runtime.contract import FILE_SUFFIX, PATH_MAPPING_VERSION
 from .runtime.uri import ResultUri
 
 
@@ -61,6 +61,37 @@ def inputs_json(inputs: Env.Bindings, input_path_map: Mapping[str, str]) -> str:
     return json.dumps(values_to_json(Value.rewrite_env_paths(inputs, in_container)), sort_keys=True)
 
 
+def mount_pairs(mounts: Iterable[Mount | tuple[str, str, bool]]) -> list[tuple[str, str]]:
+    """(host_path, container_path) of each mount, given as Mount or as a plain tuple."""
+    return [
+        (m.host_path, m.container_path) if isinstance(m, Mount) else (m[0], m[1]) for m in mounts
+    ]
+
+
+def path_mapping_rules(mounts: Iterable[Mount | tuple[str, str, bool]]) -> str:
+    """PATH_MAPPING_RULES: the launcher's paths to the container's, in Open Job Description's
+    pathmapping-1.0 form (wiki/How-Jobs-Are-Run.md, "Path Mapping"); mounts that keep their
+    path need no rule."""
+    rules = [
+        {"source_path_format": "POSIX", "source_path": host, "destination_path": container}
+        for host, container in mount_pairs(mounts)
+        if host.rstrip("/") != container.rstrip("/")
+    ]
+    return json.dumps({"version": PATH_MAPPING_VERSION, "path_mapping_rules": rules})
+
+
+def secret_env(names: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
+    """The launcher's secrets a task asks for by name (runtime.omnibio_secrets); ValueError
+    names one that is not set. Values go to the task's environment only, never to a log."""
+    missing = [name for name in names if name not in environ]
+    if missing:
+        raise ValueError(
+            f"runtime.omnibio_secrets names {', '.join(missing)}, not set in the launcher's"
+            " environment"
+        )
+    return {name: environ[name] for name in names}
+
+
 def contract_env(
     *,
     tool_id: str,
@@ -68,6 +99,9 @@ def contract_env(
     inputs_json_value: str,
     resources: Resources,
     result: ResultUri | None,
+    result_max_bytes: int | None = None,
+    path_mapping: str | None = None,
+    secret_names: Sequence[str] = (),
 ) -> dict[str, str]:
     env = {
         "TOOL_ID": tool_id,
@@ -79,6 +113,12 @@ def contract_env(
         env["RESULT_URI"] = str(result)
         if result.scheme == "s3":
             env["S3_RESULT_URI"] = str(result)
+    if result_max_bytes is not None:
+        env["RESULT_MAX_BYTES"] = str(result_max_bytes)
+    if path_mapping is not None:
+        env["PATH_MAPPING_RULES"] = path_mapping
+    if secret_names:
+        env["OMNIBIO_SECRETS"] = json.dumps(list(secret_names))
     return env
 
 

@@ -14,8 +14,6 @@ from WDL.runtime.task_container import TaskContainer
 from .attempt import Mount
 from .placement import Placement
 
-STREAMS = ("stdout.txt", "stderr.txt")
-
 
 class LocalPlacement(Placement):
     def __init__(self, task: TaskContainer) -> None:
@@ -47,11 +45,9 @@ class LocalPlacement(Placement):
         return os.path.join(self.task.container_dir, relative)
 
     def _streams(self) -> list[tuple[str, str]]:
+        # where the command appends them (container.py _argv): stdout2.txt on a retry
         host = (self.task.host_stdout_txt(), self.task.host_stderr_txt())
-        return [
-            (path, os.path.join(self.task.container_dir, name))
-            for path, name in zip(host, STREAMS, strict=True)
-        ]
+        return [(path, self.to_container(path)) for path in host]
 
     def mounts(self, writable: Iterable[str], read_only: Iterable[str]) -> tuple[Mount, ...]:
         task = self.task

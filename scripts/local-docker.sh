@@ -59,14 +59,15 @@ fi
 
 # 3. runtime image: this checkout's tool runtime installed from a host wheelhouse (containers
 # cannot reach PyPI); rebuilt when the package's runtime sources change
-runtime_hash=$(cat "$repo/setup.py" $(find "$repo/miniwdl_omnibio/runtime" -name '*.py' | sort) | sha256sum | cut -c1-16)
+runtime_hash=$(cat "$repo/setup.py" $(find "$repo/miniwdl_omnibio/runtime" "$repo/omni_tool_runtime" -name '*.py' | sort) | sha256sum | cut -c1-16)
 runtime_tag=omnibio/runtime:latest
 if [ "$(docker image inspect -f '{{index .Config.Labels "omnibio.source"}}' "$runtime_tag" 2>/dev/null)" != "$runtime_hash" ]; then
   log "building $runtime_tag"
-  ctx="$rig/runtime-build"
-  rm -rf "$ctx" && mkdir -p "$ctx/wheels"
-  "$python" -m pip wheel -q --no-deps -w "$ctx/wheels" "$repo" 2>>"$rig/pip-wheel.log"
-  "$python" -m pip wheel -q -w "$ctx/wheels" boto3 azure-storage-blob azure-identity 2>>"$rig/pip-wheel.log"
+  ctx=$(mktemp -d "$rig/runtime-build.XXXXXX")  # one per build: checkouts may build at once
+  mkdir -p "$ctx/wheels"
+  { "$python" -m pip wheel -q --no-deps -w "$ctx/wheels" "$repo" &&
+    "$python" -m pip wheel -q -w "$ctx/wheels" boto3 azure-storage-blob azure-identity; } \
+    2>>"$rig/pip-wheel.log" || fail "building the wheels of $runtime_tag failed; see $rig/pip-wheel.log"
   cat >"$ctx/Dockerfile" <<DOCKERFILE
 FROM $base
 COPY wheels /tmp/wheels
@@ -75,7 +76,8 @@ RUN pip install -q --no-index --find-links /tmp/wheels --break-system-packages -
  && rm -rf /tmp/wheels
 LABEL omnibio.source=$runtime_hash
 DOCKERFILE
-  docker build -q -t "$runtime_tag" "$ctx" >"$rig/docker-build.log" 2>&1 ||
-    fail "building $runtime_tag failed; see $rig/docker-build.log"
+  docker build -q -t "$runtime_tag" "$ctx" >"$ctx.log" 2>&1 ||
+    fail "building $runtime_tag failed; see $ctx.log"
+  rm -f "$ctx.log"
   rm -rf "$ctx"
 fi

@@ -2,8 +2,8 @@
 
 Frugal with API calls, so large scatters stay under Batch's rate limits: job definitions are
 shared by content (image, volumes, user) and found again by name on later runs; everything that
-changes per attempt travels in SubmitJob overrides; one poller asks DescribeJobs about up to 100
-jobs per call. A normal task costs one SubmitJob plus its share of the polls.
+changes per attempt travels in SubmitJob overrides; the shared tracker asks DescribeJobs about up
+to 100 jobs per call. A normal task costs one SubmitJob plus its share of the polls.
 """
 
 import contextlib
@@ -17,9 +17,10 @@ import shlex
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, ContextManager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import boto3
 import botocore.config
@@ -32,47 +33,34 @@ from WDL.runtime import config as miniwdl_config
 from ..attempt import Mount, TaskAttempt
 from ..config import Settings
 from ..sharedfs import SharedFilesystem
-from .base import QUEUED, RUNNING, Engine, Phase, Poller, Status
+from . import awsbatch_limits
+from .awsbatch_jobs import LOG_GROUP, MIN_TIMEOUT, error_text, is_auth_error, job_status
+from .base import Engine, Status, Submitted
 
-LOG_GROUP = "/aws/batch/job"
 LOG_TAIL_LINES = 30
-MIN_TIMEOUT = 60  # Batch refuses attemptDurationSeconds below 60
 JOB_NAME_MAX = 128
 MAX_TAGS = 50
-# Batch caps a SubmitJob request at 30 KiB: environment values beyond this budget are written to
-# a file on the shared filesystem that the job's wrapper sources
-PAYLOAD_BUDGET = 20 * 1024
-# DescribeJobs may not know a job for a moment after SubmitJob returns (eventual consistency)
-UNKNOWN_GRACE_SECONDS = 120
-QUEUED_STATES = ("SUBMITTED", "PENDING", "RUNNABLE")
-ACTIVE_STATES = QUEUED_STATES + ("STARTING", "RUNNING")
-HOST_LOSS = re.compile(r"Host EC2 .*terminated", re.IGNORECASE)
-CANNOT_START = re.compile(
-    r"Cannot\w*(Container|Inspect)\w*Error|CannotPullContainer", re.IGNORECASE
+# Batch service quotas: "Maximum job payload size (for SubmitJob API operations): 30 KiB". The
+# whole serialized request counts; the job definition's ARN replaces its name at submission.
+REQUEST_LIMIT = 30 * 1024
+REQUEST_BUDGET = REQUEST_LIMIT - 1024
+# when max_cpu / max_memory are not set and the compute environments tell nothing (unmanaged)
+FALLBACK_LIMITS = {"cpu": 64, "mem_bytes": 256 << 30}
+RETRIES = botocore.config.Config(
+    retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=50
 )
-TIMED_OUT = re.compile(r"duration exceeded timeout|attemptDurationSeconds", re.IGNORECASE)
-AUTH_ERROR_CODES = {
-    "UnrecognizedClientException",
-    "InvalidClientTokenId",
-    "InvalidSignatureException",
-    "SignatureDoesNotMatch",
-    "ExpiredTokenException",
-    "ExpiredToken",
-    "AuthFailure",
-    "AccessDeniedException",
-    "AccessDenied",
-}
 CONNECT_ERRORS = (
     botocore.exceptions.EndpointConnectionError,
     botocore.exceptions.ConnectTimeoutError,
     botocore.exceptions.ReadTimeoutError,
 )
 # The job's command. Batch has no per-job working directory, so the wrapper enters it; it sources
-# environment values that did not fit the SubmitJob payload; and when the task fails it copies the
+# environment values that did not fit the SubmitJob request; and when the task fails it copies the
 # tail of the task's stderr (which goes to the shared filesystem) into the job's CloudWatch log.
 # Arguments: workdir, stderr file, env file or "-", then the task's argv.
 WRAPPER = (
-    'cd "$1" || { echo "omnibio: cannot enter $1; is the shared filesystem mounted on this Batch host?" >&2; exit 97; }; '
+    'cd "$1" || { echo "omnibio: cannot enter $1; is the shared filesystem mounted on this '
+    'Batch host?" >&2; exit 97; }; '
     'if [ "$3" != - ]; then . "$3"; fi; '
     "stderr=$2; shift 3; "
     '"$@"; rc=$?; '
@@ -81,141 +69,152 @@ WRAPPER = (
 )
 
 
-def error_text(exn: BaseException) -> str:
-    """One line from a botocore error (moto sometimes returns an XML body as the message)."""
-    if isinstance(exn, botocore.exceptions.ClientError):
-        error = exn.response.get("Error", {})
-        code, message = str(error.get("Code", "")), str(error.get("Message", ""))
-        if message.lstrip().startswith("<"):
-            code = (re.findall(r"<Code>(.*?)</Code>", message) or [code])[0]
-            message = (re.findall(r"<Message>(.*?)</Message>", message) or [message])[0]
-        return f"{code}: {message}"[:300]
-    return " ".join(str(exn).split())[:300]
+@dataclass(frozen=True)
+class SharedVolume:
+    """Where the Batch hosts find the shared filesystem: an EFS file system or a host directory."""
+
+    efs_id: str
+    efs_access_point: str
+    host_path: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "SharedVolume":
+        efs_id, access_point, host_path = (
+            settings.text("efs_id"),
+            settings.text("efs_access_point"),
+            settings.text("host_path"),
+        )
+        if bool(efs_id) == bool(host_path):
+            raise settings.fail(
+                "efs_id",
+                "set exactly one of efs_id (an EFS file system) or host_path (a directory on "
+                "every Batch host)",
+            )
+        if access_point and not efs_id:
+            raise settings.fail("efs_access_point", "needs efs_id")
+        if host_path and not host_path.startswith("/"):
+            raise settings.fail("host_path", f"{host_path!r} must be an absolute path")
+        return cls(efs_id, access_point, (host_path.rstrip("/") or "/") if host_path else "")
+
+    def source(self, relative: str) -> dict[str, Any]:
+        """The volume for ``relative`` (a directory below the filesystem's root, or ".")."""
+        if self.host_path:
+            return {
+                "host": {"sourcePath": os.path.normpath(os.path.join(self.host_path, relative))}
+            }
+        efs: dict[str, Any] = {"fileSystemId": self.efs_id, "transitEncryption": "ENABLED"}
+        if self.efs_access_point:
+            if relative != ".":
+                raise Error.RuntimeError(
+                    f"omnibio_awsbatch cannot mount {relative} below EFS access point "
+                    f"{self.efs_access_point}"
+                )
+            efs["authorizationConfig"] = {"accessPointId": self.efs_access_point}
+        else:
+            efs["rootDirectory"] = "/" if relative == "." else "/" + relative
+        return {"efsVolumeConfiguration": efs}
+
+    def describe(self) -> str:
+        if self.host_path:
+            return f"host:{self.host_path}"
+        return f"efs:{self.efs_id}" + (f"/{self.efs_access_point}" if self.efs_access_point else "")
 
 
-def is_auth_error(exn: botocore.exceptions.ClientError) -> bool:
-    code = error_text(exn).split(":", 1)[0]
-    status = exn.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code in AUTH_ERROR_CODES or status in (401, 403)
+@dataclass(frozen=True)
+class AwsBatchSettings:
+    """The [omnibio_awsbatch] section, read once at start."""
+
+    region: str
+    job_queue: str
+    fallback_queue: str
+    job_role_arn: str
+    tags: Mapping[str, str]
+    default_memory: int
+    max_cpu: int | None  # None: learned from the queues' compute environments
+    max_memory: int | None
+    default_time_limit: int | None
+    poll_seconds: float
+    submit_rate: float
+    filesystem: SharedFilesystem
+    volume: SharedVolume
+
+    @classmethod
+    def load(cls, settings: Settings) -> "AwsBatchSettings":
+        job_queue = settings.text("job_queue", required=True)
+        filesystem = SharedFilesystem.from_settings(settings)
+        volume = SharedVolume.from_settings(settings)
+        tags = settings.json_object("tags")
+        if any(str(k).lower().startswith("aws:") for k in tags) or len(tags) > MAX_TAGS - 5:
+            raise settings.fail("tags", f"at most {MAX_TAGS - 5} tags, none starting with aws:")
+        return cls(
+            region=settings.text("region"),
+            job_queue=job_queue,
+            fallback_queue=settings.text("fallback_queue"),
+            job_role_arn=settings.text("job_role_arn"),
+            tags={str(k): str(v) for k, v in tags.items()},
+            default_memory=settings.size("default_memory"),
+            max_cpu=settings.integer("max_cpu", minimum=1) if settings.text("max_cpu") else None,
+            max_memory=settings.size("max_memory") if settings.text("max_memory") else None,
+            default_time_limit=settings.integer("default_time_limit", minimum=0) or None,
+            poll_seconds=settings.number("poll_seconds", minimum=0.1),
+            submit_rate=settings.number("submit_rate", minimum=0.01),
+            filesystem=filesystem,
+            volume=volume,
+        )
 
 
-def _reasons(job: dict[str, Any]) -> str:
-    """Every reason Batch gives for a job's end: the job's, its container's, its last attempt's."""
-    attempts = job.get("attempts") or [{}]
-    found: list[str] = []
-    for text in (
-        job.get("statusReason"),
-        (job.get("container") or {}).get("reason"),
-        attempts[-1].get("statusReason"),
-        (attempts[-1].get("container") or {}).get("reason"),
-    ):
-        if text and text not in found:
-            found.append(text)
-    return "; ".join(found)
-
-
-def _exit_code(job: dict[str, Any]) -> int | None:
-    for container in [job.get("container")] + [
-        a.get("container") for a in reversed(job.get("attempts") or [])
-    ]:
-        if container and container.get("exitCode") is not None:
-            return int(container["exitCode"])
-    return None
-
-
-def _log_stream(job: dict[str, Any]) -> str | None:
-    for container in [job.get("container")] + [
-        a.get("container") for a in reversed(job.get("attempts") or [])
-    ]:
-        if container and container.get("logStreamName"):
-            return str(container["logStreamName"])
-    return None
-
-
-@dataclass
-class JobRecord:
-    """What this process remembers about a job it submitted."""
+@dataclass(frozen=True)
+class JobDefinition:
+    """A job definition named by a hash of its content, shared by every attempt that needs it."""
 
     name: str
-    queue: str
+    properties: str  # containerProperties, canonical JSON
+
+    @classmethod
+    def of(cls, properties: Mapping[str, Any]) -> "JobDefinition":
+        text = json.dumps(properties, sort_keys=True)
+        return cls("omnibio-" + hashlib.sha256(text.encode()).hexdigest()[:32], text)
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """One SubmitJob, plus what must exist before it is sent."""
+
     call: str
     image: str
-    time_limit: int | None
-    submitted: float  # time.monotonic()
-    cancelled: bool = False
+    queue: str
+    queue_from_runtime: bool  # runtime.omnibio_queue: checked once at submission
+    definition: JobDefinition
+    name: str
+    command: tuple[str, ...]
+    environment: Mapping[str, str]
+    resources: tuple[tuple[str, str], ...]  # (VCPU|MEMORY|GPU, value)
+    timeout: int | None  # attemptDurationSeconds
+    tags: Mapping[str, str]
+    files: Mapping[str, str] = field(default_factory=dict)  # host path -> text, before submitting
 
-
-def needs_listed_exit_code(job: dict[str, Any]) -> bool:
-    """A failed job whose outcome hangs on an exit code DescribeJobs did not give (moto omits it)."""
-    if job["status"] != "FAILED" or _exit_code(job) is not None:
-        return False
-    reason = _reasons(job)
-    return not any(p.search(reason) for p in (HOST_LOSS, CANNOT_START, TIMED_OUT))
-
-
-def job_status(
-    job: dict[str, Any], record: JobRecord, listed_exit_code: int | None = None
-) -> Status:
-    """Translate one DescribeJobs entry; ``listed_exit_code`` is ListJobs' word when it lacks one."""
-    state = job["status"]
-    if state in QUEUED_STATES:
-        return QUEUED
-    if state in ("STARTING", "RUNNING"):
-        return RUNNING
-    reason = _reasons(job)
-    exit_code = _exit_code(job)
-    if exit_code is None:
-        exit_code = listed_exit_code
-    details: dict[str, Any] = {"job_queue": record.queue, "job_name": record.name}
-    stream = _log_stream(job)
-    if stream:
-        details.update(log_group=LOG_GROUP, log_stream=stream)
-    if state == "SUCCEEDED":  # Batch succeeds a job exactly when its container exits 0
-        return Status(Phase.DONE, exit_code=exit_code or 0, reason=reason, details=details)
-    job_id = job["jobId"]
-    if HOST_LOSS.search(reason):
-        return Status(Phase.DONE, interrupted=True, reason=reason, details=details)
-    if CANNOT_START.search(reason):
-        what = "pull" if "pull" in reason.lower() else "start a container from"
-        return Status(
-            Phase.DONE,
-            error=f"AWS Batch could not {what} image {record.image} for job {job_id}: {reason}",
-            reason=reason,
-            details=details,
+    def arguments(self, definition: str) -> dict[str, Any]:
+        """SubmitJob's keywords, with ``definition`` (the job definition's ARN or name)."""
+        arguments: dict[str, Any] = dict(
+            jobName=self.name,
+            jobQueue=self.queue,
+            jobDefinition=definition,
+            containerOverrides={
+                "command": list(self.command),
+                "environment": [{"name": k, "value": v} for k, v in self.environment.items()],
+                "resourceRequirements": [{"type": t, "value": v} for t, v in self.resources],
+            },
+            retryStrategy={"attempts": 1},  # miniwdl retries (maxRetries, preemptible)
+            propagateTags=True,
+            tags=dict(self.tags),
         )
-    if TIMED_OUT.search(reason):
-        return Status(
-            Phase.DONE,
-            error=f"AWS Batch job {job_id} exceeded its time limit of {record.time_limit} s ({reason})",
-            reason=reason,
-            details=details,
-        )
-    oom = "OutOfMemoryError" in reason
-    if exit_code is not None:
-        return Status(Phase.DONE, exit_code=exit_code, oom=oom, reason=reason, details=details)
-    if oom:
-        return Status(Phase.DONE, exit_code=137, oom=True, reason=reason, details=details)
-    ran = (job.get("stoppedAt") or 0) - (job.get("startedAt") or 0)
-    if (
-        record.time_limit
-        and job.get("startedAt")
-        and ran >= 1000 * (max(MIN_TIMEOUT, record.time_limit) - 1)
-    ):
-        return Status(
-            Phase.DONE,
-            error=f"AWS Batch job {job_id} exceeded its time limit of {record.time_limit} s",
-            reason=reason,
-            details=details,
-        )
-    return Status(
-        Phase.DONE,
-        error=(
-            f"AWS Batch job {job_id} failed without running its command ({reason or 'Batch gave no reason'}); "
-            f"check that image {record.image} exists and that the queue's hosts can pull it"
-        ),
-        reason=reason,
-        details=details,
-    )
+        if self.timeout:
+            arguments["timeout"] = {"attemptDurationSeconds": self.timeout}
+        return arguments
+
+    def size(self) -> int:
+        """Bytes of the serialized request, as botocore sends it (JSON, ASCII-escaped)."""
+        return len(json.dumps(self.arguments(self.definition.name)))
 
 
 class SubmitRate:
@@ -237,57 +236,19 @@ class SubmitRate:
             return -self.tokens / self.rate if self.tokens < 0 else 0.0
 
 
-@dataclass(frozen=True)
-class SharedVolume:
-    """Where the Batch hosts find the shared filesystem: an EFS file system or a host directory."""
-
-    efs_id: str
-    efs_access_point: str
-    host_path: str
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "SharedVolume":
-        efs_id, access_point, host_path = (
-            settings.text("efs_id"),
-            settings.text("efs_access_point"),
-            settings.text("host_path"),
-        )
-        if bool(efs_id) == bool(host_path):
-            raise settings.fail(
-                "efs_id",
-                "set exactly one of efs_id (an EFS file system) or host_path (a directory on every Batch host)",
-            )
-        if access_point and not efs_id:
-            raise settings.fail("efs_access_point", "needs efs_id")
-        if host_path and not host_path.startswith("/"):
-            raise settings.fail("host_path", f"{host_path!r} must be an absolute path")
-        return cls(efs_id, access_point, (host_path.rstrip("/") or "/") if host_path else "")
-
-    def source(self, relative: str) -> dict[str, Any]:
-        """The volume for ``relative`` (a directory below the filesystem's root, or ".")."""
-        if self.host_path:
-            return {
-                "host": {"sourcePath": os.path.normpath(os.path.join(self.host_path, relative))}
-            }
-        efs: dict[str, Any] = {"fileSystemId": self.efs_id, "transitEncryption": "ENABLED"}
-        if self.efs_access_point:
-            if relative != ".":
-                raise Error.RuntimeError(
-                    f"omnibio_awsbatch cannot mount {relative} below EFS access point {self.efs_access_point}"
-                )
-            efs["authorizationConfig"] = {"accessPointId": self.efs_access_point}
-        else:
-            efs["rootDirectory"] = "/" if relative == "." else "/" + relative
-        return {"efsVolumeConfiguration": efs}
-
-    def describe(self) -> str:
-        if self.host_path:
-            return f"host:{self.host_path}"
-        return f"efs:{self.efs_id}" + (f"/{self.efs_access_point}" if self.efs_access_point else "")
+def filesystem_hint(settings: AwsBatchSettings) -> str:
+    """What to check when a job cannot set up the shared filesystem: the volume and its keys."""
+    where = f"the shared filesystem {settings.volume.describe()}"
+    if settings.volume.host_path:
+        return f"{where} (every Batch host must mount it; [omnibio_awsbatch] host_path, mount_path)"
+    return (
+        f"{where} (its mount targets and NFS, TCP 2049, from the compute environment's security "
+        "group; [omnibio_awsbatch] efs_id, efs_access_point, mount_path)"
+    )
 
 
 def job_name(prefix: str, call: str, attempt: int) -> str:
-    """<prefix><call path>-<attempt>, within Batch's 128 letters, digits, hyphens and underscores."""
+    """<prefix><call path>-<attempt>, within Batch's 128 letters, digits, hyphens, underscores."""
     body = re.sub(r"[^A-Za-z0-9_-]+", "-", call).strip("-") or "task"
     suffix = f"-{attempt}"
     room = JOB_NAME_MAX - len(prefix) - len(suffix)
@@ -301,81 +262,93 @@ def _clean_tag(text: str, limit: int) -> str:
     return re.sub(r"[^\w .:/=+\-@]", "_", str(text))[:limit]
 
 
-class AwsBatchEngine(Engine):
+def fit_request(request: JobRequest, host_file: str, container_file: str) -> JobRequest:
+    """The request within REQUEST_BUDGET: the largest environment values move to an env file on
+    the shared filesystem (``host_file``, which the job sources as ``container_file``)."""
+    if request.size() <= REQUEST_BUDGET:
+        return request
+    kept = dict(request.environment)
+    moved: dict[str, str] = {}
+    command = request.command[:6] + (container_file,) + request.command[7:]
+    while kept and replace(request, command=command, environment=kept).size() > REQUEST_BUDGET:
+        name = max(kept, key=lambda k: len(json.dumps(kept[k])))
+        moved[name] = kept.pop(name)
+    text = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in moved.items())
+    return replace(request, command=command, environment=kept, files={host_file: text})
+
+
+class AwsBatchEngine(Engine[JobRequest]):
     section = "omnibio_awsbatch"
     runtime_keys = ("omnibio_queue",)
+    memory_is_limit = True  # MEMORY is the container's hard limit (API_ResourceRequirement)
+    enforces_time_limit = True  # attemptDurationSeconds; fetch() says timed_out
+    fetch_batch = 100  # DescribeJobs takes "A list of up to 100 job IDs"
 
     def __init__(
         self,
         session: boto3.session.Session,
-        settings: Settings,
-        filesystem: SharedFilesystem,
-        volume: SharedVolume,
-        queues: set[str],
-        logger: logging.Logger,
+        settings: AwsBatchSettings,
+        learned: Mapping[str, int] | None = None,
     ) -> None:
-        self.filesystem = filesystem
-        self.volume = volume
+        """``learned``: the limits the queues' compute environments allow (awsbatch_limits)."""
+        self.settings = settings
+        self.filesystem = settings.filesystem
         self.region = session.region_name
-        retries = botocore.config.Config(
-            retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=50
-        )
-        self.batch = session.client("batch", config=retries)
-        self.logs = session.client("logs", config=retries)
-        self.job_queue = settings.text("job_queue")
-        self.fallback_queue = settings.text("fallback_queue")
-        self.job_role_arn = settings.text("job_role_arn")
-        self.user_tags = {str(k): str(v) for k, v in settings.json_object("tags").items()}
-        self.default_memory = settings.size("default_memory")
+        self.batch = session.client("batch", config=RETRIES)
+        self.logs = session.client("logs", config=RETRIES)
+        limits = {**FALLBACK_LIMITS, **(learned or {})}
         self.limits = {
-            "cpu": settings.integer("max_cpu", minimum=1),
-            "mem_bytes": settings.size("max_memory"),
+            "cpu": settings.max_cpu or limits["cpu"],
+            "mem_bytes": settings.max_memory or limits["mem_bytes"],
         }
-        self.default_time_limit = settings.integer("default_time_limit", minimum=0) or None
-        poll = settings.number("poll_seconds", minimum=0.1)
-        self.poll_seconds = min(poll, 1.0)  # the lifecycle's round: Ctrl-C and stderr stay prompt
-        self.rate = SubmitRate(settings.number("submit_rate", minimum=0.01))
-        self.name_prefix = (
-            f"omnibio-{uuid.uuid4().hex[:8]}-"  # one per process: ListJobs finds ours
-        )
-        self._lock = threading.Lock()
-        self._known_queues = set(queues)
+        self.filesystem_hint = filesystem_hint(settings)
+        self.default_time_limit = settings.default_time_limit
+        self.poll_seconds = settings.poll_seconds
+        self.rate = SubmitRate(settings.submit_rate)
+        # one per process: this process's jobs are told apart by name in the Batch console
+        self.name_prefix = f"omnibio-{uuid.uuid4().hex[:8]}-"
+        self._known_queues = {q for q in (settings.job_queue, settings.fallback_queue) if q}
         self._definitions: dict[str, str] = {}
         self._definitions_lock = threading.Lock()
-        self._jobs: dict[str, JobRecord] = {}
-        self.poller = Poller("omnibio-awsbatch-poller", self._fetch, poll, logger, batch=100)
 
     # --- start -----------------------------------------------------------------------------
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "AwsBatchEngine":
-        settings = Settings(cfg, cls.section)
-        job_queue = settings.text("job_queue", required=True)
-        filesystem = SharedFilesystem.from_settings(settings)
-        volume = SharedVolume.from_settings(settings)
-        tags = settings.json_object("tags")
-        if any(str(k).lower().startswith("aws:") for k in tags) or len(tags) > MAX_TAGS - 5:
-            raise settings.fail("tags", f"at most {MAX_TAGS - 5} tags, none starting with aws:")
-        session = boto3.session.Session(region_name=settings.text("region") or None)
+        config = Settings(cfg, cls.section)
+        settings = AwsBatchSettings.load(config)
+        session = boto3.session.Session(region_name=settings.region or None)
         if not session.region_name:
-            raise settings.fail(
+            raise config.fail(
                 "region",
-                "is not set and boto3 found no default region (AWS_REGION, AWS_DEFAULT_REGION, ~/.aws/config)",
+                "is not set and boto3 found no default region (AWS_REGION, AWS_DEFAULT_REGION, "
+                "~/.aws/config)",
             )
-        queues = {"job_queue": job_queue, "fallback_queue": settings.text("fallback_queue")}
-        cls._check_queues(session, settings, {k: v for k, v in queues.items() if v})
-        engine = cls(session, settings, filesystem, volume, set(queues.values()), logger)
+        queues = {"job_queue": settings.job_queue, "fallback_queue": settings.fallback_queue}
+        found = cls._check_queues(session, config, {k: v for k, v in queues.items() if v})
+        learned: dict[str, int] = {}
+        if settings.max_cpu is None or settings.max_memory is None:
+            learned = awsbatch_limits.learn(
+                session.client("batch", config=RETRIES),
+                session.client("ec2", config=RETRIES),
+                found,
+                logger,
+            )
+        engine = cls(session, settings, learned)
         logger.log(
             NOTICE_LEVEL,
             _(
                 "omnibio_awsbatch",
                 region=engine.region,
                 endpoint=engine.batch.meta.endpoint_url,
-                job_queue=engine.job_queue,
-                fallback_queue=engine.fallback_queue or None,
-                volume=volume.describe(),
-                mount_path=filesystem.container_root,
-                readonly_mount_path=filesystem.readonly_root,
+                job_queue=settings.job_queue,
+                fallback_queue=settings.fallback_queue or None,
+                volume=settings.volume.describe(),
+                mount_path=settings.filesystem.container_root,
+                readonly_mount_path=settings.filesystem.readonly_root,
+                max_cpu=engine.limits["cpu"],
+                max_memory=engine.limits["mem_bytes"],
+                limits_from="config" if not learned else "compute environments",
             ),
         )
         return engine
@@ -383,8 +356,9 @@ class AwsBatchEngine(Engine):
     @classmethod
     def _check_queues(
         cls, session: boto3.session.Session, settings: Settings, queues: dict[str, str]
-    ) -> None:
-        """One DescribeJobQueues call proves the endpoint, the credentials and the queues."""
+    ) -> list[dict[str, Any]]:
+        """One DescribeJobQueues call proves the endpoint, the credentials and the queues;
+        returns the queues as Batch describes them."""
         probe = session.client(
             "batch",
             config=botocore.config.Config(
@@ -396,7 +370,8 @@ class AwsBatchEngine(Engine):
             found = probe.describe_job_queues(jobQueues=sorted(set(queues.values())))["jobQueues"]
         except botocore.exceptions.NoCredentialsError:
             raise Error.RuntimeError(
-                "omnibio_awsbatch found no AWS credentials in boto3's chain (environment, ~/.aws, container or instance role)"
+                "omnibio_awsbatch found no AWS credentials in boto3's chain (environment, "
+                "~/.aws, container or instance role)"
             ) from None
         except CONNECT_ERRORS as exn:
             override = next(
@@ -409,13 +384,15 @@ class AwsBatchEngine(Engine):
                 else f"region {session.region_name}, see {settings.section} region"
             )
             raise Error.RuntimeError(
-                f"omnibio_awsbatch cannot reach AWS Batch at {endpoint} ({where}): {error_text(exn)}"
+                f"omnibio_awsbatch cannot reach AWS Batch at {endpoint} ({where}): "
+                + error_text(exn)
             ) from None
         except botocore.exceptions.ClientError as exn:
             if is_auth_error(exn):
                 method = getattr(session.get_credentials(), "method", "unknown source")
                 raise Error.RuntimeError(
-                    f"AWS Batch at {endpoint} rejected the credentials boto3 found ({method}): {error_text(exn)}"
+                    f"AWS Batch at {endpoint} rejected the credentials boto3 found ({method}): "
+                    + error_text(exn)
                 ) from None
             raise Error.RuntimeError(
                 f"omnibio_awsbatch: DescribeJobQueues at {endpoint} failed: {error_text(exn)}"
@@ -431,22 +408,23 @@ class AwsBatchEngine(Engine):
             if queue is None:
                 raise settings.fail(
                     key,
-                    f"AWS Batch has no job queue {name!r} in region {session.region_name} ({endpoint})",
+                    f"AWS Batch has no job queue {name!r} in region {session.region_name} "
+                    f"({endpoint})",
                 )
             if queue.get("state") != "ENABLED" or queue.get("status") == "INVALID":
                 raise settings.fail(
                     key,
-                    f"job queue {name!r} is {queue.get('state')}/{queue.get('status')}: {queue.get('statusReason', '')}",
+                    f"job queue {name!r} is {queue.get('state')}/{queue.get('status')}: "
+                    + queue.get("statusReason", ""),
                 )
+        return [by_name[name] for name in queues.values()]
 
     def resource_limits(self) -> dict[str, int]:
         return self.limits
 
-    # --- one attempt -----------------------------------------------------------------------
-
     def reserve(
         self, attempt: TaskAttempt, terminating: Callable[[], bool], logger: logging.Logger
-    ) -> ContextManager[None]:
+    ) -> AbstractContextManager[None]:
         return self._paced(terminating)
 
     @contextlib.contextmanager
@@ -457,90 +435,54 @@ class AwsBatchEngine(Engine):
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         yield
 
-    def submit(self, attempt: TaskAttempt, logger: logging.Logger) -> str:
-        queue = self.queue_for(attempt)
-        definition = self.job_definition(attempt, logger)
-        name = job_name(self.name_prefix, attempt.call, attempt.attempt)
-        request: dict[str, Any] = dict(
-            jobName=name,
-            jobQueue=queue,
-            jobDefinition=definition,
-            containerOverrides=self.overrides(attempt, logger),
-            retryStrategy={"attempts": 1},  # miniwdl retries (maxRetries, preemptible)
-            propagateTags=True,
-            tags=self.job_tags(attempt),
-        )
-        if attempt.resources.time_limit:
-            request["timeout"] = {
-                "attemptDurationSeconds": max(MIN_TIMEOUT, attempt.resources.time_limit)
-            }
-        try:
-            job_id = str(self.batch.submit_job(**request)["jobId"])
-        except botocore.exceptions.ClientError as exn:
-            raise Error.RuntimeError(
-                f"AWS Batch refused job {name} on queue {queue}: {error_text(exn)}"
-            ) from None
-        with self._lock:
-            self._jobs[job_id] = JobRecord(
-                name,
-                queue,
-                attempt.call,
-                attempt.image,
-                attempt.resources.time_limit,
-                time.monotonic(),
-            )
-        self.poller.watch(job_id)
-        logger.log(
-            NOTICE_LEVEL,
-            _(
-                "AWS Batch job",
-                id=job_id,
-                name=name,
-                queue=queue,
-                definition=definition.rsplit("/", 1)[-1],
-            ),
-        )
-        return job_id
+    # --- translation -----------------------------------------------------------------------
 
-    def queue_for(self, attempt: TaskAttempt) -> str:
+    def translate(self, attempt: TaskAttempt) -> JobRequest:
+        fs = self.settings.filesystem
+        resources = attempt.resources
+        memory = resources.memory_limit or self.settings.default_memory
+        requirements = [("VCPU", str(max(1, resources.cpu)))]
+        requirements.append(("MEMORY", str(max(4, math.ceil(memory / (1 << 20))))))  # MiB
+        if resources.gpu:
+            requirements.append(("GPU", str(resources.gpu)))
+        queue, from_runtime = self.queue_for(attempt)
+        env = {k: str(v) for k, v in sorted(attempt.env.items()) if not k.startswith("AWS_BATCH")}
+        stderr = fs.to_container(attempt.stderr_path)
+        request = JobRequest(
+            call=attempt.call,
+            image=attempt.image,
+            queue=queue,
+            queue_from_runtime=from_runtime,
+            definition=self.job_definition(attempt),
+            name=job_name(self.name_prefix, attempt.call, attempt.attempt),
+            command=("/bin/sh", "-c", WRAPPER, "omnibio", attempt.workdir, stderr, "-")
+            + attempt.argv,
+            environment=env,
+            resources=tuple(requirements),
+            timeout=max(MIN_TIMEOUT, resources.time_limit) if resources.time_limit else None,
+            tags={
+                _clean_tag(k, 128): _clean_tag(v, 256)
+                for k, v in {**self.settings.tags, **attempt.tags}.items()
+            },
+        )
+        host_file = os.path.join(attempt.host_dir, f"awsbatch_env.{attempt.attempt}.sh")
+        return fit_request(request, host_file, fs.to_container(host_file))
+
+    def queue_for(self, attempt: TaskAttempt) -> tuple[str, bool]:
         """runtime.omnibio_queue, else job_queue while miniwdl may still retry an interruption
         (fewer interruptions so far than runtime.preemptible), else fallback_queue."""
         chosen = attempt.runtime.get("omnibio_queue")
         if chosen:
-            self._check_runtime_queue(str(chosen))
-            return str(chosen)
-        if not self.fallback_queue:
-            return self.job_queue
+            return str(chosen), True
+        settings = self.settings
+        if not settings.fallback_queue:
+            return settings.job_queue, False
         if attempt.interruptions < attempt.resources.max_interruptions:
-            return self.job_queue
-        return self.fallback_queue
+            return settings.job_queue, False
+        return settings.fallback_queue, False
 
-    def _check_runtime_queue(self, queue: str) -> None:
-        if queue in self._known_queues:
-            return
-        try:
-            found = self.batch.describe_job_queues(jobQueues=[queue])["jobQueues"]
-        except botocore.exceptions.ClientError as exn:
-            raise Error.RuntimeError(
-                f"runtime.omnibio_queue {queue!r}: DescribeJobQueues failed: {error_text(exn)}"
-            ) from None
-        if not any(queue in (q["jobQueueName"], q["jobQueueArn"]) for q in found):
-            raise Error.InputError(
-                f"runtime.omnibio_queue {queue!r}: AWS Batch has no such job queue in {self.region}"
-            )
-        self._known_queues.add(queue)
-
-    def job_tags(self, attempt: TaskAttempt) -> dict[str, str]:
-        tags = {**self.user_tags, **attempt.tags}
-        return {_clean_tag(k, 128): _clean_tag(v, 256) for k, v in tags.items()}
-
-    def job_definition(self, attempt: TaskAttempt, logger: logging.Logger) -> str:
-        """The ARN of the job definition for the attempt's image, volumes and user.
-
-        Named by a hash of its content, so every run (and every process) that needs the same
-        content uses the same definition: looked up by name once per process, registered only
-        when missing, never deregistered.
-        """
+    def job_definition(self, attempt: TaskAttempt) -> JobDefinition:
+        """The job definition for the attempt's image, volumes and user (no per-attempt values)."""
         volumes, mount_points = self.volumes(attempt.mounts)
         properties: dict[str, Any] = {
             "image": attempt.image,
@@ -555,54 +497,28 @@ class AwsBatchEngine(Engine):
         }
         if attempt.user:
             properties["user"] = attempt.user
-        if self.job_role_arn:
-            properties["jobRoleArn"] = self.job_role_arn
-        digest = hashlib.sha256(json.dumps(properties, sort_keys=True).encode()).hexdigest()[:32]
-        name = f"omnibio-{digest}"
-        with self._definitions_lock:
-            if name not in self._definitions:
-                try:
-                    found = self.batch.describe_job_definitions(
-                        jobDefinitionName=name, status="ACTIVE"
-                    )["jobDefinitions"]
-                    if found:
-                        arn = max(found, key=lambda d: int(d["revision"]))["jobDefinitionArn"]
-                    else:
-                        arn = self.batch.register_job_definition(
-                            jobDefinitionName=name, type="container", containerProperties=properties
-                        )["jobDefinitionArn"]
-                        logger.log(
-                            NOTICE_LEVEL,
-                            _(
-                                "AWS Batch job definition registered",
-                                name=name,
-                                image=attempt.image,
-                            ),
-                        )
-                except botocore.exceptions.ClientError as exn:
-                    raise Error.RuntimeError(
-                        f"AWS Batch job definition {name} for image {attempt.image}: {error_text(exn)}"
-                    ) from None
-                self._definitions[name] = str(arn)
-            return self._definitions[name]
+        if self.settings.job_role_arn:
+            properties["jobRoleArn"] = self.settings.job_role_arn
+        return JobDefinition.of(properties)
 
     def volumes(
         self, mounts: tuple[Mount, ...]
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Batch volumes and mount points for the attempt's views of the shared filesystem."""
-        assert self.filesystem
+        fs = self.settings.filesystem
         volumes: list[dict[str, Any]] = []
         points: list[dict[str, Any]] = []
         names: dict[str, str] = {}
         for mount in mounts:
-            relative = os.path.relpath(mount.host_path, self.filesystem.host_root)
+            relative = os.path.relpath(mount.host_path, fs.host_root)
             if relative.startswith(".."):
                 raise Error.RuntimeError(
-                    f"omnibio_awsbatch: {mount.host_path} is not on the shared filesystem {self.filesystem.host_root}"
+                    f"omnibio_awsbatch: {mount.host_path} is not on the shared filesystem "
+                    + fs.host_root
                 )
             if relative not in names:
                 names[relative] = f"omnibio-fs{len(names) or ''}"
-                volumes.append({"name": names[relative], **self.volume.source(relative)})
+                volumes.append({"name": names[relative], **self.settings.volume.source(relative)})
             points.append(
                 {
                     "sourceVolume": names[relative],
@@ -612,93 +528,107 @@ class AwsBatchEngine(Engine):
             )
         return volumes, points
 
-    def overrides(self, attempt: TaskAttempt, logger: logging.Logger) -> dict[str, Any]:
-        """Command, environment and resources of this attempt (the job definition has none)."""
-        assert self.filesystem
-        env = {k: str(v) for k, v in attempt.env.items() if not k.startswith("AWS_BATCH")}
-        spilled = self._spill(env)
-        env_file = "-"
-        if spilled:
-            path = os.path.join(attempt.host_dir, f"awsbatch_env.{attempt.attempt}.sh")
+    # --- submission ------------------------------------------------------------------------
+
+    def submit(self, request: JobRequest, logger: logging.Logger) -> str:
+        if request.queue_from_runtime:
+            self._check_runtime_queue(request.queue)
+        definition = self._definition_arn(request, logger)
+        for path, text in request.files.items():
             with open(path, "w", encoding="utf-8") as outfile:
-                outfile.writelines(
-                    f"export {name}={shlex.quote(value)}\n" for name, value in spilled.items()
-                )
-            env_file = self.filesystem.to_container(path)
+                outfile.write(text)
             logger.info(
-                _(
-                    "environment values passed in a file (SubmitJob payload limit)",
-                    names=sorted(spilled),
-                    file=env_file,
-                )
+                _("environment values passed in a file (SubmitJob request limit)", file=path)
             )
-        resources = attempt.resources
-        memory = resources.memory_limit or resources.memory_reservation or self.default_memory
-        requirements = [
-            {"type": "VCPU", "value": str(max(1, resources.cpu))},
-            {"type": "MEMORY", "value": str(max(4, math.ceil(memory / (1 << 20))))},
-        ]
-        if resources.gpu:
-            requirements.append({"type": "GPU", "value": str(resources.gpu)})
-        stderr = self.filesystem.to_container(attempt.stderr_path)
+        try:
+            job_id = str(self.batch.submit_job(**request.arguments(definition))["jobId"])
+        except botocore.exceptions.ClientError as exn:
+            raise Error.RuntimeError(
+                f"AWS Batch refused job {request.name} on queue {request.queue}: " + error_text(exn)
+            ) from None
+        logger.log(
+            NOTICE_LEVEL,
+            _(
+                "AWS Batch job",
+                id=job_id,
+                name=request.name,
+                queue=request.queue,
+                definition=request.definition.name,
+            ),
+        )
+        return job_id
+
+    def _check_runtime_queue(self, queue: str) -> None:
+        if queue in self._known_queues:
+            return
+        try:
+            found = self.batch.describe_job_queues(jobQueues=[queue])["jobQueues"]
+        except botocore.exceptions.ClientError as exn:
+            raise Error.RuntimeError(
+                f"runtime.omnibio_queue {queue!r}: DescribeJobQueues failed: {error_text(exn)}"
+            ) from None
+        if not any(queue in (q["jobQueueName"], q["jobQueueArn"]) for q in found):
+            raise Error.InputError(
+                f"runtime.omnibio_queue {queue!r}: AWS Batch has no such job queue in "
+                + str(self.region)
+            )
+        self._known_queues.add(queue)
+
+    def _definition_arn(self, request: JobRequest, logger: logging.Logger) -> str:
+        """The ARN of the request's job definition: looked up by name once per process,
+        registered only when missing, never deregistered (later runs reuse it)."""
+        definition = request.definition
+        with self._definitions_lock:
+            if definition.name in self._definitions:
+                return self._definitions[definition.name]
+            try:
+                found = self.batch.describe_job_definitions(
+                    jobDefinitionName=definition.name, status="ACTIVE"
+                )["jobDefinitions"]
+                if found:
+                    arn = max(found, key=lambda d: int(d["revision"]))["jobDefinitionArn"]
+                else:
+                    arn = self.batch.register_job_definition(
+                        jobDefinitionName=definition.name,
+                        type="container",
+                        containerProperties=json.loads(definition.properties),
+                    )["jobDefinitionArn"]
+                    logger.log(
+                        NOTICE_LEVEL,
+                        _(
+                            "AWS Batch job definition registered",
+                            name=definition.name,
+                            image=request.image,
+                        ),
+                    )
+            except botocore.exceptions.ClientError as exn:
+                raise Error.RuntimeError(
+                    f"AWS Batch job definition {definition.name} for image {request.image}: "
+                    + error_text(exn)
+                ) from None
+            self._definitions[definition.name] = str(arn)
+            return self._definitions[definition.name]
+
+    # --- status ----------------------------------------------------------------------------
+
+    def fetch(self, records: Sequence[Submitted]) -> dict[str, Status]:
+        by_id = {r.handle: r for r in records}
+        jobs = self.batch.describe_jobs(jobs=list(by_id))["jobs"]
         return {
-            "command": [
-                "/bin/sh",
-                "-c",
-                WRAPPER,
-                "omnibio",
-                attempt.workdir,
-                stderr,
-                env_file,
-                *attempt.argv,
-            ],
-            "environment": [{"name": k, "value": v} for k, v in sorted(env.items())],
-            "resourceRequirements": requirements,
+            j["jobId"]: job_status(j, by_id[j["jobId"]].attempt.image, self.filesystem_hint)
+            for j in jobs
+            if j["jobId"] in by_id
         }
 
-    @staticmethod
-    def _spill(env: dict[str, str]) -> dict[str, str]:
-        """Remove the largest values from ``env`` until it fits the payload budget; return them."""
-        spilled: dict[str, str] = {}
-        size = sum(len(k) + len(v.encode()) + 32 for k, v in env.items())
-        while size > PAYLOAD_BUDGET and env:
-            name = max(env, key=lambda k: len(env[k]))
-            spilled[name] = env.pop(name)
-            size -= len(name) + len(spilled[name].encode()) + 32
-        return spilled
-
-    def wait(self, handle: str, timeout: float) -> Status:
-        return self.poller.wait(handle, timeout)
-
     def cancel(self, handle: str, logger: logging.Logger) -> None:
-        with self._lock:
-            record = self._jobs.get(handle)
-            if record is None or record.cancelled:
-                return
-            record.cancelled = True
         try:
             self.batch.terminate_job(jobId=handle, reason="cancelled by miniwdl (omnibio_awsbatch)")
             logger.info(_("AWS Batch job terminated", id=handle))
         except Exception as exn:
             logger.warning(_("AWS Batch TerminateJob failed", id=handle, error=error_text(exn)))
 
-    def _status(self, handle: str) -> Status | None:
-        """The poller's latest word on a job (None once released)."""
-        try:
-            return self.poller.wait(handle, 0)
-        except KeyError:
-            return None
-
-    def release(self, handle: str, logger: logging.Logger) -> None:
-        status = self._status(handle) or QUEUED
-        if status.phase is not Phase.DONE:
-            self.cancel(handle, logger)  # the lifecycle gave up on it: leave nothing running
-        with self._lock:
-            self._jobs.pop(handle, None)
-        self.poller.forget(handle)
-
     def failure_details(self, handle: str, attempt: TaskAttempt, status: Status) -> dict[str, Any]:
-        """The tail of the job's CloudWatch log (the wrapper copies the task's stderr tail there)."""
+        """The tail of the job's CloudWatch log (the wrapper copies the task's stderr tail)."""
         stream = status.details.get("log_stream")
         if not stream:
             return {}
@@ -712,64 +642,3 @@ class AwsBatchEngine(Engine):
         except Exception as exn:
             return {"log_tail_error": error_text(exn)}
         return {"log_tail": [str(e.get("message", "")) for e in events]}
-
-    def shutdown(self, logger: logging.Logger) -> None:
-        """Terminate every job this process submitted that has not finished."""
-        with self._lock:
-            live = [h for h, r in self._jobs.items() if not r.cancelled]
-        for handle in live:
-            status = self._status(handle)
-            if status is None or status.phase is not Phase.DONE:
-                self.cancel(handle, logger)
-
-    # --- the poller's call -----------------------------------------------------------------
-
-    def _fetch(self, handles: list[str]) -> dict[str, Status]:
-        jobs = self.batch.describe_jobs(jobs=handles)["jobs"]
-        with self._lock:
-            records = {h: self._jobs[h] for h in handles if h in self._jobs}
-        lacking = [j for j in jobs if j["jobId"] in records and needs_listed_exit_code(j)]
-        listed = self._listed_exit_codes(lacking, records) if lacking else {}
-        statuses = {
-            j["jobId"]: job_status(j, records[j["jobId"]], listed.get(j["jobId"]))
-            for j in jobs
-            if j["jobId"] in records
-        }
-        now = time.monotonic()
-        for handle, record in records.items():
-            if handle not in statuses and now - record.submitted > UNKNOWN_GRACE_SECONDS:
-                statuses[handle] = Status(
-                    Phase.DONE,
-                    error=f"AWS Batch does not know job {handle} ({record.name}) any more",
-                )
-        return statuses
-
-    def _listed_exit_codes(
-        self, jobs: list[dict[str, Any]], records: dict[str, JobRecord]
-    ) -> dict[str, int]:
-        """Exit codes from ListJobs for failed jobs whose DescribeJobs entry has none (moto).
-
-        One filtered ListJobs per queue: by the job's name, or by this process's name prefix.
-        """
-        wanted: dict[str, list[str]] = {}
-        for job in jobs:
-            record = records[job["jobId"]]
-            wanted.setdefault(record.queue, []).append(record.name)
-        codes: dict[str, int] = {}
-        ids = {j["jobId"] for j in jobs}
-        for queue, names in wanted.items():
-            value = names[0] if len(names) == 1 else self.name_prefix + "*"
-            pages = self.batch.get_paginator("list_jobs").paginate(
-                jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [value]}]
-            )
-            try:
-                for page in pages:
-                    for summary in page.get("jobSummaryList", []):
-                        code = (summary.get("container") or {}).get("exitCode")
-                        if summary.get("jobId") in ids and code is not None:
-                            codes[summary["jobId"]] = int(code)
-            except botocore.exceptions.ClientError as exn:
-                if not is_auth_error(exn):
-                    raise  # throttling, 5xx: the poller backs off and asks again
-                # without batch:ListJobs the jobs end without an exit code (an error, not a hang)
-        return codes

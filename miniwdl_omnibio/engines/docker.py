@@ -2,7 +2,7 @@
 
 Speed comes from doing less per task: no swarm service, one create/start/wait/remove, image
 lookups cached per process, and (by default) no network namespace built per container: all
-tasks of a run join one sandbox namespace made once (see README, "What a task can reach").
+tasks of a run join one sandbox namespace made once (docs/docker.md, "What a task can reach").
 """
 
 import contextlib
@@ -77,6 +77,27 @@ class Admission:
 
 
 @dataclass(frozen=True)
+class DockerSettings:
+    """[omnibio_docker], read once at start."""
+
+    network: str
+    allow_networks: tuple[str, ...]
+    pull: str
+    poll_seconds: float
+    admission: bool
+
+    @classmethod
+    def load(cls, settings: Settings) -> "DockerSettings":
+        return cls(
+            network=settings.raw("network") or "sandbox",
+            allow_networks=tuple(str(n) for n in settings.json_list("allow_networks")),
+            pull=settings.choice("pull", ("missing", "always", "never")),
+            poll_seconds=settings.number("poll_seconds", minimum=0.05),
+            admission=settings.flag("admission"),
+        )
+
+
+@dataclass(frozen=True)
 class DockerRequest:
     """Everything create_container needs, but the image id and network the host resolves."""
 
@@ -100,20 +121,16 @@ class DockerEngine(Engine[DockerRequest]):
     fetch_batch = None  # one container listing answers for every attempt
 
     def __init__(
-        self,
-        client: docker.DockerClient,
-        settings: Settings,
-        network: str,
-        limits: dict[str, int],
+        self, client: docker.DockerClient, settings: "DockerSettings", limits: dict[str, int]
     ) -> None:
         self.client = client
         self.api = client.api
-        self.network = network
-        self.allow_networks = settings.json_list("allow_networks")
-        self.pull_policy = settings.choice("pull", ("missing", "always", "never"))
-        self.poll_seconds = settings.number("poll_seconds", minimum=0.05)
+        self.network = settings.network
+        self.allow_networks = settings.allow_networks
+        self.pull_policy = settings.pull
+        self.poll_seconds = settings.poll_seconds
         self.limits = limits
-        admission = settings.flag("admission")
+        admission = settings.admission
         self.admission = Admission(limits["cpu"], limits["mem_bytes"]) if admission else None
         self.launcher = f"{_process_identity()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._images: dict[str, str] = {}
@@ -123,7 +140,7 @@ class DockerEngine(Engine[DockerRequest]):
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "DockerEngine":
-        settings = Settings(cfg, cls.section)
+        settings = DockerSettings.load(Settings(cfg, cls.section))
         try:
             client = docker.from_env(version="auto", timeout=600)
             info = client.info()
@@ -133,18 +150,18 @@ class DockerEngine(Engine[DockerRequest]):
                 f"omnibio_docker cannot reach the Docker daemon at {where} "
                 f"({type(exn).__name__}); start dockerd or set DOCKER_HOST"
             ) from None
-        network = settings.raw("network") or "sandbox"
+        network = settings.network
         if network not in NETWORK_MODES:
             try:
                 client.networks.get(network)
             except docker.errors.NotFound:
-                raise settings.fail(
+                raise Settings(cfg, cls.section).fail(
                     "network",
                     f"{network!r} is neither one of {', '.join(NETWORK_MODES)} nor an existing "
                     "docker network",
                 ) from None
         limits = {"cpu": int(info["NCPU"]), "mem_bytes": int(info["MemTotal"])}
-        engine = cls(client, settings, network, limits)
+        engine = cls(client, settings, limits)
         engine.reap_orphans(logger)
         logger.log(
             NOTICE_LEVEL,

@@ -8,7 +8,7 @@ import json
 import sys
 
 from .contract import read_contract
-from .store import write_result
+from .result import write_result
 
 
 def main() -> int:
@@ -18,11 +18,8 @@ def main() -> int:
     )
     json.dump(document, sys.stdout, indent=2)
     sys.stdout.write("\n")
-    print(
-        f"echo_test: wrote results for {contract.run_id} to "
-        f"{contract.result_uri or '(no RESULT_URI)'}",
-        file=sys.stderr,
-    )
+    where = contract.result_uri or "(no RESULT_URI)"
+    print(f"echo_test: wrote results for {contract.run_id} to {where}", file=sys.stderr)
     return 0
 
 

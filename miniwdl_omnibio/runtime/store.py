@@ -1,13 +1,15 @@
 """Putting results.json at a result URI and reading it back.
 
 The tool runtime uploads from inside the container; the plugin downloads with the same code to
-verify. Cloud SDKs are imported only for their scheme.
+verify. Each cloud SDK is imported only when its scheme is used, so a tool image needs only the
+SDK of the store it writes to.
 """
 
 import contextlib
-import json
+import importlib
 import os
 import tempfile
+from types import ModuleType
 from typing import Any
 
 from .uri import ResultUri, parse_result_uri
@@ -15,49 +17,104 @@ from .uri import ResultUri, parse_result_uri
 # Where an azureblob:// account is served, unless AZURE_STORAGE_CONNECTION_STRING or
 # AZURE_STORAGE_BLOB_ENDPOINT says otherwise (Azurite, sovereign clouds, private endpoints).
 AZURE_BLOB_URL = "https://{account}.blob.core.windows.net"
+JSON = "application/json"
+# module imported -> (pip package, extra of this distribution that brings it)
+SDKS = {
+    "boto3": ("boto3", "aws"),
+    "azure.storage.blob": ("azure-storage-blob", "azure"),
+    "azure.identity": ("azure-identity", "azure"),
+    "google.cloud.storage": ("google-cloud-storage", "gcs"),
+}
+
+
+def import_sdk(module: str) -> ModuleType:
+    """Import a cloud SDK; RuntimeError names the pip package when it is not installed."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package, extra = SDKS[module]
+        raise RuntimeError(
+            f"{package} not installed: pip install '{package}' (the [{extra}] extra of "
+            "miniwdl-omnibio, which also serves the omnibioai-tool-runtime API)"
+        ) from None
 
 
 def _as_uri(uri: str | ResultUri) -> ResultUri:
     return uri if isinstance(uri, ResultUri) else parse_result_uri(uri)
 
 
-def _s3_client():
-    import boto3  # honours AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL for MinIO, moto, VPC endpoints
+def s3_client(profile: str | None = None) -> Any:
+    """boto3's standard chain (AWS_PROFILE, AWS_ENDPOINT_URL_S3 for MinIO and moto, roles)."""
+    boto3 = import_sdk("boto3")
+    return boto3.Session(**({"profile_name": profile} if profile else {})).client("s3")
 
-    return boto3.session.Session().client("s3")
 
-
-def _blob_client(uri: ResultUri):
-    from azure.storage.blob import BlobClient
-
-    connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+def blob_service(account: str, connection_string: str | None = None) -> Any:
+    """A BlobServiceClient: from a connection string, else azure-identity's default chain
+    (managed identity, workload identity, CLI) at AZURE_STORAGE_BLOB_ENDPOINT or the public URL."""
+    blob = import_sdk("azure.storage.blob")
     if connection_string:
-        return BlobClient.from_connection_string(connection_string, uri.bucket, uri.key)
-    from azure.identity import DefaultAzureCredential  # managed identity, workload identity, CLI
-
+        return blob.BlobServiceClient.from_connection_string(connection_string)
+    identity = import_sdk("azure.identity")
+    credential = identity.DefaultAzureCredential(exclude_interactive_browser_credential=True)
     endpoint = os.environ.get("AZURE_STORAGE_BLOB_ENDPOINT") or AZURE_BLOB_URL.format(
-        account=uri.account
+        account=account
     )
-    return BlobClient(endpoint, uri.bucket, uri.key, credential=DefaultAzureCredential())
+    return blob.BlobServiceClient(account_url=endpoint, credential=credential)
 
 
-def upload_result(uri: str | ResultUri, data: bytes) -> None:
-    """Store ``data`` at the URI (file writes are atomic: a reader never sees half a file)."""
+def gcs_blob(bucket: str, key: str) -> Any:
+    """A google-cloud-storage Blob: Application Default Credentials, or STORAGE_EMULATOR_HOST."""
+    storage = import_sdk("google.cloud.storage")
+    return storage.Client().bucket(bucket).blob(key)
+
+
+def put_s3(
+    bucket: str, key: str, data: bytes, content_type: str = JSON, profile: str | None = None
+) -> None:
+    s3_client(profile).put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+
+
+def put_blob(
+    service: Any, container: str, blob: str, data: bytes, content_type: str = JSON
+) -> None:
+    client = service.get_blob_client(container=container, blob=blob)
+    client.upload_blob(data, overwrite=True, content_type=content_type)
+
+
+def put_gcs(bucket: str, key: str, data: bytes, content_type: str = JSON) -> None:
+    gcs_blob(bucket, key).upload_from_string(data, content_type=content_type)
+
+
+def _blob_client(uri: ResultUri) -> Any:
+    connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    service = blob_service(uri.account, connection_string)
+    return service.get_blob_client(container=uri.bucket, blob=uri.key)
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """Atomic: a reader never sees half a file."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".results.")
+    with os.fdopen(fd, "wb") as outfile:
+        outfile.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def upload_result(uri: str | ResultUri, data: bytes, content_type: str = JSON) -> None:
+    """Store ``data`` at the URI."""
     target = _as_uri(uri)
     if target.scheme == "file":
-        directory = os.path.dirname(target.key)
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".results.")
-        with os.fdopen(fd, "wb") as outfile:
-            outfile.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target.key)
+        _write_file(target.key, data)
     elif target.scheme == "s3":
-        _s3_client().put_object(
-            Bucket=target.bucket, Key=target.key, Body=data, ContentType="application/json"
-        )
+        put_s3(target.bucket, target.key, data, content_type)
+    elif target.scheme == "gs":
+        put_gcs(target.bucket, target.key, data, content_type)
     else:
-        _blob_client(target).upload_blob(data, overwrite=True)
+        service = blob_service(target.account, os.environ.get("AZURE_STORAGE_CONNECTION_STRING"))
+        put_blob(service, target.bucket, target.key, data, content_type)
 
 
 def download_result(uri: str | ResultUri) -> bytes:
@@ -67,10 +124,17 @@ def download_result(uri: str | ResultUri) -> bytes:
         with open(source.key, "rb") as infile:
             return infile.read()
     if source.scheme == "s3":
-        client = _s3_client()
+        client = s3_client()
         try:
             return client.get_object(Bucket=source.bucket, Key=source.key)["Body"].read()
         except client.exceptions.NoSuchKey:
+            raise FileNotFoundError(str(source)) from None
+    if source.scheme == "gs":
+        from google.api_core.exceptions import NotFound
+
+        try:
+            return gcs_blob(source.bucket, source.key).download_as_bytes()
+        except NotFound:
             raise FileNotFoundError(str(source)) from None
     from azure.core.exceptions import ResourceNotFoundError
 
@@ -87,32 +151,14 @@ def delete_result(uri: str | ResultUri) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(target.key)
     elif target.scheme == "s3":
-        _s3_client().delete_object(Bucket=target.bucket, Key=target.key)
+        s3_client().delete_object(Bucket=target.bucket, Key=target.key)
+    elif target.scheme == "gs":
+        from google.api_core.exceptions import NotFound
+
+        with contextlib.suppress(NotFound):
+            gcs_blob(target.bucket, target.key).delete()
     else:
         from azure.core.exceptions import ResourceNotFoundError
 
         with contextlib.suppress(ResourceNotFoundError):
             _blob_client(target).delete_blob()
-
-
-def write_result(
-    results: dict[str, Any], *, ok: bool = True, error: str = "", env=None
-) -> dict[str, Any]:
-    """Build results.json for this run from the contract and upload it to RESULT_URI.
-
-    Returns the document. Without a result URI in the contract, nothing is uploaded.
-    """
-    from .contract import read_contract
-
-    contract = read_contract(env)
-    document = {
-        "ok": ok,
-        "tool_id": contract.tool_id,
-        "run_id": contract.run_id,
-        "results": results,
-    }
-    if error:
-        document["error"] = error
-    if contract.result_uri:
-        upload_result(contract.result_uri, json.dumps(document, indent=2).encode("utf-8"))
-    return document

@@ -78,13 +78,32 @@ def conformance_omnibio_azurebatch(docker_rig) -> Iterator[BackendSetup]:
 
 
 @pytest.fixture(scope="session")
-def conformance_omnibio_tes(docker_rig) -> Iterator[BackendSetup]:
-    from tests.e2e.tes.support import tes_config
-    from tests.emulators.tes_server import TesServer
+def conformance_omnibio_tes(docker_rig, tmp_path_factory) -> Iterator[BackendSetup]:
+    """Staging mode: the TES test server moves files through moto S3, mounts nothing."""
+    import importlib.util
 
-    shared = _shared_root("tes")
+    require(importlib.util.find_spec("moto") is not None, "moto[server] is not installed")
+    from tests.e2e.tes.support import moto_s3, tes_config
+    from tests.emulators.tes_server import S3Access, TesServer
+
+    moto = moto_s3(str(tmp_path_factory.mktemp("conformance-tes-moto") / "moto.log"))
+    run_root = _shared_root("tes")  # any directory of this host: files are staged
     try:
-        with TesServer([shared], workers=4) as server:
-            yield config_env(tes_config(server.url, shared)), shared
+        with TesServer(s3=S3Access(moto.endpoint, "testing", "testing"), workers=4) as server:
+            config = {**tes_config(server.url), **NO_RESULTS}
+            yield {**config_env(config), **moto.env()}, run_root
+    finally:
+        moto.stop()
+        shutil.rmtree(run_root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def conformance_omnibio_slurm(docker_rig) -> Iterator[BackendSetup]:
+    from tests.e2e.slurm.conftest import slurm_answers, slurm_config
+
+    require(slurm_answers(), "no Slurm cluster answers sinfo (tests/rig/slurm.sh starts one)")
+    shared = _shared_root("slurm")
+    try:
+        yield config_env({**slurm_config(shared), **NO_RESULTS}), shared
     finally:
         shutil.rmtree(shared, ignore_errors=True)

@@ -124,9 +124,9 @@ def mismatch(expected: Any, actual: Any, run_dir: str, data_dir: str) -> str | N
         if os.path.basename(actual.rstrip("/")) != os.path.basename(expected.rstrip("/")):
             return f"file {os.path.basename(actual)!r} is not {expected!r}"
         data_file = os.path.join(data_dir, expected)
-        if os.path.isfile(actual) and not os.path.isabs(expected) and os.path.isfile(data_file):
-            if _text(actual) != _text(data_file):
-                return f"file {os.path.basename(actual)!r} differs from data file {expected!r}"
+        comparable = not os.path.isabs(expected) and os.path.isfile(data_file)
+        if comparable and os.path.isfile(actual) and _text(actual) != _text(data_file):
+            return f"file {os.path.basename(actual)!r} differs from data file {expected!r}"
         return None
     if isinstance(expected, bool) or isinstance(actual, bool):
         return None if expected is actual else f"{actual!r} != {expected!r}"

@@ -20,6 +20,7 @@ from tests.conformance.runner import (
     summary,
     write_results,
 )
+from tests.conftest import require
 from tests.helpers import CONFORMANCE
 
 BASELINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "baseline_docker_swarm.json")
@@ -29,6 +30,7 @@ BACKEND_FIXTURES = {
     "omnibio_awsbatch": "conformance_omnibio_awsbatch",
     "omnibio_azurebatch": "conformance_omnibio_azurebatch",
     "omnibio_tes": "conformance_omnibio_tes",
+    "omnibio_slurm": "conformance_omnibio_slurm",
 }
 JOBS = int(os.environ.get("OMNIBIO_CONFORMANCE_JOBS", "4"))
 TIMEOUT = float(os.environ.get("OMNIBIO_CONFORMANCE_TIMEOUT", "180"))
@@ -36,8 +38,7 @@ TIMEOUT = float(os.environ.get("OMNIBIO_CONFORMANCE_TIMEOUT", "180"))
 
 @pytest.mark.parametrize("backend", sorted(BACKEND_FIXTURES))
 def test_spec_examples_pass_like_docker_swarm(backend, request):
-    if not os.path.isdir(CONFORMANCE):
-        pytest.skip(f"no WDL spec examples at {CONFORMANCE}")
+    require(os.path.isdir(CONFORMANCE), f"no WDL spec examples at {CONFORMANCE}")
     env, run_root = request.getfixturevalue(BACKEND_FIXTURES[backend])
     baseline = load_baseline(BASELINE)
     specs, examples = all_examples(CONFORMANCE)

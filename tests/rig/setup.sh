@@ -26,4 +26,5 @@ if [ ! -x "$rig/node_modules/.bin/azurite" ]; then
   log "npm install azurite"
   (cd "$rig" && npm install --silent --no-audit --no-fund azurite@3.35 >/dev/null)
 fi
+bash "$here/slurm.sh" >/dev/null  # one-node Slurm cluster (omnibio_slurm)
 echo "$rig"

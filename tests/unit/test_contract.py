@@ -8,8 +8,7 @@ from WDL import Env, Type, Value
 from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Resources
-from miniwdl_omnibio.config import ConfigError, Settings, check_sections
-from miniwdl_omnibio.container import OmnibioSettings, parse_disks, parse_duration
+from miniwdl_omnibio.config import ConfigError, OmnibioSettings, Settings, check_sections
 from miniwdl_omnibio.contract import (
     call_path,
     contract_env,
@@ -20,6 +19,7 @@ from miniwdl_omnibio.contract import (
     workflow_run_name,
 )
 from miniwdl_omnibio.runtime import parse_result_uri
+from miniwdl_omnibio.task_values import parse_disks, parse_duration
 
 RESOURCES = Resources(
     cpu=2,
@@ -146,8 +146,8 @@ def _cfg(monkeypatch, **env):
 
 
 def test_config_errors_name_the_key(monkeypatch):
-    cfg = _cfg(monkeypatch, MINIWDL__OMNIBIO__RESULT_URI_PREFIX="gs://bucket/x")
-    with pytest.raises(ConfigError, match=r"\[omnibio\] result_uri_prefix .*unknown scheme 'gs'"):
+    cfg = _cfg(monkeypatch, MINIWDL__OMNIBIO__RESULT_URI_PREFIX="ftp://bucket/x")
+    with pytest.raises(ConfigError, match=r"\[omnibio\] result_uri_prefix .*unknown scheme 'ftp'"):
         OmnibioSettings.load(cfg)
     cfg = _cfg(monkeypatch, MINIWDL__OMNIBIO__RESULT_CHECK="maybe")
     with pytest.raises(ConfigError, match=r"\[omnibio\] result_check .*not one of fail, warn, off"):

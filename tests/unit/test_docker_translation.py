@@ -1,5 +1,6 @@
 """How omnibio_docker translates a TaskAttempt into a container (stub API: GPUs are not here)."""
 
+import dataclasses
 import logging
 import os
 import types
@@ -9,7 +10,7 @@ from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
 from miniwdl_omnibio.config import Settings
-from miniwdl_omnibio.engines.docker import LAUNCHER_LABEL, DockerEngine
+from miniwdl_omnibio.engines.docker import LAUNCHER_LABEL, DockerEngine, DockerSettings
 
 
 class RecordingApi:
@@ -38,7 +39,8 @@ def _engine(api, monkeypatch):
         monkeypatch.delenv(name)
     settings = Settings(Loader(logging.getLogger("test"), filenames=[]), "omnibio_docker")
     client = types.SimpleNamespace(api=api)
-    return DockerEngine(client, settings, "none", {"cpu": 2, "mem_bytes": 4 << 30})
+    settings = dataclasses.replace(DockerSettings.load(settings), network="none")
+    return DockerEngine(client, settings, {"cpu": 2, "mem_bytes": 4 << 30})
 
 
 def test_translation(monkeypatch):

@@ -18,6 +18,7 @@ from miniwdl_omnibio.runtime import (
     [
         ("s3://bucket/a/b/results.json", ("s3", "", "bucket", "a/b/results.json")),
         ("azureblob://acct/cont/x/results.json", ("azureblob", "acct", "cont", "x/results.json")),
+        ("gs://bucket/a/results.json", ("gs", "", "bucket", "a/results.json")),
         ("file:///tmp/r/results.json", ("file", "", "", "/tmp/r/results.json")),
     ],
 )
@@ -32,7 +33,9 @@ def test_parse_valid(uri, parts):
     [
         ("", "missing"),
         ("bucket/key", "no scheme"),
-        ("gs://bucket/key", "unknown scheme 'gs'"),
+        ("ftp://bucket/key", "unknown scheme 'ftp'"),
+        ("gs://bucket", "needs a key"),
+        ("gs://bucket/", "needs a key"),
         ("s3://", "needs a bucket"),
         ("s3://bucket", "needs a key"),
         ("azureblob://", "needs a storage account"),

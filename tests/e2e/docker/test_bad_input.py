@@ -33,8 +33,8 @@ def _run(workdir, image="ubuntu:22.04", memory="100M", config=None, env=None):
         ),
         ({"memory": "lots"}, "invalid setting of runtime.memory, lots"),
         (
-            {"config": {"omnibio": {"result_uri_prefix": "gs://bucket/x"}}},
-            "[omnibio] result_uri_prefix (env MINIWDL__OMNIBIO__RESULT_URI_PREFIX): result URI 'gs://bucket/x' has unknown scheme 'gs'",
+            {"config": {"omnibio": {"result_uri_prefix": "ftp://bucket/x"}}},
+            "[omnibio] result_uri_prefix (env MINIWDL__OMNIBIO__RESULT_URI_PREFIX): result URI 'ftp://bucket/x' has unknown scheme 'ftp'",
         ),
         (
             {"config": {"omnibio_docker": {"network": "no-such-net"}}},

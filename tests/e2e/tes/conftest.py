@@ -1,33 +1,53 @@
-"""The fixture TES server on 127.0.0.1 over the local dockerd, and a shared directory its worker mounts."""
+"""The TES test server on 127.0.0.1 over the local dockerd, with moto server as its S3 store."""
 
+import importlib.util
 import os
 import shutil
 import tempfile
 
 import pytest
 
-from tests.emulators.tes_server import TesServer
+from tests.conftest import require
+from tests.e2e.tes.support import moto_s3
+from tests.emulators.tes_server import S3Access, TesServer
 
 
 @pytest.fixture(scope="session")
-def shared_dir(docker_rig):
-    """The shared filesystem: this host and the server's worker both see it at the same path."""
-    path = tempfile.mkdtemp(prefix="omnibio-tes-shared-")
+def moto(docker_rig, tmp_path_factory):
+    """moto server (S3 only is used), with the staging bucket."""
+    require(importlib.util.find_spec("moto") is not None, "moto[server] is not installed")
+    server = moto_s3(str(tmp_path_factory.mktemp("tes-moto") / "moto.log"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def tes_server(moto):
+    """A server that behaves like the real ones: inputs and outputs through S3, no host mounts."""
+    with TesServer(s3=S3Access(moto.endpoint, "testing", "testing"), workers=4) as server:
+        yield server
+
+
+@pytest.fixture
+def s3(moto):
+    return moto.client("s3")
+
+
+@pytest.fixture
+def rundir(request, docker_rig):
+    """A run directory on this host only (world-readable)."""
+    path = tempfile.mkdtemp(prefix=request.node.name[:40] + "-")
     os.chmod(path, 0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def tes_server(shared_dir):
-    with TesServer([shared_dir], workers=4) as server:
-        yield server
-
-
-@pytest.fixture
-def rundir(shared_dir, request):
-    """A run directory on the shared filesystem (world-readable, like the docker tests' workdir)."""
-    path = tempfile.mkdtemp(prefix=request.node.name[:40] + "-", dir=shared_dir)
+def shared_dir(docker_rig):
+    """A directory playing a shared filesystem a worker volume mounts (shared-filesystem mode)."""
+    path = tempfile.mkdtemp(prefix="omnibio-tes-shared-")
     os.chmod(path, 0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)

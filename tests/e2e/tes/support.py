@@ -1,17 +1,36 @@
-"""Configuration of omnibio_tes runs against the fixture server."""
+"""Configuration of omnibio_tes runs against the test server and moto S3."""
 
-READONLY_VIEW = "/mnt/omnibio_inputs"
+from tests.emulators.moto_server import MotoServer
+
+BUCKET = "omnibio-staging"
+READONLY_VIEW = "/mnt/omnibio_inputs"  # where a worker volume shows the shared directory read-only
+STAGING = f"s3://{BUCKET}/tes"
 
 
-def tes_config(url, shared_dir, results=False, **tes_keys):
-    """miniwdl config: identity mount of the shared directory, read-only input view; with
-    ``results``, RESULT_URI under <shared dir>/results (tasks must then run a tool that writes it)."""
+def moto_s3(log_path: str) -> MotoServer:
+    server = MotoServer(log_path).start()
+    server.client("s3").create_bucket(Bucket=BUCKET)
+    return server
+
+
+def tes_config(url, results_dir=None, **tes_keys):
+    """miniwdl config for staging mode through moto S3; with ``results_dir``, RESULT_URI under
+    file://<results_dir> (tasks must then run a tool that writes it)."""
+    config = {
+        "omnibio_tes": {"url": url, "staging_uri": STAGING, "poll_seconds": "0.5", **tes_keys}
+    }
+    if results_dir:
+        config["omnibio"] = {"result_uri_prefix": f"file://{results_dir}"}
+    return config
+
+
+def shared_config(url, shared_dir, **tes_keys):
+    """miniwdl config for shared-filesystem mode: the worker mounts ``shared_dir`` in place."""
     return {
-        "omnibio": {"result_uri_prefix": f"file://{shared_dir}/results" if results else ""},
+        "omnibio": {"result_uri_prefix": ""},
         "omnibio_tes": {
             "url": url,
             "mount_path": shared_dir,
-            "readonly_mount_path": READONLY_VIEW,
             "poll_seconds": "0.5",
             **tes_keys,
         },

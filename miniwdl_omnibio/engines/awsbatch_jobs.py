@@ -1,0 +1,168 @@
+"""What omnibio_awsbatch reads in AWS Batch's answers: a DescribeJobs entry becomes a Status.
+
+Pure functions of the service's words, unit-tested without a service (tests/unit). The reasons
+matched here are Batch's own strings, each cited where it is matched.
+"""
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import botocore.exceptions
+
+from .base import QUEUED, RUNNING, Phase, Status
+
+LOG_GROUP = "/aws/batch/job"  # where Batch's awslogs driver writes by default
+MIN_TIMEOUT = 60  # API_JobTimeout: "The minimum value for the timeout is 60 seconds."
+QUEUED_STATES = ("SUBMITTED", "PENDING", "RUNNABLE")
+# "Host EC2 (instance i-...) terminated." is the attempt's statusReason when the instance under
+# it goes away (spot reclaim, scale-in); the job did not fail by itself
+HOST_LOSS = re.compile(r"Host EC2 .*terminated", re.IGNORECASE)
+# CannotPullContainerError, CannotStartContainerError, CannotInspectContainerError (Amazon ECS,
+# "Stopped tasks error codes"): the image could not be pulled or started
+CANNOT_START = re.compile(r"Cannot\w*(Container|Inspect)\w*Error|CannotPullContainer", re.I)
+# ECS "Stopped tasks error codes": the host could not set up what the container needs before it
+# starts, e.g. "ResourceInitializationError: failed to invoke EFS utils commands to set up EFS
+# volumes ..."; DockerTimeoutError (ContainerRuntimeTimeoutError on newer agents) when a mount
+# hangs; CannotCreateVolumeError. On this engine that is the shared filesystem, not the image.
+SETUP_FAILED = re.compile(
+    r"ResourceInitializationError|DockerTimeoutError|ContainerRuntimeTimeoutError|"
+    r"CannotCreateVolumeError"
+)
+# API_JobDetail statusReason and "Jobs stuck in a RUNNABLE status": a RUNNABLE job blocking its
+# queue says why. MISCONFIGURATION:* (COMPUTE_ENVIRONMENT_MAX_RESOURCE, JOB_RESOURCE_REQUIREMENT,
+# SERVICE_ROLE_PERMISSIONS) and ACTION_REQUIRED (invalid compute environments) do not pass
+# without an administrator; CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY may, so it is waited out.
+NEVER_PLACED = re.compile(r"^\s*(MISCONFIGURATION:|ACTION_REQUIRED)")
+# statusReason of a job stopped at attemptDurationSeconds. Batch's documentation does not quote
+# it; "Job attempt duration exceeded timeout" is what public Batch clients (Nextflow, redun)
+# match. The run time is checked too (_ran_out_its_time), so another wording still counts.
+TIMED_OUT = re.compile(r"duration exceeded timeout|attemptDurationSeconds", re.IGNORECASE)
+OOM = "OutOfMemoryError"  # "OutOfMemoryError: Container killed due to memory usage"
+AUTH_ERROR_CODES = {
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "ExpiredTokenException",
+    "ExpiredToken",
+    "AuthFailure",
+    "AccessDeniedException",
+    "AccessDenied",
+}
+
+
+def error_text(exn: BaseException) -> str:
+    """One line from a botocore error (moto sometimes returns an XML body as the message)."""
+    if isinstance(exn, botocore.exceptions.ClientError):
+        error = exn.response.get("Error", {})
+        code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+        if message.lstrip().startswith("<"):
+            code = (re.findall(r"<Code>(.*?)</Code>", message) or [code])[0]
+            message = (re.findall(r"<Message>(.*?)</Message>", message) or [message])[0]
+        return f"{code}: {message}"[:300]
+    return " ".join(str(exn).split())[:300]
+
+
+def is_auth_error(exn: botocore.exceptions.ClientError) -> bool:
+    code = error_text(exn).split(":", 1)[0]
+    status = exn.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in AUTH_ERROR_CODES or status in (401, 403)
+
+
+def _containers(job: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The job's container, then its attempts' containers, newest first."""
+    found = [job.get("container")]
+    found += [a.get("container") for a in reversed(job.get("attempts") or [])]
+    return [c for c in found if c]
+
+
+def reasons(job: Mapping[str, Any]) -> str:
+    """Every reason Batch gives for a job's end: the job's, its container's, its last attempt's."""
+    attempts = job.get("attempts") or [{}]
+    found: list[str] = []
+    for text in (
+        job.get("statusReason"),
+        (job.get("container") or {}).get("reason"),
+        attempts[-1].get("statusReason"),
+        (attempts[-1].get("container") or {}).get("reason"),
+    ):
+        if text and text not in found:
+            found.append(text)
+    return "; ".join(found)
+
+
+def exit_code(job: Mapping[str, Any]) -> int | None:
+    for container in _containers(job):
+        if container.get("exitCode") is not None:
+            return int(container["exitCode"])
+    return None
+
+
+def log_stream(job: Mapping[str, Any]) -> str | None:
+    for container in _containers(job):
+        if container.get("logStreamName"):
+            return str(container["logStreamName"])
+    return None
+
+
+def time_limit(job: Mapping[str, Any]) -> int | None:
+    """The attemptDurationSeconds the job runs under (DescribeJobs returns the job's timeout)."""
+    seconds = (job.get("timeout") or {}).get("attemptDurationSeconds")
+    return int(seconds) if seconds else None
+
+
+def job_status(job: Mapping[str, Any], image: str, filesystem: str) -> Status:
+    """One DescribeJobs entry as a Status; ``filesystem`` names the shared filesystem and the
+    config keys to check when a job cannot set it up."""
+    state = job["status"]
+    reason = reasons(job)
+    job_id = job["jobId"]
+    if state == "RUNNABLE" and NEVER_PLACED.search(reason):
+        error = f"AWS Batch cannot run job {job_id} on queue {_queue_name(job)}: {reason}"
+        return Status(Phase.DONE, error=error, lingering=True, reason=reason)
+    if state in QUEUED_STATES:
+        return Status(Phase.QUEUED, reason=reason) if reason else QUEUED
+    if state in ("STARTING", "RUNNING"):
+        return RUNNING
+    code = exit_code(job)  # API_ContainerDetail exitCode: "returned upon completion"
+    details: dict[str, Any] = {"job_queue": job.get("jobQueue"), "job_name": job.get("jobName")}
+    stream = log_stream(job)
+    if stream:
+        details.update(log_group=LOG_GROUP, log_stream=stream)
+    if state == "SUCCEEDED":  # Batch succeeds a job exactly when its container exits 0
+        return Status(Phase.DONE, exit_code=code or 0, reason=reason, details=details)
+    if HOST_LOSS.search(reason):
+        return Status(Phase.DONE, interrupted=True, reason=reason, details=details)
+    if SETUP_FAILED.search(reason):
+        error = f"AWS Batch job {job_id} could not start: {reason}; check {filesystem}"
+        return Status(Phase.DONE, error=error, reason=reason, details=details)
+    if CANNOT_START.search(reason):
+        what = "pull" if "pull" in reason.lower() else "start a container from"
+        error = f"AWS Batch could not {what} image {image} for job {job_id}: {reason}"
+        return Status(Phase.DONE, error=error, reason=reason, details=details)
+    if TIMED_OUT.search(reason) or _ran_out_its_time(job):
+        return Status(Phase.DONE, timed_out=True, reason=reason or "ran to its timeout")
+    oom = OOM in reason
+    if code is not None or oom:
+        code = 137 if code is None else code  # a container killed by the OOM killer: SIGKILL
+        return Status(Phase.DONE, exit_code=code, oom=oom, reason=reason, details=details)
+    error = (
+        f"AWS Batch job {job_id} failed without running its command "
+        f"({reason or 'Batch gave no reason'}); check that image {image} exists and that the "
+        "queue's hosts can pull it"
+    )
+    return Status(Phase.DONE, error=error, reason=reason, details=details)
+
+
+def _queue_name(job: Mapping[str, Any]) -> str:
+    return str(job.get("jobQueue", "")).rsplit("/", 1)[-1]
+
+
+def _ran_out_its_time(job: Mapping[str, Any]) -> bool:
+    """A failed job that ran its whole attemptDurationSeconds (whatever words Batch used)."""
+    limit = time_limit(job)
+    started, stopped = job.get("startedAt"), job.get("stoppedAt")
+    if not limit or started is None or stopped is None:
+        return False
+    return bool(stopped - started >= 1000 * (limit - 1))

@@ -1,0 +1,274 @@
+"""omnibio_azurebatch at start-up: credentials, the pool (found, or created from pool_spec), and
+the largest task it can run. Every problem is one line naming the config key."""
+
+import base64
+import binascii
+import logging
+import os
+import re
+from typing import Any
+
+from azure.batch import BatchClient
+from azure.batch import models as batch_models
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.exceptions import AzureError, HttpResponseError
+from WDL._util import NOTICE_LEVEL
+from WDL._util import StructuredLogMessage as _
+
+from ..config import ConfigError, Settings
+from .azurebatch_tasks import describe_error, enum_text, error_code
+
+GiB = 1 << 30
+# vCPUs are the number after the family letters in a VM size name (Standard_D4s_v3 -> 4); memory
+# per vCPU by family, for pools whose nodes' size the config does not state (max_memory)
+VM_SIZE = re.compile(r"^(?:standard_|basic_)?([a-z]+?)(\d+)", re.IGNORECASE)
+GIB_PER_VCPU = {"a": 2, "b": 4, "d": 4, "e": 8, "f": 2, "h": 4, "l": 8, "m": 14, "n": 7}
+# N-series sizes carry GPUs (Microsoft's "GPU optimized virtual machine sizes": NC, ND, NG, NV)
+GPU_FAMILY = re.compile(r"^(?:standard_)?n[cdgv]", re.IGNORECASE)
+POOL_SPEC_KEYS = (
+    "vm_size",
+    "image",
+    "node_agent_sku_id",
+    "dedicated_nodes",
+    "low_priority_nodes",
+    "task_slots_per_node",
+    "container_registries",
+    "container_image_names",
+    "mount_configuration",
+)
+
+
+def node_size(vm_size: str) -> tuple[int, int] | None:
+    """(vCPUs, memory bytes) estimated from an Azure VM size name, None if it has no such shape."""
+    match = VM_SIZE.match(vm_size or "")
+    if not match:
+        return None
+    family, vcpus = match.group(1).lower(), int(match.group(2))
+    return vcpus, vcpus * GIB_PER_VCPU.get(family[0], 4) * GiB
+
+
+def has_gpu(vm_size: str) -> bool:
+    return bool(GPU_FAMILY.match(vm_size or ""))
+
+
+class PoolSpec:
+    """pool_spec: the few settings an auto-created pool needs, as BatchPoolCreateOptions."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.spec = settings.json_object("pool_spec")
+        unknown = sorted(set(self.spec) - set(POOL_SPEC_KEYS))
+        if unknown:
+            raise settings.fail(
+                "pool_spec",
+                f"unknown key(s) {', '.join(unknown)}; known: {', '.join(POOL_SPEC_KEYS)}",
+            )
+
+    def __bool__(self) -> bool:
+        return bool(self.spec)
+
+    def _require(self, key: str) -> Any:
+        if not self.spec.get(key):
+            raise self.settings.fail("pool_spec", f"needs {key!r} to create a pool")
+        return self.spec[key]
+
+    def _registry(self, entry: dict[str, Any]) -> batch_models.ContainerRegistryReference:
+        password = None
+        if entry.get("password_env"):
+            password = os.environ.get(entry["password_env"])
+            if not password:
+                raise self.settings.fail(
+                    "pool_spec",
+                    f"container registry password variable {entry['password_env']} is not set",
+                )
+        identity = (
+            batch_models.BatchNodeIdentityReference(resource_id=entry["identity_reference"])
+            if entry.get("identity_reference")
+            else None
+        )
+        return batch_models.ContainerRegistryReference(
+            registry_server=entry.get("registry_server"),
+            username=entry.get("username"),
+            password=password,
+            identity_reference=identity,
+        )
+
+    def options(self, pool_id: str) -> batch_models.BatchPoolCreateOptions:
+        try:
+            return self._options(pool_id)
+        except (TypeError, ValueError, AttributeError) as exn:
+            raise self.settings.fail("pool_spec", f"invalid value: {exn}") from None
+
+    def _options(self, pool_id: str) -> batch_models.BatchPoolCreateOptions:
+        image = self._require("image")
+        if not isinstance(image, dict):
+            raise self.settings.fail(
+                "pool_spec",
+                "'image' must be an object: publisher, offer, sku, version "
+                "(or virtual_machine_image_id)",
+            )
+        dedicated = int(self.spec.get("dedicated_nodes", 0))
+        low = int(self.spec.get("low_priority_nodes", 0))
+        if dedicated + low < 1:
+            raise self.settings.fail(
+                "pool_spec", "needs dedicated_nodes or low_priority_nodes above 0"
+            )
+        registries = [self._registry(r) for r in self.spec.get("container_registries", [])]
+        containers = batch_models.BatchContainerConfiguration(
+            type="dockerCompatible",
+            container_image_names=self.spec.get("container_image_names") or None,
+            container_registries=registries or None,
+        )
+        mounts = [
+            batch_models.MountConfiguration(m) for m in self.spec.get("mount_configuration", [])
+        ]
+        return batch_models.BatchPoolCreateOptions(
+            id=pool_id,
+            vm_size=self._require("vm_size"),
+            virtual_machine_configuration=batch_models.VirtualMachineConfiguration(
+                image_reference=batch_models.BatchVmImageReference(**image),
+                node_agent_sku_id=self._require("node_agent_sku_id"),
+                container_configuration=containers,
+            ),
+            target_dedicated_nodes=dedicated,
+            target_low_priority_nodes=low,
+            task_slots_per_node=int(self.spec.get("task_slots_per_node", 1)),
+            mount_configuration=mounts or None,
+        )
+
+
+def credential(settings: Settings, host: str) -> tuple[str, Any]:
+    """(account name, credential); the shared key is read from its variable, never logged."""
+    auth = settings.choice("auth", ("shared_key", "entra"))
+    if auth == "entra":
+        # managed identity, workload identity, az login
+        from azure.identity import DefaultAzureCredential
+
+        return settings.text("account_name") or host.split(".")[0], DefaultAzureCredential()
+    account = settings.text("account_name") or (
+        host.split(".")[0] if host.endswith(".batch.azure.com") else ""
+    )
+    if not account:
+        raise settings.fail(
+            "account_name",
+            "is required with auth = shared_key when account_url is not "
+            "<account>.<region>.batch.azure.com",
+        )
+    variable = settings.text("account_key_env", required=True)
+    key = os.environ.get(variable, "").strip()
+    if not key:
+        raise settings.fail(
+            "account_key_env",
+            f"environment variable {variable} (the account's shared key) is not set",
+        )
+    try:
+        base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raise settings.fail(
+            "account_key_env",
+            f"environment variable {variable} does not hold a base64 Batch account key",
+        ) from None
+    return account, AzureNamedKeyCredential(account, key)
+
+
+def find_pool(
+    client: BatchClient,
+    settings: Settings,
+    account_url: str,
+    pool_id: str,
+    spec: PoolSpec,
+    logger: logging.Logger,
+) -> batch_models.BatchPool:
+    """The pool, created from pool_spec when missing; every start-up problem is one line."""
+    try:
+        pool = _find_or_create(client, pool_id, spec, logger)
+    except HttpResponseError as exn:  # ClientAuthenticationError (no token at all) is one too
+        code = error_code(exn)
+        if exn.status_code in (None, 401, 403) or code == "AuthenticationFailed":
+            raise _auth_failure(settings, exn) from None
+        if code == "PoolNotFound":
+            raise settings.fail(
+                "pool_id",
+                f"pool {pool_id!r} does not exist in {account_url}; create it (README: Azure "
+                "setup) or set pool_spec",
+            ) from None
+        raise settings.fail(
+            "pool_spec" if spec else "pool_id", f"Azure Batch refused: {describe_error(exn)}"
+        ) from None
+    except AzureError as exn:
+        raise settings.fail(
+            "account_url", f"cannot reach Azure Batch at {account_url} ({describe_error(exn)})"
+        ) from None
+    if enum_text(pool.state) == "deleting":
+        raise settings.fail("pool_id", f"pool {pool_id!r} is being deleted")
+    vm = pool.virtual_machine_configuration
+    if not vm or not vm.container_configuration:
+        raise settings.fail(
+            "pool_id",
+            f"pool {pool_id!r} has no container configuration; tasks need a pool created with "
+            "containerConfiguration (README: Azure setup)",
+        )
+    if not (
+        pool.target_dedicated_nodes or pool.target_low_priority_nodes or pool.enable_auto_scale
+    ):
+        logger.warning(
+            _("Azure Batch pool has no nodes; tasks will wait until it is resized", pool=pool_id)
+        )
+    return pool
+
+
+def _find_or_create(
+    client: BatchClient, pool_id: str, spec: PoolSpec, logger: logging.Logger
+) -> batch_models.BatchPool:
+    try:
+        return client.get_pool(pool_id)
+    except HttpResponseError as exn:
+        if error_code(exn) != "PoolNotFound" or not spec:
+            raise
+    logger.log(NOTICE_LEVEL, _("creating Azure Batch pool from pool_spec", pool=pool_id))
+    try:
+        client.create_pool(spec.options(pool_id))
+    except HttpResponseError as exn:
+        if error_code(exn) != "PoolExists":  # else another run created it meanwhile
+            raise
+    return client.get_pool(pool_id)
+
+
+def _auth_failure(settings: Settings, exn: HttpResponseError) -> ConfigError:
+    reason = describe_error(exn)
+    if settings.text("auth") == "entra":
+        if exn.status_code is None:
+            return settings.fail(
+                "auth",
+                f"no Entra ID token for Azure Batch ({reason}); set up a managed identity, "
+                "workload identity or az login",
+            )
+        return settings.fail(
+            "auth",
+            f"Azure Batch did not accept the Entra ID token ({reason}); give the identity a "
+            "Batch data-plane role on the account",
+        )
+    variable = settings.text("account_key_env")
+    return settings.fail(
+        "account_key_env",
+        f"Azure Batch rejected the shared key in ${variable} ({reason}); use a current key of "
+        "the account named in account_name",
+    )
+
+
+def pool_limits(settings: Settings, pool: batch_models.BatchPool) -> dict[str, int]:
+    """The largest task: max_cpu / max_memory, else estimated from the pool's vmSize."""
+    estimated = node_size(pool.vm_size or "")
+    cpu = settings.integer("max_cpu", minimum=1) if settings.text("max_cpu") else 0
+    memory = settings.size("max_memory") if settings.text("max_memory") else 0
+    cpu = cpu or (estimated[0] if estimated else 0)
+    memory = memory or (estimated[1] if estimated else 0)
+    if not cpu:
+        raise settings.fail(
+            "max_cpu", f"cannot tell the vCPUs of vmSize {pool.vm_size!r}; set max_cpu"
+        )
+    if not memory:
+        raise settings.fail(
+            "max_memory", f"cannot tell the memory of vmSize {pool.vm_size!r}; set max_memory"
+        )
+    return {"cpu": cpu, "mem_bytes": memory}

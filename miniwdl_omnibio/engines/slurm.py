@@ -1,0 +1,569 @@
+"""omnibio_slurm: each task attempt is one Slurm job, or one element of an ``sbatch --array``.
+
+The nodes mount the shared filesystem holding the run directory; each attempt's job script
+(``<task dir>/slurm/attemptN.sh``, see slurm_script.py) runs its container with docker, podman
+or apptainer and records the exit. Attempts that become ready together go in one sbatch
+(equal sbatch options: one array); the status of every job of this process is one squeue per
+poll that needs it: the job scripts' own files (a running marker, the exit record) answer most
+polls, and squeue (``--states=all`` shows jobs that ended within MinJobAge), then sacct when the
+cluster has accounting, answer the rest. Cancellations gather into one scancel.
+"""
+
+import contextlib
+import logging
+import math
+import os
+import shlex
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from WDL import Error
+from WDL._util import NOTICE_LEVEL
+from WDL._util import StructuredLogMessage as _
+from WDL.runtime import config as miniwdl_config
+
+from ..attempt import TaskAttempt
+from ..config import Settings
+from ..sharedfs import SharedFilesystem
+from . import slurm_status as mapping
+from .base import Engine, Phase, Status, Submitted
+from .slurm_cluster import (
+    SINFO_FORMAT,
+    Partition,
+    SlurmCli,
+    SlurmProblem,
+    accounting_enabled,
+    parse_sinfo,
+    probe_script,
+)
+from .slurm_script import (
+    RUNTIMES,
+    SlurmRequest,
+    SlurmSettings,
+    batch_script,
+    node_path,
+    sbatch_argv,
+    translate,
+)
+
+GATHER_MAX = 10.0  # seconds the first of a burst of submissions waits for the rest at most
+CANCEL_LINGER = 0.2  # seconds cancellations gather before their one scancel
+RECORD_GRACE = 60.0  # seconds an ended job's exit record may take to show on this host (NFS)
+LOG_TAIL_BYTES = 4000
+
+
+@dataclass
+class Pending:
+    """A request waiting for its sbatch, and the handle (or error) it gets."""
+
+    request: SlurmRequest
+    done: threading.Event = field(default_factory=threading.Event)
+    handle: str | None = None
+    error: Exception | None = None
+
+
+class Submissions:
+    """Requests that arrive close together share sbatch calls: one per group of equal sbatch
+    options, as an array (a group of one is a plain job). The first submitter gathers until no
+    request came for ``linger`` seconds (at most GATHER_MAX), then sends everything gathered
+    while the others wait for their handles."""
+
+    def __init__(self, send: Callable[[list[SlurmRequest]], str], linger: float, size: int):
+        self._send = send
+        self._linger = linger
+        self._size = size
+        self._lock = threading.Lock()
+        self._queue: list[Pending] = []
+        self._sending = False
+        self._last_arrival = 0.0
+
+    def add(self, request: SlurmRequest) -> str:
+        pending = Pending(request)
+        with self._lock:
+            self._queue.append(pending)
+            self._last_arrival = time.monotonic()
+            lead, self._sending = not self._sending, True
+        if lead:
+            self._gather()
+            while True:
+                with self._lock:
+                    batch, self._queue = self._queue, []
+                    if not batch:
+                        self._sending = False
+                        break
+                self._flush(batch)
+        pending.done.wait()
+        if pending.error:
+            raise pending.error
+        assert pending.handle
+        return pending.handle
+
+    def _gather(self) -> None:
+        """Wait while requests keep arriving (a scatter's attempts reach submit over seconds
+        on a busy host), up to GATHER_MAX."""
+        give_up = time.monotonic() + GATHER_MAX
+        while True:
+            with self._lock:
+                quiet_at = self._last_arrival + self._linger
+            now = time.monotonic()
+            if now >= quiet_at or now >= give_up:
+                return
+            time.sleep(min(quiet_at, give_up) - now)
+
+    def _flush(self, batch: list[Pending]) -> None:
+        groups: dict[tuple[str, ...], list[Pending]] = {}
+        for pending in batch:
+            groups.setdefault(pending.request.options, []).append(pending)
+        for members in groups.values():
+            for start in range(0, len(members), self._size):
+                chunk = members[start : start + self._size]
+                try:
+                    job_id = self._send([p.request for p in chunk])
+                    for index, pending in enumerate(chunk):
+                        pending.handle = f"{job_id}_{index}" if len(chunk) > 1 else job_id
+                except Exception as exn:
+                    for pending in chunk:
+                        pending.error = exn
+                for pending in chunk:
+                    pending.done.set()
+
+
+class Cancellations:
+    """cancel() returns at once; the handles gathered within CANCEL_LINGER go in one scancel."""
+
+    def __init__(self, send: Callable[[list[str]], None]) -> None:
+        self._send = send
+        self._lock = threading.Lock()
+        self._queue: list[str] = []
+        self._timer: threading.Timer | None = None
+
+    def add(self, handle: str) -> None:
+        with self._lock:
+            self._queue.append(handle)
+            if self._timer is None:
+                self._timer = threading.Timer(CANCEL_LINGER, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def flush(self) -> None:
+        with self._lock:
+            handles, self._queue, self._timer = self._queue, [], None
+        if handles:
+            self._send(handles)
+
+
+class SlurmEngine(Engine[SlurmRequest]):
+    section = "omnibio_slurm"
+    runtime_keys = ("slurm_partition", "slurm_account", "slurm_qos")
+    memory_is_limit = True  # --mem is what the node sets aside; the container may use that much
+    enforces_time_limit = True  # the job script at the second, Slurm's --time in minutes behind it
+    fetch_batch = None  # one squeue answers for every job of this process
+
+    def __init__(
+        self,
+        cli: SlurmCli,
+        settings: Settings,
+        fs: SharedFilesystem,
+        partitions: dict[str, Partition],
+        accounting: bool,
+        logger: logging.Logger,
+    ) -> None:
+        self.cli = cli
+        self.filesystem = fs
+        self.partitions = partitions
+        self.accounting = accounting
+        self.logger = logger
+        self.poll_seconds = settings.number("poll_seconds", minimum=0.1)
+        self.squeue_seconds = settings.number("squeue_seconds", minimum=0)
+        self.default_time_limit = settings.integer("default_time_limit", minimum=0) or None
+        self.launcher = uuid.uuid4().hex[:12]
+        runtime = settings.choice("container_runtime", RUNTIMES)
+        try:
+            extra = tuple(shlex.split(settings.text("sbatch_options")))
+        except ValueError as exn:
+            raise settings.fail("sbatch_options", str(exn)) from None
+        self.settings = SlurmSettings(
+            runtime=runtime,
+            partition=settings.text("partition"),
+            account=settings.text("account"),
+            qos=settings.text("qos"),
+            default_memory=settings.size("default_memory"),
+            extra_options=extra,
+            host_root=fs.host_root,
+            node_root=(settings.text("node_mount_path") or fs.host_root).rstrip("/") or "/",
+        )
+        partition = self.partition(self.settings.partition)
+        if partition is None:
+            raise settings.fail(
+                "partition",
+                f"Slurm has no partition {self.settings.partition!r} "
+                f"(sinfo lists: {', '.join(sorted(partitions)) or 'none'})"
+                if self.settings.partition
+                else "is empty and the cluster has no default partition",
+            )
+        self.limits = {
+            "cpu": settings.integer("max_cpu", minimum=1)
+            if settings.text("max_cpu")
+            else partition.max_cpu,
+            "mem_bytes": settings.size("max_memory")
+            if settings.text("max_memory")
+            else partition.max_memory,
+        }
+        self.submissions = Submissions(
+            self._sbatch,
+            settings.number("submit_linger_seconds", minimum=0),
+            settings.integer("max_array_size", minimum=1),
+        )
+        self.cancellations = Cancellations(self._scancel)
+        self._lock = threading.Lock()
+        self._requests: dict[str, SlurmRequest] = {}  # handle -> request, until released
+        self._ended_unrecorded: dict[str, float] = {}  # handle -> when first seen so
+        self._jobs: dict[str, mapping.SlurmJob] = {}  # Slurm's last word on each handle
+        self._asked_at = -math.inf  # when squeue last answered
+
+    # --- start -----------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "SlurmEngine":
+        settings = Settings(cfg, cls.section)
+        missing = SlurmCli.missing_tools()
+        if missing:
+            raise Error.RuntimeError(
+                f"omnibio_slurm: {', '.join(missing)} not found on PATH; install the Slurm "
+                "client commands (Debian: slurm-client) on this host"
+            )
+        slurm_conf = settings.text("slurm_conf")
+        if slurm_conf and not os.path.isfile(slurm_conf):
+            raise settings.fail("slurm_conf", f"{slurm_conf} is not a file")
+        cli = SlurmCli(slurm_conf)
+        fs = SharedFilesystem.from_settings(settings)
+        try:
+            partitions = parse_sinfo(
+                cli.run(["sinfo", "--noheader", f"--format={SINFO_FORMAT}"]).stdout
+            )
+            config = cli.run(["scontrol", "show", "config"]).stdout
+        except SlurmProblem as exn:
+            raise SlurmProblem(f"{exn} (is slurmctld running and reachable?)") from None
+        engine = cls(cli, settings, fs, partitions, accounting_enabled(config), logger)
+        engine.check_account(settings)
+        if settings.flag("probe"):
+            engine.probe(settings.integer("probe_timeout", minimum=1), logger)
+        logger.log(
+            NOTICE_LEVEL,
+            _(
+                "omnibio_slurm",
+                partition=engine.settings.partition or "(default)",
+                runtime=engine.settings.runtime,
+                accounting=engine.accounting,
+                mount_path=fs.container_root,
+                node_mount_path=engine.settings.node_root,
+                **engine.limits,
+            ),
+        )
+        return engine
+
+    def partition(self, name: str) -> Partition | None:
+        if name:
+            return self.partitions.get(name)
+        return next((p for p in self.partitions.values() if p.default), None)
+
+    def check_account(self, settings: Settings) -> None:
+        """With accounting, an unknown account or QOS is refused at start (without it, Slurm
+        accepts any and the check is not possible)."""
+        if not self.accounting:
+            return
+        for key, entity in (("account", "account"), ("qos", "qos")):
+            name = getattr(self.settings, key)
+            if not name:
+                continue
+            found = self.cli.run(
+                ["sacctmgr", "--noheader", "--parsable2", "show", entity, name, "format=Name"],
+                check=False,
+            )
+            if found.returncode == 0 and name not in found.stdout.split():
+                raise settings.fail(key, f"Slurm's accounting knows no {entity} {name!r}")
+
+    def probe(self, timeout: int, logger: logging.Logger) -> None:
+        """One tiny job: does the node see the shared filesystem and have the container runtime?"""
+        here = os.getcwd()
+        fs = self.filesystem
+        assert fs
+        directory = here if here == fs.host_root or here.startswith(fs.host_root + "/") else None
+        directory = directory or fs.host_root
+        token = uuid.uuid4().hex
+        host_file = os.path.join(directory, f".omnibio-slurm-probe-{token[:12]}")
+        try:
+            with open(host_file, "w") as out:
+                out.write(token)
+        except OSError as exn:
+            logger.warning(_("omnibio_slurm probe skipped", reason=str(exn)))
+            return
+        node_file = self.node_path(host_file)
+        try:
+            job_id = self.cli.run(
+                ["sbatch", "--parsable", *self.probe_options(), "--output=/dev/null"]
+                + ["--error=/dev/null", "--job-name=omnibio-probe"]
+                + [f"--wrap={probe_script(shlex.quote(node_file), token, self.settings.runtime)}"]
+            ).stdout.strip()
+            job = self.wait_probe(job_id.split(";")[0], timeout)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(host_file)
+        if job is None:
+            logger.warning(
+                _("omnibio_slurm probe job did not run in time; not checked", seconds=timeout)
+            )
+            return
+        if job.exit_code == 3:
+            raise Error.RuntimeError(
+                f"omnibio_slurm: a Slurm node cannot read {node_file}: mount the shared "
+                "filesystem on the nodes at [omnibio_slurm] node_mount_path "
+                f"({self.settings.node_root})"
+            )
+        if job.exit_code == 4:
+            raise Error.RuntimeError(
+                f"omnibio_slurm: {self.settings.runtime} is not on the PATH of the Slurm nodes "
+                "([omnibio_slurm] container_runtime)"
+            )
+        if job.state != "COMPLETED":
+            raise Error.RuntimeError(
+                f"omnibio_slurm: the probe job {job.job_id} ended {job.state} "
+                f"(exit code {job.exit_code}, reason {job.reason or 'none'})"
+            )
+
+    def probe_options(self) -> list[str]:
+        options = ["--cpus-per-task=1", "--mem=16M", "--time=1", *self.settings.extra_options]
+        for key in ("partition", "account", "qos"):
+            if getattr(self.settings, key):
+                options.append(f"--{key}={getattr(self.settings, key)}")
+        return options
+
+    def wait_probe(self, job_id: str, timeout: int) -> mapping.SlurmJob | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.squeue([job_id]).get(job_id)
+            if job and job.state not in mapping.WAITING | mapping.ALLOCATED:
+                return job
+            if job and job.state == "PENDING" and mapping.NEVER_STARTS.match(job.reason):
+                self.cli.run(["scancel", job_id], check=False)
+                raise Error.RuntimeError(
+                    f"omnibio_slurm: Slurm will never start jobs of this configuration: the "
+                    f"probe job is pending with reason {job.reason}"
+                )
+            if time.monotonic() > deadline:
+                self.cli.run(["scancel", job_id], check=False)
+                return None
+            time.sleep(0.5)
+
+    def resource_limits(self) -> dict[str, int]:
+        return self.limits
+
+    def node_path(self, host_path: str) -> str:
+        return node_path(host_path, self.settings.host_root, self.settings.node_root)
+
+    # --- the attempt -----------------------------------------------------------------------
+
+    def translate(self, attempt: TaskAttempt) -> SlurmRequest:
+        overrides = {
+            key: str(attempt.runtime[f"slurm_{key}"])
+            for key in ("partition", "account", "qos")
+            if attempt.runtime.get(f"slurm_{key}")
+        }
+        return translate(attempt, self.settings, overrides)
+
+    def check_fits(self, request: SlurmRequest) -> None:
+        """A request no node of its partition can hold would pend forever: one line instead."""
+        partition = self.partition(request.partition)
+        where = f"partition {request.partition or '(default)'}"
+        if partition is None:
+            raise Error.RuntimeError(
+                f"runtime.slurm_partition: Slurm has no partition {request.partition!r}"
+            )
+        if request.cpu > partition.max_cpu:
+            raise Error.RuntimeError(
+                f"runtime.cpu {request.cpu} is more than any node of {where} has "
+                f"({partition.max_cpu})"
+            )
+        if request.memory > partition.max_memory:
+            raise Error.RuntimeError(
+                f"runtime.memory {request.memory} bytes is more than any node of {where} has "
+                f"({partition.max_memory})"
+            )
+        if request.gpu > partition.gpus:
+            raise Error.RuntimeError(
+                f"runtime.gpu: no node of {where} has {request.gpu} GPU(s) (sinfo lists gres "
+                f"gpu:{partition.gpus} at most)"
+            )
+
+    def submit(self, request: SlurmRequest, logger: logging.Logger) -> str:
+        self.check_fits(request)
+        files = request.files
+        os.makedirs(files.host_dir, exist_ok=True)
+        for suffix in ("exit", "wait"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(files.host(suffix))
+        # the environment may hold secrets: readable by the user only, never on a command line
+        descriptor = os.open(files.host("env"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(request.env)
+        with open(files.host("sh"), "w") as out:
+            out.write(request.script)
+        handle = self.submissions.add(request)
+        with self._lock:
+            self._requests[handle] = request
+        logger.info(_("Slurm job", id=handle, script=files.node("sh")))
+        return handle
+
+    def _sbatch(self, requests: list[SlurmRequest]) -> str:
+        """One sbatch for requests with equal options; the job id."""
+        done = self.cli.run(sbatch_argv(requests, self.launcher), stdin=batch_script(requests))
+        job_id = done.stdout.strip().split(";")[0]  # --parsable: "id" or "id;cluster"
+        if not job_id.isdigit():
+            raise SlurmProblem(f"omnibio_slurm: sbatch answered no job id: {done.stdout[:200]!r}")
+        self.logger.info(_("sbatch", job=job_id, elements=len(requests)))
+        return job_id
+
+    # --- status ----------------------------------------------------------------------------
+
+    def squeue(self, job_ids: Sequence[str]) -> dict[str, mapping.SlurmJob]:
+        """Every element of the given jobs, in any state slurmctld still holds (squeue(1):
+        --states=all; --array lists each element of an array on its own line)."""
+        if not job_ids:
+            return {}
+        done = self.cli.run(
+            ["squeue", "--noheader", "--array", "--states=all", f"--jobs={','.join(job_ids)}"]
+            + [f"--Format={mapping.SQUEUE_FORMAT}"],
+            check=False,
+        )
+        if done.returncode != 0:
+            if "Invalid job id" in done.stderr:
+                return {}  # none of them is known any more (all ended before MinJobAge)
+            raise SlurmProblem(f"omnibio_slurm: squeue failed: {done.stderr.strip()[:300]}")
+        return mapping.parse_squeue(done.stdout)
+
+    def sacct(self, job_ids: Sequence[str]) -> dict[str, mapping.SlurmJob]:
+        done = self.cli.run(
+            ["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={','.join(job_ids)}"]
+            + [f"--format={mapping.SACCT_FORMAT}"]
+        )
+        return mapping.parse_sacct(done.stdout)
+
+    def fetch(self, records: Sequence[Submitted]) -> dict[str, Status]:
+        """The element scripts' files first (read on the shared filesystem, no Slurm command);
+        one squeue (and sacct) every ``squeue_seconds`` for the attempts they say nothing final
+        about, or at once when a record needs Slurm's verdict (a signal ended the script)."""
+        now = time.monotonic()
+        seen: dict[str, tuple[SlurmRequest, mapping.ExitRecord | None, bool]] = {}
+        for record in records:
+            with self._lock:
+                request = self._requests.get(record.handle)
+            if request is not None:
+                files = request.files
+                exit_record = mapping.parse_exit_record(_read(files.host("exit")))
+                seen[record.handle] = (request, exit_record, os.path.exists(files.host("running")))
+        unsettled = [h for h, (_r, rec, _run) in seen.items() if rec is None or not rec.final]
+        verdict_wanted = any(rec and not rec.final for _r, rec, _run in seen.values())
+        if unsettled and (verdict_wanted or now - self._asked_at >= self.squeue_seconds):
+            self.ask_slurm(unsettled, now)
+        statuses = {}
+        for record in records:
+            if record.handle in seen:
+                status = self.status(record, *seen[record.handle], now)
+                if status is not None:
+                    statuses[record.handle] = status
+        return statuses
+
+    def ask_slurm(self, handles: list[str], now: float) -> None:
+        """One squeue for the jobs of ``handles`` (sacct for those it no longer lists)."""
+        jobs = self.squeue(mapping.job_ids(handles))
+        gone = [h for h in handles if h not in jobs]
+        if gone and self.accounting:
+            jobs.update(self.sacct(mapping.job_ids(gone)))
+        with self._lock:
+            for handle in handles:
+                if handle in jobs:
+                    self._jobs[handle] = jobs[handle]
+                else:
+                    self._jobs.pop(handle, None)
+            self._asked_at = now
+
+    def status(
+        self,
+        record: Submitted,
+        request: SlurmRequest,
+        exit_record: mapping.ExitRecord | None,
+        running: bool,
+        now: float,
+    ) -> Status | None:
+        with self._lock:
+            job = self._jobs.get(record.handle)
+            asked_since = self._asked_at >= record.submitted_at
+        files = request.files
+        context = mapping.Context(
+            where=f"Slurm job {record.handle} ({request.run_id})",
+            cancelled_by_us=record.cancelled,
+            image=record.attempt.image,
+            log_tail=_read(files.host("log"), LOG_TAIL_BYTES)
+            if exit_record and not exit_record.started
+            else "",
+            node_path=files.node("sh"),
+        )
+        status = mapping.status(job, exit_record, running, context)
+        if status is None and job is None and not asked_since:
+            return Status(Phase.QUEUED, reason="submitted")  # not asked about since sbatch
+        if status is not None or job is None:
+            return status
+        # ended, but its exit record is not visible here yet: give the filesystem a moment
+        with self._lock:
+            first = self._ended_unrecorded.setdefault(record.handle, now)
+        if now - first < RECORD_GRACE:
+            return Status(Phase.RUNNING, reason=f"{job.state}, waiting for its exit record")
+        return mapping.ended_without_record(job, context)
+
+    # --- the end ---------------------------------------------------------------------------
+
+    def cancel(self, handle: str, logger: logging.Logger) -> None:
+        self.cancellations.add(handle)
+
+    def _scancel(self, handles: list[str]) -> None:
+        try:
+            self.cli.run(["scancel", *sorted(set(handles))], check=False)
+            self.logger.info(_("scancel", jobs=len(set(handles))))
+        except Exception as exn:
+            self.logger.warning(_("scancel failed", error=str(exn)[:300]))
+
+    def release(self, handle: str, logger: logging.Logger) -> None:
+        with self._lock:
+            self._requests.pop(handle, None)
+            self._ended_unrecorded.pop(handle, None)
+            self._jobs.pop(handle, None)
+
+    def failure_details(self, handle: str, attempt: TaskAttempt, status: Status) -> dict[str, Any]:
+        with self._lock:
+            request = self._requests.get(handle)
+        if request is None:
+            return {}
+        details: dict[str, Any] = {"slurm_job": handle, "slurm_script": request.files.node("sh")}
+        tail = _read(request.files.host("log"), LOG_TAIL_BYTES).strip()
+        if tail:
+            details["slurm_log_tail"] = tail[-2000:]
+        return details
+
+    def shutdown(self, logger: logging.Logger) -> None:
+        """Send the cancellations still gathering, and log how many Slurm commands this took."""
+        self.cancellations.flush()
+        logger.info(_("omnibio_slurm commands", **dict(self.cli.counts)))
+
+
+def _read(path: str, tail: int | None = None) -> str:
+    try:
+        with open(path, "rb") as infile:
+            if tail:
+                infile.seek(max(0, os.path.getsize(path) - tail))
+            return infile.read().decode("utf-8", "replace")
+    except OSError:
+        return ""

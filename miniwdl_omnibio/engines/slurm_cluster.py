@@ -1,0 +1,130 @@
+"""The Slurm client commands, and what the engine checks about the cluster at start.
+
+Every call goes through ``SlurmCli.run``: one place that sets SLURM_CONF, bounds the time a
+command may take, counts the calls (the benchmark reports them per task) and turns a failure
+into one line quoting Slurm's own words.
+"""
+
+import collections
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from WDL import Error
+
+TOOLS = ("sbatch", "squeue", "scancel", "sinfo", "scontrol")
+COMMAND_TIMEOUT = 120.0  # seconds; slurmctld answers in well under a second when healthy
+
+
+class SlurmProblem(Error.RuntimeError):
+    """A Slurm command failed; the message is one line naming the command and Slurm's reason."""
+
+
+def first_error_line(stderr: str) -> str:
+    """The most telling line of a Slurm command's stderr ("sbatch: error: ...")."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors[-1] if errors else lines[-1] if lines else "no message")[:300]
+
+
+class SlurmCli:
+    def __init__(self, slurm_conf: str) -> None:
+        self.env = dict(os.environ)
+        if slurm_conf:
+            self.env["SLURM_CONF"] = slurm_conf
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def missing_tools() -> list[str]:
+        return [tool for tool in TOOLS if shutil.which(tool) is None]
+
+    def run(
+        self, argv: Sequence[str], check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        with self._lock:
+            self.counts[argv[0]] += 1
+        try:
+            done = subprocess.run(
+                list(argv),
+                input=stdin,
+                capture_output=True,
+                text=True,
+                env=self.env,
+                timeout=COMMAND_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired:
+            raise SlurmProblem(
+                f"omnibio_slurm: {argv[0]} did not answer within {COMMAND_TIMEOUT:.0f} s"
+            ) from None
+        if check and done.returncode != 0:
+            raise SlurmProblem(f"omnibio_slurm: {argv[0]} failed: {first_error_line(done.stderr)}")
+        return done
+
+
+@dataclass(frozen=True)
+class Partition:
+    name: str
+    default: bool
+    up: bool
+    max_cpu: int  # the largest node's CPUs
+    max_memory: int  # ... and memory, in bytes
+    gpus: int  # the most GPUs (gres gpu) on one node
+
+
+SINFO_FORMAT = "%P|%a|%c|%m|%G"  # sinfo(1): partition (* = default), avail, CPUs, memory MB, gres
+
+
+def gres_gpus(gres: str) -> int:
+    """GPUs in a sinfo %G value such as gpu:2, gpu:a100:4(S:0-1) or (null)."""
+    total = 0
+    for item in gres.split(","):
+        parts = item.split("(")[0].split(":")
+        if parts[0] == "gpu" and len(parts) > 1 and parts[-1].isdigit():
+            total += int(parts[-1])
+    return total
+
+
+def parse_sinfo(text: str) -> dict[str, Partition]:
+    """One line per partition and node configuration: keep each partition's largest node."""
+    found: dict[str, Partition] = {}
+    for line in text.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) < 5:
+            continue
+        raw, avail, cpus, memory, gres = fields[:5]
+        name = raw.rstrip("*")
+        # sinfo prints a range such as 4+ when nodes of one line differ; the first figure counts
+        cpu = int("".join(c for c in cpus.split("+")[0] if c.isdigit()) or 0)
+        mem = int("".join(c for c in memory.split("+")[0] if c.isdigit()) or 0) << 20
+        old = found.get(name)
+        found[name] = Partition(
+            name,
+            default=raw.endswith("*") or bool(old and old.default),
+            up=avail == "up" or bool(old and old.up),
+            max_cpu=max(cpu, old.max_cpu if old else 0),
+            max_memory=max(mem, old.max_memory if old else 0),
+            gpus=max(gres_gpus(gres), old.gpus if old else 0),
+        )
+    return found
+
+
+def accounting_enabled(scontrol_config: str) -> bool:
+    """``scontrol show config``: sacct has answers unless AccountingStorageType is none."""
+    for line in scontrol_config.splitlines():
+        key, _sep, value = line.partition("=")
+        if key.strip() == "AccountingStorageType":
+            return value.strip() not in ("", "accounting_storage/none")
+    return False
+
+
+def probe_script(node_file: str, token: str, runtime: str) -> str:
+    """The start-time probe job: exit 3 if the node cannot read the shared file, 4 if it has no
+    container runtime on its PATH."""
+    return (
+        f'test "$(cat {node_file} 2>/dev/null)" = {token} || exit 3; '
+        f"command -v {runtime} >/dev/null 2>&1 || exit 4"
+    )

@@ -1,0 +1,381 @@
+"""Pure translation of a TaskAttempt into Slurm terms: sbatch options and the shell scripts.
+
+Each attempt gets files in ``<task run dir>/slurm/`` on the shared filesystem: ``attemptN.sh``
+(runs the container on the node), ``attemptN.env`` (its environment, never on a command line),
+and later ``attemptN.log`` (the script's own output) and ``attemptN.exit`` (what happened). The
+batch script handed to sbatch only chooses an element's ``attemptN.sh`` by
+``$SLURM_ARRAY_TASK_ID``, so attempts ready together share one ``sbatch --array`` when their
+sbatch options are equal. Nothing here does I/O.
+"""
+
+import math
+import os
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..attempt import TAG_CALL, TAG_RUN, TAG_TASK, Mount, TaskAttempt
+
+RUNTIMES = ("docker", "podman", "apptainer")
+# the batch script's exit code when the node cannot read an element's script: the shared
+# filesystem is not mounted there (at node_mount_path)
+EXIT_SCRIPT_UNREADABLE = 97
+# ... and when it has no element for the array index it was given (cannot happen unless the
+# array was changed with scontrol)
+EXIT_NO_ELEMENT = 98
+# the element script's exit record: exit code, killed for memory, past its time limit, and
+# whether the container ever started, and whether a signal (scancel, Slurm's time limit,
+# preemption) ended the script: then Slurm's own verdict on the job counts
+EXIT_FIELDS = ("exit_code", "oom", "timed_out", "started", "signalled")
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """The [omnibio_slurm] values translation needs (loaded once by the engine)."""
+
+    runtime: str  # docker | podman | apptainer
+    partition: str
+    account: str
+    qos: str
+    default_memory: int  # bytes, for tasks that set no runtime.memory
+    extra_options: tuple[str, ...]  # sbatch_options, already split
+    host_root: str  # the shared filesystem where miniwdl sees it
+    node_root: str  # ... where the Slurm nodes see it (the job scripts run there)
+
+
+@dataclass(frozen=True)
+class ElementFiles:
+    """Where one attempt's files are, on miniwdl's host and on the node."""
+
+    host_dir: str
+    node_dir: str
+    name: str  # attemptN
+
+    def host(self, suffix: str) -> str:
+        return os.path.join(self.host_dir, f"{self.name}.{suffix}")
+
+    def node(self, suffix: str) -> str:
+        return os.path.join(self.node_dir, f"{self.name}.{suffix}")
+
+
+@dataclass(frozen=True)
+class SlurmRequest:
+    """One attempt as Slurm gets it: group key, per-element files and their contents."""
+
+    run_id: str
+    workflow_run: str
+    call: str
+    task: str
+    options: tuple[str, ...]  # sbatch options; attempts with equal options share an array
+    partition: str  # empty: the cluster's default
+    cpu: int
+    memory: int  # bytes
+    gpu: int
+    files: ElementFiles
+    script: str  # attemptN.sh
+    env: str  # attemptN.env
+
+
+def node_path(host_path: str, host_root: str, node_root: str) -> str:
+    """The path of a shared-filesystem file as the Slurm nodes see it."""
+    rel = os.path.relpath(host_path, host_root)
+    if rel == ".." or rel.startswith("../"):
+        raise ValueError(f"{host_path} is not under the shared filesystem at {host_root}")
+    return node_root if rel == "." else os.path.join(node_root, rel)
+
+
+def memory_bytes(attempt: TaskAttempt, default: int) -> int:
+    """What Slurm allocates and the container may use: one figure (the engine declares
+    memory_is_limit), so exceeding it is an OOM."""
+    return attempt.resources.memory_limit or default
+
+
+def time_option(seconds: int) -> str:
+    """sbatch --time in minutes (Slurm's unit), rounded up: never less than asked."""
+    return str(max(1, math.ceil(seconds / 60)))
+
+
+def sbatch_options(
+    attempt: TaskAttempt, settings: SlurmSettings, overrides: dict[str, str]
+) -> tuple[str, ...]:
+    """The options that decide where and how big the job is (equal options: one array)."""
+    resources = attempt.resources
+    options = [
+        f"--cpus-per-task={resources.cpu}",
+        f"--mem={math.ceil(memory_bytes(attempt, settings.default_memory) / (1 << 20))}M",
+        # a lost node or preemption ends the job (NODE_FAIL, PREEMPTED) instead of requeueing it
+        # behind our back: miniwdl retries it within runtime.preemptible
+        "--no-requeue",
+    ]
+    if resources.gpu:
+        options.append(f"--gres=gpu:{resources.gpu}")
+    if resources.time_limit:
+        options.append(f"--time={time_option(resources.time_limit)}")
+    for key in ("partition", "account", "qos"):
+        value = overrides.get(key) or getattr(settings, key)
+        if value:
+            options.append(f"--{key}={value}")
+    return tuple(options) + settings.extra_options
+
+
+def job_name(requests: Sequence[SlurmRequest]) -> str:
+    """<workflow run>.<call> for a lone job; <workflow run>.<task>[N] for an array of N."""
+    first = requests[0]
+    if len(requests) == 1:
+        return f"{first.workflow_run}.{first.call.replace('/', '.')}"
+    tasks = {r.task for r in requests}
+    task = tasks.pop() if len(tasks) == 1 else "batch"
+    return f"{first.workflow_run}.{task}[{len(requests)}]"
+
+
+def job_comment(requests: Sequence[SlurmRequest], launcher: str) -> str:
+    """For accounting (sacct -o Comment): the run, the call(s) and this process's launcher id."""
+    first = requests[0]
+    calls = first.call if len(requests) == 1 else f"{len(requests)} calls"
+    return f"omnibio run={first.workflow_run} call={calls} launcher={launcher}"
+
+
+def env_file(attempt: TaskAttempt, runtime: str) -> str:
+    """The task's environment as shell exports; apptainer takes it as APPTAINERENV_<name>."""
+    prefix = "APPTAINERENV_" if runtime == "apptainer" else ""
+    return "".join(
+        f"export {prefix}{name}={shlex.quote(value)}\n"
+        for name, value in sorted(attempt.env.items())
+    )
+
+
+def _binds(mounts: Sequence[Mount], settings: SlurmSettings) -> list[tuple[str, str, bool]]:
+    return [
+        (
+            node_path(m.host_path, settings.host_root, settings.node_root),
+            m.container_path,
+            m.read_only,
+        )
+        for m in mounts
+    ]
+
+
+def oci_run(attempt: TaskAttempt, settings: SlurmSettings) -> list[str]:
+    """``docker|podman run -d`` of the attempt (the script waits, inspects and removes it)."""
+    tool = settings.runtime
+    memory = memory_bytes(attempt, settings.default_memory)
+    argv = [tool, "run", "-d", "--name", "$NAME", "--log-driver=none"]
+    argv += ["--label", f"omnibio.run_id={attempt.run_id}"]
+    argv += [f"--cpus={attempt.resources.cpu}", f"--memory={memory}", f"--memory-swap={memory}"]
+    for source, target, read_only in _binds(attempt.mounts, settings):
+        argv += ["-v", f"{source}:{target}" + (":ro" if read_only else "")]
+    argv += ["-w", attempt.workdir]
+    for name in sorted(attempt.env):
+        argv += ["-e", name]  # the value comes from the script's environment (attemptN.env)
+    if attempt.user:
+        argv += ["--user", attempt.user]
+    if attempt.privileged:
+        argv.append("--privileged")
+    if attempt.resources.gpu:
+        argv.append("$GPU_OPTIONS")
+    return argv + [attempt.image, *attempt.argv]
+
+
+def apptainer_image(image: str) -> str:
+    """A .sif path or URI as given; a registry name becomes docker://name."""
+    if "://" in image or image.endswith(".sif") or image.startswith("/"):
+        return image
+    return "docker://" + image
+
+
+def apptainer_exec(attempt: TaskAttempt, settings: SlurmSettings) -> list[str]:
+    """``apptainer exec`` of the attempt: runs in the job itself, Slurm's cgroup limits it."""
+    argv = ["apptainer", "exec", "--cleanenv", "--no-home", "--pwd", attempt.workdir]
+    for source, target, read_only in _binds(attempt.mounts, settings):
+        argv += ["--bind", f"{source}:{target}" + (":ro" if read_only else "")]
+    if attempt.resources.gpu:
+        argv.append("--nv")
+    return argv + [apptainer_image(attempt.image), *attempt.argv]
+
+
+def _words(argv: Sequence[str]) -> str:
+    """Shell words; $NAME and $GPU_OPTIONS stay expansions the script fills in."""
+    out = []
+    for word in argv:
+        if word == "$NAME":
+            out.append('"$NAME"')
+        elif word == "$GPU_OPTIONS":
+            out.append("$GPU_OPTIONS")  # unquoted on purpose: zero or more words
+        else:
+            out.append(shlex.quote(word))
+    return " ".join(out)
+
+
+# The element script. It records what happened in attemptN.exit (written last, atomically) so
+# that the outcome is known even after Slurm has forgotten the job (MinJobAge, no accounting).
+# Slurm signals the whole job on scancel, on its own time limit and on preemption (SIGTERM, then
+# SIGKILL after KillWait: slurm.conf(5)); docker/podman containers are not the job's processes,
+# so the trap removes the container. The exact time limit is the script's: Slurm's --time has
+# minute resolution. attemptN.running tells the launcher the job runs without asking Slurm.
+_HEAD = """#!/bin/sh
+# omnibio_slurm: attempt {run_id}, written by miniwdl_omnibio; runs on the Slurm node
+set -u
+EXIT={exit_file}
+rm -f "$EXIT"
+: >{running_file}
+record() {{
+  {{
+    printf 'exit_code=%s\\noom=%s\\ntimed_out=%s\\n' "$1" "$2" "$3"
+    printf 'started=%s\\nsignalled=%s\\n' "$4" "${{5:-false}}"
+  }} >"$EXIT.tmp"
+  mv -f "$EXIT.tmp" "$EXIT"
+}}
+set -a
+. {env_file}
+set +a
+cd {workdir} 2>/dev/null || cd /
+"""
+
+_OCI = """NAME="omnibio-${{SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}}-${{SLURM_ARRAY_TASK_ID:-0}}"
+GPU_OPTIONS=""
+{gpu}stop() {{ {tool} rm -f "$NAME" >/dev/null 2>&1; record 143 false false true true; exit 143; }}
+trap stop TERM INT
+if ! {run} >/dev/null; then
+  {tool} rm -f "$NAME" >/dev/null 2>&1
+  record 125 false false false
+  exit 125
+fi
+{wait_cmd} >{wait_file} &
+wait $!
+waited=$?
+timed_out=false
+if [ "$waited" = 124 ]; then
+  timed_out=true
+  {tool} kill "$NAME" >/dev/null 2>&1
+  {tool} wait "$NAME" >{wait_file}
+fi
+rc=$(cat {wait_file} 2>/dev/null)
+rm -f {wait_file}
+oom=$({tool} inspect -f '{{{{.State.OOMKilled}}}}' "$NAME" 2>/dev/null || echo false)
+{tool} rm -f "$NAME" >/dev/null 2>&1
+record "${{rc:-137}}" "$oom" "$timed_out" true
+exit "${{rc:-137}}"
+"""
+
+_APPTAINER = """trap 'record 143 false false true true; exit 143' TERM INT
+{run} &
+wait $!
+rc=$?
+timed_out=false
+if [ "$rc" = 124 ] && [ -n "{limit}" ]; then timed_out=true; fi
+record "$rc" false "$timed_out" true
+exit "$rc"
+"""
+
+_GPU = {
+    "docker": 'GPU_OPTIONS="--gpus \\"device=${CUDA_VISIBLE_DEVICES:-all}\\""\n',
+    "podman": "for d in $(echo \"${CUDA_VISIBLE_DEVICES:-all}\" | tr , ' '); do "
+    'GPU_OPTIONS="$GPU_OPTIONS --device nvidia.com/gpu=$d"; done\n',
+}
+
+
+def element_script(attempt: TaskAttempt, settings: SlurmSettings, files: ElementFiles) -> str:
+    """The shell script that runs one attempt's container on the node and records its end."""
+    limit = attempt.resources.time_limit
+    head = _HEAD.format(
+        run_id=attempt.run_id,
+        exit_file=shlex.quote(files.node("exit")),
+        running_file=shlex.quote(files.node("running")),
+        env_file=shlex.quote(files.node("env")),
+        workdir=shlex.quote(
+            node_path(
+                os.path.join(attempt.host_dir, "work"), settings.host_root, settings.node_root
+            )
+        ),
+    )
+    if settings.runtime == "apptainer":
+        run = _words(apptainer_exec(attempt, settings))
+        if limit:
+            run = f"timeout -s TERM -k 10 {limit} {run}"
+        return head + _APPTAINER.format(run=run, limit=limit or "")
+    tool = settings.runtime
+    wait_cmd = f'{tool} wait "$NAME"'
+    if limit:
+        wait_cmd = f"timeout {limit} {wait_cmd}"
+    return head + _OCI.format(
+        tool=tool,
+        run=_words(oci_run(attempt, settings)),
+        gpu=_GPU[tool] if attempt.resources.gpu else "",
+        wait_cmd=wait_cmd,
+        wait_file=shlex.quote(files.node("wait")),
+    )
+
+
+def element_files(attempt: TaskAttempt, settings: SlurmSettings) -> ElementFiles:
+    host_dir = os.path.join(attempt.host_dir, "slurm")
+    return ElementFiles(
+        host_dir,
+        node_path(host_dir, settings.host_root, settings.node_root),
+        f"attempt{attempt.attempt}",
+    )
+
+
+def translate(
+    attempt: TaskAttempt, settings: SlurmSettings, overrides: dict[str, str]
+) -> SlurmRequest:
+    """The attempt as a Slurm request (pure: the engine writes the files when it submits)."""
+    files = element_files(attempt, settings)
+    return SlurmRequest(
+        run_id=attempt.run_id,
+        workflow_run=attempt.tags.get(TAG_RUN, attempt.workflow_run),
+        call=attempt.tags.get(TAG_CALL, attempt.call),
+        task=attempt.tags.get(TAG_TASK, ""),
+        options=sbatch_options(attempt, settings, overrides),
+        partition=overrides.get("partition") or settings.partition,
+        cpu=attempt.resources.cpu,
+        memory=memory_bytes(attempt, settings.default_memory),
+        gpu=attempt.resources.gpu,
+        files=files,
+        script=element_script(attempt, settings, files),
+        env=env_file(attempt, settings.runtime),
+    )
+
+
+def batch_script(requests: Sequence[SlurmRequest]) -> str:
+    """What sbatch runs: element i (``$SLURM_ARRAY_TASK_ID``, 0 for a lone job) runs its script.
+
+    The choice is written into the script (sbatch keeps a copy in slurmctld), so the only shared
+    files an element reads are its own.
+    """
+    lines = [
+        "#!/bin/sh",
+        "# omnibio_slurm: one element per task attempt",
+        'case "${SLURM_ARRAY_TASK_ID:-0}" in',
+    ]
+    for index, request in enumerate(requests):
+        lines.append(
+            f"{index}) dir={shlex.quote(request.files.node_dir)}; name={request.files.name} ;;"
+        )
+    lines += [
+        f"*) exit {EXIT_NO_ELEMENT} ;;",
+        "esac",
+        f'[ -r "$dir/$name.sh" ] || exit {EXIT_SCRIPT_UNREADABLE}',
+        'exec /bin/sh "$dir/$name.sh" >>"$dir/$name.log" 2>&1',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def common_dir(requests: Sequence[SlurmRequest]) -> str:
+    """The deepest directory holding every element's files: the job's --chdir."""
+    return os.path.commonpath([r.files.node_dir for r in requests])
+
+
+def sbatch_argv(requests: Sequence[SlurmRequest], launcher: str) -> list[str]:
+    """sbatch for one or more requests with equal options (--array when more than one)."""
+    argv = ["sbatch", "--parsable", *requests[0].options]
+    if len(requests) > 1:
+        argv.append(f"--array=0-{len(requests) - 1}")
+    return argv + [
+        f"--job-name={job_name(requests)}",
+        f"--comment={job_comment(requests, launcher)}",
+        f"--chdir={common_dir(requests)}",
+        # each element's script writes its own attemptN.log; the batch script says nothing
+        "--output=/dev/null",
+        "--error=/dev/null",
+    ]

@@ -1,0 +1,238 @@
+"""Pure mapping of Slurm's answers (squeue, sacct, the element's exit record) to Status.
+
+Job states and pending reasons are Slurm's own, as squeue(1) and sacct(1) of Slurm 22.05 list
+them in JOB STATE CODES and JOB REASON CODES (https://slurm.schedmd.com/squeue.html,
+https://slurm.schedmd.com/sacct.html). Nothing here runs a command or reads a file.
+"""
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .base import Phase, Status
+from .slurm_script import EXIT_FIELDS, EXIT_NO_ELEMENT, EXIT_SCRIPT_UNREADABLE
+
+# squeue -O fields, each padded to its width and closed by "|" (squeue(1): -O "type[:[.][size]
+# [suffix]]"); the reason is last and may hold spaces and commas
+SQUEUE_FORMAT = "JobArrayID:64|,State:24|,exit_code:12|,Reason:200|"
+SACCT_FORMAT = "JobID,State,ExitCode"
+
+# squeue(1) JOB STATE CODES: waiting for an allocation ...
+WAITING = {
+    "PENDING",
+    "CONFIGURING",  # allocated, nodes booting
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESV_DEL_HOLD",
+}
+# ... holding one (SUSPENDED/STOPPED: preempted by suspension, or stopped; it resumes)
+ALLOCATED = {
+    "RUNNING",
+    "COMPLETING",
+    "SUSPENDED",
+    "STOPPED",
+    "SIGNALING",
+    "STAGE_OUT",
+    "RESIZING",
+}
+# ... or ended because the cluster lost it: not the task's fault, retried within preemptible
+INTERRUPTED = {"PREEMPTED", "NODE_FAIL", "BOOT_FAIL"}
+
+# squeue(1) JOB REASON CODES under which a pending job will never start without someone changing
+# the job or the cluster: "will never be satisfied", "is invalid", "can not be satisfied",
+# "exceeds its partition's current time limit", "violates a per-job limit"
+NEVER_STARTS = re.compile(
+    r"^(DependencyNeverSatisfied|InvalidAccount|InvalidQOS|BadConstraints|PartitionTimeLimit"
+    r"|AssocMax\w*Limit|QOSMax\w*Limit)$"
+)
+
+
+@dataclass(frozen=True)
+class SlurmJob:
+    """One line of squeue or sacct about one job or array element."""
+
+    job_id: str  # 123 or 123_4: the handle
+    state: str  # e.g. RUNNING, CANCELLED
+    exit_code: int | None  # the batch script's exit code, None when Slurm gives none
+    signal: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ExitRecord:
+    """What the element script wrote into attemptN.exit when it ended."""
+
+    exit_code: int
+    oom: bool
+    timed_out: bool
+    started: bool  # False: the container never started (image missing, runtime error)
+    signalled: bool = False  # a signal ended the script (scancel, Slurm's limit, preemption)
+
+    @property
+    def final(self) -> bool:
+        """The record alone says how the attempt ended; else Slurm's verdict on the job counts:
+        after a signal, or a container killed by a signal for a reason we do not know (e.g. the
+        cgroup's OOM killer under apptainer)."""
+        if self.signalled:
+            return False
+        return not (self.started and self.exit_code >= 128 and not self.oom and not self.timed_out)
+
+
+def parse_squeue(text: str) -> dict[str, SlurmJob]:
+    """Lines of ``squeue --noheader -O SQUEUE_FORMAT``; exit_code is a wait(2) status there."""
+    jobs = {}
+    for line in text.splitlines():
+        fields = [f.strip() for f in line.split("|")]
+        if len(fields) < 4 or not fields[0]:
+            continue
+        job_id, state, raw, reason = fields[:4]
+        code = signal = None
+        if raw.isdigit():
+            status = int(raw)
+            code, signal = status >> 8, status & 0x7F
+        jobs[job_id] = SlurmJob(job_id, state.upper(), code, signal or None, reason)
+    return jobs
+
+
+def parse_sacct(text: str) -> dict[str, SlurmJob]:
+    """Lines of ``sacct --noheader --parsable2 --allocations -o SACCT_FORMAT``.
+
+    sacct(1): State may read "CANCELLED by <uid>"; ExitCode is "<code>:<signal>".
+    """
+    jobs = {}
+    for line in text.splitlines():
+        fields = line.split("|")
+        if len(fields) < 3 or not fields[0] or "." in fields[0]:
+            continue  # a step line (123.batch), when --allocations was not honoured
+        job_id, state, exit_code = fields[:3]
+        code, _sep, signal = exit_code.partition(":")
+        jobs[job_id] = SlurmJob(
+            job_id,
+            state.split()[0].upper() if state.split() else "UNKNOWN",
+            int(code) if code.isdigit() else None,
+            int(signal) if signal.isdigit() and int(signal) else None,
+        )
+    return jobs
+
+
+def parse_exit_record(text: str) -> ExitRecord | None:
+    """attemptN.exit as the element script writes it; None if incomplete (still being written)."""
+    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    if any(name not in values for name in EXIT_FIELDS) or not values["exit_code"].isdigit():
+        return None
+    return ExitRecord(
+        exit_code=int(values["exit_code"]),
+        oom=values["oom"].strip() == "true",
+        timed_out=values["timed_out"].strip() == "true",
+        started=values["started"].strip() == "true",
+        signalled=values["signalled"].strip() == "true",
+    )
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the mapping needs to know besides Slurm's answer, to word its one line."""
+
+    where: str  # "Slurm job 123_4 (run.call-x.1)"
+    cancelled_by_us: bool
+    image: str = ""
+    log_tail: str = ""  # last lines of attemptN.log: the container runtime's own words
+    node_path: str = ""  # where the node should find the element's files
+
+
+def time_limit_error(context: Context, said: str) -> Status:
+    """Ended at its time limit: the lifecycle words the error, naming the limit."""
+    return Status(Phase.DONE, timed_out=True, reason=f"{context.where}: {said}")
+
+
+def from_record(record: ExitRecord, context: Context, state: str = "") -> Status:
+    """The attempt's end as its own script recorded it."""
+    if record.timed_out:
+        return time_limit_error(context, "stopped by its script at the time limit")
+    if not record.started:
+        lines = [line.strip() for line in context.log_tail.splitlines() if line.strip()]
+        said = [line for line in lines if "error" in line.lower()] or lines
+        return Status(
+            Phase.DONE,
+            error=f"{context.where} could not start its container ({context.image})"
+            + (f": {said[-1][:300]}" if said else ""),
+            reason=state or "container start failed",
+        )
+    return Status(
+        Phase.DONE, exit_code=record.exit_code, oom=record.oom, reason=state or "exit record"
+    )
+
+
+def status(
+    job: SlurmJob | None, record: ExitRecord | None, running: bool, context: Context
+) -> Status | None:
+    """The attempt's Status from its exit record, its running marker and Slurm's last word on
+    its job (which may be a poll or two old); None: nothing known yet.
+
+    A final record is the container's own exit. Otherwise Slurm's verdicts on how a job ended
+    (preemption, node loss, its time limit, OOM, a cancellation) come first.
+    """
+    if record and record.final:
+        return from_record(record, context, job.state if job else "")
+    if job is None:
+        if record:
+            return from_record(record, context)
+        return Status(Phase.RUNNING, reason="its script started") if running else None
+    state, reason = job.state, job.reason
+    if state in WAITING:
+        if state == "PENDING" and NEVER_STARTS.match(reason):
+            return Status(
+                Phase.DONE,
+                error=f"Slurm will never start {context.where}: it is pending with reason {reason}",
+                reason=f"{state} ({reason})",
+                lingering=True,  # still queued: the tracker cancels it
+            )
+        if running:  # Slurm's answer predates the script's start
+            return Status(Phase.RUNNING, reason="its script started")
+        return Status(Phase.QUEUED, reason=f"{state} ({reason})" if reason else state)
+    if state in ALLOCATED:
+        return Status(Phase.RUNNING, reason=state)
+    if state in INTERRUPTED:
+        return Status(Phase.DONE, interrupted=True, reason=f"{context.where} ended {state}")
+    if state == "TIMEOUT":
+        return time_limit_error(context, "Slurm ended it TIMEOUT")
+    if state == "CANCELLED":
+        if context.cancelled_by_us:
+            return Status(Phase.DONE, error=f"{context.where} was cancelled", reason=state)
+        return Status(
+            Phase.DONE,
+            error=f"{context.where} was cancelled outside this run (scancel by a user or admin)",
+            reason=state,
+        )
+    if state == "OUT_OF_MEMORY":
+        code = record.exit_code if record else (job.exit_code or 137)
+        return Status(Phase.DONE, exit_code=code, oom=True, reason=state)
+    if record:
+        return from_record(record, context, state)
+    if job.exit_code == EXIT_SCRIPT_UNREADABLE:
+        return Status(
+            Phase.DONE,
+            error=f"{context.where}: the node cannot read {context.node_path}; mount the shared "
+            "filesystem on the Slurm nodes at [omnibio_slurm] node_mount_path",
+            reason=state,
+        )
+    if job.exit_code == EXIT_NO_ELEMENT:
+        return Status(Phase.DONE, error=f"{context.where} ran without an element", reason=state)
+    return None  # ended, but its record is not visible yet (or never will be: the engine decides)
+
+
+def ended_without_record(job: SlurmJob, context: Context) -> Status:
+    """Ended, and its script recorded nothing: Slurm's exit code and state are all we know."""
+    signal = f", signal {job.signal}" if job.signal else ""
+    return Status(
+        Phase.DONE,
+        error=f"{context.where} ended {job.state} (exit code {job.exit_code}{signal}) before its "
+        f"script recorded the container's exit; see {context.node_path}",
+        reason=job.state,
+    )
+
+
+def job_ids(handles: Iterable[str]) -> list[str]:
+    """The distinct job ids to ask about: an array's base id covers all its elements."""
+    return sorted({h.split("_", 1)[0] for h in handles}, key=lambda j: (len(j), j))

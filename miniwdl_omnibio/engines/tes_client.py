@@ -1,0 +1,266 @@
+"""HTTP to a GA4GH TES v1.1 server, as the spec and the servers people run need it.
+
+Not py-tes's client: py-tes appends /ga4gh/tes/v1 itself (TES on Azure serves /v1), retries a
+failed request on other base paths (so a POST may create a task twice), and refuses JSON fields
+its models do not know. Here the base path that answered service-info is used for every call,
+a create is sent once (the engine decides whether to send it again), answers are read as plain
+JSON where unknown fields never matter, and tag filters go as interleaved pairs.
+"""
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from WDL import Error
+
+# Where TES servers serve the API below the URL a user gives: the spec's /ga4gh/tes/v1 (Funnel,
+# TESK, poiesis), /v1 (Microsoft's TES on Azure: its controller routes are /v1/tasks), or the
+# URL itself (a URL that already includes the base path).
+BASE_PATHS = ("/ga4gh/tes/v1", "/v1", "")
+RETRY_STATUSES = (408, 429, 500, 502, 503, 504)  # worth asking again (after a pause)
+MAX_PAUSE = 60.0  # seconds between two tries at most
+
+
+class TesProblem(Error.RuntimeError):
+    """A failed exchange with the TES server, as one line naming the server."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user: str | None  # basic auth when set
+    secret: str | None  # the password, or else the bearer token
+    hint: str  # how to name them in an error: config keys and variable names, never the value
+
+    @property
+    def kind(self) -> str:
+        return "basic" if self.user else "bearer" if self.secret else "none"
+
+
+class Refused(Exception):
+    """A request that did not succeed: the HTTP status (None: no answer) and the server's words."""
+
+    def __init__(self, status: int | None, said: str, retry_after: float | None = None) -> None:
+        super().__init__(f"HTTP {status}: {said}" if status else said)
+        self.status = status
+        self.said = said
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.status is None or self.status in RETRY_STATUSES
+
+
+def pause(attempt: int, retry_after: float | None) -> float:
+    """Seconds before try ``attempt`` + 1: the server's Retry-After, else doubling from 1 s."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), MAX_PAUSE)
+    return float(min(2**attempt, MAX_PAUSE))
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    try:
+        return float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None  # absent, or an HTTP date: treated as absent
+
+
+def _said(response: requests.Response) -> str:
+    """The server's reason in one line: a JSON message, else the start of the body."""
+    text = " ".join(response.text.split())
+    try:
+        body = response.json()
+    except ValueError:
+        return text[:300]
+    if isinstance(body, dict):
+        for key in ("message", "msg", "detail", "error", "title"):
+            if isinstance(body.get(key), str):
+                return " ".join(body[key].split())[:300]
+    return text[:300]
+
+
+class TesClient:
+    """One TES server. Thread-safe: each thread has its own HTTP session (keep-alive)."""
+
+    def __init__(
+        self,
+        root: str,
+        credentials: Credentials,
+        timeout: float,
+        max_retries: int,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.root = root.rstrip("/")
+        self.credentials = credentials
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.base: str | None = None  # set by service_info()
+        self._sleep = sleep
+        self._local = threading.local()
+
+    @property
+    def api(self) -> str:
+        return self.root + (self.base or "")
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            credentials = self.credentials
+            if credentials.user:
+                session.auth = (credentials.user, credentials.secret or "")
+            elif credentials.secret:
+                session.headers["Authorization"] = f"Bearer {credentials.secret}"
+            self._local.session = session
+        return session
+
+    def send(
+        self, method: str, path: str, params: Sequence[tuple[str, str]] = (), body: Any = None
+    ) -> Any:
+        """One request to ``api + path``; its JSON answer, or Refused."""
+        try:
+            response = self._session().request(
+                method, self.api + path, params=list(params), json=body, timeout=self.timeout
+            )
+        except requests.RequestException as exn:
+            raise Refused(None, type(exn).__name__) from None
+        if not response.ok:
+            raise Refused(response.status_code, _said(response), _retry_after(response))
+        if not response.content.strip():
+            return {}
+        try:
+            return response.json()
+        except ValueError:
+            raise Refused(response.status_code, "the answer is not JSON") from None
+
+    def call(
+        self, method: str, path: str, action: str, params: Sequence[tuple[str, str]] = ()
+    ) -> Any:
+        """An idempotent request, asked again after a pause while the server is throttling or
+        busy (up to max_retries); TesProblem when it cannot succeed."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                return self.send(method, path, params)
+            except Refused as refused:
+                if not refused.retryable or attempt == self.max_retries:
+                    raise TesProblem(self.describe(refused, action)) from None
+                self._sleep(pause(attempt, refused.retry_after))
+        raise AssertionError("unreachable")
+
+    def describe(self, refused: Refused, action: str) -> str:
+        """One line for a failed request; quotes no header, so no credential."""
+        url, credentials, status = self.root, self.credentials, refused.status
+        if status is None:
+            return (
+                f"omnibio_tes: no answer from the TES server at {url} while trying to {action} "
+                f"({refused.said}); check [omnibio_tes] url and that the server is up"
+            )
+        if status in (401, 403) and credentials.kind == "none":
+            return (
+                f"omnibio_tes: the TES server at {url} requires credentials (HTTP {status}) to "
+                f"{action}; set {credentials.hint}"
+            )
+        if status in (401, 403):
+            return (
+                f"omnibio_tes: the TES server at {url} rejected our credentials (HTTP {status}) "
+                f"while trying to {action}; check {credentials.hint}"
+            )
+        said = f": {refused.said}" if refused.said else ""
+        return (
+            f"omnibio_tes: the TES server at {url} answered HTTP {status} while trying to "
+            f"{action}{said}"
+        )
+
+    # --- the TES API -----------------------------------------------------------------------
+
+    def service_info(self) -> dict[str, Any]:
+        """GET service-info below each base path in turn; the first that describes a TES service
+        fixes the base path of every later call."""
+        tried: list[str] = []
+        for base in BASE_PATHS:
+            where = f"{self.root}{base}/service-info"
+            try:
+                self.base = base
+                info = self.send("GET", "/service-info")
+            except Refused as refused:
+                if refused.status in (404, 405) or (
+                    refused.status is not None and refused.said == "the answer is not JSON"
+                ):
+                    tried.append(f"{where} (HTTP {refused.status})")
+                    continue
+                raise TesProblem(self.describe(refused, f"read {where}")) from None
+            service = info.get("type") if isinstance(info, dict) else None
+            artifact = service.get("artifact") if isinstance(service, dict) else None
+            if str(artifact).lower() == "tes":
+                return info
+            tried.append(f"{where} (type.artifact {artifact!r}, not 'tes')")
+        self.base = None
+        raise TesProblem(
+            f"omnibio_tes: {self.root} is not a TES server: no TES service-info at "
+            + "; ".join(tried)
+        )
+
+    def create(self, document: dict[str, Any]) -> str:
+        """POST the task once; its id, or Refused (the caller decides whether to try again)."""
+        answer = self.send("POST", "/tasks", body=document)
+        task_id = answer.get("id") if isinstance(answer, dict) else None
+        if not isinstance(task_id, str) or not task_id:
+            raise Refused(200, f"the answer names no task id: {str(answer)[:200]}")
+        return task_id
+
+    def get(self, task_id: str, view: str, retry: bool = True) -> dict[str, Any] | None:
+        """The task in a view; None when the server does not know it (HTTP 404)."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                return _task(self.send("GET", f"/tasks/{task_id}", [("view", view)]))
+            except Refused as refused:
+                if refused.status == 404:
+                    return None
+                if not (retry and refused.retryable) or attempt == self.max_retries:
+                    raise TesProblem(self.describe(refused, f"get the task {task_id}")) from None
+                self._sleep(pause(attempt, refused.retry_after))
+        raise AssertionError("unreachable")
+
+    def cancel(self, task_id: str) -> None:
+        self.call("POST", f"/tasks/{task_id}:cancel", f"cancel the task {task_id}")
+
+    def list_tasks(
+        self,
+        tags: Sequence[tuple[str, str]],
+        state: str | None = None,
+        view: str = "MINIMAL",
+        page_size: int = 256,
+        retry: bool = True,
+    ) -> Iterator[dict[str, Any]]:
+        """Tasks whose tags match (``tag_key=a&tag_value=x&tag_key=b&tag_value=y``, the pairing
+        the spec shows and TES on Azure parses by position), page by page. ``retry=False``: the
+        first failure raises Refused (a poll: the tracker backs off)."""
+        params = [("view", view), ("page_size", str(page_size))]
+        if state:
+            params.append(("state", state))
+        for key, value in tags:
+            params += [("tag_key", key), ("tag_value", value)]
+        token: str | None = None
+        seen: set[str] = set()
+        while True:
+            query = params + ([("page_token", token)] if token else [])
+            if retry:
+                page = self.call("GET", "/tasks", "list tasks", query)
+            else:
+                page = self.send("GET", "/tasks", query)
+            tasks = page.get("tasks") if isinstance(page, dict) else None
+            for task in tasks if isinstance(tasks, list) else []:
+                if isinstance(task, dict) and isinstance(task.get("id"), str):
+                    yield task
+            token = page.get("next_page_token") if isinstance(page, dict) else None
+            if not isinstance(token, str) or not token or token in seen:
+                return  # the last page (or a server repeating a token: stop, do not loop)
+            seen.add(token)
+
+
+def _task(answer: Any) -> dict[str, Any]:
+    if not isinstance(answer, dict):
+        raise Refused(200, "the answer is not a TES task")
+    return answer

@@ -1,0 +1,89 @@
+"""Shared-filesystem mode's check at start: one small task proves the workers see mount_path.
+
+TES has no way to ask what a worker mounts, and no server mounts a host directory by default
+(Funnel needs a --volume in its worker's RunCommand), so a task reads a token this host wrote
+and writes it back; anything else is one line naming the path and the setting to change.
+"""
+
+import contextlib
+import os
+import shutil
+import time
+import uuid
+
+import tes
+
+from ..sharedfs import SharedFilesystem
+from .tes_client import Refused, TesClient, TesProblem
+
+FINAL_STATES = ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED")
+
+
+def probe_task(fs: SharedFilesystem, host_dir: str, image: str, tags: dict[str, str]) -> tes.Task:
+    """Read the token through mount_path (and the read-only view), write the reply."""
+    worker_dir = fs.to_container(host_dir)
+    script = f"cat '{worker_dir}/token' > '{worker_dir}/reply'"
+    if fs.readonly_root:
+        script += f" && cat '{fs.to_container(host_dir, read_only=True)}/token' > /dev/null"
+    return tes.Task(
+        name="omnibio-shared-filesystem-probe",
+        executors=[tes.Executor(image=image, command=["/bin/sh", "-c", script])],
+        resources=tes.Resources(cpu_cores=1),
+        tags=tags,
+    )
+
+
+def probe(
+    client: TesClient, fs: SharedFilesystem, image: str, timeout: float, tags: dict[str, str]
+) -> None:
+    token = uuid.uuid4().hex
+    host_dir = os.path.join(fs.host_root, f".omnibio-probe-{token[:12]}")
+    os.makedirs(host_dir)
+    os.chmod(host_dir, 0o777)  # the image may run as any user
+    try:
+        with open(os.path.join(host_dir, "token"), "w") as outfile:
+            outfile.write(token)
+        task_id = _run(client, probe_task(fs, host_dir, image, tags), timeout)
+        with contextlib.suppress(OSError), open(os.path.join(host_dir, "reply")) as infile:
+            if infile.read().strip() == token:
+                return
+        full = client.get(task_id, "FULL") or {}
+        logs = full.get("logs") or [{}]
+        said = "; ".join(str(line) for line in (logs[-1].get("system_logs") or [])[-3:])
+        stderr = " ".join(
+            str(e.get("stderr") or "") for e in logs[-1].get("logs") or [] if isinstance(e, dict)
+        )
+        reason = f"{full.get('state')}: {said or ' '.join(stderr.split())[:200] or 'no logs'}"
+        paths = f"mount_path {fs.container_root}"
+        if fs.readonly_root:
+            paths += f" and readonly_mount_path {fs.readonly_root}"
+        raise TesProblem(
+            f"omnibio_tes: the TES server's workers do not see [omnibio_tes] {paths}"
+            f" (probe task {task_id} ended {reason}); mount the shared filesystem on every "
+            f"worker there (Funnel: a --volume in Worker.Container.RunCommand), or leave "
+            f"mount_path empty and stage files through staging_uri"
+        )
+    finally:
+        shutil.rmtree(host_dir, ignore_errors=True)
+
+
+def _run(client: TesClient, task: tes.Task, timeout: float) -> str:
+    try:
+        task_id = client.create(task.as_dict())
+    except Refused as refused:
+        action = "create the shared-filesystem probe task"
+        raise TesProblem(client.describe(refused, action)) from None
+    deadline = time.monotonic() + timeout
+    state = "UNKNOWN"
+    while time.monotonic() < deadline:
+        found = client.get(task_id, "MINIMAL") or {}
+        state = str(found.get("state") or "UNKNOWN").upper()
+        if state in FINAL_STATES:
+            return task_id
+        time.sleep(0.5)
+    with contextlib.suppress(TesProblem):
+        client.cancel(task_id)
+    raise TesProblem(
+        f"omnibio_tes: the shared-filesystem probe task {task_id} was still {state} after "
+        f"{timeout:.0f} s ([omnibio_tes] probe_timeout); is the TES server running tasks?"
+    )

@@ -1,0 +1,224 @@
+"""Staging mode: a task's files move through an object store the TES server reads and writes.
+
+Each read-only mount of the attempt (an input File or Directory, spilled contract values)
+becomes a TES input: uploaded once per content (the key is its SHA-256, so a scatter over the
+same reference uploads it once), or passed through as the URL it came from when miniwdl's
+download cache holds it and the object is in the store. The command is a ``content`` input.
+Each writable mount (the working directory, stdout, stderr, a file:// result directory) becomes
+a TES output, downloaded into the run directory once the task has ended.
+
+Layout below the staging prefix, per miniwdl process: ``<run>/files/<sha256>``,
+``<run>/dirs/<sha256>/...`` (complete once ``<run>/done/<sha256>`` exists) and
+``<run>/attempts/<run id>/...`` for outputs.
+"""
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from WDL import Error
+from WDL._util import path_really_within
+
+from ..attempt import Mount, TaskAttempt
+from .tes_store import ObjectStore, StoreError
+
+# The spec asks servers to accept at least 128 KiB in tesInput.content; a longer command is
+# uploaded as a file instead.
+CONTENT_MAX_BYTES = 128 * 1024
+MINIWDL_INPUTS = "_miniwdl_inputs"  # where miniwdl places inputs below the working directory
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Output:
+    """A writable mount as a TES output: downloaded to ``host_path`` after the task."""
+
+    host_path: str
+    container_path: str
+    key: str
+    directory: bool
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What translation decides: no I/O (inputs are hashed and uploaded at submission)."""
+
+    inputs: tuple[Mount, ...]  # read-only mounts to stage
+    command: Mount | None  # the command file, sent as content
+    outputs: tuple[Output, ...]
+    attempt_key: str  # below which this attempt's outputs go
+
+
+def file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as infile:
+        while chunk := infile.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tree_files(root: str) -> list[tuple[str, str]]:
+    """(relative path, absolute path) of every file below ``root``, sorted."""
+    found = []
+    for current, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(current, name)
+            found.append((os.path.relpath(path, root), path))
+    return sorted(found)
+
+
+def cached_url(host_path: str, cache_dir: str) -> str | None:
+    """The URL a file or directory of miniwdl's download cache was downloaded from.
+
+    miniwdl keeps ``<scheme>://<host>/<dir>/<name>`` at ``<cache>/{files,dirs}/<scheme>/<host>/
+    _<dir with _ doubled and / as _>/<name>`` (WDL/runtime/cache.py, download_path). That
+    encoding can read two ways when a directory name holds "_/", so callers check the object
+    against the local copy before they trust the URL.
+    """
+    relative = os.path.relpath(os.path.abspath(host_path), os.path.abspath(cache_dir))
+    parts = relative.split(os.sep)
+    if len(parts) != 5 or parts[0] not in ("files", "dirs") or not parts[3].startswith("_"):
+        return None
+    _kind, scheme, netloc, encoded, name = parts
+    directory, i = [], 1
+    while i < len(encoded):
+        if encoded.startswith("__", i):
+            directory.append("_")
+            i += 2
+        else:
+            directory.append("/" if encoded[i] == "_" else encoded[i])
+            i += 1
+    path = "".join(directory).strip("/")
+    return f"{scheme}://{netloc}/{path + '/' if path else ''}{name}"
+
+
+def plan(attempt: TaskAttempt, store: ObjectStore, run_key: str) -> StagePlan:
+    """Which mounts are inputs, which are outputs, and where outputs go. Pure."""
+    command_host = os.path.join(attempt.host_dir, "command")
+    attempt_key = store.key(run_key, "attempts", attempt.run_id)
+    inputs: list[Mount] = []
+    command: Mount | None = None
+    outputs: list[Output] = []
+    for mount in attempt.mounts:
+        if mount.read_only and mount.host_path == command_host:
+            command = mount
+        elif mount.read_only:
+            inputs.append(mount)
+        else:
+            stream = mount.host_path in (attempt.stdout_path, attempt.stderr_path)
+            name = os.path.basename(mount.host_path) if stream else f"dir{len(outputs)}"
+            if mount.container_path == attempt.workdir:
+                name = "work"
+            key = f"{attempt_key}/{name}"
+            outputs.append(Output(mount.host_path, mount.container_path, key, not stream))
+    return StagePlan(tuple(inputs), command, tuple(outputs), attempt_key)
+
+
+class Stager:
+    """Uploads inputs once per content and downloads outputs; thread-safe."""
+
+    def __init__(self, store: ObjectStore, cache_dir: str | None) -> None:
+        self.store = store
+        self.cache_dir = cache_dir
+        self.uploads = 0  # objects this process uploaded (tests and logs read it)
+        self._lock = threading.Lock()
+        self._busy: dict[str, threading.Lock] = {}  # one lock per digest being staged
+        self._digests: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime)
+
+    def _digest(self, path: str) -> str:
+        info = os.stat(path)
+        memo = (os.path.abspath(path), info.st_ino, info.st_size, info.st_mtime_ns)
+        with self._lock:
+            known = self._digests.get(memo)
+        if known is None:
+            known = file_digest(path)
+            with self._lock:
+                self._digests[memo] = known
+        return known
+
+    def _exclusive(self, digest: str) -> threading.Lock:
+        with self._lock:
+            return self._busy.setdefault(digest, threading.Lock())
+
+    def stage(self, host_path: str, run_key: str) -> tuple[str | None, bool]:
+        """(URL, is a directory) of an input: passed through, or uploaded unless the same
+        content already is. URL None: an empty directory (no object can stand for it)."""
+        if not os.path.exists(host_path):
+            raise Error.InputError(f"omnibio_tes: input {host_path} does not exist")
+        directory = os.path.isdir(host_path)
+        through = self.pass_through(host_path, directory)
+        if through:
+            return through, directory
+        if not directory:
+            digest = self._digest(host_path)
+            key = self.store.key(run_key, "files", digest)
+            with self._exclusive(digest):
+                if self.store.size(key) is None:
+                    self.store.put(host_path, key)
+                    self._count(1)
+            return self.store.url(key), False
+        files = tree_files(host_path)
+        if not files:
+            return None, True
+        listing = hashlib.sha256()
+        for relative, path in files:
+            listing.update(f"{relative}\0{self._digest(path)}\n".encode())
+        digest = listing.hexdigest()
+        key, done = self.store.key(run_key, "dirs", digest), self.store.key(run_key, "done", digest)
+        with self._exclusive(digest):
+            if self.store.size(done) is None:
+                for relative, path in files:
+                    self.store.put(path, f"{key}/{relative}")
+                self.store.put_bytes(b"", done)  # the directory is complete
+                self._count(len(files))
+        return self.store.url(key), True
+
+    def _count(self, objects: int) -> None:
+        with self._lock:
+            self.uploads += objects
+
+    def pass_through(self, host_path: str, directory: bool) -> str | None:
+        """The URL of an input miniwdl downloaded into its cache from this very store, when the
+        object there still matches the local copy."""
+        if not self.cache_dir:
+            return None
+        url = cached_url(host_path, self.cache_dir)
+        key = self.store.key_of(url) if url else None
+        if url is None or key is None:
+            return None
+        try:
+            if not directory:
+                return url if self.store.size(key) == os.path.getsize(host_path) else None
+            local = {rel: os.path.getsize(path) for rel, path in tree_files(host_path)}
+            remote = {k[len(key) + 1 :] for k in self.store.keys(key)}
+            return url if local and set(local) == remote else None
+        except StoreError:
+            return None
+
+    def collect(self, outputs: Sequence[Output]) -> list[str]:
+        """Download every output into the run directory; returns the outputs not found."""
+        missing = []
+        for output in outputs:
+            if not output.directory:
+                try:
+                    self.store.get(output.key, output.host_path)
+                except FileNotFoundError:
+                    missing.append(output.container_path)
+                continue
+            for key, target in self._below(output):
+                self.store.get(key, target)
+        return missing
+
+    def _below(self, output: Output) -> Iterator[tuple[str, str]]:
+        """(key, host path) of each object of a directory output; never a path outside it, never
+        miniwdl's input mount points (the host has the inputs themselves)."""
+        for key in self.store.keys(output.key):
+            relative = key[len(output.key) + 1 :]
+            if relative.split("/")[0] == MINIWDL_INPUTS:
+                continue
+            target = os.path.join(output.host_path, relative)
+            if not path_really_within(target, output.host_path):
+                raise Error.RuntimeError(f"omnibio_tes: staged output {key} escapes its directory")
+            yield key, target

@@ -1,0 +1,1 @@
+"""Upstream's uploader classes, over miniwdl_omnibio.runtime.store."""

@@ -1,0 +1,170 @@
+"""omnibio_slurm against the rig's real Slurm: arrays, results, cancellation, limits."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from WDL.runtime.config import Loader
+
+from miniwdl_omnibio.engines.base import Phase, Submitted
+from miniwdl_omnibio.engines.slurm import SlurmEngine
+from tests.e2e.slurm.conftest import active_jobs, slurm_config
+from tests.helpers import (
+    config_env,
+    error_line,
+    popen_miniwdl,
+    run_dir_name,
+    run_miniwdl,
+)
+from tests.unit.test_slurm_translation import make_attempt
+
+SCATTER = """
+version 1.1
+workflow fan {
+  scatter (i in range(4)) { call echo { input: i } }
+  output { Array[File] results = echo.result }
+}
+task echo {
+  input { Int i }
+  command <<< echo "line ~{i}" >&2; python3 -m miniwdl_omnibio.runtime.echo_test >&2 >>>
+  output { File result = "omnibio_result.json" }
+  runtime { docker: "omnibio/runtime:latest" cpu: 1 memory: "128 MiB" }
+}
+"""
+
+
+def write(rundir, name, text):
+    path = os.path.join(rundir, name)
+    with open(path, "w") as out:
+        out.write(text)
+    return path
+
+
+def test_scatter_in_one_array_with_results_verified(shared_dir, rundir):
+    wdl = write(rundir, "fan.wdl", SCATTER)
+    run = run_miniwdl(
+        wdl,
+        [],
+        rundir,
+        backend="omnibio_slurm",
+        config={**slurm_config(shared_dir, results=True), "scheduler": {"task_concurrency": "4"}},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    workflow_run = os.path.basename(run.dir)
+    results = []
+    for path in run.outputs["fan.results"]:
+        with open(path) as infile:
+            results.append(json.load(infile))
+    assert sorted(r["run_id"] for r in results) == [
+        f"{workflow_run}.call-echo-{i}.1" for i in range(4)
+    ]
+    assert run.stderr.count("result verified") == 4
+    # ready together: one sbatch --array for the four attempts
+    assert '"elements": 4' in run.stderr or "elements: 4" in run.stderr, run.stderr[-3000:]
+    with open(os.path.join(run.dir, "call-echo-2", "stderr.txt")) as infile:
+        assert "line 2" in infile.read()
+    log = os.path.join(run.dir, "call-echo-2", "slurm", "attempt1.exit")
+    with open(log) as infile:
+        assert "exit_code=0" in infile.read()
+
+
+SLEEPY = """
+version 1.1
+workflow sleepy {
+  scatter (i in range(3)) { call nap { input: i } }
+}
+task nap {
+  input { Int i }
+  command <<< sleep 600 >>>
+  runtime { docker: "ubuntu:22.04" cpu: 1 memory: "64 MiB" }
+}
+"""
+
+
+def test_sigint_leaves_no_job_pending_or_running(shared_dir, rundir):
+    wdl = write(rundir, "sleepy.wdl", SLEEPY)
+    config = {**slurm_config(shared_dir), "scheduler": {"task_concurrency": "3"}}
+    proc = popen_miniwdl(wdl, [], rundir, backend="omnibio_slurm", config=config)
+    try:
+        name = run_dir_name(rundir)
+        deadline = time.monotonic() + 90
+        while len(active_jobs(name)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(active_jobs(name)) == 3  # 2 running on the 2 CPUs, 1 pending
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    deadline = time.monotonic() + 60
+    while active_jobs(name) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert active_jobs(name) == []
+    # the job scripts removed their containers
+    listed = subprocess.run(
+        ["docker", "ps", "-a", "--filter", "label=omnibio.run_id", "--format", "{{.Labels}}"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert name not in listed
+
+
+def test_time_limit_ends_with_the_time_limit_error(shared_dir, rundir):
+    wdl = write(
+        rundir,
+        "slow.wdl",
+        'version 1.1\ntask slow { command <<< sleep 120 >>> runtime { docker: "ubuntu:22.04" '
+        'omnibio_time_limit: "3s" memory: "64 MiB" } }\n',
+    )
+    started = time.monotonic()
+    run = run_miniwdl(wdl, [], rundir, backend="omnibio_slurm", config=slurm_config(shared_dir))
+    assert run.returncode != 0 and time.monotonic() - started < 60
+    assert "exceeded its time limit of 3 s" in error_line(run)
+
+
+def test_out_of_memory_is_named(shared_dir, rundir):
+    wdl = write(
+        rundir,
+        "oom.wdl",
+        "version 1.1\ntask oom {\n"
+        "  command <<< python3 -c 'x = bytearray(400 * 1024 * 1024); print(len(x))' >>>\n"
+        '  runtime { docker: "ubuntu:22.04" memory: "64 MiB" }\n}\n',
+    )
+    run = run_miniwdl(wdl, [], rundir, backend="omnibio_slurm", config=slurm_config(shared_dir))
+    assert run.returncode != 0
+    assert "exceeding the memory limit" in json.dumps(run.error_json()), run.stderr[-2000:]
+
+
+@pytest.fixture
+def engine(shared_dir, monkeypatch):
+    for name in [n for n in os.environ if n.startswith("MINIWDL__")]:
+        monkeypatch.delenv(name)
+    config = slurm_config(shared_dir, probe="false")
+    for key, value in config_env(config).items():
+        monkeypatch.setenv(key, value)
+    logger = logging.getLogger("test")
+    return SlurmEngine.start(Loader(logger, filenames=[]), logger)
+
+
+def test_exit_record_answers_once_slurm_has_forgotten_the_job(engine, rundir):
+    """A final record needs no Slurm command. A record a signal ended asks squeue; past
+    MinJobAge and without accounting it says "Invalid job id", and the record counts."""
+    attempt = make_attempt(os.path.join(rundir, "call-x"), engine.settings.host_root)
+    request = engine.translate(attempt)
+    os.makedirs(request.files.host_dir)
+    forgotten = "987654"  # no such job on the rig
+    engine._requests[forgotten] = request
+    record = Submitted(forgotten, attempt, logging.getLogger("test"), time.monotonic())
+    for signalled, code, squeues in (("false", 3, 0), ("true", 143, 1)):
+        write(
+            request.files.host_dir,
+            "attempt1.exit",
+            f"exit_code={code}\noom=false\ntimed_out=false\nstarted=true\nsignalled={signalled}\n",
+        )
+        status = engine.fetch([record])[forgotten]
+        assert status.phase is Phase.DONE and status.exit_code == code
+        assert engine.cli.counts["squeue"] == squeues and not engine.cli.counts["sacct"]

@@ -1,0 +1,85 @@
+"""Starting miniwdl runs on omnibio_tes against the test server, and reading what they left."""
+
+import os
+import time
+
+from tests.e2e.tes.support import tes_config
+from tests.helpers import miniwdl_env, popen_miniwdl, run_miniwdl
+
+ACTIVE = ("QUEUED", "INITIALIZING", "RUNNING", "CANCELING")
+
+
+def write(directory, name, text):
+    path = os.path.join(directory, name)
+    with open(path, "w") as outfile:
+        outfile.write(text)
+    return path
+
+
+def read(path):
+    with open(path) as infile:
+        return infile.read()
+
+
+def run(server, moto, rundir, wdl_text, inputs=(), env=None, config=None, **tes_keys):
+    """A miniwdl run in staging mode through moto S3, to its end."""
+    config = config or tes_config(server.url, **tes_keys)
+    return run_miniwdl(
+        write(rundir, "test.wdl", wdl_text),
+        list(inputs),
+        rundir,
+        backend="omnibio_tes",
+        config=config,
+        env={**moto.env(), **(env or {})},
+        timeout=240,
+    )
+
+
+def start(server, moto, rundir, wdl_text, task_concurrency=None, results_dir=None, **tes_keys):
+    config = tes_config(server.url, results_dir, **tes_keys)
+    if task_concurrency:
+        config["scheduler"] = {"task_concurrency": str(task_concurrency)}
+    return popen_miniwdl(
+        write(rundir, "test.wdl", wdl_text), [], rundir, "omnibio_tes", config, env=moto.env()
+    )
+
+
+def env_for(server, moto, **tes_keys):
+    return miniwdl_env("omnibio_tes", tes_config(server.url, **tes_keys), moto.env())
+
+
+def run_tasks(server, run_dir):
+    """The server's tasks (FULL view) of one workflow run, oldest first."""
+    name = os.path.basename(run_dir or "")
+    return [t for t in server.tasks() if (t.get("tags") or {}).get("omnibio.run") == name]
+
+
+def wait_for(condition, what, timeout=90.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def running_tasks(server, rundir, count):
+    """The run's RUNNING tasks once there are ``count`` of them (None before)."""
+    runs = [d for d in os.listdir(rundir) if d[:8].isdigit()]
+    if not runs:
+        return None
+    tasks = [t for t in run_tasks(server, os.path.join(rundir, runs[0])) if t["state"] == "RUNNING"]
+    return tasks if len(tasks) >= count else None
+
+
+def staged_keys(s3, bucket, prefix="tes/"):
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(item["Key"] for page in pages for item in page.get("Contents") or [])
+
+
+def logs_of(run):
+    text = [run.stderr]
+    for current, _dirs, files in os.walk(run.dir or ""):
+        text += [read(os.path.join(current, f)) for f in files if f.endswith(".log")]
+    return "\n".join(text)

@@ -1,0 +1,276 @@
+"""One behaviour per situation on every backend: the lifecycle's promises, run for real on each
+backend's rig (dockerd, moto server, the Azure Batch emulator, the TES server).
+
+What only one engine has (preemption injection, OOM where the service reports it, its own bad
+configuration) stays in tests/e2e/<engine>/.
+"""
+
+import json
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from tests.conformance.test_conformance import BACKEND_FIXTURES
+from tests.helpers import miniwdl_env, popen_miniwdl, run_dir_name, run_miniwdl
+from tests.scenarios.probes import still_active
+
+RUNTIME_IMAGE = "omnibio/runtime:latest"
+# moto does not enforce attemptDurationSeconds: tests/e2e/awsbatch covers AWS time limits
+# through a proxy that answers as Batch does at the limit
+SERVICE_ENFORCES_NO_LIMIT_HERE = {"omnibio_awsbatch"}
+
+
+def _rig(request, backend):
+    env, run_root = request.getfixturevalue(BACKEND_FIXTURES[backend])
+    where = os.path.join(run_root, "scenarios", f"{request.node.name[:60]}-{time.time_ns()}")
+    os.makedirs(where)
+    os.chmod(where, 0o755)
+    env = dict(env)
+    if not env.get("MINIWDL__OMNIBIO__RESULT_URI_PREFIX"):
+        env["MINIWDL__OMNIBIO__RESULT_URI_PREFIX"] = f"file://{where}/results"
+    return backend, env, where
+
+
+@pytest.fixture(params=sorted(BACKEND_FIXTURES))
+def rig(request):
+    """(backend, env, run directory) for one scenario on one backend."""
+    return _rig(request, request.param)
+
+
+@pytest.fixture(params=sorted(set(BACKEND_FIXTURES) - SERVICE_ENFORCES_NO_LIMIT_HERE))
+def rig_with_time_limits(request):
+    """rig, on the backends whose rig enforces a time limit."""
+    return _rig(request, request.param)
+
+
+def _wdl(where: str, name: str, text: str) -> str:
+    path = os.path.join(where, name)
+    with open(path, "w") as outfile:
+        outfile.write(text)
+    return path
+
+
+def _error(run) -> str:
+    return json.dumps(run.error_json())
+
+
+def _log(run) -> str:
+    """Every log file of the run."""
+    text = []
+    for current, _dirs, files in os.walk(run.dir):
+        for name in sorted(f for f in files if f.endswith(".log")):
+            with open(os.path.join(current, name), errors="replace") as infile:
+                text.append(infile.read())
+    return "\n".join(text)
+
+
+def _wait_until(condition, what: str, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout} s waiting until {what}")
+
+
+def _running_tasks(run_dir: str, count: int):
+    """True once ``count`` tasks wrote their 'started' marker (the command is running)."""
+
+    def check():
+        found = 0
+        for _current, _dirs, files in os.walk(run_dir):
+            found += "started" in files
+        return found >= count
+
+    return check
+
+
+SLEEPERS = """
+version 1.1
+workflow sleepers {
+  scatter (i in [1, 2]) {
+    call nap { input: i }
+  }
+}
+task nap {
+  input { Int i }
+  command <<< touch started; sleep 300 >>>
+  runtime { docker: "ubuntu:22.04" cpu: 1 omnibio_result_check: "off" }
+}
+"""
+
+
+def test_sigint_cancels_everything_the_run_started(rig):
+    backend, env, where = rig
+    proc = popen_miniwdl(_wdl(where, "sleepers.wdl", SLEEPERS), [], where, backend, env=env)
+    try:
+        run = run_dir_name(where)
+        _wait_until(_running_tasks(os.path.join(where, run), 2), "2 tasks run")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        assert proc.returncode != 0
+        left = _wait_until(
+            lambda: not still_active(backend, env, run) or None, "nothing active", 60
+        )
+        assert left
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+FAIL_FAST = """
+version 1.1
+workflow ff {
+  call nap
+  call boom
+}
+task nap {
+  command <<< touch started; sleep 300 >>>
+  runtime { docker: "ubuntu:22.04" cpu: 1 omnibio_result_check: "off" }
+}
+task boom {
+  command <<< exit 3 >>>
+  runtime { docker: "ubuntu:22.04" cpu: 1 omnibio_result_check: "off" }
+}
+"""
+
+
+def test_fail_fast_stops_the_other_tasks(rig):
+    backend, env, where = rig
+    started = time.monotonic()
+    run = run_miniwdl(_wdl(where, "ff.wdl", FAIL_FAST), [], where, backend, env=env, timeout=240)
+    assert run.returncode != 0 and time.monotonic() - started < 200
+    assert '"exit_code": 3' in _error(run) or "exit status 3" in _error(run), _error(run)
+    name = os.path.basename(run.dir)
+    _wait_until(lambda: not still_active(backend, env, name), "nothing active", 60)
+
+
+TIME_LIMIT = """
+version 1.1
+task slow {
+  command <<< sleep 300 >>>
+  runtime { docker: "ubuntu:22.04" omnibio_time_limit: "3s" omnibio_result_check: "off" }
+}
+"""
+
+
+def test_time_limit_is_one_line_naming_it(rig_with_time_limits):
+    backend, env, where = rig_with_time_limits
+    run = run_miniwdl(_wdl(where, "slow.wdl", TIME_LIMIT), [], where, backend, env=env, timeout=240)
+    assert run.returncode != 0
+    assert re.search(
+        r"exceeded its time limit of 3 s \(runtime.omnibio_time_limit\)", _error(run)
+    ), _error(run)
+
+
+MISSING_IMAGE = """
+version 1.1
+task ghost {
+  command <<< true >>>
+  runtime { docker: "omnibio/no-such-image:404" omnibio_result_check: "off" }
+}
+"""
+
+
+def test_missing_image_is_named(rig):
+    backend, env, where = rig
+    wdl = _wdl(where, "ghost.wdl", MISSING_IMAGE)
+    run = run_miniwdl(wdl, [], where, backend, env=env, timeout=240)
+    assert run.returncode != 0
+    assert "omnibio/no-such-image:404" in _error(run), _error(run)
+    _wait_until(
+        lambda: not still_active(backend, env, os.path.basename(run.dir)), "nothing active", 60
+    )
+
+
+RESULTS = f"""
+version 1.1
+task tool {{
+  input {{ String document }}
+  command <<<
+    set -e
+    if [ -n '~{{document}}' ]; then
+      echo '~{{document}}' > r.json
+      python3 -m miniwdl_omnibio.runtime upload r.json
+    fi
+  >>>
+  runtime {{ docker: "{RUNTIME_IMAGE}" }}
+}}
+"""
+
+
+@pytest.mark.parametrize(
+    "document,expected",
+    [
+        ("", "results.json missing"),
+        (
+            '{"ok": false, "error": "reference genome missing"}',
+            "says ok=false: reference genome missing",
+        ),
+    ],
+    ids=["missing", "ok_false"],
+)
+def test_results_json_problems_fail_saying_which(rig, document, expected):
+    backend, env, where = rig
+    wdl = _wdl(where, "tool.wdl", RESULTS)
+    run = run_miniwdl(wdl, [f"document={document}"], where, backend, env=env, timeout=240)
+    assert run.returncode != 0 and expected in _error(run), _error(run)
+
+
+def test_a_verified_result_is_given_to_the_outputs(rig):
+    backend, env, where = rig
+    wdl = _wdl(where, "tool.wdl", RESULTS)
+    document = '{"results": {"answer": 42}}'
+    run = run_miniwdl(wdl, [f"document={document}"], where, backend, env=env, timeout=240)
+    assert run.returncode == 0, _error(run)
+    with open(os.path.join(run.dir, "work", "omnibio_result.json")) as infile:
+        verified = json.load(infile)
+    assert verified["ok"] is True and verified["results"] == {"answer": 42}
+
+
+RETRY = """
+version 1.2
+task flaky {
+  command <<<
+    if [ ~{task.attempt} -eq 0 ]; then exit 1; fi
+  >>>
+  runtime { container: "ubuntu:22.04" maxRetries: 1 omnibio_result_check: "off" }
+}
+"""
+
+
+def test_a_retry_waits_first(rig):
+    backend, env, where = rig
+    env = {**env, "MINIWDL__OMNIBIO__RETRY_WAIT": "2"}
+    run = run_miniwdl(_wdl(where, "flaky.wdl", RETRY), [], where, backend, env=env, timeout=240)
+    assert run.returncode == 0, _error(run)
+    log = _log(run)
+    assert re.search(r"waiting before retry :: seconds: 2(\.0)?, retry: 1", log), log[-3000:]
+
+
+DISKS = """
+version 1.1
+task any_disks {
+  command <<< echo ok >>>
+  output { String said = read_string(stdout()) }
+  runtime { docker: "ubuntu:22.04" disks: "ignored" omnibio_result_check: "off" }
+}
+"""
+
+
+def test_unenforced_disks_value_warns_and_runs(rig):
+    backend, env, where = rig
+    run = run_miniwdl(_wdl(where, "disks.wdl", DISKS), [], where, backend, env=env, timeout=240)
+    assert run.returncode == 0, _error(run)
+    assert 'runtime.disks = "ignored" is not enforced' in _log(run)
+
+
+def test_offline_selftest_passes(rig):
+    from miniwdl_omnibio.selftest import run as selftest
+
+    backend, env, where = rig
+    assert selftest(backend, where, env=miniwdl_env(backend, env=env)) == []

@@ -1,0 +1,383 @@
+"""omnibio_awsbatch without a service: how an attempt becomes a SubmitJob request, and how Batch's
+answers (including the failures moto cannot produce) become a Status."""
+
+import json
+import logging
+import os
+import re
+
+import boto3
+import botocore.exceptions
+import pytest
+from WDL.runtime import config as miniwdl_config
+
+from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
+from miniwdl_omnibio.config import DEFAULTS, Settings, check_sections
+from miniwdl_omnibio.engines.awsbatch import (
+    JOB_NAME_MAX,
+    REQUEST_BUDGET,
+    AwsBatchEngine,
+    AwsBatchSettings,
+    SharedVolume,
+    SubmitRate,
+    job_name,
+)
+from miniwdl_omnibio.engines.awsbatch_jobs import error_text, is_auth_error
+from miniwdl_omnibio.engines.awsbatch_jobs import job_status as _job_status
+from miniwdl_omnibio.engines.awsbatch_limits import environment_limit, instance_type_filters
+from miniwdl_omnibio.engines.base import Phase
+from miniwdl_omnibio.sharedfs import SharedFilesystem
+from tests.helpers import REPO
+
+IMAGE = "quay.io/biocontainers/bwa:0.7.17"
+FILESYSTEM = "the shared filesystem efs:fs-1 ([omnibio_awsbatch] efs_id)"
+GiB = 1 << 30
+
+
+def job_status(job, image):
+    return _job_status(job, image, FILESYSTEM)
+
+
+def _job(status, reason=None, exit_code=None, attempt_reason=None, **extra):
+    job = {
+        "jobId": "j-1",
+        "jobName": "omnibio-1234abcd-call-x-1",
+        "jobQueue": "arn:aws:batch:us-east-1:123456789012:job-queue/spot",
+        "status": status,
+        "container": {},
+        "attempts": [{"container": {}}],
+        **extra,
+    }
+    if reason:
+        job["statusReason"] = reason
+    if exit_code is not None:
+        job["container"]["exitCode"] = exit_code
+    if attempt_reason:
+        job["attempts"][-1]["statusReason"] = attempt_reason
+    return job
+
+
+# --- answers -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "state,phase",
+    [
+        ("SUBMITTED", Phase.QUEUED),
+        ("RUNNABLE", Phase.QUEUED),
+        ("STARTING", Phase.RUNNING),
+        ("RUNNING", Phase.RUNNING),
+    ],
+)
+def test_states(state, phase):
+    assert job_status(_job(state), IMAGE).phase is phase
+
+
+def test_succeeded_without_exit_code_is_zero():
+    status = job_status(_job("SUCCEEDED"), IMAGE)
+    assert status.phase is Phase.DONE and status.exit_code == 0
+
+
+def test_failed_exit_code():
+    assert job_status(_job("FAILED", exit_code=3), IMAGE).exit_code == 3
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - All compute environments have no connected "
+        "instances that meet the job requirements.",
+        "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE - CE(s) associated with the job queue "
+        "cannot meet the CPU requirement of the job.",
+        "ACTION_REQUIRED - CE(s) associated with the job queue are invalid.",
+    ],
+)
+def test_a_job_batch_can_never_place_fails_and_is_terminated(reason):
+    status = job_status(_job("RUNNABLE", reason=reason), IMAGE)
+    assert status.phase is Phase.DONE and status.lingering  # the tracker terminates it
+    assert status.error == f"AWS Batch cannot run job j-1 on queue spot: {reason}"
+
+
+def test_a_job_waiting_for_capacity_keeps_waiting():
+    reason = "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - Service cannot fulfill the capacity"
+    status = job_status(_job("RUNNABLE", reason=reason), IMAGE)
+    assert status.phase is Phase.QUEUED and status.reason == reason
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "ResourceInitializationError: failed to invoke EFS utils commands to set up EFS volumes: "
+        "stderr: mount.nfs4: Connection timed out",
+        "DockerTimeoutError: Could not transition to created; timed out after waiting 4m0s",
+    ],
+)
+@pytest.mark.parametrize("where", ["statusReason", "container"])
+def test_filesystem_setup_failures_name_the_filesystem_not_the_image(reason, where):
+    job = _job("FAILED", reason=reason if where == "statusReason" else None)
+    if where == "container":
+        job["container"]["reason"] = reason
+    status = job_status(job, IMAGE)
+    assert status.error == f"AWS Batch job j-1 could not start: {reason}; check {FILESYSTEM}"
+    assert IMAGE not in status.error
+
+
+def test_spot_host_loss_in_attempt_reason_is_an_interruption():
+    status = job_status(
+        _job("FAILED", attempt_reason="Host EC2 (instance i-0abc) terminated."), IMAGE
+    )
+    assert status.interrupted and status.error is None
+
+
+def test_cannot_pull_names_the_image():
+    reason = "CannotPullContainerError: pull image manifest has been retried 5 time(s): not found"
+    status = job_status(_job("FAILED", reason=reason), IMAGE)
+    assert status.error and f"could not pull image {IMAGE}" in status.error
+    assert reason in status.error
+
+
+def test_out_of_memory():
+    reason = "OutOfMemoryError: Container killed due to memory usage"
+    status = job_status(_job("FAILED", reason=reason, exit_code=137), IMAGE)
+    assert status.oom and status.exit_code == 137
+    assert job_status(_job("FAILED", reason=reason), IMAGE).oom
+
+
+def test_time_limit_from_reason_or_duration():
+    status = job_status(
+        _job("FAILED", reason="Job attempt duration exceeded timeout", exit_code=137), IMAGE
+    )
+    assert status.timed_out and status.phase is Phase.DONE and status.error is None
+    timeout = {"attemptDurationSeconds": 120}
+    moto_style = _job("FAILED", startedAt=1_000, stoppedAt=1_000 + 121_000, timeout=timeout)
+    assert job_status(moto_style, IMAGE).timed_out
+    early = _job("FAILED", startedAt=1_000, stoppedAt=1_000 + 30_000, timeout=timeout)
+    assert not job_status(early, IMAGE).timed_out
+    killed = _job("FAILED", exit_code=137, startedAt=0, stoppedAt=125_000, timeout=timeout)
+    assert job_status(killed, IMAGE).timed_out  # SIGKILL at the limit, whatever the words
+
+
+def test_log_stream_from_the_last_attempt():
+    job = _job("FAILED", exit_code=1)
+    job["attempts"][-1]["container"]["logStreamName"] = "omnibio-x/default/j-1"
+    details = job_status(job, IMAGE).details
+    assert details["log_stream"] == "omnibio-x/default/j-1"
+    assert details["log_group"] == "/aws/batch/job"
+
+
+def test_moto_xml_errors_and_auth_detection():
+    body = (
+        '<?xml version="1.0"?><ErrorResponse><Errors><Error><Code>InvalidClientTokenId</Code>'
+        "<Message>The security token included in the request is invalid.</Message></Error>"
+        "</Errors></ErrorResponse>"
+    )
+    exn = botocore.exceptions.ClientError(
+        {"Error": {"Code": "403", "Message": body}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+        "DescribeJobQueues",
+    )
+    assert error_text(exn) == (
+        "InvalidClientTokenId: The security token included in the request is invalid."
+    )
+    assert is_auth_error(exn)
+    throttled = botocore.exceptions.ClientError(
+        {
+            "Error": {"Code": "TooManyRequestsException", "Message": "slow down"},
+            "ResponseMetadata": {"HTTPStatusCode": 429},
+        },
+        "SubmitJob",
+    )
+    assert not is_auth_error(throttled)
+
+
+def test_learned_limits_from_a_compute_environment():
+    sizes = {"m5.2xlarge": (8, 32768), "c5.24xlarge": (96, 196608), "c5.large": (2, 4096)}
+    resources = {"maxvCpus": 16, "instanceTypes": ["m5.2xlarge", "c5"]}
+    # vCPUs: the largest instance, but no more than maxvCpus; memory: 95% of the largest
+    assert environment_limit(resources, sizes) == (16, int(196608 * 0.95) * (1 << 20))
+    assert environment_limit({"maxvCpus": 256, "instanceTypes": ["optimal"]}, sizes) == (
+        96,
+        int(196608 * 0.95) * (1 << 20),
+    )
+    assert environment_limit({"maxvCpus": 4, "instanceTypes": ["r5"]}, sizes) is None
+    assert instance_type_filters(["m5.2xlarge", "c5", "default_arm64"]) == [
+        "c5.*",
+        "c6g.*",
+        "c7g.*",
+        "m5.2xlarge",
+        "m6g.*",
+        "r6g.*",
+    ]
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+def _settings(monkeypatch, **values):
+    for name in [n for n in os.environ if n.startswith("MINIWDL__")]:
+        monkeypatch.delenv(name)
+    section = {
+        "job_queue": "spot",
+        "fallback_queue": "ondemand",
+        "host_path": "/fsx",
+        "mount_path": "/fsx",
+        **values,
+    }
+    for key, value in section.items():
+        monkeypatch.setenv(f"MINIWDL__OMNIBIO_AWSBATCH__{key.upper()}", value)
+    cfg = miniwdl_config.Loader(logging.getLogger("test"), filenames=[])
+    return AwsBatchSettings.load(Settings(cfg, "omnibio_awsbatch"))
+
+
+def engine_session():
+    return boto3.session.Session(
+        region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+
+
+def _engine(monkeypatch, **values):
+    return AwsBatchEngine(engine_session(), _settings(monkeypatch, **values))
+
+
+def _attempt(
+    cpu=2, memory=3 * GiB, gpu=0, time_limit=None, env=None, preemptible=0, interruptions=0
+):
+    return TaskAttempt(
+        run_id="run.call-x.1",
+        call="call-x",
+        workflow_run="run",
+        attempt=1,
+        image=IMAGE,
+        argv=("/bin/sh", "-c", "bwa mem"),
+        workdir="/fsx/run/call-x/work",
+        env=env or {"TOOL_ID": "x"},
+        mounts=(Mount("/fsx", "/fsx", False), Mount("/fsx", "/mnt/omnibio_inputs", True)),
+        resources=Resources(
+            cpu=cpu,
+            memory_reservation=memory,
+            memory_limit=memory,
+            gpu=gpu,
+            disk=None,
+            time_limit=time_limit,
+            max_interruptions=preemptible,
+        ),
+        tags={"omnibio.run": "run", "omnibio.call": "call-x"},
+        stdout_path="/fsx/run/call-x/stdout.txt",
+        stderr_path="/fsx/run/call-x/stderr.txt",
+        host_dir="/fsx/run/call-x",
+        interruptions=interruptions,
+    )
+
+
+def test_translation_is_pure_and_sizes_the_job(monkeypatch):
+    engine = _engine(monkeypatch)
+    attempt = _attempt(cpu=2, memory=3 * GiB + 1, gpu=1, time_limit=3600)
+    request = engine.translate(attempt)
+    assert request == engine.translate(attempt) and not request.files
+    arguments = request.arguments("arn:def")
+    overrides = arguments["containerOverrides"]
+    assert overrides["resourceRequirements"] == [
+        {"type": "VCPU", "value": "2"},
+        {"type": "MEMORY", "value": "3073"},  # MiB, rounded up
+        {"type": "GPU", "value": "1"},
+    ]
+    assert arguments["timeout"] == {"attemptDurationSeconds": 3600}
+    assert arguments["retryStrategy"] == {"attempts": 1} and arguments["propagateTags"]
+    assert arguments["jobDefinition"] == "arn:def" and arguments["jobQueue"] == "ondemand"
+    assert overrides["environment"] == [{"name": "TOOL_ID", "value": "x"}]
+    assert overrides["command"][-3:] == ["/bin/sh", "-c", "bwa mem"]
+    properties = json.loads(request.definition.properties)
+    assert properties["image"] == IMAGE
+    assert properties["volumes"] == [{"name": "omnibio-fs", "host": {"sourcePath": "/fsx"}}]
+    assert [p["readOnly"] for p in properties["mountPoints"]] == [False, True]
+
+
+def test_time_limit_has_batch_minimum_and_memory_a_default(monkeypatch):
+    engine = _engine(monkeypatch, default_memory="1 GiB")
+    request = engine.translate(_attempt(memory=0, time_limit=5))
+    assert request.timeout == 60  # Batch refuses attemptDurationSeconds below 60
+    assert ("MEMORY", "1024") in request.resources
+    assert engine.translate(_attempt()).timeout is None
+    # max_cpu / max_memory unset and nothing learned: the fallback limits
+    assert engine.settings.max_cpu is None and engine.limits == {"cpu": 64, "mem_bytes": 256 * GiB}
+    learned = AwsBatchEngine(engine_session(), engine.settings, {"cpu": 16, "mem_bytes": GiB})
+    assert learned.limits == {"cpu": 16, "mem_bytes": GiB}
+
+
+def test_queue_choice(monkeypatch):
+    engine = _engine(monkeypatch)
+    assert engine.translate(_attempt()).queue == "ondemand"  # not preemptible
+    assert engine.translate(_attempt(preemptible=1)).queue == "spot"
+    assert engine.translate(_attempt(preemptible=1, interruptions=1)).queue == "ondemand"
+
+
+def test_the_whole_request_fits_the_submitjob_limit(monkeypatch):
+    engine = _engine(monkeypatch)
+    env = {"INPUTS_JSON": "x" * 25_000, "OTHER": "é" * 2_000, "RUN_ID": "r", "TOOL_ID": "t"}
+    request = engine.translate(_attempt(env=env))
+    # "é" is sent as \u00e9: 2,000 of them are 12 KB of JSON, and push the request over
+    assert request.size() <= REQUEST_BUDGET
+    (path,) = request.files
+    assert path == "/fsx/run/call-x/awsbatch_env.1.sh"
+    assert "export INPUTS_JSON=" in request.files[path]
+    assert request.command[6] == path  # the wrapper sources it
+    assert set(request.environment) == {"OTHER", "RUN_ID", "TOOL_ID"}
+    small = engine.translate(_attempt(env={"INPUTS_JSON": "x" * 25_000}))
+    assert not small.files and small.command[6] == "-"
+
+
+def test_job_definition_is_shared_by_content(monkeypatch):
+    engine = _engine(monkeypatch)
+    first = engine.translate(_attempt(cpu=1)).definition
+    assert first == engine.translate(_attempt(cpu=8, time_limit=100)).definition
+    assert re.fullmatch(r"omnibio-[0-9a-f]{32}", first.name)
+
+
+def test_job_names_are_valid_and_distinct():
+    prefix = "omnibio-1234abcd-"
+    long_call = "/".join(f"call-subworkflow_{i}" for i in range(20)) + "/call-align-3"
+    names = {
+        job_name(prefix, long_call, 1),
+        job_name(prefix, long_call + "x", 1),
+        job_name(prefix, "call-a.b/call-c", 2),
+    }
+    assert len(names) == 3
+    for name in names:
+        assert len(name) <= JOB_NAME_MAX and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name), name
+    assert job_name(prefix, long_call, 1).endswith("call-align-3-1")
+
+
+def test_submit_rate_spaces_calls():
+    rate = SubmitRate(10)
+    delays = [rate.delay() for _ in range(15)]
+    assert delays[:10] == [0.0] * 10  # a burst of one second's worth
+    assert 0.35 < delays[-1] <= 0.55  # then one every 0.1 s
+
+
+def test_efs_volume():
+    volume = SharedVolume(efs_id="fs-123", efs_access_point="fsap-9", host_path="")
+    assert volume.source(".") == {
+        "efsVolumeConfiguration": {
+            "fileSystemId": "fs-123",
+            "transitEncryption": "ENABLED",
+            "authorizationConfig": {"accessPointId": "fsap-9"},
+        }
+    }
+    plain = SharedVolume(efs_id="fs-123", efs_access_point="", host_path="")
+    assert plain.source("runs")["efsVolumeConfiguration"]["rootDirectory"] == "/runs"
+    assert SharedVolume("", "", "/fsx").source("runs") == {"host": {"sourcePath": "/fsx/runs"}}
+
+
+def test_example_configuration_is_valid():
+    """examples/awsbatch.cfg: only known keys, and every value parses (no AWS call)."""
+    cfg = miniwdl_config.Loader(
+        logging.getLogger("test"), [os.path.join(REPO, "examples", "awsbatch.cfg")]
+    )
+    check_sections(cfg, ("omnibio", "omnibio_awsbatch"))
+    settings = AwsBatchSettings.load(Settings(cfg, "omnibio_awsbatch"))
+    assert settings.job_queue == "omnibio-spot" and settings.tags["project"] == "omnibio"
+    assert settings.filesystem == SharedFilesystem("/mnt/efs", "/mnt/efs", "/mnt/omnibio_inputs")
+    assert settings.volume.source(".")["efsVolumeConfiguration"]["transitEncryption"] == "ENABLED"
+    assert settings.max_memory == 384 * 10**9 and settings.submit_rate == 10
+    assert set(DEFAULTS["omnibio_awsbatch"]) >= set(
+        cfg.get_all(defaults=False).get("omnibio_awsbatch", {})
+    )

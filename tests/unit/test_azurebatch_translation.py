@@ -1,0 +1,262 @@
+"""How omnibio_azurebatch translates a TaskAttempt into a Batch task, and what a listed task's
+state means (no service needed: both are pure)."""
+
+import logging
+import os
+import shlex
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from azure.batch import models as batch_models
+from WDL.runtime.config import Loader
+
+from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
+from miniwdl_omnibio.config import Settings
+from miniwdl_omnibio.engines.azurebatch import AzureBatchEngine, AzureBatchSettings
+from miniwdl_omnibio.engines.azurebatch_pool import node_size
+from miniwdl_omnibio.engines.azurebatch_tasks import Sighting, batch_id, sighting, task_status
+from miniwdl_omnibio.engines.base import Phase
+
+NODE_ROOT = "/mnt/batch/tasks/fsmounts/omnibio"
+LOG = logging.getLogger("test")
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+
+def _engine(monkeypatch, **values: str) -> AzureBatchEngine:
+    for name in [n for n in os.environ if n.startswith("MINIWDL__")]:
+        monkeypatch.delenv(name)
+    values = {"account_url": "https://acct.westeurope.batch.azure.com", "pool_id": "p", **values}
+    for key, value in values.items():
+        monkeypatch.setenv(f"MINIWDL__OMNIBIO_AZUREBATCH__{key.upper()}", value)
+    settings = Settings(Loader(LOG, filenames=[]), "omnibio_azurebatch")
+    pool = batch_models.BatchPool({"id": "p", "vmSize": "STANDARD_D4S_V3", "taskSlotsPerNode": 4})
+    return AzureBatchEngine(
+        None,  # type: ignore[arg-type]  # translation never calls the service
+        AzureBatchSettings.load(settings),
+        "acct",
+        pool,
+        {"cpu": 4, "mem_bytes": 16 << 30},
+        LOG,
+    )
+
+
+def _attempt(time_limit: int | None = 60, gpu: int = 0) -> TaskAttempt:
+    return TaskAttempt(
+        run_id="run.call-x.1",
+        call="call-x",
+        workflow_run="run",
+        attempt=1,
+        image="omnibio/runtime:latest",
+        argv=(
+            "/bin/sh",
+            "-c",
+            "bash /shared/run/call-x/command >> '/shared/run/call-x/stdout.txt'",
+        ),
+        workdir="/shared/run/call-x/work",
+        env={"TOOL_ID": "x", "INPUTS_JSON": '{"a": "b c"}'},
+        mounts=(Mount("/host/share", "/shared", False), Mount("/host/share", "/mnt/ro", True)),
+        resources=Resources(
+            cpu=2,
+            memory_reservation=1 << 30,
+            memory_limit=2 << 30,
+            gpu=gpu,
+            disk=None,
+            time_limit=time_limit,
+            max_interruptions=1,
+        ),
+        tags={"omnibio.run": "run"},
+        stdout_path="/host/share/run/call-x/stdout.txt",
+        stderr_path="/host/share/run/call-x/stderr.txt",
+        host_dir="/host/share/run/call-x",
+    )
+
+
+def _shared(monkeypatch, **values: str) -> AzureBatchEngine:
+    return _engine(
+        monkeypatch,
+        mount_path="/shared",
+        host_mount_path="/host/share",
+        readonly_mount_path="/mnt/ro",
+        node_mount_path=NODE_ROOT,
+        **values,
+    )
+
+
+def test_attempt_becomes_a_container_task(monkeypatch):
+    engine = _shared(monkeypatch)
+    attempt = _attempt()
+    request = engine.translate(attempt)
+    task = request.task
+    assert request.workflow_run == "run" and request.image == attempt.image
+    assert task.id == "call-x-1" and task.display_name == "run.call-x.1"
+    words = shlex.split(task.command_line)
+    assert words[:2] == ["/bin/sh", "-c"] and words[4:] == list(attempt.argv)
+    assert "[ -e /shared/run/call-x/stdout.txt ]" in words[2]  # the filesystem check comes first
+    options = shlex.split(task.container_settings.container_run_options)
+    pairs = list(zip(options, options[1:], strict=False))
+    assert ("-v", f"{NODE_ROOT}:/shared") in pairs and ("-v", f"{NODE_ROOT}:/mnt/ro:ro") in pairs
+    assert ("--workdir", "/shared/run/call-x/work") in pairs and ("--cpus", "2") in pairs
+    assert ("--memory", str(2 << 30)) in pairs and ("--memory-reservation", str(1 << 30)) in pairs
+    assert ("--label", "omnibio.run=run") in pairs
+    assert task.container_settings.working_directory == "containerImageDefault"
+    assert {e.name: e.value for e in task.environment_settings} == dict(attempt.env)
+    assert task.constraints.max_wall_clock_time == timedelta(seconds=60)
+    assert task.constraints.max_task_retry_count == 0
+    assert task.required_slots == 2  # 2 of the node's 4 vCPUs = 2 of its 4 slots
+    assert engine.translate(attempt).task.as_dict() == task.as_dict()  # pure: same in, same out
+
+
+def test_no_time_limit_means_no_max_wall_clock_time(monkeypatch):
+    task = _shared(monkeypatch).translate(_attempt(time_limit=None)).task
+    assert task.constraints.max_wall_clock_time is None
+
+
+def test_extra_run_options_are_appended(monkeypatch):
+    engine = _shared(monkeypatch, container_run_options="--shm-size 1g")
+    options = shlex.split(
+        engine.translate(_attempt()).task.container_settings.container_run_options
+    )
+    assert options[-2:] == ["--shm-size", "1g"]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("call-align-3", "call-align-3"),
+        ("call-sub/call-x-1", "call-sub-call-x-1"),
+        ("a" * 70, None),
+        ("call-Align-1", None),
+    ],
+)
+def test_batch_ids(text, expected):
+    result = batch_id(text)
+    assert len(result) <= 64 and result.replace("-", "").replace("_", "").isalnum()
+    if expected:
+        assert result == expected
+    else:  # shortened or case-marked: a hash keeps distinct texts distinct
+        assert result != batch_id(text.lower() + "x")
+
+
+def test_ids_differing_only_by_case_stay_distinct_case_insensitively():
+    assert batch_id("call-Align-1").lower() != batch_id("call-align-1").lower()
+
+
+def test_node_size_from_vm_size():
+    assert node_size("Standard_D4s_v3") == (4, 16 << 30)
+    assert node_size("STANDARD_E16DS_V5") == (16, 128 << 30)
+    assert node_size("Standard_F72s_v2") == (72, 144 << 30)
+    assert node_size("custom") is None
+
+
+# --- the status mapping -------------------------------------------------------------------
+
+
+def _task(state, node=None, start=None, requeues=0, **execution):
+    info = {"requeueCount": requeues, "retryCount": 0, **execution}
+    if start:
+        info["startTime"] = start.isoformat()
+    doc = {"id": "call-x-1", "state": state, "executionInfo": info}
+    if node:
+        doc["nodeInfo"] = {"nodeId": node}
+    return batch_models.BatchTask(doc)
+
+
+def _status(task, before=None, cancelled=False, time_limit=60):
+    return task_status(task, before, _attempt(time_limit), cancelled, "job")
+
+
+def test_states_map_to_phases():
+    assert _status(_task("active")).phase is Phase.QUEUED
+    assert _status(_task("preparing", "n1")).phase is Phase.RUNNING
+    assert _status(_task("running", "n1", T0)).phase is Phase.RUNNING
+    done = _status(
+        _task("completed", "n1", T0, exitCode=3, endTime=(T0 + timedelta(seconds=2)).isoformat())
+    )
+    assert done.phase is Phase.DONE and done.exit_code == 3 and not done.timed_out
+    assert done.details == {"batch_job": "job", "batch_task": "call-x-1", "batch_node": "n1"}
+
+
+@pytest.mark.parametrize(
+    "before, task",
+    [
+        (None, _task("running", "n1", T0, requeues=1)),  # requeueCount counts it
+        (Sighting("n1", T0), _task("active")),  # back in the queue, uncounted
+        (Sighting("n1", T0), _task("running", "n2", T0 + timedelta(seconds=30))),  # another node
+        (Sighting("n1", T0), _task("running", "n1", T0 + timedelta(seconds=30))),  # restarted
+    ],
+)
+def test_a_rerun_is_an_interruption_the_tracker_terminates(before, task):
+    status = _status(task, before)
+    assert status.phase is Phase.DONE and status.interrupted and status.lingering
+    assert "Azure Batch" in status.reason
+
+
+def test_the_same_run_seen_again_is_no_rerun():
+    before = sighting(_task("preparing", "n1"))
+    assert _status(_task("running", "n1", T0), before).phase is Phase.RUNNING
+    assert _status(_task("running", "n1", T0), Sighting("n1", T0)).phase is Phase.RUNNING
+
+
+def test_a_rerun_that_completed_is_the_result():
+    task = _task("completed", "n2", T0, requeues=1, exitCode=0, endTime=T0.isoformat())
+    status = _status(task, Sighting("n1", T0 - timedelta(seconds=60)))
+    assert status.phase is Phase.DONE and status.exit_code == 0 and not status.interrupted
+
+
+def _ended(seconds, code="TaskEnded", exit_code=137):
+    return _task(
+        "completed",
+        "n1",
+        T0,
+        exitCode=exit_code,
+        endTime=(T0 + timedelta(seconds=seconds)).isoformat(),
+        failureInfo={"category": "UserError", "code": code, "message": "ended"},
+    )
+
+
+def test_max_wall_clock_time_is_a_time_limit_under_any_failure_code():
+    for code in ("TaskEnded", "FailureExitCode", "SomethingUndocumented"):
+        assert _status(_ended(60, code)).timed_out
+    assert not _status(_ended(60), cancelled=True).timed_out  # this process ended it
+    assert not _status(_ended(5)).timed_out  # ended early: by someone, not by the limit
+    assert not _status(_ended(60), time_limit=None).timed_out
+
+
+def test_a_task_that_never_ran_is_one_line_naming_the_image():
+    task = _task(
+        "completed",
+        failureInfo={
+            "category": "UserError",
+            "code": "ContainerInvalidImage",
+            "message": "One or more container images specified are invalid",
+            "details": [{"name": "Message", "value": "pull access denied"}],
+        },
+    )
+    status = _status(task)
+    assert status.phase is Phase.DONE and status.error
+    assert "image omnibio/runtime:latest" in status.error and "pull access denied" in status.error
+
+
+def test_tasks_run_as_the_pool_admin_auto_user_unless_opted_out(monkeypatch):
+    task = _shared(monkeypatch).translate(_attempt()).task
+    assert task.user_identity.as_dict() == {
+        "autoUser": {"scope": "pool", "elevationLevel": "admin"}
+    }
+    task = _shared(monkeypatch, auto_user_admin="false").translate(_attempt()).task
+    assert task.user_identity is None  # Batch's default: the non-admin auto-user
+
+
+def test_the_image_entrypoint_is_cleared_and_gpus_are_left_to_batch(monkeypatch):
+    engine = _shared(monkeypatch)
+    engine.pool = batch_models.BatchPool({"id": "gpus", "vmSize": "Standard_NC6s_v3"})
+    options = shlex.split(
+        engine.translate(_attempt(gpu=1)).task.container_settings.container_run_options
+    )
+    assert options[0] == "--entrypoint=" and "--gpus" not in options
+
+
+def test_a_gpu_task_on_a_pool_without_gpus_is_one_line(monkeypatch):
+    with pytest.raises(Exception) as raised:
+        _shared(monkeypatch).translate(_attempt(gpu=1))
+    message = str(raised.value)
+    assert "pool p" in message and "STANDARD_D4S_V3" in message and "\n" not in message

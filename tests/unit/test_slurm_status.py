@@ -1,0 +1,217 @@
+"""omnibio_slurm status mapping, parsing of Slurm's answers, and batched submission."""
+
+import threading
+import time
+
+import pytest
+
+from miniwdl_omnibio.engines import slurm_status as m
+from miniwdl_omnibio.engines.base import Phase
+from miniwdl_omnibio.engines.slurm import Submissions
+from miniwdl_omnibio.engines.slurm_cluster import (
+    accounting_enabled,
+    first_error_line,
+    gres_gpus,
+    parse_sinfo,
+)
+
+CONTEXT = m.Context(where="Slurm job 5_1 (r.c.1)", cancelled_by_us=False, node_path="/n/a.sh")
+DONE_OK = m.ExitRecord(exit_code=0, oom=False, timed_out=False, started=True)
+
+
+def job(state, reason="None", exit_code=0, signal=None):
+    return m.SlurmJob("5_1", state, exit_code, signal, reason)
+
+
+def test_parse_squeue_as_slurm_22_05_prints_it():
+    # captured from squeue --noheader --array --states=all -O on the rig (fields padded)
+    text = (
+        "2_0                           |COMPLETED           |0       |None        |\n"
+        "2_1                           |FAILED              |256     |NonZeroExitCode|\n"
+        "3                             |PENDING             |0       |ReqNodeNotAvail, UnavailableNodes:vm|\n"
+        "4                             |CANCELLED           |15      |None        |\n"
+    )
+    jobs = m.parse_squeue(text)
+    assert jobs["2_1"] == m.SlurmJob("2_1", "FAILED", 1, None, "NonZeroExitCode")
+    assert jobs["3"].reason == "ReqNodeNotAvail, UnavailableNodes:vm"
+    assert (jobs["4"].exit_code, jobs["4"].signal) == (0, 15)
+
+
+def test_parse_sacct_as_its_man_page_describes_it():
+    text = "7|COMPLETED|0:0\n8_2|CANCELLED by 1000|0:15\n8_2.batch|CANCELLED|0:15\n9|TIMEOUT|0:0\n"
+    jobs = m.parse_sacct(text)
+    assert set(jobs) == {"7", "8_2", "9"}
+    assert (jobs["8_2"].state, jobs["8_2"].signal) == ("CANCELLED", 15)
+
+
+def test_parse_exit_record_needs_every_field():
+    text = "exit_code=3\noom=true\ntimed_out=false\nstarted=true\nsignalled=false\n"
+    assert m.parse_exit_record(text) == m.ExitRecord(3, True, False, True, False)
+    assert m.parse_exit_record("exit_code=3\noom=true\n") is None  # still being written
+    assert m.parse_exit_record("") is None
+
+
+@pytest.mark.parametrize("state", ["PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD"])
+def test_waiting_states_are_queued(state):
+    assert m.status(job(state, "Resources"), None, False, CONTEXT).phase is Phase.QUEUED
+
+
+@pytest.mark.parametrize("state", ["RUNNING", "COMPLETING", "SUSPENDED", "STOPPED"])
+def test_allocated_states_are_running(state):
+    assert m.status(job(state), None, False, CONTEXT).phase is Phase.RUNNING
+
+
+@pytest.mark.parametrize(
+    "reason", ["InvalidAccount", "InvalidQOS", "DependencyNeverSatisfied", "QOSMaxCpuPerJobLimit"]
+)
+def test_pending_for_a_reason_that_never_changes_fails_and_is_cancelled(reason):
+    status = m.status(job("PENDING", reason), None, False, CONTEXT)
+    assert status.phase is Phase.DONE and reason in status.error and status.lingering
+
+
+@pytest.mark.parametrize("state", ["PREEMPTED", "NODE_FAIL", "BOOT_FAIL"])
+def test_preemption_and_lost_nodes_are_interruptions(state):
+    # the element script's trap recorded 143: Slurm's verdict comes first
+    record = m.ExitRecord(143, False, False, True, signalled=True)
+    status = m.status(job(state), record, False, CONTEXT)
+    assert status.phase is Phase.DONE and status.interrupted and state in status.reason
+
+
+def test_time_limits_by_slurm_and_by_the_script():
+    assert m.status(job("TIMEOUT"), None, False, CONTEXT).timed_out
+    record = m.ExitRecord(137, False, True, True)
+    assert m.status(job("FAILED", exit_code=137), record, False, CONTEXT).timed_out
+
+
+def test_out_of_memory_by_slurm_and_by_the_container_runtime():
+    status = m.status(job("OUT_OF_MEMORY", exit_code=0, signal=9), None, False, CONTEXT)
+    assert status.oom and status.exit_code == 137
+    record = m.ExitRecord(137, True, False, True)
+    status = m.status(job("FAILED", exit_code=137), record, False, CONTEXT)
+    assert status.oom and status.exit_code == 137
+
+
+def test_cancelled_by_us_or_by_someone_else():
+    ours = m.Context(where="w", cancelled_by_us=True)
+    assert m.status(job("CANCELLED"), None, False, ours).error == "w was cancelled"
+    assert "outside this run" in m.status(job("CANCELLED"), None, False, CONTEXT).error
+
+
+def test_exit_code_from_the_record_even_after_slurm_forgot_the_job():
+    failed = m.ExitRecord(3, False, False, True)
+    assert m.status(job("FAILED", exit_code=3), failed, False, CONTEXT).exit_code == 3
+    assert m.status(job("COMPLETED"), DONE_OK, False, CONTEXT).exit_code == 0
+    assert m.status(job("COMPLETING"), DONE_OK, False, CONTEXT).phase is Phase.DONE
+    assert m.status(None, failed, False, CONTEXT).exit_code == 3  # past MinJobAge, no accounting
+    assert m.status(None, None, False, CONTEXT) is None  # the tracker's grace decides
+
+
+def test_container_that_never_started_quotes_the_runtime():
+    record = m.ExitRecord(125, False, False, False)
+    context = m.Context(
+        where="w",
+        cancelled_by_us=False,
+        image="x:1",
+        log_tail="Unable to find image\ndocker: Error response: no such host\n\nRun 'docker run --help'\n",
+    )
+    assert m.status(job("FAILED", exit_code=125), record, False, context).error == (
+        "w could not start its container (x:1): docker: Error response: no such host"
+    )
+
+
+def test_ended_without_record():
+    unreadable = m.status(job("FAILED", exit_code=97), None, False, CONTEXT)
+    assert "cannot read /n/a.sh" in unreadable.error and "node_mount_path" in unreadable.error
+    assert (
+        m.status(job("FAILED", exit_code=1), None, False, CONTEXT) is None
+    )  # record may be on its way
+    ended = m.ended_without_record(job("FAILED", exit_code=1), CONTEXT)
+    assert ended.phase is Phase.DONE and "FAILED (exit code 1)" in ended.error
+
+
+def test_job_ids_asks_once_per_array():
+    assert m.job_ids(["12_0", "12_1", "9", "100_3"]) == ["9", "12", "100"]
+
+
+def test_sinfo_partitions_keep_their_largest_node():
+    text = "debug*|up|2|24105|(null)\ngpu|up|8|64000|gpu:a100:4(S:0-1)\ngpu|up|16|128000|(null)\n"
+    partitions = parse_sinfo(text)
+    assert partitions["debug"].default and partitions["debug"].max_cpu == 2
+    assert partitions["gpu"].max_cpu == 16 and partitions["gpu"].gpus == 4
+    assert partitions["gpu"].max_memory == 128000 << 20
+    assert gres_gpus("gpu:2,mps:100") == 2 and gres_gpus("(null)") == 0
+
+
+def test_accounting_and_error_lines():
+    assert not accounting_enabled("AccountingStorageType   = accounting_storage/none\n")
+    assert accounting_enabled("AccountingStorageType = accounting_storage/slurmdbd\n")
+    stderr = "sbatch: error: invalid partition specified: x\nsbatch: error: Batch job submission failed: Invalid partition name specified\n"
+    assert first_error_line(stderr).endswith("Invalid partition name specified")
+
+
+class FakeRequest:
+    def __init__(self, options):
+        self.options = options
+
+
+def test_submissions_share_one_sbatch_per_group_of_equal_options():
+    sent = []
+
+    def send(requests):
+        sent.append(len(requests))
+        return str(100 + len(sent))
+
+    submissions = Submissions(send, linger=0.3, size=3)
+    requests = [FakeRequest(("--mem=1M",)) for _ in range(4)] + [FakeRequest(("--mem=2M",))]
+    handles = {}
+
+    def submit(i):
+        handles[i] = submissions.add(requests[i])
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(sent) == [1, 1, 3]  # 4 equal -> an array of 3 and a lone job; 1 other
+    assert len(set(handles.values())) == 5
+    assert sum("_" in h for h in handles.values()) == 3
+
+
+def test_submissions_gather_while_requests_keep_arriving():
+    sent = []
+    submissions = Submissions(lambda requests: sent.append(len(requests)) or "7", 0.3, 100)
+    threads = []
+    for _ in range(6):  # one every 0.1 s: 0.6 s in all, longer than the 0.3 s linger
+        threads.append(threading.Thread(target=submissions.add, args=(FakeRequest(()),)))
+        threads[-1].start()
+        time.sleep(0.1)
+    for thread in threads:
+        thread.join()
+    assert sent == [6]
+
+
+def test_a_failed_sbatch_fails_each_of_its_requests():
+    def send(requests):
+        raise RuntimeError("omnibio_slurm: sbatch failed: Invalid partition name specified")
+
+    with pytest.raises(RuntimeError, match="Invalid partition"):
+        Submissions(send, linger=0, size=10).add(FakeRequest(()))
+
+
+def test_a_record_is_final_unless_a_signal_ended_it_for_an_unknown_reason():
+    assert m.ExitRecord(3, False, False, True).final
+    assert m.ExitRecord(137, True, False, True).final  # the runtime saw the OOM kill
+    assert m.ExitRecord(137, False, True, True).final  # the script's own time limit
+    assert not m.ExitRecord(143, False, False, True, signalled=True).final
+    assert not m.ExitRecord(137, False, False, True).final  # e.g. the cgroup OOM killer
+    # a final record needs no squeue: Slurm's last answer may be stale
+    assert m.status(job("RUNNING"), DONE_OK, False, CONTEXT).exit_code == 0
+    # a cgroup OOM kill: Slurm's OUT_OF_MEMORY names it
+    killed = m.ExitRecord(137, False, False, True)
+    assert m.status(job("OUT_OF_MEMORY", exit_code=0, signal=9), killed, False, CONTEXT).oom
+
+
+def test_the_running_marker_answers_before_squeue_does():
+    assert m.status(None, None, True, CONTEXT).phase is Phase.RUNNING
+    assert m.status(job("PENDING", "Priority"), None, True, CONTEXT).phase is Phase.RUNNING

@@ -1,0 +1,253 @@
+"""omnibio_slurm translation: sbatch options, the batch and element scripts (no Slurm needed).
+
+The scripts are run for real with /bin/sh; container runtimes other than docker are stand-in
+commands on PATH that record their arguments (podman and apptainer do not run on this machine).
+"""
+
+import os
+import shlex
+import stat
+import subprocess
+
+import pytest
+
+from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
+from miniwdl_omnibio.engines.slurm_script import (
+    EXIT_SCRIPT_UNREADABLE,
+    SlurmSettings,
+    apptainer_image,
+    batch_script,
+    sbatch_argv,
+    time_option,
+    translate,
+)
+
+GiB = 1 << 30
+
+
+def make_attempt(host_dir, root="/shared", **changes):
+    fields = dict(
+        run_id="20260101_000000_w.call-x-3.1",
+        call="call-x-3",
+        workflow_run="20260101_000000_w",
+        attempt=1,
+        image="ubuntu:22.04",
+        argv=("/bin/sh", "-c", "echo hi"),
+        workdir=f"/mnt/c{host_dir}/work",
+        env={"TOOL_ID": "x", "SECRET_TOKEN": "it's\nmultiline $HOME"},
+        mounts=(Mount(root, "/mnt/c", False), Mount(root, "/mnt/ro", True)),
+        resources=Resources(
+            cpu=2,
+            memory_reservation=GiB,
+            memory_limit=GiB,
+            gpu=0,
+            disk=None,
+            time_limit=None,
+            max_interruptions=0,
+        ),
+        tags={
+            "omnibio.run": "20260101_000000_w",
+            "omnibio.call": "call-x-3",
+            "omnibio.task": "x",
+        },
+        stdout_path=f"{host_dir}/stdout.txt",
+        stderr_path=f"{host_dir}/stderr.txt",
+        host_dir=host_dir,
+    )
+    resources = changes.pop("resources", {})
+    fields.update(changes)
+    fields["resources"] = Resources(**{**fields["resources"].__dict__, **resources})
+    return TaskAttempt(**fields)
+
+
+def read(path):
+    with open(path) as infile:
+        return infile.read()
+
+
+def make_settings(**changes):
+    values = dict(
+        runtime="docker",
+        partition="",
+        account="",
+        qos="",
+        default_memory=2 * GiB,
+        extra_options=(),
+        host_root="/shared",
+        node_root="/shared",
+    )
+    values.update(changes)
+    return SlurmSettings(**values)
+
+
+def test_sbatch_options_from_resources_config_and_runtime():
+    attempt = make_attempt("/shared/run/call-x-3", resources={"gpu": 1, "time_limit": 61, "cpu": 4})
+    settings = make_settings(partition="batch", account="lab", extra_options=("--exclusive",))
+    request = translate(attempt, settings, {"partition": "gpu", "qos": "long"})
+    assert request.options == (
+        "--cpus-per-task=4",
+        "--mem=1024M",
+        "--no-requeue",
+        "--gres=gpu:1",
+        "--time=2",  # minutes, rounded up: 61 s never gets less
+        "--partition=gpu",  # runtime.slurm_partition over [omnibio_slurm] partition
+        "--account=lab",
+        "--qos=long",
+        "--exclusive",
+    )
+    assert (request.partition, request.cpu, request.memory, request.gpu) == ("gpu", 4, GiB, 1)
+
+
+def test_default_memory_when_the_task_sets_none():
+    attempt = make_attempt("/shared/r/c", resources={"memory_limit": 0, "memory_reservation": 0})
+    assert "--mem=2048M" in translate(attempt, make_settings(), {}).options
+
+
+def test_time_option_rounds_up_to_minutes():
+    assert [time_option(s) for s in (1, 60, 61, 3600)] == ["1", "1", "2", "60"]
+
+
+def test_sbatch_argv_lone_job_and_array():
+    lone = translate(make_attempt("/shared/run/call-x-3"), make_settings(), {})
+    argv = sbatch_argv([lone], "L1")
+    assert "--array" not in " ".join(argv)
+    assert "--job-name=20260101_000000_w.call-x-3" in argv
+    assert "--comment=omnibio run=20260101_000000_w call=call-x-3 launcher=L1" in argv
+    assert "--chdir=/shared/run/call-x-3/slurm" in argv
+    assert "--output=/dev/null" in argv and "--no-requeue" in argv
+    other = translate(make_attempt("/shared/run/call-x-4"), make_settings(), {})
+    argv = sbatch_argv([lone, other], "L1")
+    assert "--array=0-1" in argv
+    assert "--job-name=20260101_000000_w.x[2]" in argv
+    assert "--chdir=/shared/run" in argv
+
+
+def write_element(request, script):
+    os.makedirs(request.files.host_dir, exist_ok=True)
+    with open(request.files.host("sh"), "w") as out:
+        out.write(script)
+    with open(request.files.host("env"), "w") as out:
+        out.write(request.env)
+
+
+def test_batch_script_runs_the_element_of_its_index(tmp_path):
+    root = str(tmp_path)
+    settings = make_settings(host_root=root, node_root=root)
+    requests = [
+        translate(make_attempt(f"{root}/run/call-x-{i}", root), settings, {}) for i in range(3)
+    ]
+    for i, request in enumerate(requests):
+        write_element(request, f"echo element {i}; exit {10 + i}\n")
+    script = tmp_path / "batch.sh"
+    script.write_text(batch_script(requests))
+    for i, request in enumerate(requests):
+        env = dict(os.environ, SLURM_ARRAY_TASK_ID=str(i))
+        done = subprocess.run(["/bin/sh", str(script)], env=env)
+        assert done.returncode == 10 + i
+        assert read(request.files.host("log")) == f"element {i}\n"
+    os.unlink(requests[1].files.host("sh"))  # the node does not see the shared filesystem
+    done = subprocess.run(["/bin/sh", str(script)], env=dict(os.environ, SLURM_ARRAY_TASK_ID="1"))
+    assert done.returncode == EXIT_SCRIPT_UNREADABLE
+
+
+def test_environment_file_round_trips_through_the_shell(tmp_path):
+    request = translate(make_attempt("/shared/r/c"), make_settings(), {})
+    (tmp_path / "env").write_text(request.env)
+    out = subprocess.run(
+        ["/bin/sh", "-c", f'set -a; . {tmp_path}/env; printf %s "$SECRET_TOKEN"'],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert out == "it's\nmultiline $HOME"
+
+
+def test_docker_command_line_keeps_values_off_it():
+    attempt = make_attempt(
+        "/shared/run/call-x-3", user="1000:1000", privileged=True, resources={"gpu": 1}
+    )
+    script = translate(attempt, make_settings(node_root="/nodes/shared"), {}).script
+    run_line = next(line for line in script.splitlines() if "docker run" in line)
+    words = shlex.split(run_line.replace("if ! ", "").replace(" >/dev/null; then", ""))
+    assert words[:5] == ["docker", "run", "-d", "--name", "$NAME"]
+    assert "-v" in words and "/nodes/shared:/mnt/c" in words and "/nodes/shared:/mnt/ro:ro" in words
+    assert "--memory=1073741824" in words and "--memory-swap=1073741824" in words
+    assert words[words.index("SECRET_TOKEN") - 1 : words.index("SECRET_TOKEN") + 1] == [
+        "-e",
+        "SECRET_TOKEN",
+    ]
+    assert "multiline" not in script  # values only in the 0600 env file
+    assert "--user" in words and "1000:1000" in words and "--privileged" in words
+    assert "$GPU_OPTIONS" in run_line and "CUDA_VISIBLE_DEVICES" in script
+    assert words[-4:] == ["ubuntu:22.04", "/bin/sh", "-c", "echo hi"]
+    assert "cd /nodes/shared/run/call-x-3/work" in script
+
+
+def test_podman_and_apptainer_command_lines():
+    attempt = make_attempt("/shared/run/call-x-3", resources={"gpu": 1, "time_limit": 30})
+    podman = translate(attempt, make_settings(runtime="podman"), {}).script
+    assert "podman run -d --name" in podman and "timeout 30 podman wait" in podman
+    assert "nvidia.com/gpu=$d" in podman
+    apptainer = translate(attempt, make_settings(runtime="apptainer"), {})
+    assert "export APPTAINERENV_SECRET_TOKEN=" in apptainer.env
+    line = next(x for x in apptainer.script.splitlines() if "apptainer exec" in x)
+    words = shlex.split(line.rstrip(" &"))
+    assert words[:6] == ["timeout", "-s", "TERM", "-k", "10", "30"]
+    assert words[6:9] == ["apptainer", "exec", "--cleanenv"]
+    assert "--bind" in words and "/shared:/mnt/ro:ro" in words and "--nv" in words
+    assert "docker://ubuntu:22.04" in words
+    assert apptainer_image("/images/x.sif") == "/images/x.sif"
+    assert apptainer_image("oras://r/x:1") == "oras://r/x:1"
+
+
+def run_element(tmp_path, runtime, stand_in, **attempt_changes):
+    """Run an element script with ``stand_in`` as the container runtime command on PATH."""
+    root = str(tmp_path)
+    request = translate(
+        make_attempt(f"{root}/run/call-x-3", root, **attempt_changes),
+        make_settings(runtime=runtime, host_root=root, node_root=root),
+        {},
+    )
+    write_element(request, request.script)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    path = bin_dir / runtime
+    path.write_text("#!/bin/sh\n" + stand_in)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_JOB_ID="7")
+    done = subprocess.run(["/bin/sh", request.files.host("sh")], env=env, timeout=30)
+    return done.returncode, read(request.files.host("exit"))
+
+
+@pytest.mark.parametrize(
+    "wait_exit, inspect, expected",
+    [
+        ("3", "false", "exit_code=3\noom=false\ntimed_out=false\nstarted=true\nsignalled=false\n"),
+        (
+            "137",
+            "true",
+            "exit_code=137\noom=true\ntimed_out=false\nstarted=true\nsignalled=false\n",
+        ),
+    ],
+)
+def test_element_script_records_the_exit(tmp_path, wait_exit, inspect, expected):
+    """podman as a stand-in command: run -d succeeds, wait prints the exit, inspect says OOM."""
+    calls = tmp_path / "calls"
+    stand_in = (
+        f'case "$1" in run) echo "$@" >>{calls};; wait) echo {wait_exit};; '
+        f"inspect) echo {inspect};; rm) echo rm >>{calls};; esac\n"
+    )
+    assert run_element(tmp_path, "podman", stand_in) == (int(wait_exit), expected)
+    assert "--name omnibio-7-0" in read(calls) and read(calls).endswith("rm\n")
+
+
+def test_element_script_records_a_start_failure(tmp_path):
+    stand_in = 'test "$1" = run && { echo "no such image" >&2; exit 125; }\n'
+    returncode, record = run_element(tmp_path, "podman", stand_in)
+    assert returncode == 125 and "started=false" in record
+
+
+def test_apptainer_script_stops_at_the_time_limit(tmp_path):
+    returncode, record = run_element(
+        tmp_path, "apptainer", "exec sleep 30\n", resources={"time_limit": 1}
+    )
+    assert returncode == 124 and "timed_out=true" in record
