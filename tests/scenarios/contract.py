@@ -1,24 +1,40 @@
 """The environment contract, checked from inside a task: one scenario for every backend.
 
 ``check_contract(backend, env, run_root)`` runs one workflow with ``tests.helpers.run_miniwdl``
-and asserts what the README's "The environment contract" promises, as a task sees it: every
-variable and its value, RESOURCES_JSON, the ``omnibio_tool_id`` override, ``[task_runtime] env``
-and WDL 1.2 ``env`` inputs losing to the contract on a name clash, and a value longer than
-``[omnibio] env_value_max_bytes`` arriving as ``NAME_FILE``. The expected values come from the
-README, not from the plugin's code.
+and asserts what the README ("The environment contract") and docs/runtime.md ("The contract a
+task receives") promise, as a task sees it: every variable and its value, RESOURCES_JSON, the
+``omnibio_tool_id`` override, PATH_MAPPING_RULES mapping each input's launcher path to the path
+the task got, secrets passed by name and shown in no log, ``[task_runtime] env`` and WDL 1.2
+``env`` inputs losing to the contract on a name clash, and a value longer than ``[omnibio]
+env_value_max_bytes`` arriving as ``NAME_FILE``. Expected values come from those documents, not
+from the plugin's code.
 """
 
 import json
 import os
+import uuid
 from typing import Any
 
 from tests.helpers import Run, run_miniwdl
 
 IMAGE = "omnibio/runtime:latest"  # python3 and the tool runtime (for the result upload)
-CONTRACT = ("TOOL_ID", "RUN_ID", "INPUTS_JSON", "RESOURCES_JSON", "RESULT_URI", "S3_RESULT_URI")
+# docs/runtime.md, "The contract a task receives" (deliberately not imported from the plugin)
+CONTRACT = (
+    "TOOL_ID",
+    "RUN_ID",
+    "INPUTS_JSON",
+    "RESOURCES_JSON",
+    "RESULT_URI",
+    "S3_RESULT_URI",
+    "RESULT_MAX_BYTES",
+    "PATH_MAPPING_RULES",
+    "OMNIBIO_SECRETS",
+)
+SECRET = "OMNIBIO_CONTRACT_SECRET"  # a launcher variable the "inspect" task asks for by name
 MiB = 1024 * 1024
 SPILL_LIMIT = 1024  # [omnibio] env_value_max_bytes for the run: the smallest allowed
 PADDING = "p" * 2 * SPILL_LIMIT  # makes INPUTS_JSON of the "spilled" call too long to pass inline
+RESULT_MAX_BYTES = 262144  # [omnibio] result_max_bytes for the run (not the default)
 # [task_runtime] env: clashes with the contract (the contract must win) and one plain variable
 CONFIG_ENV = {
     "TOOL_ID": "from-config",
@@ -39,11 +55,6 @@ workflow contract {
   call inspect as spilled { input: probe, text, folder, padding = "%(padding)s" }
   call inspect as inline { input: probe, text, folder, padding = "" }
   call renamed { input: probe }
-  output {
-    File spilled_seen = spilled.seen
-    File inline_seen = inline.seen
-    File renamed_seen = renamed.seen
-  }
 }
 
 task inspect {
@@ -63,6 +74,7 @@ task inspect {
     cpu: 2
     memory: "300 MiB"
     omnibio_time_limit: "1h"
+    omnibio_secrets: ["%(secret)s"]
   }
 }
 
@@ -106,20 +118,25 @@ json.dump(seen, open("seen.json", "w"))
 def check_contract(backend: str, env: dict[str, str], run_root: str) -> dict[str, dict[str, Any]]:
     """Run the contract workflow on ``backend`` under ``run_root`` (on the shared filesystem for
     the cloud backends) and assert the contract; ``env`` is passed to miniwdl (endpoints, config;
-    it must leave ``[task_runtime] env`` and ``[omnibio] env_value_max_bytes`` to this check).
-    Returns what each call saw, by call name, for backend-specific checks."""
+    it must leave ``[task_runtime] env``, ``[omnibio] env_value_max_bytes`` and
+    ``result_max_bytes`` to this check). Returns what each call saw, by call name."""
     files = _write_inputs(run_root)
     prefix = env.get("MINIWDL__OMNIBIO__RESULT_URI_PREFIX") or f"file://{run_root}/results"
+    secret = uuid.uuid4().hex
     run = run_miniwdl(
         files["wdl"],
         [f"probe={files['probe']}", f"text={files['text']}", f"folder={files['folder']}"],
         run_root,
         backend=backend,
         config={
-            "omnibio": {"result_uri_prefix": prefix, "env_value_max_bytes": str(SPILL_LIMIT)},
+            "omnibio": {
+                "result_uri_prefix": prefix,
+                "env_value_max_bytes": str(SPILL_LIMIT),
+                "result_max_bytes": str(RESULT_MAX_BYTES),
+            },
             "task_runtime": {"env": json.dumps(CONFIG_ENV)},
         },
-        env=env,
+        env={**env, SECRET: secret},
     )
     seen = _seen(run)
     workflow_run = os.path.basename(run.dir or "")
@@ -130,6 +147,7 @@ def check_contract(backend: str, env: dict[str, str], run_root: str) -> dict[str
     assert run.returncode == 0 and len(seen) == 3, run.stderr[-3000:]
     _check_inputs(seen, files)
     _check_resources(seen)
+    _check_secret(seen, run, secret)
     inline, spilled = seen["inline"], seen["spilled"]
     assert inline["env"]["greeting"] == "hi", inline["env"]  # a WDL 1.2 env input
     assert inline["env"]["FROM_CONFIG"] == "config-value", inline["env"]  # [task_runtime] env
@@ -152,9 +170,10 @@ def _write_inputs(run_root: str) -> dict[str, str]:
     folder = os.path.join(run_root, "folder")
     write("folder/a.txt", "a\n")
     write("folder/b.txt", "b\n")
+    wdl = WDL % {"padding": PADDING, "image": IMAGE, "secret": SECRET}
     return {
-        "wdl": write("contract.wdl", WDL % {"padding": PADDING, "image": IMAGE}),
-        "probe": write("probe.py", PROBE % {"names": CONTRACT}),
+        "wdl": write("contract.wdl", wdl),
+        "probe": write("probe.py", PROBE % {"names": (*CONTRACT, SECRET)}),
         "text": write("text.txt", "hello contract\n"),
         "folder": folder,
     }
@@ -171,8 +190,13 @@ def _seen(run: Run) -> dict[str, dict[str, Any]]:
     return seen
 
 
+def _value(data: dict[str, Any], name: str) -> str | None:
+    """A contract variable as a task reads it: NAME, else the file NAME_FILE names."""
+    return data["env"].get(name) or data["files"].get(f"{name}_FILE")
+
+
 def _check_identity(call: str, data: dict[str, Any], workflow_run: str, prefix: str) -> None:
-    """TOOL_ID, RUN_ID, RESULT_URI and S3_RESULT_URI as the README defines them."""
+    """TOOL_ID, RUN_ID, RESULT_URI, S3_RESULT_URI and RESULT_MAX_BYTES as documented."""
     env = data["env"]
     assert env["TOOL_ID"] == ("aligner-v2" if call == "renamed" else "inspect"), env
     assert env["RUN_ID"] == f"{workflow_run}.call-{call}.1", env
@@ -185,6 +209,7 @@ def _check_identity(call: str, data: dict[str, Any], workflow_run: str, prefix: 
         assert env["S3_RESULT_URI"] == env["RESULT_URI"], env
     else:
         assert "S3_RESULT_URI" not in env, env
+    assert env["RESULT_MAX_BYTES"] == str(RESULT_MAX_BYTES), env
 
 
 def _check_exclusive(call: str, data: dict[str, Any]) -> None:
@@ -195,17 +220,31 @@ def _check_exclusive(call: str, data: dict[str, Any]) -> None:
         assert not (name in env and f"{name}_FILE" in env), (call, name, env)
 
 
+def _mapped(path: str, rules: list[dict[str, str]]) -> str:
+    """Open Job Description pathmapping-1.0, as docs/runtime.md states it: the longest matching
+    source path first; the first match wins."""
+    for rule in sorted(rules, key=lambda r: len(r["source_path"]), reverse=True):
+        source = rule["source_path"].rstrip("/")
+        if path == source or path.startswith(source + "/"):
+            return rule["destination_path"].rstrip("/") + path[len(source) :]
+    return path
+
+
 def _check_inputs(seen: dict[str, dict[str, Any]], files: dict[str, str]) -> None:
-    """INPUTS_JSON: the supplied inputs only, each File/Directory readable at its path."""
+    """INPUTS_JSON: the supplied inputs only, each File/Directory readable where it says, and
+    PATH_MAPPING_RULES taking each launcher path to that same place."""
     for call in ("spilled", "inline"):
-        env = seen[call]["env"]
-        raw = env.get("INPUTS_JSON") or seen[call]["files"].get("INPUTS_JSON_FILE")
-        inputs = json.loads(raw)
+        inputs = json.loads(_value(seen[call], "INPUTS_JSON") or "{}")
         assert set(inputs) == {"probe", "text", "folder", "padding"}, inputs  # no defaults
         assert inputs["padding"] == (PADDING if call == "spilled" else "")
         contents = seen[call]["contents"]
         assert contents["text"] == "hello contract\n", contents
         assert contents["folder"] == ["a.txt", "b.txt"], contents
+        mapping = json.loads(_value(seen[call], "PATH_MAPPING_RULES") or "{}")
+        assert mapping.get("version") == "pathmapping-1.0", mapping
+        rules = mapping["path_mapping_rules"]
+        for name in ("probe", "text", "folder"):
+            assert _mapped(files[name], rules) == inputs[name], (name, inputs[name], rules)
     renamed = json.loads(seen["renamed"]["env"]["INPUTS_JSON"])
     assert set(renamed) == {"probe"}, renamed
 
@@ -222,3 +261,19 @@ def _check_resources(seen: dict[str, dict[str, Any]]) -> None:
             "disk": None,
             "time": 3600,
         }, resources
+
+
+def _check_secret(seen: dict[str, dict[str, Any]], run: Run, secret: str) -> None:
+    """runtime.omnibio_secrets: the named launcher variable reaches the task that asks, listed in
+    OMNIBIO_SECRETS; a task that does not ask gets neither; no log line shows the value."""
+    for call in ("spilled", "inline"):
+        assert seen[call]["env"].get(SECRET) == secret, call
+        assert json.loads(seen[call]["env"]["OMNIBIO_SECRETS"]) == [SECRET]
+    assert SECRET not in seen["renamed"]["env"] and "OMNIBIO_SECRETS" not in seen["renamed"]["env"]
+    logs = [run.stderr]
+    for current, _dirs, names in os.walk(run.dir or ""):
+        for name in names:
+            if name.endswith((".log", ".txt", ".json")) and name != "seen.json":
+                with open(os.path.join(current, name), errors="replace") as infile:
+                    logs.append(infile.read())
+    assert not any(secret in text for text in logs), "a log shows the secret's value"

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import docker
 
-from tests.helpers import containers_with_label
+from tests.helpers import Run, containers_with_label
 
 T = TypeVar("T")
 DEADLINE = 120.0  # seconds: generous, for a loaded 2-core machine; only a failing test waits it
@@ -132,6 +132,12 @@ class Lines:
         while self._take(DEADLINE):
             pass
         return "".join(self.seen)
+
+
+def run_dir(run: Run) -> str:
+    """The run's directory (a run that made none fails the test here)."""
+    assert run.dir, run.stderr[-3000:]
+    return run.dir
 
 
 def task_containers(run_name: str) -> list:

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from tests.e2e.docker.support import run_dir
 from tests.helpers import run_miniwdl
 
 pytestmark = pytest.mark.usefixtures("docker_rig")
@@ -62,7 +63,7 @@ def test_inputs_are_the_host_files_in_place(workdir):
     assert run.returncode == 0, run.stderr[-3000:]
     with open(run.outputs["probe.probe"]) as infile:
         seen = json.load(infile)
-    workflow_run = os.path.basename(run.dir)
+    workflow_run = os.path.basename(run_dir(run))
     assert seen["RESULT_URI"] == f"s3://bucket/prefix/{workflow_run}/probe/results.json"
     assert seen["S3_RESULT_URI"] == seen["RESULT_URI"]
     inputs = json.loads(seen["INPUTS_JSON"])
@@ -131,7 +132,7 @@ task w {
     assert run.returncode != 0
     with open(target) as original:
         assert original.read() == "original\n"
-    with open(os.path.join(run.dir, "stderr.txt")) as stderr:
+    with open(os.path.join(run_dir(run), "stderr.txt")) as stderr:
         assert "Read-only file system" in stderr.read()
 
 
@@ -181,7 +182,7 @@ def test_result_uploaded_verified_and_available_to_outputs(workdir):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.outputs["echo.result"])
-    workflow_run = os.path.basename(run.dir)
+    workflow_run = os.path.basename(run_dir(run))
     assert (
         result["ok"] is True
         and result["tool_id"] == "echo"

@@ -32,7 +32,7 @@ def network():
     created.remove()
 
 
-def _subnet(network) -> ipaddress.IPv4Network:
+def _subnet(network) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(network.attrs["IPAM"]["Config"][0]["Subnet"])
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.e2e.docker.support import DEADLINE, Lines, task_containers, wait_until
+from tests.e2e.docker.support import DEADLINE, Lines, run_dir, task_containers, wait_until
 from tests.helpers import (
     containers_with_label,
     popen_miniwdl,
@@ -143,10 +143,10 @@ task boom {
     run = run_miniwdl(wdl, [], str(workdir), timeout=300)  # nap alone would take 600 s
     assert run.returncode != 0
     assert run.error_json()["cause"]["exit_status"] == 3, run.error_json()
-    nap_log = os.path.join(run.dir, "call-nap", "task.log")
+    nap_log = os.path.join(run_dir(run), "call-nap", "task.log")
     with open(nap_log) as infile:
         assert "cancelling" in infile.read()
-    assert containers_with_label("omnibio.run", os.path.basename(run.dir)) == []
+    assert containers_with_label("omnibio.run", os.path.basename(run_dir(run))) == []
 
 
 def _log_time(line: str) -> datetime:
@@ -167,7 +167,7 @@ def test_task_time_limit_stops_the_task_not_before_its_limit(workdir):
     running = next(x for x in lines if re.search(r'engine status :: .*phase: "running"', x))
     stopped = next(x for x in lines if "task exceeded its time limit" in x)
     assert (_log_time(stopped) - _log_time(running)).total_seconds() >= 2
-    assert containers_with_label("omnibio.run", os.path.basename(run.dir)) == []
+    assert containers_with_label("omnibio.run", os.path.basename(run_dir(run))) == []
 
 
 SLEEPY_SCATTER = """
@@ -204,7 +204,7 @@ def test_signal_stops_every_container_of_the_run(workdir, sig):
             (c.name, c.status, dict(c.labels))
             for c in containers_with_label("omnibio.run", run_name)
         ]
-        assert left == [], (left, proc.stderr.read()[-3000:])
+        assert left == [], (left, proc.communicate()[1][-3000:])
     finally:
         if proc.poll() is None:
             proc.kill()

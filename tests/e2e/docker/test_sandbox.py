@@ -209,6 +209,7 @@ def outside():
             stdout=subprocess.PIPE,
             text=True,
         )
+        assert server.stdout is not None
         port = int(server.stdout.readline())
         yield Outside(namespace, address, host_address, port)
     finally:
