@@ -85,9 +85,11 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "default_time_limit": "0",
         # memory for tasks that set no runtime.memory (Batch needs one)
         "default_memory": "2G",
-        # the largest cpu and memory one task may request (runtime values are clamped to them)
-        "max_cpu": "64",
-        "max_memory": "256G",
+        # the largest cpu and memory one task may request (runtime values are clamped to them);
+        # empty = learned at start from the queues' managed compute environments (maxvCpus, the
+        # largest instance type), else 64 and 256 GiB
+        "max_cpu": "",
+        "max_memory": "",
         # SubmitJob calls per second across all task threads (Batch allows 50 per account)
         "submit_rate": "10",
         # seconds between two DescribeJobs calls (each covers up to 100 jobs)
@@ -139,6 +141,10 @@ DEFAULTS: dict[str, dict[str, str]] = {
         # extra docker options for every task container, appended to containerRunOptions
         # (e.g. --shm-size 1g)
         "container_run_options": "",
+        # run tasks as the pool-scope auto-user with admin elevation (root in the container), so
+        # they can write the run directory; false: Batch's non-admin auto-user, for pools whose
+        # shared filesystem lets that user write
+        "auto_user_admin": "true",
     },
     "omnibio_tes": {
         # the TES server, e.g. https://tes.example.org; the API is below it at /ga4gh/tes/v1, /v1

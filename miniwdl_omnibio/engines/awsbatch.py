@@ -33,14 +33,8 @@ from WDL.runtime import config as miniwdl_config
 from ..attempt import Mount, TaskAttempt
 from ..config import Settings
 from ..sharedfs import SharedFilesystem
-from .awsbatch_jobs import (
-    LOG_GROUP,
-    MIN_TIMEOUT,
-    error_text,
-    is_auth_error,
-    job_status,
-    needs_listed_exit_code,
-)
+from . import awsbatch_limits
+from .awsbatch_jobs import LOG_GROUP, MIN_TIMEOUT, error_text, is_auth_error, job_status
 from .base import Engine, Status, Submitted
 
 LOG_TAIL_LINES = 30
@@ -50,6 +44,11 @@ MAX_TAGS = 50
 # whole serialized request counts; the job definition's ARN replaces its name at submission.
 REQUEST_LIMIT = 30 * 1024
 REQUEST_BUDGET = REQUEST_LIMIT - 1024
+# when max_cpu / max_memory are not set and the compute environments tell nothing (unmanaged)
+FALLBACK_LIMITS = {"cpu": 64, "mem_bytes": 256 << 30}
+RETRIES = botocore.config.Config(
+    retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=50
+)
 CONNECT_ERRORS = (
     botocore.exceptions.EndpointConnectionError,
     botocore.exceptions.ConnectTimeoutError,
@@ -131,8 +130,8 @@ class AwsBatchSettings:
     job_role_arn: str
     tags: Mapping[str, str]
     default_memory: int
-    max_cpu: int
-    max_memory: int
+    max_cpu: int | None  # None: learned from the queues' compute environments
+    max_memory: int | None
     default_time_limit: int | None
     poll_seconds: float
     submit_rate: float
@@ -154,8 +153,8 @@ class AwsBatchSettings:
             job_role_arn=settings.text("job_role_arn"),
             tags={str(k): str(v) for k, v in tags.items()},
             default_memory=settings.size("default_memory"),
-            max_cpu=settings.integer("max_cpu", minimum=1),
-            max_memory=settings.size("max_memory"),
+            max_cpu=settings.integer("max_cpu", minimum=1) if settings.text("max_cpu") else None,
+            max_memory=settings.size("max_memory") if settings.text("max_memory") else None,
             default_time_limit=settings.integer("default_time_limit", minimum=0) or None,
             poll_seconds=settings.number("poll_seconds", minimum=0.1),
             submit_rate=settings.number("submit_rate", minimum=0.01),
@@ -237,6 +236,17 @@ class SubmitRate:
             return -self.tokens / self.rate if self.tokens < 0 else 0.0
 
 
+def filesystem_hint(settings: AwsBatchSettings) -> str:
+    """What to check when a job cannot set up the shared filesystem: the volume and its keys."""
+    where = f"the shared filesystem {settings.volume.describe()}"
+    if settings.volume.host_path:
+        return f"{where} (every Batch host must mount it; [omnibio_awsbatch] host_path, mount_path)"
+    return (
+        f"{where} (its mount targets and NFS, TCP 2049, from the compute environment's security "
+        "group; [omnibio_awsbatch] efs_id, efs_access_point, mount_path)"
+    )
+
+
 def job_name(prefix: str, call: str, attempt: int) -> str:
     """<prefix><call path>-<attempt>, within Batch's 128 letters, digits, hyphens, underscores."""
     body = re.sub(r"[^A-Za-z0-9_-]+", "-", call).strip("-") or "task"
@@ -274,22 +284,29 @@ class AwsBatchEngine(Engine[JobRequest]):
     enforces_time_limit = True  # attemptDurationSeconds; fetch() says timed_out
     fetch_batch = 100  # DescribeJobs takes "A list of up to 100 job IDs"
 
-    def __init__(self, session: boto3.session.Session, settings: AwsBatchSettings) -> None:
+    def __init__(
+        self,
+        session: boto3.session.Session,
+        settings: AwsBatchSettings,
+        learned: Mapping[str, int] | None = None,
+    ) -> None:
+        """``learned``: the limits the queues' compute environments allow (awsbatch_limits)."""
         self.settings = settings
         self.filesystem = settings.filesystem
         self.region = session.region_name
-        retries = botocore.config.Config(
-            retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=50
-        )
-        self.batch = session.client("batch", config=retries)
-        self.logs = session.client("logs", config=retries)
-        self.limits = {"cpu": settings.max_cpu, "mem_bytes": settings.max_memory}
+        self.batch = session.client("batch", config=RETRIES)
+        self.logs = session.client("logs", config=RETRIES)
+        limits = {**FALLBACK_LIMITS, **(learned or {})}
+        self.limits = {
+            "cpu": settings.max_cpu or limits["cpu"],
+            "mem_bytes": settings.max_memory or limits["mem_bytes"],
+        }
+        self.filesystem_hint = filesystem_hint(settings)
         self.default_time_limit = settings.default_time_limit
         self.poll_seconds = settings.poll_seconds
         self.rate = SubmitRate(settings.submit_rate)
-        self.name_prefix = (
-            f"omnibio-{uuid.uuid4().hex[:8]}-"  # one per process: ListJobs finds ours
-        )
+        # one per process: this process's jobs are told apart by name in the Batch console
+        self.name_prefix = f"omnibio-{uuid.uuid4().hex[:8]}-"
         self._known_queues = {q for q in (settings.job_queue, settings.fallback_queue) if q}
         self._definitions: dict[str, str] = {}
         self._definitions_lock = threading.Lock()
@@ -308,8 +325,16 @@ class AwsBatchEngine(Engine[JobRequest]):
                 "~/.aws/config)",
             )
         queues = {"job_queue": settings.job_queue, "fallback_queue": settings.fallback_queue}
-        cls._check_queues(session, config, {k: v for k, v in queues.items() if v})
-        engine = cls(session, settings)
+        found = cls._check_queues(session, config, {k: v for k, v in queues.items() if v})
+        learned: dict[str, int] = {}
+        if settings.max_cpu is None or settings.max_memory is None:
+            learned = awsbatch_limits.learn(
+                session.client("batch", config=RETRIES),
+                session.client("ec2", config=RETRIES),
+                found,
+                logger,
+            )
+        engine = cls(session, settings, learned)
         logger.log(
             NOTICE_LEVEL,
             _(
@@ -321,6 +346,9 @@ class AwsBatchEngine(Engine[JobRequest]):
                 volume=settings.volume.describe(),
                 mount_path=settings.filesystem.container_root,
                 readonly_mount_path=settings.filesystem.readonly_root,
+                max_cpu=engine.limits["cpu"],
+                max_memory=engine.limits["mem_bytes"],
+                limits_from="config" if not learned else "compute environments",
             ),
         )
         return engine
@@ -328,8 +356,9 @@ class AwsBatchEngine(Engine[JobRequest]):
     @classmethod
     def _check_queues(
         cls, session: boto3.session.Session, settings: Settings, queues: dict[str, str]
-    ) -> None:
-        """One DescribeJobQueues call proves the endpoint, the credentials and the queues."""
+    ) -> list[dict[str, Any]]:
+        """One DescribeJobQueues call proves the endpoint, the credentials and the queues;
+        returns the queues as Batch describes them."""
         probe = session.client(
             "batch",
             config=botocore.config.Config(
@@ -388,6 +417,7 @@ class AwsBatchEngine(Engine[JobRequest]):
                     f"job queue {name!r} is {queue.get('state')}/{queue.get('status')}: "
                     + queue.get("statusReason", ""),
                 )
+        return [by_name[name] for name in queues.values()]
 
     def resource_limits(self) -> dict[str, int]:
         return self.limits
@@ -583,42 +613,12 @@ class AwsBatchEngine(Engine[JobRequest]):
 
     def fetch(self, records: Sequence[Submitted]) -> dict[str, Status]:
         by_id = {r.handle: r for r in records}
-        jobs = [
-            j for j in self.batch.describe_jobs(jobs=list(by_id))["jobs"] if j["jobId"] in by_id
-        ]
-        lacking = [j for j in jobs if needs_listed_exit_code(j)]
-        listed = self._listed_exit_codes(lacking) if lacking else {}
+        jobs = self.batch.describe_jobs(jobs=list(by_id))["jobs"]
         return {
-            j["jobId"]: job_status(j, by_id[j["jobId"]].attempt.image, listed.get(j["jobId"]))
+            j["jobId"]: job_status(j, by_id[j["jobId"]].attempt.image, self.filesystem_hint)
             for j in jobs
+            if j["jobId"] in by_id
         }
-
-    def _listed_exit_codes(self, jobs: list[dict[str, Any]]) -> dict[str, int]:
-        """Exit codes from ListJobs for failed jobs whose DescribeJobs entry has none (moto).
-
-        One filtered ListJobs per queue: by the job's name, or by this process's name prefix.
-        """
-        wanted: dict[str, list[str]] = {}
-        for job in jobs:
-            wanted.setdefault(job["jobQueue"], []).append(job["jobName"])
-        codes: dict[str, int] = {}
-        ids = {j["jobId"] for j in jobs}
-        for queue, names in wanted.items():
-            value = names[0] if len(names) == 1 else self.name_prefix + "*"
-            pages = self.batch.get_paginator("list_jobs").paginate(
-                jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [value]}]
-            )
-            try:
-                for page in pages:
-                    for summary in page.get("jobSummaryList", []):
-                        code = (summary.get("container") or {}).get("exitCode")
-                        if summary.get("jobId") in ids and code is not None:
-                            codes[summary["jobId"]] = int(code)
-            except botocore.exceptions.ClientError as exn:
-                if not is_auth_error(exn):
-                    raise  # throttling, 5xx: the tracker backs off and asks again
-                # without batch:ListJobs the jobs end without an exit code (an error, not a hang)
-        return codes
 
     def cancel(self, handle: str, logger: logging.Logger) -> None:
         try:

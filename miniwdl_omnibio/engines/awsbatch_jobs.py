@@ -18,10 +18,25 @@ QUEUED_STATES = ("SUBMITTED", "PENDING", "RUNNABLE")
 # "Host EC2 (instance i-...) terminated." is the attempt's statusReason when the instance under
 # it goes away (spot reclaim, scale-in); the job did not fail by itself
 HOST_LOSS = re.compile(r"Host EC2 .*terminated", re.IGNORECASE)
-# CannotPullContainerError, CannotStartContainerError, CannotInspectContainerError,
-# CannotCreateContainerError (Batch user guide, "Troubleshooting AWS Batch"): the image's fault
+# CannotPullContainerError, CannotStartContainerError, CannotInspectContainerError (Amazon ECS,
+# "Stopped tasks error codes"): the image could not be pulled or started
 CANNOT_START = re.compile(r"Cannot\w*(Container|Inspect)\w*Error|CannotPullContainer", re.I)
-# statusReason of a job stopped at attemptDurationSeconds
+# ECS "Stopped tasks error codes": the host could not set up what the container needs before it
+# starts, e.g. "ResourceInitializationError: failed to invoke EFS utils commands to set up EFS
+# volumes ..."; DockerTimeoutError (ContainerRuntimeTimeoutError on newer agents) when a mount
+# hangs; CannotCreateVolumeError. On this engine that is the shared filesystem, not the image.
+SETUP_FAILED = re.compile(
+    r"ResourceInitializationError|DockerTimeoutError|ContainerRuntimeTimeoutError|"
+    r"CannotCreateVolumeError"
+)
+# API_JobDetail statusReason and "Jobs stuck in a RUNNABLE status": a RUNNABLE job blocking its
+# queue says why. MISCONFIGURATION:* (COMPUTE_ENVIRONMENT_MAX_RESOURCE, JOB_RESOURCE_REQUIREMENT,
+# SERVICE_ROLE_PERMISSIONS) and ACTION_REQUIRED (invalid compute environments) do not pass
+# without an administrator; CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY may, so it is waited out.
+NEVER_PLACED = re.compile(r"^\s*(MISCONFIGURATION:|ACTION_REQUIRED)")
+# statusReason of a job stopped at attemptDurationSeconds. Batch's documentation does not quote
+# it; "Job attempt duration exceeded timeout" is what public Batch clients (Nextflow, redun)
+# match. The run time is checked too (_ran_out_its_time), so another wording still counts.
 TIMED_OUT = re.compile(r"duration exceeded timeout|attemptDurationSeconds", re.IGNORECASE)
 OOM = "OutOfMemoryError"  # "OutOfMemoryError: Container killed due to memory usage"
 AUTH_ERROR_CODES = {
@@ -97,39 +112,36 @@ def time_limit(job: Mapping[str, Any]) -> int | None:
     return int(seconds) if seconds else None
 
 
-def needs_listed_exit_code(job: Mapping[str, Any]) -> bool:
-    """A failed job whose outcome hangs on an exit code DescribeJobs omits (moto omits it)."""
-    if job["status"] != "FAILED" or exit_code(job) is not None:
-        return False
-    reason = reasons(job)
-    return not any(p.search(reason) for p in (HOST_LOSS, CANNOT_START, TIMED_OUT))
-
-
-def job_status(job: Mapping[str, Any], image: str, listed_exit_code: int | None = None) -> Status:
-    """One DescribeJobs entry as a Status; ``listed_exit_code``: ListJobs' word if it has none."""
+def job_status(job: Mapping[str, Any], image: str, filesystem: str) -> Status:
+    """One DescribeJobs entry as a Status; ``filesystem`` names the shared filesystem and the
+    config keys to check when a job cannot set it up."""
     state = job["status"]
     reason = reasons(job)
+    job_id = job["jobId"]
+    if state == "RUNNABLE" and NEVER_PLACED.search(reason):
+        error = f"AWS Batch cannot run job {job_id} on queue {_queue_name(job)}: {reason}"
+        return Status(Phase.DONE, error=error, lingering=True, reason=reason)
     if state in QUEUED_STATES:
         return Status(Phase.QUEUED, reason=reason) if reason else QUEUED
     if state in ("STARTING", "RUNNING"):
         return RUNNING
-    code = exit_code(job)
-    if code is None:
-        code = listed_exit_code
+    code = exit_code(job)  # API_ContainerDetail exitCode: "returned upon completion"
     details: dict[str, Any] = {"job_queue": job.get("jobQueue"), "job_name": job.get("jobName")}
     stream = log_stream(job)
     if stream:
         details.update(log_group=LOG_GROUP, log_stream=stream)
     if state == "SUCCEEDED":  # Batch succeeds a job exactly when its container exits 0
         return Status(Phase.DONE, exit_code=code or 0, reason=reason, details=details)
-    job_id = job["jobId"]
     if HOST_LOSS.search(reason):
         return Status(Phase.DONE, interrupted=True, reason=reason, details=details)
+    if SETUP_FAILED.search(reason):
+        error = f"AWS Batch job {job_id} could not start: {reason}; check {filesystem}"
+        return Status(Phase.DONE, error=error, reason=reason, details=details)
     if CANNOT_START.search(reason):
         what = "pull" if "pull" in reason.lower() else "start a container from"
         error = f"AWS Batch could not {what} image {image} for job {job_id}: {reason}"
         return Status(Phase.DONE, error=error, reason=reason, details=details)
-    if TIMED_OUT.search(reason) or (code is None and _ran_out_its_time(job)):
+    if TIMED_OUT.search(reason) or _ran_out_its_time(job):
         return Status(Phase.DONE, timed_out=True, reason=reason or "ran to its timeout")
     oom = OOM in reason
     if code is not None or oom:
@@ -143,11 +155,14 @@ def job_status(job: Mapping[str, Any], image: str, listed_exit_code: int | None 
     return Status(Phase.DONE, error=error, reason=reason, details=details)
 
 
+def _queue_name(job: Mapping[str, Any]) -> str:
+    return str(job.get("jobQueue", "")).rsplit("/", 1)[-1]
+
+
 def _ran_out_its_time(job: Mapping[str, Any]) -> bool:
-    """A failed job without reason or exit code that ran its whole attemptDurationSeconds (moto
-    stops such a job without saying why)."""
+    """A failed job that ran its whole attemptDurationSeconds (whatever words Batch used)."""
     limit = time_limit(job)
     started, stopped = job.get("startedAt"), job.get("stoppedAt")
-    if not (limit and started and stopped):
+    if not limit or started is None or stopped is None:
         return False
     return bool(stopped - started >= 1000 * (limit - 1))

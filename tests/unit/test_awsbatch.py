@@ -22,18 +22,20 @@ from miniwdl_omnibio.engines.awsbatch import (
     SubmitRate,
     job_name,
 )
-from miniwdl_omnibio.engines.awsbatch_jobs import (
-    error_text,
-    is_auth_error,
-    job_status,
-    needs_listed_exit_code,
-)
+from miniwdl_omnibio.engines.awsbatch_jobs import error_text, is_auth_error
+from miniwdl_omnibio.engines.awsbatch_jobs import job_status as _job_status
+from miniwdl_omnibio.engines.awsbatch_limits import environment_limit, instance_type_filters
 from miniwdl_omnibio.engines.base import Phase
 from miniwdl_omnibio.sharedfs import SharedFilesystem
 from tests.helpers import REPO
 
 IMAGE = "quay.io/biocontainers/bwa:0.7.17"
+FILESYSTEM = "the shared filesystem efs:fs-1 ([omnibio_awsbatch] efs_id)"
 GiB = 1 << 30
+
+
+def job_status(job, image):
+    return _job_status(job, image, FILESYSTEM)
 
 
 def _job(status, reason=None, exit_code=None, attempt_reason=None, **extra):
@@ -76,9 +78,48 @@ def test_succeeded_without_exit_code_is_zero():
     assert status.phase is Phase.DONE and status.exit_code == 0
 
 
-def test_failed_exit_code_from_describe_or_list():
+def test_failed_exit_code():
     assert job_status(_job("FAILED", exit_code=3), IMAGE).exit_code == 3
-    assert job_status(_job("FAILED"), IMAGE, listed_exit_code=5).exit_code == 5
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - All compute environments have no connected "
+        "instances that meet the job requirements.",
+        "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE - CE(s) associated with the job queue "
+        "cannot meet the CPU requirement of the job.",
+        "ACTION_REQUIRED - CE(s) associated with the job queue are invalid.",
+    ],
+)
+def test_a_job_batch_can_never_place_fails_and_is_terminated(reason):
+    status = job_status(_job("RUNNABLE", reason=reason), IMAGE)
+    assert status.phase is Phase.DONE and status.lingering  # the tracker terminates it
+    assert status.error == f"AWS Batch cannot run job j-1 on queue spot: {reason}"
+
+
+def test_a_job_waiting_for_capacity_keeps_waiting():
+    reason = "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - Service cannot fulfill the capacity"
+    status = job_status(_job("RUNNABLE", reason=reason), IMAGE)
+    assert status.phase is Phase.QUEUED and status.reason == reason
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "ResourceInitializationError: failed to invoke EFS utils commands to set up EFS volumes: "
+        "stderr: mount.nfs4: Connection timed out",
+        "DockerTimeoutError: Could not transition to created; timed out after waiting 4m0s",
+    ],
+)
+@pytest.mark.parametrize("where", ["statusReason", "container"])
+def test_filesystem_setup_failures_name_the_filesystem_not_the_image(reason, where):
+    job = _job("FAILED", reason=reason if where == "statusReason" else None)
+    if where == "container":
+        job["container"]["reason"] = reason
+    status = job_status(job, IMAGE)
+    assert status.error == f"AWS Batch job j-1 could not start: {reason}; check {FILESYSTEM}"
+    assert IMAGE not in status.error
 
 
 def test_spot_host_loss_in_attempt_reason_is_an_interruption():
@@ -112,6 +153,8 @@ def test_time_limit_from_reason_or_duration():
     assert job_status(moto_style, IMAGE).timed_out
     early = _job("FAILED", startedAt=1_000, stoppedAt=1_000 + 30_000, timeout=timeout)
     assert not job_status(early, IMAGE).timed_out
+    killed = _job("FAILED", exit_code=137, startedAt=0, stoppedAt=125_000, timeout=timeout)
+    assert job_status(killed, IMAGE).timed_out  # SIGKILL at the limit, whatever the words
 
 
 def test_log_stream_from_the_last_attempt():
@@ -146,14 +189,24 @@ def test_moto_xml_errors_and_auth_detection():
     assert not is_auth_error(throttled)
 
 
-def test_only_failures_that_hang_on_an_exit_code_ask_list_jobs():
-    assert needs_listed_exit_code(_job("FAILED"))
-    assert not needs_listed_exit_code(_job("FAILED", exit_code=1))
-    assert not needs_listed_exit_code(_job("SUCCEEDED"))
-    assert not needs_listed_exit_code(
-        _job("FAILED", attempt_reason="Host EC2 (instance i-1) terminated.")
+def test_learned_limits_from_a_compute_environment():
+    sizes = {"m5.2xlarge": (8, 32768), "c5.24xlarge": (96, 196608), "c5.large": (2, 4096)}
+    resources = {"maxvCpus": 16, "instanceTypes": ["m5.2xlarge", "c5"]}
+    # vCPUs: the largest instance, but no more than maxvCpus; memory: 95% of the largest
+    assert environment_limit(resources, sizes) == (16, int(196608 * 0.95) * (1 << 20))
+    assert environment_limit({"maxvCpus": 256, "instanceTypes": ["optimal"]}, sizes) == (
+        96,
+        int(196608 * 0.95) * (1 << 20),
     )
-    assert not needs_listed_exit_code(_job("FAILED", reason="CannotPullContainerError: not found"))
+    assert environment_limit({"maxvCpus": 4, "instanceTypes": ["r5"]}, sizes) is None
+    assert instance_type_filters(["m5.2xlarge", "c5", "default_arm64"]) == [
+        "c5.*",
+        "c6g.*",
+        "c7g.*",
+        "m5.2xlarge",
+        "m6g.*",
+        "r6g.*",
+    ]
 
 
 # --- requests ------------------------------------------------------------------------------
@@ -175,11 +228,14 @@ def _settings(monkeypatch, **values):
     return AwsBatchSettings.load(Settings(cfg, "omnibio_awsbatch"))
 
 
-def _engine(monkeypatch, **values):
-    session = boto3.session.Session(
+def engine_session():
+    return boto3.session.Session(
         region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
     )
-    return AwsBatchEngine(session, _settings(monkeypatch, **values))
+
+
+def _engine(monkeypatch, **values):
+    return AwsBatchEngine(engine_session(), _settings(monkeypatch, **values))
 
 
 def _attempt(
@@ -241,6 +297,10 @@ def test_time_limit_has_batch_minimum_and_memory_a_default(monkeypatch):
     assert request.timeout == 60  # Batch refuses attemptDurationSeconds below 60
     assert ("MEMORY", "1024") in request.resources
     assert engine.translate(_attempt()).timeout is None
+    # max_cpu / max_memory unset and nothing learned: the fallback limits
+    assert engine.settings.max_cpu is None and engine.limits == {"cpu": 64, "mem_bytes": 256 * GiB}
+    learned = AwsBatchEngine(engine_session(), engine.settings, {"cpu": 16, "mem_bytes": GiB})
+    assert learned.limits == {"cpu": 16, "mem_bytes": GiB}
 
 
 def test_queue_choice(monkeypatch):

@@ -37,6 +37,13 @@ def moto(docker_rig, tmp_path_factory) -> MotoBatch:
         server.stop()
 
 
+@pytest.fixture(autouse=True)
+def proxy(moto):
+    """The proxy in front of moto, its rules and records cleared after each test."""
+    yield moto.server.proxy
+    moto.server.proxy.reset()
+
+
 @pytest.fixture
 def shared():
     """The shared filesystem: containers see it at the same path (host volume sourcePath = path)."""

@@ -8,7 +8,6 @@ import signal
 import time
 
 from miniwdl_omnibio.selftest import run as selftest
-from tests.emulators.moto_server import FlakyProxy
 from tests.helpers import miniwdl_env, run_dir_name
 
 from .conftest import BACKEND, READONLY_VIEW, batch_config, popen_batch, run_batch, wait_for_jobs
@@ -319,12 +318,14 @@ task echo {
 """
 
 
-def test_throttling_and_5xx_back_off_without_failing(moto, shared):
+def test_throttling_and_5xx_back_off_without_failing(moto, shared, proxy):
     """Every third SubmitJob/DescribeJobs answers 429 TooManyRequestsException or 503."""
-    with FlakyProxy(moto.server.port, every=3) as proxy:
-        run = run_batch(moto, shared, SMALL_SCATTER, env={"AWS_ENDPOINT_URL": proxy.endpoint})
+    proxy.every = 3
+    run = run_batch(moto, shared, SMALL_SCATTER)
     assert run.returncode == 0, run.stderr[-4000:]
-    assert proxy.counts["throttled"] >= 1 and proxy.counts["unavailable"] >= 1, proxy.counts
+    throttled = proxy.answered["submitjob 429"] + proxy.answered["describejobs 429"]
+    unavailable = proxy.answered["submitjob 503"] + proxy.answered["describejobs 503"]
+    assert throttled >= 1 and unavailable >= 1, proxy.answered
     jobs = moto.run_jobs(os.path.basename(run.dir))
     assert sorted(j["status"] for j in jobs) == ["SUCCEEDED"] * 4  # each task submitted once
 

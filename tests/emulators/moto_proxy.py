@@ -1,0 +1,263 @@
+"""An HTTP proxy in front of moto server: it counts and records every request, and makes moto's
+AWS Batch answer the way AWS Batch does in situations moto never produces.
+
+Tests (and the benchmark) reach moto only through it (MotoServer.endpoint). Each behaviour names
+the page it follows; a behaviour no AWS page states is marked "guess:", and the engine must work
+under each alternative the proxy can show.
+
+- ``fail_next(operation, n)`` / ``every``: throttling. AWS knowledge center, "aws-batch-requests-
+  error": past the account's API rate Batch answers "Status Code: 429; Error Code:
+  TooManyRequestsException", on every API including SubmitJob and DescribeJobs. guess: no
+  Retry-After header (no AWS page mentions one), so none is sent.
+- ``hold_if``: a job Batch can never place stays RUNNABLE with a statusReason ("Jobs stuck in a
+  RUNNABLE status"; the reasons as API_JobDetail statusReason lists them) until it is terminated
+  (API_TerminateJob: jobs not yet STARTING "are cancelled"); moto runs every job.
+- ``break_if``: a job whose host cannot set up its volumes fails before its container runs, with
+  the ECS stopped-task reason ("Stopped tasks error codes": ResourceInitializationError,
+  DockerTimeoutError) and no exit code. guess: where Batch puts that reason (the job's
+  statusReason or the container's reason) is not documented; both can be shown.
+- ``time_scale``: attemptDurationSeconds cannot be below 60 (API_JobTimeout), too long for a
+  test, so SubmitJob reaches moto with the timeout divided by ``time_scale`` and answers show the
+  job's own timeout and run time multiplied back. A job stopped at it gets the statusReason
+  "Job attempt duration exceeded timeout". guess: the docs ("Job timeouts") say Batch terminates
+  it but not in which words; those are the words public Batch clients match (Nextflow, redun).
+  ``timeout_reason = False`` shows the other case: no reason, only the run time.
+"""
+
+import http.client
+import http.server
+import json
+import math
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+
+Request = dict[str, Any]  # a SubmitJob body
+THROTTLED = (429, "TooManyRequestsException", "Too Many Requests")
+UNAVAILABLE = (503, "ServiceUnavailableException", "try again")
+TIMEOUT_REASON = "Job attempt duration exceeded timeout"
+
+
+def service_of(path: str, headers: Any) -> str:
+    """batch (REST /v1/...), logs (JSON target Logs_...) or s3 (path-style buckets)."""
+    if path.startswith("/v1/"):
+        return "batch"
+    target = headers.get("X-Amz-Target") or ""
+    if target.startswith("Logs_"):
+        return "logs"
+    return target.split(".", 1)[0].lower() or "s3"
+
+
+class BatchProxy:
+    def __init__(self, upstream_port: int, moto_client: Callable[[str], Any]) -> None:
+        self.upstream_port = upstream_port
+        self._moto = moto_client  # boto3 clients straight to moto, for the proxy's own calls
+        self._lock = threading.Lock()
+        self.reset()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def _relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, headers, data = proxy.handle(self.command, self.path, self.headers, body)
+                self.send_response(status)
+                for key, value in headers:
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _relay
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def reset(self) -> None:
+        """Forget every rule and record (between tests)."""
+        with self._lock:
+            self.calls: Counter[str] = Counter()  # "service Operation" -> requests, retries too
+            self.bodies: list[tuple[str, bytes]] = []  # (Batch operation, request body) as sent
+            self.answered: Counter[str] = Counter()  # "operation status" for injected answers
+            self._faults: dict[str, list[tuple[int, str, str]]] = {}
+            self.every = 0  # every n-th SubmitJob/DescribeJobs fails (429 and 503 in turn)
+            self._seen = 0
+            self.hold_if: Callable[[Request], str | None] | None = None
+            self.break_if: Callable[[Request], str | None] | None = None
+            self.break_in_container_reason = False
+            self.time_scale = 1.0
+            self.timeout_reason = True
+            self._held: dict[str, str] = {}  # job id -> RUNNABLE statusReason
+            self._broken: dict[str, tuple[str, bool]] = {}  # job id -> (reason, in container)
+            self._timeouts: dict[str, tuple[int, int]] = {}  # job id -> (asked, given to moto)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # --- rules -----------------------------------------------------------------------------
+
+    def fail_next(self, operation: str, count: int, answer: tuple[int, str, str] = THROTTLED):
+        """Answer the next ``count`` calls of a Batch operation (e.g. "submitjob") with ``answer``
+        (status, error code, message) instead of forwarding them."""
+        with self._lock:
+            self._faults.setdefault(operation.lower(), []).extend([answer] * count)
+
+    def submitted(self) -> list[Request]:
+        """Every SubmitJob body the proxy forwarded, as the client sent it."""
+        with self._lock:
+            return [json.loads(b) for op, b in self.bodies if op == "submitjob"]
+
+    # --- one request -----------------------------------------------------------------------
+
+    def handle(
+        self, method: str, path: str, headers: Any, body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        service = service_of(path, headers)
+        operation = path.split("?")[0].rsplit("/", 1)[-1].lower() if service == "batch" else ""
+        with self._lock:
+            name = operation or (headers.get("X-Amz-Target") or method).split(".")[-1]
+            self.calls[f"{service} {name}"] += 1
+            if operation:
+                self.bodies.append((operation, body))
+            fault = self._fault(operation)
+        if fault:
+            status, code, message = fault
+            payload = json.dumps({"__type": code, "message": message}).encode()
+            return (
+                status,
+                [("Content-Type", "application/json"), ("x-amzn-ErrorType", code)],
+                payload,
+            )
+        sent = self._before(operation, body)
+        status, answer_headers, data = self._forward(method, path, headers, sent)
+        if status == 200 and operation:
+            data = self._after(
+                operation, json.loads(body or b"{}"), json.loads(sent or b"{}"), data
+            )
+        return status, answer_headers, data
+
+    def _fault(self, operation: str) -> tuple[int, str, str] | None:
+        queued = self._faults.get(operation)
+        if queued:
+            answer = queued.pop(0)
+        elif self.every and operation in ("submitjob", "describejobs"):
+            self._seen += 1
+            if self._seen % self.every:
+                return None
+            answer = THROTTLED if (self._seen // self.every) % 2 else UNAVAILABLE
+        else:
+            return None
+        self.answered[f"{operation} {answer[0]}"] += 1
+        return answer
+
+    def _forward(
+        self, method: str, path: str, headers: Any, body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        upstream = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=300)
+        try:
+            relayed = {
+                k: v
+                for k, v in headers.items()
+                if k.lower() not in ("connection", "keep-alive", "content-length")
+            }
+            upstream.request(method, path, body=body, headers=relayed)
+            response = upstream.getresponse()
+            return response.status, response.getheaders(), response.read()
+        finally:
+            upstream.close()
+
+    # --- AWS Batch as documented -----------------------------------------------------------
+
+    def _before(self, operation: str, body: bytes) -> bytes:
+        """The SubmitJob moto gets: its timeout divided by time_scale."""
+        if operation != "submitjob" or self.time_scale == 1:
+            return body
+        request = json.loads(body)
+        seconds = (request.get("timeout") or {}).get("attemptDurationSeconds")
+        if not seconds:
+            return body
+        request["timeout"]["attemptDurationSeconds"] = max(1, math.ceil(seconds / self.time_scale))
+        return json.dumps(request).encode()
+
+    def _after(self, operation: str, asked: Request, sent: Request, data: bytes) -> bytes:
+        answer = json.loads(data or b"{}")
+        if operation == "submitjob":
+            self._accepted(asked, sent, answer["jobId"])
+        elif operation == "terminatejob":
+            with self._lock:
+                self._held.pop(asked.get("jobId", ""), None)
+        elif operation == "describejobs":
+            answer["jobs"] = [self._as_batch(job) for job in answer.get("jobs", [])]
+            return json.dumps(answer).encode()
+        return data
+
+    def _accepted(self, asked: Request, sent: Request, job_id: str) -> None:
+        size = (asked.get("arrayProperties") or {}).get("size")
+        ids = [f"{job_id}:{i}" for i in range(size)] if size else [job_id]
+        hold = self.hold_if(asked) if self.hold_if else None
+        broken = self.break_if(asked) if self.break_if else None
+        seconds = (asked.get("timeout") or {}).get("attemptDurationSeconds")
+        with self._lock:
+            for one in ids:
+                if hold:
+                    self._held[one] = hold
+                if broken:
+                    self._broken[one] = (broken, self.break_in_container_reason)
+                if seconds and self.time_scale != 1:
+                    self._timeouts[one] = (seconds, sent["timeout"]["attemptDurationSeconds"])
+        if broken:  # the job ends at once, its container never (really) running
+            batch = self._moto("batch")
+            for one in ids:
+                batch.terminate_job(jobId=one, reason=broken)
+
+    def _as_batch(self, job: dict[str, Any]) -> dict[str, Any]:
+        job_id = job["jobId"]
+        with self._lock:
+            held = self._held.get(job_id)
+            broken = self._broken.get(job_id)
+            timeout = self._timeouts.get(job_id)
+        if held:
+            job["status"], job["statusReason"] = "RUNNABLE", held
+            for key in ("startedAt", "stoppedAt", "attempts"):
+                job.pop(key, None)
+            return job
+        if broken and job["status"] in ("SUCCEEDED", "FAILED"):
+            reason, in_container = broken
+            job["status"] = "FAILED"
+            (job.setdefault("container", {})).pop("exitCode", None)
+            if in_container:
+                job.pop("statusReason", None)
+                job["container"]["reason"] = reason
+            else:
+                job["statusReason"] = reason
+            return job
+        if timeout:
+            asked, given = timeout
+            job["timeout"] = {"attemptDurationSeconds": asked}
+            started, stopped = job.get("startedAt"), job.get("stoppedAt")
+            if started and stopped:
+                ran = stopped - started
+                job["stoppedAt"] = started + int(ran * self.time_scale)
+                timed_out = ran >= 1000 * given - 500 and job["status"] == "FAILED"
+                if timed_out and self.timeout_reason and not job.get("statusReason"):
+                    job["statusReason"] = TIMEOUT_REASON
+        return job
+
+
+def moto_clients(endpoint: str, region: str, credentials: dict[str, str]) -> Callable[[str], Any]:
+    session = boto3.session.Session(
+        region_name=region, **{k.lower(): v for k, v in credentials.items()}
+    )
+    return lambda service: session.client(service, endpoint_url=endpoint)
