@@ -15,7 +15,7 @@ import pytest
 
 from tests.conformance.test_conformance import BACKEND_FIXTURES
 from tests.helpers import miniwdl_env, popen_miniwdl, run_dir_name, run_miniwdl
-from tests.scenarios.probes import still_active
+from tests.scenarios.probes import running, still_active
 
 RUNTIME_IMAGE = "omnibio/runtime:latest"
 # moto does not enforce attemptDurationSeconds: tests/e2e/awsbatch covers AWS time limits
@@ -109,7 +109,8 @@ def test_sigint_cancels_everything_the_run_started(rig):
     proc = popen_miniwdl(_wdl(where, "sleepers.wdl", SLEEPERS), [], where, backend, env=env)
     try:
         run = run_dir_name(where)
-        _wait_until(_running_tasks(os.path.join(where, run), 2), "2 tasks run")
+        markers = _running_tasks(os.path.join(where, run), 2)
+        _wait_until(lambda: markers() or running(backend, env, run) >= 2, "2 tasks run")
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
         assert proc.returncode != 0

@@ -46,13 +46,16 @@ def test_throttling_without_retry_after_on_create_and_polls(tes_server, moto, ru
     assert "status poll failed; backing off" in logs_of(done)
 
 
-def test_a_server_serving_v1_only(moto, rundir):
-    """TES on Azure routes /v1/...: every call goes where service-info answered."""
+@pytest.mark.parametrize("base", ["/v1", "/custom/tes"])
+def test_the_base_path_that_answered_is_used_for_every_call(moto, rundir, base):
+    """TES on Azure routes /v1/...; a URL may also name the base path itself."""
     access = S3Access(moto.endpoint, "testing", "testing")
-    with TesServer(s3=access, base_paths=("/v1",), workers=1) as azure_like:
-        done = run(azure_like, moto, rundir, HELLO)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert f'url: "{azure_like.url}/v1"' in done.stderr
+    with TesServer(s3=access, base_paths=(base,), workers=1) as server:
+        url = server.url if base == "/v1" else server.url + base
+        done = run(server, moto, rundir, HELLO, config=tes_config(url))
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert len(run_tasks(server, done.dir)) == 1
+    assert f'url: "{server.url}{base}"' in done.stderr
 
 
 @pytest.mark.parametrize("auth", ["bearer", "basic"])
