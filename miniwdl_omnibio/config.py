@@ -51,6 +51,9 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "pull": "missing",
         # seconds between two listings of this run's containers (how soon an exit is seen)
         "poll_seconds": "0.25",
+        # seconds an attempt may run when the task sets no runtime.omnibio_time_limit; 0 = no
+        # limit (the plugin stops the container at the limit)
+        "default_time_limit": "0",
     },
     "omnibio_awsbatch": {
         # AWS region of the job queues; empty = boto3's default (AWS_REGION, AWS_DEFAULT_REGION,

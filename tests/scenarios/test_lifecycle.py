@@ -168,6 +168,25 @@ def test_time_limit_is_one_line_naming_it(rig_with_time_limits):
     ), _error(run)
 
 
+DEFAULT_LIMIT = """
+version 1.1
+task slow_by_default {
+  command <<< sleep 300 >>>
+  runtime { docker: "ubuntu:22.04" omnibio_result_check: "off" }
+}
+"""
+
+
+def test_default_time_limit_applies_when_the_task_sets_none(rig_with_time_limits):
+    backend, env, where = rig_with_time_limits
+    env = {**env, f"MINIWDL__{backend.upper()}__DEFAULT_TIME_LIMIT": "3"}
+    wdl = _wdl(where, "slow.wdl", DEFAULT_LIMIT)
+    run = run_miniwdl(wdl, [], where, backend, env=env, timeout=240)
+    assert run.returncode != 0
+    expected = rf"exceeded its time limit of 3 s \(\[{backend}\] default_time_limit\)"
+    assert re.search(expected, _error(run)), _error(run)
+
+
 MISSING_IMAGE = """
 version 1.1
 task ghost {
