@@ -6,8 +6,9 @@ task receives") promise, as a task sees it: every variable and its value, RESOUR
 ``omnibio_tool_id`` override, PATH_MAPPING_RULES mapping each input's launcher path to the path
 the task got, secrets passed by name and shown in no log, ``[task_runtime] env`` and WDL 1.2
 ``env`` inputs losing to the contract on a name clash, and a value longer than ``[omnibio]
-env_value_max_bytes`` arriving as ``NAME_FILE``. Expected values come from those documents, not
-from the plugin's code.
+env_value_max_bytes`` arriving as ``NAME_FILE``. ``check_contract_form_clash`` does the same
+run with ``[task_runtime] env`` naming the other form (NAME vs NAME_FILE) of contract variables.
+Expected values come from those documents, not from the plugin's code.
 """
 
 import json
@@ -35,13 +36,11 @@ MiB = 1024 * 1024
 SPILL_LIMIT = 1024  # [omnibio] env_value_max_bytes for the run: the smallest allowed
 PADDING = "p" * 2 * SPILL_LIMIT  # makes INPUTS_JSON of the "spilled" call too long to pass inline
 RESULT_MAX_BYTES = 262144  # [omnibio] result_max_bytes for the run (not the default)
-# [task_runtime] env: clashes with the contract (the contract must win) and one plain variable
-CONFIG_ENV = {
-    "TOOL_ID": "from-config",
-    "INPUTS_JSON": "from-config",  # the contract passes INPUTS_JSON as a file in one call
-    "RESOURCES_JSON_FILE": "/from-config",  # ... and RESOURCES_JSON inline in every call
-    "FROM_CONFIG": "config-value",
-}
+# [task_runtime] env: a clash with the contract (the contract must win) and one plain variable
+CONFIG_ENV = {"TOOL_ID": "from-config", "FROM_CONFIG": "config-value"}
+# ... and clashes with the other form of a variable: the contract passes INPUTS_JSON as a file in
+# the "spilled" call, and RESOURCES_JSON inline in every call
+FORM_CLASHES = {"INPUTS_JSON": "from-config", "RESOURCES_JSON_FILE": "/from-config"}
 
 WDL = """
 version 1.2
@@ -120,6 +119,33 @@ def check_contract(backend: str, env: dict[str, str], run_root: str) -> dict[str
     the cloud backends) and assert the contract; ``env`` is passed to miniwdl (endpoints, config;
     it must leave ``[task_runtime] env``, ``[omnibio] env_value_max_bytes`` and
     ``result_max_bytes`` to this check). Returns what each call saw, by call name."""
+    run, seen, secret, files = _run(backend, env, run_root, CONFIG_ENV)
+    _check_inputs(seen, files)
+    _check_resources(seen)
+    _check_secret(seen, run, secret)
+    inline, spilled = seen["inline"], seen["spilled"]
+    assert inline["env"]["greeting"] == "hi", inline["env"]  # a WDL 1.2 env input
+    assert inline["env"]["FROM_CONFIG"] == "config-value", inline["env"]  # [task_runtime] env
+    # the spilled value is the one INPUTS_JSON would have carried, in the file NAME_FILE names
+    assert "INPUTS_JSON" in inline["env"] and "INPUTS_JSON_FILE" not in inline["env"]
+    assert "INPUTS_JSON_FILE" in spilled["env"], spilled["env"]
+    assert json.loads(spilled["files"]["INPUTS_JSON_FILE"])["padding"] == PADDING
+    assert "RESOURCES_JSON" in spilled["env"]  # short values stay inline
+    return seen
+
+
+def check_contract_form_clash(backend: str, env: dict[str, str], run_root: str) -> None:
+    """``[task_runtime] env`` naming the other form of a contract variable (INPUTS_JSON where the
+    contract passes INPUTS_JSON_FILE, RESOURCES_JSON_FILE beside an inline RESOURCES_JSON): the
+    contract still wins, so each task sees one form, and reads its contract."""
+    _run(backend, env, run_root, {**CONFIG_ENV, **FORM_CLASHES})
+
+
+def _run(
+    backend: str, env: dict[str, str], run_root: str, config_env: dict[str, str]
+) -> tuple[Run, dict[str, dict[str, Any]], str, dict[str, str]]:
+    """Run the workflow; check what every contract has (identity, one form per variable, a
+    result uploaded). Returns the run, what each call saw, the secret passed, the inputs."""
     files = _write_inputs(run_root)
     prefix = env.get("MINIWDL__OMNIBIO__RESULT_URI_PREFIX") or f"file://{run_root}/results"
     secret = uuid.uuid4().hex
@@ -134,7 +160,7 @@ def check_contract(backend: str, env: dict[str, str], run_root: str) -> dict[str
                 "env_value_max_bytes": str(SPILL_LIMIT),
                 "result_max_bytes": str(RESULT_MAX_BYTES),
             },
-            "task_runtime": {"env": json.dumps(CONFIG_ENV)},
+            "task_runtime": {"env": json.dumps(config_env)},
         },
         env={**env, SECRET: secret},
     )
@@ -145,18 +171,7 @@ def check_contract(backend: str, env: dict[str, str], run_root: str) -> dict[str
         _check_identity(call, data, workflow_run, prefix)
         assert data["upload_error"] is None, (call, data["upload_error"])
     assert run.returncode == 0 and len(seen) == 3, run.stderr[-3000:]
-    _check_inputs(seen, files)
-    _check_resources(seen)
-    _check_secret(seen, run, secret)
-    inline, spilled = seen["inline"], seen["spilled"]
-    assert inline["env"]["greeting"] == "hi", inline["env"]  # a WDL 1.2 env input
-    assert inline["env"]["FROM_CONFIG"] == "config-value", inline["env"]  # [task_runtime] env
-    # the spilled value is the one INPUTS_JSON would have carried, in the file NAME_FILE names
-    assert "INPUTS_JSON" in inline["env"] and "INPUTS_JSON_FILE" not in inline["env"]
-    assert "INPUTS_JSON_FILE" in spilled["env"], spilled["env"]
-    assert json.loads(spilled["files"]["INPUTS_JSON_FILE"])["padding"] == PADDING
-    assert "RESOURCES_JSON" in spilled["env"]  # short values stay inline
-    return seen
+    return run, seen, secret, files
 
 
 def _write_inputs(run_root: str) -> dict[str, str]:
