@@ -85,6 +85,7 @@ class DockerSettings:
     pull: str
     poll_seconds: float
     admission: bool
+    default_time_limit: int | None
 
     @classmethod
     def load(cls, settings: Settings) -> "DockerSettings":
@@ -94,6 +95,7 @@ class DockerSettings:
             pull=settings.choice("pull", ("missing", "always", "never")),
             poll_seconds=settings.number("poll_seconds", minimum=0.05),
             admission=settings.flag("admission"),
+            default_time_limit=settings.integer("default_time_limit", minimum=0) or None,
         )
 
 
@@ -129,6 +131,7 @@ class DockerEngine(Engine[DockerRequest]):
         self.allow_networks = settings.allow_networks
         self.pull_policy = settings.pull
         self.poll_seconds = settings.poll_seconds
+        self.default_time_limit = settings.default_time_limit
         self.limits = limits
         admission = settings.admission
         self.admission = Admission(limits["cpu"], limits["mem_bytes"]) if admission else None
