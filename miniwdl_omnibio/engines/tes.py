@@ -286,7 +286,7 @@ class TesEngine(Engine[TesRequest]):
                 logger.warning(
                     _("TES task creation failed; retrying", error=str(refused), seconds=seconds)
                 )
-                client._sleep(seconds)
+                client.sleep(seconds)
             tags = [*self.launcher_tags(), (TAG_RUN_ID, run_id)]
             existing = next(iter(client.list_tasks(tags)), None)
             if existing is not None:
