@@ -255,12 +255,16 @@ class DockerEngine(Engine[DockerRequest]):
                     )
                 logger.log(NOTICE_LEVEL, _("docker pull", image=tag))
                 try:
-                    self.client.images.pull(tag)
+                    self._pull(tag)
                     attrs = self.api.inspect_image(tag)
                 except docker.errors.APIError as exn:
+                    state = (
+                        "could not be pulled ([omnibio_docker] pull = always)"
+                        if self.pull_policy == "always"
+                        else "is not on this host and could not be pulled"
+                    )
                     raise Error.RuntimeError(
-                        f"docker image {tag} is not on this host and could not be pulled: "
-                        + _first_line(exn)
+                        f"docker image {tag} {state}: {_first_line(exn)}"
                     ) from None
             digests = attrs.get("RepoDigests") or []
             logger.log(
@@ -269,6 +273,13 @@ class DockerEngine(Engine[DockerRequest]):
             )
             self._images[tag] = attrs["Id"]
             return str(attrs["Id"])
+
+    def _pull(self, tag: str) -> None:
+        """docker pull. A failure met after dockerd's HTTP 200 (e.g. a layer it cannot unpack)
+        comes inside the progress stream, which docker-py's images.pull ignores."""
+        for event in self.api.pull(tag, stream=True, decode=True):
+            if "error" in event:
+                raise docker.errors.APIError(str(event["error"]))
 
     def network_mode(self, request: DockerRequest, image_id: str, logger: logging.Logger) -> str:
         if request.network:
