@@ -149,6 +149,9 @@ def _run(
     files = _write_inputs(run_root)
     prefix = env.get("MINIWDL__OMNIBIO__RESULT_URI_PREFIX") or f"file://{run_root}/results"
     secret = uuid.uuid4().hex
+    # the backend's own [task_runtime] env (e.g. the store credentials its tasks need) stays
+    task_env = {**json.loads(env.get("MINIWDL__TASK_RUNTIME__ENV") or "{}"), **config_env}
+    env = {k: v for k, v in env.items() if k != "MINIWDL__TASK_RUNTIME__ENV"}
     run = run_miniwdl(
         files["wdl"],
         [f"probe={files['probe']}", f"text={files['text']}", f"folder={files['folder']}"],
@@ -160,7 +163,7 @@ def _run(
                 "env_value_max_bytes": str(SPILL_LIMIT),
                 "result_max_bytes": str(RESULT_MAX_BYTES),
             },
-            "task_runtime": {"env": json.dumps(config_env)},
+            "task_runtime": {"env": json.dumps(task_env)},
         },
         env={**env, SECRET: secret},
     )
