@@ -16,7 +16,7 @@ import os
 import uuid
 from typing import Any
 
-from tests.helpers import Run, config_env, run_miniwdl
+from tests.helpers import Run, run_miniwdl
 
 IMAGE = "omnibio/runtime:latest"  # python3 and the tool runtime (for the result upload)
 # docs/runtime.md, "The contract a task receives" (deliberately not imported from the plugin)
@@ -116,9 +116,9 @@ json.dump(seen, open("seen.json", "w"))
 
 def check_contract(backend: str, env: dict[str, str], run_root: str) -> dict[str, dict[str, Any]]:
     """Run the contract workflow on ``backend`` under ``run_root`` (on the shared filesystem for
-    the cloud backends) and assert the contract; ``env`` is passed to miniwdl (endpoints, config:
-    its ``[task_runtime] env`` is kept and extended; ``[omnibio] env_value_max_bytes`` and
-    ``result_max_bytes`` are this check's). Returns what each call saw, by call name."""
+    the cloud backends) and assert the contract; ``env`` is passed to miniwdl (endpoints, config;
+    it must leave ``[task_runtime] env``, ``[omnibio] env_value_max_bytes`` and
+    ``result_max_bytes`` to this check). Returns what each call saw, by call name."""
     run, seen, secret, files = _run(backend, env, run_root, CONFIG_ENV)
     _check_inputs(seen, files)
     _check_resources(seen)
@@ -142,31 +142,30 @@ def check_contract_form_clash(backend: str, env: dict[str, str], run_root: str) 
 
 
 def _run(
-    backend: str, env: dict[str, str], run_root: str, config_env_values: dict[str, str]
+    backend: str, env: dict[str, str], run_root: str, config_env: dict[str, str]
 ) -> tuple[Run, dict[str, dict[str, Any]], str, dict[str, str]]:
     """Run the workflow; check what every contract has (identity, one form per variable, a
     result uploaded). Returns the run, what each call saw, the secret passed, the inputs."""
     files = _write_inputs(run_root)
     prefix = env.get("MINIWDL__OMNIBIO__RESULT_URI_PREFIX") or f"file://{run_root}/results"
     secret = uuid.uuid4().hex
-    # the backend's own [task_runtime] env (e.g. endpoints passed through) is kept
-    task_env = json.loads(env.get("MINIWDL__TASK_RUNTIME__ENV") or "{}")
-    ours = config_env(
-        {
-            "omnibio": {
-                "result_uri_prefix": prefix,
-                "env_value_max_bytes": str(SPILL_LIMIT),
-                "result_max_bytes": str(RESULT_MAX_BYTES),
-            },
-            "task_runtime": {"env": json.dumps({**task_env, **config_env_values})},
-        }
-    )
+    # the backend's own [task_runtime] env (e.g. the store credentials its tasks need) stays
+    task_env = {**json.loads(env.get("MINIWDL__TASK_RUNTIME__ENV") or "{}"), **config_env}
+    env = {k: v for k, v in env.items() if k != "MINIWDL__TASK_RUNTIME__ENV"}
     run = run_miniwdl(
         files["wdl"],
         [f"probe={files['probe']}", f"text={files['text']}", f"folder={files['folder']}"],
         run_root,
         backend=backend,
-        env={**env, **ours, SECRET: secret},
+        config={
+            "omnibio": {
+                "result_uri_prefix": prefix,
+                "env_value_max_bytes": str(SPILL_LIMIT),
+                "result_max_bytes": str(RESULT_MAX_BYTES),
+            },
+            "task_runtime": {"env": json.dumps(task_env)},
+        },
+        env={**env, SECRET: secret},
     )
     seen = _seen(run)
     workflow_run = os.path.basename(run.dir or "")

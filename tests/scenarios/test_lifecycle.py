@@ -15,6 +15,7 @@ import pytest
 
 from tests.conformance.test_conformance import BACKEND_FIXTURES
 from tests.helpers import miniwdl_env, popen_miniwdl, run_dir_name, run_miniwdl
+from tests.scenarios.contract import check_contract, check_contract_form_clash
 from tests.scenarios.probes import running, still_active
 
 RUNTIME_IMAGE = "omnibio/runtime:latest"
@@ -294,3 +295,13 @@ def test_offline_selftest_passes(rig):
 
     backend, env, where = rig
     assert selftest(backend, where, env=miniwdl_env(backend, env=env)) == []
+
+
+def test_the_contract_as_a_task_sees_it(rig):
+    backend, env, where = rig
+    check_contract(backend, env, where)
+
+
+def test_the_contract_wins_a_name_clash_in_either_form(rig):
+    backend, env, where = rig
+    check_contract_form_clash(backend, env, where)

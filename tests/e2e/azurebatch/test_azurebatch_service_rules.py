@@ -87,15 +87,19 @@ def engine(batch, workdir, monkeypatch):
     started.shutdown(LOG)
 
 
-def _attempt(workdir, name: str, padding: int = 0) -> TaskAttempt:
+def _attempt(
+    workdir, name: str, padding: int = 0, argv: tuple[str, ...] = ("true",)
+) -> TaskAttempt:
     host_dir = os.path.join(str(workdir), "run", name)
+    os.makedirs(host_dir, exist_ok=True)
+    open(os.path.join(host_dir, "stdout.txt"), "a").close()  # the command's start check
     return TaskAttempt(
         run_id=f"run.{name}.1",
         call=name,
         workflow_run="run",
         attempt=1,
         image="ubuntu:22.04",
-        argv=("true",),
+        argv=argv,
         workdir=host_dir,
         env={"INPUTS_JSON": "x" * padding},
         mounts=(Mount(str(workdir), str(workdir), False),),
@@ -192,24 +196,59 @@ def test_the_emulator_enforces_both_collection_limits(batch):
         assert raised.value.error.code == "RequestBodyTooLarge"
 
 
-def test_polls_list_only_tasks_that_changed(batch, workdir, monkeypatch):
-    """A completed task is not listed again once its transition is older than the margin."""
-    monkeypatch.setattr(azurebatch, "CHANGE_MARGIN", azurebatch.timedelta(seconds=0.5))
+def _running_engine(batch, workdir, monkeypatch) -> AzureBatchEngine:
     for name in [n for n in os.environ if n.startswith("MINIWDL__")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("AZURE_BATCH_ACCOUNT_KEY", batch.key)
     section = azurebatch_config(batch, str(workdir))
-    engine = AzureBatchEngine.start(Loader(LOG, filenames=[], overrides=section), LOG)
+    return AzureBatchEngine.start(Loader(LOG, filenames=[], overrides=section), LOG)
+
+
+def _until_done(engine: AzureBatchEngine, records: list[Submitted], handles: set[str]) -> dict:
+    deadline = time.monotonic() + 120
+    while True:
+        statuses = engine.fetch(records)
+        if all(statuses[h].phase is Phase.DONE for h in handles):
+            return statuses
+        assert time.monotonic() < deadline, f"not done: {statuses}"
+        time.sleep(0.5)
+
+
+def test_a_transition_listed_late_is_still_seen(batch, workdir, monkeypatch):
+    """A listing may show a transition after a later one (# guess: how late the service's lists
+    can be): the margin below the latest transition seen still lists it."""
+    engine = _running_engine(batch, workdir, monkeypatch)
+    try:
+        early, late = _attempt(workdir, "call-early"), _attempt(workdir, "call-late")
+        early_handle = engine.submit(engine.translate(early), LOG)
+        batch.hold(engine.job_id, early_handle)  # lists show it queued ...
+        deadline = time.monotonic() + 120
+        while batch.service.get_task(engine.job_id, early_handle)["state"] != "completed":
+            assert time.monotonic() < deadline, "the early task did not complete"
+            time.sleep(0.2)
+        late_handle = engine.submit(engine.translate(late), LOG)  # ... while a later one ends
+        records = [
+            Submitted(early_handle, early, LOG, time.monotonic()),
+            Submitted(late_handle, late, LOG, time.monotonic()),
+        ]
+        _until_done(engine, records, {late_handle})
+        batch.hold(engine.job_id, early_handle, held=False)
+        assert _until_done(engine, records, {early_handle})[early_handle].exit_code == 0
+    finally:
+        engine.shutdown(LOG)
+
+
+def test_polls_list_only_tasks_that_changed(batch, workdir, monkeypatch):
+    """A completed task is not listed again once its transition is older than the margin."""
+    monkeypatch.setattr(azurebatch, "CHANGE_MARGIN", azurebatch.timedelta(seconds=0.5))
+    engine = _running_engine(batch, workdir, monkeypatch)
     try:
         first = [_attempt(workdir, f"call-early{i}") for i in range(3)]
         records = [
             Submitted(engine.submit(engine.translate(a), LOG), a, LOG, time.monotonic())
             for a in first
         ]
-        deadline = time.monotonic() + 120
-        while not all(s.phase is Phase.DONE for s in engine.fetch(records).values()):
-            assert time.monotonic() < deadline, "the first tasks did not finish"
-            time.sleep(0.5)
+        _until_done(engine, records, {r.handle for r in records})
         assert engine._since is not None
         # the service's clock passes the latest transition the engine saw, plus the margin
         while azurebatch.datetime.now(azurebatch.timezone.utc) < engine._since + 2 * (

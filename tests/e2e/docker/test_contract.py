@@ -11,11 +11,5 @@ def test_contract_seen_from_inside_a_task(workdir):
     check_contract("omnibio_docker", {}, str(workdir))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="container.py describe() keeps a [task_runtime] env INPUTS_JSON beside the contract's "
-    "INPUTS_JSON_FILE, so read_contract() reads the config's value; fix: leave out env names in "
-    "runtime.contract.CONTRACT_VARIABLES (and their _FILE forms) before env.update(contract)",
-)
 def test_contract_wins_over_the_other_form_of_a_variable(workdir):
     check_contract_form_clash("omnibio_docker", {}, str(workdir))
