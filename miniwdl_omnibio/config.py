@@ -51,6 +51,9 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "pull": "missing",
         # seconds between two listings of this run's containers (how soon an exit is seen)
         "poll_seconds": "0.25",
+        # seconds an attempt may run when the task sets no runtime.omnibio_time_limit; 0 = no
+        # limit (the plugin stops the container at the limit)
+        "default_time_limit": "0",
     },
     "omnibio_awsbatch": {
         # AWS region of the job queues; empty = boto3's default (AWS_REGION, AWS_DEFAULT_REGION,
@@ -146,6 +149,10 @@ DEFAULTS: dict[str, dict[str, str]] = {
         # extra docker options for every task container, appended to containerRunOptions
         # (e.g. --shm-size 1g)
         "container_run_options": "",
+        # run tasks as the pool-scope auto-user with admin elevation (root in the container), so
+        # they can write the run directory; false: Batch's non-admin auto-user, for pools whose
+        # shared filesystem lets that user write
+        "auto_user_admin": "true",
     },
     "omnibio_tes": {
         # the TES server, e.g. https://tes.example.org; the API is below it at /ga4gh/tes/v1, /v1
@@ -159,9 +166,9 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "token_env": "",
         # seconds one HTTP request to the server may take
         "request_timeout": "30",
-        # tries after a throttled (429), busy (5xx) or unanswered request, pausing as the server's
-        # Retry-After says (else 1 s, doubling); a failed create is sent again only when a list by
-        # its run id tag shows the server did not create it
+        # tries after a throttled (429), busy (5xx) or unanswered request to the TES server (pausing
+        # as its Retry-After says, else 1 s, doubling) or to the staging store; a failed create is
+        # sent again only when a list by its run id tag shows the server did not create it
         "max_retries": "8",
         # staging mode (the default): where task files move between this host and the workers,
         # s3://bucket/prefix (AWS, or an S3-compatible endpoint through AWS_ENDPOINT_URL_S3) or

@@ -45,6 +45,7 @@ from .placement_local import LocalPlacement
 from .placement_shared import SharedPlacement
 from .progress import OpenJdProgress
 from .results import RESULT_CHECKS, ResultProblem, clear_stale, container_to_host, verify_result
+from .runtime.contract import CONTRACT_VARIABLES, FILE_SUFFIX
 from .runtime.provenance import SIGNING_KEY_VARIABLE
 from .runtime.uri import ResultUri
 from .task_values import parse_disks, parse_duration, retry_delay
@@ -301,7 +302,9 @@ class OmnibioContainer(TaskContainer):
             contract, self._omnibio.env_value_max_bytes, placement.to_container(spill_host)
         )
         files.update({os.path.join(spill_host, name): value for name, value in spilled.items()})
-        env = dict(self.runtime_values.get("env", {}))
+        # the contract wins a name clash, in either form (NAME or NAME_FILE): a task must see one
+        reserved = {n for name in CONTRACT_VARIABLES for n in (name, name + FILE_SUFFIX)}
+        env = {k: v for k, v in self.runtime_values.get("env", {}).items() if k not in reserved}
         env.update(contract)
         env.update(self._launcher_secrets(secrets))
         default_image = self.cfg.get_dict("task_runtime", "defaults").get("docker", "ubuntu:22.04")

@@ -38,7 +38,7 @@ from WDL.runtime import config as miniwdl_config
 from ..attempt import TaskAttempt
 from ..config import Settings
 from ..sharedfs import SharedFilesystem
-from .azurebatch_pool import PoolSpec, credential, find_pool, pool_limits
+from .azurebatch_pool import PoolSpec, credential, find_pool, has_gpu, pool_limits
 from .azurebatch_tasks import (
     ID_LENGTH,
     INVALID_ID_CHARACTERS,
@@ -56,7 +56,7 @@ from .base import QUEUED, Engine, Status, Submitted
 STATUS_FIELDS = ["id", "state", "stateTransitionTime", "executionInfo", "nodeInfo"]
 # a poll lists the tasks whose stateTransitionTime is at most this long before the latest one it
 # saw: the service's clock, not ours, and room for a transition that shows in lists late
-CHANGE_MARGIN = timedelta(seconds=60)
+CHANGE_MARGIN = timedelta(seconds=15)
 QUOTA_CODE = "ActiveJobAndScheduleQuotaReached"
 FILE_TAIL_BYTES = 4000
 MISSING_FILESYSTEM_EXIT = 125  # the command could not start: the node lacks the shared filesystem
@@ -77,6 +77,7 @@ class AzureBatchSettings:
     max_retries: int
     quota_wait: float
     extra_run_options: tuple[str, ...]
+    auto_user_admin: bool
     loopback_token: bool  # an Entra token may go to a plain-http endpoint on this machine
 
     @classmethod
@@ -110,6 +111,7 @@ class AzureBatchSettings:
             max_retries=settings.integer("max_retries", minimum=0),
             quota_wait=settings.number("quota_wait_seconds", minimum=0),
             extra_run_options=tuple(shlex.split(settings.text("container_run_options"))),
+            auto_user_admin=settings.flag("auto_user_admin"),
             loopback_token=settings.text("auth") == "entra" and parts.hostname in LOOPBACK_HOSTS,
         )
 
@@ -219,6 +221,11 @@ class AzureBatchEngine(Engine[TaskRequest]):
     # --- translation -----------------------------------------------------------------------
 
     def translate(self, attempt: TaskAttempt) -> TaskRequest:
+        if attempt.resources.gpu and not has_gpu(self.pool.vm_size or ""):
+            raise Error.RuntimeError(
+                f"runtime.gpu: Azure Batch pool {self.pool.id} has vmSize {self.pool.vm_size}, "
+                "which has no GPU; use a pool of a GPU size (NC, ND, NV ...)"
+            )
         call = attempt.call.replace("/", "-")
         time_limit = attempt.resources.time_limit
         task = batch_models.BatchTaskCreateOptions(
@@ -239,8 +246,19 @@ class AzureBatchEngine(Engine[TaskRequest]):
                 max_task_retry_count=0,
             ),
             required_slots=self.required_slots(attempt),
+            user_identity=self.user_identity(),
         )
         return TaskRequest(attempt.workflow_run, attempt.image, task)
+
+    def user_identity(self) -> batch_models.UserIdentity | None:
+        """Batch maps the task's user into a Linux container and a non-admin auto-user may lack
+        access (batch-docker-container-workloads): root in the container needs the pool-scope
+        auto-user with admin elevation, as Microsoft's TES on Azure sets it."""
+        if not self.settings.auto_user_admin:
+            return None
+        return batch_models.UserIdentity(
+            auto_user=batch_models.AutoUserSpecification(scope="pool", elevation_level="admin")
+        )
 
     def required_slots(self, attempt: TaskAttempt) -> int | None:
         """Slots in proportion to the node's CPUs, on pools that run several tasks per node."""
@@ -250,9 +268,12 @@ class AzureBatchEngine(Engine[TaskRequest]):
         return max(1, min(self.slots, math.ceil(attempt.resources.cpu / per_slot)))
 
     def run_options(self, attempt: TaskAttempt) -> str:
-        """containerRunOptions: limits, the shared filesystem's two views, working directory."""
+        """containerRunOptions: no image ENTRYPOINT, limits, the shared filesystem's two views,
+        working directory. The docs say a command line overrides the image's ENTRYPOINT, users
+        report it becomes the COMMAND after it: clearing the ENTRYPOINT works either way. No
+        --gpus: Batch enables the GPUs of a GPU pool's nodes for container tasks itself."""
         resources = attempt.resources
-        options = ["--cpus", str(resources.cpu)]
+        options = ["--entrypoint=", "--cpus", str(resources.cpu)]
         # runtime.memory is a hard limit here (tasks share nodes), as on other batch services
         memory = resources.memory_limit or resources.memory_reservation
         if memory:
@@ -270,8 +291,6 @@ class AzureBatchEngine(Engine[TaskRequest]):
             options += ["--user", attempt.user]
         if attempt.privileged:
             options.append("--privileged")
-        if resources.gpu:
-            options += ["--gpus", str(resources.gpu)]
         for name, value in attempt.tags.items():
             options += ["--label", f"{name}={value}"]
         return shlex.join(options + list(self.settings.extra_run_options))

@@ -28,7 +28,10 @@ COLLECTION_MAX = 100  # tasks per addtaskcollection request (BatchTaskGroup.valu
 # "The total serialized size of this collection must be less than 1MB" (BatchTaskGroup.value);
 # whether 1 MB is 10^6 or 2^20 bytes is not said: stay well under both
 COLLECTION_BYTES = 900_000
-SUBMIT_LINGER = 0.1  # seconds a submission waits for others to share its addtaskcollection
+# a submission waits for others to share its addtaskcollection until none came for SUBMIT_LINGER
+# seconds (at most SUBMIT_LINGER_MAX): a scatter's tasks, ready together, go in one request
+SUBMIT_LINGER = 0.25
+SUBMIT_LINGER_MAX = 2.0
 THROTTLED = (429, 503)
 TOO_LARGE = "RequestBodyTooLarge"
 
@@ -101,9 +104,10 @@ Sender = Callable[[list[batch_models.BatchTaskCreateOptions]], list[Any]]
 class TaskCollections:
     """Concurrent submissions share ``addtaskcollection`` requests.
 
-    The first submitter waits ``SUBMIT_LINGER`` for company, then sends what has gathered (split
-    by count and serialized size) while the others wait for their outcome: N attempts ready
-    together reach Batch in ceil(N / 100) requests, plus the splits their size needs.
+    The first submitter waits for company (until none came for ``SUBMIT_LINGER``), then sends
+    what has gathered (split by count and serialized size) while the others wait for their
+    outcome: N attempts ready together reach Batch in ceil(N / 100) requests, plus the splits
+    their size needs.
     """
 
     def __init__(self, send: Sender, logger: logging.Logger) -> None:
@@ -112,16 +116,18 @@ class TaskCollections:
         self._lock = threading.Lock()
         self._pending: list[tuple[batch_models.BatchTaskCreateOptions, _Outcome]] = []
         self._sending = False
+        self._arrived = 0.0  # time.monotonic() of the latest submission
 
     def add(self, task: batch_models.BatchTaskCreateOptions) -> None:
         """Returns once the service added the task; raises its one-line reason otherwise."""
         outcome = _Outcome()
         with self._lock:
             self._pending.append((task, outcome))
+            self._arrived = time.monotonic()
             lead = not self._sending
             self._sending = True
         if lead:
-            time.sleep(SUBMIT_LINGER)
+            self._gather()
             while True:
                 with self._lock:
                     gathered, self._pending = self._pending, []
@@ -137,12 +143,23 @@ class TaskCollections:
         if outcome.error:
             raise outcome.error
 
+    def _gather(self) -> None:
+        """Wait while submissions keep arriving (each within SUBMIT_LINGER of the previous)."""
+        started = time.monotonic()
+        while True:
+            with self._lock:
+                quiet = time.monotonic() - self._arrived
+            if quiet >= SUBMIT_LINGER or time.monotonic() - started >= SUBMIT_LINGER_MAX:
+                return
+            time.sleep(min(0.02, SUBMIT_LINGER - quiet))
+
     def _add_group(self, tasks: list[batch_models.BatchTaskCreateOptions]) -> dict[str, Exception]:
         """Add tasks in one request, halving it while the service finds the body too large and
         backing off while it throttles; {task id: error} for those not added. A task that already
         exists was added by an earlier try of the same request (the service may have acted on a
         request whose answer was lost): that is success."""
         delay = 1.0
+        errors: dict[str, Exception] = {}
         for tries in range(1, 9):
             try:
                 results = self._send(tasks)
@@ -150,16 +167,19 @@ class TaskCollections:
                 if error_code(exn) == TOO_LARGE and len(tasks) > 1:
                     half = len(tasks) // 2
                     self._logger.info(f"addtaskcollection of {len(tasks)} tasks too large; halving")
-                    return {**self._add_group(tasks[:half]), **self._add_group(tasks[half:])}
+                    return {
+                        **errors,
+                        **self._add_group(tasks[:half]),
+                        **self._add_group(tasks[half:]),
+                    }
                 if exn.status_code not in THROTTLED or tries == 8:
-                    return {t.id: exn for t in tasks}
+                    return {**errors, **{t.id: exn for t in tasks}}
                 # POST is not retried by azure-core on a 429 without Retry-After: back off here
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
             except Exception as exn:
-                return {t.id: exn for t in tasks}
-            errors: dict[str, Exception] = {}
+                return {**errors, **{t.id: exn for t in tasks}}
             retry = []
             for result in results:
                 status = enum_text(result.status)
@@ -175,7 +195,10 @@ class TaskCollections:
             tasks = [t for t in tasks if t.id in retry]
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
-        return {t.id: Error.RuntimeError("server error adding the task") for t in tasks}
+        return {
+            **errors,
+            **{t.id: Error.RuntimeError("server error adding the task") for t in tasks},
+        }
 
 
 class _Outcome:

@@ -85,6 +85,7 @@ class DockerSettings:
     pull: str
     poll_seconds: float
     admission: bool
+    default_time_limit: int | None
 
     @classmethod
     def load(cls, settings: Settings) -> "DockerSettings":
@@ -94,6 +95,7 @@ class DockerSettings:
             pull=settings.choice("pull", ("missing", "always", "never")),
             poll_seconds=settings.number("poll_seconds", minimum=0.05),
             admission=settings.flag("admission"),
+            default_time_limit=settings.integer("default_time_limit", minimum=0) or None,
         )
 
 
@@ -129,6 +131,7 @@ class DockerEngine(Engine[DockerRequest]):
         self.allow_networks = settings.allow_networks
         self.pull_policy = settings.pull
         self.poll_seconds = settings.poll_seconds
+        self.default_time_limit = settings.default_time_limit
         self.limits = limits
         admission = settings.admission
         self.admission = Admission(limits["cpu"], limits["mem_bytes"]) if admission else None
@@ -252,12 +255,16 @@ class DockerEngine(Engine[DockerRequest]):
                     )
                 logger.log(NOTICE_LEVEL, _("docker pull", image=tag))
                 try:
-                    self.client.images.pull(tag)
+                    self._pull(tag)
                     attrs = self.api.inspect_image(tag)
                 except docker.errors.APIError as exn:
+                    state = (
+                        "could not be pulled ([omnibio_docker] pull = always)"
+                        if self.pull_policy == "always"
+                        else "is not on this host and could not be pulled"
+                    )
                     raise Error.RuntimeError(
-                        f"docker image {tag} is not on this host and could not be pulled: "
-                        + _first_line(exn)
+                        f"docker image {tag} {state}: {_first_line(exn)}"
                     ) from None
             digests = attrs.get("RepoDigests") or []
             logger.log(
@@ -266,6 +273,13 @@ class DockerEngine(Engine[DockerRequest]):
             )
             self._images[tag] = attrs["Id"]
             return str(attrs["Id"])
+
+    def _pull(self, tag: str) -> None:
+        """docker pull. A failure met after dockerd's HTTP 200 (e.g. a layer it cannot unpack)
+        comes inside the progress stream, which docker-py's images.pull ignores."""
+        for event in self.api.pull(tag, stream=True, decode=True):
+            if "error" in event:
+                raise docker.errors.APIError(str(event["error"]))
 
     def network_mode(self, request: DockerRequest, image_id: str, logger: logging.Logger) -> str:
         if request.network:

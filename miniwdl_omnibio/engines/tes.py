@@ -286,7 +286,7 @@ class TesEngine(Engine[TesRequest]):
                 logger.warning(
                     _("TES task creation failed; retrying", error=str(refused), seconds=seconds)
                 )
-                client._sleep(seconds)
+                client.sleep(seconds)
             tags = [*self.launcher_tags(), (TAG_RUN_ID, run_id)]
             existing = next(iter(client.list_tasks(tags)), None)
             if existing is not None:
@@ -381,7 +381,7 @@ class TesEngine(Engine[TesRequest]):
         for run_key in run_keys:
             try:
                 self.stager.store.delete_below(self.stager.store.key(run_key))
-            except StoreError as exn:
+            except Exception as exn:  # at exit: whatever goes wrong, say so and go on
                 logger.warning(_("could not remove staged objects", key=run_key, error=str(exn)))
 
     def _warn_once(self, logger: logging.Logger, message: str) -> None:
@@ -408,7 +408,7 @@ def open_stager(cfg: miniwdl_config.Loader, settings: TesSettings) -> Stager:
     """The staging store, checked writable now (a bad staging_uri fails at start)."""
     config = Settings(cfg, "omnibio_tes")
     try:
-        store = open_store(settings.staging_uri)
+        store = open_store(settings.staging_uri, settings.max_retries)
     except ValueError as exn:
         raise config.fail("staging_uri", str(exn)) from None
     except ImportError as exn:

@@ -97,7 +97,7 @@ class TesClient:
         self.timeout = timeout
         self.max_retries = max_retries
         self.base: str | None = None  # set by service_info()
-        self._sleep = sleep
+        self.sleep = sleep
         self._local = threading.local()
 
     @property
@@ -146,7 +146,7 @@ class TesClient:
             except Refused as refused:
                 if not refused.retryable or attempt == self.max_retries:
                     raise TesProblem(self.describe(refused, action)) from None
-                self._sleep(pause(attempt, refused.retry_after))
+                self.sleep(pause(attempt, refused.retry_after))
         raise AssertionError("unreachable")
 
     def describe(self, refused: Refused, action: str) -> str:
@@ -220,7 +220,7 @@ class TesClient:
                     return None
                 if not (retry and refused.retryable) or attempt == self.max_retries:
                     raise TesProblem(self.describe(refused, f"get the task {task_id}")) from None
-                self._sleep(pause(attempt, refused.retry_after))
+                self.sleep(pause(attempt, refused.retry_after))
         raise AssertionError("unreachable")
 
     def cancel(self, task_id: str) -> None:

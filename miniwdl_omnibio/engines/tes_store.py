@@ -77,13 +77,16 @@ class S3Store(ObjectStore):
 
     scheme = "s3"
 
-    def __init__(self, bucket: str, prefix: str) -> None:
+    def __init__(self, bucket: str, prefix: str, retries: int) -> None:
         import boto3
         from botocore.config import Config
 
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.client = boto3.session.Session().client(
-            "s3", config=Config(retries={"max_attempts": 10, "mode": "adaptive"})
+            "s3",
+            config=Config(
+                retries={"max_attempts": retries + 1, "mode": "standard"}, connect_timeout=10
+            ),
         )
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -158,7 +161,7 @@ class AzureBlobStore(ObjectStore):
     http://host:port/<account>/<container>/<prefix>), through AZURE_STORAGE_CONNECTION_STRING
     when set, else azure.identity's DefaultAzureCredential (managed identity, az login)."""
 
-    def __init__(self, account_url: str, container: str, prefix: str) -> None:
+    def __init__(self, account_url: str, container: str, prefix: str, retries: int) -> None:
         from azure.core.exceptions import AzureError
         from azure.storage.blob import ContainerClient
 
@@ -166,12 +169,14 @@ class AzureBlobStore(ObjectStore):
         self.account_url, self.container, self.prefix = account_url, container, prefix.strip("/")
         connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
         if connection_string:
-            self.client = ContainerClient.from_connection_string(connection_string, container)
+            self.client = ContainerClient.from_connection_string(
+                connection_string, container, retry_total=retries
+            )
         else:
             from azure.identity import DefaultAzureCredential
 
             self.client = ContainerClient(
-                account_url, container, credential=DefaultAzureCredential()
+                account_url, container, credential=DefaultAzureCredential(), retry_total=retries
             )
         self._errors = (AzureError,)
 
@@ -231,15 +236,21 @@ class AzureBlobStore(ObjectStore):
             raise self._fail(f"list {prefix}", exn) from None
 
     def delete(self, keys: list[str]) -> None:
+        """One by one: the batch API runs a thread pool, which cannot start at interpreter exit
+        (when staged objects are removed), and Azurite does not serve it."""
+        from azure.core.exceptions import ResourceNotFoundError
+
         try:
-            for start in range(0, len(keys), 256):  # a blob batch holds at most 256
-                self.client.delete_blobs(*keys[start : start + 256])
+            for key in keys:
+                with contextlib.suppress(ResourceNotFoundError):
+                    self.client.delete_blob(key)
         except self._errors as exn:
             raise self._fail("delete staged objects", exn) from None
 
 
-def open_store(uri: str) -> ObjectStore:
-    """The store of a staging URI; ValueError names what is wrong with it."""
+def open_store(uri: str, retries: int = 8) -> ObjectStore:
+    """The store of a staging URI (``retries``: of a failed or throttled request); ValueError
+    names what is wrong with the URI."""
     parts = urlsplit(uri)
     path = unquote(parts.path).strip("/")
     if parts.query or parts.fragment:
@@ -247,7 +258,7 @@ def open_store(uri: str) -> ObjectStore:
     if parts.scheme == "s3":
         if not parts.netloc:
             raise ValueError(f"{uri!r} names no bucket (s3://bucket/prefix)")
-        return S3Store(parts.netloc, path)
+        return S3Store(parts.netloc, path, retries)
     if parts.scheme in ("https", "http") and parts.hostname:
         segments = path.split("/") if path else []
         root = f"{parts.scheme}://{parts.netloc}"
@@ -257,7 +268,7 @@ def open_store(uri: str) -> ObjectStore:
             root, segments = f"{root}/{segments[0]}", segments[1:]
         if not segments:
             raise ValueError(f"{uri!r} names no blob container")
-        return AzureBlobStore(root, segments[0], "/".join(segments[1:]))
+        return AzureBlobStore(root, segments[0], "/".join(segments[1:]), retries)
     raise ValueError(
         f"{uri!r} is neither s3://bucket/prefix nor an Azure Blob URL "
         "(https://account.blob.core.windows.net/container/prefix)"

@@ -1,6 +1,7 @@
 """Pure pieces of omnibio_tes: the parts of a TES task an attempt decides, and the Status a TES
 task's state and logs mean. No I/O here: unit-tested without a server."""
 
+import posixpath
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -55,12 +56,20 @@ def check_shared_mounts(mounts: Sequence[Mount], fs: SharedFilesystem) -> None:
 
 
 def staged_command(attempt: TaskAttempt, plan: StagePlan) -> list[str]:
-    """The attempt's command, then (whatever it exits with): drop the input copies below the
-    working directory (the working directory is an output; the host has the inputs), and
-    repeat the end of stderr on the executor's stderr."""
+    """The attempt's command, with around it: make each output's directory (poiesis fails a
+    task whose output directory does not exist; Funnel makes them), then, whatever the command
+    exits with, drop the input copies below the working directory (it is an output; the host
+    has the inputs) and repeat the end of stderr on the executor's stderr."""
     stderr = next(o.container_path for o in plan.outputs if o.host_path == attempt.stderr_path)
+    directories = sorted(
+        {
+            o.container_path if o.directory else posixpath.dirname(o.container_path)
+            for o in plan.outputs
+        }
+    )
     inputs = shlex.quote(f"{attempt.workdir}/{MINIWDL_INPUTS}")
     script = (
+        f"mkdir -p {shlex.join(directories)} 2>/dev/null; "
         f"({shlex.join(attempt.argv)}); rc=$?; rm -rf {inputs} 2>/dev/null; "
         f"tail -c {STDERR_ECHO_BYTES} {shlex.quote(stderr)} >&2 2>/dev/null; exit $rc"
     )

@@ -60,7 +60,8 @@ def test_jobs_tasks_files_and_paging(client, batch):
     assert sorted(r.task_id for r in result.result_values) == [f"t{i}" for i in range(5)]
     done = _wait_completed(client, job_id, 5)
     assert all(
-        t.execution_info.exit_code == 0 and t.execution_info.result == "success" for t in done
+        t.execution_info.exit_code == 0 and t.execution_info.result.lower() == "success"
+        for t in done
     )
     assert (
         len(list(client.list_tasks(job_id, max_results=2))) == 5

@@ -15,7 +15,8 @@ import pytest
 
 from tests.conformance.test_conformance import BACKEND_FIXTURES
 from tests.helpers import miniwdl_env, popen_miniwdl, run_dir_name, run_miniwdl
-from tests.scenarios.probes import still_active
+from tests.scenarios.contract import check_contract, check_contract_form_clash
+from tests.scenarios.probes import running, still_active
 
 RUNTIME_IMAGE = "omnibio/runtime:latest"
 # moto does not enforce attemptDurationSeconds: tests/e2e/awsbatch covers AWS time limits
@@ -109,7 +110,8 @@ def test_sigint_cancels_everything_the_run_started(rig):
     proc = popen_miniwdl(_wdl(where, "sleepers.wdl", SLEEPERS), [], where, backend, env=env)
     try:
         run = run_dir_name(where)
-        _wait_until(_running_tasks(os.path.join(where, run), 2), "2 tasks run")
+        markers = _running_tasks(os.path.join(where, run), 2)
+        _wait_until(lambda: markers() or running(backend, env, run) >= 2, "2 tasks run")
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
         assert proc.returncode != 0
@@ -165,6 +167,25 @@ def test_time_limit_is_one_line_naming_it(rig_with_time_limits):
     assert re.search(
         r"exceeded its time limit of 3 s \(runtime.omnibio_time_limit\)", _error(run)
     ), _error(run)
+
+
+DEFAULT_LIMIT = """
+version 1.1
+task slow_by_default {
+  command <<< sleep 300 >>>
+  runtime { docker: "ubuntu:22.04" omnibio_result_check: "off" }
+}
+"""
+
+
+def test_default_time_limit_applies_when_the_task_sets_none(rig_with_time_limits):
+    backend, env, where = rig_with_time_limits
+    env = {**env, f"MINIWDL__{backend.upper()}__DEFAULT_TIME_LIMIT": "3"}
+    wdl = _wdl(where, "slow.wdl", DEFAULT_LIMIT)
+    run = run_miniwdl(wdl, [], where, backend, env=env, timeout=240)
+    assert run.returncode != 0
+    expected = rf"exceeded its time limit of 3 s \(\[{backend}\] default_time_limit\)"
+    assert re.search(expected, _error(run)), _error(run)
 
 
 MISSING_IMAGE = """
@@ -274,3 +295,13 @@ def test_offline_selftest_passes(rig):
 
     backend, env, where = rig
     assert selftest(backend, where, env=miniwdl_env(backend, env=env)) == []
+
+
+def test_the_contract_as_a_task_sees_it(rig):
+    backend, env, where = rig
+    check_contract(backend, env, where)
+
+
+def test_the_contract_wins_a_name_clash_in_either_form(rig):
+    backend, env, where = rig
+    check_contract_form_clash(backend, env, where)

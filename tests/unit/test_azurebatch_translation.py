@@ -235,3 +235,28 @@ def test_a_task_that_never_ran_is_one_line_naming_the_image():
     status = _status(task)
     assert status.phase is Phase.DONE and status.error
     assert "image omnibio/runtime:latest" in status.error and "pull access denied" in status.error
+
+
+def test_tasks_run_as_the_pool_admin_auto_user_unless_opted_out(monkeypatch):
+    task = _shared(monkeypatch).translate(_attempt()).task
+    assert task.user_identity.as_dict() == {
+        "autoUser": {"scope": "pool", "elevationLevel": "admin"}
+    }
+    task = _shared(monkeypatch, auto_user_admin="false").translate(_attempt()).task
+    assert task.user_identity is None  # Batch's default: the non-admin auto-user
+
+
+def test_the_image_entrypoint_is_cleared_and_gpus_are_left_to_batch(monkeypatch):
+    engine = _shared(monkeypatch)
+    engine.pool = batch_models.BatchPool({"id": "gpus", "vmSize": "Standard_NC6s_v3"})
+    options = shlex.split(
+        engine.translate(_attempt(gpu=1)).task.container_settings.container_run_options
+    )
+    assert options[0] == "--entrypoint=" and "--gpus" not in options
+
+
+def test_a_gpu_task_on_a_pool_without_gpus_is_one_line(monkeypatch):
+    with pytest.raises(Exception) as raised:
+        _shared(monkeypatch).translate(_attempt(gpu=1))
+    message = str(raised.value)
+    assert "pool p" in message and "STANDARD_D4S_V3" in message and "\n" not in message

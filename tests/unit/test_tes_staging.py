@@ -83,7 +83,10 @@ def test_the_command_keeps_its_exit_code_and_repeats_stderr():
     attempt = _attempt()
     shell, flag, script = staged_command(attempt, plan(attempt, Named(), "wf.l4"))
     assert (shell, flag) == ("/bin/sh", "-c")
-    assert script.startswith("(/bin/sh -c 'sh command >> stdout2.txt'); rc=$?; ")
+    assert script.startswith(
+        f"mkdir -p /mnt/miniwdl_task_container {CONTAINER}/work /results/wf/call-x 2>/dev/null; "
+        "(/bin/sh -c 'sh command >> stdout2.txt'); rc=$?; "
+    )
     assert f"rm -rf {CONTAINER}/work/_miniwdl_inputs" in script
     assert f"tail -c 65536 {CONTAINER}/stderr2.txt >&2" in script and script.endswith("exit $rc")
 

@@ -32,7 +32,9 @@ def emulator(docker_rig):
 def batch(emulator):
     emulator.reset_counts()
     emulator.throttle(0)
+    emulator.configure()
     yield emulator
+    emulator.configure()
 
 
 def azurebatch_config(

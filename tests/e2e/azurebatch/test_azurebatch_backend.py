@@ -217,18 +217,35 @@ def _wait_running(
     raise AssertionError(f"fewer than {count} tasks running after {timeout} s: {batch.state()}")
 
 
-def test_preemption_is_retried_within_preemptible(batch, workdir):
-    wdl = _write(
-        workdir / "slow.wdl",
-        """
+def _wait_served(batch: BatchEmulator, job_id: str, task_id: str, state: str) -> None:
+    """Until a poll of the engine's has shown the task in ``state``."""
+    deadline = time.monotonic() + 60
+    while batch.served_state(job_id, task_id) != state:
+        assert time.monotonic() < deadline, f"no poll showed {task_id} {state}"
+        time.sleep(0.2)
+
+
+def _wait_task_state(batch: BatchEmulator, job_id: str, task_id: str, state: str) -> None:
+    deadline = time.monotonic() + 60
+    while batch.state()["jobs"][job_id]["tasks"].get(task_id) != state:
+        assert time.monotonic() < deadline, f"{task_id} never {state}: {batch.state()}"
+        time.sleep(0.2)
+
+
+PREEMPTIBLE_WDL = """
 version 1.1
 task slow {
-  command <<< sleep 8; echo finished >>>
+  command <<< sleep %d; echo finished >>>
   output { String out = read_string(stdout()) }
   runtime { docker: "ubuntu:22.04" preemptible: 2 }
 }
-""",
-    )
+"""
+
+
+def _preempted_run(batch: BatchEmulator, workdir, seconds: int, between) -> tuple:
+    """Run a preemptible task of ``seconds``; once a poll showed it running, preempt its node
+    (``between(job_id)`` does it). Returns miniwdl's stderr and the settled job."""
+    wdl = _write(workdir / "slow.wdl", PREEMPTIBLE_WDL % seconds)
     before = _jobs(batch)
     proc = popen_miniwdl(
         wdl,
@@ -240,22 +257,41 @@ task slow {
     )
     try:
         job = _wait_running(batch, before, 1)
-        time.sleep(1)
-        batch.preempt(
-            job["id"], "slow-1"
-        )  # its low-priority node goes away; Batch requeues the task
+        _wait_served(batch, job["id"], "slow-1", "running")
+        between(job["id"])
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 0, stderr[-4000:]
     assert json.loads(stdout)["outputs"]["slow.out"] == "finished"
-    assert "task interrupted" in stderr and "requeued" in stderr
-    tasks = _settle(batch, job["id"])["tasks"]
-    assert set(tasks) == {"slow-1", "slow-2"}  # the requeued rerun was stopped; miniwdl's retry ran
-    assert (
-        batch.service.get_task(job["id"], "slow-1")["executionInfo"]["failureInfo"]["code"]
-        == "TaskEnded"
-    )
+    return stderr, {"id": job["id"], **_settle(batch, job["id"])}
+
+
+@pytest.mark.parametrize("counted", [True, False], ids=["requeueCount", "uncounted"])
+def test_preemption_is_retried_within_preemptible(batch, workdir, counted):
+    """Batch requeues the task of a preempted node; whether requeueCount counts that is not
+    documented, so the engine also sees the task back in the queue or started again."""
+    batch.configure(preemption_counts_requeue=counted)
+    stderr, job = _preempted_run(batch, workdir, 8, lambda job_id: batch.preempt(job_id, "slow-1"))
+    assert "task interrupted" in stderr
+    assert set(job["tasks"]) == {"slow-1", "slow-2"}  # the rerun was stopped; miniwdl retried
+    rerun = batch.service.get_task(job["id"], "slow-1")["executionInfo"]
+    assert rerun["failureInfo"]["code"] == "TaskEnded" and rerun["requeueCount"] == int(counted)
+
+
+@pytest.mark.parametrize("counted", [True, False], ids=["requeueCount", "uncounted"])
+def test_a_rerun_that_completed_between_polls_is_the_result(batch, workdir, counted):
+    batch.configure(preemption_counts_requeue=counted)
+
+    def unseen_rerun(job_id: str) -> None:
+        batch.hold(job_id, "slow-1")  # no poll sees what happens next ...
+        batch.preempt(job_id, "slow-1")
+        _wait_task_state(batch, job_id, "slow-1", "completed")  # ... until the rerun is done
+        batch.hold(job_id, "slow-1", held=False)
+
+    stderr, job = _preempted_run(batch, workdir, 2, unseen_rerun)
+    assert "task interrupted" not in stderr
+    assert set(job["tasks"]) == {"slow-1"}  # no retry was needed
 
 
 def test_sigint_terminates_every_task_and_the_job(batch, workdir):
@@ -353,7 +389,9 @@ def test_bad_configuration_is_one_clear_line(batch, workdir, case, overrides, ke
     assert batch.key not in run.stderr and (not key or key not in run.stderr)
 
 
-def test_nonexistent_image_is_named(batch, workdir):
+@pytest.mark.parametrize("spelling", ["docs", "spec"])
+def test_nonexistent_image_is_named(batch, workdir, spelling):
+    batch.configure(spelling=spelling)  # UserError (docs) or usererror (REST spec)
     wdl = _write(
         workdir / "img.wdl",
         'version 1.1\ntask t { command <<< echo hi >>> runtime { docker: "omnibio/no-such-image:1" } }\n',
@@ -395,13 +433,20 @@ def test_node_without_the_shared_filesystem_shows_the_batch_stderr_tail(batch, w
 
 
 @pytest.mark.parametrize(
-    "runtime, overrides, where",
+    "runtime, overrides, where, code",
     [
-        ("omnibio_time_limit: 2", {}, "runtime.omnibio_time_limit"),
-        ("", {"default_time_limit": "2"}, "[omnibio_azurebatch] default_time_limit"),
+        ("omnibio_time_limit: 2", {}, "runtime.omnibio_time_limit", "TaskEnded"),
+        (
+            "",
+            {"default_time_limit": "2"},
+            "[omnibio_azurebatch] default_time_limit",
+            "MaxWallClockTimeExpiry",
+        ),
     ],
 )
-def test_time_limit_is_max_wall_clock_time(batch, workdir, runtime, overrides, where):
+def test_time_limit_is_max_wall_clock_time(batch, workdir, runtime, overrides, where, code):
+    """The failure code of a task ended at maxWallClockTime is undocumented: either works."""
+    batch.configure(timeout_code=code)
     wdl = _write(
         workdir / "slow.wdl",
         'version 1.1\ntask t { command <<< sleep 60 >>> runtime { docker: "ubuntu:22.04" '

@@ -28,8 +28,9 @@ def _run(workdir, image="ubuntu:22.04", memory="100M", config=None, env=None):
     "kwargs,expected",
     [
         (
-            {"image": "no-such-registry.invalid/nothing:1"},
-            "docker image no-such-registry.invalid/nothing:1 is not on this host and could not be pulled",
+            # a registry address where nothing listens: refused at once, no DNS, no network
+            {"image": "127.0.0.1:1/nothing:1"},
+            "docker image 127.0.0.1:1/nothing:1 is not on this host and could not be pulled: ",
         ),
         ({"memory": "lots"}, "invalid setting of runtime.memory, lots"),
         (
@@ -67,7 +68,7 @@ def test_one_clear_line_and_no_leftovers(workdir, kwargs, expected):
     run = _run(workdir, **kwargs)
     assert run.returncode != 0
     line = error_line(run)
-    assert expected in line, line
+    assert expected in line, (line, run.stderr[-2000:])
     assert "\n" not in line and "Traceback" not in line
     if run.dir:
         assert containers_with_label("omnibio.run", os.path.basename(run.dir)) == []
@@ -93,18 +94,3 @@ def test_docker_backend_needs_no_cloud_sdk(workdir):
     run = _run(workdir, env=env, config={"scheduler": {"container_backend": "omnibio_awsbatch"}})
     assert run.returncode != 0
     assert "install it with pip install 'miniwdl-omnibio[aws]'" in error_line(run)
-
-
-def test_gpu_without_a_gpu_runtime_is_one_line(workdir):
-    import docker
-
-    if "nvidia" in docker.from_env().info().get("Runtimes", {}):
-        pytest.skip("this host has a GPU runtime")
-    wdl = workdir / "g.wdl"
-    wdl.write_text(
-        'version 1.1\ntask g { command <<< nvidia-smi >>> runtime { docker: "ubuntu:22.04" gpu: true } }\n'
-    )
-    run = run_miniwdl(str(wdl), [], str(workdir))
-    assert run.returncode != 0
-    assert "runtime.gpu needs a GPU and the NVIDIA container toolkit" in error_line(run)
-    assert containers_with_label("omnibio.run", os.path.basename(run.dir)) == []

@@ -51,3 +51,16 @@ def shared_dir(docker_rig):
     os.chmod(path, 0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def azurite(docker_rig):
+    """Azurite with a "staging" container, for staging through Azure Blob URLs."""
+    from azure.storage.blob import BlobServiceClient
+
+    from tests.emulators.azurite import Azurite, azurite_binary
+
+    require(azurite_binary() is not None, "Azurite is not installed (tests/rig/setup.sh)")
+    with Azurite() as blob:
+        BlobServiceClient.from_connection_string(blob.connection_string).create_container("staging")
+        yield blob

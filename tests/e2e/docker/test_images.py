@@ -1,0 +1,135 @@
+"""[omnibio_docker] pull (missing | always | never) and the image log line (id and digest), with
+a registry on 127.0.0.1 (registry.py) that counts what dockerd asks it."""
+
+import contextlib
+import os
+import re
+
+import docker
+import pytest
+
+from tests.e2e.docker import registry
+from tests.helpers import containers_with_label, error_line, run_miniwdl
+
+pytestmark = pytest.mark.usefixtures("docker_rig")
+
+TASK = """
+version 1.1
+task t {{
+  command <<< echo ran >>>
+  output {{ String said = read_string(stdout()) }}
+  runtime {{ docker: "{image}" }}
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def served():
+    """The registry, serving omnibio/tiny:1; yields (registry, image ref, image id, digest)."""
+    layer, base = registry.tiny_layer()
+    with registry.serve() as reg:
+        image_id, digest = reg.add_image("omnibio/tiny", "1", layer, base)
+        ref = f"{reg.host}/omnibio/tiny:1"
+        yield reg, ref, image_id, f"{reg.host}/omnibio/tiny@{digest}"
+        _remove(ref)
+
+
+def _remove(ref: str) -> None:
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        docker.from_env().images.remove(ref)
+
+
+def _run(workdir, image: str, pull: str | None = None):
+    wdl = workdir / "t.wdl"
+    wdl.write_text(TASK.format(image=image))
+    config = {"omnibio_docker": {"pull": pull}} if pull else None
+    return run_miniwdl(str(wdl), [], str(workdir), config=config)
+
+
+def _image_line(run) -> str:
+    (line,) = [x for x in run.stderr.splitlines() if "docker image ::" in x]
+    return line
+
+
+def _no_leftovers(run) -> None:
+    assert containers_with_label("omnibio.run", os.path.basename(run.dir)) == []
+
+
+def test_missing_pulls_an_absent_image_once_and_logs_its_id_and_digest(workdir, served):
+    reg, ref, image_id, digest = served
+    _remove(ref)
+    asked = reg.manifest_requests("omnibio/tiny")
+    run = _run(workdir, ref)  # the default policy: missing
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.outputs["t.said"] == "ran"
+    assert reg.manifest_requests("omnibio/tiny") > asked  # pulled
+    assert f'tag: "{ref}", id: "{image_id}", digest: "{digest}"' in _image_line(run)
+    asked = reg.manifest_requests("omnibio/tiny")
+    (workdir / "again").mkdir()
+    again = _run(workdir / "again", ref)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert reg.manifest_requests("omnibio/tiny") == asked  # present now: not asked again
+
+
+def test_always_pulls_an_image_already_here(workdir, served):
+    reg, ref, image_id, digest = served
+    docker.from_env().images.pull(ref)
+    asked = reg.manifest_requests("omnibio/tiny")
+    run = _run(workdir, ref, pull="always")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert reg.manifest_requests("omnibio/tiny") > asked
+    assert f'tag: "{ref}", id: "{image_id}", digest: "{digest}"' in _image_line(run)
+
+
+def test_always_with_a_failing_pull_is_one_line(workdir, served):
+    """The image is here, but under pull = always the registry's "manifest unknown" wins."""
+    reg, _ref, _image_id, _digest = served
+    local = f"{reg.host}/omnibio/not-served:1"
+    docker.from_env().images.get("ubuntu:22.04").tag(local)
+    try:
+        run = _run(workdir, local, pull="always")
+    finally:
+        _remove(local)
+    assert run.returncode != 0
+    line = error_line(run)
+    assert line.startswith(f"docker image {local} could not be pulled"), line
+    assert "pull = always" in line and "manifest unknown" in line, line  # the registry's reason
+    assert "\n" not in line and "Traceback" not in line
+    assert reg.manifest_requests("omnibio/not-served") > 0
+    _no_leftovers(run)
+
+
+def test_a_pull_failing_midway_is_one_line_with_the_daemon_reason(workdir, served):
+    """dockerd reports a layer it cannot unpack inside the pull's progress stream, after HTTP
+    200: that reason must reach the line, not a later "no such image"."""
+    reg, _ref, _image_id, _digest = served
+    base = docker.from_env().images.get("omnibio/base:bookworm").attrs
+    reg.add_image("omnibio/broken", "1", b"this is not a tar archive", base)
+    broken = f"{reg.host}/omnibio/broken:1"
+    run = _run(workdir, broken)
+    assert run.returncode != 0
+    line = error_line(run)
+    assert line.startswith(f"docker image {broken} is not on this host and could not be pulled")
+    assert "No such image" not in line and "layer" in line, line
+    assert "\n" not in line and "Traceback" not in line
+    _no_leftovers(run)
+
+
+def test_never_with_an_absent_image_is_one_line_and_asks_no_registry(workdir, served):
+    reg, ref, _image_id, _digest = served
+    _remove(ref)
+    asked = len(reg.requests)
+    run = _run(workdir, ref, pull="never")
+    assert run.returncode != 0
+    line = error_line(run)
+    assert line == f"docker image {ref} is not on this host and [omnibio_docker] pull = never", line
+    assert len(reg.requests) == asked
+    _no_leftovers(run)
+
+
+def test_a_local_image_is_logged_with_its_id(workdir):
+    run = _run(workdir, "ubuntu:22.04", pull="never")
+    assert run.returncode == 0, run.stderr[-3000:]
+    image_id = docker.from_env().images.get("ubuntu:22.04").id
+    # built here, never pulled: no registry digest to log
+    assert re.search(rf'tag: "ubuntu:22.04", id: "{image_id}", digest: null', _image_line(run))

@@ -1,0 +1,103 @@
+"""omnibio_tes against servers that answer as real ones sometimes do: a lost create answer,
+throttling without Retry-After, the API at /v1 only, credentials; and cancellation at exit of
+everything the server lists under this process's launcher tag."""
+
+import logging
+import os
+
+import pytest
+import requests
+from WDL.runtime.config import Loader
+
+from miniwdl_omnibio.engines.tes import LAUNCHER_TAG, TesEngine
+from tests.e2e.tes.runs import logs_of, run, run_tasks, wait_for
+from tests.e2e.tes.support import tes_config
+from tests.emulators.tes_server import S3Access, TesServer
+
+HELLO = """
+version 1.1
+task hello {
+  command <<< echo hello >>>
+  output { String out = read_string(stdout()) }
+  runtime { docker: "ubuntu:22.04" }
+}
+"""
+
+
+def test_a_lost_create_answer_creates_one_task(tes_server, moto, rundir):
+    tes_server.fault("create", 503, after=True)  # created, but the answer is lost
+    done = run(tes_server, moto, rundir, HELLO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(run_tasks(tes_server, done.dir)) == 1
+    assert "TES task was created by the failed request" in logs_of(done)
+
+
+def test_throttling_without_retry_after_on_create_and_polls(tes_server, moto, rundir):
+    tes_server.fault("create", 429, count=2)
+    tes_server.fault("list:QUEUED", 429, count=3)  # the polls' lists
+    before = {k: tes_server.count(k) for k in ("create", "fault:create", "fault:list:QUEUED")}
+    done = run(tes_server, moto, rundir, HELLO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.outputs["hello.out"] == "hello"
+    assert tes_server.count("fault:create") - before["fault:create"] == 2
+    assert tes_server.count("fault:list:QUEUED") - before["fault:list:QUEUED"] == 3
+    assert tes_server.count("create") - before["create"] == 3  # 2 refused, 1 accepted
+    assert len(run_tasks(tes_server, done.dir)) == 1
+    assert "status poll failed; backing off" in logs_of(done)
+
+
+@pytest.mark.parametrize("base", ["/v1", "/custom/tes"])
+def test_the_base_path_that_answered_is_used_for_every_call(moto, rundir, base):
+    """TES on Azure routes /v1/...; a URL may also name the base path itself."""
+    access = S3Access(moto.endpoint, "testing", "testing")
+    with TesServer(s3=access, base_paths=(base,), workers=1) as server:
+        url = server.url if base == "/v1" else server.url + base
+        done = run(server, moto, rundir, HELLO, config=tes_config(url))
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert len(run_tasks(server, done.dir)) == 1
+    assert f'url: "{server.url}{base}"' in done.stderr
+
+
+@pytest.mark.parametrize("auth", ["bearer", "basic"])
+def test_credentials_accepted_and_never_logged(moto, rundir, auth):
+    secret = f"s3cr3t-{auth}-value"
+    access = S3Access(moto.endpoint, "testing", "testing")
+    if auth == "bearer":
+        server_args, keys = {"token": secret}, {"token_env": "OMNIBIO_TEST_TES_SECRET"}
+    else:
+        server_args = {"user": "alice", "password": secret}
+        keys = {"user": "alice", "password_env": "OMNIBIO_TEST_TES_SECRET"}
+    with TesServer(s3=access, workers=1, **server_args) as server:
+        done = run(server, moto, rundir, HELLO, env={"OMNIBIO_TEST_TES_SECRET": secret}, **keys)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert server.count("unauthorized") == 0
+    logs = logs_of(done)
+    assert f'auth: "{auth}"' in logs and secret not in logs
+
+
+def test_exit_cancels_what_the_server_lists_under_the_launcher_tag(tes_server, moto, monkeypatch):
+    """A task this process does not track (its create answer was lost, say) but that carries its
+    launcher tag is cancelled at exit; another client's task is left alone."""
+    for name in [n for n in os.environ if n.startswith("MINIWDL__")]:
+        monkeypatch.delenv(name)
+    for name, value in moto.env().items():
+        monkeypatch.setenv(name, value)
+    logger = logging.getLogger("test")
+    engine = TesEngine.start(Loader(logger, overrides=tes_config(tes_server.url)), logger)
+    tasks_url = tes_server.url + "/ga4gh/tes/v1/tasks"
+
+    def create(tags):
+        task = {"executors": [{"image": "ubuntu:22.04", "command": ["sleep", "300"]}], "tags": tags}
+        return requests.post(tasks_url, json=task, timeout=10).json()["id"]
+
+    ours = create({LAUNCHER_TAG: engine.launcher})
+    theirs = create({LAUNCHER_TAG: "another-process"})
+
+    def states():
+        found = {t["id"]: t["state"] for t in tes_server.tasks()}
+        return found[ours], found[theirs]
+
+    wait_for(lambda: states() == ("RUNNING", "RUNNING"), "both tasks to run")
+    engine.shutdown(logger)
+    wait_for(lambda: states() == ("CANCELED", "RUNNING"), "ours cancelled, theirs running")
+    requests.post(f"{tasks_url}/{theirs}:cancel", timeout=10).raise_for_status()
