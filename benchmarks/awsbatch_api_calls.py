@@ -65,7 +65,8 @@ def ready_to_submitted(log_path: str) -> float:
     return max(submitted) - min(ready)
 
 
-def run_once(side: str, tasks: int, miniwdl_aws_python: str) -> dict:
+def run_once(side: str, tasks: int, miniwdl_aws_python: str) -> dict | None:
+    """One run's figures, or None (said on stderr, the run directory kept) if it failed."""
     work = tempfile.mkdtemp(prefix="omnibio-aws-bench-")
     os.chmod(work, 0o755)
     server = MotoServer(os.path.join(work, "moto.log")).start()
@@ -108,7 +109,8 @@ def run_once(side: str, tasks: int, miniwdl_aws_python: str) -> dict:
         )
         elapsed = time.monotonic() - started
         if proc.returncode:
-            sys.exit(f"{side}: miniwdl run failed ({proc.returncode}); see {work}")
+            print(f"{side}: miniwdl run failed ({proc.returncode}); see {work}", file=sys.stderr)
+            return None
         runs = [d for d in os.listdir(work) if d[:8].isdigit()]
         timing = ready_to_submitted(os.path.join(work, runs[0], "workflow.log"))
         assert server.proxy is not None
@@ -147,6 +149,8 @@ def main() -> None:
     for repeat in range(args.repeats):
         for side in sides:  # interleaved: a drifting machine load hits every side alike
             result = run_once(side, args.tasks, args.miniwdl_aws_python)
+            if result is None:
+                continue
             results[side].append(result)
             print(
                 f"run {repeat + 1}/{args.repeats} {side}: {result['batch']:.3f} Batch calls per "
@@ -155,9 +159,12 @@ def main() -> None:
                 flush=True,
             )
     figures = ("batch", "s3 (launcher)", "logs", "ready to submitted (s)", "wall (s)")
-    print(f"\n{args.tasks} tasks, {args.repeats} runs per side: median [min - max]")
+    print(f"\n{args.tasks} tasks, up to {args.repeats} runs per side: median [min - max]")
     print(f"{'':28}" + "".join(f"{f:>26}" for f in figures))
     for side, runs in results.items():
+        if not runs:
+            print(f"{side:28} every run failed")
+            continue
         cells = []
         for figure in figures:
             values = [r[figure] for r in runs]
@@ -165,6 +172,8 @@ def main() -> None:
         print(f"{side:28}" + "".join(f"{c:>26}" for c in cells))
     print("\nCalls of the last run of each side (per task), retries included:")
     for side, runs in results.items():
+        if not runs:
+            continue
         calls = runs[-1]["calls"]
         print(
             f"  {side}: " + ", ".join(f"{n} {c / args.tasks:.3f}" for n, c in sorted(calls.items()))

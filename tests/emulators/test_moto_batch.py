@@ -1,0 +1,146 @@
+"""The AWS Batch emulator the omnibio_awsbatch tests rely on: moto with the fixes of
+moto_batch.py, behind the proxy of moto_proxy.py. Each test checks one documented behaviour with
+plain boto3 (no plugin code), so the engine's tests cannot pass on an emulator that drifted."""
+
+import importlib.util
+import time
+
+import botocore.config
+import botocore.exceptions
+import pytest
+import requests
+
+from tests.conftest import require
+from tests.emulators.moto_server import MotoBatch, MotoServer
+
+
+@pytest.fixture(scope="module")
+def account(docker_rig, tmp_path_factory):
+    require(importlib.util.find_spec("moto") is not None, "moto[server] is not installed")
+    server = MotoServer(str(tmp_path_factory.mktemp("moto") / "moto.log")).start()
+    try:
+        yield MotoBatch(server, max_vcpus=1).create()
+    finally:
+        server.stop()
+
+
+def _definition(batch, name: str, **properties) -> str:
+    return batch.register_job_definition(
+        jobDefinitionName=name,
+        type="container",
+        containerProperties={
+            "image": "ubuntu:22.04",
+            "resourceRequirements": [
+                {"type": "VCPU", "value": "1"},
+                {"type": "MEMORY", "value": "64"},
+            ],
+            **properties,
+        },
+    )["jobDefinitionArn"]
+
+
+def _until_ended(batch, ids: list[str], timeout: float = 120) -> dict[str, dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = {j["jobId"]: j for j in batch.describe_jobs(jobs=ids)["jobs"]}
+        if all(j["status"] in ("SUCCEEDED", "FAILED") for j in jobs.values()):
+            return jobs
+        time.sleep(0.5)
+    raise AssertionError(f"jobs {ids} did not end within {timeout} s")
+
+
+def test_array_children_their_index_exit_codes_and_parent(account):
+    batch = account.server.client("batch")
+    definition = _definition(
+        batch, "index", command=["/bin/sh", "-c", 'exit "$AWS_BATCH_JOB_ARRAY_INDEX"']
+    )
+    parent = batch.submit_job(
+        jobName="array",
+        jobQueue=account.fallback_queue,
+        jobDefinition=definition,
+        arrayProperties={"size": 2},
+    )["jobId"]
+    children = _until_ended(batch, [f"{parent}:0", f"{parent}:1"])
+    # each child saw its own index, and DescribeJobs gives the exit code it ended with
+    assert children[f"{parent}:0"]["status"] == "SUCCEEDED"
+    assert children[f"{parent}:1"]["status"] == "FAILED"
+    assert children[f"{parent}:1"]["container"]["exitCode"] == 1
+    (described,) = batch.describe_jobs(jobs=[parent])["jobs"]
+    assert described["status"] == "FAILED"  # every child ended, one failed
+    assert described["arrayProperties"]["statusSummary"]["SUCCEEDED"] == 1
+
+
+def test_mount_point_without_read_only_is_writable(account, tmp_path):
+    batch = account.server.client("batch")
+    definition = _definition(
+        batch,
+        "mount",
+        command=["/bin/sh", "-c", "touch /data/written"],
+        volumes=[{"name": "data", "host": {"sourcePath": str(tmp_path)}}],
+        mountPoints=[{"sourceVolume": "data", "containerPath": "/data"}],
+    )
+    job = batch.submit_job(
+        jobName="mount-job", jobQueue=account.fallback_queue, jobDefinition=definition
+    )
+    assert _until_ended(batch, [job["jobId"]])[job["jobId"]]["status"] == "SUCCEEDED"
+    assert (tmp_path / "written").exists()
+
+
+def test_managed_environment_runs_at_most_its_max_vcpus(account):
+    """maxvCpus 1: the second one-vCPU job starts only after the first stopped."""
+    batch = account.server.client("batch")
+    definition = _definition(batch, "nap", command=["/bin/sh", "-c", "sleep 2"])
+    ids = [
+        batch.submit_job(jobName=f"n{i}", jobQueue=account.queue, jobDefinition=definition)["jobId"]
+        for i in range(2)
+    ]
+    first, second = sorted(_until_ended(batch, ids).values(), key=lambda j: j["startedAt"])
+    assert second["startedAt"] >= first["stoppedAt"]
+
+
+def test_proxy_throttles_without_retry_after(account):
+    proxy = account.server.proxy
+    proxy.fail_next("describejobs", 1)
+    try:
+        unretried = botocore.config.Config(retries={"total_max_attempts": 1})
+        batch = account.server.client("batch", endpoint=proxy.endpoint, config=unretried)
+        with pytest.raises(botocore.exceptions.ClientError) as raised:
+            batch.describe_jobs(jobs=["x"])
+        response = raised.value.response
+        assert response["Error"]["Code"] == "TooManyRequestsException"
+        assert response["ResponseMetadata"]["HTTPStatusCode"] == 429
+        assert "retry-after" not in response["ResponseMetadata"]["HTTPHeaders"]
+        assert batch.describe_jobs(jobs=["x"])["jobs"] == []  # the next call goes through
+    finally:
+        proxy.reset()
+
+
+def test_proxy_holds_an_unplaceable_job_runnable_until_terminated(account):
+    proxy = account.server.proxy
+    proxy.hold_if = lambda request: "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - none fits"
+    try:
+        batch = account.server.client("batch", endpoint=proxy.endpoint)
+        definition = _definition(batch, "held", command=["/bin/sh", "-c", "sleep 600"])
+        job = batch.submit_job(
+            jobName="held-job", jobQueue=account.fallback_queue, jobDefinition=definition
+        )
+        (held,) = batch.describe_jobs(jobs=[job["jobId"]])["jobs"]
+        assert held["status"] == "RUNNABLE" and held["statusReason"].startswith("MISCONFIG")
+        batch.terminate_job(jobId=job["jobId"], reason="stop")
+        ended = _until_ended(batch, [job["jobId"]])[job["jobId"]]
+        assert ended["status"] == "FAILED" and ended["statusReason"] == "stop"
+    finally:
+        proxy.reset()
+
+
+def test_proxy_counts_every_request_by_service(account):
+    proxy = account.server.proxy
+    try:
+        s3 = account.server.client("s3", endpoint=proxy.endpoint)
+        s3.put_object(Bucket=account.bucket, Key="k", Body=b"x")
+        s3.get_object(Bucket=account.bucket, Key="k")
+        requests.get(proxy.endpoint + "/moto-api/data.json", timeout=30)
+        assert proxy.calls["s3 PUT"] == 1 and proxy.calls["s3 GET"] == 1
+        assert proxy.calls["unsigned GET"] == 1
+    finally:
+        proxy.reset()
