@@ -45,6 +45,7 @@ from .awsbatch_settings import AwsBatchSettings, filesystem_hint
 from .base import Engine, Status, Submitted
 
 DESCRIBE_MAX = 100  # API_DescribeJobs: "A list of up to 100 job IDs"
+REFRESH_SECONDS = 60.0  # every array child is asked about at least this often
 # when max_cpu / max_memory are not set and the compute environments tell nothing (unmanaged)
 FALLBACK_LIMITS = {"cpu": 64, "mem_bytes": 256 << 30}
 RETRIES = botocore.config.Config(
@@ -111,6 +112,7 @@ class AwsBatchEngine(Engine[JobRequest]):
         self._definitions_lock = threading.Lock()
         self._arrays = itertools.count(1)
         self._summaries: dict[str, Any] = {}  # array parent -> statusSummary at the last fetch
+        self._refresh_at = 0.0  # time.monotonic() of the next fetch that asks every child
         self.coalescer = (
             Coalescer(settings.array_linger, self._send) if settings.array_jobs else None
         )
@@ -480,8 +482,9 @@ class AwsBatchEngine(Engine[JobRequest]):
 
     def fetch(self, records: Sequence[Submitted]) -> dict[str, Status]:
         """DescribeJobs, 100 ids a call. Array children are asked about only when their parent's
-        statusSummary changed since the last answer (one call covers 100 arrays): a child whose
-        array did not change keeps the status the tracker has."""
+        statusSummary changed since the last answer (one call covers 100 arrays), and all of them
+        every REFRESH_SECONDS: a reason Batch gives a waiting child (MISCONFIGURATION) does not
+        change the summary. A child not asked about keeps the status the tracker has."""
         by_id = {r.handle: r for r in records}
         arrays: dict[str, list[Submitted]] = {}
         for record in records:
@@ -491,21 +494,24 @@ class AwsBatchEngine(Engine[JobRequest]):
             j["jobId"]: (j.get("arrayProperties") or {}).get("statusSummary")
             for j in self._describe(list(arrays))
         }
-        unchanged = [
-            r
-            for parent, children in arrays.items()
-            if summaries.get(parent) and summaries[parent] == self._summaries.get(parent)
-            for r in children
+        refresh = time.monotonic() >= self._refresh_at
+        quiet = [
+            parent
+            for parent in arrays
+            if not refresh
+            and summaries.get(parent)
+            and summaries[parent] == self._summaries.get(parent)
         ]
-        asked = [h for h in by_id if h not in {r.handle for r in unchanged}]
+        unchanged = {r.handle: r.status for parent in quiet for r in arrays[parent]}
         statuses = {
             j["jobId"]: job_status(j, by_id[j["jobId"]].attempt.image, self.filesystem_hint)
-            for j in self._describe(asked)
+            for j in self._describe([h for h in by_id if h not in unchanged])
             if j["jobId"] in by_id
         }
-        statuses.update({r.handle: r.status for r in unchanged})
         self._summaries = {p: s for p, s in summaries.items() if s}  # cache: Batch's last word
-        return statuses
+        if refresh:
+            self._refresh_at = time.monotonic() + REFRESH_SECONDS
+        return {**statuses, **unchanged}
 
     def _describe(self, ids: list[str]) -> list[dict[str, Any]]:
         """DescribeJobs for any number of ids ("A list of up to 100 job IDs" per call)."""

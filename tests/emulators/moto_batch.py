@@ -7,7 +7,9 @@ inside the job, where no proxy reaches:
 
 1. A child of an array job gets ``AWS_BATCH_JOB_ARRAY_INDEX`` in its environment. AWS Batch user
    guide, "AWS Batch job environment variables": "This variable is only set in child array
-   jobs. The array job index begins at 0". moto sets only AWS_BATCH_JOB_ID.
+   jobs. The array job index begins at 0". moto sets only AWS_BATCH_JOB_ID (and appends it to
+   the request's environment list on every DescribeJobs, a list an array's children share, so
+   it grows without end: here the environment is merged afresh each time).
 2. DescribeJobs gives ``container.exitCode`` of a job whose container exited. API_ContainerDetail
    exitCode: "The exit code returned upon completion." moto 5 computes it but drops it from
    DescribeJobs (its ListJobs summaries keep it).
@@ -48,11 +50,9 @@ def _patch() -> None:
     container_details = job._container_details
 
     def get_container_property(self: Any, name: str, default: Any) -> Any:
+        if name == "environment":
+            return _environment(self)
         value = container_property(self, name, default)
-        index = (self.array_properties or {}).get("index")
-        if name == "environment" and index is not None:
-            value = [e for e in value if e["name"] != "AWS_BATCH_JOB_ARRAY_INDEX"]
-            value.append({"name": "AWS_BATCH_JOB_ARRAY_INDEX", "value": str(index)})
         if name == "mountPoints":
             value = [{"readOnly": False, **point} for point in value]
         return value
@@ -100,6 +100,20 @@ class Capacity:
             with self._cond:
                 self.free += vcpus
                 self._cond.notify_all()
+
+
+def _environment(job: Any) -> list[dict[str, str]]:
+    """The job definition's environment, the request's over it, and what Batch sets."""
+    merged = {
+        e["name"]: e["value"]
+        for e in job.job_definition.container_properties.get("environment", [])
+    }
+    merged.update({e["name"]: e["value"] for e in job.container_overrides.get("environment", [])})
+    merged["AWS_BATCH_JOB_ID"] = job.job_id
+    index = (job.array_properties or {}).get("index")
+    if index is not None:
+        merged["AWS_BATCH_JOB_ARRAY_INDEX"] = str(index)
+    return [{"name": k, "value": v} for k, v in merged.items()]
 
 
 def _vcpus(job: Any) -> int:

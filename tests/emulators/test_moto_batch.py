@@ -67,6 +67,8 @@ def test_array_children_their_index_exit_codes_and_parent(account):
     assert children[f"{parent}:1"]["container"]["exitCode"] == 1
     (described,) = batch.describe_jobs(jobs=[parent])["jobs"]
     assert described["status"] == "FAILED"  # every child ended, one failed
+    twice = [batch.describe_jobs(jobs=[f"{parent}:0"])["jobs"][0] for _ in range(2)]
+    assert [len(j["container"]["environment"]) for j in twice] == [2, 2]  # JOB_ID, ARRAY_INDEX
     assert described["arrayProperties"]["statusSummary"]["SUCCEEDED"] == 1
 
 

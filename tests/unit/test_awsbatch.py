@@ -476,6 +476,10 @@ def test_children_are_asked_about_only_when_their_array_changed(monkeypatch):
     engine.batch.asked.clear()
     assert engine.fetch(records) == first  # the array's summary did not change
     assert engine.batch.asked == [["p"], ["j"]]
+    engine._refresh_at = 0.0  # a minute later: every child is asked about again
+    engine.batch.asked.clear()
+    engine.fetch(records)
+    assert engine.batch.asked == [["p"], ["p:0", "p:1", "j"]]
     answers["p"] = {**answers["p"], "arrayProperties": {"statusSummary": {"SUCCEEDED": 2}}}
     answers["p:0"] = _job("SUCCEEDED", jobId="p:0")
     engine.batch.asked.clear()
