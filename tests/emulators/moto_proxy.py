@@ -75,10 +75,15 @@ class BatchProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, headers, data = proxy.handle(self.command, self.path, self.headers, body)
                 self.send_response(status)
+                # A HEAD answer carries the length a GET would have (RFC 9110, 9.3.2): S3's
+                # HeadObject reports an object's size in it, so it is relayed, not recomputed.
+                head = self.command == "HEAD"
+                hop = ("transfer-encoding", "connection") + (() if head else ("content-length",))
                 for key, value in headers:
-                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    if key.lower() not in hop:
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                if not head:
+                    self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 

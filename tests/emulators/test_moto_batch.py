@@ -117,6 +117,17 @@ def test_proxy_throttles_without_retry_after(account):
         proxy.reset()
 
 
+def test_proxy_relays_an_objects_size_on_head(account):
+    """Processes reach S3 through the proxy too: HeadObject's ContentLength is the object's size
+    (RFC 9110 9.3.2), not the length of the empty HEAD body."""
+    direct = account.server.client("s3")
+    direct.create_bucket(Bucket="proxy-head")
+    direct.put_object(Bucket="proxy-head", Key="k", Body=b"fifteen bytes!\n")
+    proxied = account.server.client("s3", endpoint=account.server.proxy.endpoint)
+    assert proxied.head_object(Bucket="proxy-head", Key="k")["ContentLength"] == 15
+    assert proxied.get_object(Bucket="proxy-head", Key="k")["Body"].read() == b"fifteen bytes!\n"
+
+
 def test_proxy_holds_an_unplaceable_job_runnable_until_terminated(account):
     proxy = account.server.proxy
     proxy.hold_if = lambda request: "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - none fits"
