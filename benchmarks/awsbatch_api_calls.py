@@ -4,8 +4,9 @@ on miniwdl-aws, against the same moto server on this host.
     python benchmarks/awsbatch_api_calls.py [--tasks 1000] [--repeats 3] [--sides ...]
 
 Each run gets a fresh moto server (moto's DescribeJobs slows with every job it holds) and runs
-the scatter through miniwdl's CLI as a user would: the engine's default poll_seconds and
-submit_rate, task_concurrency = tasks, results.json uploaded by the tool runtime and verified.
+the scatter through miniwdl's CLI as a user would: the engine's default poll_seconds,
+describe_seconds and submit_rate, task_concurrency = tasks, results.json uploaded by the tool
+runtime and verified.
 Every request reaches moto through the proxy of tests/emulators/moto_proxy.py, which counts it
 by service and operation, retries and throttled answers included. The sides run interleaved,
 ``--repeats`` times each; the table shows the median and the range.
