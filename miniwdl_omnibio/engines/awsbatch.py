@@ -38,14 +38,15 @@ from .awsbatch_request import (
     JobDefinition,
     JobRequest,
     clean_tag,
+    exit_file,
     fit_request,
     job_name,
+    read_exit_file,
 )
 from .awsbatch_settings import AwsBatchSettings, filesystem_hint
-from .base import Engine, Status, Submitted
+from .base import RUNNING, Engine, Phase, Status, Submitted
 
 DESCRIBE_MAX = 100  # API_DescribeJobs: "A list of up to 100 job IDs"
-REFRESH_SECONDS = 60.0  # every array child is asked about at least this often
 # when max_cpu / max_memory are not set and the compute environments tell nothing (unmanaged)
 FALLBACK_LIMITS = {"cpu": 64, "mem_bytes": 256 << 30}
 RETRIES = botocore.config.Config(
@@ -111,8 +112,7 @@ class AwsBatchEngine(Engine[JobRequest]):
         self._definitions: dict[str, str] = {}
         self._definitions_lock = threading.Lock()
         self._arrays = itertools.count(1)
-        self._summaries: dict[str, Any] = {}  # array parent -> statusSummary at the last fetch
-        self._refresh_at = 0.0  # time.monotonic() of the next fetch that asks every child
+        self._describe_at = 0.0  # time.monotonic() of the next fetch that asks Batch about all
         self.coalescer = (
             Coalescer(settings.array_linger, self._send) if settings.array_jobs else None
         )
@@ -258,6 +258,7 @@ class AwsBatchEngine(Engine[JobRequest]):
         queue, from_runtime = self.queue_for(attempt)
         env = {k: str(v) for k, v in sorted(attempt.env.items()) if not k.startswith("AWS_BATCH")}
         stderr = fs.to_container(attempt.stderr_path)
+        exited = exit_file(attempt.host_dir, attempt.attempt)
         request = JobRequest(
             call=attempt.call,
             image=attempt.image,
@@ -266,7 +267,16 @@ class AwsBatchEngine(Engine[JobRequest]):
             queue_from_runtime=from_runtime,
             definition=self.job_definition(attempt),
             name=job_name(self.name_prefix, attempt.call, attempt.attempt),
-            command=("/bin/sh", "-c", WRAPPER, "omnibio", attempt.workdir, stderr, "-")
+            command=(
+                "/bin/sh",
+                "-c",
+                WRAPPER,
+                "omnibio",
+                attempt.workdir,
+                stderr,
+                "-",
+                fs.to_container(exited),
+            )
             + attempt.argv,
             environment=env,
             resources=tuple(requirements),
@@ -275,6 +285,7 @@ class AwsBatchEngine(Engine[JobRequest]):
                 clean_tag(k, 128): clean_tag(v, 256)
                 for k, v in {**self.settings.tags, **attempt.tags}.items()
             },
+            exit_file=exited,
         )
         host_file = os.path.join(attempt.host_dir, f"awsbatch_env.{attempt.attempt}.sh")
         return fit_request(request, host_file, fs.to_container(host_file))
@@ -366,6 +377,7 @@ class AwsBatchEngine(Engine[JobRequest]):
     def _submit_job(self, request: JobRequest, logger: logging.Logger) -> str:
         definition = self._prepare(request, logger)
         self._write(request.files, logger)
+        self._clear_exit_files([request])
         job_id = self._submit(request.arguments(definition), request.queue, request.name)
         logger.log(
             NOTICE_LEVEL,
@@ -387,6 +399,7 @@ class AwsBatchEngine(Engine[JobRequest]):
         definition = self._prepare(first, group[0].logger)
         os.makedirs(plan.directory, exist_ok=True)
         self._write(plan.files, None)
+        self._clear_exit_files(plan.members)
         parent = self._submit(plan.arguments(definition), first.queue, name)
         for index, pending in enumerate(group):
             pending.logger.log(
@@ -418,6 +431,13 @@ class AwsBatchEngine(Engine[JobRequest]):
                 logger.info(
                     _("environment values passed in a file (SubmitJob request limit)", file=path)
                 )
+
+    @staticmethod
+    def _clear_exit_files(requests: Sequence[JobRequest]) -> None:
+        """An exit file left by an earlier launcher in this directory must not end the job."""
+        for request in requests:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(request.exit_file)
 
     def _submit(self, arguments: dict[str, Any], queue: str, name: str) -> str:
         try:
@@ -481,37 +501,77 @@ class AwsBatchEngine(Engine[JobRequest]):
     # --- status ----------------------------------------------------------------------------
 
     def fetch(self, records: Sequence[Submitted]) -> dict[str, Status]:
-        """DescribeJobs, 100 ids a call. Array children are asked about only when their parent's
-        statusSummary changed since the last answer (one call covers 100 arrays), and all of them
-        every REFRESH_SECONDS: a reason Batch gives a waiting child (MISCONFIGURATION) does not
-        change the summary. A child not asked about keeps the status the tracker has."""
+        """Each job's exit file on the shared filesystem says when it starts and ends: an exit
+        status 0 ends the attempt without a call; any other is asked of Batch (OOM, the reason,
+        the log stream). Every describe_seconds Batch is asked about the jobs whose files say
+        nothing yet (a lost host, a container that never started, a job stuck RUNNABLE): plain
+        jobs 100 a call; arrays 100 a call, and an array's children only when Batch counts more
+        of them finished than wrote their exit status, else one waiting child for the reason
+        Batch gives a whole array (MISCONFIGURATION). A job not asked about keeps its status."""
         by_id = {r.handle: r for r in records}
+        now = time.monotonic()
+        sweep = now >= self._describe_at
+        if sweep:
+            self._describe_at = now + self.settings.describe_seconds
         arrays: dict[str, list[Submitted]] = {}
         for record in records:
             if ":" in record.handle:
                 arrays.setdefault(record.handle.split(":")[0], []).append(record)
-        summaries = {
-            j["jobId"]: (j.get("arrayProperties") or {}).get("statusSummary")
-            for j in self._describe(list(arrays))
+        # Batch's counts before the files: a child it counts as finished wrote its file before
+        parents = self._describe(list(arrays)) if sweep else []
+        counted = {j["jobId"]: j.get("arrayProperties") or {} for j in parents}
+        written = {
+            r.handle: read_exit_file(exit_file(r.attempt.host_dir, r.attempt.attempt))
+            for r in records
         }
-        refresh = time.monotonic() >= self._refresh_at
-        quiet = [
-            parent
-            for parent in arrays
-            if not refresh
-            and summaries.get(parent)
-            and summaries[parent] == self._summaries.get(parent)
+        statuses: dict[str, Status] = {}
+        ask: list[str] = []
+        for handle, (started, code) in written.items():
+            if code == 0:
+                statuses[handle] = Status(Phase.DONE, exit_code=0, reason="exit status 0")
+            elif code is not None:
+                ask.append(handle)
+            elif started and by_id[handle].status.phase is Phase.QUEUED:
+                statuses[handle] = RUNNING
+        silent = {h for h, (_started, code) in written.items() if code is None}
+        samples: dict[str, list[str]] = {}
+        if sweep:
+            ask += [h for h in silent if ":" not in h]
+            for parent, children in arrays.items():
+                waiting = [c.handle for c in children if c.handle in silent]
+                if waiting and self._unexplained(counted.get(parent), len(waiting)):
+                    ask += waiting
+                elif waiting:
+                    ask.append(waiting[0])
+                    samples[waiting[0]] = waiting[1:]
+        answers = self._statuses(ask, by_id)
+        more = [
+            rest
+            for sample, rest in samples.items()
+            if sample in answers and answers[sample].reason != by_id[sample].status.reason
         ]
-        unchanged = {r.handle: r.status for parent in quiet for r in arrays[parent]}
-        statuses = {
+        asked = set(ask).union(*more)
+        answers.update(self._statuses([h for rest in more for h in rest], by_id))
+        # a job asked about and not listed is left to the tracker's grace period
+        unchanged = {h: r.status for h, r in by_id.items() if h not in asked}
+        return {**unchanged, **statuses, **answers}
+
+    @staticmethod
+    def _unexplained(array: Mapping[str, Any] | None, waiting: int) -> bool:
+        """Batch counts more children of the array finished than the launcher knows of (those
+        no longer outstanding, and those that wrote their exit status)."""
+        if not array or "size" not in array:
+            return True
+        summary = array.get("statusSummary") or {}
+        finished = int(summary.get("SUCCEEDED", 0)) + int(summary.get("FAILED", 0))
+        return finished > int(array["size"]) - waiting
+
+    def _statuses(self, ids: list[str], by_id: Mapping[str, Submitted]) -> dict[str, Status]:
+        return {
             j["jobId"]: job_status(j, by_id[j["jobId"]].attempt.image, self.filesystem_hint)
-            for j in self._describe([h for h in by_id if h not in unchanged])
+            for j in self._describe(ids)
             if j["jobId"] in by_id
         }
-        self._summaries = {p: s for p, s in summaries.items() if s}  # cache: Batch's last word
-        if refresh:
-            self._refresh_at = time.monotonic() + REFRESH_SECONDS
-        return {**statuses, **unchanged}
 
     def _describe(self, ids: list[str]) -> list[dict[str, Any]]:
         """DescribeJobs for any number of ids ("A list of up to 100 job IDs" per call)."""

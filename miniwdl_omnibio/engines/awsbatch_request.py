@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import re
 import shlex
 from collections.abc import Mapping
@@ -15,18 +16,38 @@ JOB_NAME_MAX = 128
 REQUEST_LIMIT = 30 * 1024
 REQUEST_BUDGET = REQUEST_LIMIT - 1024
 # The job's command. Batch has no per-job working directory, so the wrapper enters it; it sources
-# environment values that did not fit the SubmitJob request; and when the task fails it copies the
-# tail of the task's stderr (which goes to the shared filesystem) into the job's CloudWatch log.
-# Arguments: workdir, stderr file, env file or "-", then the task's argv.
+# environment values that did not fit the SubmitJob request; it keeps the job's exit file on the
+# shared filesystem (empty while the command runs, then its exit status), so the launcher sees
+# jobs start and end without asking Batch; and when the task fails it copies the tail of the
+# task's stderr (which goes to the shared filesystem) into the job's CloudWatch log.
+# Arguments: workdir, stderr file, env file or "-", exit file, then the task's argv.
 WRAPPER = (
     'cd "$1" || { echo "omnibio: cannot enter $1; is the shared filesystem mounted on this '
     'Batch host?" >&2; exit 97; }; '
     'if [ "$3" != - ]; then . "$3"; fi; '
-    "stderr=$2; shift 3; "
+    'stderr=$2; exited=$4; shift 4; true 2>/dev/null >"$exited"; '
     '"$@"; rc=$?; '
+    '{ echo "$rc" >"$exited.tmp" && mv -f "$exited.tmp" "$exited"; } 2>/dev/null; '
     f'if [ "$rc" -ne 0 ]; then tail -n {LOG_TAIL_LINES} "$stderr" >&2; fi; '
     'exit "$rc"'
 )
+ENV_ARGUMENT = 6  # the command's index of the env file
+
+
+def exit_file(host_dir: str, attempt: int) -> str:
+    """The attempt's exit file: absent before its job starts, empty while its command runs, then
+    the command's exit status."""
+    return os.path.join(host_dir, f"awsbatch_exit.{attempt}")
+
+
+def read_exit_file(path: str) -> tuple[bool, int | None]:
+    """(started, exit status) from an exit file; (False, None) when it is not there (yet)."""
+    try:
+        with open(path, encoding="utf-8") as infile:
+            text = infile.read().strip()
+    except OSError:
+        return False, None
+    return True, int(text) if text.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,7 @@ class JobRequest:
     resources: tuple[tuple[str, str], ...]  # (VCPU|MEMORY|GPU, value)
     timeout: int | None  # attemptDurationSeconds
     tags: Mapping[str, str]
+    exit_file: str  # host path (exit_file())
     files: Mapping[str, str] = field(default_factory=dict)  # host path -> text, before submitting
 
     def arguments(self, definition: str) -> dict[str, Any]:
@@ -106,7 +128,9 @@ def fit_request(request: JobRequest, host_file: str, container_file: str) -> Job
         return request
     kept = dict(request.environment)
     moved: dict[str, str] = {}
-    command = request.command[:6] + (container_file,) + request.command[7:]
+    command = (
+        request.command[:ENV_ARGUMENT] + (container_file,) + request.command[ENV_ARGUMENT + 1 :]
+    )
     while kept and replace(request, command=command, environment=kept).size() > REQUEST_BUDGET:
         name = max(kept, key=lambda k: len(json.dumps(kept[k])))
         moved[name] = kept.pop(name)

@@ -79,6 +79,7 @@ class AwsBatchSettings:
     max_memory: int | None
     default_time_limit: int | None
     poll_seconds: float
+    describe_seconds: float
     submit_rate: float
     array_jobs: bool
     array_linger: float  # seconds a submission waits for others to share its array job
@@ -104,6 +105,7 @@ class AwsBatchSettings:
             max_memory=settings.size("max_memory") if settings.text("max_memory") else None,
             default_time_limit=settings.integer("default_time_limit", minimum=0) or None,
             poll_seconds=settings.number("poll_seconds", minimum=0.1),
+            describe_seconds=settings.number("describe_seconds", minimum=0.1),
             submit_rate=settings.number("submit_rate", minimum=0.01),
             array_jobs=settings.flag("array_jobs"),
             array_linger=settings.number("array_linger_seconds", minimum=0),

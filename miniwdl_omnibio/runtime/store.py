@@ -9,6 +9,7 @@ import contextlib
 import importlib
 import os
 import tempfile
+import threading
 from types import ModuleType
 from typing import Any
 
@@ -25,6 +26,23 @@ SDKS = {
     "azure.identity": ("azure-identity", "azure"),
     "google.cloud.storage": ("google-cloud-storage", "gcs"),
 }
+
+
+# what boto3 reads from the environment to pick an S3 endpoint and credentials
+S3_ENVIRONMENT = (
+    "AWS_PROFILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+)
+_S3_CLIENTS: dict[tuple[str | None, ...], Any] = {}
+_S3_LOCK = threading.Lock()
 
 
 def import_sdk(module: str) -> ModuleType:
@@ -44,9 +62,19 @@ def _as_uri(uri: str | ResultUri) -> ResultUri:
 
 
 def s3_client(profile: str | None = None) -> Any:
-    """boto3's standard chain (AWS_PROFILE, AWS_ENDPOINT_URL_S3 for MinIO and moto, roles)."""
-    boto3 = import_sdk("boto3")
-    return boto3.Session(**({"profile_name": profile} if profile else {})).client("s3")
+    """boto3's standard chain (AWS_PROFILE, AWS_ENDPOINT_URL_S3 for MinIO and moto, roles).
+
+    One client per profile and AWS environment, shared by every thread (boto3 clients are
+    thread-safe): making one costs tens of milliseconds of CPU, which a launcher clearing a
+    thousand attempts' stale results at once would otherwise spend a thousand times."""
+    key = (profile, *(os.environ.get(name) for name in S3_ENVIRONMENT))
+    with _S3_LOCK:
+        client = _S3_CLIENTS.get(key)
+        if client is None:
+            boto3 = import_sdk("boto3")
+            session = boto3.Session(**({"profile_name": profile} if profile else {}))
+            client = _S3_CLIENTS[key] = session.client("s3")
+    return client
 
 
 def blob_service(account: str, connection_string: str | None = None) -> Any:

@@ -191,14 +191,18 @@ class BatchProxy:
     # --- AWS Batch as documented -----------------------------------------------------------
 
     def _before(self, operation: str, body: bytes) -> bytes:
-        """The SubmitJob moto gets: its timeout divided by time_scale."""
-        if operation != "submitjob" or self.time_scale == 1:
+        """The SubmitJob moto gets: its timeout divided by time_scale; a broken job's command
+        replaced by one that does nothing (its host fails before the container runs)."""
+        if operation != "submitjob":
             return body
         request = json.loads(body)
+        if self.break_if and self.break_if(request):
+            request.setdefault("containerOverrides", {})["command"] = ["true"]
         seconds = (request.get("timeout") or {}).get("attemptDurationSeconds")
-        if not seconds:
-            return body
-        request["timeout"]["attemptDurationSeconds"] = max(1, math.ceil(seconds / self.time_scale))
+        if seconds and self.time_scale != 1:
+            request["timeout"]["attemptDurationSeconds"] = max(
+                1, math.ceil(seconds / self.time_scale)
+            )
         return json.dumps(request).encode()
 
     def _after(self, operation: str, asked: Request, sent: Request, data: bytes) -> bytes:

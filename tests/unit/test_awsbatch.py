@@ -7,8 +7,10 @@ import logging
 import os
 import re
 import shlex
+import subprocess
 import types
 from dataclasses import replace
+from pathlib import Path
 
 import boto3
 import botocore.exceptions
@@ -22,7 +24,13 @@ from miniwdl_omnibio.engines.awsbatch_arrays import Coalescer, array_key, plan_a
 from miniwdl_omnibio.engines.awsbatch_jobs import error_text, is_auth_error
 from miniwdl_omnibio.engines.awsbatch_jobs import job_status as _job_status
 from miniwdl_omnibio.engines.awsbatch_limits import environment_limit, instance_type_filters
-from miniwdl_omnibio.engines.awsbatch_request import JOB_NAME_MAX, REQUEST_BUDGET, job_name
+from miniwdl_omnibio.engines.awsbatch_request import (
+    JOB_NAME_MAX,
+    REQUEST_BUDGET,
+    WRAPPER,
+    job_name,
+    read_exit_file,
+)
 from miniwdl_omnibio.engines.awsbatch_settings import AwsBatchSettings, SharedVolume
 from miniwdl_omnibio.engines.base import Phase, Submitted
 from miniwdl_omnibio.sharedfs import SharedFilesystem
@@ -453,35 +461,99 @@ class ScriptedDescribeJobs:
         return {"jobs": [self.answers[j] for j in jobs if j in self.answers]}
 
 
-def test_children_are_asked_about_only_when_their_array_changed(monkeypatch):
-    engine = _engine(monkeypatch)
-    summary = {"RUNNING": 2, "SUCCEEDED": 0}
+def _records(tmp_path, handles):
+    """Submitted attempts, each with its own directory for its exit file."""
+    found = []
+    for handle in handles:
+        directory = tmp_path / handle.replace(":", "_")
+        directory.mkdir()
+        found.append(Submitted(handle, replace(_attempt(), host_dir=str(directory)), LOG, 0.0))
+    return found
+
+
+def _write_exit(record, text):
+    (Path(record.attempt.host_dir) / f"awsbatch_exit.{record.attempt.attempt}").write_text(text)
+
+
+def _apply(records, statuses):
+    for record in records:
+        record.status = statuses[record.handle]
+
+
+def test_exit_files_end_jobs_without_asking_batch(monkeypatch, tmp_path):
+    engine = _engine(monkeypatch, describe_seconds="600")
     answers = {
-        "p": {"jobId": "p", "status": "PENDING", "arrayProperties": {"statusSummary": summary}},
-        "p:0": _job("RUNNING", jobId="p:0"),
-        "p:1": _job("RUNNING", jobId="p:1"),
+        "p": {"jobId": "p", "status": "PENDING", "arrayProperties": {"size": 3}},
+        "p:0": _job("RUNNABLE", jobId="p:0"),
         "j": _job("RUNNABLE", jobId="j"),
     }
     engine.batch = ScriptedDescribeJobs(answers)
-    records = [Submitted(h, _attempt(), LOG, 0.0) for h in ("p:0", "p:1", "j")]
-    first = engine.fetch(records)
-    assert engine.batch.asked == [["p"], ["p:0", "p:1", "j"]]
-    assert {h: s.phase for h, s in first.items()} == {
-        "p:0": Phase.RUNNING,
-        "p:1": Phase.RUNNING,
-        "j": Phase.QUEUED,
+    records = _records(tmp_path, ["p:0", "p:1", "p:2", "j"])
+    _apply(records, engine.fetch(records))  # the first round asks Batch
+    assert engine.batch.asked == [["p"], ["j", "p:0"]]  # one child speaks for its array
+    engine.batch.asked.clear()
+    _write_exit(records[0], "")  # started
+    _write_exit(records[1], "0")
+    _write_exit(records[2], "3")
+    answers["p:2"] = _job("FAILED", exit_code=3, jobId="p:2")
+    statuses = engine.fetch(records)
+    assert engine.batch.asked == [["p:2"]]  # only the failure is asked about
+    assert statuses["p:0"].phase is Phase.RUNNING
+    assert statuses["p:1"].phase is Phase.DONE and statuses["p:1"].exit_code == 0
+    assert statuses["p:2"].exit_code == 3 and statuses["p:2"].details["job_name"]
+    assert statuses["j"].phase is Phase.QUEUED
+
+
+def test_batch_is_asked_about_silent_children_when_it_counts_more_finished(monkeypatch, tmp_path):
+    """A child that ended without writing its exit status (host lost, container never started)
+    shows in the array's counts; then every silent child is asked about."""
+    engine = _engine(monkeypatch, describe_seconds="600")
+    summary = {"SUCCEEDED": 1, "FAILED": 1, "RUNNING": 1}
+    answers = {
+        "p": {"jobId": "p", "arrayProperties": {"size": 3, "statusSummary": summary}},
+        "p:1": _job("FAILED", attempt_reason="Host EC2 (instance i-1) terminated.", jobId="p:1"),
+        "p:2": _job("RUNNING", jobId="p:2"),
     }
-    for record in records:
-        record.status = first[record.handle]
+    engine.batch = ScriptedDescribeJobs(answers)
+    records = _records(tmp_path, ["p:0", "p:1", "p:2"])
+    _write_exit(records[0], "0")
+    statuses = engine.fetch(records)
+    assert engine.batch.asked == [["p"], ["p:1", "p:2"]]
+    assert statuses["p:1"].interrupted and statuses["p:2"].phase is Phase.RUNNING
     engine.batch.asked.clear()
-    assert engine.fetch(records) == first  # the array's summary did not change
-    assert engine.batch.asked == [["p"], ["j"]]
-    engine._refresh_at = 0.0  # a minute later: every child is asked about again
-    engine.batch.asked.clear()
-    engine.fetch(records)
-    assert engine.batch.asked == [["p"], ["p:0", "p:1", "j"]]
-    answers["p"] = {**answers["p"], "arrayProperties": {"statusSummary": {"SUCCEEDED": 2}}}
-    answers["p:0"] = _job("SUCCEEDED", jobId="p:0")
-    engine.batch.asked.clear()
-    assert engine.fetch(records)["p:0"].phase is Phase.DONE
-    assert engine.batch.asked == [["p"], ["p:0", "p:1", "j"]]
+    engine.fetch(records)  # within describe_seconds: the files only
+    assert engine.batch.asked == []
+
+
+def test_a_reason_batch_gives_one_waiting_child_is_sought_for_all(monkeypatch, tmp_path):
+    engine = _engine(monkeypatch)
+    never = "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - no compute environment fits"
+    answers = {
+        "p": {"jobId": "p", "arrayProperties": {"size": 2, "statusSummary": {"RUNNABLE": 2}}},
+        "p:0": _job("RUNNABLE", never, jobId="p:0"),
+        "p:1": _job("RUNNABLE", never, jobId="p:1"),
+    }
+    engine.batch = ScriptedDescribeJobs(answers)
+    records = _records(tmp_path, ["p:0", "p:1"])
+    statuses = engine.fetch(records)
+    assert engine.batch.asked == [["p"], ["p:0"], ["p:1"]]
+    assert all(s.phase is Phase.DONE and s.lingering for s in statuses.values())
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_the_wrapper_keeps_the_exit_file(tmp_path, code):
+    exited, stderr = tmp_path / "awsbatch_exit.1", tmp_path / "stderr.txt"
+    seen = tmp_path / "seen"
+    script = f'cat "{exited}" >"{seen}"; echo oops >>"{stderr}"; exit {code}'
+    done = subprocess.run(
+        ["/bin/sh", "-c", WRAPPER, "omnibio", str(tmp_path), str(stderr), "-", str(exited)]
+        + ["/bin/sh", "-c", script],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == code
+    assert seen.read_text() == ""  # empty while the command runs
+    assert exited.read_text() == f"{code}\n"
+    assert ("oops" in done.stderr) == bool(code)  # a failure's stderr tail goes to the job log
+    assert read_exit_file(str(exited)) == (True, code)
+    assert read_exit_file(str(tmp_path / "none")) == (False, None)

@@ -63,6 +63,7 @@ def batch_config(moto: MotoBatch, shared: str, **settings: str) -> dict[str, dic
         "mount_path": shared,
         "readonly_mount_path": READONLY_VIEW,
         "poll_seconds": "0.5",
+        "describe_seconds": "2",
         "submit_rate": "50",
     }
     section.update(settings)

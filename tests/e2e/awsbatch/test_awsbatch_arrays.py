@@ -45,8 +45,12 @@ def test_scatter_of_200_through_array_jobs(moto, shared, proxy):
     assert run.outputs["main.seen"] == list(range(200))
     assert run.stderr.count("result verified") == 200
     workflow_run = os.path.basename(run.dir)
-    children = moto.run_jobs(workflow_run)
-    assert len(children) == 200 and {j["status"] for j in children} == {"SUCCEEDED"}
+
+    def all_succeeded():  # an attempt ends at its exit file; Batch says SUCCEEDED moments later
+        children = moto.run_jobs(workflow_run)
+        return len(children) == 200 and {j["status"] for j in children} == {"SUCCEEDED"}
+
+    wait_until(all_succeeded, "Batch counts all 200 children SUCCEEDED", timeout=60)
     submitted = proxy.submitted()
     sizes = sorted((r.get("arrayProperties") or {}).get("size", 1) for r in submitted)
     assert sum(sizes) == 200 and len(submitted) <= 20, sizes  # a few SubmitJob, not 200

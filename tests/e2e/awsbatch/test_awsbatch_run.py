@@ -326,8 +326,12 @@ def test_throttling_and_5xx_back_off_without_failing(moto, shared, proxy):
     throttled = proxy.answered["submitjob 429"] + proxy.answered["describejobs 429"]
     unavailable = proxy.answered["submitjob 503"] + proxy.answered["describejobs 503"]
     assert throttled >= 1 and unavailable >= 1, proxy.answered
-    jobs = moto.run_jobs(os.path.basename(run.dir))
-    assert sorted(j["status"] for j in jobs) == ["SUCCEEDED"] * 4  # each task submitted once
+    workflow_run = os.path.basename(run.dir)
+    wait_until(  # each task submitted once; Batch says SUCCEEDED moments after the exit file
+        lambda: sorted(j["status"] for j in moto.run_jobs(workflow_run)) == ["SUCCEEDED"] * 4,
+        "the run's 4 jobs SUCCEEDED",
+        timeout=60,
+    )
 
 
 def test_offline_selftest_passes(moto, shared):
