@@ -5,12 +5,30 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import docker
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFORMANCE = os.path.join(os.path.dirname(REPO), "shared", "conformance")
+DEADLINE = 120.0  # seconds: generous, for a loaded 2-core machine; only a failing test waits it
+
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
+    """``condition()``'s first true value: tests synchronise on the state they await, never on a
+    sleep. Fails naming ``what`` once ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {what}")
+        time.sleep(0.25)
 
 
 def docker_available() -> bool:
@@ -119,13 +137,12 @@ def popen_miniwdl(
 
 def run_dir_name(cwd: str, timeout: float = 60) -> str:
     """The name of the run directory miniwdl creates under ``cwd`` (it tags the run's work)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = [d for d in os.listdir(cwd) if d[:8].isdigit()]
-        if runs:
-            return runs[0]
-        time.sleep(0.2)
-    raise AssertionError(f"miniwdl created no run directory under {cwd}")
+    runs = wait_until(
+        lambda: [d for d in os.listdir(cwd) if d[:8].isdigit()],
+        f"miniwdl to create a run directory under {cwd}",
+        timeout,
+    )
+    return runs[0]
 
 
 def error_line(run: Run) -> str:

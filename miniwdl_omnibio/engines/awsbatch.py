@@ -30,7 +30,7 @@ from WDL.runtime import config as miniwdl_config
 from ..attempt import TAG_TASK, Mount, TaskAttempt
 from ..config import Settings
 from . import awsbatch_limits
-from .awsbatch_arrays import ARRAY_MIN, Coalescer, Pending, plan_array
+from .awsbatch_arrays import ARRAY_MIN, Coalescer, Member, Pending, plan_array
 from .awsbatch_jobs import LOG_GROUP, MIN_TIMEOUT, error_text, is_auth_error, job_status
 from .awsbatch_request import (
     LOG_TAIL_LINES,
@@ -363,16 +363,16 @@ class AwsBatchEngine(Engine[JobRequest]):
         try:
             time.sleep(self.rate.delay())  # submit_rate counts SubmitJob calls
             if len(group) < ARRAY_MIN:
-                group[0].handle = self._submit_job(group[0].request, group[0].logger)
+                member = group[0].item
+                handles = [self._submit_job(member.request, member.logger)]
             else:
-                handles = self._submit_array(group)
-                for pending, handle in zip(group, handles, strict=True):
-                    pending.handle = handle
+                handles = self._submit_array([pending.item for pending in group])
         except Exception as exn:
             for pending in group:
-                pending.error = exn
-        for pending in group:
-            pending.done.set()
+                pending.finish(error=exn)
+            return
+        for pending, handle in zip(group, handles, strict=True):
+            pending.finish(handle)
 
     def _submit_job(self, request: JobRequest, logger: logging.Logger) -> str:
         definition = self._prepare(request, logger)
@@ -391,18 +391,18 @@ class AwsBatchEngine(Engine[JobRequest]):
         )
         return job_id
 
-    def _submit_array(self, group: list[Pending]) -> list[str]:
+    def _submit_array(self, group: list[Member]) -> list[str]:
         first = group[0].request
         task = first.tags.get(TAG_TASK, "task")
         name = job_name(self.name_prefix, f"{task}-array{next(self._arrays)}", len(group))
-        plan = plan_array([p.request for p in group], name, self.settings.filesystem.to_container)
+        plan = plan_array([m.request for m in group], name, self.settings.filesystem.to_container)
         definition = self._prepare(first, group[0].logger)
         os.makedirs(plan.directory, exist_ok=True)
         self._write(plan.files, None)
         self._clear_exit_files(plan.members)
         parent = self._submit(plan.arguments(definition), first.queue, name)
-        for index, pending in enumerate(group):
-            pending.logger.log(
+        for index, member in enumerate(group):
+            member.logger.log(
                 NOTICE_LEVEL,
                 _(
                     "AWS Batch array job child",

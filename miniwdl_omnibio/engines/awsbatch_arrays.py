@@ -15,12 +15,12 @@ import logging
 import os
 import shlex
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .awsbatch_request import JobRequest
+from .gathering import Gathering, Waiting
 
 # Service quotas: "Maximum array size for array jobs: 10000"; SubmitJob: "between 2 and 10,000"
 ARRAY_MIN, ARRAY_MAX = 2, 10_000
@@ -95,54 +95,37 @@ def plan_array(
     return ArrayPlan(name, tuple(members), directory, to_container(directory), shared)
 
 
-@dataclass
-class Pending:
-    """One attempt waiting in the coalescer for its handle."""
+@dataclass(frozen=True)
+class Member:
+    """One attempt in the coalescer: its request, and the logger of its task."""
 
     request: JobRequest
     logger: logging.Logger
-    done: threading.Event = field(default_factory=threading.Event)
-    handle: str = ""
-    error: BaseException | None = None
+
+
+Pending = Waiting[Member, str]
 
 
 class Coalescer:
-    """Gathers concurrent submissions that can share an array job, and hands each group to
-    ``send`` (which sets every member's handle or error). The first submitter of a group waits
-    while others keep joining, then sends for all; the others wait for their outcome."""
+    """Gathers concurrent submissions that can share an array job (one Gathering per
+    array_key) and hands each group, at most ARRAY_MAX, to ``send``, which finishes every
+    member with its handle or the refusal."""
 
     def __init__(self, linger: float, send: Callable[[list[Pending]], None]) -> None:
         self.linger = linger
         self._send = send
         self._lock = threading.Lock()
-        self._groups: dict[ArrayKey, list[Pending]] = {}
+        self._groups: dict[ArrayKey, Gathering[Member, str]] = {}
 
     def submit(self, request: JobRequest, logger: logging.Logger) -> str:
-        pending = Pending(request, logger)
         key = array_key(request)
         with self._lock:
-            group = self._groups.setdefault(key, [])
-            group.append(pending)
-            lead = len(group) == 1
-        if lead:
-            self._gather(key)
-            with self._lock:
-                group = self._groups.pop(key)
-            for start in range(0, len(group), ARRAY_MAX):
-                self._send(group[start : start + ARRAY_MAX])
-        pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        return pending.handle
+            gathering = self._groups.get(key)
+            if gathering is None:
+                gathering = Gathering(self._split, self.linger, self.linger * LINGER_ROUNDS)
+                self._groups[key] = gathering
+        return str(gathering.add(Member(request, logger)))
 
-    def _gather(self, key: ArrayKey) -> None:
-        """Wait until ``linger`` seconds pass with nobody joining the group (or it is full)."""
-        deadline = time.monotonic() + self.linger * LINGER_ROUNDS
-        seen = 1
-        while True:
-            time.sleep(self.linger)
-            with self._lock:
-                size = len(self._groups[key])
-            if size == seen or size >= ARRAY_MAX or time.monotonic() >= deadline:
-                return
-            seen = size
+    def _split(self, group: list[Pending]) -> None:
+        for start in range(0, len(group), ARRAY_MAX):
+            self._send(group[start : start + ARRAY_MAX])

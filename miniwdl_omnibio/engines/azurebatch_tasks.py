@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from WDL import Error
 
 from ..attempt import TaskAttempt
 from .base import QUEUED, RUNNING, Phase, Status
+from .gathering import Gathering, Waiting
 
 ID_LENGTH = 64  # Batch ids: letters, digits, hyphens and underscores, at most 64
 INVALID_ID_CHARACTERS = re.compile(r"[^A-Za-z0-9_-]")
@@ -113,45 +113,20 @@ class TaskCollections:
     def __init__(self, send: Sender, logger: logging.Logger) -> None:
         self._send = send  # one addtaskcollection request -> its result values
         self._logger = logger
-        self._lock = threading.Lock()
-        self._pending: list[tuple[batch_models.BatchTaskCreateOptions, _Outcome]] = []
-        self._sending = False
-        self._arrived = 0.0  # time.monotonic() of the latest submission
+        self._gathering = Gathering(self._add_gathered, SUBMIT_LINGER, SUBMIT_LINGER_MAX)
 
     def add(self, task: batch_models.BatchTaskCreateOptions) -> None:
         """Returns once the service added the task; raises its one-line reason otherwise."""
-        outcome = _Outcome()
-        with self._lock:
-            self._pending.append((task, outcome))
-            self._arrived = time.monotonic()
-            lead = not self._sending
-            self._sending = True
-        if lead:
-            self._gather()
-            while True:
-                with self._lock:
-                    gathered, self._pending = self._pending, []
-                    if not gathered:
-                        self._sending = False
-                        break
-                outcomes = {t.id: o for t, o in gathered}
-                for group in split_collection([t for t, _ in gathered]):
-                    errors = self._add_group(group)
-                    for member in group:
-                        outcomes[member.id].finish(errors.get(member.id))
-        outcome.done.wait()
-        if outcome.error:
-            raise outcome.error
+        self._gathering.add(task)
 
-    def _gather(self) -> None:
-        """Wait while submissions keep arriving (each within SUBMIT_LINGER of the previous)."""
-        started = time.monotonic()
-        while True:
-            with self._lock:
-                quiet = time.monotonic() - self._arrived
-            if quiet >= SUBMIT_LINGER or time.monotonic() - started >= SUBMIT_LINGER_MAX:
-                return
-            time.sleep(min(0.02, SUBMIT_LINGER - quiet))
+    def _add_gathered(
+        self, gathered: list[Waiting[batch_models.BatchTaskCreateOptions, None]]
+    ) -> None:
+        waiting = {w.item.id: w for w in gathered}
+        for group in split_collection([w.item for w in gathered]):
+            errors = self._add_group(group)
+            for member in group:
+                waiting[member.id].finish(error=errors.get(member.id))
 
     def _add_group(self, tasks: list[batch_models.BatchTaskCreateOptions]) -> dict[str, Exception]:
         """Add tasks in one request, halving it while the service finds the body too large and
@@ -199,16 +174,6 @@ class TaskCollections:
             **errors,
             **{t.id: Error.RuntimeError("server error adding the task") for t in tasks},
         }
-
-
-class _Outcome:
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.error: Exception | None = None
-
-    def finish(self, error: Exception | None) -> None:
-        self.error = error
-        self.done.set()
 
 
 # --- what a listed task's state means ---------------------------------------------------------

@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from WDL import Error
@@ -31,6 +30,7 @@ from ..config import Settings
 from ..sharedfs import SharedFilesystem
 from . import slurm_status as mapping
 from .base import Engine, Phase, Status, Submitted
+from .gathering import Gathering, Waiting
 from .slurm_cluster import (
     SINFO_FORMAT,
     Partition,
@@ -56,80 +56,40 @@ RECORD_GRACE = 60.0  # seconds an ended job's exit record may take to show on th
 LOG_TAIL_BYTES = 4000
 
 
-@dataclass
-class Pending:
-    """A request waiting for its sbatch, and the handle (or error) it gets."""
-
-    request: SlurmRequest
-    done: threading.Event = field(default_factory=threading.Event)
-    handle: str | None = None
-    error: Exception | None = None
+Pending = Waiting[SlurmRequest, str]
 
 
 class Submissions:
     """Requests that arrive close together share sbatch calls: one per group of equal sbatch
-    options, as an array (a group of one is a plain job). The first submitter gathers until no
-    request came for ``linger`` seconds (at most GATHER_MAX), then sends everything gathered
-    while the others wait for their handles."""
+    options, as an array (a group of one is a plain job). Requests gather until none came for
+    ``linger`` seconds (a scatter's attempts reach submit over seconds on a busy host), at most
+    GATHER_MAX."""
 
     def __init__(self, send: Callable[[list[SlurmRequest]], str], linger: float, size: int):
         self._send = send
-        self._linger = linger
         self._size = size
-        self._lock = threading.Lock()
-        self._queue: list[Pending] = []
-        self._sending = False
-        self._last_arrival = 0.0
+        self._gathering = Gathering(self._flush, linger, GATHER_MAX)
 
     def add(self, request: SlurmRequest) -> str:
-        pending = Pending(request)
-        with self._lock:
-            self._queue.append(pending)
-            self._last_arrival = time.monotonic()
-            lead, self._sending = not self._sending, True
-        if lead:
-            self._gather()
-            while True:
-                with self._lock:
-                    batch, self._queue = self._queue, []
-                    if not batch:
-                        self._sending = False
-                        break
-                self._flush(batch)
-        pending.done.wait()
-        if pending.error:
-            raise pending.error
-        assert pending.handle
-        return pending.handle
-
-    def _gather(self) -> None:
-        """Wait while requests keep arriving (a scatter's attempts reach submit over seconds
-        on a busy host), up to GATHER_MAX."""
-        give_up = time.monotonic() + GATHER_MAX
-        while True:
-            with self._lock:
-                quiet_at = self._last_arrival + self._linger
-            now = time.monotonic()
-            if now >= quiet_at or now >= give_up:
-                return
-            time.sleep(min(quiet_at, give_up) - now)
+        handle = self._gathering.add(request)
+        assert handle
+        return handle
 
     def _flush(self, batch: list[Pending]) -> None:
         groups: dict[tuple[str, ...], list[Pending]] = {}
         for pending in batch:
-            groups.setdefault(pending.request.options, []).append(pending)
+            groups.setdefault(pending.item.options, []).append(pending)
         for members in groups.values():
             for start in range(0, len(members), self._size):
                 chunk = members[start : start + self._size]
                 try:
-                    job_id = self._send([p.request for p in chunk])
-                    for index, pending in enumerate(chunk):
-                        pending.handle = f"{job_id}_{index}" if len(chunk) > 1 else job_id
+                    job_id = self._send([p.item for p in chunk])
                 except Exception as exn:
                     for pending in chunk:
-                        pending.error = exn
-                for pending in chunk:
-                    pending.done.set()
+                        pending.finish(error=exn)
+                    continue
+                for index, pending in enumerate(chunk):
+                    pending.finish(f"{job_id}_{index}" if len(chunk) > 1 else job_id)
 
 
 class Cancellations:

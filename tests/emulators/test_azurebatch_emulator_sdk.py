@@ -10,6 +10,7 @@ from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 from tests.emulators.azurebatch_emulator import BatchEmulator
+from tests.helpers import wait_until
 
 CONTAINER = batch_models.BatchTaskContainerSettings(
     image_name="ubuntu:22.04", working_directory="taskWorkingDirectory"
@@ -22,17 +23,15 @@ def client(batch: BatchEmulator) -> BatchClient:
 
 
 def _wait_completed(client: BatchClient, job_id: str, count: int, timeout: float = 60) -> list:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def completed() -> list | None:
         done = list(
             client.list_tasks(
                 job_id, filter="state eq 'completed'", select=["id", "state", "executionInfo"]
             )
         )
-        if len(done) >= count:
-            return done
-        time.sleep(0.5)
-    raise AssertionError(f"tasks of {job_id} did not complete")
+        return done if len(done) >= count else None
+
+    return wait_until(completed, f"{count} tasks of {job_id} to complete", timeout)
 
 
 def test_jobs_tasks_files_and_paging(client, batch):

@@ -3,7 +3,6 @@ moto_batch.py, behind the proxy of moto_proxy.py. Each test checks one documente
 plain boto3 (no plugin code), so the engine's tests cannot pass on an emulator that drifted."""
 
 import importlib.util
-import time
 
 import botocore.config
 import botocore.exceptions
@@ -12,6 +11,7 @@ import requests
 
 from tests.conftest import require
 from tests.emulators.moto_server import MotoBatch, MotoServer
+from tests.helpers import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +40,11 @@ def _definition(batch, name: str, **properties) -> str:
 
 
 def _until_ended(batch, ids: list[str], timeout: float = 120) -> dict[str, dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ended() -> dict[str, dict] | None:
         jobs = {j["jobId"]: j for j in batch.describe_jobs(jobs=ids)["jobs"]}
-        if all(j["status"] in ("SUCCEEDED", "FAILED") for j in jobs.values()):
-            return jobs
-        time.sleep(0.5)
-    raise AssertionError(f"jobs {ids} did not end within {timeout} s")
+        return jobs if all(j["status"] in ("SUCCEEDED", "FAILED") for j in jobs.values()) else None
+
+    return wait_until(ended, f"jobs {ids} to end", timeout)
 
 
 def test_array_children_their_index_exit_codes_and_parent(account):

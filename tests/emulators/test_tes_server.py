@@ -2,13 +2,13 @@
 docstrings for the sources); the backend tests are only as good as it."""
 
 import os
-import time
 
 import pytest
 import requests
 
 from tests.e2e.tes.support import BUCKET
 from tests.emulators.tes_server import S3Access, TesServer
+from tests.helpers import wait_until
 
 API = "/ga4gh/tes/v1"
 FINAL = ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED")
@@ -37,13 +37,12 @@ def _get(server, task_id, view="FULL"):
 
 
 def _wait(server, task_id, states=FINAL, timeout=60.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        task = _get(server, task_id, "MINIMAL")
-        if task["state"] in states:
-            return _get(server, task_id)
-        time.sleep(0.1)
-    raise AssertionError(f"task {task_id} never reached {states}")
+    wait_until(
+        lambda: _get(server, task_id, "MINIMAL")["state"] in states,
+        f"task {task_id} to reach {states}",
+        timeout,
+    )
+    return _get(server, task_id)
 
 
 def _listed(server, params):

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.conformance.test_conformance import BACKEND_FIXTURES
-from tests.helpers import miniwdl_env, popen_miniwdl, run_dir_name, run_miniwdl
+from tests.helpers import miniwdl_env, popen_miniwdl, run_dir_name, run_miniwdl, wait_until
 from tests.scenarios.contract import check_contract, check_contract_form_clash
 from tests.scenarios.probes import running, still_active
 
@@ -68,16 +68,6 @@ def _log(run) -> str:
     return "\n".join(text)
 
 
-def _wait_until(condition, what: str, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout} s waiting until {what}")
-
-
 def _running_tasks(run_dir: str, count: int):
     """True once ``count`` tasks wrote their 'started' marker (the command is running)."""
 
@@ -111,13 +101,11 @@ def test_sigint_cancels_everything_the_run_started(rig):
     try:
         run = run_dir_name(where)
         markers = _running_tasks(os.path.join(where, run), 2)
-        _wait_until(lambda: markers() or running(backend, env, run) >= 2, "2 tasks run")
+        wait_until(lambda: markers() or running(backend, env, run) >= 2, "2 tasks run")
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
         assert proc.returncode != 0
-        left = _wait_until(
-            lambda: not still_active(backend, env, run) or None, "nothing active", 60
-        )
+        left = wait_until(lambda: not still_active(backend, env, run) or None, "nothing active", 60)
         assert left
     finally:
         if proc.poll() is None:
@@ -148,7 +136,7 @@ def test_fail_fast_stops_the_other_tasks(rig):
     assert run.returncode != 0 and time.monotonic() - started < 200
     assert '"exit_code": 3' in _error(run) or "exit status 3" in _error(run), _error(run)
     name = os.path.basename(run.dir)
-    _wait_until(lambda: not still_active(backend, env, name), "nothing active", 60)
+    wait_until(lambda: not still_active(backend, env, name), "nothing active", 60)
 
 
 TIME_LIMIT = """
@@ -203,7 +191,7 @@ def test_missing_image_is_named(rig):
     run = run_miniwdl(wdl, [], where, backend, env=env, timeout=240)
     assert run.returncode != 0
     assert "omnibio/no-such-image:404" in _error(run), _error(run)
-    _wait_until(
+    wait_until(
         lambda: not still_active(backend, env, os.path.basename(run.dir)), "nothing active", 60
     )
 

@@ -435,10 +435,9 @@ def test_coalescer_groups_concurrent_submissions():
     sent = []
 
     def send(group):
-        sent.append([p.request for p in group])
+        sent.append([p.item.request for p in group])
         for i, pending in enumerate(group):
-            pending.handle = f"parent:{i}" if len(group) > 1 else "plain"
-            pending.done.set()
+            pending.finish(f"parent:{i}" if len(group) > 1 else "plain")
 
     coalescer = Coalescer(0.3, send)
     key = types.SimpleNamespace(queue="q", definition=types.SimpleNamespace(name="d"))

@@ -8,14 +8,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import require
 from tests.emulators.moto_server import MotoBatch, MotoServer
-from tests.helpers import Run, popen_miniwdl, run_miniwdl
+from tests.helpers import Run, popen_miniwdl, run_miniwdl, wait_until
 
 BACKEND = "omnibio_awsbatch"
 READONLY_VIEW = "/mnt/omnibio_inputs"
@@ -133,17 +132,6 @@ def started_batch(
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-
-
-def wait_until(condition, what: str, timeout: float = 120):
-    """``condition()``'s first true value, polled until ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting until {what}")
 
 
 def wait_for_jobs(

@@ -2,6 +2,7 @@
 
 import json
 import os
+from collections.abc import Sequence
 
 import pytest
 from azure.storage.blob import BlobServiceClient
@@ -9,7 +10,9 @@ from azure.storage.blob import BlobServiceClient
 from tests.conftest import require
 from tests.emulators.azurebatch_emulator import BatchEmulator
 from tests.emulators.azurite import Azurite, azurite_binary
+from tests.helpers import Run, run_miniwdl
 
+BACKEND = "omnibio_azurebatch"
 CONTAINER = "omnibio"  # the blob container results go to
 READONLY_VIEW = "/mnt/omnibio_inputs"
 
@@ -66,6 +69,32 @@ def azurebatch_env(batch: BatchEmulator, azurite: Azurite | None = None) -> dict
     if azurite:
         env["AZURE_STORAGE_CONNECTION_STRING"] = azurite.connection_string
     return env
+
+
+def run_azurebatch(
+    batch: BatchEmulator,
+    workdir: str | os.PathLike,
+    wdl: str,
+    inputs: Sequence[str] = (),
+    azurite: Azurite | None = None,
+    env: dict[str, str] | None = None,
+    **overrides: str,
+) -> Run:
+    """A miniwdl run of ``wdl`` on the emulator, to its end (``env`` replaces the account key's)."""
+    return run_miniwdl(
+        wdl,
+        list(inputs),
+        str(workdir),
+        backend=BACKEND,
+        config=azurebatch_config(batch, str(workdir), azurite, **overrides),
+        env=azurebatch_env(batch, azurite) if env is None else env,
+    )
+
+
+def write(path: str | os.PathLike, text: str) -> str:
+    with open(path, "w") as outfile:
+        outfile.write(text)
+    return str(path)
 
 
 def read_log(run_dir: str) -> str:

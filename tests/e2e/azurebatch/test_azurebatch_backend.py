@@ -12,11 +12,18 @@ from azure.storage.blob import BlobServiceClient
 
 from tests.emulators.azurebatch_emulator import LABEL_JOB, BatchEmulator
 from tests.emulators.azurebatch_emulator.service import parse_duration
-from tests.helpers import miniwdl_env, popen_miniwdl, run_miniwdl
+from tests.helpers import miniwdl_env, popen_miniwdl, run_miniwdl, wait_until
 
-from .conftest import CONTAINER, READONLY_VIEW, azurebatch_config, azurebatch_env, read_log
-
-BACKEND = "omnibio_azurebatch"
+from .conftest import (
+    BACKEND,
+    CONTAINER,
+    READONLY_VIEW,
+    azurebatch_config,
+    azurebatch_env,
+    read_log,
+    run_azurebatch,
+    write,
+)
 
 SCATTER_WDL = r"""
 version development
@@ -53,12 +60,6 @@ task probe {
 """
 
 
-def _write(path, text: str) -> str:
-    with open(path, "w") as outfile:
-        outfile.write(text)
-    return str(path)
-
-
 def _jobs(batch: BatchEmulator) -> set[str]:
     return set(batch.state()["jobs"])
 
@@ -86,20 +87,13 @@ def _settle(batch: BatchEmulator, job_id: str, timeout: float = 20) -> dict:
 
 
 def test_scatter_in_situ_inputs_and_results(batch, azurite, workdir):
-    wdl = _write(workdir / "scatter.wdl", SCATTER_WDL)
-    text = _write(workdir / "text.txt", "hello\n")
+    wdl = write(workdir / "scatter.wdl", SCATTER_WDL)
+    text = write(workdir / "text.txt", "hello\n")
     folder = workdir / "folder"
     folder.mkdir()
-    _write(folder / "a.txt", "a\n")
+    write(folder / "a.txt", "a\n")
     before = _jobs(batch)
-    run = run_miniwdl(
-        wdl,
-        [f"text={text}", f"folder={folder}"],
-        str(workdir),
-        backend=BACKEND,
-        config=azurebatch_config(batch, str(workdir), azurite),
-        env=azurebatch_env(batch, azurite),
-    )
+    run = run_azurebatch(batch, workdir, wdl, [f"text={text}", f"folder={folder}"], azurite=azurite)
     assert run.returncode == 0, run.stderr[-4000:]
     workflow_run = os.path.basename(run.dir)
     blobs = BlobServiceClient.from_connection_string(
@@ -139,7 +133,7 @@ def test_scatter_in_situ_inputs_and_results(batch, azurite, workdir):
 
 
 def test_nonzero_exit_and_return_codes(batch, workdir):
-    wdl = _write(
+    wdl = write(
         workdir / "exit.wdl",
         """
 version 1.1
@@ -177,7 +171,7 @@ task exits {
 
 def test_max_retries_makes_a_new_batch_task(batch, workdir):
     marker = workdir / "first-attempt-was-here"
-    wdl = _write(
+    wdl = write(
         workdir / "retry.wdl",
         f"""
 version 1.1
@@ -189,14 +183,7 @@ task flaky {{
 """,
     )
     before = _jobs(batch)
-    run = run_miniwdl(
-        wdl,
-        [],
-        str(workdir),
-        backend=BACKEND,
-        config=azurebatch_config(batch, str(workdir)),
-        env=azurebatch_env(batch),
-    )
+    run = run_azurebatch(batch, workdir, wdl)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.outputs["flaky.out"] == "second"
     assert set(_new_job(batch, before)["tasks"]) == {"flaky-1", "flaky-2"}
@@ -205,31 +192,34 @@ task flaky {{
 def _wait_running(
     batch: BatchEmulator, before: set[str], count: int, total: int = 0, timeout: float = 60
 ) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def running() -> dict | None:
         new = _jobs(batch) - before
-        if new:
-            job_id = next(iter(new))
-            tasks = batch.state()["jobs"][job_id]["tasks"]
-            if sum(1 for s in tasks.values() if s == "running") >= count and len(tasks) >= total:
-                return {"id": job_id, "tasks": tasks}
-        time.sleep(0.3)
-    raise AssertionError(f"fewer than {count} tasks running after {timeout} s: {batch.state()}")
+        if not new:
+            return None
+        job_id = next(iter(new))
+        tasks = batch.state()["jobs"][job_id]["tasks"]
+        if sum(1 for s in tasks.values() if s == "running") >= count and len(tasks) >= total:
+            return {"id": job_id, "tasks": tasks}
+        return None
+
+    return wait_until(running, f"{count} of {total or count} tasks of a new job to run", timeout)
 
 
 def _wait_served(batch: BatchEmulator, job_id: str, task_id: str, state: str) -> None:
     """Until a poll of the engine's has shown the task in ``state``."""
-    deadline = time.monotonic() + 60
-    while batch.served_state(job_id, task_id) != state:
-        assert time.monotonic() < deadline, f"no poll showed {task_id} {state}"
-        time.sleep(0.2)
+    wait_until(
+        lambda: batch.served_state(job_id, task_id) == state,
+        f"a poll to show {task_id} {state}",
+        60,
+    )
 
 
 def _wait_task_state(batch: BatchEmulator, job_id: str, task_id: str, state: str) -> None:
-    deadline = time.monotonic() + 60
-    while batch.state()["jobs"][job_id]["tasks"].get(task_id) != state:
-        assert time.monotonic() < deadline, f"{task_id} never {state}: {batch.state()}"
-        time.sleep(0.2)
+    wait_until(
+        lambda: batch.state()["jobs"][job_id]["tasks"].get(task_id) == state,
+        f"{task_id} to be {state}",
+        60,
+    )
 
 
 PREEMPTIBLE_WDL = """
@@ -245,7 +235,7 @@ task slow {
 def _preempted_run(batch: BatchEmulator, workdir, seconds: int, between) -> tuple:
     """Run a preemptible task of ``seconds``; once a poll showed it running, preempt its node
     (``between(job_id)`` does it). Returns miniwdl's stderr and the settled job."""
-    wdl = _write(workdir / "slow.wdl", PREEMPTIBLE_WDL % seconds)
+    wdl = write(workdir / "slow.wdl", PREEMPTIBLE_WDL % seconds)
     before = _jobs(batch)
     proc = popen_miniwdl(
         wdl,
@@ -295,7 +285,7 @@ def test_a_rerun_that_completed_between_polls_is_the_result(batch, workdir, coun
 
 
 def test_sigint_terminates_every_task_and_the_job(batch, workdir):
-    wdl = _write(
+    wdl = write(
         workdir / "long.wdl",
         """
 version 1.1
@@ -365,7 +355,7 @@ task sleeper {
     ],
 )
 def test_bad_configuration_is_one_clear_line(batch, workdir, case, overrides, key, expected):
-    wdl = _write(
+    wdl = write(
         workdir / "t.wdl",
         'version 1.1\ntask t { command <<< echo hi >>> runtime { docker: "ubuntu:22.04" } }\n',
     )
@@ -373,14 +363,7 @@ def test_bad_configuration_is_one_clear_line(batch, workdir, case, overrides, ke
     if key:
         env["AZURE_BATCH_ACCOUNT_KEY"] = key
     before = _jobs(batch)
-    run = run_miniwdl(
-        wdl,
-        [],
-        str(workdir),
-        backend=BACKEND,
-        config=azurebatch_config(batch, str(workdir), **overrides),
-        env=env,
-    )
+    run = run_azurebatch(batch, workdir, wdl, env=env, **overrides)
     assert run.returncode != 0
     final = [line for line in run.stderr.splitlines() if "miniwdl-run ERROR" in line]
     assert len(final) == 1, run.stderr[-3000:]
@@ -392,19 +375,12 @@ def test_bad_configuration_is_one_clear_line(batch, workdir, case, overrides, ke
 @pytest.mark.parametrize("spelling", ["docs", "spec"])
 def test_nonexistent_image_is_named(batch, workdir, spelling):
     batch.configure(spelling=spelling)  # UserError (docs) or usererror (REST spec)
-    wdl = _write(
+    wdl = write(
         workdir / "img.wdl",
         'version 1.1\ntask t { command <<< echo hi >>> runtime { docker: "omnibio/no-such-image:1" } }\n',
     )
     before = _jobs(batch)
-    run = run_miniwdl(
-        wdl,
-        [],
-        str(workdir),
-        backend=BACKEND,
-        config=azurebatch_config(batch, str(workdir)),
-        env=azurebatch_env(batch),
-    )
+    run = run_azurebatch(batch, workdir, wdl)
     assert run.returncode != 0
     message = run.error_json()["cause"]["message"]
     assert "image omnibio/no-such-image:1" in message and "ContainerInvalidImage" in message
@@ -414,7 +390,7 @@ def test_nonexistent_image_is_named(batch, workdir, spelling):
 
 def test_node_without_the_shared_filesystem_shows_the_batch_stderr_tail(batch, workdir):
     """A node that does not mount the filesystem: the wrapper's own error is only in Batch's stderr.txt."""
-    wdl = _write(
+    wdl = write(
         workdir / "t.wdl",
         'version 1.1\ntask t { command <<< echo hi >>> runtime { docker: "ubuntu:22.04" } }\n',
     )
@@ -447,21 +423,14 @@ def test_node_without_the_shared_filesystem_shows_the_batch_stderr_tail(batch, w
 def test_time_limit_is_max_wall_clock_time(batch, workdir, runtime, overrides, where, code):
     """The failure code of a task ended at maxWallClockTime is undocumented: either works."""
     batch.configure(timeout_code=code)
-    wdl = _write(
+    wdl = write(
         workdir / "slow.wdl",
         'version 1.1\ntask t { command <<< sleep 60 >>> runtime { docker: "ubuntu:22.04" '
         + runtime
         + " } }\n",
     )
     before = _jobs(batch)
-    run = run_miniwdl(
-        wdl,
-        [],
-        str(workdir),
-        backend=BACKEND,
-        config=azurebatch_config(batch, str(workdir), **overrides),
-        env=azurebatch_env(batch),
-    )
+    run = run_azurebatch(batch, workdir, wdl, **overrides)
     assert run.returncode != 0
     cause = run.error_json()["cause"]
     assert f"exceeded its time limit of 2 s ({where})" in cause["message"], cause
@@ -471,39 +440,25 @@ def test_time_limit_is_max_wall_clock_time(batch, workdir, runtime, overrides, w
 
 @pytest.mark.parametrize("status", [429, 503])
 def test_throttling_backs_off(batch, workdir, status):
-    wdl = _write(
+    wdl = write(
         workdir / "t.wdl",
         'version 1.1\ntask t { command <<< echo hi >>> output { String o = read_string(stdout()) } runtime { docker: "ubuntu:22.04" } }\n',
     )
     batch.throttle(4, status)  # the pool lookup at start and whatever follows meet throttling
-    run = run_miniwdl(
-        wdl,
-        [],
-        str(workdir),
-        backend=BACKEND,
-        config=azurebatch_config(batch, str(workdir)),
-        env=azurebatch_env(batch),
-    )
+    run = run_azurebatch(batch, workdir, wdl)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.outputs["t.o"] == "hi"
     assert batch.counts()["requests"]["GET /pools/{poolId}"] >= 5
 
 
 def test_active_job_quota_is_named(batch, workdir):
-    wdl = _write(
+    wdl = write(
         workdir / "t.wdl",
         'version 1.1\ntask t { command <<< echo hi >>> runtime { docker: "ubuntu:22.04" } }\n',
     )
     batch.set_active_job_quota(0)
     try:
-        run = run_miniwdl(
-            wdl,
-            [],
-            str(workdir),
-            backend=BACKEND,
-            config=azurebatch_config(batch, str(workdir), quota_wait_seconds="0"),
-            env=azurebatch_env(batch),
-        )
+        run = run_azurebatch(batch, workdir, wdl, quota_wait_seconds="0")
     finally:
         batch.set_active_job_quota(None)
     assert run.returncode != 0
@@ -511,7 +466,7 @@ def test_active_job_quota_is_named(batch, workdir):
 
 
 def test_pool_created_from_pool_spec(batch, workdir):
-    wdl = _write(
+    wdl = write(
         workdir / "t.wdl",
         'version 1.1\ntask t { command <<< echo hi >>> output { String o = read_string(stdout()) } runtime { docker: "ubuntu:22.04" } }\n',
     )
@@ -550,7 +505,7 @@ def test_pool_created_from_pool_spec(batch, workdir):
 
 def test_entra_id_through_managed_identity(batch, workdir):
     """auth = entra: DefaultAzureCredential gets a token from a managed identity endpoint."""
-    wdl = _write(
+    wdl = write(
         workdir / "t.wdl",
         'version 1.1\ntask t { command <<< echo hi >>> output { String o = read_string(stdout()) } runtime { docker: "ubuntu:22.04" } }\n',
     )
@@ -559,14 +514,7 @@ def test_entra_id_through_managed_identity(batch, workdir):
         "IDENTITY_HEADER": batch.identity_header,
         "AZURE_BATCH_ACCOUNT_KEY": "",
     }
-    run = run_miniwdl(
-        wdl,
-        [],
-        str(workdir),
-        backend=BACKEND,
-        config=azurebatch_config(batch, str(workdir), auth="entra"),
-        env=env,
-    )
+    run = run_azurebatch(batch, workdir, wdl, env=env, auth="entra")
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.outputs["t.o"] == "hi"
     logs = run.stderr + read_log(run.dir)

@@ -24,12 +24,11 @@ from miniwdl_omnibio.engines import azurebatch
 from miniwdl_omnibio.engines.azurebatch import AzureBatchEngine
 from miniwdl_omnibio.engines.base import Phase, Submitted
 from tests.emulators.azurebatch_emulator import BatchEmulator
-from tests.helpers import error_line, run_miniwdl
+from tests.helpers import Run, error_line, wait_until
 
-from .conftest import azurebatch_config, azurebatch_env, read_log
+from .conftest import azurebatch_config, read_log, run_azurebatch, write
 
 LOG = logging.getLogger("test")
-BACKEND = "omnibio_azurebatch"
 COLLECTION = "POST /jobs/{jobId}/addtaskcollection"
 LIST_TASKS = "GET /jobs/{jobId}/tasks"
 IDLE_POOL = {  # a pool without nodes: tasks added to it stay queued, nothing runs
@@ -46,22 +45,8 @@ IDLE_POOL = {  # a pool without nodes: tasks added to it stay queued, nothing ru
 ENTRYPOINT_IMAGE = "omnibio/test-entrypoint:latest"
 
 
-def _write(path, text: str) -> str:
-    with open(path, "w") as outfile:
-        outfile.write(text)
-    return str(path)
-
-
-def _run(batch: BatchEmulator, workdir, wdl_text: str, **overrides: str):
-    wdl = _write(workdir / "t.wdl", wdl_text)
-    return run_miniwdl(
-        wdl,
-        [],
-        str(workdir),
-        backend=BACKEND,
-        config=azurebatch_config(batch, str(workdir), **overrides),
-        env=azurebatch_env(batch),
-    )
+def _run(batch: BatchEmulator, workdir, wdl_text: str, **overrides: str) -> Run:
+    return run_azurebatch(batch, workdir, write(workdir / "t.wdl", wdl_text), **overrides)
 
 
 def _jobs(batch: BatchEmulator) -> set[str]:
@@ -205,13 +190,11 @@ def _running_engine(batch, workdir, monkeypatch) -> AzureBatchEngine:
 
 
 def _until_done(engine: AzureBatchEngine, records: list[Submitted], handles: set[str]) -> dict:
-    deadline = time.monotonic() + 120
-    while True:
+    def done() -> dict | None:
         statuses = engine.fetch(records)
-        if all(statuses[h].phase is Phase.DONE for h in handles):
-            return statuses
-        assert time.monotonic() < deadline, f"not done: {statuses}"
-        time.sleep(0.5)
+        return statuses if all(statuses[h].phase is Phase.DONE for h in handles) else None
+
+    return wait_until(done, f"tasks {sorted(handles)} to be done", 120)
 
 
 def test_a_transition_listed_late_is_still_seen(batch, workdir, monkeypatch):
@@ -222,10 +205,10 @@ def test_a_transition_listed_late_is_still_seen(batch, workdir, monkeypatch):
         early, late = _attempt(workdir, "call-early"), _attempt(workdir, "call-late")
         early_handle = engine.submit(engine.translate(early), LOG)
         batch.hold(engine.job_id, early_handle)  # lists show it queued ...
-        deadline = time.monotonic() + 120
-        while batch.service.get_task(engine.job_id, early_handle)["state"] != "completed":
-            assert time.monotonic() < deadline, "the early task did not complete"
-            time.sleep(0.2)
+        wait_until(
+            lambda: batch.service.get_task(engine.job_id, early_handle)["state"] == "completed",
+            "the early task to complete",
+        )
         late_handle = engine.submit(engine.translate(late), LOG)  # ... while a later one ends
         records = [
             Submitted(early_handle, early, LOG, time.monotonic()),

@@ -1,31 +1,15 @@
-"""What the omnibio_docker tests share: waiting on conditions, small TCP servers, log lines."""
+"""What the omnibio_docker tests share: small TCP servers, log lines, the run's containers."""
 
 import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
 
 import docker
 
-from tests.helpers import Run, containers_with_label
-
-T = TypeVar("T")
-DEADLINE = 120.0  # seconds: generous, for a loaded 2-core machine; only a failing test waits it
-
-
-def wait_until(condition: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
-    """Poll ``condition`` until it returns something true; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout:.0f} s for {what}")
-        time.sleep(0.2)
+from tests.helpers import DEADLINE, Run, containers_with_label
 
 
 @contextmanager

@@ -10,12 +10,14 @@ from datetime import datetime
 
 import pytest
 
-from tests.e2e.docker.support import DEADLINE, Lines, run_dir, task_containers, wait_until
+from tests.e2e.docker.support import Lines, run_dir, task_containers
 from tests.helpers import (
+    DEADLINE,
     containers_with_label,
     popen_miniwdl,
     run_dir_name,
     run_miniwdl,
+    wait_until,
 )
 
 pytestmark = pytest.mark.usefixtures("docker_rig")

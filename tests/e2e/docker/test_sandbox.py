@@ -24,9 +24,14 @@ from tests.e2e.docker.support import (
     connect,
     free_port,
     tcp_server,
+)
+from tests.helpers import (
+    containers_with_label,
+    popen_miniwdl,
+    run_dir_name,
+    run_miniwdl,
     wait_until,
 )
-from tests.helpers import containers_with_label, popen_miniwdl, run_dir_name, run_miniwdl
 
 pytestmark = pytest.mark.usefixtures("docker_rig")
 

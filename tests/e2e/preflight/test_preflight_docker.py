@@ -5,13 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import docker
 import pytest
 
 from tests.e2e.preflight.conftest import write_cfg
-from tests.helpers import containers_with_label
+from tests.helpers import containers_with_label, wait_until
 
 pytestmark = pytest.mark.usefixtures("docker_rig")
 
@@ -99,10 +98,12 @@ def test_sigterm_cancels_the_probe_task(tmp_path, slow_image):
     argv = [sys.executable, "-m", "miniwdl_omnibio", "check", "--cfg", cfg]
     argv += ["--image", slow_image, "--dir", str(tmp_path)]
     proc = subprocess.Popen(argv, env=clean, stdout=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not containers_with_label("omnibio.task", "omnibio_preflight_probe"):
-        assert time.monotonic() < deadline and proc.poll() is None, "the probe never started"
-        time.sleep(0.5)
+
+    def probe_started() -> list:
+        assert proc.poll() is None, "the check ended before its probe started"
+        return containers_with_label("omnibio.task", "omnibio_preflight_probe")
+
+    wait_until(probe_started, "the probe task's container")
     proc.send_signal(signal.SIGTERM)
     stdout, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130

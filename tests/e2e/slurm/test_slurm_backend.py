@@ -19,6 +19,7 @@ from tests.helpers import (
     popen_miniwdl,
     run_dir_name,
     run_miniwdl,
+    wait_until,
 )
 from tests.unit.test_slurm_translation import make_attempt
 
@@ -91,19 +92,14 @@ def test_sigint_leaves_no_job_pending_or_running(shared_dir, rundir):
     proc = popen_miniwdl(wdl, [], rundir, backend="omnibio_slurm", config=config)
     try:
         name = run_dir_name(rundir)
-        deadline = time.monotonic() + 90
-        while len(active_jobs(name)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.5)
+        wait_until(lambda: len(active_jobs(name)) >= 3, f"3 jobs of {name} in Slurm", 90)
         assert len(active_jobs(name)) == 3  # 2 running on the 2 CPUs, 1 pending
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=90)
     finally:
         proc.kill()
     assert proc.returncode != 0
-    deadline = time.monotonic() + 60
-    while active_jobs(name) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert active_jobs(name) == []
+    wait_until(lambda: not active_jobs(name), f"no job of {name} left pending or running", 60)
     # the job scripts removed their containers
     listed = subprocess.run(
         ["docker", "ps", "-a", "--filter", "label=omnibio.run_id", "--format", "{{.Labels}}"],

@@ -1,7 +1,6 @@
 """Starting miniwdl runs on omnibio_tes against the test server, and reading what they left."""
 
 import os
-import time
 
 from tests.e2e.tes.support import tes_config
 from tests.helpers import miniwdl_env, popen_miniwdl, run_miniwdl
@@ -52,16 +51,6 @@ def run_tasks(server, run_dir):
     """The server's tasks (FULL view) of one workflow run, oldest first."""
     name = os.path.basename(run_dir or "")
     return [t for t in server.tasks() if (t.get("tags") or {}).get("omnibio.run") == name]
-
-
-def wait_for(condition, what, timeout=90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def running_tasks(server, rundir, count):

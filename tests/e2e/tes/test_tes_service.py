@@ -10,9 +10,10 @@ import requests
 from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.engines.tes import LAUNCHER_TAG, TesEngine
-from tests.e2e.tes.runs import logs_of, run, run_tasks, wait_for
+from tests.e2e.tes.runs import logs_of, run, run_tasks
 from tests.e2e.tes.support import tes_config
 from tests.emulators.tes_server import S3Access, TesServer
+from tests.helpers import wait_until
 
 HELLO = """
 version 1.1
@@ -97,7 +98,7 @@ def test_exit_cancels_what_the_server_lists_under_the_launcher_tag(tes_server, m
         found = {t["id"]: t["state"] for t in tes_server.tasks()}
         return found[ours], found[theirs]
 
-    wait_for(lambda: states() == ("RUNNING", "RUNNING"), "both tasks to run")
+    wait_until(lambda: states() == ("RUNNING", "RUNNING"), "both tasks to run")
     engine.shutdown(logger)
-    wait_for(lambda: states() == ("CANCELED", "RUNNING"), "ours cancelled, theirs running")
+    wait_until(lambda: states() == ("CANCELED", "RUNNING"), "ours cancelled, theirs running")
     requests.post(f"{tasks_url}/{theirs}:cancel", timeout=10).raise_for_status()

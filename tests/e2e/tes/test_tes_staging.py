@@ -20,12 +20,11 @@ from tests.e2e.tes.runs import (
     running_tasks,
     staged_keys,
     start,
-    wait_for,
     write,
 )
 from tests.e2e.tes.support import BUCKET, tes_config
 from tests.emulators.tes_server import S3Access, TesServer
-from tests.helpers import error_line
+from tests.helpers import error_line, wait_until
 
 SCATTER = r"""
 version 1.2
@@ -175,7 +174,7 @@ task nap {
 def test_preemption_is_retried(tes_server, moto, rundir):
     proc = start(tes_server, moto, rundir, PREEMPTIBLE, results_dir=os.path.join(rundir, "r"))
     try:
-        (first,) = wait_for(lambda: running_tasks(tes_server, rundir, 1), "the task to run")
+        (first,) = wait_until(lambda: running_tasks(tes_server, rundir, 1), "the task to run")
         preempt = f"{tes_server.url}/_fixture/tasks/{first['id']}:preempt"
         requests.post(preempt, timeout=10).raise_for_status()
         stdout, stderr = proc.communicate(timeout=180)
@@ -205,7 +204,7 @@ task nap {
 def test_sigint_leaves_no_task_active_and_nothing_staged(tes_server, moto, s3, rundir):
     proc = start(tes_server, moto, rundir, SLEEPY, task_concurrency=3)
     try:
-        wait_for(lambda: running_tasks(tes_server, rundir, 3), "three tasks to run")
+        wait_until(lambda: running_tasks(tes_server, rundir, 3), "three tasks to run")
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=90)
     finally:
