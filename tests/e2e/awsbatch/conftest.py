@@ -146,6 +146,17 @@ def wait_for_jobs(
     return wait_until(enough, f"{count} jobs of {workflow_run} are {status}", timeout)
 
 
+def ended_jobs(moto: MotoBatch, workflow_run: str, parents: bool = False, timeout: float = 60):
+    """The run's jobs once Batch says each SUCCEEDED or FAILED: an attempt ends at its exit file,
+    and Batch marks the job finished moments later, when its container has stopped."""
+
+    def ended():
+        jobs = moto.run_jobs(workflow_run, parents)
+        return jobs if all(j["status"] in ("SUCCEEDED", "FAILED") for j in jobs) else None
+
+    return wait_until(ended, f"every job of {workflow_run} ended", timeout)
+
+
 def lose_host(moto: MotoBatch, job_id: str) -> None:
     """What Batch says when the spot instance under a job goes away."""
     moto.server.client("batch").terminate_job(

@@ -7,7 +7,14 @@ import signal
 
 from tests.helpers import run_dir_name
 
-from .conftest import lose_host, run_batch, started_batch, wait_for_jobs, wait_until
+from .conftest import (
+    ended_jobs,
+    lose_host,
+    run_batch,
+    started_batch,
+    wait_for_jobs,
+    wait_until,
+)
 
 # results.json written by the command itself (no Python in the container), so 200 tasks stay
 # light on a 2-core machine; the plugin verifies each one as it would the tool runtime's
@@ -44,13 +51,8 @@ def test_scatter_of_200_through_array_jobs(moto, shared, proxy):
     assert run.returncode == 0, run.stderr[-4000:]
     assert run.outputs["main.seen"] == list(range(200))
     assert run.stderr.count("result verified") == 200
-    workflow_run = os.path.basename(run.dir)
-
-    def all_succeeded():  # an attempt ends at its exit file; Batch says SUCCEEDED moments later
-        children = moto.run_jobs(workflow_run)
-        return len(children) == 200 and {j["status"] for j in children} == {"SUCCEEDED"}
-
-    wait_until(all_succeeded, "Batch counts all 200 children SUCCEEDED", timeout=60)
+    children = ended_jobs(moto, os.path.basename(run.dir))
+    assert len(children) == 200 and {j["status"] for j in children} == {"SUCCEEDED"}
     submitted = proxy.submitted()
     sizes = sorted((r.get("arrayProperties") or {}).get("size", 1) for r in submitted)
     assert sum(sizes) == 200 and len(submitted) <= 20, sizes  # a few SubmitJob, not 200
@@ -96,7 +98,7 @@ def test_a_childs_host_loss_is_retried_alone(moto, shared, proxy):
         _stdout, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 0, stderr[-4000:]
     assert "task interrupted" in stderr
-    jobs = moto.run_jobs(workflow_run)
+    jobs = ended_jobs(moto, workflow_run)
     children = [j for j in jobs if ":" in j["jobId"]]
     (retry,) = [j for j in jobs if ":" not in j["jobId"]]  # a plain job of its own ...
     assert retry["jobQueue"].endswith("/" + moto.fallback_queue)  # ... on the fallback queue
@@ -110,7 +112,7 @@ def test_a_child_exiting_non_zero_fails_only_its_task(moto, shared):
     config = {**_config(shared, 8), "scheduler": {"task_concurrency": "8", "fail_fast": "false"}}
     run = run_batch(moto, shared, wdl, settings={"array_linger_seconds": "3"}, config=config)
     assert run.returncode != 0
-    jobs = moto.run_jobs(os.path.basename(run.dir))
+    jobs = ended_jobs(moto, os.path.basename(run.dir))
     assert len({j["jobId"].split(":")[0] for j in jobs}) == 1  # the children of one array
     assert sorted(j["status"] for j in jobs) == ["FAILED", "SUCCEEDED", "SUCCEEDED"]
     (failed,) = [j for j in jobs if j["status"] == "FAILED"]

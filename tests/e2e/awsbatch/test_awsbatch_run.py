@@ -13,6 +13,7 @@ from .conftest import (
     BACKEND,
     READONLY_VIEW,
     batch_config,
+    ended_jobs,
     lose_host,
     run_batch,
     started_batch,
@@ -78,9 +79,9 @@ def test_scatter_inputs_in_situ_and_results_on_s3(moto, shared):
         assert infile.read() == "hello\n"
 
     # the four attempts were ready together: one array job, its children one per attempt
-    jobs = moto.run_jobs(workflow_run)
+    jobs = ended_jobs(moto, workflow_run)
     assert len(jobs) == 4 and all(j["status"] == "SUCCEEDED" for j in jobs)
-    everything = moto.run_jobs(workflow_run, parents=True)
+    everything = ended_jobs(moto, workflow_run, parents=True)
     (parent,) = [j for j in everything if j["jobId"] not in {c["jobId"] for c in jobs}]
     assert sorted(j["jobId"] for j in jobs) == [f"{parent['jobId']}:{i}" for i in range(4)]
     assert re.fullmatch(r"omnibio-[0-9a-f]{8}-echo-array\d+-4", parent["jobName"])
@@ -173,7 +174,7 @@ def test_return_codes_retries_interruption_queue_and_large_inputs(moto, shared):
     run = run_batch(moto, shared, RETRIES, config={"task_runtime": {"_mock_interruptions": "1"}})
     assert run.returncode == 0, run.stderr[-4000:]
     assert run.outputs["main.flaky_attempt"] == 1
-    jobs = moto.run_jobs(os.path.basename(run.dir))
+    jobs = ended_jobs(moto, os.path.basename(run.dir))
     by_task = {}
     for job in jobs:
         by_task.setdefault(job["tags"]["omnibio.task"], []).append(job)
@@ -216,7 +217,7 @@ def test_spot_host_loss_is_retried_on_the_fallback_queue(moto, shared):
         stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr[-4000:]
     assert "task interrupted" in stderr and "interrupted task will be retried" in stderr
-    jobs = sorted(moto.run_jobs(workflow_run), key=lambda j: j["createdAt"])
+    jobs = sorted(ended_jobs(moto, workflow_run), key=lambda j: j["createdAt"])
     assert [j["status"] for j in jobs] == ["FAILED", "SUCCEEDED"]
     assert jobs[1]["jobQueue"].endswith(
         "/" + moto.fallback_queue
@@ -326,12 +327,8 @@ def test_throttling_and_5xx_back_off_without_failing(moto, shared, proxy):
     throttled = proxy.answered["submitjob 429"] + proxy.answered["describejobs 429"]
     unavailable = proxy.answered["submitjob 503"] + proxy.answered["describejobs 503"]
     assert throttled >= 1 and unavailable >= 1, proxy.answered
-    workflow_run = os.path.basename(run.dir)
-    wait_until(  # each task submitted once; Batch says SUCCEEDED moments after the exit file
-        lambda: sorted(j["status"] for j in moto.run_jobs(workflow_run)) == ["SUCCEEDED"] * 4,
-        "the run's 4 jobs SUCCEEDED",
-        timeout=60,
-    )
+    jobs = ended_jobs(moto, os.path.basename(run.dir))
+    assert sorted(j["status"] for j in jobs) == ["SUCCEEDED"] * 4  # each task submitted once
 
 
 def test_offline_selftest_passes(moto, shared):
