@@ -7,6 +7,7 @@ import re
 import signal
 
 from miniwdl_omnibio.selftest import run as selftest
+from tests.emulators.moto_proxy import THROTTLED, UNAVAILABLE
 from tests.helpers import miniwdl_env, run_dir_name
 
 from .conftest import (
@@ -320,13 +321,17 @@ task echo {
 
 
 def test_throttling_and_5xx_back_off_without_failing(moto, shared, proxy):
-    """Every third SubmitJob/DescribeJobs answers 429 TooManyRequestsException or 503."""
+    """The first SubmitJob and DescribeJobs calls answer 429 TooManyRequestsException, then 503;
+    after them every third does."""
+    for operation in ("submitjob", "describejobs"):
+        proxy.fail_next(operation, 1, THROTTLED)
+        proxy.fail_next(operation, 1, UNAVAILABLE)
     proxy.every = 3
     run = run_batch(moto, shared, SMALL_SCATTER)
     assert run.returncode == 0, run.stderr[-4000:]
-    throttled = proxy.answered["submitjob 429"] + proxy.answered["describejobs 429"]
-    unavailable = proxy.answered["submitjob 503"] + proxy.answered["describejobs 503"]
-    assert throttled >= 1 and unavailable >= 1, proxy.answered
+    for operation in ("submitjob", "describejobs"):
+        answered = proxy.answered
+        assert answered[f"{operation} 429"] >= 1 and answered[f"{operation} 503"] >= 1, answered
     jobs = ended_jobs(moto, os.path.basename(run.dir))
     assert sorted(j["status"] for j in jobs) == ["SUCCEEDED"] * 4  # each task submitted once
 
