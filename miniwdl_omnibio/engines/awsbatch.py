@@ -45,6 +45,7 @@ from .awsbatch_request import (
 )
 from .awsbatch_settings import AwsBatchSettings, filesystem_hint
 from .base import RUNNING, Engine, Phase, Status, Submitted
+from .gathering import settle
 
 DESCRIBE_MAX = 100  # API_DescribeJobs: "A list of up to 100 job IDs"
 # when max_cpu / max_memory are not set and the compute environments tell nothing (unmanaged)
@@ -358,21 +359,16 @@ class AwsBatchEngine(Engine[JobRequest]):
         return self._submit_job(request, logger)
 
     def _send(self, group: list[Pending]) -> None:
-        """The coalescer's call: submit a group of attempts (one array job, or a plain job for a
-        lone attempt) and give each its handle or the refusal."""
-        try:
-            time.sleep(self.rate.delay())  # submit_rate counts SubmitJob calls
-            if len(group) < ARRAY_MIN:
-                member = group[0].item
-                handles = [self._submit_job(member.request, member.logger)]
-            else:
-                handles = self._submit_array([pending.item for pending in group])
-        except Exception as exn:
-            for pending in group:
-                pending.finish(error=exn)
-            return
-        for pending, handle in zip(group, handles, strict=True):
-            pending.finish(handle)
+        """The coalescer's call: one SubmitJob for the group; each member gets its handle, or
+        all get the refusal."""
+        settle(group, lambda: self._submit_group([pending.item for pending in group]))
+
+    def _submit_group(self, members: list[Member]) -> list[str]:
+        """One array job, or a plain job for a lone attempt; paced by submit_rate."""
+        time.sleep(self.rate.delay())
+        if len(members) < ARRAY_MIN:
+            return [self._submit_job(members[0].request, members[0].logger)]
+        return self._submit_array(members)
 
     def _submit_job(self, request: JobRequest, logger: logging.Logger) -> str:
         definition = self._prepare(request, logger)

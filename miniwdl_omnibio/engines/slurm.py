@@ -10,6 +10,7 @@ cluster has accounting, answer the rest. Cancellations gather into one scancel.
 """
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -30,7 +31,7 @@ from ..config import Settings
 from ..sharedfs import SharedFilesystem
 from . import slurm_status as mapping
 from .base import Engine, Phase, Status, Submitted
-from .gathering import Gathering, Waiting
+from .gathering import Gathering, Waiting, settle
 from .slurm_cluster import (
     SINFO_FORMAT,
     Partition,
@@ -82,14 +83,12 @@ class Submissions:
         for members in groups.values():
             for start in range(0, len(members), self._size):
                 chunk = members[start : start + self._size]
-                try:
-                    job_id = self._send([p.item for p in chunk])
-                except Exception as exn:
-                    for pending in chunk:
-                        pending.finish(error=exn)
-                    continue
-                for index, pending in enumerate(chunk):
-                    pending.finish(f"{job_id}_{index}" if len(chunk) > 1 else job_id)
+                settle(chunk, functools.partial(self._sbatch, [p.item for p in chunk]))
+
+    def _sbatch(self, chunk: list[SlurmRequest]) -> list[str]:
+        """One sbatch for the chunk: an array's element handles, or a plain job's id."""
+        job_id = self._send(chunk)
+        return [f"{job_id}_{i}" for i in range(len(chunk))] if len(chunk) > 1 else [job_id]
 
 
 class Cancellations:
