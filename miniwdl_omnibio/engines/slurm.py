@@ -141,17 +141,14 @@ class SlurmEngine(Engine[SlurmRequest]):
         self.default_time_limit = settings.integer("default_time_limit", minimum=0) or None
         self.launcher = uuid.uuid4().hex[:12]
         runtime = settings.choice("container_runtime", RUNTIMES)
-        try:
-            extra = tuple(shlex.split(settings.text("sbatch_options")))
-        except ValueError as exn:
-            raise settings.fail("sbatch_options", str(exn)) from None
         self.settings = SlurmSettings(
             runtime=runtime,
             partition=settings.text("partition"),
             account=settings.text("account"),
             qos=settings.text("qos"),
             default_memory=settings.size("default_memory"),
-            extra_options=extra,
+            extra_options=_words(settings, "sbatch_options"),
+            runtime_options=_words(settings, "runtime_options"),
             host_root=fs.host_root,
             node_root=(settings.text("node_mount_path") or fs.host_root).rstrip("/") or "/",
         )
@@ -516,6 +513,14 @@ class SlurmEngine(Engine[SlurmRequest]):
         """Send the cancellations still gathering, and log how many Slurm commands this took."""
         self.cancellations.flush()
         logger.info(_("omnibio_slurm commands", **dict(self.cli.counts)))
+
+
+def _words(settings: Settings, key: str) -> tuple[str, ...]:
+    """A key holding shell-quoted words (options for sbatch or the container runtime)."""
+    try:
+        return tuple(shlex.split(settings.text(key)))
+    except ValueError as exn:
+        raise settings.fail(key, str(exn)) from None
 
 
 def _read(path: str, tail: int | None = None) -> str:
