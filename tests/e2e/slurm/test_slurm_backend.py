@@ -73,6 +73,46 @@ def test_scatter_in_one_array_with_results_verified(shared_dir, rundir):
         assert "exit_code=0" in infile.read()
 
 
+TALK = """
+version 1.1
+task talk {
+  input { String control }
+  command <<<
+    echo "halfway there" >&2
+    for _ in $(seq 3000); do [ -e '~{control}/go' ] && break; sleep 0.2; done
+  >>>
+  runtime { docker: "ubuntu:22.04" memory: "64 MiB" omnibio_result_check: "off" }
+}
+"""
+
+
+def test_stderr_reaches_the_run_directory_while_the_job_runs(shared_dir, rundir):
+    wdl = write(rundir, "talk.wdl", TALK)
+    control = os.path.join(rundir, "control")
+    os.mkdir(control)
+    config = slurm_config(shared_dir)
+    proc = popen_miniwdl(wdl, [f"control={control}"], rundir, "omnibio_slurm", config)
+    try:
+        name = run_dir_name(rundir)
+        stderr = os.path.join(rundir, name, "stderr.txt")
+        wait_until(lambda: "halfway there" in _text(stderr), "the line in stderr.txt", 120)
+        # the task cannot end before the test says go: the line came while its job ran
+        assert active_jobs(name)
+        write(control, "go", "")
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+
+
+def _text(path):
+    try:
+        with open(path) as infile:
+            return infile.read()
+    except FileNotFoundError:
+        return ""
+
+
 SLEEPY = """
 version 1.1
 workflow sleepy {
