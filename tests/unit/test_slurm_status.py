@@ -1,5 +1,6 @@
 """omnibio_slurm status mapping, parsing of Slurm's answers, and batched submission."""
 
+import subprocess
 import threading
 import time
 
@@ -7,7 +8,7 @@ import pytest
 
 from miniwdl_omnibio.engines import slurm_status as m
 from miniwdl_omnibio.engines.base import Phase
-from miniwdl_omnibio.engines.slurm import Submissions
+from miniwdl_omnibio.engines.slurm import SlurmEngine, Submissions
 from miniwdl_omnibio.engines.slurm_cluster import (
     accounting_enabled,
     first_error_line,
@@ -234,3 +235,38 @@ def test_a_record_is_final_unless_a_signal_ended_it_for_an_unknown_reason():
 def test_the_running_marker_answers_before_squeue_does():
     assert m.status(None, None, True, CONTEXT).phase is Phase.RUNNING
     assert m.status(job("PENDING", "Priority"), None, True, CONTEXT).phase is Phase.RUNNING
+
+
+class RecordingCli:
+    """Slurm's client commands as answers given in advance: what the engine asks, and how often
+    (stands in for sacct, which needs slurmdbd: the rig has no accounting)."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.calls = []
+
+    def run(self, argv, check=True, stdin=None):
+        self.calls.append(list(argv))
+        return subprocess.CompletedProcess(argv, 0, self.answers[argv[0]], "")
+
+
+def asking_engine(cli, accounting):
+    engine = SlurmEngine.__new__(SlurmEngine)  # only what ask_slurm uses; start() needs Slurm
+    engine.cli, engine.accounting = cli, accounting
+    engine._lock, engine._jobs = threading.Lock(), {}
+    return engine
+
+
+@pytest.mark.parametrize("accounting", [True, False])
+def test_one_squeue_for_every_job_then_sacct_for_those_it_no_longer_lists(accounting):
+    squeue = "5_0|RUNNING|0|None|\n5_1|PENDING|0|Priority|\n"
+    cli = RecordingCli({"squeue": squeue, "sacct": "6|PREEMPTED|0:15\n7|TIMEOUT|0:0\n"})
+    engine = asking_engine(cli, accounting)
+    engine.ask_slurm(["5_0", "5_1", "6", "7"], now=1.0)
+    assert [c[0] for c in cli.calls] == ["squeue", "sacct"] if accounting else ["squeue"]
+    assert "--jobs=5,6,7" in cli.calls[0]  # an array once, by its job id
+    if accounting:
+        assert "--jobs=6,7" in cli.calls[1]
+        assert (engine._jobs["6"].state, engine._jobs["7"].state) == ("PREEMPTED", "TIMEOUT")
+    else:
+        assert set(engine._jobs) == {"5_0", "5_1"}  # the exit records answer for 6 and 7
