@@ -1,11 +1,14 @@
 """omnibio_slurm status mapping, parsing of Slurm's answers, and batched submission."""
 
+import logging
 import subprocess
 import threading
 import time
 
 import pytest
+from WDL.runtime.config import Loader
 
+from miniwdl_omnibio.config import ConfigError, Settings
 from miniwdl_omnibio.engines import slurm_status as m
 from miniwdl_omnibio.engines.base import Phase
 from miniwdl_omnibio.engines.slurm import SlurmEngine, Submissions
@@ -16,6 +19,7 @@ from miniwdl_omnibio.engines.slurm_cluster import (
     orphaned_jobs,
     parse_sinfo,
 )
+from tests.unit.test_slurm_translation import make_settings
 
 CONTEXT = m.Context(where="Slurm job 5_1 (r.c.1)", cancelled_by_us=False, node_path="/n/a.sh")
 DONE_OK = m.ExitRecord(exit_code=0, oom=False, timed_out=False, started=True)
@@ -270,3 +274,19 @@ def test_one_squeue_for_every_job_then_sacct_for_those_it_no_longer_lists(accoun
         assert (engine._jobs["6"].state, engine._jobs["7"].state) == ("PREEMPTED", "TIMEOUT")
     else:
         assert set(engine._jobs) == {"5_0", "5_1"}  # the exit records answer for 6 and 7
+
+
+@pytest.mark.parametrize("known, fails", [("lab\n", False), ("", True)])
+def test_an_account_unknown_to_sacctmgr_is_refused_at_start(known, fails):
+    cli = RecordingCli({"sacctmgr": known})
+    engine = asking_engine(cli, accounting=True)
+    engine.settings = make_settings(account="lab")
+    settings = Settings(Loader(logging.getLogger("test"), filenames=[]), "omnibio_slurm")
+    if fails:
+        with pytest.raises(ConfigError, match=r"account.*knows no account 'lab'"):
+            engine.check_account(settings)
+    else:
+        engine.check_account(settings)
+    assert [c[:5] for c in cli.calls] == [
+        ["sacctmgr", "--noheader", "--parsable2", "show", "account"]
+    ]
