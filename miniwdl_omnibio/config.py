@@ -219,6 +219,10 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "qos": "",
         # what runs the task's image on the node: docker | podman | apptainer
         "container_runtime": "docker",
+        # extra options for every container run (docker|podman run, apptainer exec), shell-
+        # quoted; e.g. podman on a host without CAP_SYS_RESOURCE needs ulimits it may set:
+        # --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 (docs/slurm.md)
+        "runtime_options": "",
         # where task containers see the shared filesystem read-write (required); run
         # directories and inputs must be on it
         "mount_path": "",

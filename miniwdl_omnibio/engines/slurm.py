@@ -33,13 +33,16 @@ from . import slurm_status as mapping
 from .base import Engine, Phase, Status, Submitted
 from .gathering import Gathering, Waiting, settle
 from .slurm_cluster import (
+    ORPHAN_FORMAT,
     SINFO_FORMAT,
     Partition,
     SlurmCli,
     SlurmProblem,
     accounting_enabled,
+    orphaned_jobs,
     parse_sinfo,
     probe_script,
+    process_identity,
 )
 from .slurm_script import (
     RUNTIMES,
@@ -139,19 +142,17 @@ class SlurmEngine(Engine[SlurmRequest]):
         self.poll_seconds = settings.number("poll_seconds", minimum=0.1)
         self.squeue_seconds = settings.number("squeue_seconds", minimum=0)
         self.default_time_limit = settings.integer("default_time_limit", minimum=0) or None
-        self.launcher = uuid.uuid4().hex[:12]
+        # in every job's --comment: a later run on this host cancels the jobs of a dead launcher
+        self.launcher = f"{process_identity()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         runtime = settings.choice("container_runtime", RUNTIMES)
-        try:
-            extra = tuple(shlex.split(settings.text("sbatch_options")))
-        except ValueError as exn:
-            raise settings.fail("sbatch_options", str(exn)) from None
         self.settings = SlurmSettings(
             runtime=runtime,
             partition=settings.text("partition"),
             account=settings.text("account"),
             qos=settings.text("qos"),
             default_memory=settings.size("default_memory"),
-            extra_options=extra,
+            extra_options=_words(settings, "sbatch_options"),
+            runtime_options=_words(settings, "runtime_options"),
             host_root=fs.host_root,
             node_root=(settings.text("node_mount_path") or fs.host_root).rstrip("/") or "/",
         )
@@ -209,6 +210,7 @@ class SlurmEngine(Engine[SlurmRequest]):
             raise SlurmProblem(f"{exn} (is slurmctld running and reachable?)") from None
         engine = cls(cli, settings, fs, partitions, accounting_enabled(config), logger)
         engine.check_account(settings)
+        engine.cancel_orphans(logger)
         if settings.flag("probe"):
             engine.probe(settings.integer("probe_timeout", minimum=1), logger)
         logger.log(
@@ -245,6 +247,23 @@ class SlurmEngine(Engine[SlurmRequest]):
             )
             if found.returncode == 0 and name not in found.stdout.split():
                 raise settings.fail(key, f"Slurm's accounting knows no {entity} {name!r}")
+
+    def cancel_orphans(self, logger: logging.Logger) -> None:
+        """scancel, in one call, the jobs left by miniwdl processes of this host that died
+        without cancelling them (SIGKILL, a lost session): one squeue of this user's jobs."""
+        listed = self.cli.run(
+            ["squeue", "--noheader", "--me", f"--Format={ORPHAN_FORMAT}"], check=False
+        )
+        if listed.returncode != 0:
+            logger.warning(_("omnibio_slurm: could not list jobs", error=listed.stderr[:300]))
+            return
+        orphans = orphaned_jobs(listed.stdout, process_identity(), _alive)
+        if orphans:
+            logger.log(
+                NOTICE_LEVEL,
+                _("cancelling Slurm jobs of a dead miniwdl process", jobs=" ".join(orphans)),
+            )
+            self.cli.run(["scancel", *orphans], check=False)
 
     def probe(self, timeout: int, logger: logging.Logger) -> None:
         """One tiny job: does the node see the shared filesystem and have the container runtime?"""
@@ -516,6 +535,18 @@ class SlurmEngine(Engine[SlurmRequest]):
         """Send the cancellations still gathering, and log how many Slurm commands this took."""
         self.cancellations.flush()
         logger.info(_("omnibio_slurm commands", **dict(self.cli.counts)))
+
+
+def _alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
+def _words(settings: Settings, key: str) -> tuple[str, ...]:
+    """A key holding shell-quoted words (options for sbatch or the container runtime)."""
+    try:
+        return tuple(shlex.split(settings.text(key)))
+    except ValueError as exn:
+        raise settings.fail(key, str(exn)) from None
 
 
 def _read(path: str, tail: int | None = None) -> str:

@@ -8,9 +8,10 @@ into one line quoting Slurm's own words.
 import collections
 import os
 import shutil
+import socket
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from WDL import Error
@@ -128,3 +129,29 @@ def probe_script(node_file: str, token: str, runtime: str) -> str:
         f'test "$(cat {node_file} 2>/dev/null)" = {token} || exit 3; '
         f"command -v {runtime} >/dev/null 2>&1 || exit 4"
     )
+
+
+# squeue -O fields for the start-time search for jobs of dead launchers: each job (an array once:
+# squeue(1) ArrayJobID is the job's own id when it is no array) and its --comment
+ORPHAN_FORMAT = "ArrayJobID:24|,Comment:400|"
+
+
+def process_identity() -> str:
+    """This host and PID namespace: where a pid in a launcher id names a process we can test."""
+    return f"{socket.gethostname()}:{os.stat('/proc/self/ns/pid').st_ino}"
+
+
+def orphaned_jobs(squeue_output: str, identity: str, alive: Callable[[int], bool]) -> list[str]:
+    """Job ids whose --comment names a launcher ``<identity>:<pid>:<nonce>`` whose process is
+    gone (a SIGKILLed miniwdl could not scancel them). Jobs of other hosts or PID namespaces, and
+    of live launchers, are never touched."""
+    found = set()
+    for line in squeue_output.splitlines():
+        job_id, _sep, rest = (part.strip() for part in line.partition("|"))
+        comment = rest.rstrip("|").strip()
+        words = dict(w.split("=", 1) for w in comment.split() if "=" in w)
+        owner, _sep, pid = words.get("launcher", "").rpartition(":")[0].rpartition(":")
+        ours = comment.startswith("omnibio ") and owner == identity and job_id.isdigit()
+        if ours and pid.isdigit() and not alive(int(pid)):
+            found.add(job_id)
+    return sorted(found, key=int)

@@ -39,6 +39,7 @@ class SlurmSettings:
     qos: str
     default_memory: int  # bytes, for tasks that set no runtime.memory
     extra_options: tuple[str, ...]  # sbatch_options, already split
+    runtime_options: tuple[str, ...]  # runtime_options: given to every container run, split
     host_root: str  # the shared filesystem where miniwdl sees it
     node_root: str  # ... where the Slurm nodes see it (the job scripts run there)
 
@@ -173,7 +174,7 @@ def oci_run(attempt: TaskAttempt, settings: SlurmSettings) -> list[str]:
         argv.append("--privileged")
     if attempt.resources.gpu:
         argv.append("$GPU_OPTIONS")
-    return argv + [attempt.image, *attempt.argv]
+    return argv + [*settings.runtime_options, attempt.image, *attempt.argv]
 
 
 def apptainer_image(image: str) -> str:
@@ -190,7 +191,7 @@ def apptainer_exec(attempt: TaskAttempt, settings: SlurmSettings) -> list[str]:
         argv += ["--bind", f"{source}:{target}" + (":ro" if read_only else "")]
     if attempt.resources.gpu:
         argv.append("--nv")
-    return argv + [apptainer_image(attempt.image), *attempt.argv]
+    return argv + [*settings.runtime_options, apptainer_image(attempt.image), *attempt.argv]
 
 
 def _words(argv: Sequence[str]) -> str:

@@ -17,31 +17,46 @@ from .slurm_script import EXIT_FIELDS, EXIT_NO_ELEMENT, EXIT_SCRIPT_UNREADABLE
 SQUEUE_FORMAT = "JobArrayID:64|,State:24|,exit_code:12|,Reason:200|"
 SACCT_FORMAT = "JobID,State,ExitCode"
 
-# squeue(1) JOB STATE CODES: waiting for an allocation ...
+# Each state below as squeue(1) of Slurm 22.05 defines it in JOB STATE CODES (the man page the
+# rig's slurm-client installs; sacct(1) refers to the same codes). Waiting for an allocation:
 WAITING = {
-    "PENDING",
-    "CONFIGURING",  # allocated, nodes booting
-    "REQUEUED",
-    "REQUEUE_HOLD",
-    "REQUEUE_FED",
-    "RESV_DEL_HOLD",
+    "PENDING",  # PD: waits for resources to be allocated
+    "CONFIGURING",  # CF: allocated, the resources are not ready yet (e.g. nodes booting)
+    "REQUEUED",  # RQ: a completing job going back to the queue
+    "REQUEUE_HOLD",  # RH: a held job going back to the queue
+    "REQUEUE_FED",  # RF: going back to the queue of a federation
+    "RESV_DEL_HOLD",  # RD: held since the reservation it asked for was deleted
 }
-# ... holding one (SUSPENDED/STOPPED: preempted by suspension, or stopped; it resumes)
+# ... holding one: the attempt runs (or will resume)
 ALLOCATED = {
-    "RUNNING",
-    "COMPLETING",
-    "SUSPENDED",
-    "STOPPED",
-    "SIGNALING",
-    "STAGE_OUT",
-    "RESIZING",
+    "RUNNING",  # R: has an allocation
+    "COMPLETING",  # CG: ending; processes may still be active on some nodes
+    "SUSPENDED",  # S: has an allocation, execution suspended, CPUs released to others
+    "STOPPED",  # ST: has an allocation, stopped by SIGSTOP, CPUs kept
+    "SIGNALING",  # SI: being signalled
+    "STAGE_OUT",  # SO: staging out files
+    "RESIZING",  # RS: about to change size
 }
-# ... or ended because the cluster lost it: not the task's fault, retried within preemptible
+# ... or ended because the cluster lost it, not for the task's own doing: interrupted, retried
+# within runtime.preemptible. PR: ended by preemption; NF: ended because an allocated node
+# failed; BF: could not be launched (typically the hardware) and was not requeued
 INTERRUPTED = {"PREEMPTED", "NODE_FAIL", "BOOT_FAIL"}
+# TO: ended when it reached its time limit -> the lifecycle's time-limit error
+TIMEOUT = "TIMEOUT"
+# OOM: ran out of memory -> the attempt's exit with OOM named
+OUT_OF_MEMORY = "OUT_OF_MEMORY"
+# CA: cancelled by its user or an administrator, started or not (sacct(1) may add "by <uid>"):
+# cancelled by this run (record.cancelled) -> terminated, else one line saying it was not us
+CANCELLED = "CANCELLED"
+# COMPLETED (CD: exit code zero on all nodes), FAILED (F: non-zero exit code or another failure),
+# DEADLINE (DL: ended at its deadline; we never set --deadline), and SPECIAL_EXIT / REVOKED
+# (requeue and federation states that need --requeue or a federation, neither of which we use)
+# all end with the exit the job script recorded, else Slurm's own exit code
 
-# squeue(1) JOB REASON CODES under which a pending job will never start without someone changing
-# the job or the cluster: "will never be satisfied", "is invalid", "can not be satisfied",
-# "exceeds its partition's current time limit", "violates a per-job limit"
+# squeue(1) JOB REASON CODES under which a pending job will never start unless someone changes
+# the job or the cluster: a dependency that can never be met, an invalid account or QOS,
+# constraints no node meets, a time limit above the partition's, a per-job association or QOS
+# limit the request breaks
 NEVER_STARTS = re.compile(
     r"^(DependencyNeverSatisfied|InvalidAccount|InvalidQOS|BadConstraints|PartitionTimeLimit"
     r"|AssocMax\w*Limit|QOSMax\w*Limit)$"
@@ -195,9 +210,9 @@ def status(
         return Status(Phase.RUNNING, reason=state)
     if state in INTERRUPTED:
         return Status(Phase.DONE, interrupted=True, reason=f"{context.where} ended {state}")
-    if state == "TIMEOUT":
+    if state == TIMEOUT:
         return time_limit_error(context, "Slurm ended it TIMEOUT")
-    if state == "CANCELLED":
+    if state == CANCELLED:
         if context.cancelled_by_us:
             return Status(Phase.DONE, error=f"{context.where} was cancelled", reason=state)
         return Status(
@@ -205,7 +220,7 @@ def status(
             error=f"{context.where} was cancelled outside this run (scancel by a user or admin)",
             reason=state,
         )
-    if state == "OUT_OF_MEMORY":
+    if state == OUT_OF_MEMORY:
         code = record.exit_code if record else (job.exit_code or 137)
         return Status(Phase.DONE, exit_code=code, oom=True, reason=state)
     if record:

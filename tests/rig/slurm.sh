@@ -21,6 +21,8 @@ command -v munged >/dev/null || need_apt+=(munge)
 command -v slurmctld >/dev/null || need_apt+=(slurmctld)
 command -v slurmd >/dev/null || need_apt+=(slurmd)
 command -v sbatch >/dev/null || need_apt+=(slurm-client)
+# podman, the second container runtime the engine runs (docker's runc satisfies its runtime)
+command -v podman >/dev/null || need_apt+=(podman)
 if ((${#need_apt[@]})); then
   log "apt-get install ${need_apt[*]}"
   apt-get update -qq
@@ -122,5 +124,7 @@ case "$state" in
   idle* | mixed* | allocated* | completing*) ;;
   *) log "the node is not up (state '${state:-no answer}'); see $dir/log"; exit 1 ;;
 esac
+# podman keeps its own images: the one the tests run, from dockerd's store (no registry)
+podman image exists ubuntu:22.04 || docker save ubuntu:22.04 | podman load -q >/dev/null
 log "ready in $((SECONDS - started)) s (node $node: $state)"
 echo "$conf"

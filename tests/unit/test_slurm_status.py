@@ -12,6 +12,7 @@ from miniwdl_omnibio.engines.slurm_cluster import (
     accounting_enabled,
     first_error_line,
     gres_gpus,
+    orphaned_jobs,
     parse_sinfo,
 )
 
@@ -131,6 +132,24 @@ def test_ended_without_record():
 
 def test_job_ids_asks_once_per_array():
     assert m.job_ids(["12_0", "12_1", "9", "100_3"]) == ["9", "12", "100"]
+
+
+def test_orphans_are_jobs_of_dead_launchers_of_this_host_and_pid_namespace():
+    def line(job_id, comment):
+        return f"{job_id:<24}|{comment:<400}|"
+
+    text = "\n".join(
+        [
+            line(10, "omnibio run=r call=call-a launcher=vm:4026:111:ab12cd34"),  # dead
+            line(11, "omnibio run=r call=4 calls launcher=vm:4026:111:ab12cd34"),  # dead, array
+            line(12, "omnibio run=r call=call-b launcher=vm:4026:222:ef56ab78"),  # alive
+            line(13, "omnibio run=r call=call-c launcher=other:4026:111:ab12cd34"),  # other host
+            line(14, "omnibio run=r call=call-d launcher=vm:9999:111:ab12cd34"),  # other pidns
+            line(15, "(null)"),  # not ours
+            line(16, "someone else's launcher=vm:4026:111:x"),
+        ]
+    )
+    assert orphaned_jobs(text, "vm:4026", lambda pid: pid == 222) == ["10", "11"]
 
 
 def test_sinfo_partitions_keep_their_largest_node():

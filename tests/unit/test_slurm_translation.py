@@ -1,7 +1,7 @@
 """omnibio_slurm translation: sbatch options, the batch and element scripts (no Slurm needed).
 
 The scripts are run for real with /bin/sh; container runtimes other than docker are stand-in
-commands on PATH that record their arguments (podman and apptainer do not run on this machine).
+commands on PATH that record their arguments (tests/e2e/slurm runs podman for real).
 """
 
 import os
@@ -73,6 +73,7 @@ def make_settings(**changes):
         qos="",
         default_memory=2 * GiB,
         extra_options=(),
+        runtime_options=(),
         host_root="/shared",
         node_root="/shared",
     )
@@ -197,6 +198,17 @@ def test_podman_and_apptainer_command_lines():
     assert "docker://ubuntu:22.04" in words
     assert apptainer_image("/images/x.sif") == "/images/x.sif"
     assert apptainer_image("oras://r/x:1") == "oras://r/x:1"
+
+
+@pytest.mark.parametrize("runtime", ["docker", "podman", "apptainer"])
+def test_runtime_options_go_before_the_image(runtime):
+    options = ("--ulimit", "nofile=1024:1024") if runtime != "apptainer" else ("--contain",)
+    settings = make_settings(runtime=runtime, runtime_options=options)
+    script = translate(make_attempt("/shared/run/call-x-3"), settings, {}).script
+    line = next(x for x in script.splitlines() if f"{runtime} run -d" in x or "exec" in x)
+    words = shlex.split(line.replace("if ! ", "").replace(" >/dev/null; then", "").rstrip(" &"))
+    image = "ubuntu:22.04" if runtime != "apptainer" else "docker://ubuntu:22.04"
+    assert words[words.index(image) - len(options) : words.index(image)] == list(options)
 
 
 def run_element(tmp_path, runtime, stand_in, **attempt_changes):

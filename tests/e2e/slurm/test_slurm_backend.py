@@ -73,6 +73,46 @@ def test_scatter_in_one_array_with_results_verified(shared_dir, rundir):
         assert "exit_code=0" in infile.read()
 
 
+TALK = """
+version 1.1
+task talk {
+  input { String control }
+  command <<<
+    echo "halfway there" >&2
+    for _ in $(seq 3000); do [ -e '~{control}/go' ] && break; sleep 0.2; done
+  >>>
+  runtime { docker: "ubuntu:22.04" memory: "64 MiB" omnibio_result_check: "off" }
+}
+"""
+
+
+def test_stderr_reaches_the_run_directory_while_the_job_runs(shared_dir, rundir):
+    wdl = write(rundir, "talk.wdl", TALK)
+    control = os.path.join(rundir, "control")
+    os.mkdir(control)
+    config = slurm_config(shared_dir)
+    proc = popen_miniwdl(wdl, [f"control={control}"], rundir, "omnibio_slurm", config)
+    try:
+        name = run_dir_name(rundir)
+        stderr = os.path.join(rundir, name, "stderr.txt")
+        wait_until(lambda: "halfway there" in _text(stderr), "the line in stderr.txt", 120)
+        # the task cannot end before the test says go: the line came while its job ran
+        assert active_jobs(name)
+        write(control, "go", "")
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+
+
+def _text(path):
+    try:
+        with open(path) as infile:
+            return infile.read()
+    except FileNotFoundError:
+        return ""
+
+
 SLEEPY = """
 version 1.1
 workflow sleepy {
@@ -86,20 +126,32 @@ task nap {
 """
 
 
-def test_sigint_leaves_no_job_pending_or_running(shared_dir, rundir):
+def start_sleepy(shared_dir, rundir):
+    """miniwdl running three sleeping tasks; (process, run name) once Slurm lists all three."""
     wdl = write(rundir, "sleepy.wdl", SLEEPY)
     config = {**slurm_config(shared_dir), "scheduler": {"task_concurrency": "3"}}
     proc = popen_miniwdl(wdl, [], rundir, backend="omnibio_slurm", config=config)
     try:
         name = run_dir_name(rundir)
         wait_until(lambda: len(active_jobs(name)) >= 3, f"3 jobs of {name} in Slurm", 90)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, name
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_leaves_no_job_pending_or_running(shared_dir, rundir, signum):
+    proc, name = start_sleepy(shared_dir, rundir)
+    try:
         assert len(active_jobs(name)) == 3  # 2 running on the 2 CPUs, 1 pending
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=90)
+        proc.send_signal(signum)
+        stderr = proc.communicate(timeout=90)[1]
     finally:
         proc.kill()
     assert proc.returncode != 0
     wait_until(lambda: not active_jobs(name), f"no job of {name} left pending or running", 60)
+    assert stderr.count("scancel :: jobs: ") == 1 and "scancel :: jobs: 3" in stderr, stderr[-3000:]
     # the job scripts removed their containers
     listed = subprocess.run(
         ["docker", "ps", "-a", "--filter", "label=omnibio.run_id", "--format", "{{.Labels}}"],
@@ -135,8 +187,8 @@ def test_out_of_memory_is_named(shared_dir, rundir):
     assert "exceeding the memory limit" in json.dumps(run.error_json()), run.stderr[-2000:]
 
 
-@pytest.fixture
-def engine(shared_dir, monkeypatch):
+def start_engine(shared_dir, monkeypatch):
+    """An engine in this process, started as miniwdl starts it (without the probe job)."""
     for name in [n for n in os.environ if n.startswith("MINIWDL__")]:
         monkeypatch.delenv(name)
     config = slurm_config(shared_dir, probe="false")
@@ -146,6 +198,21 @@ def engine(shared_dir, monkeypatch):
     return SlurmEngine.start(Loader(logger, filenames=[]), logger)
 
 
+@pytest.fixture
+def engine(shared_dir, monkeypatch):
+    return start_engine(shared_dir, monkeypatch)
+
+
+def test_the_next_start_cancels_the_jobs_of_a_sigkilled_launcher(shared_dir, rundir, monkeypatch):
+    proc, name = start_sleepy(shared_dir, rundir)
+    proc.kill()  # SIGKILL: no chance to scancel
+    proc.communicate(timeout=60)
+    assert len(active_jobs(name)) == 3
+    engine = start_engine(shared_dir, monkeypatch)
+    wait_until(lambda: not active_jobs(name), f"no job of {name} left pending or running", 60)
+    assert engine.cli.counts["scancel"] == 1  # all of them in one call
+
+
 def test_exit_record_answers_once_slurm_has_forgotten_the_job(engine, rundir):
     """A final record needs no Slurm command. A record a signal ended asks squeue; past
     MinJobAge and without accounting it says "Invalid job id", and the record counts."""
@@ -153,6 +220,7 @@ def test_exit_record_answers_once_slurm_has_forgotten_the_job(engine, rundir):
     request = engine.translate(attempt)
     os.makedirs(request.files.host_dir)
     forgotten = "987654"  # no such job on the rig
+    engine.cli.counts.clear()  # count from here, not the start's own commands
     engine._requests[forgotten] = request
     record = Submitted(forgotten, attempt, logging.getLogger("test"), time.monotonic())
     for signalled, code, squeues in (("false", 3, 0), ("true", 143, 1)):

@@ -67,3 +67,8 @@ def test_shared_path_the_node_cannot_see(shared_dir, rundir):
 def test_missing_image(shared_dir, rundir):
     line = run_hello(shared_dir, rundir, image="omnibio/no-such-image:1")
     assert "could not start its container" in line and "no-such-image" in line
+
+
+def test_unknown_partition_in_the_task_runtime(shared_dir, rundir):
+    line = run_hello(shared_dir, rundir, runtime='slurm_partition: "nosuch"')
+    assert "runtime.slurm_partition" in line and "no partition 'nosuch'" in line
