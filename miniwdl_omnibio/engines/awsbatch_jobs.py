@@ -38,6 +38,9 @@ NEVER_PLACED = re.compile(r"^\s*(MISCONFIGURATION:|ACTION_REQUIRED)")
 # it; "Job attempt duration exceeded timeout" is what public Batch clients (Nextflow, redun)
 # match. The run time is checked too (_ran_out_its_time), so another wording still counts.
 TIMED_OUT = re.compile(r"duration exceeded timeout|attemptDurationSeconds", re.IGNORECASE)
+# The job's ECS overrides over 8192 characters (awsbatch_request.OVERRIDES_LIMIT): the engine
+# keeps them under it by moving environment values to a file, so only a command too long remains
+OVERRIDES_TOO_LONG = re.compile(r"Container Overrides length", re.IGNORECASE)
 OOM = "OutOfMemoryError"  # "OutOfMemoryError: Container killed due to memory usage"
 AUTH_ERROR_CODES = {
     "UnrecognizedClientException",
@@ -136,6 +139,9 @@ def job_status(job: Mapping[str, Any], image: str, filesystem: str) -> Status:
         return Status(Phase.DONE, interrupted=True, reason=reason, details=details)
     if SETUP_FAILED.search(reason):
         error = f"AWS Batch job {job_id} could not start: {reason}; check {filesystem}"
+        return Status(Phase.DONE, error=error, reason=reason, details=details)
+    if OVERRIDES_TOO_LONG.search(reason):
+        error = f"AWS Batch could not start job {job_id}: {reason} (its command and environment)"
         return Status(Phase.DONE, error=error, reason=reason, details=details)
     if CANNOT_START.search(reason):
         what = "pull" if "pull" in reason.lower() else "start a container from"

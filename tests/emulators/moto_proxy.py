@@ -16,6 +16,14 @@ under each alternative the proxy can show.
   the ECS stopped-task reason ("Stopped tasks error codes": ResourceInitializationError,
   DockerTimeoutError) and no exit code. guess: where Batch puts that reason (the job's
   statusReason or the container's reason) is not documented; both can be shown.
+- SubmitJob limits, always on. "Service quotas": "Maximum job payload size (for SubmitJob API
+  operations): 30 KiB"; past it Batch answers 400 ClientException "Job size must be less than 30
+  KiB, got 47 KiB" (the service's words as ASFHyP3/hyp3#3041 quotes them). A smaller request whose
+  containerOverrides exceed what ECS takes (API_RunTask overrides: "A total of 8192 characters
+  are allowed for overrides") is accepted, and the job goes FAILED with the statusReason
+  "Container Overrides length must be at most 8192" (Netflix/metaflow#1482, hyp3#3041).
+  guess: how Batch measures either (here the request body's bytes, and the request's
+  containerOverrides as compact JSON, nothing of Batch's own added); the engine keeps margins.
 - ``time_scale``: attemptDurationSeconds cannot be below 60 (API_JobTimeout), too long for a
   test, so SubmitJob reaches moto with the timeout divided by ``time_scale`` and answers show the
   job's own timeout and run time multiplied back. A job stopped at it gets the statusReason
@@ -40,6 +48,26 @@ Request = dict[str, Any]  # a SubmitJob body
 THROTTLED = (429, "TooManyRequestsException", "Too Many Requests")
 UNAVAILABLE = (503, "ServiceUnavailableException", "try again")
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
+JOB_SIZE_LIMIT = 30 * 1024
+OVERRIDES_LIMIT = 8192
+OVERRIDES_REASON = "Container Overrides length must be at most 8192"
+
+
+def too_large(body: bytes) -> tuple[int, str, str] | None:
+    """Batch's refusal of a SubmitJob request over 30 KiB."""
+    if len(body) <= JOB_SIZE_LIMIT:
+        return None
+    got = math.ceil(len(body) / 1024)
+    message = (
+        f"Error executing request, Exception : Job size must be less than 30 KiB, got {got} KiB"
+    )
+    return 400, "ClientException", message
+
+
+def overrides_too_long(request: Request) -> str | None:
+    overrides = request.get("containerOverrides") or {}
+    length = len(json.dumps(overrides, separators=(",", ":")))
+    return OVERRIDES_REASON if length > OVERRIDES_LIMIT else None
 
 
 def operation_of(method: str, path: str, headers: Any, body: bytes) -> tuple[str, str]:
@@ -141,7 +169,9 @@ class BatchProxy:
             self.calls[f"{service} {name}"] += 1
             if operation:
                 self.bodies.append((operation, body))
-            fault = self._fault(operation)
+            fault = self._fault(operation) or (
+                too_large(body) if operation == "submitjob" else None
+            )
         if fault:
             status, code, message = fault
             payload = json.dumps({"__type": code, "message": message}).encode()
@@ -196,7 +226,7 @@ class BatchProxy:
         if operation != "submitjob":
             return body
         request = json.loads(body)
-        if self.break_if and self.break_if(request):
+        if self._breaks(request):
             request.setdefault("containerOverrides", {})["command"] = ["true"]
         seconds = (request.get("timeout") or {}).get("attemptDurationSeconds")
         if seconds and self.time_scale != 1:
@@ -221,20 +251,28 @@ class BatchProxy:
         size = (asked.get("arrayProperties") or {}).get("size")
         ids = [f"{job_id}:{i}" for i in range(size)] if size else [job_id]
         hold = self.hold_if(asked) if self.hold_if else None
-        broken = self.break_if(asked) if self.break_if else None
+        broken = self._breaks(asked)
         seconds = (asked.get("timeout") or {}).get("attemptDurationSeconds")
         with self._lock:
             for one in ids:
                 if hold:
                     self._held[one] = hold
                 if broken:
-                    self._broken[one] = (broken, self.break_in_container_reason)
+                    self._broken[one] = broken
                 if seconds and self.time_scale != 1:
                     self._timeouts[one] = (seconds, sent["timeout"]["attemptDurationSeconds"])
         if broken:  # the job ends at once, its container never (really) running
             batch = self._moto("batch")
             for one in ids:
-                batch.terminate_job(jobId=one, reason=broken)
+                batch.terminate_job(jobId=one, reason=broken[0])
+
+    def _breaks(self, request: Request) -> tuple[str, bool] | None:
+        """(reason, given as the container's reason) of a job that fails before it runs."""
+        reason = self.break_if(request) if self.break_if else None
+        if reason:
+            return reason, self.break_in_container_reason
+        reason = overrides_too_long(request)
+        return (reason, False) if reason else None
 
     def _as_batch(self, job: dict[str, Any]) -> dict[str, Any]:
         job_id = job["jobId"]

@@ -155,3 +155,32 @@ def test_proxy_counts_every_request_by_service(account):
         assert proxy.calls["unsigned GET"] == 1
     finally:
         proxy.reset()
+
+
+def test_proxy_enforces_the_submitjob_and_ecs_override_limits(account):
+    """Over 30 KiB SubmitJob is refused; under it, containerOverrides over 8192 characters fail
+    the job before it runs; a job within both runs."""
+    batch = account.server.client("batch", endpoint=account.server.proxy.endpoint)
+    definition = _definition(batch, "sized", command=["true"])
+
+    def submit(name: str, value_length: int) -> str:
+        overrides = {"environment": [{"name": "V", "value": "v" * value_length}]}
+        return batch.submit_job(
+            jobName=name,
+            jobQueue=account.fallback_queue,
+            jobDefinition=definition,
+            containerOverrides=overrides,
+        )["jobId"]
+
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        submit("payload", 31 * 1024)
+    error = raised.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert error["Error"]["Code"] == "ClientException"
+    assert "Job size must be less than 30 KiB, got 32 KiB" in error["Error"]["Message"]
+    too_long, fits = submit("overrides", 8200), submit("fits", 7000)
+    jobs = _until_ended(batch, [too_long, fits])
+    assert jobs[too_long]["status"] == "FAILED"
+    assert jobs[too_long]["statusReason"] == "Container Overrides length must be at most 8192"
+    assert "exitCode" not in jobs[too_long]["container"]
+    assert jobs[fits]["status"] == "SUCCEEDED"

@@ -26,6 +26,7 @@ from miniwdl_omnibio.engines.awsbatch_jobs import job_status as _job_status
 from miniwdl_omnibio.engines.awsbatch_limits import environment_limit, instance_type_filters
 from miniwdl_omnibio.engines.awsbatch_request import (
     JOB_NAME_MAX,
+    OVERRIDES_BUDGET,
     REQUEST_BUDGET,
     WRAPPER,
     job_name,
@@ -128,6 +129,14 @@ def test_filesystem_setup_failures_name_the_filesystem_not_the_image(reason, whe
     status = job_status(job, IMAGE)
     assert status.error == f"AWS Batch job j-1 could not start: {reason}; check {FILESYSTEM}"
     assert IMAGE not in status.error
+
+
+def test_overrides_too_long_is_not_blamed_on_the_image():
+    reason = "Container Overrides length must be at most 8192"
+    status = job_status(_job("FAILED", reason=reason), IMAGE)
+    assert (
+        status.error == f"AWS Batch could not start job j-1: {reason} (its command and environment)"
+    )
 
 
 def test_spot_host_loss_in_attempt_reason_is_an_interruption():
@@ -322,15 +331,27 @@ def test_the_whole_request_fits_the_submitjob_limit(monkeypatch):
     engine = _engine(monkeypatch)
     env = {"INPUTS_JSON": "x" * 25_000, "OTHER": "é" * 2_000, "RUN_ID": "r", "TOOL_ID": "t"}
     request = engine.translate(_attempt(env=env))
-    # "é" is sent as \u00e9: 2,000 of them are 12 KB of JSON, and push the request over
-    assert request.size() <= REQUEST_BUDGET
+    assert request.size() <= REQUEST_BUDGET and request.overrides_size() <= OVERRIDES_BUDGET
     (path,) = request.files
     assert path == "/fsx/run/call-x/awsbatch_env.1.sh"
-    assert "export INPUTS_JSON=" in request.files[path]
+    # "é" is sent as \u00e9: 2,000 of them are 12 KB of JSON, over the ECS overrides limit too
+    assert "export INPUTS_JSON=" in request.files[path] and "export OTHER=" in request.files[path]
     assert request.command[6] == path  # the wrapper sources it
-    assert set(request.environment) == {"OTHER", "RUN_ID", "TOOL_ID"}
-    small = engine.translate(_attempt(env={"INPUTS_JSON": "x" * 25_000}))
+    assert set(request.environment) == {"RUN_ID", "TOOL_ID"}
+    small = engine.translate(_attempt(env={"INPUTS_JSON": "x" * 4_000}))
     assert not small.files and small.command[6] == "-"
+
+
+def test_the_ecs_overrides_fit_though_the_request_is_small(monkeypatch):
+    """8 KB of environment is far below SubmitJob's 30 KiB, but over ECS's 8192 characters of
+    overrides: the largest values move to the env file, the small ones stay."""
+    engine = _engine(monkeypatch)
+    env = {"INPUTS_JSON": "x" * 5_000, "RESOURCES_JSON": "y" * 3_000, "RUN_ID": "r"}
+    request = engine.translate(_attempt(env=env))
+    assert request.size() < 10 * 1024 and request.overrides_size() <= OVERRIDES_BUDGET
+    (text,) = request.files.values()
+    assert text == "export INPUTS_JSON=" + "x" * 5_000 + "\n"
+    assert set(request.environment) == {"RESOURCES_JSON", "RUN_ID"}
 
 
 def test_job_definition_is_shared_by_content(monkeypatch):

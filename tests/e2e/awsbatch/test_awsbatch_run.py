@@ -292,16 +292,21 @@ workflow main {
 }
 task nap_or_fail {
   input { Int i }
-  command <<< if [ ~{i} -eq 0 ]; then sleep 3; exit 1; fi; sleep 600 >>>
+  command <<< if [ ~{i} -eq 0 ]; then while [ ! -e go ]; do sleep 0.2; done; exit 1; fi; sleep 600 >>>
   runtime { docker: "ubuntu:22.04" omnibio_result_check: "off" }
 }
 """
 
 
 def test_fail_fast_terminates_the_other_jobs(moto, shared):
-    run = run_batch(moto, shared, FAIL_FAST, timeout=120)
-    assert run.returncode != 0
-    jobs = moto.run_jobs(os.path.basename(run.dir))
+    """The first task fails once the test sees all four jobs running (its file "go")."""
+    with started_batch(moto, shared, FAIL_FAST) as proc:
+        workflow_run = run_dir_name(shared)
+        wait_for_jobs(moto, workflow_run, 4)
+        open(os.path.join(shared, workflow_run, "call-nap_or_fail-0", "work", "go"), "w").close()
+        proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    jobs = moto.run_jobs(workflow_run)
     assert len(jobs) == 4
     cancelled = [j for j in jobs if "cancelled by miniwdl" in (j.get("statusReason") or "")]
     assert len(cancelled) == 3, [(j["jobName"], j["status"], j.get("statusReason")) for j in jobs]

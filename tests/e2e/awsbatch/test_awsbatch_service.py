@@ -151,3 +151,29 @@ def test_throttled_without_retry_after_on_submit_and_poll(moto, shared, proxy):
     assert proxy.answered["submitjob 429"] == 3 and proxy.answered["describejobs 429"] == 3
     assert len(proxy.submitted()) == 1 + 3  # the three refused, then the one accepted
     assert len(moto.run_jobs(os.path.basename(run.dir))) == 1
+
+
+def test_environment_within_the_ecs_overrides_limit(moto, shared, proxy):
+    """An INPUTS_JSON of 9 KB: the SubmitJob request is far below 30 KiB, but ECS takes at most
+    8192 characters of overrides (the proxy fails the job past them, as Batch does); the value
+    reaches the task through the env file instead."""
+    wdl = """
+version 1.1
+workflow main {
+  call big { input: numbers = range(2000) }
+  output { Int items = big.items }
+}
+task big {
+  input { Array[Int] numbers }
+  command <<< printf '%s\\n' "$INPUTS_JSON" | tr ',' '\\n' | wc -l >>>
+  output { Int items = read_int(stdout()) }
+  runtime { docker: "ubuntu:22.04" omnibio_result_check: "off" }
+}
+"""
+    run = run_batch(moto, shared, wdl)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert run.outputs["main.items"] == 2000
+    assert "environment values passed in a file" in run.stderr
+    (request,) = proxy.submitted()
+    overrides = json.dumps(request["containerOverrides"], separators=(",", ":"))
+    assert len(overrides) < 8192 - 2048 and len(json.dumps(request)) < 10 * 1024
