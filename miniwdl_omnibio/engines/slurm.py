@@ -55,7 +55,8 @@ from .slurm_script import (
 )
 
 GATHER_MAX = 10.0  # seconds the first of a burst of submissions waits for the rest at most
-CANCEL_LINGER = 0.2  # seconds cancellations gather before their one scancel
+CANCEL_LINGER = 1.5  # seconds without a new cancellation before the gathered ones' scancel
+CANCEL_MAX = 10.0  # ... and at most this long after the first
 RECORD_GRACE = 60.0  # seconds an ended job's exit record may take to show on this host (NFS)
 LOG_TAIL_BYTES = 4000
 
@@ -95,25 +96,40 @@ class Submissions:
 
 
 class Cancellations:
-    """cancel() returns at once; the handles gathered within CANCEL_LINGER go in one scancel."""
+    """cancel() returns at once; cancellations go out in one scancel once none came for
+    CANCEL_LINGER seconds (at most CANCEL_MAX after the first). On Ctrl-C, SIGTERM or fail_fast
+    each task's thread notices within the run loop's round (container.ROUND_SECONDS, 1 s) and
+    cancels its own attempt: the linger outlasts that round so that one scancel takes them all.
+    shutdown() sends whatever is still gathering."""
 
     def __init__(self, send: Callable[[list[str]], None]) -> None:
         self._send = send
         self._lock = threading.Lock()
         self._queue: list[str] = []
-        self._timer: threading.Timer | None = None
+        self._first = self._last = 0.0
+        self._waiting = False
 
     def add(self, handle: str) -> None:
         with self._lock:
             self._queue.append(handle)
-            if self._timer is None:
-                self._timer = threading.Timer(CANCEL_LINGER, self.flush)
-                self._timer.daemon = True
-                self._timer.start()
+            self._last = time.monotonic()
+            if self._waiting:
+                return
+            self._first, self._waiting = self._last, True
+        threading.Thread(target=self._wait_then_flush, daemon=True).start()
+
+    def _wait_then_flush(self) -> None:
+        while True:
+            with self._lock:
+                due = min(self._last + CANCEL_LINGER, self._first + CANCEL_MAX)
+            if time.monotonic() >= due:
+                break
+            time.sleep(due - time.monotonic() + 0.01)
+        self.flush()
 
     def flush(self) -> None:
         with self._lock:
-            handles, self._queue, self._timer = self._queue, [], None
+            handles, self._queue, self._waiting = self._queue, [], False
         if handles:
             self._send(handles)
 

@@ -9,9 +9,10 @@ import pytest
 from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.config import ConfigError, Settings
+from miniwdl_omnibio.engines import slurm as slurm_engine
 from miniwdl_omnibio.engines import slurm_status as m
 from miniwdl_omnibio.engines.base import Phase
-from miniwdl_omnibio.engines.slurm import SlurmEngine, Submissions
+from miniwdl_omnibio.engines.slurm import Cancellations, SlurmEngine, Submissions
 from miniwdl_omnibio.engines.slurm_cluster import (
     accounting_enabled,
     first_error_line,
@@ -290,3 +291,19 @@ def test_an_account_unknown_to_sacctmgr_is_refused_at_start(known, fails):
     assert [c[:5] for c in cli.calls] == [
         ["sacctmgr", "--noheader", "--parsable2", "show", "account"]
     ]
+
+
+def test_cancellations_spread_over_a_round_share_one_scancel(monkeypatch):
+    monkeypatch.setattr(slurm_engine, "CANCEL_LINGER", 0.4)
+    sent = []
+    cancellations = Cancellations(sent.append)
+    for handle in ("5_0", "5_1", "6"):  # task threads notice a Ctrl-C one after another
+        cancellations.add(handle)
+        time.sleep(0.2)  # less than the linger apart: the same batch
+    deadline = time.monotonic() + 30
+    while not sent and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sent == [["5_0", "5_1", "6"]]
+    cancellations.add("7")
+    cancellations.flush()  # shutdown: sends what is still gathering, at once
+    assert sent[-1] == ["7"]
