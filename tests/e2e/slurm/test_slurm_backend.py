@@ -203,6 +203,31 @@ def engine(shared_dir, monkeypatch):
     return start_engine(shared_dir, monkeypatch)
 
 
+def test_a_job_cancelled_outside_the_run_is_named_from_squeue(shared_dir, rundir):
+    """The script's trap records a signal; squeue --states=all still lists the ended job
+    (within MinJobAge) as CANCELLED, and the run fails saying it was not its doing."""
+    wdl = write(
+        rundir,
+        "nap.wdl",
+        'version 1.1\ntask nap { command <<< sleep 600 >>> runtime { docker: "ubuntu:22.04" '
+        'memory: "64 MiB" omnibio_result_check: "off" } }\n',
+    )
+    proc = popen_miniwdl(wdl, [], rundir, "omnibio_slurm", slurm_config(shared_dir))
+    try:
+        name = run_dir_name(rundir)
+        running = os.path.join(rundir, name, "slurm", "attempt1.running")
+        wait_until(lambda: os.path.exists(running), "the job script runs", 300)
+        (job,) = active_jobs(name)
+        subprocess.run(["scancel", job], check=True)  # by a user, not by the run
+        stderr = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.terminate()  # SIGTERM: the run cancels its job
+            proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "was cancelled outside this run" in stderr, stderr[-3000:]
+
+
 def test_the_next_start_cancels_the_jobs_of_a_sigkilled_launcher(shared_dir, rundir, monkeypatch):
     proc, name = start_sleepy(shared_dir, rundir)
     proc.kill()  # SIGKILL: no chance to scancel
