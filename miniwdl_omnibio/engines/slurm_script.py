@@ -73,6 +73,7 @@ class SlurmRequest:
     memory: int  # bytes
     gpu: int
     files: ElementFiles
+    work_dir: str  # the task's work directory on the node
     script: str  # attemptN.sh
     env: str  # attemptN.env
 
@@ -275,6 +276,11 @@ _GPU = {
 }
 
 
+def work_dir(attempt: TaskAttempt, settings: SlurmSettings) -> str:
+    """The task's work directory (miniwdl creates it before submitting) as the nodes see it."""
+    return node_path(os.path.join(attempt.host_dir, "work"), settings.host_root, settings.node_root)
+
+
 def element_script(attempt: TaskAttempt, settings: SlurmSettings, files: ElementFiles) -> str:
     """The shell script that runs one attempt's container on the node and records its end."""
     limit = attempt.resources.time_limit
@@ -283,11 +289,7 @@ def element_script(attempt: TaskAttempt, settings: SlurmSettings, files: Element
         exit_file=shlex.quote(files.node("exit")),
         running_file=shlex.quote(files.node("running")),
         env_file=shlex.quote(files.node("env")),
-        workdir=shlex.quote(
-            node_path(
-                os.path.join(attempt.host_dir, "work"), settings.host_root, settings.node_root
-            )
-        ),
+        workdir=shlex.quote(work_dir(attempt, settings)),
     )
     if settings.runtime == "apptainer":
         run = _words(apptainer_exec(attempt, settings))
@@ -332,6 +334,7 @@ def translate(
         memory=memory_bytes(attempt, settings.default_memory),
         gpu=attempt.resources.gpu,
         files=files,
+        work_dir=work_dir(attempt, settings),
         script=element_script(attempt, settings, files),
         env=env_file(attempt, settings.runtime),
     )
@@ -363,8 +366,9 @@ def batch_script(requests: Sequence[SlurmRequest]) -> str:
 
 
 def common_dir(requests: Sequence[SlurmRequest]) -> str:
-    """The deepest directory holding every element's files: the job's --chdir."""
-    return os.path.commonpath([r.files.node_dir for r in requests])
+    """The job's --chdir: the task's work directory; an array's, the deepest directory holding
+    every element's (each element's script then changes into its own)."""
+    return os.path.commonpath([r.work_dir for r in requests])
 
 
 def sbatch_argv(requests: Sequence[SlurmRequest], launcher: str) -> list[str]:

@@ -114,7 +114,7 @@ def test_sbatch_argv_lone_job_and_array():
     assert "--array" not in " ".join(argv)
     assert "--job-name=20260101_000000_w.call-x-3" in argv
     assert "--comment=omnibio run=20260101_000000_w call=call-x-3 launcher=L1" in argv
-    assert "--chdir=/shared/run/call-x-3/slurm" in argv
+    assert "--chdir=/shared/run/call-x-3/work" in argv
     assert "--output=/dev/null" in argv and "--no-requeue" in argv
     other = translate(make_attempt("/shared/run/call-x-4"), make_settings(), {})
     argv = sbatch_argv([lone, other], "L1")

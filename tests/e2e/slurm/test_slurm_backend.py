@@ -218,6 +218,14 @@ def test_a_job_cancelled_outside_the_run_is_named_from_squeue(shared_dir, rundir
         running = os.path.join(rundir, name, "slurm", "attempt1.running")
         wait_until(lambda: os.path.exists(running), "the job script runs", 300)
         (job,) = active_jobs(name)
+        listed = subprocess.run(
+            ["squeue", "--noheader", f"--jobs={job}", "--Format=WorkDir:500,Comment:500"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert listed[0] == os.path.join(rundir, name, "work")  # sbatch --chdir
+        assert f"run={name} call=nap launcher=" in " ".join(listed[1:])  # sbatch --comment
         subprocess.run(["scancel", job], check=True)  # by a user, not by the run
         stderr = proc.communicate(timeout=120)[1]
     finally:
