@@ -41,7 +41,7 @@ S3_ENVIRONMENT = (
     "AWS_CONFIG_FILE",
     "AWS_SHARED_CREDENTIALS_FILE",
 )
-_S3_CLIENTS: dict[tuple[str | None, ...], Any] = {}
+_S3_CLIENTS: dict[tuple[Any, ...], Any] = {}
 _S3_LOCK = threading.Lock()
 
 
@@ -66,12 +66,13 @@ def s3_client(profile: str | None = None) -> Any:
 
     One client per profile and AWS environment, shared by every thread (boto3 clients are
     thread-safe): making one costs tens of milliseconds of CPU, which a launcher clearing a
-    thousand attempts' stale results at once would otherwise spend a thousand times."""
-    key = (profile, *(os.environ.get(name) for name in S3_ENVIRONMENT))
+    thousand attempts' stale results at once would otherwise spend a thousand times. The boto3
+    module is part of the key, so a stand-in for it (upstream's uploader tests) gets its own."""
+    boto3 = import_sdk("boto3")
+    key = (boto3, profile, *(os.environ.get(name) for name in S3_ENVIRONMENT))
     with _S3_LOCK:
         client = _S3_CLIENTS.get(key)
         if client is None:
-            boto3 = import_sdk("boto3")
             session = boto3.Session(**({"profile_name": profile} if profile else {}))
             client = _S3_CLIENTS[key] = session.client("s3")
     return client

@@ -108,3 +108,23 @@ def test_upstream_upload_refuses_above_the_limit(monkeypatch, tmp_path):
     with pytest.raises(ResultTooLarge, match="11 bytes, above the limit of 10"):
         upload_to_result_uri(result_uri=f"file://{tmp_path}", content=b"x" * 11)
     assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize("profile", [None, "lab"])
+def test_each_boto3_stand_in_gets_its_own_session(monkeypatch, profile):
+    """Upstream's uploader tests put a stand-in boto3 in sys.modules, one per test: the launcher's
+    client cache must not hand a later stand-in the client an earlier one made."""
+    from unittest.mock import MagicMock
+
+    from omni_tool_runtime.uploaders.s3_uploader import S3Uploader
+
+    for _ in range(2):
+        boto3 = MagicMock()
+        monkeypatch.setitem(sys.modules, "boto3", boto3)
+        S3Uploader(aws_profile=profile).upload_bytes(
+            bucket="b", key="k/results.json", data=b"{}", content_type="application/json"
+        )
+        boto3.Session.assert_called_once_with(**({"profile_name": profile} if profile else {}))
+        boto3.Session.return_value.client.return_value.put_object.assert_called_once_with(
+            Bucket="b", Key="k/results.json", Body=b"{}", ContentType="application/json"
+        )
