@@ -205,12 +205,12 @@ def test_submissions_share_one_sbatch_per_group_of_equal_options():
 
 def test_submissions_gather_while_requests_keep_arriving():
     sent = []
-    submissions = Submissions(lambda requests: sent.append(len(requests)) or "7", 0.3, 100)
+    submissions = Submissions(lambda requests: sent.append(len(requests)) or "7", 1.0, 100)
     threads = []
-    for _ in range(6):  # one every 0.1 s: 0.6 s in all, longer than the 0.3 s linger
+    for _ in range(6):  # one every 0.25 s: 1.5 s in all, longer than the 1 s linger
         threads.append(threading.Thread(target=submissions.add, args=(FakeRequest(()),)))
         threads[-1].start()
-        time.sleep(0.1)
+        time.sleep(0.25)  # a margin of 0.75 s for a loaded machine
     for thread in threads:
         thread.join()
     assert sent == [6]
@@ -294,12 +294,12 @@ def test_an_account_unknown_to_sacctmgr_is_refused_at_start(known, fails):
 
 
 def test_cancellations_spread_over_a_round_share_one_scancel(monkeypatch):
-    monkeypatch.setattr(slurm_engine, "CANCEL_LINGER", 0.4)
+    monkeypatch.setattr(slurm_engine, "CANCEL_LINGER", 1.0)
     sent = []
     cancellations = Cancellations(sent.append)
     for handle in ("5_0", "5_1", "6"):  # task threads notice a Ctrl-C one after another
         cancellations.add(handle)
-        time.sleep(0.2)  # less than the linger apart: the same batch
+        time.sleep(0.2)  # less than the linger apart (a margin of 0.8 s): the same batch
     deadline = time.monotonic() + 30
     while not sent and time.monotonic() < deadline:
         time.sleep(0.05)
