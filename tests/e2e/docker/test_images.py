@@ -99,6 +99,22 @@ def test_always_with_a_failing_pull_is_one_line(workdir, served):
     _no_leftovers(run)
 
 
+def test_always_with_no_registry_answering_is_one_line(workdir):
+    """An offline host: the image is here, but pull = always does not fall back to it."""
+    local = "127.0.0.1:1/omnibio/offline:1"  # nothing listens on port 1: refused at once
+    docker.from_env().images.get("ubuntu:22.04").tag(local)
+    try:
+        run = _run(workdir, local, pull="always")
+    finally:
+        _remove(local)
+    assert run.returncode != 0
+    line = error_line(run)
+    prefix = f"docker image {local} could not be pulled ([omnibio_docker] pull = always): "
+    assert line.startswith(prefix) and "connection refused" in line, line
+    assert "\n" not in line and "Traceback" not in line
+    _no_leftovers(run)
+
+
 def test_a_pull_failing_midway_is_one_line_with_the_daemon_reason(workdir, served):
     """dockerd reports a layer it cannot unpack inside the pull's progress stream, after HTTP
     200: that reason must reach the line, not a later "no such image"."""
