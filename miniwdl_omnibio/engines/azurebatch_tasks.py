@@ -243,16 +243,19 @@ def completed_status(
     node = task.node_info.node_id if task.node_info else None
     details = {"batch_job": job_id, "batch_task": task.id, **({"batch_node": node} if node else {})}
     failure = info.failure_info if info else None
-    if info is None or info.exit_code is None:
-        return Status(Phase.DONE, error=failure_text(job_id, task.id, attempt, failure))
-    if not cancelled and reached_time_limit(info, failure, attempt.resources.time_limit):
+    # the spec's exitCode: a task the service terminated (timeout) "may" show an OS-defined exit
+    # code, so the time limit is judged before, and without, the exit code
+    limit = attempt.resources.time_limit
+    if info and not cancelled and reached_time_limit(info, failure, limit):
         return Status(
             Phase.DONE,
-            exit_code=int(info.exit_code),
+            exit_code=None if info.exit_code is None else int(info.exit_code),
             timed_out=True,
             reason="ended by Azure Batch at maxWallClockTime",
             details=details,
         )
+    if info is None or info.exit_code is None:
+        return Status(Phase.DONE, error=failure_text(job_id, task.id, attempt, failure))
     reason = f"{failure.code}: {failure.message}" if failure else ""
     return Status(Phase.DONE, exit_code=int(info.exit_code), reason=reason, details=details)
 

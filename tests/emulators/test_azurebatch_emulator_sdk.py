@@ -62,9 +62,11 @@ def test_jobs_tasks_files_and_paging(client, batch):
         t.execution_info.exit_code == 0 and t.execution_info.result.lower() == "success"
         for t in done
     )
-    assert (
-        len(list(client.list_tasks(job_id, max_results=2))) == 5
-    )  # three pages, followed by the SDK
+    batch.reset_counts()
+    assert len(list(client.list_tasks(job_id, max_results=2))) == 5  # 3 pages, the SDK follows
+    counts = batch.counts()  # the benchmark tells one listing's later pages from new listings
+    assert counts["requests"]["GET /jobs/{jobId}/tasks"] == 3
+    assert counts["next_pages"]["GET /jobs/{jobId}/tasks"] == 2
     files = {f.name: f for f in client.list_task_files(job_id, "t3", recursive=True)}
     assert files["wd"].is_directory and files["stdout.txt"].properties.content_length == len(
         "out3\n"

@@ -234,10 +234,11 @@ def test_polls_list_only_tasks_that_changed(batch, workdir, monkeypatch):
         _until_done(engine, records, {r.handle for r in records})
         assert engine._since is not None
         # the service's clock passes the latest transition the engine saw, plus the margin
-        while azurebatch.datetime.now(azurebatch.timezone.utc) < engine._since + 2 * (
-            azurebatch.CHANGE_MARGIN
-        ):
-            time.sleep(0.1)
+        passed = engine._since + 2 * azurebatch.CHANGE_MARGIN
+        wait_until(
+            lambda: azurebatch.datetime.now(azurebatch.timezone.utc) > passed,
+            "the clock to pass the latest transition seen, plus the margin",
+        )
         late = _attempt(workdir, "call-late")
         engine.submit(engine.translate(late), LOG)
         assert "call-late-1" in engine._list_changed(engine.job_id)  # the watermark moves on
@@ -289,6 +290,30 @@ def test_a_gpu_task_on_a_pool_without_gpus_fails_at_once(batch, workdir):
     line = error_line(run)
     assert "omnibio-pool" in line and "STANDARD_D2S_V3" in line and "GPU" in line, line
     assert _jobs(batch) == before  # nothing was created
+
+
+GPU_POOL = {  # an N-series size: Batch enables its GPUs for container tasks by itself
+    **IDLE_POOL,
+    "id": "gpu-pool",
+    "vmSize": "STANDARD_NC6S_V3",
+    "targetLowPriorityNodes": 1,
+}
+
+
+def test_a_gpu_task_on_a_gpu_pool_is_left_to_batch(batch, workdir):
+    """The emulator's nodes have no GPU and, like docker without the NVIDIA runtime, refuse
+    --gpus: the task runs only if the engine leaves enabling GPUs to Batch."""
+    if GPU_POOL["id"] not in {p["id"] for p in batch.service.list_pools()}:
+        batch.service.add_pool(json.loads(json.dumps(GPU_POOL)))
+    run = _run(
+        batch,
+        workdir,
+        "version 1.1\ntask t { command <<< echo ran >>> output { String o = read_string(stdout()) }"
+        ' runtime { docker: "ubuntu:22.04" gpu: true } }\n',
+        pool_id=GPU_POOL["id"],
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.outputs["t.o"] == "ran"
 
 
 def test_ids_differing_only_by_case_are_distinct_tasks(batch, workdir):
