@@ -81,10 +81,9 @@ def test_always_pulls_an_image_already_here(workdir, served):
     assert f'tag: "{ref}", id: "{image_id}", digest: "{digest}"' in _image_line(run)
 
 
-def test_always_with_a_failing_pull_is_one_line(workdir, served):
-    """The image is here, but under pull = always the registry's "manifest unknown" wins."""
-    reg, _ref, _image_id, _digest = served
-    local = f"{reg.host}/omnibio/not-served:1"
+def _always_on_a_local_copy(workdir, local: str) -> str:
+    """Run ``local`` (a tag of an image here) under pull = always: it must fail, not fall back to
+    the local image, in one line; returns that line."""
     docker.from_env().images.get("ubuntu:22.04").tag(local)
     try:
         run = _run(workdir, local, pull="always")
@@ -92,11 +91,24 @@ def test_always_with_a_failing_pull_is_one_line(workdir, served):
         _remove(local)
     assert run.returncode != 0
     line = error_line(run)
-    assert line.startswith(f"docker image {local} could not be pulled"), line
-    assert "pull = always" in line and "manifest unknown" in line, line  # the registry's reason
-    assert "\n" not in line and "Traceback" not in line
-    assert reg.manifest_requests("omnibio/not-served") > 0
+    prefix = f"docker image {local} could not be pulled ([omnibio_docker] pull = always): "
+    assert line.startswith(prefix) and "\n" not in line and "Traceback" not in line, line
     _no_leftovers(run)
+    return line
+
+
+def test_always_with_a_failing_pull_is_one_line(workdir, served):
+    """The image is here, but under pull = always the registry's "manifest unknown" wins."""
+    reg, _ref, _image_id, _digest = served
+    line = _always_on_a_local_copy(workdir, f"{reg.host}/omnibio/not-served:1")
+    assert "manifest unknown" in line, line  # the registry's reason
+    assert reg.manifest_requests("omnibio/not-served") > 0
+
+
+def test_always_with_no_registry_answering_is_one_line(workdir):
+    """An offline host: nothing listens on port 1, so the pull is refused at once."""
+    line = _always_on_a_local_copy(workdir, "127.0.0.1:1/omnibio/offline:1")
+    assert "connection refused" in line, line
 
 
 def test_a_pull_failing_midway_is_one_line_with_the_daemon_reason(workdir, served):

@@ -4,6 +4,8 @@ everything the server lists under this process's launcher tag."""
 
 import logging
 import os
+import re
+from datetime import datetime
 
 import pytest
 import requests
@@ -44,7 +46,20 @@ def test_throttling_without_retry_after_on_create_and_polls(tes_server, moto, ru
     assert tes_server.count("fault:list:QUEUED") - before["fault:list:QUEUED"] == 3
     assert tes_server.count("create") - before["create"] == 3  # 2 refused, 1 accepted
     assert len(run_tasks(tes_server, done.dir)) == 1
-    assert "status poll failed; backing off" in logs_of(done)
+    # no Retry-After: each pause doubles, and the next request waits it out
+    assert _pauses(done.stderr, "TES task creation failed; retrying") == [1.0, 2.0]
+    assert _pauses(done.stderr, "status poll failed; backing off") == [1.0, 2.0, 4.0]
+
+
+def _pauses(stderr: str, message: str) -> list[float]:
+    """The pauses announced by ``message`` lines, each checked against the time until the next
+    such line (the retry it announced came no sooner)."""
+    found = re.findall(rf"^(\S+ \S+) .*{re.escape(message)} :: .*seconds: ([0-9.]+)", stderr, re.M)
+    times = [datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f") for stamp, _seconds in found]
+    pauses = [float(seconds) for _stamp, seconds in found]
+    for pause, before, after in zip(pauses[:-1], times[:-1], times[1:], strict=True):
+        assert (after - before).total_seconds() >= pause - 0.01, (message, pause, before, after)
+    return pauses
 
 
 @pytest.mark.parametrize("base", ["/v1", "/custom/tes"])

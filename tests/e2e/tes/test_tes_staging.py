@@ -164,7 +164,11 @@ def test_a_server_that_keeps_failed_outputs_still_gives_stderr(moto, rundir):
 PREEMPTIBLE = r"""
 version 1.1
 task nap {
-  command <<< sleep 3; python3 -m miniwdl_omnibio.runtime.echo_test >&2 >>>
+  command <<<
+    # the first attempt runs until the test preempts it (RUN_ID ends with the attempt number)
+    case "$RUN_ID" in *.1) sleep 600 ;; esac
+    python3 -m miniwdl_omnibio.runtime.echo_test >&2
+  >>>
   output { File result = "omnibio_result.json" }
   runtime { docker: "omnibio/runtime:latest" preemptible: 1 }
 }
