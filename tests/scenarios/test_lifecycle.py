@@ -241,24 +241,60 @@ def test_a_verified_result_is_given_to_the_outputs(rig):
     assert verified["ok"] is True and verified["results"] == {"answer": 42}
 
 
-RETRY = """
+RETRY = f"""
 version 1.2
-task flaky {
+task flaky {{
   command <<<
-    if [ ~{task.attempt} -eq 0 ]; then exit 1; fi
+    set -e
+    if [ ~{{task.attempt}} -eq 0 ]; then
+      echo '{{"results": {{"attempt": 1}}}}' > r.json
+      python3 -m miniwdl_omnibio.runtime upload r.json
+      exit 1
+    fi
   >>>
-  runtime { container: "ubuntu:22.04" maxRetries: 1 omnibio_result_check: "off" }
+  runtime {{ container: "{RUNTIME_IMAGE}" maxRetries: 1 }}
+}}
+"""
+
+
+def test_a_retry_waits_first_and_sees_no_stale_result(rig):
+    """The first attempt uploads a valid results.json and fails; the retry, after its wait,
+    uploads none. The run must fail for the missing result: the first attempt's file, still
+    where the retry's goes, was removed before the retry (not refused later for its run_id)."""
+    backend, env, where = rig
+    env = {**env, "MINIWDL__OMNIBIO__RETRY_WAIT": "2"}
+    run = run_miniwdl(_wdl(where, "flaky.wdl", RETRY), [], where, backend, env=env, timeout=240)
+    assert run.returncode != 0 and "results.json missing" in _error(run), _error(run)
+    log = _log(run)
+    assert re.search(r"waiting before retry :: seconds: 2(\.0)?, retry: 1", log), log[-3000:]
+
+
+# the engines whose rig here reports a container killed at its memory limit: omnibio_awsbatch
+# maps Batch's "OutOfMemoryError" reason (tests/unit/test_awsbatch.py), but moto enforces no
+# memory limit; Azure Batch and TES report no OOM at all (the task ends with exit code 137)
+OOM_TOLD_HERE = ("omnibio_docker", "omnibio_slurm")
+OOM = """
+version 1.1
+task hungry {
+  command <<< python3 -c 'x = bytearray(400 * 1024 * 1024); print(len(x))' >>>
+  runtime { docker: "omnibio/runtime:latest" memory: "64 MiB" omnibio_result_check: "off" }
 }
 """
 
 
-def test_a_retry_waits_first(rig):
-    backend, env, where = rig
-    env = {**env, "MINIWDL__OMNIBIO__RETRY_WAIT": "2"}
-    run = run_miniwdl(_wdl(where, "flaky.wdl", RETRY), [], where, backend, env=env, timeout=240)
-    assert run.returncode == 0, _error(run)
-    log = _log(run)
-    assert re.search(r"waiting before retry :: seconds: 2(\.0)?, retry: 1", log), log[-3000:]
+@pytest.fixture(params=OOM_TOLD_HERE)
+def rig_telling_oom(request):
+    """rig, on the backends whose rig reports an out-of-memory kill."""
+    return _rig(request, request.param)
+
+
+def test_out_of_memory_is_named(rig_telling_oom):
+    backend, env, where = rig_telling_oom
+    # miniwdl's rule on omnibio_docker: runtime.memory is a hard limit only under the multiplier
+    env = {**env, "MINIWDL__TASK_RUNTIME__MEMORY_LIMIT_MULTIPLIER": "1.0"}
+    run = run_miniwdl(_wdl(where, "oom.wdl", OOM), [], where, backend, env=env, timeout=240)
+    assert run.returncode != 0
+    assert "killed for exceeding the memory limit (67108864 bytes)" in _error(run), _error(run)
 
 
 DISKS = """

@@ -8,6 +8,7 @@ import pytest
 from WDL._util import VERBOSE_LEVEL
 from WDL.runtime.error import Terminated
 
+from miniwdl_omnibio.attempt import Resources
 from miniwdl_omnibio.container import OmnibioContainer
 from miniwdl_omnibio.progress import OpenJdProgress
 from miniwdl_omnibio.task_values import retry_delay
@@ -72,3 +73,23 @@ def test_an_interruption_is_retried_at_once_and_ctrl_c_ends_a_wait():
     with pytest.raises(Terminated):
         _container_after(1, 0, False)._wait_before_retry(logger, lambda: True)
     assert time.monotonic() - started < 2
+
+
+def test_one_memory_policy_for_every_engine():
+    """runtime.memory as miniwdl computed it: batch services get it as a hard limit; local
+    Docker (miniwdl's rule) as a reservation, limited only under memory_limit_multiplier."""
+    asked = {"cpu": 2, "memory_reservation": 1 << 30}
+    multiplied = {**asked, "memory_limit": 2 << 30}
+    as_limit = Resources.granted(asked, memory_is_limit=True, time_limit=None, disk=None)
+    assert (as_limit.memory_reservation, as_limit.memory_limit) == (1 << 30, 1 << 30)
+    reserved = Resources.granted(asked, memory_is_limit=False, time_limit=None, disk=None)
+    assert (reserved.memory_reservation, reserved.memory_limit) == (1 << 30, 0)
+    for memory_is_limit in (True, False):
+        both = Resources.granted(
+            multiplied, memory_is_limit=memory_is_limit, time_limit=60, disk=None
+        )
+        assert (both.memory_reservation, both.memory_limit, both.time_limit) == (
+            1 << 30,
+            2 << 30,
+            60,
+        )

@@ -162,3 +162,26 @@ def test_shutdown_cancels_every_open_attempt_once():
     tracker.cancel(first, LOG)
     tracker.shutdown()
     assert engine.cancelled == [first, second] and engine.shut
+
+
+def test_one_log_line_per_state_change_in_the_services_words(caplog):
+    engine = ScriptedEngine()
+    tracker = Tracker(engine, LOG, unlisted_grace=30, background=False)
+    handle = tracker.submit(attempt("s"), "s", LOG)
+    said = [
+        Status(Phase.QUEUED, reason="RUNNABLE"),
+        Status(Phase.QUEUED, reason="RUNNABLE"),
+        Status(Phase.QUEUED, reason="STARTING"),
+        Status(Phase.RUNNING, reason="RUNNING"),
+        Status(Phase.RUNNING, reason="RUNNING"),
+        Status(Phase.DONE, exit_code=0, reason="SUCCEEDED"),
+        Status(Phase.DONE, exit_code=0, reason="SUCCEEDED"),
+    ]
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        for status in said:
+            engine.answers[handle] = status
+            tracker.poll_once()
+    changes = [r.getMessage() for r in caplog.records if "engine status" in r.getMessage()]
+    assert len(changes) == 4, changes
+    words = ("RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED")
+    assert all(c.endswith(f'reason: "{w}"') for c, w in zip(changes, words, strict=True)), changes

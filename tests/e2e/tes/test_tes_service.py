@@ -2,17 +2,15 @@
 throttling without Retry-After, the API at /v1 only, credentials; and cancellation at exit of
 everything the server lists under this process's launcher tag."""
 
-import logging
-import os
 import re
+import signal
 from datetime import datetime
 
 import pytest
 import requests
-from WDL.runtime.config import Loader
 
-from miniwdl_omnibio.engines.tes import LAUNCHER_TAG, TesEngine
-from tests.e2e.tes.runs import logs_of, run, run_tasks
+from miniwdl_omnibio.engines.tes import LAUNCHER_TAG
+from tests.e2e.tes.runs import ACTIVE, logs_of, run, run_tasks, running_tasks, start
 from tests.e2e.tes.support import tes_config
 from tests.emulators.tes_server import S3Access, TesServer
 from tests.helpers import wait_until
@@ -91,29 +89,46 @@ def test_credentials_accepted_and_never_logged(moto, rundir, auth):
     assert f'auth: "{auth}"' in logs and secret not in logs
 
 
-def test_exit_cancels_what_the_server_lists_under_the_launcher_tag(tes_server, moto, monkeypatch):
+NAP = """
+version 1.1
+task nap {
+  command <<< sleep 300 >>>
+  runtime { docker: "ubuntu:22.04" }
+}
+"""
+
+
+def test_exit_cancels_what_the_server_lists_under_the_launcher_tag(tes_server, moto, rundir):
     """A task this process does not track (its create answer was lost, say) but that carries its
-    launcher tag is cancelled at exit; another client's task is left alone."""
-    for name in [n for n in os.environ if n.startswith("MINIWDL__")]:
-        monkeypatch.delenv(name)
-    for name, value in moto.env().items():
-        monkeypatch.setenv(name, value)
-    logger = logging.getLogger("test")
-    engine = TesEngine.start(Loader(logger, overrides=tes_config(tes_server.url)), logger)
+    launcher tag is cancelled when miniwdl exits, with the run's own task; another client's task
+    is left alone."""
+    proc = start(tes_server, moto, rundir, NAP)
     tasks_url = tes_server.url + "/ga4gh/tes/v1/tasks"
+    created: list[str] = []
 
-    def create(tags):
-        task = {"executors": [{"image": "ubuntu:22.04", "command": ["sleep", "300"]}], "tags": tags}
-        return requests.post(tasks_url, json=task, timeout=10).json()["id"]
+    def create(launcher: str) -> str:
+        executor = {"image": "ubuntu:22.04", "command": ["sleep", "300"]}
+        task = {"executors": [executor], "tags": {LAUNCHER_TAG: launcher}}
+        created.append(str(requests.post(tasks_url, json=task, timeout=10).json()["id"]))
+        return created[-1]
 
-    ours = create({LAUNCHER_TAG: engine.launcher})
-    theirs = create({LAUNCHER_TAG: "another-process"})
-
-    def states():
+    def states(*ids: str) -> tuple[str, ...]:
         found = {t["id"]: t["state"] for t in tes_server.tasks()}
-        return found[ours], found[theirs]
+        return tuple(found[i] for i in ids)
 
-    wait_until(lambda: states() == ("RUNNING", "RUNNING"), "both tasks to run")
-    engine.shutdown(logger)
-    wait_until(lambda: states() == ("CANCELED", "RUNNING"), "ours cancelled, theirs running")
-    requests.post(f"{tasks_url}/{theirs}:cancel", timeout=10).raise_for_status()
+    try:
+        (nap,) = wait_until(lambda: running_tasks(tes_server, rundir, 1), "the run's task to run")
+        ids = (nap["id"], create(nap["tags"][LAUNCHER_TAG]), create("another-process"))
+        wait_until(lambda: states(*ids) == ("RUNNING",) * 3, "the two other tasks to run")
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=90)
+        wait_until(
+            lambda: states(*ids) == ("CANCELED", "CANCELED", "RUNNING"),
+            "the run's task and the stray cancelled, the other client's task still running",
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for task_id in created:
+            if states(task_id)[0] in ACTIVE:
+                requests.post(f"{tasks_url}/{task_id}:cancel", timeout=10).raise_for_status()
