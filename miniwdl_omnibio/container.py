@@ -37,6 +37,7 @@ from .contract import (
     run_id,
     secret_env,
     spill_large_values,
+    workflow_run_dir,
     workflow_run_name,
 )
 from .engines.base import Engine, Phase, Status
@@ -44,11 +45,13 @@ from .placement import Placement
 from .placement_local import LocalPlacement
 from .placement_shared import SharedPlacement
 from .progress import OpenJdProgress
+from .report import write_report
 from .results import RESULT_CHECKS, ResultProblem, clear_stale, container_to_host, verify_result
 from .runtime.contract import CONTRACT_VARIABLES, FILE_SUFFIX
 from .runtime.provenance import SIGNING_KEY_VARIABLE
 from .runtime.uri import ResultUri
 from .task_values import parse_disks, parse_duration, retry_delay
+from .trace import Progress, Traces, attempt_row, ending
 from .tracker import Tracker
 
 ROUND_SECONDS = 1.0  # the run loop's longest wait: Ctrl-C and live stderr respond within it
@@ -72,6 +75,7 @@ class OmnibioContainer(TaskContainer):
     _engine: ClassVar[Engine[Any]]
     _tracker: ClassVar[Tracker]
     _omnibio: ClassVar[OmnibioSettings]
+    _traces: ClassVar[Traces]
     _warned: ClassVar[set[str]] = set()  # runtime values not enforced, warned about once
     # runtime{} keys honoured on every engine (recorded so miniwdl does not call them ignored)
     runtime_keys: ClassVar[tuple[str, ...]] = (
@@ -88,8 +92,24 @@ class OmnibioContainer(TaskContainer):
         check_sections(cfg, ("omnibio", engine_class.section))
         cls._omnibio = OmnibioSettings.load(cfg)
         cls._engine = engine_class.start(cfg, logger)
+        cls._traces = Traces()
+        atexit.register(cls._finish_traces, logger)  # after the tracker's shutdown (LIFO)
         cls._tracker = Tracker(cls._engine, logger, cls._omnibio.unlisted_grace)
         atexit.register(cls._tracker.shutdown)
+        if cls._omnibio.progress_seconds:
+            tracker, traces = cls._tracker, cls._traces
+            progress = Progress(
+                logger, cls._omnibio.progress_seconds, tracker.counts, traces.endings
+            )
+            progress.start()
+
+    @classmethod
+    def _finish_traces(cls, logger: logging.Logger) -> None:
+        """At exit: bring each trace's JSON up to date, and write report.html where
+        [omnibio] report asks for it."""
+        for run_dir in cls._traces.flush():
+            if cls._omnibio.report:
+                write_report(run_dir, cls._omnibio.prices, logger)
 
     @classmethod
     def engine_type(cls) -> type[Engine[Any]]:
@@ -117,6 +137,7 @@ class OmnibioContainer(TaskContainer):
         self.facts: TaskFacts | None = None  # set by task_plugin before the first attempt
         self._interruptions = 0  # attempts the engine interrupted so far
         self._interrupted_last = False
+        self._verified: bool | None = None  # results.json verified the attempt; None: unchecked
         fs = self._engine.filesystem
         self._placement: Placement = SharedPlacement(self, fs) if fs else LocalPlacement(self)
         super().__init__(cfg, run_id, host_dir)
@@ -196,12 +217,19 @@ class OmnibioContainer(TaskContainer):
         engine, tracker = self._engine, self._tracker
         request = engine.translate(attempt)
         openjd = OpenJdProgress(logger)
+        self._verified = None
         with ExitStack() as stack:
             stack.enter_context(engine.reserve(attempt, terminating, logger))
             if terminating():
                 raise Terminated(quiet=True)
-            handle = tracker.submit(attempt, request, logger)
+            try:
+                handle = tracker.submit(attempt, request, logger)
+            except Exception as exn:
+                self._trace(logger, attempt, None, exn)
+                raise
             stack.callback(tracker.release, handle, logger)
+            # before release: the tracker still holds the attempt's record
+            stack.push(lambda _type, raised, _tb: self._trace(logger, attempt, handle, raised))
             poll_stderr = stack.enter_context(
                 TailLogger(
                     logger,
@@ -225,6 +253,38 @@ class OmnibioContainer(TaskContainer):
             engine.collect(handle, attempt, status, logger)
             poll_stderr()
             return self._conclude(logger, attempt, handle, status, openjd, result)
+
+    def _trace(
+        self,
+        logger: logging.Logger,
+        attempt: TaskAttempt,
+        handle: str | None,
+        raised: BaseException | None,
+    ) -> None:
+        """The attempt's row in the run's trace; a trace that cannot be written is a warning."""
+        if self._is_download() or self.facts is None:
+            return  # miniwdl's own download tasks: not part of the run's work
+        outcome = self._tracker.outcome(handle) if handle else None
+        now = time.time()
+        status = outcome.status if outcome else None
+        exit_code = status.exit_code if status else None
+        exit_ok = exit_code is not None and self.success_exit_code(exit_code)
+        times = (outcome.submitted, outcome.started, outcome.ended or now) if outcome else None
+        row = attempt_row(
+            attempt,
+            task=self.facts.name,
+            backend=self._engine.section,
+            handle=handle,
+            times=times or (now, None, now),  # not submitted: the service refused it
+            status=status,
+            end=ending(status, raised, exit_ok),
+            reason=str(raised).strip()[:300] if raised else None,
+            verified=self._verified,
+        )
+        try:
+            self._traces.add(workflow_run_dir(self.host_dir, self.facts.run_id_stack), row)
+        except OSError as exn:
+            self._warn_once(logger, f"cannot write the run's trace: {exn}")
 
     def _wait_before_retry(self, logger: logging.Logger, terminating: Callable[[], bool]) -> None:
         """A failed attempt is retried after retry_wait (doubling), so a passing fault is
@@ -463,9 +523,13 @@ class OmnibioContainer(TaskContainer):
     def _result_check(self) -> str:
         """fail | warn | off: runtime.omnibio_result_check, else [omnibio] result_check; off for
         the tasks miniwdl itself runs to download URI inputs (run ids download-...)."""
-        if self.run_id.startswith("download-"):
+        if self._is_download():
             return "off"
         return str(self.runtime_values.get("omnibio_result_check") or self._omnibio.result_check)
+
+    def _is_download(self) -> bool:
+        """One of the tasks miniwdl itself runs to download URI inputs (run ids download-...)."""
+        return self.run_id.startswith("download-")
 
     def _verify_result(
         self, logger: logging.Logger, attempt: TaskAttempt, result: ResultUri
@@ -480,9 +544,11 @@ class OmnibioContainer(TaskContainer):
                 to_host=container_to_host(attempt.mounts),
             )
         except ResultProblem as problem:
+            self._verified = False
             if self._result_check() == "warn":
                 logger.warning(str(problem))
                 return
             self.failure_info = {"result": str(problem)}
             raise Error.RuntimeError(str(problem)) from None
+        self._verified = True
         logger.log(NOTICE_LEVEL, _("result verified", uri=str(result), ok=document.get("ok", True)))

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from WDL._util import StructuredLogMessage as _
@@ -21,6 +22,17 @@ from .engines.base import Engine, Phase, Status, Submitted
 
 MAX_BACKOFF = 60.0  # seconds between polls at most while the service keeps failing
 MAX_POLL_FAILURES = 20  # consecutive failed polls before the outstanding attempts fail
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """An attempt as the trace records it: its last status and when it was submitted, first seen
+    running and seen done, in seconds since the epoch (None: not yet)."""
+
+    status: Status
+    submitted: float
+    started: float | None
+    ended: float | None
 
 
 class Tracker:
@@ -43,6 +55,9 @@ class Tracker:
         self._background = background
         self._thread: threading.Thread | None = None
         self._failures = 0
+        self._ended_at: dict[str, float] = {}  # handle -> clock() when first seen done
+        self._submitted = 0  # attempts submitted by this process
+        self._retries = 0  # ... of which a second or later attempt of their task
 
     # --- task threads ----------------------------------------------------------------------
 
@@ -51,6 +66,8 @@ class Tracker:
         with self._lock:
             self._records[handle] = Submitted(handle, attempt, logger, self._clock())
             self._done[handle] = threading.Event()
+            self._submitted += 1
+            self._retries += attempt.attempt > 1
             if self._background and self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name=f"{self.engine.section}-tracker", daemon=True
@@ -89,6 +106,35 @@ class Tracker:
         with self._lock:
             self._records.pop(handle, None)
             self._done.pop(handle, None)
+            self._ended_at.pop(handle, None)
+
+    def outcome(self, handle: str) -> Outcome | None:
+        """The attempt's status and times, until it is released."""
+        with self._lock:
+            record = self._records.get(handle)
+            ended = self._ended_at.get(handle)
+        if record is None:
+            return None
+        offset = time.time() - self._clock()
+
+        def wall(at: float | None) -> float | None:
+            return None if at is None else at + offset
+
+        return Outcome(
+            record.status, record.submitted_at + offset, wall(record.started_at), wall(ended)
+        )
+
+    def counts(self) -> dict[str, int]:
+        """For progress lines: attempts queued and running now, submitted and retried so far."""
+        with self._lock:
+            phases = [record.status.phase for record in self._records.values()]
+            submitted, retries = self._submitted, self._retries
+        return {
+            "queued": phases.count(Phase.QUEUED),
+            "running": phases.count(Phase.RUNNING),
+            "submitted": submitted,
+            "retried": retries,
+        }
 
     def shutdown(self) -> None:
         """At exit: cancel every attempt still out, then let the engine clean up."""
@@ -158,6 +204,7 @@ class Tracker:
             if status.phase is not Phase.QUEUED and record.started_at is None:
                 record.started_at = now
             if status.phase is Phase.DONE:
+                self._ended_at[record.handle] = now
                 self._done[record.handle].set()
         if (previous.phase, previous.reason) != (status.phase, status.reason):
             record.logger.info(
