@@ -93,13 +93,15 @@ class OmnibioContainer(TaskContainer):
         cls._omnibio = OmnibioSettings.load(cfg)
         cls._engine = engine_class.start(cfg, logger)
         cls._traces = Traces()
-        atexit.register(cls._finish_traces, logger)  # after the tracker's shutdown (LIFO)
+        # the run's lines go to the workflow's logger, not to that of the task that came first
+        run_logger = logger.parent or logger
+        atexit.register(cls._finish_traces, run_logger)  # after the tracker's shutdown (LIFO)
         cls._tracker = Tracker(cls._engine, logger, cls._omnibio.unlisted_grace)
         atexit.register(cls._tracker.shutdown)
         if cls._omnibio.progress_seconds:
             tracker, traces = cls._tracker, cls._traces
             progress = Progress(
-                logger, cls._omnibio.progress_seconds, tracker.counts, traces.endings
+                run_logger, cls._omnibio.progress_seconds, tracker.counts, traces.endings
             )
             progress.start()
 
