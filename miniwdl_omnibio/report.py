@@ -29,6 +29,9 @@ WIDTH = 1000  # timeline width in SVG units
 LANE = 16  # timeline lane height
 AXIS = 24  # room for the time axis under the lanes
 MARGIN = 40  # room right of the last tick for its label
+# the attempts table is laid out only when scrolled near (CSS content-visibility), so a long one
+# costs nothing at load; until then it holds the place of this many pixels per row
+ROW_PX = 21
 FAILURES = (FAILED, OOM, TIME_LIMIT)
 COLOURS = {
     "ok": "#4caf50",
@@ -47,6 +50,7 @@ td.n,th.n{text-align:right}th[data-sort]{cursor:pointer;text-decoration:underlin
 .legend i{display:inline-block;width:.9em;height:.9em;margin-right:.3em;vertical-align:-.1em}
 svg{width:100%;height:auto;border:1px solid #eee}.retry{stroke:#000;stroke-dasharray:2 1}
 .queued{stroke:#bbb;stroke-width:2}.tick{stroke:#eee}.hint{color:#a15c00}
+.later{content-visibility:auto}
 """
 # click a column heading with data-sort: sort the rows by that column's data-v (numbers; empty
 # last), descending first, again to reverse
@@ -338,7 +342,8 @@ def render(run: str, rows: Sequence[Mapping[str, Any]], prices: Mapping[str, Pri
         f'<h2>Timeline</h2><p class="legend">{legend}<span>dashed outline: a retry; '
         f"grey line: queued</span></p>\n{timeline(items, wall)}\n"
         f"<h2>Tasks: requested and used</h2>\n{tasks_table(rows)}\n"
-        f"<h2>Attempts</h2>\n{attempts_table(rows)}\n"
+        f'<h2>Attempts</h2>\n<div class="later" style="contain-intrinsic-size:auto '
+        f'{ROW_PX * (len(rows) + 1)}px">{attempts_table(rows)}</div>\n'
         f"<script>{SCRIPT}</script></body></html>\n"
     )
 
