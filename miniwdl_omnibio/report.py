@@ -313,9 +313,9 @@ def totals(rows: Sequence[Mapping[str, Any]], wall: float, prices: Mapping[str, 
         ("attempts", str(len(rows))),
         ("failures", str(sum(endings[e] for e in FAILURES))),
         ("endings", ", ".join(f"{endings[e]} {e}" for e in ENDINGS if endings[e])),
-        ("CPU-hours allocated", f"{sum(cpu_hours.values()):.3f}"),
-        ("CPU-hours measured", f"{sum(measured) / 3600:.3f}" if measured else NOT_MEASURED),
-        ("GiB-hours allocated", f"{sum(gib_hours.values()):.3f}"),
+        ("CPU-hours allocated", f"{sum(cpu_hours.values()):.3g}"),
+        ("CPU-hours measured", f"{sum(measured) / 3600:.3g}" if measured else NOT_MEASURED),
+        ("GiB-hours allocated", f"{sum(gib_hours.values()):.3g}"),
     ]
     priced = [b for b in cpu_hours if b in prices]
     if priced:

@@ -72,8 +72,8 @@ def test_totals_price_allocated_cpu_and_memory_per_backend():
         },
     ]
     page = totals(rows, 3600.0, {"omnibio_awsbatch": Price(cpu_hour=0.5, gib_hour=0.25)})
-    assert "<td>CPU-hours allocated</td><td>3.000</td>" in page  # 4 x 0.5 h + 1 x 1 h
-    assert "<td>GiB-hours allocated</td><td>4.000</td>" in page
+    assert "<td>CPU-hours allocated</td><td>3</td>" in page  # 4 x 0.5 h + 1 x 1 h
+    assert "<td>GiB-hours allocated</td><td>4</td>" in page
     # 2 CPU-hours x 0.5 + 4 GiB-hours x 0.25 on Batch; docker has no price
     assert "<td>cost estimate</td><td>2.00 (allocated cpu and memory) (omnibio_docker" in page
     assert "<td>failures</td><td>1</td>" in page

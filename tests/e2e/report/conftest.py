@@ -1,6 +1,7 @@
 """Headless Chromium for the report tests, and where their screenshots are kept."""
 
 import os
+import tempfile
 
 import pytest
 
@@ -14,9 +15,10 @@ def browser_rig():
 
 
 @pytest.fixture
-def artifacts(tmp_path):
-    """$OMNIBIO_TEST_ARTIFACTS when set (CI keeps it), else the test's own tmp dir (pytest keeps
-    the last three sessions' under its basetemp)."""
-    where = os.environ.get("OMNIBIO_TEST_ARTIFACTS") or str(tmp_path / "artifacts")
+def artifacts():
+    """Where screenshots are kept after the test: $OMNIBIO_TEST_ARTIFACTS, else
+    <tmp>/omnibio-test-artifacts (not a pytest tmp dir: those are removed or rotated away)."""
+    default = os.path.join(tempfile.gettempdir(), "omnibio-test-artifacts")
+    where = os.environ.get("OMNIBIO_TEST_ARTIFACTS") or default
     os.makedirs(where, exist_ok=True)
     return where
