@@ -4,8 +4,9 @@ Task threads submit through it and wait on it; one thread asks the engine about 
 outstanding attempt in batches (``Engine.fetch``), so a thousand running tasks cost one poll per
 period, not a thousand. The tracker owns, once for every engine: the handle registry, the grace
 period for a handle the service does not list (yet), client-side deadlines for services without a
-time limit, backoff on failing polls, release (cancel if not finished), shutdown, and one log
-line per state change in the service's own words.
+time limit, backoff on failing polls, release (cancel if not finished), shutdown, one log
+line per state change in the service's own words, and the times and counts the run's trace and
+progress lines are made of.
 """
 
 import logging

@@ -98,6 +98,10 @@ def test_command_line_writes_the_report(tmp_path, capsys, monkeypatch):
     assert main(["report", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "report.html")
     assert (tmp_path / "report.html").read_text().count('<rect class="bar') == 5
+    cfg = tmp_path / "priced.cfg"
+    cfg.write_text('[omnibio]\nprices = {"omnibio_docker": {"cpu_hour": 1}}\n')
+    assert main(["report", str(tmp_path), "--cfg", str(cfg)]) == 0
+    assert "<td>cost estimate</td>" in (tmp_path / "report.html").read_text()
     (tmp_path / TSV).unlink()
     assert main(["report", str(tmp_path)]) == 1
     assert f"cannot write report.html in {tmp_path}" in capsys.readouterr().err
