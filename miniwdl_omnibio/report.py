@@ -41,11 +41,14 @@ COLOURS = {
     "interrupted": "#1e88e5",
     "cancelled": "#9e9e9e",
 }
+# each bar's colour from its data-ending, in the style sheet rather than on every bar
+FILLS = "".join(f'rect[data-ending="{e}"]{{fill:{c}}}' for e, c in COLOURS.items())
 STYLE = """
 body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
 h1{font-size:1.3em}h2{font-size:1.1em;margin-top:1.6em}
 table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}
-td.n,th.n{text-align:right}th[data-sort]{cursor:pointer;text-decoration:underline dotted}
+td[data-v],th[data-sort]{text-align:right}
+th[data-sort]{cursor:pointer;text-decoration:underline dotted}
 .totals td:first-child{color:#555}.legend span{margin-right:1em}
 .legend i{display:inline-block;width:.9em;height:.9em;margin-right:.3em;vertical-align:-.1em}
 svg{width:100%;height:auto;border:1px solid #eee}.retry{stroke:#000;stroke-dasharray:2 1}
@@ -171,7 +174,7 @@ def timeline(items: Sequence[Span], wall: float) -> str:
         )
         parts.append(
             f'<rect class="bar{retry}" data-ending="{row["ending"]}" x="{x1:.1f}" y="{y}" '
-            f'width="{width:.1f}" height="{LANE - 4}" fill="{COLOURS[row["ending"]]}">'
+            f'width="{width:.1f}" height="{LANE - 4}">'
             f"<title>{html.escape(title)}</title></rect>"
         )
     parts.append("</svg>")
@@ -187,14 +190,14 @@ def _tick(wall: float) -> float:
 
 def _cell(value: Any, shown: str | None = None, numeric: bool = False) -> str:
     """A table cell; a numeric one carries its value in data-v for sorting."""
-    attrs = f' class="n" data-v="{"" if value is None else value}"' if numeric else ""
+    attrs = f' data-v="{"" if value is None else value}"' if numeric else ""
     return f"<td{attrs}>{_text(value) if shown is None else html.escape(shown)}</td>"
 
 
 def _table(name: str, columns: Sequence[tuple[str, bool]], body: Iterable[str]) -> str:
     """Numeric columns (True) sort on a click on their heading."""
     head = "".join(
-        f'<th class="n" data-sort>{title}</th>' if numeric else f"<th>{title}</th>"
+        f"<th data-sort>{title}</th>" if numeric else f"<th>{title}</th>"
         for title, numeric in columns
     )
     rows = "".join(f"<tr>{cells}</tr>" for cells in body)
@@ -337,7 +340,7 @@ def render(run: str, rows: Sequence[Mapping[str, Any]], prices: Mapping[str, Pri
     title = html.escape(f"omnibio report: {run}")
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-        f"<style>{STYLE}</style></head><body>\n<h1>{title}</h1>\n"
+        f"<style>{STYLE}{FILLS}</style></head><body>\n<h1>{title}</h1>\n"
         f"{totals(rows, wall, prices)}\n"
         f'<h2>Timeline</h2><p class="legend">{legend}<span>dashed outline: a retry; '
         f"grey line: queued</span></p>\n{timeline(items, wall)}\n"
