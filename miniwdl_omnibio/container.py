@@ -93,8 +93,9 @@ class OmnibioContainer(TaskContainer):
         cls._omnibio = OmnibioSettings.load(cfg)
         cls._engine = engine_class.start(cfg, logger)
         cls._traces = Traces()
-        # the run's lines go to the workflow's logger, not to that of the task that came first
-        run_logger = logger.parent or logger
+        # the run's lines go to the top workflow's logger (wdl.w:name), not to the logger of the
+        # task that came first (wdl.w:name.w:call-sub.t:call-x); under --task, the task's own
+        run_logger = logging.getLogger(".".join(logger.name.split(".")[:2]))
         atexit.register(cls._finish_traces, run_logger)  # after the tracker's shutdown (LIFO)
         cls._tracker = Tracker(cls._engine, logger, cls._omnibio.unlisted_grace)
         atexit.register(cls._tracker.shutdown)

@@ -27,15 +27,16 @@ MAIN = """
 version 1.2
 import "sub.wdl" as sub
 workflow traced {
-  scatter (i in range(3)) { call shard { input: i = i } }
+  # the sub-workflow's task runs first: the run's own lines still go to the top workflow's logger
   call sub.inner
+  scatter (i in range(3)) { call shard { input: i = i, after = inner.greeting } }
   output { Array[String] outs = shard.out }
 }
 task shard {
-  input { Int i }
+  input { Int i  String after }
   command <<<
     if [ ~{i} -eq 1 ] && [ ~{task.attempt} -eq 0 ]; then echo "shard 1 fails once" >&2; exit 3; fi
-    echo ~{i}
+    echo ~{i} ~{after}
   >>>
   output { String out = read_string(stdout()) }
   requirements { container: "ubuntu:22.04"  max_retries: 1  cpu: 1  memory: "256 MiB" }
@@ -45,9 +46,11 @@ SUB = """
 version 1.2
 workflow inner {
   call hello
+  output { String greeting = hello.out }
 }
 task hello {
   command <<< echo hello >>>
+  output { String out = read_string(stdout()) }
   requirements { container: "ubuntu:22.04" }
 }
 """
