@@ -112,7 +112,9 @@ def load(
     browser_out, from_browser = os.pipe()
     profile = tempfile.mkdtemp(prefix="omnibio-chromium-")
     argv = [binary, "--headless", "--disable-gpu", "--no-first-run", "--remote-debugging-pipe"]
-    argv += [f"--user-data-dir={profile}", f"--window-size={WINDOW}", "about:blank"]
+    # a container's /dev/shm is often 64 MB, too small for the renderer: use /tmp instead
+    argv += ["--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--window-size={WINDOW}"]
+    argv.append("about:blank")
     if os.geteuid() == 0:
         argv.insert(1, "--no-sandbox")  # Chromium refuses to run as root inside its sandbox
 
