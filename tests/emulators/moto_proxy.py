@@ -256,7 +256,8 @@ class BatchProxy:
 
     def _before(self, operation: str, body: bytes) -> bytes:
         """The SubmitJob moto gets: its timeout divided by time_scale; a broken job's command
-        replaced by one that does nothing (its host fails before the container runs). A ListJobs
+        replaced by one that does nothing (its host fails before the container runs), a held
+        job's by one that waits to be terminated (it never starts). A ListJobs
         by jobStatus goes to moto without it (the proxy filters on the states it shows)."""
         if operation == "listjobs":
             request = json.loads(body)
@@ -268,6 +269,8 @@ class BatchProxy:
         request = json.loads(body)
         if self._breaks(request):
             request.setdefault("containerOverrides", {})["command"] = ["true"]
+        elif self.hold_if and self.hold_if(request):  # never placed: none of its command runs
+            request.setdefault("containerOverrides", {})["command"] = ["sleep", "infinity"]
         seconds = (request.get("timeout") or {}).get("attemptDurationSeconds")
         if seconds and self.time_scale != 1:
             request["timeout"]["attemptDurationSeconds"] = max(
