@@ -27,9 +27,12 @@ under each alternative the proxy can show.
   not know: guess: API_TerminateJob lists ClientException for "an identifier that's not valid",
   while moto accepts any id and does nothing; ``unknown_job`` = "error" or "ignore" shows each.
 - ``break_if``: a job whose host cannot set up its volumes fails before its container runs, with
-  the ECS stopped-task reason ("Stopped tasks error codes": ResourceInitializationError,
-  DockerTimeoutError) and no exit code. guess: where Batch puts that reason (the job's
-  statusReason or the container's reason) is not documented; both can be shown.
+  the reason ``break_if`` gives and no exit code: the ECS stopped-task reasons ("Stopped tasks
+  error codes": ResourceInitializationError, DockerTimeoutError; "failed to invoke EFS utils
+  commands to set up EFS volumes" with the mount.nfs4 texts of AWS's EFS troubleshooting page),
+  or, on EC2, docker's "error while mounting volume" (aws/efs-utils#39) in a
+  CannotStartContainerError. guess: where Batch puts that reason (the job's statusReason or the
+  container's reason) is not documented; both can be shown.
 - SubmitJob limits, always on. "Service quotas": "Maximum job payload size (for SubmitJob API
   operations): 30 KiB"; past it Batch answers 400 ClientException "Job size must be less than 30
   KiB, got 47 KiB" (the service's words as ASFHyP3/hyp3#3041 quotes them). A smaller request whose

@@ -114,22 +114,71 @@ def test_a_job_waiting_for_capacity_keeps_waiting():
     assert status.phase is Phase.QUEUED and status.reason == reason
 
 
+# ResourceInitializationError as ECS words it ("failed to invoke EFS utils commands to set up EFS
+# volumes: stderr: b'...' : unsuccessful EFS utils command execution; code: 32"), with the
+# mount.nfs4 texts of AWS's EFS troubleshooting page (eks-troubleshoot-efs-volume-mount-issues)
+EFS_UTILS = (
+    "ResourceInitializationError: failed to invoke EFS utils commands to set up EFS volumes: "
+)
+EFS_CODE = "' : unsuccessful EFS utils command execution; code: 32"
+# docker's answer when a volume does not mount (aws/efs-utils#39), as ECS on EC2 reports it
+DOCKER_MOUNT = (
+    "CannotStartContainerError: Error response from daemon: error while mounting volume "
+    "'/var/lib/docker/volumes/ecs-omnibio-fs/_data': failed to mount local volume: mount "
+    "fs-12345678:/:/var/lib/docker/volumes/ecs-omnibio-fs/_data, data: tls: "
+)
+
+
 @pytest.mark.parametrize(
-    "reason",
+    "reason,cause",
     [
-        "ResourceInitializationError: failed to invoke EFS utils commands to set up EFS volumes: "
-        "stderr: mount.nfs4: Connection timed out",
-        "DockerTimeoutError: Could not transition to created; timed out after waiting 4m0s",
+        (EFS_UTILS + "stderr: b'mount.nfs4: Connection timed out" + EFS_CODE, "TCP 2049"),
+        (
+            EFS_UTILS + 'stderr: b\'Failed to resolve "fs-12345678.efs.us-east-1.amazonaws.com" '
+            "- check that your file system ID is correct." + EFS_CODE,
+            "mount target in the Availability Zone",
+        ),
+        (
+            EFS_UTILS
+            + "stderr: b'mount.nfs4: access denied by server while mounting 127.0.0.1:/"
+            + EFS_CODE,
+            "the access point",
+        ),
+        (
+            EFS_UTILS + "stderr: b'mount.nfs4: mounting fs-12345678.efs.us-east-1.amazonaws.com:"
+            "/runs failed, reason given by server: No such file or directory" + EFS_CODE,
+            "does not exist on the file system",
+        ),
+        (DOCKER_MOUNT + "connection timed out", "TCP 2049"),
+        (DOCKER_MOUNT + "no such device", None),
+        ("DockerTimeoutError: Could not transition to created; timed out after waiting 4m0s", None),
     ],
 )
 @pytest.mark.parametrize("where", ["statusReason", "container"])
-def test_filesystem_setup_failures_name_the_filesystem_not_the_image(reason, where):
+def test_filesystem_setup_failures_name_the_filesystem_not_the_image(reason, cause, where):
     job = _job("FAILED", reason=reason if where == "statusReason" else None)
     if where == "container":
         job["container"]["reason"] = reason
     status = job_status(job, IMAGE)
-    assert status.error == f"AWS Batch job j-1 could not start: {reason}; check {FILESYSTEM}"
+    prefix = f"AWS Batch job j-1 could not start: {reason}; "
+    assert status.error and status.error.startswith(prefix), status.error
+    assert status.error.endswith(f"; check {FILESYSTEM}")
+    if cause:
+        assert cause in status.error
+    else:
+        assert status.error == prefix + f"check {FILESYSTEM}"
     assert IMAGE not in status.error
+
+
+def test_a_container_that_cannot_start_for_its_own_reasons_names_the_image():
+    reason = (
+        "CannotStartContainerError: Error response from daemon: failed to create shim task: OCI "
+        'runtime create failed: exec: "bwa": executable file not found in $PATH'
+    )
+    status = job_status(_job("FAILED", reason=reason), IMAGE)
+    assert status.error == (
+        f"AWS Batch could not start a container from image {IMAGE} for job j-1: {reason}"
+    )
 
 
 def test_overrides_too_long_is_not_blamed_on_the_image():
