@@ -17,10 +17,19 @@ import botocore.exceptions
 import pytest
 from WDL.runtime import config as miniwdl_config
 
-from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
-from miniwdl_omnibio.config import DEFAULTS, Settings, check_sections
+from miniwdl_omnibio.attempt import (
+    TAG_ATTEMPT,
+    TAG_CALL,
+    TAG_RUN,
+    TAG_RUN_ID,
+    TAG_TASK,
+    Mount,
+    Resources,
+    TaskAttempt,
+)
+from miniwdl_omnibio.config import DEFAULTS, ConfigError, Settings, check_sections
 from miniwdl_omnibio.engines.awsbatch import AwsBatchEngine, SubmitRate
-from miniwdl_omnibio.engines.awsbatch_arrays import Coalescer, array_key, plan_array
+from miniwdl_omnibio.engines.awsbatch_arrays import Coalescer, Member, array_key, plan_array
 from miniwdl_omnibio.engines.awsbatch_cancel import Terminator
 from miniwdl_omnibio.engines.awsbatch_jobs import error_text, is_auth_error
 from miniwdl_omnibio.engines.awsbatch_jobs import job_status as _job_status
@@ -35,6 +44,7 @@ from miniwdl_omnibio.engines.awsbatch_request import (
 )
 from miniwdl_omnibio.engines.awsbatch_settings import AwsBatchSettings, SharedVolume
 from miniwdl_omnibio.engines.base import Phase, Submitted
+from miniwdl_omnibio.engines.gathering import Waiting
 from miniwdl_omnibio.sharedfs import SharedFilesystem
 from tests.helpers import REPO
 
@@ -500,6 +510,71 @@ def test_array_of_attempts(monkeypatch):
     assert script.rstrip().endswith("exec " + shlex.join(requests[1].command))
     other = _requests(monkeypatch, 1, cpu=4)[0]
     assert array_key(other) != array_key(requests[0])  # other resources: another array
+
+
+class RecordingBatch:
+    """SubmitJob and DescribeJobDefinitions as Batch answers them, the requests recorded."""
+
+    def __init__(self):
+        self.submitted = []
+
+    def describe_job_definitions(self, jobDefinitionName, status):
+        return {"jobDefinitions": [{"revision": 1, "jobDefinitionArn": "arn:def"}]}
+
+    def submit_job(self, **arguments):
+        self.submitted.append(arguments)
+        return {"jobId": f"job{len(self.submitted)}"}
+
+
+def test_more_than_10000_attempts_split_into_arrays_of_10000(monkeypatch, tmp_path):
+    """SubmitJob: an array size "between 2 and 10,000". 10,001 attempts gathered together go as
+    one array of 10,000 and a plain job, through the engine's own submission."""
+    engine = _engine(monkeypatch, host_mount_path=str(tmp_path), submit_rate="100")
+    engine.batch = RecordingBatch()
+    host_dir = str(tmp_path / "run" / "call-x")
+    first = engine.translate(
+        replace(
+            _attempt(),
+            host_dir=host_dir,
+            stderr_path=host_dir + "/stderr.txt",
+            mounts=(Mount(str(tmp_path), "/fsx", False),),
+        )
+    )
+    group = [
+        Waiting(Member(replace(first, host_dir=str(tmp_path / "run" / f"call-x-{i}")), LOG))
+        for i in range(10_001)
+    ]
+    engine.coalescer._split(group)
+    sizes = [(r.get("arrayProperties") or {}).get("size") for r in engine.batch.submitted]
+    assert sizes == [10_000, None]
+    assert [w.result for w in group[:2]] == ["job1:0", "job1:1"]
+    assert group[9_999].result == "job1:9999" and group[10_000].result == "job2"
+    assert len(os.listdir(tmp_path / "run" / "omnibio_arrays")) == 1
+
+
+LONG_TAGS = {**{f"k{i}": "v" for i in range(43)}, "long": "x" * 300, "y" * 200: "v"}
+
+
+@pytest.mark.parametrize(
+    "tags,error",
+    [
+        (LONG_TAGS, None),
+        ({f"k{i}": "v" for i in range(46)}, "at most 45 tags"),
+        ({"aws:createdBy": "me"}, "none starting with aws:"),
+        ({"AWS:createdBy": "me"}, "none starting with aws:"),
+    ],
+)
+def test_tags_at_most_45_none_starting_with_aws(monkeypatch, tags, error):
+    """SubmitJob tags: at most 50 a resource, "aws:" reserved; the engine adds five of its own."""
+    if error:
+        with pytest.raises(ConfigError, match=f"tags.*{error}"):
+            _settings(monkeypatch, tags=json.dumps(tags))
+        return
+    engine = _engine(monkeypatch, tags=json.dumps(tags))
+    own = {TAG_RUN: "run", TAG_CALL: "call-x", TAG_TASK: "x", TAG_ATTEMPT: "1", TAG_RUN_ID: "r"}
+    sent = engine.translate(replace(_attempt(), tags=own)).arguments("arn:def")["tags"]
+    assert len(sent) == 50 and set(sent) >= set(own)
+    assert sent["long"] == "x" * 256 and "y" * 128 in sent  # Batch's value and key lengths
 
 
 def test_coalescer_groups_concurrent_submissions():
