@@ -31,7 +31,7 @@ from ..config import Settings
 from ..sharedfs import SharedFilesystem
 from . import slurm_status as mapping
 from .base import Engine, Phase, Status, Submitted
-from .gathering import Gathering, Waiting, settle
+from .gathering import Cancellations, Gathering, Waiting, settle
 from .slurm_cluster import (
     ORPHAN_FORMAT,
     SINFO_FORMAT,
@@ -95,45 +95,6 @@ class Submissions:
         return [f"{job_id}_{i}" for i in range(len(chunk))] if len(chunk) > 1 else [job_id]
 
 
-class Cancellations:
-    """cancel() returns at once; cancellations go out in one scancel once none came for
-    CANCEL_LINGER seconds (at most CANCEL_MAX after the first). On Ctrl-C, SIGTERM or fail_fast
-    each task's thread notices within the run loop's round (container.ROUND_SECONDS, 1 s) and
-    cancels its own attempt: the linger outlasts that round so that one scancel takes them all.
-    shutdown() sends whatever is still gathering."""
-
-    def __init__(self, send: Callable[[list[str]], None]) -> None:
-        self._send = send
-        self._lock = threading.Lock()
-        self._queue: list[str] = []
-        self._first = self._last = 0.0
-        self._waiting = False
-
-    def add(self, handle: str) -> None:
-        with self._lock:
-            self._queue.append(handle)
-            self._last = time.monotonic()
-            if self._waiting:
-                return
-            self._first, self._waiting = self._last, True
-        threading.Thread(target=self._wait_then_flush, daemon=True).start()
-
-    def _wait_then_flush(self) -> None:
-        while True:
-            with self._lock:
-                due = min(self._last + CANCEL_LINGER, self._first + CANCEL_MAX)
-            if time.monotonic() >= due:
-                break
-            time.sleep(due - time.monotonic() + 0.01)
-        self.flush()
-
-    def flush(self) -> None:
-        with self._lock:
-            handles, self._queue, self._waiting = self._queue, [], False
-        if handles:
-            self._send(handles)
-
-
 class SlurmEngine(Engine[SlurmRequest]):
     section = "omnibio_slurm"
     runtime_keys = ("slurm_partition", "slurm_account", "slurm_qos")
@@ -194,7 +155,7 @@ class SlurmEngine(Engine[SlurmRequest]):
             settings.number("submit_linger_seconds", minimum=0),
             settings.integer("max_array_size", minimum=1),
         )
-        self.cancellations = Cancellations(self._scancel)
+        self.cancellations = Cancellations(self._scancel, CANCEL_LINGER, CANCEL_MAX)
         self._lock = threading.Lock()
         self._requests: dict[str, SlurmRequest] = {}  # handle -> request, until released
         self._ended_unrecorded: dict[str, float] = {}  # handle -> when first seen so

@@ -12,7 +12,8 @@ from miniwdl_omnibio.config import ConfigError, Settings
 from miniwdl_omnibio.engines import slurm as slurm_engine
 from miniwdl_omnibio.engines import slurm_status as m
 from miniwdl_omnibio.engines.base import Phase
-from miniwdl_omnibio.engines.slurm import Cancellations, SlurmEngine, Submissions
+from miniwdl_omnibio.engines.gathering import Cancellations
+from miniwdl_omnibio.engines.slurm import SlurmEngine, Submissions
 from miniwdl_omnibio.engines.slurm_cluster import (
     accounting_enabled,
     first_error_line,
@@ -293,10 +294,9 @@ def test_an_account_unknown_to_sacctmgr_is_refused_at_start(known, fails):
     ]
 
 
-def test_cancellations_spread_over_a_round_share_one_scancel(monkeypatch):
-    monkeypatch.setattr(slurm_engine, "CANCEL_LINGER", 1.0)
+def test_cancellations_spread_over_a_round_share_one_scancel():
     sent = []
-    cancellations = Cancellations(sent.append)
+    cancellations = Cancellations(sent.append, 1.0, slurm_engine.CANCEL_MAX)
     for handle in ("5_0", "5_1", "6"):  # task threads notice a Ctrl-C one after another
         cancellations.add(handle)
         time.sleep(0.2)  # less than the linger apart (a margin of 0.8 s): the same batch
