@@ -20,7 +20,20 @@ from miniwdl_omnibio.engines.slurm_cluster import (
     orphaned_jobs,
     parse_sinfo,
 )
+from miniwdl_omnibio.engines.slurm_hold import HeldSubmissions
+from tests.helpers import wait_until
 from tests.unit.test_slurm_translation import make_settings
+
+LOG = logging.getLogger("test")
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
 
 CONTEXT = m.Context(where="Slurm job 5_1 (r.c.1)", cancelled_by_us=False, node_path="/n/a.sh")
 DONE_OK = m.ExitRecord(exit_code=0, oom=False, timed_out=False, started=True)
@@ -68,12 +81,116 @@ def test_allocated_states_are_running(state):
     assert m.status(job(state), None, False, CONTEXT).phase is Phase.RUNNING
 
 
-@pytest.mark.parametrize(
-    "reason", ["InvalidAccount", "InvalidQOS", "DependencyNeverSatisfied", "QOSMaxCpuPerJobLimit"]
-)
-def test_pending_for_a_reason_that_never_changes_fails_and_is_cancelled(reason):
+# job_reason_codes.shtml, code by code: what the job itself can never satisfy ...
+NEVER = [
+    "DependencyNeverSatisfied",
+    "InvalidAccount",
+    "InvalidQOS",
+    "AccountNotAllowed",
+    "QOSNotAllowed",
+    "BadConstraints",
+    "PartitionTimeLimit",
+    "MaxMemPerLimit",
+    # per job or per node of a job, association and QOS
+    "AssocMaxCpuPerJobLimit",
+    "AssocMaxCpuMinutesPerJobLimit",
+    "AssocMaxNodePerJobLimit",
+    "AssocMaxWallDurationPerJobLimit",
+    "AssocMaxMemPerJob",
+    "AssocMaxMemPerNode",
+    "AssocMaxGRESPerJob",
+    "AssocMaxCpuPerNode",
+    "QOSMaxCpuPerJobLimit",
+    "QOSMaxCpuMinutesPerJobLimit",
+    "QOSMaxNodePerJobLimit",
+    "QOSMaxWallDurationPerJobLimit",
+    "QOSMaxMemoryPerJob",
+    "QOSMaxMemoryPerNode",
+    "QOSMaxGRESPerNode",
+    "QOSMaxBillingPerJob",
+    # per-job minimums of the QOS
+    "QOSMinCpuNotSatisfied",
+    "QOSMinMemory",
+    "QOSMinGRES",
+    "QOSMinNode",
+]
+# ... the limits of a user, an account, a QOS, which running jobs hold: wait for them to end ...
+AT_A_LIMIT = [
+    "QOSMaxJobsPerUserLimit",
+    "QOSMaxCpuPerUserLimit",
+    "QOSMaxNodePerUserLimit",
+    "QOSMaxMemoryPerUser",
+    "QOSMaxGRESPerUser",
+    "QOSMaxBillingPerUser",
+    "QOSMaxSubmitJobPerUserLimit",
+    "AssocMaxJobsLimit",
+    "AssocMaxSubmitJobLimit",
+    "AssocGrpCpuLimit",
+    "AssocGrpJobsLimit",
+    "AssocGrpMemLimit",
+    "AssocGrpNodeLimit",
+    "AssocGrpGRES",
+    "AssocGrpCPUMinutesLimit",
+    "AssocGrpSubmitJobsLimit",
+    "QOSGrpCpuLimit",
+    "QOSGrpJobsLimit",
+    "QOSGrpNodeLimit",
+    "QOSGrpMemoryRunMinutes",
+    "MaxCpuPerAccount",
+    "MaxJobsPerAccount",
+    "MaxSubmitJobsPerAccount",
+    "JobArrayTaskLimit",
+    "AssociationJobLimit",
+    "QOSResourceLimit",
+    "QOSUsageThreshold",
+    "AccountingPolicy",
+]
+# ... and the scheduler's own reasons, which pass by themselves
+SCHEDULING = ["Priority", "Resources", "None", "BeginTime", "Dependency", "PartitionDown"]
+
+
+@pytest.mark.parametrize("reason", NEVER)
+def test_pending_for_what_the_job_can_never_satisfy_fails_and_is_cancelled(reason):
     status = m.status(job("PENDING", reason), None, False, CONTEXT)
     assert status.phase is Phase.DONE and reason in status.error and status.lingering
+    assert not m.waits_at_limit(job("PENDING", reason))
+
+
+@pytest.mark.parametrize("reason", AT_A_LIMIT)
+def test_pending_at_a_user_account_or_qos_limit_waits(reason):
+    status = m.status(job("PENDING", reason), None, False, CONTEXT)
+    assert status.phase is Phase.QUEUED and reason in status.reason
+    assert m.waits_at_limit(job("PENDING", reason))
+
+
+@pytest.mark.parametrize("reason", SCHEDULING)
+def test_pending_for_the_scheduler_waits_without_a_limit(reason):
+    assert m.status(job("PENDING", reason), None, False, CONTEXT).phase is Phase.QUEUED
+    assert not m.waits_at_limit(job("PENDING", reason))
+
+
+# sbatch's stderr on a refusal, as Slurm 22.05 prints it: slurmctld's reason first
+# (_unpack_return_code2_msg), then "Batch job submission failed: <slurm_strerror>" (sbatch.c)
+POLICY = (
+    "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy "
+    "(job submit limit, user's size and/or time limits)\n"
+)
+
+
+@pytest.mark.parametrize(
+    "stderr, limit",
+    [
+        ("sbatch: error: QOSMaxSubmitJobPerUserLimit\n" + POLICY, "QOSMaxSubmitJobPerUserLimit"),
+        ("sbatch: error: AssocMaxSubmitJobLimit\n" + POLICY, "AssocMaxSubmitJobLimit"),
+        ("sbatch: error: QOSGrpSubmitJobsLimit\n" + POLICY, "QOSGrpSubmitJobsLimit"),
+        ("sbatch: error: MaxSubmitJobsPerAccount\n" + POLICY, "MaxSubmitJobsPerAccount"),
+        (POLICY, ""),  # no reason given (a job_submit plugin, an older slurmctld)
+        ("sbatch: error: QOSMaxWallDurationPerJobLimit\n" + POLICY, None),  # DenyOnLimit
+        ("sbatch: error: Batch job submission failed: Invalid partition name specified\n", None),
+    ],
+)
+def test_sbatch_refused_for_a_full_queue_or_for_the_job(stderr, limit):
+    assert m.submit_refusal(stderr) == limit
 
 
 @pytest.mark.parametrize("state", ["PREEMPTED", "NODE_FAIL", "BOOT_FAIL"])
@@ -184,7 +301,8 @@ def test_submissions_share_one_sbatch_per_group_of_equal_options():
 
     def send(requests):
         sent.append(len(requests))
-        return str(100 + len(sent))
+        job_id = 100 + len(sent)
+        return [f"{job_id}_{i}" for i in range(len(requests))] if len(requests) > 1 else [job_id]
 
     submissions = Submissions(send, linger=0.3, size=3)
     requests = [FakeRequest(("--mem=1M",)) for _ in range(4)] + [FakeRequest(("--mem=2M",))]
@@ -200,12 +318,16 @@ def test_submissions_share_one_sbatch_per_group_of_equal_options():
         thread.join()
     assert sorted(sent) == [1, 1, 3]  # 4 equal -> an array of 3 and a lone job; 1 other
     assert len(set(handles.values())) == 5
-    assert sum("_" in h for h in handles.values()) == 3
+    assert sum("_" in str(h) for h in handles.values()) == 3
 
 
 def test_submissions_gather_while_requests_keep_arriving():
     sent = []
-    submissions = Submissions(lambda requests: sent.append(len(requests)) or "7", 1.0, 100)
+    submissions = Submissions(
+        lambda requests: sent.append(len(requests)) or [str(i) for i in range(len(requests))],
+        1.0,
+        100,
+    )
     threads = []
     for _ in range(6):  # one every 0.25 s: 1.5 s in all, longer than the 1 s linger
         threads.append(threading.Thread(target=submissions.add, args=(FakeRequest(()),)))
@@ -255,10 +377,17 @@ class RecordingCli:
         return subprocess.CompletedProcess(argv, 0, self.answers[argv[0]], "")
 
 
-def asking_engine(cli, accounting):
+def asking_engine(cli, accounting, logger=LOG):
     engine = SlurmEngine.__new__(SlurmEngine)  # only what ask_slurm uses; start() needs Slurm
-    engine.cli, engine.accounting = cli, accounting
-    engine._lock, engine._jobs = threading.Lock(), {}
+    engine.cli, engine.accounting, engine.logger = cli, accounting, logger
+    engine._lock, engine._jobs, engine._limits, engine._requests = (
+        threading.Lock(),
+        {},
+        frozenset(),
+        {},
+    )
+    engine.held = HeldSubmissions(engine._sbatch, engine._outstanding, logger, background=False)
+    engine.launcher = "L1"
     return engine
 
 
@@ -268,7 +397,8 @@ def test_one_squeue_for_every_job_then_sacct_for_those_it_no_longer_lists(accoun
     cli = RecordingCli({"squeue": squeue, "sacct": "6|PREEMPTED|0:15\n7|TIMEOUT|0:0\n"})
     engine = asking_engine(cli, accounting)
     engine.ask_slurm(["5_0", "5_1", "6", "7"], now=1.0)
-    assert [c[0] for c in cli.calls] == ["squeue", "sacct"] if accounting else ["squeue"]
+    expected = ["squeue", "sacct"] if accounting else ["squeue"]
+    assert [c[0] for c in cli.calls] == expected
     assert "--jobs=5,6,7" in cli.calls[0]  # an array once, by its job id
     if accounting:
         assert "--jobs=6,7" in cli.calls[1]
@@ -293,17 +423,37 @@ def test_an_account_unknown_to_sacctmgr_is_refused_at_start(known, fails):
     ]
 
 
-def test_cancellations_spread_over_a_round_share_one_scancel(monkeypatch):
-    monkeypatch.setattr(slurm_engine, "CANCEL_LINGER", 1.0)
+def test_cancellations_spread_over_a_round_share_one_scancel():
     sent = []
-    cancellations = Cancellations(sent.append)
+    clock = Clock()
+    cancellations = Cancellations(sent.append, clock, background=False)
     for handle in ("5_0", "5_1", "6"):  # task threads notice a Ctrl-C one after another
         cancellations.add(handle)
-        time.sleep(0.2)  # less than the linger apart (a margin of 0.8 s): the same batch
-    deadline = time.monotonic() + 30
-    while not sent and time.monotonic() < deadline:
-        time.sleep(0.05)
+        clock.now += 1.0  # less than the linger apart: the same batch
+    assert cancellations.due_in() == pytest.approx(slurm_engine.CANCEL_LINGER - 1.0)
+    clock.now += slurm_engine.CANCEL_LINGER - 1.0
+    assert cancellations.due_in() <= 0
+    cancellations.flush()
     assert sent == [["5_0", "5_1", "6"]]
     cancellations.add("7")
     cancellations.flush()  # shutdown: sends what is still gathering, at once
     assert sent[-1] == ["7"]
+
+
+def test_cancellations_arriving_without_end_are_sent_after_cancel_max():
+    clock = Clock()
+    cancellations = Cancellations([].append, clock, background=False)
+    for i in range(20):  # one a second, each within the linger of the last
+        cancellations.add(str(i))
+        if clock.now - 1000.0 >= slurm_engine.CANCEL_MAX:
+            break
+        assert cancellations.due_in() > 0
+        clock.now += 1.0
+    assert cancellations.due_in() <= 0 and clock.now == 1000.0 + slurm_engine.CANCEL_MAX
+
+
+def test_cancellations_go_out_by_themselves_when_due():
+    sent = []
+    cancellations = Cancellations(sent.append)  # the real clock and its thread, once
+    cancellations.add("5_0")
+    wait_until(lambda: sent == [["5_0"]], "the gathered scancel")
