@@ -100,10 +100,20 @@ class Cancellations:
     cancels its own attempt: a linger that outlasts that round lets one request take them all.
     ``flush()`` (at shutdown) sends whatever is still gathering, and waits for it."""
 
-    def __init__(self, send: Callable[[list[str]], None], linger: float, linger_max: float):
+    def __init__(
+        self,
+        send: Callable[[list[str]], None],
+        linger: float,
+        linger_max: float,
+        clock: Callable[[], float] = time.monotonic,
+        background: bool = True,
+    ) -> None:
+        """``background``: a thread sends when due (tests ask ``due_in`` and ``flush``)."""
         self._send = send
         self._linger = linger
         self._linger_max = linger_max
+        self._clock = clock
+        self._background = background
         self._lock = threading.Lock()
         self._sending = threading.Lock()  # one send at a time: flush() waits for a send under way
         self._queue: list[str] = []
@@ -113,19 +123,22 @@ class Cancellations:
     def add(self, handle: str) -> None:
         with self._lock:
             self._queue.append(handle)
-            self._last = time.monotonic()
+            self._last = self._clock()
             if self._waiting:
                 return
             self._first, self._waiting = self._last, True
-        threading.Thread(target=self._wait_then_flush, daemon=True).start()
+        if self._background:
+            threading.Thread(target=self._wait_then_flush, daemon=True).start()
+
+    def due_in(self) -> float:
+        """Seconds until the gathered handles are due (0 or less: now)."""
+        with self._lock:
+            due = min(self._last + self._linger, self._first + self._linger_max)
+        return due - self._clock()
 
     def _wait_then_flush(self) -> None:
-        while True:
-            with self._lock:
-                due = min(self._last + self._linger, self._first + self._linger_max)
-            if time.monotonic() >= due:
-                break
-            time.sleep(due - time.monotonic() + 0.01)
+        while (wait := self.due_in()) > 0:
+            time.sleep(wait + 0.01)
         self.flush()
 
     def flush(self) -> None:
