@@ -13,6 +13,7 @@ import subprocess
 import docker
 import pytest
 
+from tests.e2e.awsbatch.conftest import run_batch
 from tests.e2e.slurm.conftest import slurm_config
 from tests.helpers import run_miniwdl
 
@@ -67,7 +68,7 @@ def _raises(stderr):
     return re.findall(r"memory raised after out of memory :: [^\n]*", stderr)
 
 
-def _check_retried_with_more_memory(run, cap):
+def _check_retried_with_more_memory(run, cap, first_ran=True):
     assert run.returncode == 0, run.stderr[-3000:]
     said = run.outputs["hungry.said"]
     assert json.loads(said[0])["memory"] == RAISED, said  # the retry's RESOURCES_JSON
@@ -78,8 +79,9 @@ def _check_retried_with_more_memory(run, cap):
         f"memory raised after out of memory :: from: {ASKED}, to: {RAISED}, multiplier: 4.0, "
         f"cap: {cap}"
     ], run.stderr[-3000:]
-    with open(os.path.join(run.dir, "stdout.txt")) as infile:  # the first attempt's
-        assert json.loads(infile.readline())["memory"] == ASKED
+    if first_ran:
+        with open(os.path.join(run.dir, "stdout.txt")) as infile:  # the first attempt's
+            assert json.loads(infile.readline())["memory"] == ASKED
 
 
 def _check_not_raised(run):
@@ -147,3 +149,26 @@ def test_slurm_exit_137_without_oom_is_not_raised(shared_dir, rundir):
     config["omnibio"]["memory_retry_multiplier"] = "4"
     run = run_miniwdl(wdl, [], rundir, backend="omnibio_slurm", config=config)
     _check_not_raised(run)
+
+
+# Batch's words for a container its OOM killer stopped (the reason awsbatch_jobs.OOM matches)
+BATCH_OOM = "OutOfMemoryError: Container killed due to memory usage"
+
+
+def test_awsbatch_oom_is_retried_with_more_memory(moto, shared, batch_proxy):
+    """moto enforces no memory limit, so the proxy fails the first attempt as Batch reports an
+    OOM (FAILED, the container's reason; its command never runs); the retry runs for real."""
+    batch_proxy.break_if = lambda request: (
+        BATCH_OOM if request["tags"]["omnibio.attempt"] == "1" else None
+    )
+    batch_proxy.break_in_container_reason = True
+    config = {"omnibio": {"memory_retry_multiplier": "4", "retry_wait": "0"}}
+    run = run_batch(moto, shared, HUNGRY.replace("RUNTIME", ""), config=config)
+    cap = re.search(r"memory raised[^\n]*cap: (\d+)", run.stderr)
+    assert cap and int(cap.group(1)) >= RAISED, run.stderr[-3000:]
+    _check_retried_with_more_memory(run, int(cap.group(1)), first_ran=False)
+    memory = [
+        {r["type"]: r["value"] for r in job["containerOverrides"]["resourceRequirements"]}["MEMORY"]
+        for job in batch_proxy.submitted()
+    ]
+    assert memory == [str(ASKED // MiB), str(RAISED // MiB)]  # MiB, as sent to SubmitJob
