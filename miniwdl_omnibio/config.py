@@ -15,6 +15,7 @@ from WDL import Error
 from WDL._util import parse_byte_size
 from WDL.runtime import config as miniwdl_config
 
+from .attempt import memory_multiplier
 from .results import RESULT_CHECKS
 from .runtime.uri import ResultUri, parse_result_uri
 
@@ -46,6 +47,11 @@ DEFAULTS: dict[str, dict[str, str]] = {
         # JSON object of prices per backend for the report's cost estimate, e.g.
         # {"omnibio_awsbatch": {"cpu_hour": 0.04, "gib_hour": 0.005}}; {} = no estimate
         "prices": "{}",
+        # an attempt the service reports out of memory (a typed OOM, never exit code 137 alone)
+        # is retried (within runtime.maxRetries) with its memory times this number, at most the
+        # backend's largest; a number >= 1, empty = off. runtime.omnibio_memory_retry_multiplier
+        # overrides it per task
+        "memory_retry_multiplier": "",
     },
     "omnibio_docker": {
         # sandbox: all tasks of a run share one bridge-attached network namespace (outbound
@@ -400,6 +406,7 @@ class OmnibioSettings:
     report: bool
     progress_seconds: float
     prices: Mapping[str, Price]
+    memory_retry_multiplier: float | None  # None: off
 
     @classmethod
     def load(cls, cfg: miniwdl_config.Loader) -> "OmnibioSettings":
@@ -420,7 +427,18 @@ class OmnibioSettings:
             report=settings.flag("report"),
             progress_seconds=settings.number("progress_seconds", minimum=0),
             prices=_prices(settings),
+            memory_retry_multiplier=_multiplier(settings, "memory_retry_multiplier"),
         )
+
+
+def _multiplier(settings: Settings, key: str) -> float | None:
+    value = settings.raw(key)
+    if not value:
+        return None
+    try:
+        return memory_multiplier(value)
+    except ValueError as exn:
+        raise settings.fail(key, str(exn)) from None
 
 
 def _prices(settings: Settings) -> dict[str, Price]:

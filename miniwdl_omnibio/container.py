@@ -15,7 +15,7 @@ import shlex
 import time
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from WDL import Error
@@ -25,7 +25,16 @@ from WDL.runtime import config as miniwdl_config
 from WDL.runtime.error import Interrupted, Terminated
 from WDL.runtime.task_container import TaskContainer
 
-from .attempt import TAG_ATTEMPT, TAG_CALL, TAG_RUN, TAG_RUN_ID, TAG_TASK, Resources, TaskAttempt
+from .attempt import (
+    TAG_ATTEMPT,
+    TAG_CALL,
+    TAG_RUN,
+    TAG_RUN_ID,
+    TAG_TASK,
+    Resources,
+    TaskAttempt,
+    memory_multiplier,
+)
 from .config import OmnibioSettings, check_sections
 from .contract import (
     TaskFacts,
@@ -83,6 +92,7 @@ class OmnibioContainer(TaskContainer):
         "omnibio_time_limit",
         "omnibio_result_check",
         "omnibio_secrets",
+        "omnibio_memory_retry_multiplier",
         "disks",
     )
 
@@ -141,6 +151,8 @@ class OmnibioContainer(TaskContainer):
         self._interruptions = 0  # attempts the engine interrupted so far
         self._interrupted_last = False
         self._verified: bool | None = None  # results.json verified the attempt; None: unchecked
+        self._out_of_memory: Resources | None = None  # the last attempt's, if it ran out of memory
+        self._raised_memory: Resources | None = None  # what later attempts ask for, once raised
         fs = self._engine.filesystem
         self._placement: Placement = SharedPlacement(self, fs) if fs else LocalPlacement(self)
         super().__init__(cfg, run_id, host_dir)
@@ -182,6 +194,14 @@ class OmnibioContainer(TaskContainer):
         if "omnibio_time_limit" in self.runtime_values:
             limit = parse_duration(self.runtime_values["omnibio_time_limit"])
             self.runtime_values["omnibio_time_limit"] = limit
+        key = "omnibio_memory_retry_multiplier"
+        if key in self.runtime_values:
+            try:
+                self.runtime_values[key] = memory_multiplier(self.runtime_values[key])
+            except ValueError as exn:
+                raise Error.RuntimeError(
+                    f"invalid setting of runtime.{key}: {exn} (use e.g. 2.0)"
+                ) from None
 
     def _disks(self, logger: logging.Logger, value: Any) -> int | None:
         """runtime.disks in bytes, or None. Only an engine that allocates disks fails a value it
@@ -211,6 +231,7 @@ class OmnibioContainer(TaskContainer):
 
     def _run(self, logger: logging.Logger, terminating: Callable[[], bool], command: str) -> int:
         self._wait_before_retry(logger, terminating)
+        self._raise_memory(logger)
         plan = self.describe(command)
         self.prepare_host_dir(logger, plan)
         attempt, result = plan.attempt, plan.result
@@ -305,6 +326,39 @@ class OmnibioContainer(TaskContainer):
             if terminating():
                 raise Terminated(quiet=True)
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+    def _raise_memory(self, logger: logging.Logger) -> None:
+        """After an attempt the service reported out of memory, and with a memory retry
+        multiplier set: this and later attempts ask for its memory times the multiplier, at most
+        the backend's largest (miniwdl's retry loop counts the attempt against maxRetries)."""
+        oom, self._out_of_memory = self._out_of_memory, None
+        multiplier = self.runtime_values.get(
+            "omnibio_memory_retry_multiplier", self._omnibio.memory_retry_multiplier
+        )
+        if oom is None or multiplier is None or multiplier == 1:
+            return
+        cap = self._engine.resource_limits()["mem_bytes"]
+        if not oom.memory:
+            logger.warning(
+                _("out of memory with no runtime.memory: nothing to raise", multiplier=multiplier)
+            )
+            return
+        raised = oom.memory_raised(multiplier, cap)
+        if raised.memory == oom.memory:
+            logger.warning(
+                _("out of memory at the backend's largest memory: retried as is", cap=cap)
+            )
+            return
+        self._raised_memory = raised
+        logger.log(
+            NOTICE_LEVEL,
+            _(
+                "memory raised after out of memory",
+                **{"from": oom.memory, "to": raised.memory},
+                multiplier=multiplier,
+                cap=cap,
+            ),
+        )
 
     def _stderr_line(self, logger: logging.Logger, openjd: OpenJdProgress) -> Callable[[str], None]:
         """Each stderr line: openjd lines always; the line itself only with verbose logging, to
@@ -428,11 +482,19 @@ class OmnibioContainer(TaskContainer):
 
     def resources(self) -> Resources:
         engine = self._engine
-        return Resources.granted(
+        granted = Resources.granted(
             self.runtime_values,
             memory_is_limit=engine.memory_is_limit,
             time_limit=self.runtime_values.get("omnibio_time_limit") or engine.default_time_limit,
             disk=self.runtime_values.get("disks"),
+        )
+        raised = self._raised_memory
+        if raised is None:
+            return granted
+        return replace(
+            granted,
+            memory_reservation=raised.memory_reservation,
+            memory_limit=raised.memory_limit,
         )
 
     def _argv(self) -> tuple[str, ...]:
@@ -497,7 +559,8 @@ class OmnibioContainer(TaskContainer):
             if status.reason:
                 info["reason"] = status.reason
             if status.oom:
-                limit = attempt.resources.memory_limit or attempt.resources.memory_reservation
+                self._out_of_memory = attempt.resources
+                limit = attempt.resources.memory
                 info["oom"] = (
                     f"killed for exceeding the memory limit ({limit} bytes); raise runtime.memory"
                 )
