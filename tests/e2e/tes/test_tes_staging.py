@@ -4,27 +4,23 @@ downloads inputs from and uploads outputs to moto S3 and mounts nothing from thi
 import json
 import logging
 import os
-import signal
 
 import requests
 from WDL.runtime.cache import CallCache
 from WDL.runtime.config import Loader
 
 from tests.e2e.tes.runs import (
-    ACTIVE,
     env_for,
     logs_of,
     read,
     run,
     run_tasks,
-    running_tasks,
     staged_keys,
-    start,
     write,
 )
 from tests.e2e.tes.support import BUCKET, tes_config
 from tests.emulators.tes_server import S3Access, TesServer
-from tests.helpers import error_line, wait_until
+from tests.helpers import error_line
 
 SCATTER = r"""
 version 1.2
@@ -159,68 +155,6 @@ def test_a_server_that_keeps_failed_outputs_still_gives_stderr(moto, rundir):
     cause = done.error_json()["cause"]
     assert cause["exit_status"] == 7 and "going down" in read(cause["stderr_file"])
     assert "outputs not uploaded by the server" in logs_of(done)
-
-
-PREEMPTIBLE = r"""
-version 1.1
-task nap {
-  command <<<
-    # the first attempt runs until the test preempts it (RUN_ID ends with the attempt number)
-    case "$RUN_ID" in *.1) sleep 600 ;; esac
-    python3 -m miniwdl_omnibio.runtime.echo_test >&2
-  >>>
-  output { File result = "omnibio_result.json" }
-  runtime { docker: "omnibio/runtime:latest" preemptible: 1 }
-}
-"""
-
-
-def test_preemption_is_retried(tes_server, moto, rundir):
-    proc = start(tes_server, moto, rundir, PREEMPTIBLE, results_dir=os.path.join(rundir, "r"))
-    try:
-        (first,) = wait_until(lambda: running_tasks(tes_server, rundir, 1), "the task to run")
-        preempt = f"{tes_server.url}/_fixture/tasks/{first['id']}:preempt"
-        requests.post(preempt, timeout=10).raise_for_status()
-        stdout, stderr = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, stderr[-3000:]
-    tasks = run_tasks(tes_server, json.loads(stdout)["dir"])
-    assert [t["state"] for t in tasks] == ["PREEMPTED", "COMPLETE"]
-    assert [t["tags"]["omnibio.attempt"] for t in tasks] == ["1", "2"]
-    assert "interrupted task will be retried" in stderr
-
-
-SLEEPY = r"""
-version 1.1
-workflow sleepy {
-  scatter (i in range(3)) { call nap { input: i = i } }
-}
-task nap {
-  input { Int i }
-  command <<< sleep 300 >>>
-  runtime { docker: "ubuntu:22.04" }
-}
-"""
-
-
-def test_sigint_leaves_no_task_active_and_nothing_staged(tes_server, moto, s3, rundir):
-    proc = start(tes_server, moto, rundir, SLEEPY, task_concurrency=3)
-    try:
-        wait_until(lambda: running_tasks(tes_server, rundir, 3), "three tasks to run")
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0
-    run_dir = os.path.join(rundir, next(d for d in os.listdir(rundir) if d[:8].isdigit()))
-    tasks = run_tasks(tes_server, run_dir)
-    assert tasks and all(t["state"] not in ACTIVE for t in tasks), [t["state"] for t in tasks]
-    assert {t["state"] for t in tasks} == {"CANCELED"}
-    assert not tes_server.containers()
-    assert not [k for k in staged_keys(s3, BUCKET) if os.path.basename(run_dir) in k]
 
 
 SLOW = """
