@@ -44,6 +44,7 @@ from .tes_store import StoreError, open_store
 from .tes_task import (
     check_shared_mounts,
     gigabytes,
+    making_directories,
     merge_parameters,
     staged_command,
     staged_outputs,
@@ -275,6 +276,12 @@ class TesEngine(Engine[TesRequest]):
         staged: dict[str, Any] = {"inputs": [i.as_dict() for i in inputs]}
         if volumes:
             staged["volumes"] = list(document.get("volumes") or []) + volumes
+            # guess: a server may bind only the outermost of nested paths and leave a volume
+            # inside the working directory unmade (the spec and Funnel's AddTmpVolume make it;
+            # the test server did not), so the command makes them too
+            first, *rest = document["executors"]
+            command = making_directories(first["command"], volumes)
+            staged["executors"] = [{**first, "command": command}, *rest]
         return staged
 
     def command_input(self, host_path: str, staging: StagePlan, run_key: str) -> tes.Input:

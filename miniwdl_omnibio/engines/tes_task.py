@@ -76,6 +76,12 @@ def staged_command(attempt: TaskAttempt, plan: StagePlan) -> list[str]:
     return ["/bin/sh", "-c", script]
 
 
+def making_directories(command: Sequence[str], paths: Sequence[str]) -> list[str]:
+    """A staged command (``/bin/sh -c script``) that first makes ``paths``."""
+    shell, flag, script = command
+    return [shell, flag, f"mkdir -p {shlex.join(paths)} 2>/dev/null; {script}"]
+
+
 def staged_outputs(plan: StagePlan, store: ObjectStore) -> list[tes.Output]:
     return [
         tes.Output(

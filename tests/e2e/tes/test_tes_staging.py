@@ -9,6 +9,7 @@ import requests
 from WDL.runtime.cache import CallCache
 from WDL.runtime.config import Loader
 
+from miniwdl_omnibio.engines.tes_staging import CONTENT_MAX_BYTES
 from tests.e2e.tes.runs import (
     env_for,
     logs_of,
@@ -217,3 +218,36 @@ def test_offline_selftest_passes(tes_server, moto, rundir):
     from miniwdl_omnibio.selftest import run as selftest
 
     assert selftest("omnibio_tes", rundir, env=env_for(tes_server, moto)) == []
+
+
+BIG = r"""
+version 1.2
+task big {
+  input { Directory empty }
+  command <<<
+    ls -A '~{empty}' | wc -l > entries.txt
+    if test -d '~{empty}'; then echo there; else echo missing; fi > there.txt
+    : '%s'
+    wc -c < "$0" > length.txt
+  >>>
+  output { Int entries = read_int("entries.txt")  String there = read_string("there.txt") }
+  runtime { docker: "ubuntu:22.04" }
+}
+"""
+
+
+def test_an_empty_directory_is_a_volume_and_a_long_command_is_uploaded(tes_server, moto, rundir):
+    """An empty Directory input becomes a TES volume (no object can stand for it); a command
+    longer than the 128 KiB the spec asks servers to take as content goes as a staged URL."""
+    empty = os.path.join(rundir, "empty")
+    os.makedirs(empty)
+    filler = "x" * (CONTENT_MAX_BYTES + 1024)
+    done = run(tes_server, moto, rundir, BIG % filler, [f"empty={empty}"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.outputs["big.entries"] == 0 and done.outputs["big.there"] == "there"
+    (task,) = run_tasks(tes_server, done.dir)
+    (volume,) = task["volumes"]
+    assert not [i for i in task["inputs"] if i["path"] == volume]
+    command = next(i for i in task["inputs"] if i["path"].endswith("/command"))
+    assert "content" not in command and command["url"].startswith(f"s3://{BUCKET}/tes/")
+    assert os.path.getsize(os.path.join(done.dir, "command")) > CONTENT_MAX_BYTES
