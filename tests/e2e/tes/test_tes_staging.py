@@ -148,13 +148,15 @@ def test_nonzero_exit_fails_with_its_failure_info(tes_server, moto, rundir):
     assert "going down" in read(cause["stderr_file"])
 
 
-def test_a_server_that_keeps_failed_outputs_still_gives_stderr(moto, rundir):
-    """TESK uploads no outputs after a failed executor: stderr comes from the executor log."""
+def test_on_tesk_a_failed_tasks_stderr_comes_from_the_executor_log(moto, rundir):
+    """TESK uploads no outputs after a failed executor, and its executor log has no stderr: the
+    pod's log (both streams) is the executor log's stdout, where the command repeats stderr."""
     access = S3Access(moto.endpoint, "testing", "testing")
-    with TesServer(s3=access, upload_on_error=False, workers=1) as tesk_like:
-        done = run(tesk_like, moto, rundir, BOOM)
+    with TesServer(profile="tesk", s3=access, workers=1) as tesk:
+        done = run(tesk, moto, rundir, BOOM)
     cause = done.error_json()["cause"]
     assert cause["exit_status"] == 7 and "going down" in read(cause["stderr_file"])
+    assert "going down" in cause["tes_stderr_tail"]
     assert "outputs not uploaded by the server" in logs_of(done)
 
 
