@@ -95,7 +95,7 @@ class TesEngine(Engine[TesRequest]):
         self._warned: set[str] = set()
         self._attempt_keys: dict[str, str] = {}  # handle -> staged outputs of its attempt
         self._ours: set[str] = set()  # ids of tasks known to carry this process's launcher tag
-        self._ignored: str | None = None  # how the server showed it ignores list filters
+        self.ignoring: str | None = None  # how the server showed it ignores filters (None: not)
         self.logger = logging.getLogger("omnibio_tes")  # start() passes the run's
         self._run_keys: set[str] = set()  # staged below these keys: removed at exit
         self._lock = threading.Lock()
@@ -339,9 +339,9 @@ class TesEngine(Engine[TesRequest]):
         """The server listed a task outside the filter sent: from now on, polls GET each
         outstanding task and shutdown reads every listed task's tags. Logged once."""
         with self._lock:
-            if self._ignored is not None:
+            if self.ignoring is not None:
                 return
-            self._ignored = evidence
+            self.ignoring = evidence
         self.logger.log(
             NOTICE_LEVEL,
             _(
@@ -357,7 +357,7 @@ class TesEngine(Engine[TesRequest]):
         if not records:
             return {}
         wanted = {record.handle: record for record in records}
-        states = None if self._ignored else self.listed_states(wanted)
+        states = None if self.ignoring else self.listed_states(wanted)
         alone = states is None
         if states is None:
             states = {}
@@ -481,7 +481,7 @@ class TesEngine(Engine[TesRequest]):
         unfinished state by the launcher tag; where the server ignores filters, one pass over
         every task it lists, each checked."""
         found: set[str] = set()
-        for listed in () if self._ignored else ACTIVE_STATES:
+        for listed in () if self.ignoring else ACTIVE_STATES:
             for task in self.client.list_tasks(
                 self.launcher_tags(), state=listed, view="BASIC", page_size=self.settings.page_size
             ):
@@ -492,9 +492,9 @@ class TesEngine(Engine[TesRequest]):
                     break
                 if state in ACTIVE_STATES:
                     found.add(str(task["id"]))
-            if self._ignored:
+            if self.ignoring:
                 break
-        if not self._ignored:
+        if not self.ignoring:
             return found
         for task in self.client.list_tasks(
             self.launcher_tags(), view="BASIC", page_size=self.settings.page_size

@@ -247,4 +247,4 @@ def test_a_stranger_gone_before_its_tags_are_read_is_no_evidence(engine, monkeyp
 
     engine.client.send = send  # type: ignore[method-assign]
     assert engine.fetch(records(engine, "task-9999")) == {}  # not known (yet): grace period
-    assert engine._ignored is None
+    assert engine.ignoring is None
