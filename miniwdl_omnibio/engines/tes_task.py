@@ -76,6 +76,12 @@ def staged_command(attempt: TaskAttempt, plan: StagePlan) -> list[str]:
     return ["/bin/sh", "-c", script]
 
 
+def making_directories(command: Sequence[str], paths: Sequence[str]) -> list[str]:
+    """A staged command (``/bin/sh -c script``) that first makes ``paths``."""
+    shell, flag, script = command
+    return [shell, flag, f"mkdir -p {shlex.join(paths)} 2>/dev/null; {script}"]
+
+
 def staged_outputs(plan: StagePlan, store: ObjectStore) -> list[tes.Output]:
     return [
         tes.Output(
@@ -111,7 +117,10 @@ def task_status(task: Mapping[str, Any], cancelled: bool) -> Status:
         return Status(Phase.DONE, exit_code=exit_code or 0, reason=state)
     if state == "EXECUTOR_ERROR" and exit_code is not None:
         details: dict[str, Any] = {"tes_task": task.get("id"), "tes_state": state}
-        stderr = str(executor_logs[-1].get("stderr") or "")
+        # TESK's executor log has no stderr: the pod's log (both streams) is its stdout
+        # (TesServiceImpl.getTask, FULL view); the command writes nothing else there
+        last = executor_logs[-1]
+        stderr = str(last.get("stderr") or "") or str(last.get("stdout") or "")
         if stderr.strip():
             details["tes_stderr_tail"] = stderr[-STDERR_TAIL_CHARS:]
         if system_logs:

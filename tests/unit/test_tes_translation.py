@@ -197,6 +197,13 @@ def test_finished_states(task, cancelled, expected):
         assert status.details["tes_state"] == "EXECUTOR_ERROR"
 
 
+def test_tesks_executor_log_gives_stderr_as_its_stdout():
+    """TESK's FULL executor log has no stderr; the pod's log is its stdout."""
+    task = _finished("EXECUTOR_ERROR", 3)
+    task["logs"][0]["logs"][0].update(stdout="going down\n")
+    assert task_status(task, False).details["tes_stderr_tail"] == "going down\n"
+
+
 @pytest.mark.parametrize(
     "state, phase",
     [
