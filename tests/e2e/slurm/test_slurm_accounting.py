@@ -26,7 +26,7 @@ from tests.e2e.slurm.conftest import (
     squeue_jobs,
     start_engine,
 )
-from tests.e2e.slurm.test_slurm_backend import SCATTER, write
+from tests.e2e.slurm.test_slurm_backend import SCATTER, assert_results_verified, write
 from tests.helpers import popen_miniwdl, run_dir_name, run_miniwdl, wait_until
 from tests.unit.test_slurm_translation import make_attempt
 
@@ -74,18 +74,8 @@ def test_a_scatter_wider_than_the_qos_limits_completes(accounting, shared_dir, r
         "scheduler": {"task_concurrency": "12"},
     }
     run = run_miniwdl(wdl, [], rundir, backend="omnibio_slurm", config=config, timeout=900)
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert_results_verified(run, 12)
     workflow_run = os.path.basename(run.dir)
-    results = []
-    for path in run.outputs["fan.results"]:
-        with open(path) as infile:
-            results.append(json.load(infile))
-    assert sorted(r["run_id"] for r in results) == sorted(
-        f"{workflow_run}.call-echo-{i}.1" for i in range(12)
-    )
-    assert run.stderr.count("result verified") == 12
-    with open(os.path.join(run.dir, "call-echo-11", "stderr.txt")) as infile:
-        assert "line 11" in infile.read()
 
     # what the accounting database recorded: 12 jobs (array elements or lone jobs) under the
     # QOS, none refused, at most 2 running and at most 4 submitted at any moment

@@ -42,6 +42,23 @@ def write(rundir, name, text):
     return path
 
 
+def assert_results_verified(run, count: int) -> None:
+    """The SCATTER run of ``count`` tasks succeeded, each result came from its own attempt and
+    was verified, and each task's stderr line is in its stderr.txt."""
+    assert run.returncode == 0, run.stderr[-3000:]
+    workflow_run = os.path.basename(run.dir)
+    calls = [f"call-echo-{i:0{len(str(count - 1))}d}" for i in range(count)]  # miniwdl pads
+    results = []
+    for path in run.outputs["fan.results"]:
+        with open(path) as infile:
+            results.append(json.load(infile))
+    assert sorted(r["run_id"] for r in results) == [f"{workflow_run}.{c}.1" for c in calls]
+    assert run.stderr.count("result verified") == count
+    for i, call in enumerate(calls):
+        with open(os.path.join(run.dir, call, "stderr.txt")) as infile:
+            assert f"line {i}" in infile.read()
+
+
 def test_scatter_in_one_array_with_results_verified(shared_dir, rundir):
     wdl = write(rundir, "fan.wdl", SCATTER)
     run = run_miniwdl(
@@ -51,16 +68,8 @@ def test_scatter_in_one_array_with_results_verified(shared_dir, rundir):
         backend="omnibio_slurm",
         config={**slurm_config(shared_dir, results=True), "scheduler": {"task_concurrency": "4"}},
     )
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert_results_verified(run, 4)
     workflow_run = os.path.basename(run.dir)
-    results = []
-    for path in run.outputs["fan.results"]:
-        with open(path) as infile:
-            results.append(json.load(infile))
-    assert sorted(r["run_id"] for r in results) == [
-        f"{workflow_run}.call-echo-{i}.1" for i in range(4)
-    ]
-    assert run.stderr.count("result verified") == 4
 
     # ready together: one sbatch --array for the four attempts, as Slurm's accounting saw it
     # (slurmctld sends each job's end to slurmdbd a moment after the job ends)
@@ -80,8 +89,6 @@ def test_scatter_in_one_array_with_results_verified(shared_dir, rundir):
     )
     (array,) = {job_id.split("_")[0] for job_id in jobs}
     assert jobs == {f"{array}_{i}": "COMPLETED" for i in range(4)}, jobs
-    with open(os.path.join(run.dir, "call-echo-2", "stderr.txt")) as infile:
-        assert "line 2" in infile.read()
     log = os.path.join(run.dir, "call-echo-2", "slurm", "attempt1.exit")
     with open(log) as infile:
         assert "exit_code=0" in infile.read()
