@@ -4,6 +4,7 @@ On this single host the shared filesystem is any directory: miniwdl, sbatch and 
 scripts all see it at the same path.
 """
 
+import fcntl
 import logging
 import os
 import shutil
@@ -19,6 +20,7 @@ from tests.helpers import config_env, wait_until
 
 # tests/rig/slurm.sh: the opt-in QOS with MaxJobsPerUser=2 and MaxSubmitJobsPerUser=4
 QOS = "limited"
+QOS_LOCK = "/var/tmp/omnibio-slurm-qos-limited.lock"
 
 
 def slurm_answers() -> bool:
@@ -57,6 +59,18 @@ def accounting_answers() -> bool:
 @pytest.fixture(scope="session")
 def accounting(slurm_rig):
     require(accounting_answers(), f"no slurmdbd holding QOS {QOS!r} (tests/rig/slurm.sh)")
+
+
+@pytest.fixture
+def qos_alone(accounting):
+    """The QOS's limits count every job of the user (root, for every test here): tests that
+    fill them run one at a time on this host, whichever checkout or pytest process runs them."""
+    with open(QOS_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -152,7 +166,7 @@ class Blockers:
 
     def __init__(self, directory: str, count: int, *options: str) -> None:
         self.go = os.path.join(directory, "blockers-go")
-        self.ids = []
+        self.ids: list[str] = []
         for _ in range(count):
             done = subprocess.run(
                 ["sbatch", "--parsable", "--job-name=omnibio-test-blocker", "--mem=16M"]
@@ -160,16 +174,19 @@ class Blockers:
                 + [f"--wrap=while [ ! -e {self.go} ]; do sleep 0.2; done"],
                 capture_output=True,
                 text=True,
-                check=True,
             )
+            if done.returncode != 0:
+                self.__exit__()
+                raise AssertionError(f"sbatch refused a blocker job: {done.stderr.strip()}")
             self.ids.append(done.stdout.strip().split(";")[0])
 
     def states(self) -> list[str]:
         return [f[1] for f in squeue_jobs(f"--jobs={','.join(self.ids)}", "--format=%i|%T")]
 
     def wait_running(self, count: int) -> None:
+        """Until ``count`` of them run (the jobs other tests have on the node end first)."""
         wait_until(
-            lambda: self.states().count("RUNNING") == count, f"{count} blocker jobs running", 300
+            lambda: self.states().count("RUNNING") == count, f"{count} blocker jobs running", 600
         )
 
     def release(self) -> None:
@@ -180,4 +197,5 @@ class Blockers:
         return self
 
     def __exit__(self, *exc) -> None:
-        subprocess.run(["scancel", *self.ids], check=False)
+        if self.ids:
+            subprocess.run(["scancel", *self.ids], check=False)

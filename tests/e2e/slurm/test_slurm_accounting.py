@@ -11,8 +11,6 @@ import threading
 import time
 from collections.abc import Iterable
 
-import pytest
-
 from miniwdl_omnibio.engines import slurm as slurm_engine
 from miniwdl_omnibio.engines.base import Phase, Status, Submitted
 from miniwdl_omnibio.engines.slurm import SlurmEngine
@@ -29,12 +27,6 @@ from tests.e2e.slurm.conftest import (
 from tests.e2e.slurm.test_slurm_backend import SCATTER, assert_results_verified, write
 from tests.helpers import popen_miniwdl, run_dir_name, run_miniwdl, wait_until
 from tests.unit.test_slurm_translation import make_attempt
-
-# Pending and sbatch refusals for a user's running and submit limits wait instead of failing:
-# the slurm-engine branch's part of issue 19 point 3
-LIMITS_WAIT = pytest.mark.xfail(
-    strict=False, reason="the engine's waiting on QOS/association limits is not merged yet"
-)
 
 
 def most_at_once(intervals: Iterable[tuple[str, str]]) -> int:
@@ -63,8 +55,7 @@ def log_since(path: str, offset: int) -> str:
         return infile.read()
 
 
-@LIMITS_WAIT
-def test_a_scatter_wider_than_the_qos_limits_completes(accounting, shared_dir, rundir):
+def test_a_scatter_wider_than_the_qos_limits_completes(qos_alone, shared_dir, rundir):
     """12 tasks under a QOS that runs 2 of the user's jobs at once and queues 4: the jobs wait
     (QOSMaxJobsPerUserLimit) and the submissions over 4 are held until jobs end
     (QOSMaxSubmitJobPerUserLimit); every result is verified."""
@@ -95,8 +86,7 @@ def test_a_scatter_wider_than_the_qos_limits_completes(accounting, shared_dir, r
     assert most_at_once((submit, end) for *_f, submit, _start, end in jobs) <= 4
 
 
-@LIMITS_WAIT
-def test_submissions_over_the_submit_limit_wait_for_jobs_to_end(accounting, shared_dir, rundir):
+def test_submissions_over_the_submit_limit_wait_for_jobs_to_end(qos_alone, shared_dir, rundir):
     """The user already has 4 jobs under the QOS: slurmctld refuses the run's sbatch
     (QOSMaxSubmitJobPerUserLimit, in its log); the run holds it and sends it once they end."""
     wdl = write(
@@ -144,9 +134,8 @@ def sacct_probes(directory: str) -> list[list[str]]:
     ]
 
 
-@LIMITS_WAIT
 def test_the_probe_passes_for_a_user_already_at_the_qos_limit(
-    accounting, shared_dir, rundir, monkeypatch
+    qos_alone, shared_dir, rundir, monkeypatch
 ):
     """Two of the user's jobs run under the QOS: the probe job waits with
     QOSMaxJobsPerUserLimit (a limit that lifts when they end), and runs once one ends."""
