@@ -127,6 +127,8 @@ class HeldSubmissions:
             return []
         with self._cond:
             first = not self._queue
+            if first:
+                self._ended = 0  # releases before the queue filled opened no room since
             entries = [
                 Held(f"held-{next(self._numbers)}", request, error=error) for request in requests
             ]
