@@ -19,6 +19,7 @@ from miniwdl_omnibio.engines.azurebatch_pool import node_size
 from miniwdl_omnibio.engines.azurebatch_tasks import Sighting, batch_id, sighting, task_status
 from miniwdl_omnibio.engines.base import QUEUED, Phase, Submitted
 from miniwdl_omnibio.engines.jobscript import exit_record
+from miniwdl_omnibio.trace import attempt_row
 
 NODE_ROOT = "/mnt/batch/tasks/fsmounts/omnibio"
 LOG = logging.getLogger("test")
@@ -382,3 +383,23 @@ def test_a_rerun_is_still_batch_s_word(monkeypatch, tmp_path):
     clock[0] += 30
     status = engine.fetch(records)["call-x-1"]
     assert status.interrupted and engine.client.calls == 2
+
+
+def test_the_trace_row_carries_the_measured_usage(monkeypatch, tmp_path):
+    engine, records, _clock = _polling(monkeypatch, tmp_path)
+    _write(records[0], "exit_code=0\nmemory_peak=5000\ncpu_usec=250000\n")
+    status = engine.fetch(records)["call-x-1"]
+    times = (0.0, 1.0, 2.0)
+    row = attempt_row(
+        records[0].attempt,
+        task="x",
+        backend="omnibio_azurebatch",
+        handle="call-x-1",
+        times=times,
+        status=status,
+        end="ok",
+        reason=None,
+        verified=None,
+    )
+    assert (row["peak_memory"], row["cpu_seconds"]) == (5000, 0.25)
+    assert row["usage"] == "cgroup, read by the job script"
