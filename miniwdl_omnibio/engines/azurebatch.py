@@ -324,13 +324,14 @@ class AzureBatchEngine(Engine[TaskRequest]):
         """
         to_container = self.settings.filesystem.to_container
         record = to_container(exit_record(attempt.host_dir, attempt.attempt))
+        stdout = to_container(attempt.stdout_path)  # miniwdl makes it before submitting
         missing = (
-            f"{double_quoted(os.path.dirname(record))} is not visible on Azure Batch node "
+            f"{double_quoted(stdout)} is not visible on Azure Batch node "
             "$AZ_BATCH_NODE_ID; the pool must mount the shared filesystem at "
             f"{double_quoted(self.settings.node_root)} ([omnibio_azurebatch] node_mount_path, "
             "see the README)"
         )
-        return jobscript_command(attempt.argv, record, missing)
+        return jobscript_command(attempt.argv, record, stdout, missing)
 
     # --- the run's job ---------------------------------------------------------------------
 

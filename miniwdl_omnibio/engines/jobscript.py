@@ -105,16 +105,20 @@ def double_quoted(text: str) -> str:
     return "".join("\\" + c if c in '"\\$`' else c for c in text)
 
 
-def wrapper(record: str, missing: str, prepare: str = "", on_failure: str = "") -> str:
-    """The sh script that runs its arguments as the task's command and writes ``record`` (the
-    path where the job sees it). ``missing`` is the body of a double-quoted string printed on
-    stderr when the record's directory is not visible (its ``$VARIABLES`` expand, e.g. a node
-    id; ``double_quoted`` escapes literal text); the script then exits
-    ``MISSING_FILESYSTEM_EXIT``. ``prepare`` runs before the command (after the record says it
-    runs), ``on_failure`` after a non-zero exit; both are sh lines an engine adds."""
+def wrapper(
+    record: str, visible: str, missing: str, prepare: str = "", on_failure: str = ""
+) -> str:
+    """The sh script that runs its arguments as the task's command and writes ``record`` (paths
+    as the job sees them). ``visible`` is a file the launcher wrote before submitting: the
+    directories of a bind mount that lacks the shared filesystem may exist all the same (docker
+    makes the working directory), a file does not. Without it the script prints ``missing`` on
+    stderr, the body of a double-quoted string (its ``$VARIABLES`` expand, e.g. a node id;
+    ``double_quoted`` escapes literal text), and exits ``MISSING_FILESYSTEM_EXIT``. ``prepare``
+    runs before the command (after the record says it runs), ``on_failure`` after a non-zero
+    exit; both are sh lines an engine adds."""
     head = (
         f"EXIT={shlex.quote(record)}\n"
-        f'[ -d "${{EXIT%/*}}" ] || {{ echo "omnibio: {missing}" >&2; '
+        f'[ -e {shlex.quote(visible)} ] || {{ echo "omnibio: {missing}" >&2; '
         f"exit {MISSING_FILESYSTEM_EXIT}; }}\n"
         'true 2>/dev/null >"$EXIT"\n'
     )
@@ -126,9 +130,11 @@ def wrapper(record: str, missing: str, prepare: str = "", on_failure: str = "") 
     )
 
 
-def command(argv: Sequence[str], record: str, missing: str, **hooks: str) -> list[str]:
+def command(
+    argv: Sequence[str], record: str, visible: str, missing: str, **hooks: str
+) -> list[str]:
     """``argv`` run by ``wrapper`` (``hooks``: its ``prepare`` and ``on_failure``)."""
-    return ["/bin/sh", "-c", wrapper(record, missing, **hooks), "omnibio", *argv]
+    return ["/bin/sh", "-c", wrapper(record, visible, missing, **hooks), "omnibio", *argv]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ def _run(
 ) -> tuple[subprocess.CompletedProcess, str]:
     record = exit_record(str(tmp_path), 1)
     env = {"PATH": os.environ["PATH"], CGROUP_VARIABLE: str(cgroup or tmp_path / "no-cgroup")}
-    argv = command(["/bin/sh", "-c", script], record, "no $HOME_DIR_X here", **hooks)
+    argv = command(["/bin/sh", "-c", script], record, str(tmp_path), "not here", **hooks)
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
     return done, record
 
@@ -103,14 +103,17 @@ def test_prepare_and_on_failure_hooks(tmp_path):
 
 
 def test_a_missing_filesystem_is_one_documented_exit_code(tmp_path):
-    gone = tmp_path / "not-mounted"
-    argv = command(["true"], exit_record(str(gone), 1), f"{double_quoted('$ `x`')} on $NODE")
+    """A bind mount without the filesystem: docker made the directories, not the launcher's file."""
+    seen = tmp_path / "call-t"
+    (seen / "work").mkdir(parents=True)
+    record = exit_record(str(seen), 1)
+    argv = command(["true"], record, str(seen / "stdout.txt"), f"{double_quoted('$ `x`')} on $NODE")
     done = subprocess.run(
         argv, env={"PATH": os.environ["PATH"], "NODE": "n1"}, capture_output=True, text=True
     )
     assert done.returncode == MISSING_FILESYSTEM_EXIT
     assert done.stderr == "omnibio: $ `x` on n1\n"
-    assert read_exit_record(exit_record(str(gone), 1)) == (False, None)
+    assert read_exit_record(record) == (False, None)
 
 
 def test_own_cgroup_is_found_without_the_variable(tmp_path):
