@@ -56,12 +56,12 @@ def _listings(batch, workdir, wdl: str, **overrides: str) -> tuple[int, float]:
 
 def test_a_run_lists_its_tasks_less_than_once_per_poll(batch, workdir):
     """The same scatter twice: listing at every poll (list_seconds = poll_seconds, as before the
-    exit records), then at the default list_seconds; both poll every second."""
+    exit records), then at the default list_seconds (30); both poll every second."""
     wdl = write(workdir / "scatter.wdl", SCATTER_WDL)
     os.mkdir(workdir / "every-poll")
     os.mkdir(workdir / "records")
     before, _ = _listings(batch, workdir / "every-poll", wdl, list_seconds="1")
-    after, elapsed = _listings(batch, workdir / "records", wdl)
+    after, elapsed = _listings(batch, workdir / "records", wdl, list_seconds="30")
     # the first poll lists (nothing is known yet), then one per 30 s of the run
     assert after <= 1 + elapsed // 30 and after < before, (before, after, elapsed)
 
@@ -69,7 +69,7 @@ def test_a_run_lists_its_tasks_less_than_once_per_poll(batch, workdir):
 def test_the_exit_record_carries_the_measured_usage(batch, workdir):
     wdl = write(workdir / "use.wdl", USAGE_WDL)
     batch.reset_counts()
-    run = run_azurebatch(batch, workdir, wdl)
+    run = run_azurebatch(batch, workdir, wdl, list_seconds="30")
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.outputs["use.n"] == 200 * MIB
     started, record = read_exit_record(os.path.join(run.dir, "omnibio_exit.1"))
