@@ -16,20 +16,27 @@ The usage fields come from the cgroup the command ran in, read after it ended (c
 oom_kill); a file that cannot be read leaves its field out. The cgroup is ``$OMNIBIO_CGROUP``
 when set (the directory holding those files), else the caller's own: under cgroup v2
 ``/sys/fs/cgroup`` plus the path in ``/proc/self/cgroup`` (``/`` inside a private cgroup
-namespace), under v1 ``/sys/fs/cgroup``, which docker mounts as the container's own.
+namespace), under v1 ``/sys/fs/cgroup``, which docker mounts as the container's own. The files
+are the kernel's (Documentation/admin-guide/cgroup-v2.rst: ``memory.peak`` since Linux 5.19,
+``memory.events`` oom_kill counting the subtree; cgroup-v1/memory.rst and cpuacct.rst:
+``cpuacct.usage`` in nanoseconds; ``memory.oom_control`` shows oom_kill on newer kernels, as on
+this rig's docker containers).
 
 How each engine uses it:
 
 - Azure Batch (now): the task's command line is ``command()``, so the record is written from
   inside the container, into the attempt's host directory; ``fetch`` reads the records first.
-- AWS Batch (to adopt): the same ``command()`` replaces ``awsbatch_request.WRAPPER``; its
-  ``cd`` to the working directory and env file go in ``prepare``, its stderr tail in
-  ``on_failure``, and its exit 97 is ``MISSING_FILESYSTEM_EXIT``. ``read_exit_record`` replaces
-  ``read_exit_file``.
+- AWS Batch (to adopt): the same ``command()`` replaces ``awsbatch_request.WRAPPER``, with a
+  file the launcher wrote (the task's stdout file) as ``visible``; its ``cd`` to the working
+  directory and env file go in ``prepare``, its stderr tail in ``on_failure``, and its exit 97
+  is ``MISSING_FILESYSTEM_EXIT``. ``read_exit_record`` replaces ``read_exit_file``. The script
+  adds about 1.4 KB to the command, inside its containerOverrides budget.
 - Slurm (to adopt): the element script runs outside the container, so it uses ``FUNCTIONS``
   only: ``omnibio_record "$EXIT" "$rc" oom=... timed_out=... started=... signalled=...`` in place
   of its ``record()``, after ``docker wait`` and before ``docker rm``, with ``OMNIBIO_CGROUP`` set
-  to the container's cgroup directory (apptainer: unset, the job's own cgroup). Its batch
+  to the container's cgroup directory (apptainer: unset, the job's own cgroup; cgroup v1 keeps
+  each controller in its own tree, so there a directory of ``memory`` and ``cpuacct`` links to
+  the container's). Its batch
   script's exit 97 for an unreadable element script is the same ``MISSING_FILESYSTEM_EXIT``.
 """
 
