@@ -154,8 +154,12 @@ DEFAULTS: dict[str, dict[str, str]] = {
         # seconds a task may run when it sets no runtime.omnibio_time_limit (its
         # maxWallClockTime); 0 = unlimited
         "default_time_limit": "0",
-        # seconds between status polls (one paged list of the run's started tasks per poll)
+        # seconds between two looks at the tasks' exit records on the shared filesystem (each task
+        # writes its exit status there; one that did not exit 0 is then asked of Batch)
         "poll_seconds": "5",
+        # seconds between list_tasks rounds about tasks whose exit records say nothing yet (a task
+        # that never started, a preempted or requeued task, the time limit)
+        "list_seconds": "30",
         # the largest cpu and memory one task may request (runtime values are clamped to them);
         # empty = estimated from the pool's vmSize (Standard_D4s_v3: 4 cpu, 16 GiB)
         "max_cpu": "",

@@ -102,6 +102,8 @@ def attempt_row(
     """One row of the trace. ``times``: submitted, started, ended (seconds since the epoch)."""
     submitted, started, ended = times
     resources = attempt.resources
+    # what the engine measured (jobscript's record: details["usage"]), where it did
+    usage = (status.details.get("usage") if status else None) or {}
     return {
         "call": attempt.call,
         "task": task,
@@ -119,9 +121,9 @@ def attempt_row(
         "reason": reason or (status.reason if status else None) or None,
         "cpu": resources.cpu,
         "memory": resources.memory_limit or resources.memory_reservation or None,
-        "peak_memory": None,
-        "cpu_seconds": None,
-        "usage": NOT_MEASURED,
+        "peak_memory": usage.get("memory_peak"),
+        "cpu_seconds": usage.get("cpu_seconds"),
+        "usage": usage.get("source", NOT_MEASURED),
         "image": attempt.image,
         "image_id": None,
         "verified": verified,
