@@ -4,6 +4,7 @@ task's state and logs mean. No I/O here: unit-tested without a server."""
 import posixpath
 import shlex
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import tes
@@ -113,10 +114,11 @@ def task_status(task: Mapping[str, Any], cancelled: bool) -> Status:
     ]
     said = "; ".join(system_logs[-LOG_LINES:]) or "no system logs"
     where = f"TES task {task.get('id')} ({task.get('name') or 'unnamed'})"
+    usage = executor_usage(executor_logs)
     if state == "COMPLETE":
-        return Status(Phase.DONE, exit_code=exit_code or 0, reason=state)
+        return Status(Phase.DONE, exit_code=exit_code or 0, reason=state, details=usage)
     if state == "EXECUTOR_ERROR" and exit_code is not None:
-        details: dict[str, Any] = {"tes_task": task.get("id"), "tes_state": state}
+        details: dict[str, Any] = {"tes_task": task.get("id"), "tes_state": state, **usage}
         # TESK's executor log has no stderr: the pod's log (both streams) is its stdout
         # (TesServiceImpl.getTask, FULL view); the command writes nothing else there
         last = executor_logs[-1]
@@ -139,6 +141,22 @@ def task_status(task: Mapping[str, Any], cancelled: bool) -> Status:
             Phase.DONE, error=f"the TES server canceled {where}; this run did not: {said}"
         )
     return Status(Phase.DONE, error=f"{where} ended in {state}: {said}", reason=state)
+
+
+def executor_usage(executor_logs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What TES tells of an attempt's usage: its executors' timings (tesExecutorLog start_time,
+    end_time, RFC 3339), no memory or CPU figure; the trace says so."""
+    seconds = 0.0
+    for log in executor_logs:
+        try:
+            start = datetime.fromisoformat(str(log["start_time"]).replace("Z", "+00:00"))
+            end = datetime.fromisoformat(str(log["end_time"]).replace("Z", "+00:00"))
+        except (KeyError, ValueError):
+            return {"usage": {"source": "TES: no executor timings"}}
+        seconds += max(0.0, (end - start).total_seconds())
+    if not executor_logs:
+        return {"usage": {"source": "TES: no executor timings"}}
+    return {"usage": {"source": "TES executor timings only", "executor_seconds": seconds}}
 
 
 def supported_backend_parameters(info: Mapping[str, Any]) -> list[str]:
