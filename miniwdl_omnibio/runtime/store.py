@@ -472,8 +472,15 @@ def open_store(uri: str, retries: int = 8) -> ObjectStore:
             root, segments = f"{root}/{segments[0]}", segments[1:]
         if not segments:
             raise ValueError(f"{uri!r} names no blob container")
-        prefix = "/".join(segments[1:])
-        return AzureBlobStore(root, segments[0], prefix, retries, azure_connection_string())
+        blobs = AzureBlobStore(
+            root, segments[0], "/".join(segments[1:]), retries, azure_connection_string()
+        )
+        if blobs.client.url.rstrip("/") != blobs.where:  # the server would read another account
+            raise ValueError(
+                f"{uri!r} is not where AZURE_STORAGE_CONNECTION_STRING writes"
+                f" ({blobs.client.url}): name that account's URL, or unset the variable"
+            )
+        return blobs
     raise ValueError(
         f"{uri!r} is neither s3://bucket/prefix nor an Azure Blob URL "
         "(https://account.blob.core.windows.net/container/prefix)"

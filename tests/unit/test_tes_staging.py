@@ -127,6 +127,10 @@ def test_staging_uris(monkeypatch):
         "pre",
     )
     assert blob.url("pre/a b") == "https://acct.blob.core.windows.net/container/pre/a%20b"
+    monkeypatch.setenv(
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "AccountName=devstoreaccount1;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1",
+    )
     emulator = open_store("http://127.0.0.1:10000/devstoreaccount1/container")
     assert emulator.url("k") == "http://127.0.0.1:10000/devstoreaccount1/container/k"
     for bad, why in [
