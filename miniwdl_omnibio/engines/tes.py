@@ -35,12 +35,12 @@ from WDL.runtime import config as miniwdl_config
 
 from ..attempt import TAG_RUN_ID, Mount, TaskAttempt
 from ..config import Settings
+from ..runtime.store import StoreError, open_store
 from .base import Engine, Status, Submitted
 from .tes_client import Refused, TesClient, TesProblem, pause
 from .tes_probe import probe
 from .tes_settings import TesSettings, string_map
 from .tes_staging import CONTENT_MAX_BYTES, MINIWDL_INPUTS, StagePlan, Stager, plan
-from .tes_store import StoreError, open_store
 from .tes_task import (
     check_shared_mounts,
     gigabytes,

@@ -95,14 +95,15 @@ def store_env(request, monkeypatch, tmp_path):
 
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory):
-    """This checkout as a wheel, built offline (no build isolation: setuptools and wheel are
-    installed), so tool images get the runtime under test without any index."""
+    """This checkout as wheels (the plugin and compat/'s omni_tool_runtime), built offline (no
+    build isolation: setuptools and wheel are installed), so tool images get the runtime under
+    test without any index."""
     from tests.helpers import REPO
 
     wheels = tmp_path_factory.mktemp("wheels")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-        + ["-w", str(wheels), REPO],
+        + ["-w", str(wheels), REPO, f"{REPO}/compat"],
         check=True,
         capture_output=True,
     )
