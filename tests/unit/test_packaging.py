@@ -5,6 +5,7 @@ one too would overwrite it (or be overwritten) when both are installed.
 """
 
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -37,9 +38,19 @@ def _top_levels(wheel: zipfile.ZipFile) -> set[str]:
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory):
+    """Built from a copy without build artefacts: a checkout's stale build/ (from an earlier
+    layout) would otherwise leak files the sources no longer ship into the wheel."""
+    source = tmp_path_factory.mktemp("source") / "repo"
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", "build", "*.egg-info", "__pycache__", ".*_cache", ".venv", "examples"
+        ),
+    )
     return (
-        _wheel(REPO, tmp_path_factory.mktemp("plugin")),
-        _wheel(f"{REPO}/compat", tmp_path_factory.mktemp("compat")),
+        _wheel(str(source), tmp_path_factory.mktemp("plugin")),
+        _wheel(f"{source}/compat", tmp_path_factory.mktemp("compat")),
     )
 
 
