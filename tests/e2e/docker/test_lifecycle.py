@@ -83,35 +83,42 @@ workflow big {{
   input {{
     Directory control
     Int cpus
+    String mem
   }}
-  scatter (i in range(2)) {{ call hog {{ input: i, control, cpus }} }}
+  scatter (i in range(2)) {{ call hog {{ input: i, control, cpus, mem }} }}
 }}
 task hog {{
   input {{
     Int i
     Directory control
     Int cpus
+    String mem
   }}
   command <<< {WAIT_FOR % "go"} >>>
-  requirements {{ container: "ubuntu:22.04" cpu: cpus }}
+  requirements {{ container: "ubuntu:22.04" cpu: cpus memory: mem }}
 }}
 """
 
 
-def _start_hogs(workdir, admission: bool):
-    """Two tasks each asking for every cpu the engine counts on this host (dockerd's NCPU, the
-    admission limit): they can only run side by side without admission."""
-    cpus = docker.from_env().info()["NCPU"]
+def _start_hogs(workdir, admission: bool, by: str = "cpu"):
+    """Two tasks each asking for every cpu (``by`` cpu) or 60% of the memory (``by`` memory)
+    the engine counts on this host (dockerd's NCPU and MemTotal, the admission limits): they can
+    only run side by side without admission."""
+    info = docker.from_env().info()
+    cpus = info["NCPU"] if by == "cpu" else 1
+    memory = f"{int(info['MemTotal'] * (0.6 if by == 'memory' else 0.01)) >> 20} MiB"
     wdl = _write(workdir / "w.wdl", HOGS)
     control = workdir / "control"
     control.mkdir()
     env = {"MINIWDL__OMNIBIO_DOCKER__ADMISSION": str(admission).lower()}
-    proc = popen_miniwdl(wdl, [f"control={control}", f"cpus={cpus}"], str(workdir), env=env)
+    args = [f"control={control}", f"cpus={cpus}", f"mem={memory}"]
+    proc = popen_miniwdl(wdl, args, str(workdir), env=env)
     return proc, Lines(proc.stderr), control
 
 
-def test_admission_queues_tasks_that_do_not_fit(workdir):
-    proc, lines, control = _start_hogs(workdir, admission=True)
+@pytest.mark.parametrize("by", ["cpu", "memory"])
+def test_admission_queues_tasks_that_do_not_fit(workdir, by):
+    proc, lines, control = _start_hogs(workdir, admission=True, by=by)
     try:
         run_name = run_dir_name(str(workdir))
         # while the first holds every cpu, the second waits uncreated
