@@ -155,3 +155,42 @@ def test_a_file_result_is_written_atomically(tmp_path, monkeypatch):
         store.upload_result(f"file://{target}", b'{"newer": true}')
     assert target.read_bytes() == b'{"new": true}'
     assert os.listdir(target.parent) == ["results.json"]
+
+
+def test_klms_input_document_splits_inputs_and_carries_s3_access(tmp_path, monkeypatch):
+    """docs/runtime.md: File and Directory inputs (existing absolute paths, alone or in a list)
+    under ``input``, the rest under ``parameters``; ``minio`` from AWS_ENDPOINT_URL_S3 (else
+    AWS_ENDPOINT_URL) and the AWS credentials; ``output`` as absolute paths."""
+    from miniwdl_omnibio.runtime.contract import read_contract
+    from miniwdl_omnibio.runtime.klms import tool_input
+
+    reads = tmp_path / "reads.fq"
+    reads.write_text("ACGT\n")
+    inputs = {
+        "reads": [str(reads)],
+        "reference": str(tmp_path),
+        "min_length": 4,
+        "name": "/not/there",
+    }
+    env = _contract(
+        tmp_path,
+        INPUTS_JSON=json.dumps(inputs),
+        AWS_ENDPOINT_URL="http://general:9000",
+        AWS_ENDPOINT_URL_S3="http://minio:9000",
+        AWS_ACCESS_KEY_ID="id",
+        AWS_SECRET_ACCESS_KEY="key",
+        AWS_SESSION_TOKEN="token",
+    )
+    monkeypatch.chdir(tmp_path)
+    document = tool_input(read_contract(env), env, {"kept": "kept.txt"})
+    assert document["input"] == {"reads": [str(reads)], "reference": [str(tmp_path)]}
+    assert document["parameters"] == {"min_length": 4, "name": "/not/there"}
+    assert document["output"] == {"kept": str(tmp_path / "kept.txt")}
+    assert document["minio"] == {
+        "endpoint_url": "http://minio:9000",
+        "id": "id",
+        "key": "key",
+        "skey": "token",
+    }
+    del env["AWS_ENDPOINT_URL_S3"]
+    assert tool_input(read_contract(env), env, {})["minio"]["endpoint_url"] == "http://general:9000"
