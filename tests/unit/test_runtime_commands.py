@@ -194,3 +194,22 @@ def test_klms_input_document_splits_inputs_and_carries_s3_access(tmp_path, monke
     }
     del env["AWS_ENDPOINT_URL_S3"]
     assert tool_input(read_contract(env), env, {})["minio"]["endpoint_url"] == "http://general:9000"
+
+
+def test_upload_fills_in_ok_tool_id_and_run_id(tmp_path):
+    """`python -m miniwdl_omnibio.runtime upload FILE`, for tools in any language: what the file
+    does not say is filled in; what it says is kept."""
+    (tmp_path / "r.json").write_text(json.dumps({"results": {"n": 1}}))
+    upload = [sys.executable, "-m", "miniwdl_omnibio.runtime", "upload", "r.json"]
+    done = _run(upload, _contract(tmp_path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "out" / "results.json") as infile:
+        stored = json.load(infile)
+    assert (stored["ok"], stored["tool_id"], stored["run_id"]) == (True, "echo", "run.call-echo.1")
+    (tmp_path / "r.json").write_text(json.dumps({"ok": False, "error": "no reference"}))
+    assert _run(upload, _contract(tmp_path), cwd=tmp_path).returncode == 0
+    with open(tmp_path / "out" / "results.json") as infile:
+        assert json.load(infile)["ok"] is False
+    nowhere = {k: v for k, v in _contract(tmp_path).items() if k != "RESULT_URI"}
+    done = _run(upload, nowhere, cwd=tmp_path)
+    assert done.returncode == 2 and "no RESULT_URI" in done.stderr
