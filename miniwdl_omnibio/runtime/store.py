@@ -506,10 +506,15 @@ def _write_file(path: str, data: bytes) -> None:
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".results.")
-    with os.fdopen(fd, "wb") as outfile:
-        outfile.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as outfile:
+            outfile.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a failed write leaves no partial temporary file
+            os.unlink(tmp)
+        raise
 
 
 def upload_result(uri: str | ResultUri, data: bytes, content_type: str = JSON) -> None:
