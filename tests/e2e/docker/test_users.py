@@ -14,10 +14,10 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import omni_tool_runtime
 import pytest
 
 import miniwdl_omnibio
-import omni_tool_runtime
 from tests.conftest import require
 from tests.helpers import miniwdl_env
 

@@ -6,10 +6,10 @@ import json
 import os
 
 import pytest
+from omni_tool_runtime.upload_result import upload_result, upload_to_result_uri
 
 from miniwdl_omnibio.results import verify_result
 from miniwdl_omnibio.runtime import delete_result, download_result, write_result
-from omni_tool_runtime.upload_result import upload_result, upload_to_result_uri
 
 SCHEMES = ["file", "s3", "azureblob", "gs"]
 
