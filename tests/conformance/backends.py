@@ -97,6 +97,7 @@ def conformance_omnibio_slurm(docker_rig) -> Iterator[BackendSetup]:
     require(slurm_answers(), "no Slurm cluster answers sinfo (tests/rig/slurm.sh starts one)")
     shared = _shared_root("slurm")
     try:
-        yield config_env({**slurm_config(shared), **NO_RESULTS}), shared
+        # no start-time probe job before each example: tests/e2e/slurm and the preflight test it
+        yield config_env({**slurm_config(shared, probe="false"), **NO_RESULTS}), shared
     finally:
         shutil.rmtree(shared, ignore_errors=True)
