@@ -33,7 +33,9 @@ def moto(docker_rig, moto_server) -> MotoBatch:
 
 @pytest.fixture(autouse=True)
 def proxy(moto):
-    """The proxy in front of moto, its rules and records cleared after each test."""
+    """The proxy in front of moto, its rules and records cleared before (the session's moto
+    serves other tests too) and after each test."""
+    moto.server.proxy.reset()
     yield moto.server.proxy
     moto.server.proxy.reset()
 
