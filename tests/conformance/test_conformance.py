@@ -26,7 +26,7 @@ from tests.conftest import require
 from tests.helpers import CONFORMANCE
 
 BASELINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "baseline_docker_swarm.json")
-# backend -> the session fixture (tests/conformance/conftest.py) yielding (env, run_root)
+# backend -> the session fixture (tests/conformance/backends.py) yielding (env, run_root)
 BACKEND_FIXTURES = {
     "omnibio_docker": "conformance_omnibio_docker",
     "omnibio_awsbatch": "conformance_omnibio_awsbatch",
