@@ -28,6 +28,9 @@ GROUPS = {
     "tests/emulators/test_azurebatch_emulator": "azurebatch",
     "tests/emulators/test_tes_server.py": "tes",
 }
+# the longest group (the rig's one Slurm node runs its jobs few at a time) goes first, so that no
+# worker is left waiting for it at the end (run_all.sh keeps this order: --no-loadscope-reorder)
+FIRST = "slurm"
 # tests that depend on the host's cores or measure time: tests/run_all.sh runs them alone, after
 # the others (-m serial)
 SERIAL = ("tests/e2e/docker/test_lifecycle.py::test_admission_queues_tasks_that_do_not_fit",)
@@ -44,12 +47,13 @@ def backend_group(item: pytest.Item) -> str | None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    groups = {item.nodeid: backend_group(item) for item in items}
     for item in items:
-        group = backend_group(item)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+        if groups[item.nodeid]:
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
         if item.nodeid.startswith(SERIAL):
             item.add_marker(pytest.mark.serial)
+    items.sort(key=lambda item: groups[item.nodeid] != FIRST)  # stable: the rest keep their order
 
 
 def require(condition: bool, why: str) -> None:

@@ -17,7 +17,7 @@ bash tests/rig/setup.sh >/dev/null
 
 parallel=0 serial=0
 python -m pytest -q -ra --durations=30 -n "${OMNIBIO_TEST_WORKERS:-2}" --dist loadgroup \
-    -m "not serial" "${@:-tests}" || parallel=$?
+    --no-loadscope-reorder -m "not serial" "${@:-tests}" || parallel=$?
 python -m pytest -q -ra --durations=30 -m serial "${@:-tests}" || serial=$?
 # pytest's 5 (no test selected) is fine for one part, not for both
 for status in "$parallel" "$serial"; do
