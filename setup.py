@@ -27,6 +27,7 @@ setup(
         "gcs": ["google-cloud-storage>=2.10"],
         "test": [
             "pytest>=7",
+            "pytest-xdist>=3.8",  # run_all.sh: a worker per backend group, --no-loadscope-reorder
             "moto[server]>=5",
             "boto3>=1.28",
             "azure-batch>=15,<16",

@@ -1,14 +1,59 @@
-"""Shared pytest fixtures: the rig (dockerd, images) and a way to run miniwdl for real."""
+"""Shared pytest fixtures: the rig (dockerd, images, one moto server and one Azurite per session)
+and how the suite is split across pytest-xdist workers (tests/run_all.sh)."""
 
+import importlib.util
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import docker_available
+from tests.helpers import REPO, docker_available
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# the conformance suite's per-backend setups, used by the scenario suite too: one plugin, so one
+# instance of each per session (a fixture imported into two conftests would be two)
+pytest_plugins = ("tests.conformance.backends",)
+
+BACKENDS = ("docker", "awsbatch", "azurebatch", "tes", "slurm")
+# xdist group of the tests not parametrized by backend, by path (first match): a backend's tests
+# share its session fixtures (emulators, shared directories) and, for Slurm, the one-node cluster
+GROUPS = {
+    **{f"tests/e2e/{b}/": b for b in BACKENDS},
+    **{f"tests/e2e/preflight/test_preflight_{b}.py": b for b in BACKENDS},
+    "tests/e2e/examples/": "docker",
+    "tests/e2e/runtime/": "runtime",
+    "tests/emulators/test_moto_batch.py": "awsbatch",
+    "tests/emulators/test_azurebatch_emulator": "azurebatch",
+    "tests/emulators/test_tes_server.py": "tes",
+}
+# the longest group (the rig's one Slurm node runs its jobs few at a time) goes first, so that no
+# worker is left waiting for it at the end (run_all.sh keeps this order: --no-loadscope-reorder)
+FIRST = "slurm"
+# tests that depend on the host's cores or measure time: tests/run_all.sh runs them alone, after
+# the others (-m serial)
+SERIAL = ("tests/e2e/docker/test_lifecycle.py::test_admission_queues_tasks_that_do_not_fit",)
+
+
+def backend_group(item: pytest.Item) -> str | None:
+    """The backend a test runs on: its omnibio_* parameter, else its path (None: any worker)."""
+    callspec = getattr(item, "callspec", None)
+    for value in callspec.params.values() if callspec else ():
+        if isinstance(value, str) and value.removeprefix("omnibio_") in BACKENDS:
+            return value.removeprefix("omnibio_")
+    path = os.path.relpath(str(item.path), REPO)
+    return next((group for prefix, group in GROUPS.items() if path.startswith(prefix)), None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    groups = {item.nodeid: backend_group(item) for item in items}
+    for item in items:
+        if groups[item.nodeid]:
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+        if item.nodeid.startswith(SERIAL):
+            item.add_marker(pytest.mark.serial)
+    items.sort(key=lambda item: groups[item.nodeid] != FIRST)  # stable: the rest keep their order
 
 
 def require(condition: bool, why: str) -> None:
@@ -29,6 +74,30 @@ def docker_rig():
             == 0
         )
         require(found, f"local image {image} is missing")
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory):
+    """The session's moto server (Batch, S3, Logs behind the proxy); users take their own
+    account or bucket on it by name (MotoServer.account, MotoServer.bucket)."""
+    require(importlib.util.find_spec("moto") is not None, "moto[server] is not installed")
+    from tests.emulators.moto_server import MotoServer
+
+    server = MotoServer(str(tmp_path_factory.mktemp("moto") / "moto.log")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite_server() -> Iterator:
+    """The session's Azurite; users take their own blob container on it (Azurite.container)."""
+    from tests.emulators.azurite import Azurite, azurite_binary
+
+    require(azurite_binary() is not None, "Azurite is not installed (tests/rig/setup.sh)")
+    with Azurite() as blob:
+        yield blob
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import fnmatch
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -208,6 +209,15 @@ def _innermost(error: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 # --- running ---------------------------------------------------------------------------------
+
+_TASK_OR_IMPORT = re.compile(r"^\s*(task|import)\s", re.MULTILINE)
+
+
+def reaches_backend(example: Example) -> bool:
+    """Whether a run of ``example`` may start a task on the container backend. A document that
+    defines no task and imports none cannot: miniwdl evaluates such a workflow itself, the same
+    on every backend. (A task defined but not called still counts: the test errs on running.)"""
+    return bool(_TASK_OR_IMPORT.search(example.source))
 
 
 def command(example: Example, workspace: Workspace) -> list[str]:

@@ -12,6 +12,7 @@ from tests.conformance.runner import (
     failure_signature,
     judge,
     mismatch,
+    reaches_backend,
     regressions,
 )
 from tests.conformance.spec_examples import Example, parse_spec
@@ -101,6 +102,10 @@ def test_parse_examples_resources_and_suffixes():
     assert broken.expect_fail and broken.kind == "workflow" and broken.target == "broken"
     assert "not valid JSON" in (broken.problem or "") and not broken.runnable
     assert spec.resources == {"sub/names.txt": "alice\nbob\n"}
+    # a task runs in a container; a workflow of no task and no import never reaches a backend
+    assert reaches_backend(greet) and not reaches_backend(broken)
+    imports = Example("1.2", "uses_lib", 'version 1.2\nimport "lib.wdl"\nworkflow w {}\n')
+    assert reaches_backend(imports)
 
 
 def test_write_spec_puts_examples_data_and_resources_together(tmp_path):

@@ -2,26 +2,18 @@
 moto_batch.py, behind the proxy of moto_proxy.py. Each test checks one documented behaviour with
 plain boto3 (no plugin code), so the engine's tests cannot pass on an emulator that drifted."""
 
-import importlib.util
-
 import botocore.config
 import botocore.exceptions
 import pytest
 import requests
 
-from tests.conftest import require
-from tests.emulators.moto_server import MotoBatch, MotoServer
 from tests.helpers import wait_until
 
 
 @pytest.fixture(scope="module")
-def account(docker_rig, tmp_path_factory):
-    require(importlib.util.find_spec("moto") is not None, "moto[server] is not installed")
-    server = MotoServer(str(tmp_path_factory.mktemp("moto") / "moto.log")).start()
-    try:
-        yield MotoBatch(server, max_vcpus=1).create()
-    finally:
-        server.stop()
+def account(docker_rig, moto_server):
+    """An account of its own on the session's moto server, its spot environment 1 vCPU."""
+    return moto_server.account("emulator", max_vcpus=1)
 
 
 def _definition(batch, name: str, **properties) -> str:

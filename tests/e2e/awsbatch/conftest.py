@@ -2,7 +2,6 @@
 dockerd, and a shared directory that plays the shared filesystem (a host volume, in place)."""
 
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -12,8 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import require
-from tests.emulators.moto_server import MotoBatch, MotoServer
+from tests.emulators.moto_server import MotoBatch
 from tests.helpers import Run, popen_miniwdl, run_miniwdl, wait_until
 
 BACKEND = "omnibio_awsbatch"
@@ -28,19 +26,16 @@ JOB_ENV = {
 
 
 @pytest.fixture(scope="session")
-def moto(docker_rig, tmp_path_factory) -> MotoBatch:
-    require(importlib.util.find_spec("moto") is not None, "moto[server] is not installed")
-    server = MotoServer(str(tmp_path_factory.mktemp("moto") / "moto.log"))
-    server.start()
-    try:
-        yield MotoBatch(server).create()
-    finally:
-        server.stop()
+def moto(docker_rig, moto_server) -> MotoBatch:
+    """The account these tests use on the session's moto server."""
+    return moto_server.account("omnibio")
 
 
 @pytest.fixture(autouse=True)
 def proxy(moto):
-    """The proxy in front of moto, its rules and records cleared after each test."""
+    """The proxy in front of moto, its rules and records cleared before (the session's moto
+    serves other tests too) and after each test."""
+    moto.server.proxy.reset()
     yield moto.server.proxy
     moto.server.proxy.reset()
 

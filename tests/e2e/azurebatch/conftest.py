@@ -5,11 +5,9 @@ import os
 from collections.abc import Sequence
 
 import pytest
-from azure.storage.blob import BlobServiceClient
 
-from tests.conftest import require
 from tests.emulators.azurebatch_emulator import BatchEmulator
-from tests.emulators.azurite import Azurite, azurite_binary
+from tests.emulators.azurite import Azurite
 from tests.helpers import Run, run_miniwdl
 
 BACKEND = "omnibio_azurebatch"
@@ -18,11 +16,8 @@ READONLY_VIEW = "/mnt/omnibio_inputs"
 
 
 @pytest.fixture(scope="session")
-def azurite(docker_rig):
-    require(azurite_binary() is not None, "Azurite is not installed (tests/rig/setup.sh)")
-    with Azurite() as blob:
-        BlobServiceClient.from_connection_string(blob.connection_string).create_container(CONTAINER)
-        yield blob
+def azurite(docker_rig, azurite_server):
+    return azurite_server.container(CONTAINER)
 
 
 @pytest.fixture(scope="session")
@@ -54,11 +49,13 @@ def azurebatch_config(
         "list_seconds": "1",
     }
     section.update(overrides)
-    config = {"omnibio_azurebatch": section, "scheduler": {"task_concurrency": "8"}}
+    config = {
+        "omnibio_azurebatch": section,
+        "scheduler": {"task_concurrency": "8"},
+        "omnibio": {"retry_wait": "0"},  # retries at once: no test here is about the wait
+    }
     if azurite:
-        config["omnibio"] = {
-            "result_uri_prefix": f"azureblob://devstoreaccount1/{CONTAINER}/results"
-        }
+        config["omnibio"]["result_uri_prefix"] = f"azureblob://devstoreaccount1/{CONTAINER}/results"
         config["task_runtime"] = {
             "env": json.dumps({"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string})
         }

@@ -17,28 +17,19 @@ import pytest
 import requests
 
 from tests.conftest import require
-from tests.emulators.azurite import Azurite, azurite_binary
-from tests.emulators.moto_server import MotoServer, free_port
+from tests.emulators.moto_server import free_port
 
-BUCKET = "omnibio-results"
-
-
-@pytest.fixture(scope="session")
-def moto(tmp_path_factory):
-    server = MotoServer(str(tmp_path_factory.mktemp("moto") / "moto.log")).start()
-    server.client("s3").create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
+BUCKET = "omnibio-runtime"  # in every store; its own on the session's moto and Azurite
 
 
 @pytest.fixture(scope="session")
-def azurite():
-    require(azurite_binary() is not None, "Azurite is not installed (tests/rig/setup.sh)")
-    with Azurite() as blob:
-        from azure.storage.blob import BlobServiceClient
+def moto(moto_server):
+    return moto_server.bucket(BUCKET)
 
-        BlobServiceClient.from_connection_string(blob.connection_string).create_container(BUCKET)
-        yield blob
+
+@pytest.fixture(scope="session")
+def azurite(azurite_server):
+    return azurite_server.container(BUCKET)
 
 
 @pytest.fixture(scope="session")

@@ -1,27 +1,20 @@
 """The TES test server on 127.0.0.1 over the local dockerd, with moto server as its S3 store."""
 
-import importlib.util
 import os
 import shutil
 import tempfile
 
 import pytest
 
-from tests.conftest import require
-from tests.e2e.tes.support import moto_s3
+from tests.e2e.tes.support import BUCKET
 from tests.emulators.tes_server import S3Access, TesServer
 from tests.emulators.tes_server.profiles import PROFILES
 
 
 @pytest.fixture(scope="session")
-def moto(docker_rig, tmp_path_factory):
-    """moto server (S3 only is used), with the staging bucket."""
-    require(importlib.util.find_spec("moto") is not None, "moto[server] is not installed")
-    server = moto_s3(str(tmp_path_factory.mktemp("tes-moto") / "moto.log"))
-    try:
-        yield server
-    finally:
-        server.stop()
+def moto(docker_rig, moto_server):
+    """The session's moto server (S3 only is used), with the staging bucket."""
+    return moto_server.bucket(BUCKET)
 
 
 @pytest.fixture(scope="session")
@@ -64,13 +57,6 @@ def shared_dir(docker_rig):
 
 
 @pytest.fixture(scope="session")
-def azurite(docker_rig):
-    """Azurite with a "staging" container, for staging through Azure Blob URLs."""
-    from azure.storage.blob import BlobServiceClient
-
-    from tests.emulators.azurite import Azurite, azurite_binary
-
-    require(azurite_binary() is not None, "Azurite is not installed (tests/rig/setup.sh)")
-    with Azurite() as blob:
-        BlobServiceClient.from_connection_string(blob.connection_string).create_container("staging")
-        yield blob
+def azurite(docker_rig, azurite_server):
+    """The session's Azurite with a "staging" container, for staging through Azure Blob URLs."""
+    return azurite_server.container("staging")

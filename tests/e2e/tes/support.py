@@ -1,16 +1,8 @@
 """Configuration of omnibio_tes runs against the test server and moto S3."""
 
-from tests.emulators.moto_server import MotoServer
-
 BUCKET = "omnibio-staging"
 READONLY_VIEW = "/mnt/omnibio_inputs"  # where a worker volume shows the shared directory read-only
 STAGING = f"s3://{BUCKET}/tes"
-
-
-def moto_s3(log_path: str) -> MotoServer:
-    server = MotoServer(log_path).start()
-    server.client("s3").create_bucket(Bucket=BUCKET)
-    return server
 
 
 def tes_config(url, results_dir=None, **tes_keys):

@@ -1,4 +1,5 @@
-"""Per-backend setups for the conformance test: one session fixture per backend.
+"""Per-backend setups for the conformance and scenario tests: one session fixture per backend
+(a plugin of tests/conftest.py, so each is set up once per session).
 
 A backend's fixture yields ``(env, run_root)``:
 
@@ -9,8 +10,8 @@ A backend's fixture yields ``(env, run_root)``:
   their run directories go. Cloud backends must give a directory on their shared filesystem
   (under ``[section] host_mount_path``), since task inputs and outputs live in the run directory.
 
-To add a backend: write its fixture here (it may build on the backend's own rig fixtures) and
-name it in ``test_conformance.BACKEND_FIXTURES``.
+To add a backend: write its fixture here (it may build on the session's moto server and
+Azurite) and name it in ``test_conformance.BACKEND_FIXTURES``.
 """
 
 import os
@@ -41,25 +42,19 @@ def _shared_root(backend: str) -> str:
 
 
 # Spec examples do not use the tool runtime: no RESULT_URI, so no results.json is expected.
-NO_RESULTS = {"omnibio": {"result_uri_prefix": ""}}
+# Their retries (runtime.maxRetries) start at once: the wait is tested where it is the point.
+NO_RESULTS = {"omnibio": {"result_uri_prefix": "", "retry_wait": "0"}}
 
 
 @pytest.fixture(scope="session")
-def conformance_omnibio_awsbatch(docker_rig, tmp_path_factory) -> Iterator[BackendSetup]:
-    import importlib.util
-
-    require(importlib.util.find_spec("moto") is not None, "moto[server] is not installed")
+def conformance_omnibio_awsbatch(docker_rig, moto_server) -> Iterator[BackendSetup]:
     from tests.e2e.awsbatch.conftest import batch_config
-    from tests.emulators.moto_server import MotoBatch, MotoServer
 
-    server = MotoServer(str(tmp_path_factory.mktemp("conformance-moto") / "moto.log"))
-    server.start()
     shared = _shared_root("awsbatch")
     try:
-        config = {**batch_config(MotoBatch(server).create(), shared), **NO_RESULTS}
-        yield {**config_env(config), **server.env()}, shared
+        config = {**batch_config(moto_server.account("conformance"), shared), **NO_RESULTS}
+        yield {**config_env(config), **moto_server.env()}, shared
     finally:
-        server.stop()
         shutil.rmtree(shared, ignore_errors=True)
 
 
@@ -78,22 +73,20 @@ def conformance_omnibio_azurebatch(docker_rig) -> Iterator[BackendSetup]:
 
 
 @pytest.fixture(scope="session")
-def conformance_omnibio_tes(docker_rig, tmp_path_factory) -> Iterator[BackendSetup]:
+def conformance_omnibio_tes(docker_rig, moto_server) -> Iterator[BackendSetup]:
     """Staging mode: the TES test server moves files through moto S3, mounts nothing."""
-    import importlib.util
-
-    require(importlib.util.find_spec("moto") is not None, "moto[server] is not installed")
-    from tests.e2e.tes.support import moto_s3, tes_config
+    from tests.e2e.tes.support import BUCKET, tes_config
     from tests.emulators.tes_server import S3Access, TesServer
 
-    moto = moto_s3(str(tmp_path_factory.mktemp("conformance-tes-moto") / "moto.log"))
+    moto_server.bucket(BUCKET)
     run_root = _shared_root("tes")  # any directory of this host: files are staged
     try:
-        with TesServer(s3=S3Access(moto.endpoint, "testing", "testing"), workers=4) as server:
+        with TesServer(
+            s3=S3Access(moto_server.endpoint, "testing", "testing"), workers=4
+        ) as server:
             config = {**tes_config(server.url), **NO_RESULTS}
-            yield {**config_env(config), **moto.env()}, run_root
+            yield {**config_env(config), **moto_server.env()}, run_root
     finally:
-        moto.stop()
         shutil.rmtree(run_root, ignore_errors=True)
 
 
@@ -104,6 +97,7 @@ def conformance_omnibio_slurm(docker_rig) -> Iterator[BackendSetup]:
     require(slurm_answers(), "no Slurm cluster answers sinfo (tests/rig/slurm.sh starts one)")
     shared = _shared_root("slurm")
     try:
-        yield config_env({**slurm_config(shared), **NO_RESULTS}), shared
+        # no start-time probe job before each example: tests/e2e/slurm and the preflight test it
+        yield config_env({**slurm_config(shared, probe="false"), **NO_RESULTS}), shared
     finally:
         shutil.rmtree(shared, ignore_errors=True)
