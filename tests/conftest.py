@@ -23,6 +23,7 @@ GROUPS = {
     **{f"tests/e2e/{b}/": b for b in BACKENDS},
     **{f"tests/e2e/preflight/test_preflight_{b}.py": b for b in BACKENDS},
     "tests/e2e/examples/": "docker",
+    "tests/e2e/report/": "docker",
     "tests/e2e/runtime/": "runtime",
     "tests/emulators/test_moto_batch.py": "awsbatch",
     "tests/emulators/test_azurebatch_emulator": "azurebatch",
@@ -37,13 +38,15 @@ SERIAL = ("tests/e2e/docker/test_lifecycle.py::test_admission_queues_tasks_that_
 
 
 def backend_group(item: pytest.Item) -> str | None:
-    """The backend a test runs on: its omnibio_* parameter, else its path (None: any worker)."""
+    """The backend a test runs on: its omnibio_* parameter, else its path, else a name that
+    starts with it (test_slurm_..., as tests/e2e/oom names them); None: any worker."""
     callspec = getattr(item, "callspec", None)
     for value in callspec.params.values() if callspec else ():
         if isinstance(value, str) and value.removeprefix("omnibio_") in BACKENDS:
             return value.removeprefix("omnibio_")
     path = os.path.relpath(str(item.path), REPO)
-    return next((group for prefix, group in GROUPS.items() if path.startswith(prefix)), None)
+    by_path = next((group for prefix, group in GROUPS.items() if path.startswith(prefix)), None)
+    return by_path or next((b for b in BACKENDS if item.name.startswith(f"test_{b}_")), None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from tests.conftest import require
+from tests.emulators.azurite import azurite_binary
 from tests.emulators.moto_server import free_port
 
 BUCKET = "omnibio-runtime"  # in every store; its own on the session's moto and Azurite
