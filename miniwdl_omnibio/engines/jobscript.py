@@ -43,8 +43,10 @@ How each engine uses it:
 import os
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from .base import Phase, Status
 
 # the command did not run: the directory of its exit record is not visible where the job runs
 # (the node does not mount the shared filesystem there)
@@ -202,3 +204,24 @@ def read_exit_record(path: str) -> tuple[bool, ExitRecord | None]:
     except OSError:
         return False, None
     return True, parse_exit_record(text)
+
+
+USAGE_SOURCE = "cgroup, read by the job script"
+
+
+def usage_details(record: ExitRecord) -> dict[str, Any]:
+    """Status.details' "usage": what the job script measured of the command's cgroup."""
+    usage = record.usage()
+    return {"usage": {**usage, "source": USAGE_SOURCE}} if usage else {}
+
+
+def with_record(status: Status, record: ExitRecord | None) -> Status:
+    """The service's verdict on an ended attempt, with what its exit record adds: the cgroup's
+    oom_kill (a typed OOM beside the service's own) and the measured usage."""
+    if record is None or status.phase is not Phase.DONE:
+        return status
+    return replace(
+        status,
+        oom=status.oom or record.oom,
+        details={**status.details, **usage_details(record)},
+    )
