@@ -26,11 +26,11 @@ How each engine uses it:
 
 - Azure Batch (now): the task's command line is ``command()``, so the record is written from
   inside the container, into the attempt's host directory; ``fetch`` reads the records first.
-- AWS Batch (to adopt): the same ``command()`` replaces ``awsbatch_request.WRAPPER``, with a
-  file the launcher wrote (the task's stdout file) as ``visible``; its ``cd`` to the working
-  directory and env file go in ``prepare``, its stderr tail in ``on_failure``, and its exit 97
-  is ``MISSING_FILESYSTEM_EXIT``. ``read_exit_record`` replaces ``read_exit_file``. The script
-  adds about 1.4 KB to the command, inside its containerOverrides budget.
+- AWS Batch (now): the job's command is ``command()`` (awsbatch_request.job_command), with the
+  task's stdout file, which the launcher wrote, as ``visible``; its ``cd`` to the working
+  directory and the env file in ``prepare``, its stderr tail in ``on_failure``. ``fetch`` reads
+  the records first and adds them to Batch's verdict with ``with_record``. The script is about
+  1.9 KB of the containerOverrides' JSON, inside its budget.
 - Slurm (to adopt): the element script runs outside the container, so it uses ``FUNCTIONS``
   only: ``omnibio_record "$EXIT" "$rc" oom=... timed_out=... started=... signalled=...`` in place
   of its ``record()``, after ``docker wait`` and before ``docker rm``, with ``OMNIBIO_CGROUP`` set
