@@ -43,18 +43,24 @@ from .awsbatch_jobs import (
 )
 from .awsbatch_request import (
     LOG_TAIL_LINES,
-    WRAPPER,
     JobDefinition,
     JobRequest,
     clean_tag,
-    exit_file,
     fit_request,
+    job_command,
     job_name,
-    read_exit_file,
 )
 from .awsbatch_settings import AwsBatchSettings, filesystem_hint
 from .base import RUNNING, Engine, Phase, Status, Submitted
 from .gathering import settle
+from .jobscript import (
+    ExitRecord,
+    double_quoted,
+    exit_record,
+    read_exit_record,
+    usage_details,
+    with_record,
+)
 
 DESCRIBE_MAX = 100  # API_DescribeJobs: "A list of up to 100 job IDs"
 # when max_cpu / max_memory are not set and the compute environments tell nothing (unmanaged)
@@ -271,8 +277,27 @@ class AwsBatchEngine(Engine[JobRequest]):
             requirements.append(("GPU", str(resources.gpu)))
         queue, from_runtime = self.queue_for(attempt)
         env = {k: str(v) for k, v in sorted(attempt.env.items()) if not k.startswith("AWS_BATCH")}
-        stderr = fs.to_container(attempt.stderr_path)
-        exited = exit_file(attempt.host_dir, attempt.attempt)
+        exited = exit_record(attempt.host_dir, attempt.attempt)
+        host_file = os.path.join(attempt.host_dir, f"awsbatch_env.{attempt.attempt}.sh")
+        stdout = fs.to_container(attempt.stdout_path)  # miniwdl makes it before submitting
+        # User guide, "AWS Batch job environment variables": AWS_BATCH_CE_NAME, "the name of the
+        # compute environment where your job is placed"
+        missing = (
+            f"{double_quoted(stdout)} is not visible on this host (compute environment "
+            f"$AWS_BATCH_CE_NAME); check {double_quoted(self.filesystem_hint)}"
+        )
+
+        def command(env_file: str | None) -> tuple[str, ...]:
+            return job_command(
+                attempt.argv,
+                attempt.workdir,
+                fs.to_container(attempt.stderr_path),
+                fs.to_container(exited),
+                stdout,
+                missing,
+                env_file,
+            )
+
         request = JobRequest(
             call=attempt.call,
             image=attempt.image,
@@ -281,17 +306,7 @@ class AwsBatchEngine(Engine[JobRequest]):
             queue_from_runtime=from_runtime,
             definition=self.job_definition(attempt),
             name=job_name(self.name_prefix, attempt.call, attempt.attempt),
-            command=(
-                "/bin/sh",
-                "-c",
-                WRAPPER,
-                "omnibio",
-                attempt.workdir,
-                stderr,
-                "-",
-                fs.to_container(exited),
-            )
-            + attempt.argv,
+            command=command(None),
             environment=env,
             resources=tuple(requirements),
             timeout=max(MIN_TIMEOUT, resources.time_limit) if resources.time_limit else None,
@@ -299,10 +314,9 @@ class AwsBatchEngine(Engine[JobRequest]):
                 clean_tag(k, 128): clean_tag(v, 256)
                 for k, v in {**self.settings.tags, **attempt.tags}.items()
             },
-            exit_file=exited,
+            exit_record=exited,
         )
-        host_file = os.path.join(attempt.host_dir, f"awsbatch_env.{attempt.attempt}.sh")
-        return fit_request(request, host_file, fs.to_container(host_file))
+        return fit_request(request, host_file, command(fs.to_container(host_file)))
 
     def queue_for(self, attempt: TaskAttempt) -> tuple[str, bool]:
         """runtime.omnibio_queue, else job_queue while miniwdl may still retry an interruption
@@ -386,7 +400,7 @@ class AwsBatchEngine(Engine[JobRequest]):
     def _submit_job(self, request: JobRequest, logger: logging.Logger) -> str:
         definition = self._prepare(request, logger)
         self._write(request.files, logger)
-        self._clear_exit_files([request])
+        self._clear_exit_records([request])
         job_id = self._submit(request.arguments(definition), request.queue, request.name)
         logger.log(
             NOTICE_LEVEL,
@@ -408,7 +422,7 @@ class AwsBatchEngine(Engine[JobRequest]):
         definition = self._prepare(first, group[0].logger)
         os.makedirs(plan.directory, exist_ok=True)
         self._write(plan.files, None)
-        self._clear_exit_files(plan.members)
+        self._clear_exit_records(plan.members)
         parent = self._submit(plan.arguments(definition), first.queue, name)
         handles = [f"{parent}:{index}" for index in range(len(group))]
         self.terminator.track(parent, handles)
@@ -444,11 +458,11 @@ class AwsBatchEngine(Engine[JobRequest]):
                 )
 
     @staticmethod
-    def _clear_exit_files(requests: Sequence[JobRequest]) -> None:
-        """An exit file left by an earlier launcher in this directory must not end the job."""
+    def _clear_exit_records(requests: Sequence[JobRequest]) -> None:
+        """An exit record left by an earlier launcher in this directory must not end the job."""
         for request in requests:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(request.exit_file)
+                os.unlink(request.exit_record)
 
     def _submit(self, arguments: dict[str, Any], queue: str, name: str) -> str:
         try:
@@ -512,14 +526,15 @@ class AwsBatchEngine(Engine[JobRequest]):
     # --- status ----------------------------------------------------------------------------
 
     def fetch(self, records: Sequence[Submitted]) -> dict[str, Status]:
-        """Each job's exit file on the shared filesystem says when it starts and ends: an exit
-        status 0 ends the attempt without a call; any other is asked of Batch (OOM, the reason,
-        the log stream). Every describe_seconds Batch is asked about the jobs whose files say
-        nothing yet (a lost host, a container that never started, a job stuck RUNNABLE): plain
-        jobs 100 a call; arrays 100 a call, and an array's children only when Batch counts more
-        of them finished than wrote their exit status. Why an array waits is read where Batch
-        puts it (_blocked): the parent, and the RUNNABLE children ListJobs gives. A job not
-        asked about keeps its status."""
+        """Each job's exit record (jobscript) on the shared filesystem says when it starts and
+        ends: an exit status 0 ends the attempt without a call; any other is asked of Batch (OOM,
+        the reason, the log stream), and the record adds its cgroup's oom_kill and the measured
+        usage to Batch's verdict. Every describe_seconds Batch is asked about the jobs whose
+        records say nothing yet (a lost host, a container that never started, a job stuck
+        RUNNABLE): plain jobs 100 a call; arrays 100 a call, and an array's children only when
+        Batch counts more of them finished than wrote their exit status. Why an array waits is
+        read where Batch puts it (_blocked): the parent, and the RUNNABLE children ListJobs
+        gives. A job not asked about keeps its status."""
         by_id = {r.handle: r for r in records}
         now = time.monotonic()
         sweep = now >= self._describe_at
@@ -529,24 +544,24 @@ class AwsBatchEngine(Engine[JobRequest]):
         for record in records:
             if ":" in record.handle:
                 arrays.setdefault(record.handle.split(":")[0], []).append(record)
-        # Batch's counts before the files: a child it counts as finished wrote its file before
+        # Batch's counts before the records: a child it counts as finished wrote its record before
         parents = {j["jobId"]: j for j in self._describe(list(arrays))} if sweep else {}
         written = {
-            r.handle: read_exit_file(exit_file(r.attempt.host_dir, r.attempt.attempt))
+            r.handle: read_exit_record(exit_record(r.attempt.host_dir, r.attempt.attempt))
             for r in records
         }
         statuses: dict[str, Status] = {}
         ask: list[str] = []
-        for handle, (started, code) in written.items():
-            if code == 0:
-                statuses[handle] = Status(Phase.DONE, exit_code=0, reason="exit status 0")
-            elif code is not None:
+        for handle, (started, ended) in written.items():
+            if ended and ended.exit_code == 0:
+                statuses[handle] = succeeded(ended)
+            elif ended is not None:
                 ask.append(handle)
             elif started and by_id[handle].status.phase is Phase.QUEUED:
                 statuses[handle] = RUNNING
         waiting: dict[str, list[str]] = {}  # array parent -> children not started
         if sweep:
-            silent = {h for h, (_started, code) in written.items() if code is None}
+            silent = {h for h, (_started, ended) in written.items() if ended is None}
             ask += [h for h in silent if ":" not in h]
             for parent, children in arrays.items():
                 quiet = [c.handle for c in children if c.handle in silent]
@@ -556,7 +571,10 @@ class AwsBatchEngine(Engine[JobRequest]):
                 unstarted = [h for h in quiet if not written[h][0]]
                 if unstarted and parent in parents:
                     waiting[parent] = unstarted
-        answers = self._statuses(ask, by_id)
+        answers = {
+            h: with_record(status, written[h][1])
+            for h, status in self._statuses(ask, by_id).items()
+        }
         for parent, unstarted in waiting.items():
             answers.update(self._blocked(parents[parent], unstarted, by_id))
         # a job asked about and not listed is left to the tracker's grace period
@@ -651,3 +669,8 @@ class AwsBatchEngine(Engine[JobRequest]):
         except Exception as exn:
             return {"log_tail_error": error_text(exn)}
         return {"log_tail": [str(e.get("message", "")) for e in events]}
+
+
+def succeeded(record: ExitRecord) -> Status:
+    """A job whose exit record says exit status 0: done, Batch not asked."""
+    return Status(Phase.DONE, exit_code=0, reason="exit status 0", details=usage_details(record))

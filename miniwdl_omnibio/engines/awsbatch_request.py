@@ -2,12 +2,13 @@
 
 import hashlib
 import json
-import os
 import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from . import jobscript
 
 LOG_TAIL_LINES = 30
 JOB_NAME_MAX = 128
@@ -24,39 +25,30 @@ REQUEST_BUDGET = REQUEST_LIMIT - 1024
 # is not documented; 2 KiB is left for it.
 OVERRIDES_LIMIT = 8192
 OVERRIDES_BUDGET = OVERRIDES_LIMIT - 2048
-# The job's command. Batch has no per-job working directory, so the wrapper enters it; it sources
-# environment values that did not fit the SubmitJob request; it keeps the job's exit file on the
-# shared filesystem (empty while the command runs, then its exit status), so the launcher sees
-# jobs start and end without asking Batch; and when the task fails it copies the tail of the
-# task's stderr (which goes to the shared filesystem) into the job's CloudWatch log.
-# Arguments: workdir, stderr file, env file or "-", exit file, then the task's argv.
-WRAPPER = (
-    'cd "$1" || { echo "omnibio: cannot enter $1; is the shared filesystem mounted on this '
-    'Batch host?" >&2; exit 97; }; '
-    'if [ "$3" != - ]; then . "$3"; fi; '
-    'stderr=$2; exited=$4; shift 4; true 2>/dev/null >"$exited"; '
-    '"$@"; rc=$?; '
-    '{ echo "$rc" >"$exited.tmp" && mv -f "$exited.tmp" "$exited"; } 2>/dev/null; '
-    f'if [ "$rc" -ne 0 ]; then tail -n {LOG_TAIL_LINES} "$stderr" >&2; fi; '
-    'exit "$rc"'
-)
-ENV_ARGUMENT = 6  # the command's index of the env file
 
 
-def exit_file(host_dir: str, attempt: int) -> str:
-    """The attempt's exit file: absent before its job starts, empty while its command runs, then
-    the command's exit status."""
-    return os.path.join(host_dir, f"awsbatch_exit.{attempt}")
-
-
-def read_exit_file(path: str) -> tuple[bool, int | None]:
-    """(started, exit status) from an exit file; (False, None) when it is not there (yet)."""
-    try:
-        with open(path, encoding="utf-8") as infile:
-            text = infile.read().strip()
-    except OSError:
-        return False, None
-    return True, int(text) if text.isdigit() else None
+def job_command(
+    argv: tuple[str, ...],
+    workdir: str,
+    stderr: str,
+    record: str,
+    visible: str,
+    missing: str,
+    env_file: str | None = None,
+) -> tuple[str, ...]:
+    """The job's command: ``argv`` in the job script (jobscript), which keeps the attempt's exit
+    record on the shared filesystem, so the launcher sees jobs start and end without asking
+    Batch. Batch has no per-job working directory, so the script enters it; it sources
+    ``env_file``, environment values that did not fit the request; when the task fails it
+    copies the tail of the task's stderr (on the shared filesystem) into the job's CloudWatch
+    log. Paths as the container sees them; ``visible`` and ``missing`` as jobscript.wrapper."""
+    prepare = f"cd {shlex.quote(workdir)} || exit 1"
+    if env_file:
+        prepare += f"\n. {shlex.quote(env_file)}"
+    on_failure = f"tail -n {LOG_TAIL_LINES} {shlex.quote(stderr)} >&2"
+    return tuple(
+        jobscript.command(argv, record, visible, missing, prepare=prepare, on_failure=on_failure)
+    )
 
 
 @dataclass(frozen=True)
@@ -88,7 +80,7 @@ class JobRequest:
     resources: tuple[tuple[str, str], ...]  # (VCPU|MEMORY|GPU, value)
     timeout: int | None  # attemptDurationSeconds
     tags: Mapping[str, str]
-    exit_file: str  # host path (exit_file())
+    exit_record: str  # host path (jobscript.exit_record)
     files: Mapping[str, str] = field(default_factory=dict)  # host path -> text, before submitting
 
     def arguments(self, definition: str) -> dict[str, Any]:
@@ -138,17 +130,14 @@ def clean_tag(text: str, limit: int) -> str:
     return re.sub(r"[^\w .:/=+\-@]", "_", str(text))[:limit]
 
 
-def fit_request(request: JobRequest, host_file: str, container_file: str) -> JobRequest:
+def fit_request(request: JobRequest, host_file: str, command: tuple[str, ...]) -> JobRequest:
     """The request within REQUEST_BUDGET and OVERRIDES_BUDGET: the largest environment values
-    move to an env file on the shared filesystem (``host_file``, which the job sources as
-    ``container_file``)."""
+    move to an env file on the shared filesystem (``host_file``, which ``command``, the
+    request's command with the env file, sources)."""
     if request.fits():
         return request
     kept = dict(request.environment)
     moved: dict[str, str] = {}
-    command = (
-        request.command[:ENV_ARGUMENT] + (container_file,) + request.command[ENV_ARGUMENT + 1 :]
-    )
     while kept and not replace(request, command=command, environment=kept).fits():
         name = max(kept, key=lambda k: len(json.dumps(kept[k])))
         moved[name] = kept.pop(name)

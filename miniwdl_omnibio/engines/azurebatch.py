@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,7 +56,14 @@ from .azurebatch_tasks import (
     task_status,
 )
 from .base import QUEUED, RUNNING, Engine, Phase, Status, Submitted
-from .jobscript import ExitRecord, double_quoted, exit_record, read_exit_record
+from .jobscript import (
+    ExitRecord,
+    double_quoted,
+    exit_record,
+    read_exit_record,
+    usage_details,
+    with_record,
+)
 from .jobscript import command as jobscript_command
 
 STATUS_FIELDS = ["id", "state", "stateTransitionTime", "executionInfo", "nodeInfo"]
@@ -538,28 +545,10 @@ class AzureBatchEngine(Engine[TaskRequest]):
         logger.info(_("Azure Batch job terminated", job=self.job_id))
 
 
-def usage_details(record: ExitRecord) -> dict[str, Any]:
-    """details["usage"]: what the job script measured of the task's container (its cgroup)."""
-    usage = record.usage()
-    return {"usage": {**usage, "source": "cgroup, read by the job script"}} if usage else {}
-
-
 def succeeded(job_id: str, handle: str, record: ExitRecord) -> Status:
     """A task whose exit record says exit status 0: done, Batch not asked."""
     details = {"batch_job": job_id, "batch_task": handle, **usage_details(record)}
     return Status(Phase.DONE, exit_code=0, reason="exit status 0", details=details)
-
-
-def with_record(status: Status, record: ExitRecord | None) -> Status:
-    """Batch's verdict on an ended task, with what its exit record adds: the cgroup's oom_kill
-    (Batch reports no OOM) and the measured usage."""
-    if record is None or status.phase is not Phase.DONE:
-        return status
-    return replace(
-        status,
-        oom=status.oom or record.oom,
-        details={**status.details, **usage_details(record)},
-    )
 
 
 def odata_time(moment: datetime) -> str:

@@ -26,11 +26,11 @@ How each engine uses it:
 
 - Azure Batch (now): the task's command line is ``command()``, so the record is written from
   inside the container, into the attempt's host directory; ``fetch`` reads the records first.
-- AWS Batch (to adopt): the same ``command()`` replaces ``awsbatch_request.WRAPPER``, with a
-  file the launcher wrote (the task's stdout file) as ``visible``; its ``cd`` to the working
-  directory and env file go in ``prepare``, its stderr tail in ``on_failure``, and its exit 97
-  is ``MISSING_FILESYSTEM_EXIT``. ``read_exit_record`` replaces ``read_exit_file``. The script
-  adds about 1.4 KB to the command, inside its containerOverrides budget.
+- AWS Batch (now): the job's command is ``command()`` (awsbatch_request.job_command), with the
+  task's stdout file, which the launcher wrote, as ``visible``; its ``cd`` to the working
+  directory and the env file in ``prepare``, its stderr tail in ``on_failure``. ``fetch`` reads
+  the records first and adds them to Batch's verdict with ``with_record``. The script is about
+  1.9 KB of the containerOverrides' JSON, inside its budget.
 - Slurm (to adopt): the element script runs outside the container, so it uses ``FUNCTIONS``
   only: ``omnibio_record "$EXIT" "$rc" oom=... timed_out=... started=... signalled=...`` in place
   of its ``record()``, after ``docker wait`` and before ``docker rm``, with ``OMNIBIO_CGROUP`` set
@@ -43,8 +43,10 @@ How each engine uses it:
 import os
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from .base import Phase, Status
 
 # the command did not run: the directory of its exit record is not visible where the job runs
 # (the node does not mount the shared filesystem there)
@@ -202,3 +204,24 @@ def read_exit_record(path: str) -> tuple[bool, ExitRecord | None]:
     except OSError:
         return False, None
     return True, parse_exit_record(text)
+
+
+USAGE_SOURCE = "cgroup, read by the job script"
+
+
+def usage_details(record: ExitRecord) -> dict[str, Any]:
+    """Status.details' "usage": what the job script measured of the command's cgroup."""
+    usage = record.usage()
+    return {"usage": {**usage, "source": USAGE_SOURCE}} if usage else {}
+
+
+def with_record(status: Status, record: ExitRecord | None) -> Status:
+    """The service's verdict on an ended attempt, with what its exit record adds: the cgroup's
+    oom_kill (a typed OOM beside the service's own) and the measured usage."""
+    if record is None or status.phase is not Phase.DONE:
+        return status
+    return replace(
+        status,
+        oom=status.oom or record.oom,
+        details={**status.details, **usage_details(record)},
+    )

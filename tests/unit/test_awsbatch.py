@@ -38,13 +38,18 @@ from miniwdl_omnibio.engines.awsbatch_request import (
     JOB_NAME_MAX,
     OVERRIDES_BUDGET,
     REQUEST_BUDGET,
-    WRAPPER,
+    job_command,
     job_name,
-    read_exit_file,
 )
 from miniwdl_omnibio.engines.awsbatch_settings import AwsBatchSettings, SharedVolume
 from miniwdl_omnibio.engines.base import Phase, Submitted
 from miniwdl_omnibio.engines.gathering import Waiting
+from miniwdl_omnibio.engines.jobscript import (
+    CGROUP_VARIABLE,
+    MISSING_FILESYSTEM_EXIT,
+    ExitRecord,
+    read_exit_record,
+)
 from miniwdl_omnibio.sharedfs import SharedFilesystem
 from tests.helpers import REPO
 
@@ -396,10 +401,10 @@ def test_the_whole_request_fits_the_submitjob_limit(monkeypatch):
     assert path == "/fsx/run/call-x/awsbatch_env.1.sh"
     # "é" is sent as \u00e9: 2,000 of them are 12 KB of JSON, over the ECS overrides limit too
     assert "export INPUTS_JSON=" in request.files[path] and "export OTHER=" in request.files[path]
-    assert request.command[6] == path  # the wrapper sources it
+    assert f"\n. {path}\n" in request.command[2]  # the job script sources it
     assert set(request.environment) == {"RUN_ID", "TOOL_ID"}
     small = engine.translate(_attempt(env={"INPUTS_JSON": "x" * 4_000}))
-    assert not small.files and small.command[6] == "-"
+    assert not small.files and "awsbatch_env" not in small.command[2]
 
 
 def test_the_ecs_overrides_fit_though_the_request_is_small(monkeypatch):
@@ -536,6 +541,7 @@ def test_more_than_10000_attempts_split_into_arrays_of_10000(monkeypatch, tmp_pa
         replace(
             _attempt(),
             host_dir=host_dir,
+            stdout_path=host_dir + "/stdout.txt",
             stderr_path=host_dir + "/stderr.txt",
             mounts=(Mount(str(tmp_path), "/fsx", False),),
         )
@@ -638,7 +644,7 @@ def _records(tmp_path, handles):
 
 
 def _write_exit(record, text):
-    (Path(record.attempt.host_dir) / f"awsbatch_exit.{record.attempt.attempt}").write_text(text)
+    (Path(record.attempt.host_dir) / f"omnibio_exit.{record.attempt.attempt}").write_text(text)
 
 
 def _apply(records, statuses):
@@ -660,14 +666,23 @@ def test_exit_files_end_jobs_without_asking_batch(monkeypatch, tmp_path):
     assert engine.batch.listed == [("p", "RUNNABLE", "0")]
     engine.batch.asked.clear()
     _write_exit(records[0], "")  # started
-    _write_exit(records[1], "0")
-    _write_exit(records[2], "3")
-    answers["p:2"] = _job("FAILED", exit_code=3, jobId="p:2")
+    _write_exit(records[1], "exit_code=0\nmemory_peak=209715200\ncpu_usec=2000000\n")
+    _write_exit(records[2], "exit_code=137\nmemory_peak=104857600\noom=true\n")
+    answers["p:2"] = _job("FAILED", exit_code=137, jobId="p:2")  # Batch names no OOM here
     statuses = engine.fetch(records)
     assert engine.batch.asked == [["p:2"]]  # only the failure is asked about
     assert statuses["p:0"].phase is Phase.RUNNING
     assert statuses["p:1"].phase is Phase.DONE and statuses["p:1"].exit_code == 0
-    assert statuses["p:2"].exit_code == 3 and statuses["p:2"].details["job_name"]
+    usage = {
+        "memory_peak": 200 << 20,
+        "cpu_seconds": 2.0,
+        "source": "cgroup, read by the job script",
+    }
+    assert statuses["p:1"].details["usage"] == usage
+    # Batch's verdict, with the record's typed OOM (the cgroup's oom_kill) and usage
+    failed = statuses["p:2"]
+    assert failed.exit_code == 137 and failed.oom and failed.details["job_name"]
+    assert failed.details["usage"]["memory_peak"] == 100 << 20
     assert statuses["j"].phase is Phase.QUEUED
 
 
@@ -683,7 +698,7 @@ def test_batch_is_asked_about_silent_children_when_it_counts_more_finished(monke
     }
     engine.batch = ScriptedBatch(answers)
     records = _records(tmp_path, ["p:0", "p:1", "p:2"])
-    _write_exit(records[0], "0")
+    _write_exit(records[0], "exit_code=0\n")
     statuses = engine.fetch(records)
     assert engine.batch.asked == [["p"], ["p:1", "p:2"]]
     assert statuses["p:1"].interrupted and statuses["p:2"].phase is Phase.RUNNING
@@ -794,20 +809,56 @@ def test_a_child_never_listed_is_given_up(parent_state, caplog):
         assert "does not list the array child" in caplog.text
 
 
-@pytest.mark.parametrize("code", [0, 3])
-def test_the_wrapper_keeps_the_exit_file(tmp_path, code):
-    exited, stderr = tmp_path / "awsbatch_exit.1", tmp_path / "stderr.txt"
-    seen = tmp_path / "seen"
-    script = f'cat "{exited}" >"{seen}"; echo oops >>"{stderr}"; exit {code}'
-    done = subprocess.run(
-        ["/bin/sh", "-c", WRAPPER, "omnibio", str(tmp_path), str(stderr), "-", str(exited)]
-        + ["/bin/sh", "-c", script],
-        capture_output=True,
-        text=True,
+def _job_script(tmp_path, script, env_file=None, visible=None):
+    """The job's command, as translate makes it, run by /bin/sh in tmp_path, with a fake cgroup
+    v2 directory."""
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    (cgroup / "memory.peak").write_text("209715200\n")
+    (cgroup / "cpu.stat").write_text("usage_usec 2000000\n")
+    (cgroup / "memory.events").write_text("oom 0\noom_kill 0\n")
+    workdir, stdout = tmp_path / "work", tmp_path / "stdout.txt"
+    workdir.mkdir()
+    stdout.touch()
+    record, stderr = tmp_path / "omnibio_exit.1", tmp_path / "stderr.txt"
+    missing = "$ONE is not visible (compute environment $AWS_BATCH_CE_NAME)"
+    argv = job_command(
+        ("/bin/sh", "-c", script),
+        str(workdir),
+        str(stderr),
+        str(record),
+        str(visible or stdout),
+        missing,
+        env_file,
     )
+    env = {"PATH": os.environ["PATH"], CGROUP_VARIABLE: str(cgroup), "AWS_BATCH_CE_NAME": "ce"}
+    done = subprocess.run(argv, env={**env, "ONE": "x"}, capture_output=True, text=True)
+    return done, record
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_the_job_script_keeps_the_exit_record(tmp_path, code):
+    seen = tmp_path / "seen"
+    script = f'cat ../omnibio_exit.1 >"{seen}"; echo oops >>../stderr.txt; pwd; exit {code}'
+    done, record = _job_script(tmp_path, script)
     assert done.returncode == code
+    assert done.stdout == f"{tmp_path / 'work'}\n"  # in the working directory
     assert seen.read_text() == ""  # empty while the command runs
-    assert exited.read_text() == f"{code}\n"
     assert ("oops" in done.stderr) == bool(code)  # a failure's stderr tail goes to the job log
-    assert read_exit_file(str(exited)) == (True, code)
-    assert read_exit_file(str(tmp_path / "none")) == (False, None)
+    ended = ExitRecord(code, memory_peak=200 << 20, cpu_seconds=2.0)
+    assert read_exit_record(str(record)) == (True, ended)
+    assert read_exit_record(str(tmp_path / "none")) == (False, None)
+
+
+def test_the_job_script_sources_the_env_file(tmp_path):
+    env_file = tmp_path / "awsbatch_env.1.sh"
+    env_file.write_text("export INPUTS_JSON='{\"a\": 1}'\n")
+    done, _record = _job_script(tmp_path, 'echo "$INPUTS_JSON"', str(env_file))
+    assert (done.returncode, done.stdout) == (0, '{"a": 1}\n')
+
+
+def test_a_host_without_the_shared_filesystem_exits_97_and_says_where(tmp_path):
+    done, record = _job_script(tmp_path, "true", visible=tmp_path / "absent")
+    assert done.returncode == MISSING_FILESYSTEM_EXIT == 97
+    assert done.stderr == "omnibio: x is not visible (compute environment ce)\n"
+    assert read_exit_record(str(record)) == (False, None)
