@@ -115,10 +115,10 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "array_jobs": "true",
         # seconds a ready attempt waits for others to share its array job
         "array_linger_seconds": "0.2",
-        # seconds between two looks at the jobs' exit files on the shared filesystem (each job
+        # seconds between two looks at the jobs' exit records on the shared filesystem (each job
         # writes its exit status there; one that did not exit 0 is then asked of Batch)
         "poll_seconds": "5",
-        # seconds between DescribeJobs rounds about jobs whose exit files say nothing yet (a lost
+        # seconds between DescribeJobs rounds about jobs whose exit records say nothing yet (a lost
         # host, a container that cannot start, a job stuck RUNNABLE); each call covers 100 jobs
         "describe_seconds": "30",
     },

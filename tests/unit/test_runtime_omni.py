@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from omni_tool_runtime.contract import read_contract_from_env
 from omni_tool_runtime.result_uri import ParsedResultURI, parse_result_uri
 
@@ -101,8 +100,9 @@ def test_missing_sdk_names_the_package(monkeypatch):
 
 
 def test_upstream_upload_refuses_above_the_limit(monkeypatch, tmp_path):
-    from miniwdl_omnibio.runtime import ResultTooLarge
     from omni_tool_runtime.upload_result import upload_to_result_uri
+
+    from miniwdl_omnibio.runtime import ResultTooLarge
 
     monkeypatch.setenv("RESULT_MAX_BYTES", "10")
     with pytest.raises(ResultTooLarge, match="11 bytes, above the limit of 10"):
