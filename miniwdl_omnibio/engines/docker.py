@@ -3,6 +3,8 @@
 Speed comes from doing less per task: no swarm service, one create/start/wait/remove, image
 lookups cached per process, and (by default) no network namespace built per container: all
 tasks of a run join one sandbox namespace made once (docs/docker.md, "What a task can reach").
+A container's end is pushed: the daemon's event stream wakes the tracker for it at once, and the
+tracker's polling is only the safety net.
 """
 
 import contextlib
@@ -41,6 +43,7 @@ SANDBOX_COMMAND = [
     "-c",
     "trap 'exit 0' TERM; while :; do read -r _ || exec sleep 2147483647; done",
 ]
+RECONNECT_MAX = 30.0  # seconds between two attempts to reopen a broken event stream, at most
 
 
 class Admission:
@@ -74,6 +77,63 @@ class Admission:
                 self.used_cpu -= cpu
                 self.used_memory -= memory
                 self._cond.notify_all()
+
+
+class DieEvents:
+    """The daemon's event stream, filtered to the die events of one launcher's containers
+    (Docker Engine API, GET /events: filters type, event and label): each one wakes the tracker
+    for its container at once. A broken stream (dockerd restarted, a socket proxy that forbids
+    /events) is reopened with backoff from the time of the last event seen, so the daemon
+    replays the gap; while it is down the tracker's polling notices the ends."""
+
+    def __init__(self, api: docker.APIClient, launcher: str, since: str | None) -> None:
+        self.api = api
+        self.filters = {
+            "type": "container",
+            "event": "die",
+            "label": f"{LAUNCHER_LABEL}={launcher}",
+        }
+        self.since = since  # the daemon's own time (RFC 3339 or seconds.nanoseconds)
+        self._stream: Any = None
+        self._closed = threading.Event()
+
+    def follow(self, wake: Callable[[str], None], logger: logging.Logger) -> None:
+        threading.Thread(
+            target=self._run, args=(wake, logger), name="omnibio_docker-events", daemon=True
+        ).start()
+
+    def _run(self, wake: Callable[[str], None], logger: logging.Logger) -> None:
+        delay = 1.0
+        while not self._closed.is_set():
+            try:
+                self._stream = self.api.events(since=self.since, filters=self.filters, decode=True)
+                for event in self._stream:
+                    nanos = int(event["timeNano"])
+                    self.since = f"{nanos // 10**9}.{nanos % 10**9:09d}"
+                    wake(str(event["Actor"]["ID"]))
+                    delay = 1.0
+                error = "the daemon ended it"
+            except Exception as exn:
+                error = str(exn)[:300] or type(exn).__name__
+            if self._closed.is_set():
+                return
+            logger.log(
+                logging.WARNING if delay == 1.0 else logging.DEBUG,
+                _(
+                    "docker event stream broken; container ends are noticed by polling until "
+                    "it is reopened",
+                    error=error,
+                    retry_seconds=delay,
+                ),
+            )
+            self._closed.wait(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                self._stream.close()
 
 
 @dataclass(frozen=True)
@@ -123,8 +183,15 @@ class DockerEngine(Engine[DockerRequest]):
     fetch_batch = None  # one container listing answers for every attempt
 
     def __init__(
-        self, client: docker.DockerClient, settings: "DockerSettings", limits: dict[str, int]
+        self,
+        client: docker.DockerClient,
+        settings: "DockerSettings",
+        limits: dict[str, int],
+        since: str | None = None,
+        logger: logging.Logger | None = None,
     ) -> None:
+        """``since``: the daemon's time at start, where the event stream begins; ``logger``:
+        where the event stream's own lines go (start's)."""
         self.client = client
         self.api = client.api
         self.network = settings.network
@@ -140,6 +207,8 @@ class DockerEngine(Engine[DockerRequest]):
         self._images_lock = threading.Lock()
         self._sandbox: str | None = None
         self._sandbox_lock = threading.Lock()
+        self.events = DieEvents(self.api, self.launcher, since)
+        self._logger = logger or logging.getLogger(__name__)
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "DockerEngine":
@@ -164,7 +233,7 @@ class DockerEngine(Engine[DockerRequest]):
                     "docker network",
                 ) from None
         limits = {"cpu": int(info["NCPU"]), "mem_bytes": int(info["MemTotal"])}
-        engine = cls(client, settings, limits)
+        engine = cls(client, settings, limits, since=info.get("SystemTime"), logger=logger)
         engine.reap_orphans(logger)
         logger.log(
             NOTICE_LEVEL,
@@ -367,6 +436,9 @@ class DockerEngine(Engine[DockerRequest]):
                 )
         return statuses
 
+    def on_wake(self, wake: Callable[[str], None]) -> None:
+        self.events.follow(wake, self._logger)
+
     def cancel(self, handle: str, logger: logging.Logger) -> None:
         with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
             self.api.remove_container(handle, force=True)
@@ -378,6 +450,7 @@ class DockerEngine(Engine[DockerRequest]):
 
     def shutdown(self, logger: logging.Logger) -> None:
         """Remove every container this process started (tasks and the sandbox), found by label."""
+        self.events.close()
         try:
             leftovers = self.api.containers(
                 all=True, quiet=True, filters={"label": f"{LAUNCHER_LABEL}={self.launcher}"}
