@@ -113,14 +113,15 @@ class DieEvents:
         delay = 1.0
         while not self._closed.is_set():
             try:
-                for line in self._open().iter_lines():
-                    if not line:
-                        continue
-                    event = json.loads(line)
-                    nanos = int(event["timeNano"])
-                    self.since = f"{nanos // 10**9}.{nanos % 10**9:09d}"
-                    wake(str(event["Actor"]["ID"]))
-                    delay = 1.0
+                with self._open() as response:
+                    for line in response.iter_lines():
+                        if not line:
+                            continue
+                        event = json.loads(line)
+                        nanos = int(event["timeNano"])
+                        self.since = f"{nanos // 10**9}.{nanos % 10**9:09d}"
+                        wake(str(event["Actor"]["ID"]))
+                        delay = 1.0
                 error = "the daemon ended it"
             except Exception as exn:
                 error = str(exn)[:300] or type(exn).__name__
@@ -200,7 +201,7 @@ class DockerEngine(Engine[DockerRequest]):
     runtime_keys = ("docker_network",)
     # miniwdl's rule: runtime.memory reserves; a limit only under memory_limit_multiplier
     memory_is_limit = False
-    fetch_batch = None  # one container listing answers for every attempt
+    fetch_batch = None  # one listing (or a few inspects) answers for every attempt
 
     def __init__(
         self,
