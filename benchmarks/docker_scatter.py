@@ -1,13 +1,17 @@
-"""Per-task overhead of omnibio_docker, side by side with docker_swarm and a plain `docker run`
-loop, and the cost of a large input (it is bound in place, so it should cost nothing).
+"""Per-task overhead of omnibio_docker, side by side with a Docker-SDK loop, a plain `docker run`
+loop and docker_swarm; the launcher's memory and CPU on a large scatter; and the cost of a large
+input (it is bound in place, so it should cost nothing).
 
-    python benchmarks/docker_scatter.py [--tasks 40] [--rounds 3] [--skip-swarm]
+    python benchmarks/docker_scatter.py [--tasks 40] [--rounds 5] [--large 400] [--skip-swarm]
 
-Every side first runs once untimed (images, page cache, swarm init warm), then each is measured
---rounds times, interleaved with the order rotated per round so drift on the machine hits all
-alike. Prints the median and the spread (min..max) of each side and the ratios of the medians
-against the project's targets (omnibio_docker <= 0.6x the plain loop, <= 0.2x docker_swarm; a
-2 GiB input <= 1.2x a 1 KiB one), then the raw samples as JSON.
+The SDK loop is the floor for any launcher on this host: per task one create, start, wait and
+remove through the Docker API, in one shared network namespace, with one bind mount, 2 at a
+time. Every side first runs once untimed (images, page cache, swarm init warm), then each is
+measured --rounds times, interleaved with the order rotated per round so drift on the machine
+hits all alike. Every run is printed, failed ones too (the medians are of the runs that
+succeeded); then the ratios of the medians against the targets (omnibio_docker <= 1.15x the SDK
+loop, <= 0.5x the `docker run` loop, <= 0.2x docker_swarm; a 2 GiB input <= 1.2x a 1 KiB one),
+the launcher's peak RSS and CPU seconds on a --large scatter, and the raw samples as JSON.
 """
 
 import argparse
@@ -21,8 +25,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import docker
 
 IMAGE = "ubuntu:22.04"
+PARALLEL = 2  # tasks at a time in the loops (cpu 1 each on the 2-core test machine)
 SCATTER = """
 version 1.1
 workflow bench {{
@@ -43,80 +51,166 @@ task touch_input {{
   runtime {{ docker: "{image}" cpu: 1 }}
 }}
 """
-Side = Callable[[], float]
 
 
-def miniwdl(wdl: str, args: list[str], backend: str, directory: str) -> float:
+@dataclass
+class Sample:
+    seconds: float
+    error: str | None = None  # a failed run, in its own words
+    cpu_seconds: float | None = None  # the launcher's user + system time (miniwdl runs)
+    max_rss_mib: float | None = None  # the launcher's peak resident memory (miniwdl runs)
+
+
+Side = Callable[[], Sample]
+
+
+def miniwdl(wdl: str, args: list[str], backend: str, directory: str) -> Sample:
+    """One `miniwdl run`, with the process's own rusage (wait4: this child only)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINIWDL__")}
     env.update(MINIWDL_CFG="/dev/null", MINIWDL__SCHEDULER__CONTAINER_BACKEND=backend)
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "WDL", "run", wdl, *args, "--dir", directory, "--no-cache"],
-        env=env,
-        capture_output=True,
-        text=True,
+    with tempfile.TemporaryFile("w+") as log:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "WDL", "run", wdl, *args, "--dir", directory, "--no-cache"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        elapsed = time.monotonic() - started
+        log.seek(0)
+        error = log.read()[-3000:] if proc.returncode else None
+    return Sample(
+        elapsed,
+        error,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        max_rss_mib=usage.ru_maxrss / 1024,
     )
-    elapsed = time.monotonic() - started
-    if proc.returncode != 0:
-        sys.exit(f"{backend} run failed:\n{proc.stderr[-3000:]}")
-    return elapsed
 
 
-def plain_loop(tasks: int, parallel: int) -> float:
+def timed(run: Callable[[], None]) -> Sample:
+    started = time.monotonic()
+    try:
+        run()
+    except Exception as exn:
+        return Sample(time.monotonic() - started, f"{type(exn).__name__}: {str(exn)[:500]}")
+    return Sample(time.monotonic() - started)
+
+
+def run_loop(tasks: int) -> None:
     def one(i: int) -> None:
         subprocess.run(
             ["docker", "run", "--rm", IMAGE, "echo", str(i)], check=True, capture_output=True
         )
 
-    started = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+    with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
         list(pool.map(one, range(tasks)))
-    return time.monotonic() - started
 
 
-def measure(sides: dict[str, Side], rounds: int) -> dict[str, list[float]]:
+def sdk_loop(tasks: int, work: str) -> None:
+    """create, start, wait, remove per task, as a lean launcher would: one network namespace
+    held by a container made for the run, one bind mount (a work directory)."""
+    api = docker.APIClient(version="auto")
+    workdir = tempfile.mkdtemp(dir=work, prefix="sdk_")
+    holder = api.create_container(
+        IMAGE,
+        ["sleep", "infinity"],
+        host_config=api.create_host_config(network_mode="bridge", init=True),
+    )["Id"]
+    api.start(holder)
+
+    def one(i: int) -> None:
+        container = api.create_container(
+            IMAGE,
+            ["echo", str(i)],
+            working_dir="/w",
+            host_config=api.create_host_config(
+                network_mode=f"container:{holder}",
+                mounts=[docker.types.Mount("/w", workdir, type="bind")],
+            ),
+        )["Id"]
+        try:
+            api.start(container)
+            exit_code = api.wait(container)["StatusCode"]
+            if exit_code:
+                raise RuntimeError(f"task {i} exited {exit_code}")
+        finally:
+            api.remove_container(container, force=True)
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
+            list(pool.map(one, range(tasks)))
+    finally:
+        api.remove_container(holder, force=True)
+        api.close()
+
+
+def measure(sides: dict[str, Side], rounds: int) -> dict[str, list[Sample]]:
     """One untimed warm-up run of each side, then ``rounds`` timed runs of each, interleaved
-    with the order rotated every round."""
-    for side in sides.values():
-        side()
+    with the order rotated every round; each run is printed as it ends."""
+    for name, side in sides.items():
+        warm = side()
+        print(f"  warm-up {name}: {warm.seconds:.2f} s" + (" FAILED" if warm.error else ""))
     names = list(sides)
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    samples: dict[str, list[Sample]] = {name: [] for name in names}
     for round_number in range(rounds):
         shift = round_number % len(names)
         for name in names[shift:] + names[:shift]:
-            samples[name].append(sides[name]())
+            sample = sides[name]()
+            samples[name].append(sample)
+            state = "FAILED: " + sample.error.strip().splitlines()[-1] if sample.error else "ok"
+            print(f"  round {round_number + 1} {name:<28} {sample.seconds:7.2f} s  {state}")
     return samples
 
 
-def summary(name: str, times: list[float], per: int = 0) -> str:
+def ok_seconds(samples: list[Sample]) -> list[float]:
+    return [s.seconds for s in samples if s.error is None]
+
+
+def summary(name: str, samples: list[Sample], per: int = 0) -> str:
+    times = ok_seconds(samples)
+    failed = len(samples) - len(times)
+    if not times:
+        return f"  {name:<28} every run failed ({failed})"
     median = statistics.median(times)
     line = f"  {name:<28} {median:7.2f} s   spread {min(times):.2f}..{max(times):.2f} s"
-    return line + (f"   {median / per * 1000:6.0f} ms/task" if per else "")
+    line += f"   {median / per * 1000:6.0f} ms/task" if per else ""
+    return line + (f"   ({failed} failed)" if failed else "")
 
 
-def ratio(label: str, samples: dict[str, list[float]], a: str, b: str, target: str) -> str:
-    value = statistics.median(samples[a]) / statistics.median(samples[b])
+def ratio(label: str, samples: dict[str, list[Sample]], a: str, b: str, target: str) -> str:
+    first, second = ok_seconds(samples[a]), ok_seconds(samples[b])
+    if not first or not second:
+        return f"  {label:<36}   n/a   (target {target}; no successful run to compare)"
+    value = statistics.median(first) / statistics.median(second)
     return f"  {label:<36} {value:5.2f}x   (target {target})"
 
 
-def scatter(args: argparse.Namespace, work: str) -> dict[str, list[float]]:
-    parallel = os.cpu_count() or 2
-    wdl = os.path.join(work, "scatter.wdl")
+def scatter_wdl(work: str, tasks: int) -> str:
+    wdl = os.path.join(work, f"scatter{tasks}.wdl")
     with open(wdl, "w") as outfile:
-        outfile.write(SCATTER.format(tasks=args.tasks, image=IMAGE))
+        outfile.write(SCATTER.format(tasks=tasks, image=IMAGE))
+    return wdl
+
+
+def scatter(args: argparse.Namespace, work: str) -> dict[str, list[Sample]]:
+    wdl = scatter_wdl(work, args.tasks)
+    loop, sdk = "docker run --rm loop", "Docker SDK loop"
     sides: dict[str, Side] = {
-        "plain docker run --rm loop": lambda: plain_loop(args.tasks, parallel),
+        loop: lambda: timed(lambda: run_loop(args.tasks)),
+        sdk: lambda: timed(lambda: sdk_loop(args.tasks, work)),
         "omnibio_docker": lambda: miniwdl(wdl, [], "omnibio_docker", work),
     }
     if not args.skip_swarm:
         sides["docker_swarm"] = lambda: miniwdl(wdl, [], "docker_swarm", work)
+    print(f"{args.tasks}-task trivial scatter, cpu 1 each, {PARALLEL} at a time:")
     samples = measure(sides, args.rounds)
-    print(f"{args.tasks}-task trivial scatter, cpu 1 each, {parallel} at a time, median of")
-    print(f"{args.rounds} interleaved runs after one warm-up run each:")
+    print(f"median of {args.rounds} interleaved runs after one warm-up run each:")
     for name, times in samples.items():
         print(summary(name, times, args.tasks))
-    loop = "plain docker run --rm loop"
-    print(ratio("omnibio_docker / plain loop", samples, "omnibio_docker", loop, "<= 0.6x"))
+    print(ratio("omnibio_docker / Docker SDK loop", samples, "omnibio_docker", sdk, "<= 1.15x"))
+    print(ratio("omnibio_docker / docker run loop", samples, "omnibio_docker", loop, "<= 0.5x"))
     if "docker_swarm" in samples:
         print(
             ratio(
@@ -130,7 +224,17 @@ def scatter(args: argparse.Namespace, work: str) -> dict[str, list[float]]:
     return samples
 
 
-def input_size(args: argparse.Namespace, work: str) -> dict[str, list[float]]:
+def launcher_cost(args: argparse.Namespace, work: str) -> Sample:
+    sample = miniwdl(scatter_wdl(work, args.large), [], "omnibio_docker", work)
+    state = "FAILED: " + sample.error.strip().splitlines()[-1] if sample.error else "ok"
+    print(
+        f"{args.large}-task scatter on omnibio_docker: {sample.seconds:.1f} s ({state}); the "
+        f"miniwdl process: peak RSS {sample.max_rss_mib:.0f} MiB, CPU {sample.cpu_seconds:.1f} s"
+    )
+    return sample
+
+
+def input_size(args: argparse.Namespace, work: str) -> dict[str, list[Sample]]:
     one = os.path.join(work, "one.wdl")
     with open(one, "w") as outfile:
         outfile.write(ONE_INPUT.format(image=IMAGE))
@@ -140,16 +244,16 @@ def input_size(args: argparse.Namespace, work: str) -> dict[str, list[float]]:
         with open(paths[label], "wb") as outfile:
             os.posix_fallocate(outfile.fileno(), 0, size)  # real blocks, not a sparse file
     os.sync()  # write-back of the new 2 GiB must not land inside a timed run
+    print(f"single task with one File input (whole miniwdl run, {args.rounds} rounds):")
     try:
         sides: dict[str, Side] = {
             label: functools.partial(miniwdl, one, [f"big={path}"], "omnibio_docker", work)
             for label, path in paths.items()
         }
-        samples = measure(sides, max(args.rounds, 5))
+        samples = measure(sides, args.rounds)
     finally:
         for path in paths.values():
             os.unlink(path)
-    print(f"single task with one File input (whole miniwdl run, median of {max(args.rounds, 5)}):")
     for label, times in samples.items():
         print(summary(label, times))
     print(ratio("2 GiB / 1 KiB", samples, "2 GiB", "1 KiB", "<= 1.2x"))
@@ -159,16 +263,24 @@ def input_size(args: argparse.Namespace, work: str) -> dict[str, list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=3, help="timed runs per side (>= 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed runs per side (>= 5)")
+    parser.add_argument("--large", type=int, default=400, help="tasks of the launcher-cost run")
     parser.add_argument(
         "--skip-swarm", action="store_true", help="docker_swarm takes ~30 s per 40-task run"
     )
+    parser.add_argument("--skip-input", action="store_true", help="leave out the 2 GiB input")
     args = parser.parse_args()
-    if args.rounds < 3:
-        parser.error("--rounds must be at least 3: a median needs them")
+    if args.rounds < 5:
+        parser.error("--rounds must be at least 5")
     work = tempfile.mkdtemp(prefix="omnibio_bench_")
-    samples = {"scatter_seconds": scatter(args, work), "input_seconds": input_size(args, work)}
-    print(json.dumps(samples))
+    os.chmod(work, 0o755)
+    samples = {
+        "scatter": scatter(args, work),
+        "large": {"omnibio_docker": [launcher_cost(args, work)]},
+        "input": {} if args.skip_input else input_size(args, work),
+    }
+    raw = {part: {k: [asdict(s) for s in v] for k, v in d.items()} for part, d in samples.items()}
+    print(json.dumps(raw))
 
 
 if __name__ == "__main__":

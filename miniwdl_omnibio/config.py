@@ -64,8 +64,10 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "admission": "true",
         # image pull policy: missing | always | never
         "pull": "missing",
-        # seconds between two listings of this run's containers (how soon an exit is seen)
-        "poll_seconds": "0.25",
+        # seconds between two full status rounds: the safety net, since the daemon's die events
+        # report each exit at once (and how late an exit is seen while the event stream is down;
+        # how late a time limit is enforced)
+        "poll_seconds": "2",
         # seconds an attempt may run when the task sets no runtime.omnibio_time_limit; 0 = no
         # limit (the plugin stops the container at the limit)
         "default_time_limit": "0",

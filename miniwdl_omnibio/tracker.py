@@ -7,6 +7,9 @@ period for a handle the service does not list (yet), client-side deadlines for s
 time limit, backoff on failing polls, release (cancel if not finished), shutdown, one log
 line per state change in the service's own words, and the times and counts the run's trace and
 progress lines are made of.
+
+An engine that learns of an attempt's end sooner (``Engine.on_wake``) wakes the tracker, which
+then fetches that handle at once; polling stays the safety net.
 """
 
 import logging
@@ -23,6 +26,7 @@ from .engines.base import Engine, Phase, Status, Submitted
 
 MAX_BACKOFF = 60.0  # seconds between polls at most while the service keeps failing
 MAX_POLL_FAILURES = 20  # consecutive failed polls before the outstanding attempts fail
+EARLY_WAKE_SECONDS = 60.0  # how long a wake for a handle not (yet) registered is kept
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,10 @@ class Tracker:
         self._ended_at: dict[str, float] = {}  # handle -> clock() when first seen done
         self._submitted = 0  # attempts submitted by this process
         self._retries = 0  # ... of which a second or later attempt of their task
+        self._woken: dict[str, float] = {}  # handle -> when the engine woke the tracker for it
+        self._wakeup = threading.Event()
+        self._next_round = float("-inf")  # when poll_once is due (clock time)
+        engine.on_wake(self.wake)
 
     # --- task threads ----------------------------------------------------------------------
 
@@ -69,6 +77,8 @@ class Tracker:
             self._done[handle] = threading.Event()
             self._submitted += 1
             self._retries += attempt.attempt > 1
+            if handle in self._woken:  # it ended before submit returned: fetch it now
+                self._wakeup.set()
             if self._background and self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name=f"{self.engine.section}-tracker", daemon=True
@@ -148,9 +158,45 @@ class Tracker:
 
     # --- the polling thread ----------------------------------------------------------------
 
+    def wake(self, handle: str) -> None:
+        """The engine learnt of a change to ``handle`` (its end): fetch it at once. A wake for a
+        handle not registered yet is kept, since a short attempt can end before submit returns."""
+        with self._lock:
+            self._woken[handle] = self._clock()
+        self._wakeup.set()
+
     def _loop(self) -> None:
         while True:
-            time.sleep(self.poll_once())
+            self._wakeup.clear()  # before the turn reads the woken handles: no wake is lost
+            self._wakeup.wait(self.turn())
+
+    def turn(self) -> float:
+        """Fetch the handles the engine woke the tracker for, then a full round (``poll_once``)
+        if one is due. Returns the seconds until the next full round."""
+        self._fetch_woken()
+        if self._clock() >= self._next_round:
+            self._next_round = self._clock() + self.poll_once()
+        return max(0.0, self._next_round - self._clock())
+
+    def _fetch_woken(self) -> None:
+        now = self._clock()
+        with self._lock:
+            woken = [self._records[h] for h in self._woken if h in self._records]
+            self._woken = {
+                h: t
+                for h, t in self._woken.items()
+                if h not in self._records and now - t <= EARLY_WAKE_SECONDS
+            }
+        pending = [r for r in woken if r.status.phase is not Phase.DONE]
+        size = self.engine.fetch_batch or max(1, len(pending))
+        try:
+            for start in range(0, len(pending), size):
+                batch = pending[start : start + size]
+                self._apply(batch, self.engine.fetch(batch))
+        except Exception as exn:  # the next full round asks again, and backs off if need be
+            self._logger.debug(
+                _("fetch on wake failed", engine=self.engine.section, error=str(exn)[:300])
+            )
 
     def poll_once(self) -> float:
         """One round: ask the engine about every outstanding attempt, apply deadlines and grace.

@@ -10,6 +10,7 @@ The path of one attempt::
     request = engine.translate(attempt)      # pure: no I/O, no state; unit-testable
     handle = engine.submit(request, logger)  # the service accepts it (or one-line error)
     ... tracker: engine.fetch(records) every poll_seconds -> {handle: Status}
+    ...          and at once for a handle the engine wakes it for (engine.on_wake)
     ... on Ctrl-C / SIGTERM / fail_fast / a client-side deadline: engine.cancel(handle, logger)
     engine.collect(handle, attempt, status, logger)   # bring outputs home (staging engines)
     engine.failure_details(handle, attempt, status)   # extra failure_info, on failure only
@@ -129,6 +130,14 @@ class Engine(ABC, Generic[Request]):
         few (at most ``fetch_batch`` records are passed at once). A pure mapping of the answer:
         no cancelling, no bookkeeping. Leave out a handle the service does not list (yet): the
         tracker gives it a grace period. An exception makes the tracker back off and ask again."""
+
+    def on_wake(self, wake: Callable[[str], None]) -> None:
+        """Called once by the tracker before the first submission. An engine the service can
+        tell of an attempt's end (an event stream, an exit file) calls ``wake(handle)`` from any
+        thread as soon as it learns of it, also before ``submit`` returned that handle; the
+        tracker then fetches that handle at once instead of at its next round, and polling
+        stays the safety net for a missed push. ``wake`` only marks the handle: it never blocks
+        or raises. The default does nothing: the engine is only polled."""
 
     @abstractmethod
     def cancel(self, handle: str, logger: logging.Logger) -> None:

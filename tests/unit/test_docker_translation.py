@@ -10,7 +10,14 @@ from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
 from miniwdl_omnibio.config import Settings
-from miniwdl_omnibio.engines.docker import LAUNCHER_LABEL, DockerEngine, DockerSettings
+from miniwdl_omnibio.engines.base import Phase
+from miniwdl_omnibio.engines.docker import (
+    INSPECT_AT_MOST,
+    LAUNCHER_LABEL,
+    DockerEngine,
+    DockerSettings,
+    _event_time,
+)
 
 
 class RecordingApi:
@@ -98,3 +105,53 @@ def test_translation(monkeypatch):
         {"Driver": "", "Count": 1, "DeviceIDs": [], "Capabilities": [["gpu"]], "Options": {}}
     ]
     assert host["NetworkMode"] == "none"
+
+
+class StateApi(RecordingApi):
+    """Answers as dockerd just after a die event: the listing still says running, an inspect
+    (which waits for the exit to be handled) says exited."""
+
+    def __init__(self, listed, inspected):
+        super().__init__()
+        self.listed, self.inspected = listed, inspected
+        self.calls = []
+
+    def containers(self, **kwargs):
+        self.calls.append("list")
+        return [{"Id": h, "State": state} for h, state in self.listed.items()]
+
+    def inspect_container(self, handle):
+        self.calls.append("inspect")
+        if handle not in self.inspected:
+            raise docker.errors.NotFound("gone")
+        return {"State": self.inspected[handle]}
+
+
+def _records(handles):
+    return [types.SimpleNamespace(handle=h) for h in handles]
+
+
+def test_a_few_containers_are_inspected_since_the_listing_lags_the_die_event(monkeypatch):
+    exited = {"Status": "exited", "ExitCode": 3, "OOMKilled": False}
+    api = StateApi({"a": "running"}, {"a": exited})
+    statuses = _engine(api, monkeypatch).fetch(_records(["a", "gone"]))
+    assert statuses["a"].phase is Phase.DONE and statuses["a"].exit_code == 3
+    assert statuses["gone"].phase is Phase.DONE and "was removed" in statuses["gone"].error
+    assert "list" not in api.calls
+
+
+def test_many_containers_are_answered_by_one_listing(monkeypatch):
+    handles = [f"c{i}" for i in range(INSPECT_AT_MOST + 1)]
+    exited = {"Status": "exited", "ExitCode": 0}
+    api = StateApi({h: "running" for h in handles[1:]} | {"c0": "exited"}, {"c0": exited})
+    statuses = _engine(api, monkeypatch).fetch(_records(handles + ["gone"]))
+    assert api.calls == ["list", "inspect"]  # only the exited one is inspected
+    assert statuses["c0"].exit_code == 0 and statuses["c1"].phase is Phase.RUNNING
+    assert "was removed" in statuses["gone"].error
+
+
+def test_the_daemons_clock_becomes_the_event_streams_since():
+    assert _event_time("2026-12-06T20:13:29.986215354Z") == "1796588009.986215354"
+    assert _event_time("2026-12-06T21:13:29.5+01:00") == "1796588009.500000000"
+    assert _event_time("2026-12-06T20:13:29Z") == "1796588009.000000000"
+    assert _event_time("") is None

@@ -6,6 +6,7 @@ import logging
 from miniwdl_omnibio.attempt import Resources, TaskAttempt
 from miniwdl_omnibio.engines.base import QUEUED, RUNNING, Engine, Phase, Status
 from miniwdl_omnibio.tracker import Tracker
+from tests.helpers import wait_until
 
 LOG = logging.getLogger("test")
 
@@ -185,3 +186,133 @@ def test_one_log_line_per_state_change_in_the_services_words(caplog):
     assert len(changes) == 4, changes
     words = ("RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED")
     assert all(c.endswith(f'reason: "{w}"') for c, w in zip(changes, words, strict=True)), changes
+
+
+# --- the wake-up: an engine that learns of an end wakes the tracker, which fetches at once -----
+
+
+class PushingEngine(ScriptedEngine):
+    """Pushes like omnibio_docker's event stream: ``ends`` wakes the tracker for a handle, also
+    from inside submit (a container that died before its id was returned)."""
+
+    def __init__(self):
+        super().__init__()
+        self.wake = None
+        self.during_submit = lambda handle: None
+
+    def on_wake(self, wake):
+        self.wake = wake
+
+    def submit(self, request, logger):
+        handle = super().submit(request, logger)
+        self.during_submit(handle)
+        return handle
+
+    def ends(self, handle):
+        self.answers[handle] = Status(Phase.DONE, exit_code=0)
+        self.wake(handle)
+
+
+def test_a_wake_fetches_that_handle_at_once_without_a_full_round():
+    clock = Clock()
+    engine = PushingEngine()
+    engine.poll_seconds = 30
+    tracker = Tracker(engine, LOG, unlisted_grace=60, clock=clock, background=False)
+    first, second = (tracker.submit(attempt(n), n, LOG) for n in ("1", "2"))
+    engine.answers = {first: RUNNING, second: RUNNING}
+    assert tracker.turn() == 30  # the first turn is a full round
+    assert engine.fetched == [2]
+    clock.now += 1
+    engine.ends(first)
+    assert tracker.turn() == 29  # no full round before its time ...
+    assert engine.fetched == [2, 1]  # ... only the woken handle was fetched
+    assert tracker.wait(first, 0).exit_code == 0 and tracker.wait(second, 0) is RUNNING
+    assert tracker.turn() == 29 and engine.fetched == [2, 1]  # a wake is fetched once
+    clock.now += 29
+    tracker.turn()
+    assert engine.fetched == [2, 1, 1]  # the safety net: the full round, of what is still out
+
+
+def test_a_wake_before_submit_returned_is_not_lost():
+    clock = Clock()
+    engine = PushingEngine()
+    engine.poll_seconds = 30
+    tracker = Tracker(engine, LOG, unlisted_grace=60, clock=clock, background=False)
+    tracker.turn()  # the full round is done: only a wake can end what comes next
+    engine.during_submit = engine.ends
+    early = tracker.submit(attempt("early"), "early", LOG)
+    tracker.turn()
+    assert tracker.wait(early, 0).exit_code == 0
+
+    def ends_and_the_tracker_turns_before_registration(handle):
+        engine.ends(handle)
+        tracker.turn()  # the tracker thread runs between the end and the registration
+
+    engine.during_submit = ends_and_the_tracker_turns_before_registration
+    racing = tracker.submit(attempt("racing"), "racing", LOG)
+    assert tracker.wait(racing, 0) is QUEUED
+    tracker.turn()
+    assert tracker.wait(racing, 0).exit_code == 0
+
+
+def test_a_wake_for_a_handle_never_registered_is_forgotten():
+    clock = Clock()
+    engine = PushingEngine()
+    engine.poll_seconds = 30
+    tracker = Tracker(engine, LOG, unlisted_grace=60, clock=clock, background=False)
+    tracker.turn()
+    engine.wake("h-sandbox")  # e.g. a container this process started that is no attempt
+    clock.now += 61
+    tracker.turn()
+    engine.fetched.clear()
+    late = tracker.submit(attempt("sandbox"), "sandbox", LOG)  # the same handle, much later
+    tracker.turn()
+    assert engine.fetched == [] and tracker.wait(late, 0) is QUEUED
+
+
+def test_a_failed_fetch_on_wake_is_left_to_the_next_full_round():
+    clock = Clock()
+    engine = PushingEngine()
+    engine.poll_seconds = 30
+    tracker = Tracker(engine, LOG, unlisted_grace=60, clock=clock, background=False)
+    handle = tracker.submit(attempt("x"), "x", LOG)
+    engine.answers[handle] = RUNNING
+    tracker.turn()
+    engine.fail_next = 1
+    engine.ends(handle)
+    assert tracker.turn() == 30 and tracker.wait(handle, 0) is RUNNING
+    clock.now += 30
+    tracker.turn()
+    assert tracker.wait(handle, 0).exit_code == 0
+
+
+def test_the_polling_thread_wakes_at_once():
+    """The background loop waits on the wake-up, not on the poll period (an hour here)."""
+    engine = PushingEngine()
+    engine.poll_seconds = 3600
+    tracker = Tracker(engine, LOG, unlisted_grace=60)
+    engine.answers["h-t"] = RUNNING
+    handle = tracker.submit(attempt("t"), "t", LOG)
+    wait_until(lambda: tracker.wait(handle, 0) is RUNNING, "the thread's first full round")
+    engine.ends(handle)
+    assert tracker.wait(handle, 30).exit_code == 0
+
+
+def test_the_polling_thread_fetches_an_end_it_was_woken_for_before_registration():
+    engine = PushingEngine()
+    engine.poll_seconds = 3600
+    tracker = Tracker(engine, LOG, unlisted_grace=60)
+    turns = []
+    turn = tracker.turn
+    tracker.turn = lambda: turns.append(1) or turn()
+    tracker.submit(attempt("first"), "first", LOG)  # starts the thread
+    wait_until(lambda: turns, "the thread's first turn")
+
+    def ends_and_the_thread_turns_before_registration(handle):
+        before = len(turns)
+        engine.ends(handle)
+        wait_until(lambda: len(turns) > before, "a turn of the thread after the wake")
+
+    engine.during_submit = ends_and_the_thread_turns_before_registration
+    handle = tracker.submit(attempt("racing"), "racing", LOG)
+    assert tracker.wait(handle, 30).exit_code == 0
