@@ -52,3 +52,15 @@ def test_the_trace_shows_the_containers_peak_memory_and_cpu_seconds(accounting, 
         60,
     )
     assert job.total_cpu < 1.0, job
+
+
+def test_an_oom_kill_is_typed_and_carries_the_usage(shared_dir, rundir):
+    """The same task under a 100 MiB limit: the record's oom (docker's OOMKilled, the cgroup's
+    oom_kill) names the OOM, and the failure carries the container's peak, at the limit."""
+    wdl = write(rundir, "oom.wdl", USAGE_WDL.replace('memory: "512 MiB"', 'memory: "100 MiB"'))
+    run = run_miniwdl(wdl, [], rundir, backend="omnibio_slurm", config=slurm_config(shared_dir))
+    assert run.returncode != 0
+    cause = run.error_json()["cause"]
+    assert "raise runtime.memory" in cause.get("oom", ""), cause
+    assert 90 * MIB <= cause["usage"]["memory_peak"] <= 100 * MIB, cause
+    assert cause["usage"]["source"] == CGROUP_SOURCE
