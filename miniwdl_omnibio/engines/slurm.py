@@ -4,7 +4,7 @@ The nodes mount the shared filesystem holding the run directory; each attempt's 
 (``<task dir>/slurm/attemptN.sh``, see slurm_script.py) runs its container with docker, podman
 or apptainer and records the exit. Attempts that become ready together go in one sbatch
 (equal sbatch options: one array); the status of every job of this process is one squeue per
-poll that needs it: the job scripts' own files (a running marker, the exit record) answer most
+poll that needs it: the exit records the job scripts write (empty while the job runs) answer most
 polls, and squeue (``--states=all`` shows jobs that ended within MinJobAge), then sacct when the
 cluster has accounting, answer the rest. Cancellations gather into one scancel.
 """
@@ -32,6 +32,7 @@ from ..sharedfs import SharedFilesystem
 from . import slurm_status as mapping
 from .base import Engine, Phase, Status, Submitted
 from .gathering import Cancellations, Gathering, Waiting, settle
+from .jobscript import ExitRecord, read_exit_record
 from .slurm_cluster import (
     ORPHAN_FORMAT,
     SINFO_FORMAT,
@@ -381,9 +382,9 @@ class SlurmEngine(Engine[SlurmRequest]):
         self.check_fits(request)
         files = request.files
         os.makedirs(files.host_dir, exist_ok=True)
-        for suffix in ("exit", "wait"):
+        for path in (files.record, files.host("usage"), files.host("wait")):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(files.host(suffix))
+                os.unlink(path)
         # the environment may hold secrets: readable by the user only, never on a command line
         descriptor = os.open(files.host("env"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as out:
@@ -436,7 +437,7 @@ class SlurmEngine(Engine[SlurmRequest]):
 
     def sacct(self, job_ids: Sequence[str]) -> dict[str, mapping.SlurmJob]:
         done = self.cli.run(
-            ["sacct", "--noheader", "--parsable2", "--allocations", f"--jobs={','.join(job_ids)}"]
+            ["sacct", "--noheader", "--parsable2", f"--jobs={','.join(job_ids)}"]
             + [f"--format={mapping.SACCT_FORMAT}"]
         )
         return mapping.parse_sacct(done.stdout)
@@ -446,16 +447,17 @@ class SlurmEngine(Engine[SlurmRequest]):
         one squeue (and sacct) every ``squeue_seconds`` for the attempts they say nothing final
         about, or at once when a record needs Slurm's verdict (a signal ended the script)."""
         now = time.monotonic()
-        seen: dict[str, tuple[SlurmRequest, mapping.ExitRecord | None, bool]] = {}
+        seen: dict[str, tuple[SlurmRequest, ExitRecord | None, bool]] = {}
         for record in records:
             with self._lock:
                 request = self._requests.get(record.handle)
             if request is not None:
-                files = request.files
-                exit_record = mapping.parse_exit_record(_read(files.host("exit")))
-                seen[record.handle] = (request, exit_record, os.path.exists(files.host("running")))
-        unsettled = [h for h, (_r, rec, _run) in seen.items() if rec is None or not rec.final]
-        verdict_wanted = any(rec and not rec.final for _r, rec, _run in seen.values())
+                running, exit_record = read_exit_record(request.files.record)
+                seen[record.handle] = (request, exit_record, running)
+        unsettled = [
+            h for h, (_r, rec, _run) in seen.items() if rec is None or not mapping.final(rec)
+        ]
+        verdict_wanted = any(rec and not mapping.final(rec) for _r, rec, _run in seen.values())
         if unsettled and (verdict_wanted or now - self._asked_at >= self.squeue_seconds):
             self.ask_slurm(unsettled, now)
         statuses = {}
@@ -505,7 +507,7 @@ class SlurmEngine(Engine[SlurmRequest]):
         self,
         record: Submitted,
         request: SlurmRequest,
-        exit_record: mapping.ExitRecord | None,
+        exit_record: ExitRecord | None,
         running: bool,
         now: float,
     ) -> Status | None:

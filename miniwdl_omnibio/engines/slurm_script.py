@@ -2,7 +2,8 @@
 
 Each attempt gets files in ``<task run dir>/slurm/`` on the shared filesystem: ``attemptN.sh``
 (runs the container on the node), ``attemptN.env`` (its environment, never on a command line),
-and later ``attemptN.log`` (the script's own output) and ``attemptN.exit`` (what happened). The
+and later ``attemptN.log`` (the script's own output) and ``attemptN.usage`` (what the container
+measured of itself); what happened goes in the attempt's exit record (``jobscript``). The
 batch script handed to sbatch only chooses an element's ``attemptN.sh`` by
 ``$SLURM_ARRAY_TASK_ID``, so attempts ready together share one ``sbatch --array`` when their
 sbatch options are equal. Nothing here does I/O.
@@ -15,18 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..attempt import TAG_CALL, TAG_RUN, TAG_TASK, Mount, TaskAttempt
+from .jobscript import FUNCTIONS, MISSING_FILESYSTEM_EXIT, exit_record
 
 RUNTIMES = ("docker", "podman", "apptainer")
-# the batch script's exit code when the node cannot read an element's script: the shared
-# filesystem is not mounted there (at node_mount_path)
-EXIT_SCRIPT_UNREADABLE = 97
-# ... and when it has no element for the array index it was given (cannot happen unless the
-# array was changed with scontrol)
+# the batch script's exit code when it has no element for the array index it was given (cannot
+# happen unless the array was changed with scontrol); one that cannot read an element's script
+# (the node lacks the shared filesystem at node_mount_path) exits MISSING_FILESYSTEM_EXIT
 EXIT_NO_ELEMENT = 98
-# the element script's exit record: exit code, killed for memory, past its time limit, and
-# whether the container ever started, and whether a signal (scancel, Slurm's time limit,
-# preemption) ended the script: then Slurm's own verdict on the job counts
-EXIT_FIELDS = ("exit_code", "oom", "timed_out", "started", "signalled")
+# where a docker or podman container sees its attemptN.usage (a bind of the one file)
+USAGE_PATH = "/.omnibio_usage"
 
 
 @dataclass(frozen=True)
@@ -51,6 +49,8 @@ class ElementFiles:
     host_dir: str
     node_dir: str
     name: str  # attemptN
+    record: str  # the exit record on miniwdl's host (jobscript.exit_record)
+    node_record: str  # ... and on the node
 
     def host(self, suffix: str) -> str:
         return os.path.join(self.host_dir, f"{self.name}.{suffix}")
@@ -166,7 +166,7 @@ def oci_run(attempt: TaskAttempt, settings: SlurmSettings) -> list[str]:
     argv += [f"--cpus={attempt.resources.cpu}", f"--memory={memory}", f"--memory-swap={memory}"]
     for source, target, read_only in _binds(attempt.mounts, settings):
         argv += ["-v", f"{source}:{target}" + (":ro" if read_only else "")]
-    argv += ["-w", attempt.workdir]
+    argv += ["-v", f"$USAGE:{USAGE_PATH}", "-w", attempt.workdir]
     for name in sorted(attempt.env):
         argv += ["-e", name]  # the value comes from the script's environment (attemptN.env)
     if attempt.user:
@@ -175,7 +175,17 @@ def oci_run(attempt: TaskAttempt, settings: SlurmSettings) -> list[str]:
         argv.append("--privileged")
     if attempt.resources.gpu:
         argv.append("$GPU_OPTIONS")
-    return argv + [*settings.runtime_options, attempt.image, *attempt.argv]
+    return argv + [*settings.runtime_options, attempt.image, *measured(attempt.argv)]
+
+
+def measured(argv: Sequence[str], path: str = USAGE_PATH) -> list[str]:
+    """``argv`` under a shell that writes the container's usage to ``path`` once it ended.
+
+    The container's cgroup is gone when ``docker|podman wait`` returns (the runtime removes it at
+    exit: seen on this rig's dockerd, cgroup v1), so the element script cannot read it; inside,
+    ``/sys/fs/cgroup`` is the container's own (jobscript's ``omnibio_usage``)."""
+    body = f'"$@"\nrc=$?\nomnibio_usage >{path} 2>/dev/null\nexit "$rc"\n'
+    return ["/bin/sh", "-c", FUNCTIONS + body, "omnibio", *argv]
 
 
 def apptainer_image(image: str) -> str:
@@ -201,6 +211,8 @@ def _words(argv: Sequence[str]) -> str:
     for word in argv:
         if word == "$NAME":
             out.append('"$NAME"')
+        elif word == f"$USAGE:{USAGE_PATH}":
+            out.append(f'"$USAGE:{USAGE_PATH}"')
         elif word == "$GPU_OPTIONS":
             out.append("$GPU_OPTIONS")  # unquoted on purpose: zero or more words
         else:
@@ -208,38 +220,38 @@ def _words(argv: Sequence[str]) -> str:
     return " ".join(out)
 
 
-# The element script. It records what happened in attemptN.exit (written last, atomically) so
-# that the outcome is known even after Slurm has forgotten the job (MinJobAge, no accounting).
-# Slurm signals the whole job on scancel, on its own time limit and on preemption (SIGTERM, then
-# SIGKILL after KillWait: slurm.conf(5)); docker/podman containers are not the job's processes,
-# so the trap removes the container. The exact time limit is the script's: Slurm's --time has
-# minute resolution. attemptN.running tells the launcher the job runs without asking Slurm.
-_HEAD = """#!/bin/sh
-# omnibio_slurm: attempt {run_id}, written by miniwdl_omnibio; runs on the Slurm node
+# The element script. It writes the attempt's exit record (jobscript: empty while the job runs,
+# so the launcher knows without asking Slurm; the outcome last, atomically), which tells the
+# outcome even after Slurm has forgotten the job (MinJobAge, no accounting). Slurm signals the
+# whole job on scancel, on its own time limit and on preemption (SIGTERM, then SIGKILL after
+# KillWait: slurm.conf(5)); docker/podman containers are not the job's processes, so the trap
+# removes the container. The exact time limit is the script's: Slurm's --time has minute
+# resolution. The node's own cgroup is not the container's (and under cgroup v1 jobscript's
+# default would read the node's root), so OMNIBIO_CGROUP names nothing: the usage in the record
+# is what the container wrote into attemptN.usage, its memory_peak, cpu_usec and oom lines only.
+_HEAD = """# omnibio_slurm: attempt {run_id}, written by miniwdl_omnibio; runs on the Slurm node
 set -u
 EXIT={exit_file}
-rm -f "$EXIT"
-: >{running_file}
-record() {{
-  {{
-    printf 'exit_code=%s\\noom=%s\\ntimed_out=%s\\n' "$1" "$2" "$3"
-    printf 'started=%s\\nsignalled=%s\\n' "$4" "${{5:-false}}"
-  }} >"$EXIT.tmp"
-  mv -f "$EXIT.tmp" "$EXIT"
-}}
+USAGE={usage_file}
+: >"$EXIT"
 set -a
 . {env_file}
 set +a
+OMNIBIO_CGROUP=/dev/null
 cd {workdir} 2>/dev/null || cd /
 """
 
 _OCI = """NAME="omnibio-${{SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}}-${{SLURM_ARRAY_TASK_ID:-0}}"
 GPU_OPTIONS=""
-{gpu}stop() {{ {tool} rm -f "$NAME" >/dev/null 2>&1; record 143 false false true true; exit 143; }}
+{gpu}stop() {{
+  {tool} rm -f "$NAME" >/dev/null 2>&1; rm -f "$USAGE"
+  omnibio_record "$EXIT" 143 signalled=true; exit 143
+}}
 trap stop TERM INT
+: >"$USAGE" && chmod 666 "$USAGE"
 if ! {run} >/dev/null; then
-  {tool} rm -f "$NAME" >/dev/null 2>&1
-  record 125 false false false
+  {tool} rm -f "$NAME" >/dev/null 2>&1; rm -f "$USAGE"
+  omnibio_record "$EXIT" 125 started=false
   exit 125
 fi
 {wait_cmd} >{wait_file} &
@@ -255,17 +267,24 @@ rc=$(cat {wait_file} 2>/dev/null)
 rm -f {wait_file}
 oom=$({tool} inspect -f '{{{{.State.OOMKilled}}}}' "$NAME" 2>/dev/null || echo false)
 {tool} rm -f "$NAME" >/dev/null 2>&1
-record "${{rc:-137}}" "$oom" "$timed_out" true
+usage=
+while read -r line; do
+  case $line in memory_peak=*|cpu_usec=*|oom=*) usage="$usage $line";; esac
+done <"$USAGE"
+# the runtime's OOMKilled or the cgroup's oom_kill: either is an OOM
+[ "$oom" = true ] && usage="$usage oom=true"
+omnibio_record "$EXIT" "${{rc:-137}}" $usage timed_out=$timed_out
+rm -f "$USAGE"
 exit "${{rc:-137}}"
 """
 
-_APPTAINER = """trap 'record 143 false false true true; exit 143' TERM INT
+_APPTAINER = """trap 'omnibio_record "$EXIT" 143 signalled=true; exit 143' TERM INT
 {run} &
 wait $!
 rc=$?
 timed_out=false
 if [ "$rc" = 124 ] && [ -n "{limit}" ]; then timed_out=true; fi
-record "$rc" false "$timed_out" true
+omnibio_record "$EXIT" "$rc" timed_out=$timed_out
 exit "$rc"
 """
 
@@ -285,7 +304,7 @@ exit "$rc"
 _GPU_IDS = """if [ -z "${{SLURM_JOB_GPUS:-}}" ]; then
   echo "omnibio_slurm error: Slurm set no SLURM_JOB_GPUS for this job, so its GPUs are unknown \
 (gres.conf must name the GPU device files, or AutoDetect them)" >&2
-  record 125 false false false
+  omnibio_record "$EXIT" 125 started=false
   exit 125
 fi
 {select}
@@ -307,12 +326,16 @@ def work_dir(attempt: TaskAttempt, settings: SlurmSettings) -> str:
 def element_script(attempt: TaskAttempt, settings: SlurmSettings, files: ElementFiles) -> str:
     """The shell script that runs one attempt's container on the node and records its end."""
     limit = attempt.resources.time_limit
-    head = _HEAD.format(
-        run_id=attempt.run_id,
-        exit_file=shlex.quote(files.node("exit")),
-        running_file=shlex.quote(files.node("running")),
-        env_file=shlex.quote(files.node("env")),
-        workdir=shlex.quote(work_dir(attempt, settings)),
+    head = (
+        "#!/bin/sh\n"
+        + FUNCTIONS
+        + _HEAD.format(
+            run_id=attempt.run_id,
+            exit_file=shlex.quote(files.node_record),
+            usage_file=shlex.quote(files.node("usage")),
+            env_file=shlex.quote(files.node("env")),
+            workdir=shlex.quote(work_dir(attempt, settings)),
+        )
     )
     if settings.runtime == "apptainer":
         run = _words(apptainer_exec(attempt, settings))
@@ -334,10 +357,13 @@ def element_script(attempt: TaskAttempt, settings: SlurmSettings, files: Element
 
 def element_files(attempt: TaskAttempt, settings: SlurmSettings) -> ElementFiles:
     host_dir = os.path.join(attempt.host_dir, "slurm")
+    record = exit_record(attempt.host_dir, attempt.attempt)
     return ElementFiles(
         host_dir,
         node_path(host_dir, settings.host_root, settings.node_root),
         f"attempt{attempt.attempt}",
+        record,
+        node_path(record, settings.host_root, settings.node_root),
     )
 
 
@@ -381,7 +407,7 @@ def batch_script(requests: Sequence[SlurmRequest]) -> str:
     lines += [
         f"*) exit {EXIT_NO_ELEMENT} ;;",
         "esac",
-        f'[ -r "$dir/$name.sh" ] || exit {EXIT_SCRIPT_UNREADABLE}',
+        f'[ -r "$dir/$name.sh" ] || exit {MISSING_FILESYSTEM_EXIT}',
         'exec /bin/sh "$dir/$name.sh" >>"$dir/$name.log" 2>&1',
         "",
     ]

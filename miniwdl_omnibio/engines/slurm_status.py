@@ -7,15 +7,20 @@ https://slurm.schedmd.com/sacct.html). Nothing here runs a command or reads a fi
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from .base import Phase, Status
-from .slurm_script import EXIT_FIELDS, EXIT_NO_ELEMENT, EXIT_SCRIPT_UNREADABLE
+from .jobscript import MISSING_FILESYSTEM_EXIT, ExitRecord
+from .slurm_script import EXIT_NO_ELEMENT
 
 # squeue -O fields, each padded to its width and closed by "|" (squeue(1): -O "type[:[.][size]
 # [suffix]]"); the reason is last and may hold spaces and commas
 SQUEUE_FORMAT = "JobArrayID:64|,State:24|,exit_code:12|,Reason:200|"
-SACCT_FORMAT = "JobID,State,ExitCode"
+# sacct(1): MaxRSS, the largest resident set of the job's processes (on its step lines, e.g.
+# 123.batch; jobacct_gather samples it), and TotalCPU, their user and system CPU time (the
+# allocation's line sums its steps); both measure the job's own processes only
+SACCT_FORMAT = "JobID,State,ExitCode,MaxRSS,TotalCPU"
 
 # Each state below as squeue(1) of Slurm 22.05 defines it in JOB STATE CODES (the man page the
 # rig's slurm-client installs; sacct(1) refers to the same codes). Waiting for an allocation:
@@ -139,6 +144,8 @@ class SlurmJob:
     exit_code: int | None  # the batch script's exit code, None when Slurm gives none
     signal: int | None = None
     reason: str = ""
+    max_rss: int | None = None  # bytes: sacct's MaxRSS of its steps, with accounting
+    total_cpu: float | None = None  # seconds: sacct's TotalCPU
 
 
 def waits_at_limit(job: SlurmJob) -> bool:
@@ -146,24 +153,15 @@ def waits_at_limit(job: SlurmJob) -> bool:
     return job.state == "PENDING" and bool(AT_A_LIMIT.match(job.reason))
 
 
-@dataclass(frozen=True)
-class ExitRecord:
-    """What the element script wrote into attemptN.exit when it ended."""
-
-    exit_code: int
-    oom: bool
-    timed_out: bool
-    started: bool  # False: the container never started (image missing, runtime error)
-    signalled: bool = False  # a signal ended the script (scancel, Slurm's limit, preemption)
-
-    @property
-    def final(self) -> bool:
-        """The record alone says how the attempt ended; else Slurm's verdict on the job counts:
-        after a signal, or a container killed by a signal for a reason we do not know (e.g. the
-        cgroup's OOM killer under apptainer)."""
-        if self.signalled:
-            return False
-        return not (self.started and self.exit_code >= 128 and not self.oom and not self.timed_out)
+def final(record: ExitRecord) -> bool:
+    """The element script's record alone says how the attempt ended; else Slurm's verdict on the
+    job counts: after a signal (scancel, Slurm's limit, preemption), or a container killed by a
+    signal for a reason we do not know (e.g. the cgroup's OOM killer under apptainer)."""
+    if record.signalled:
+        return False
+    return not (
+        record.started and record.exit_code >= 128 and not record.oom and not record.timed_out
+    )
 
 
 def parse_squeue(text: str) -> dict[str, SlurmJob]:
@@ -183,38 +181,64 @@ def parse_squeue(text: str) -> dict[str, SlurmJob]:
 
 
 def parse_sacct(text: str) -> dict[str, SlurmJob]:
-    """Lines of ``sacct --noheader --parsable2 --allocations -o SACCT_FORMAT``.
+    """Lines of ``sacct --noheader --parsable2 -o SACCT_FORMAT``: a job's (or array element's)
+    allocation line, then its step lines (123.batch, 123_4.extern), whose largest MaxRSS is the
+    job's.
 
     sacct(1): State may read "CANCELLED by <uid>"; ExitCode is "<code>:<signal>".
     """
-    jobs = {}
+    jobs: dict[str, SlurmJob] = {}
+    peaks: dict[str, int] = {}
     for line in text.splitlines():
-        fields = line.split("|")
-        if len(fields) < 3 or not fields[0] or "." in fields[0]:
-            continue  # a step line (123.batch), when --allocations was not honoured
-        job_id, state, exit_code = fields[:3]
+        fields = line.split("|") + [""] * 2
+        if len(fields) < 5 or not fields[0]:
+            continue
+        job_id, state, exit_code, max_rss, total_cpu = fields[:5]
+        if "." in job_id:
+            rss = size_bytes(max_rss)
+            owner = job_id.split(".", 1)[0]
+            if rss is not None:
+                peaks[owner] = max(rss, peaks.get(owner, 0))
+            continue
         code, _sep, signal = exit_code.partition(":")
         jobs[job_id] = SlurmJob(
             job_id,
             state.split()[0].upper() if state.split() else "UNKNOWN",
             int(code) if code.isdigit() else None,
             int(signal) if signal.isdigit() and int(signal) else None,
+            total_cpu=cpu_seconds(total_cpu),
         )
-    return jobs
+    return {
+        job_id: replace(job, max_rss=peaks.get(job_id)) if job_id in peaks else job
+        for job_id, job in jobs.items()
+    }
 
 
-def parse_exit_record(text: str) -> ExitRecord | None:
-    """attemptN.exit as the element script writes it; None if incomplete (still being written)."""
-    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    if any(name not in values for name in EXIT_FIELDS) or not values["exit_code"].isdigit():
+def size_bytes(text: str) -> int | None:
+    """sacct's MaxRSS, e.g. "219800K" (sacct(1) --units: K, M, G, T, P, in 1024s); None when
+    empty (nothing sampled)."""
+    text = text.strip()
+    scale = 1
+    if text and text[-1].upper() in "KMGTP":
+        scale = 1024 ** ("KMGTP".index(text[-1].upper()) + 1)
+        text = text[:-1]
+    try:
+        return round(float(text) * scale) if text else None
+    except ValueError:
         return None
-    return ExitRecord(
-        exit_code=int(values["exit_code"]),
-        oom=values["oom"].strip() == "true",
-        timed_out=values["timed_out"].strip() == "true",
-        started=values["started"].strip() == "true",
-        signalled=values["signalled"].strip() == "true",
-    )
+
+
+def cpu_seconds(text: str) -> float | None:
+    """sacct's TotalCPU, [DD-[HH:]]MM:SS[.sss] (sacct(1) TotalCPU), in seconds."""
+    days, _sep, clock = text.strip().rpartition("-")
+    try:
+        parts = [float(p) for p in clock.split(":")]
+        if not 2 <= len(parts) <= 3:
+            return None
+        seconds = sum(p * 60**i for i, p in enumerate(reversed(parts)))
+        return seconds + (int(days) * 86400 if days else 0)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -251,16 +275,50 @@ def from_record(record: ExitRecord, context: Context, state: str = "") -> Status
     )
 
 
+CGROUP_SOURCE = "cgroup, read in the container by the job script"
+SACCT_SOURCE = "sacct MaxRSS and TotalCPU: the job's own processes"
+
+
+def usage(record: ExitRecord | None, job: SlurmJob | None) -> dict[str, Any]:
+    """details["usage"]: the container's cgroup as the element script recorded it, else sacct's
+    figures for the job (the container itself under apptainer, only the client under docker);
+    sacct's stay beside the cgroup's as ``sacct_max_rss`` and ``sacct_total_cpu``."""
+    measured: dict[str, Any] = dict(record.usage()) if record else {}
+    if measured:
+        measured["source"] = CGROUP_SOURCE
+    sacct: dict[str, Any] = {}
+    if job and job.max_rss is not None:
+        sacct["max_rss"] = job.max_rss
+    if job and job.total_cpu is not None:
+        sacct["total_cpu"] = job.total_cpu
+    if sacct and not measured:
+        measured = {"memory_peak": sacct.get("max_rss"), "cpu_seconds": sacct.get("total_cpu")}
+        measured = {k: v for k, v in measured.items() if v is not None}
+        measured["source"] = SACCT_SOURCE
+    elif sacct:
+        measured.update({f"sacct_{key}": value for key, value in sacct.items()})
+    return {"usage": measured} if measured else {}
+
+
 def status(
     job: SlurmJob | None, record: ExitRecord | None, running: bool, context: Context
 ) -> Status | None:
-    """The attempt's Status from its exit record, its running marker and Slurm's last word on
-    its job (which may be a poll or two old); None: nothing known yet.
+    """The attempt's Status from its exit record (empty while it runs: ``running``) and Slurm's
+    last word on its job (which may be a poll or two old); None: nothing known yet. An ended
+    attempt carries what was measured of it (``usage``)."""
+    found = verdict(job, record, running, context)
+    if found is None or found.phase is not Phase.DONE:
+        return found
+    measured = usage(record, job)
+    return replace(found, details={**found.details, **measured}) if measured else found
 
-    A final record is the container's own exit. Otherwise Slurm's verdicts on how a job ended
-    (preemption, node loss, its time limit, OOM, a cancellation) come first.
-    """
-    if record and record.final:
+
+def verdict(
+    job: SlurmJob | None, record: ExitRecord | None, running: bool, context: Context
+) -> Status | None:
+    """A final record is the container's own exit. Otherwise Slurm's verdicts on how a job ended
+    (preemption, node loss, its time limit, OOM, a cancellation) come first."""
+    if record and final(record):
         return from_record(record, context, job.state if job else "")
     if job is None:
         if record:
@@ -297,7 +355,7 @@ def status(
         return Status(Phase.DONE, exit_code=code, oom=True, reason=state)
     if record:
         return from_record(record, context, state)
-    if job.exit_code == EXIT_SCRIPT_UNREADABLE:
+    if job.exit_code == MISSING_FILESYSTEM_EXIT:
         return Status(
             Phase.DONE,
             error=f"{context.where}: the node cannot read {context.node_path}; mount the shared "

@@ -76,7 +76,12 @@ SlurmdPort=6818
 # no cgroup plugins: this machine (a container) does not delegate cgroups; docker enforces limits
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
+# the job's own processes' usage for sacct (slurm.conf(5) JobAcctGatherType): linux, not cgroup,
+# as the cgroup plugins are off above. TotalCPU comes from the tasks' rusage; MaxRSS from /proc
+# samples, every second here (default 30 s: a test's jobs end before the first). Under docker
+# the job's processes are the client only
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
 # accounting through slurmdbd (below); jobs without an association, over a limit or asking for a
 # QOS their association lacks are refused or held as Slurm documents (accounting.html)
 AccountingStorageType=accounting_storage/slurmdbd

@@ -70,17 +70,41 @@ def test_parse_squeue_as_slurm_22_05_prints_it():
 
 
 def test_parse_sacct_as_its_man_page_describes_it():
-    text = "7|COMPLETED|0:0\n8_2|CANCELLED by 1000|0:15\n8_2.batch|CANCELLED|0:15\n9|TIMEOUT|0:0\n"
+    # the allocation lines as on the rig (sacct --parsable2 -o SACCT_FORMAT, jobacct_gather/linux):
+    # TotalCPU on the allocation, MaxRSS on its steps only
+    text = (
+        "7|COMPLETED|0:0||00:02.278\n7.batch|COMPLETED|0:0|219800K|00:02.278\n"
+        "8_2|CANCELLED by 1000|0:15||1-02:03:04\n8_2.batch|CANCELLED|0:15|1.5G|00:00:01\n"
+        "8_2.extern|COMPLETED|0:0|100K|00:00:00\n9|TIMEOUT|0:0||\n"
+    )
     jobs = m.parse_sacct(text)
     assert set(jobs) == {"7", "8_2", "9"}
     assert (jobs["8_2"].state, jobs["8_2"].signal) == ("CANCELLED", 15)
+    assert (jobs["7"].max_rss, jobs["7"].total_cpu) == (219800 * 1024, 2.278)
+    assert jobs["8_2"].max_rss == int(1.5 * (1 << 30))
+    assert jobs["8_2"].total_cpu == 86400 + 2 * 3600 + 3 * 60 + 4
+    assert (jobs["9"].max_rss, jobs["9"].total_cpu) == (None, None)
 
 
-def test_parse_exit_record_needs_every_field():
-    text = "exit_code=3\noom=true\ntimed_out=false\nstarted=true\nsignalled=false\n"
-    assert m.parse_exit_record(text) == m.ExitRecord(3, True, False, True, False)
-    assert m.parse_exit_record("exit_code=3\noom=true\n") is None  # still being written
-    assert m.parse_exit_record("") is None
+def test_usage_is_the_containers_cgroup_and_else_sacct():
+    measured = m.ExitRecord(0, memory_peak=200, cpu_seconds=2.0)
+    sacct = m.SlurmJob("5_1", "COMPLETED", 0, max_rss=30, total_cpu=0.1)
+    both = m.status(sacct, measured, True, CONTEXT)
+    assert both.details["usage"] == {
+        "memory_peak": 200,
+        "cpu_seconds": 2.0,
+        "source": m.CGROUP_SOURCE,
+        "sacct_max_rss": 30,
+        "sacct_total_cpu": 0.1,
+    }
+    # apptainer: the container is the job's own processes, which sacct measured
+    assert m.status(sacct, DONE_OK, True, CONTEXT).details["usage"] == {
+        "memory_peak": 30,
+        "cpu_seconds": 0.1,
+        "source": m.SACCT_SOURCE,
+    }
+    assert "usage" not in m.status(job("COMPLETED"), DONE_OK, True, CONTEXT).details
+    assert m.status(job("RUNNING"), None, True, CONTEXT).details == {}  # not over yet
 
 
 @pytest.mark.parametrize("state", ["PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD"])
@@ -359,11 +383,11 @@ def test_a_failed_sbatch_fails_each_of_its_requests():
 
 
 def test_a_record_is_final_unless_a_signal_ended_it_for_an_unknown_reason():
-    assert m.ExitRecord(3, False, False, True).final
-    assert m.ExitRecord(137, True, False, True).final  # the runtime saw the OOM kill
-    assert m.ExitRecord(137, False, True, True).final  # the script's own time limit
-    assert not m.ExitRecord(143, False, False, True, signalled=True).final
-    assert not m.ExitRecord(137, False, False, True).final  # e.g. the cgroup OOM killer
+    assert m.final(m.ExitRecord(3, False, False, True))
+    assert m.final(m.ExitRecord(137, True, False, True))  # the runtime saw the OOM kill
+    assert m.final(m.ExitRecord(137, False, True, True))  # the script's own time limit
+    assert not m.final(m.ExitRecord(143, False, False, True, signalled=True))
+    assert not m.final(m.ExitRecord(137, False, False, True))  # e.g. the cgroup OOM killer
     # a final record needs no squeue: Slurm's last answer may be stale
     assert m.status(job("RUNNING"), DONE_OK, False, CONTEXT).exit_code == 0
     # a cgroup OOM kill: Slurm's OUT_OF_MEMORY names it
@@ -371,7 +395,7 @@ def test_a_record_is_final_unless_a_signal_ended_it_for_an_unknown_reason():
     assert m.status(job("OUT_OF_MEMORY", exit_code=0, signal=9), killed, False, CONTEXT).oom
 
 
-def test_the_running_marker_answers_before_squeue_does():
+def test_an_empty_exit_record_answers_before_squeue_does():
     assert m.status(None, None, True, CONTEXT).phase is Phase.RUNNING
     assert m.status(job("PENDING", "Priority"), None, True, CONTEXT).phase is Phase.RUNNING
 

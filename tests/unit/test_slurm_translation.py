@@ -12,11 +12,13 @@ import subprocess
 import pytest
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
+from miniwdl_omnibio.engines.jobscript import MISSING_FILESYSTEM_EXIT, ExitRecord, read_exit_record
 from miniwdl_omnibio.engines.slurm_script import (
-    EXIT_SCRIPT_UNREADABLE,
+    USAGE_PATH,
     SlurmSettings,
     apptainer_image,
     batch_script,
+    measured,
     sbatch_argv,
     time_option,
     translate,
@@ -148,7 +150,7 @@ def test_batch_script_runs_the_element_of_its_index(tmp_path):
         assert read(request.files.host("log")) == f"element {i}\n"
     os.unlink(requests[1].files.host("sh"))  # the node does not see the shared filesystem
     done = subprocess.run(["/bin/sh", str(script)], env=dict(os.environ, SLURM_ARRAY_TASK_ID="1"))
-    assert done.returncode == EXIT_SCRIPT_UNREADABLE
+    assert done.returncode == MISSING_FILESYSTEM_EXIT
 
 
 def test_environment_file_round_trips_through_the_shell(tmp_path):
@@ -162,13 +164,18 @@ def test_environment_file_round_trips_through_the_shell(tmp_path):
     assert out == "it's\nmultiline $HOME"
 
 
+def run_words(script, runtime):
+    """The words of the element script's ``<runtime> run -d`` (its last word spans lines)."""
+    start = script.index(f"if ! {runtime} run -d") + len("if ! ")
+    return shlex.split(script[start : script.index(" >/dev/null; then\n", start)])
+
+
 def test_docker_command_line_keeps_values_off_it():
     attempt = make_attempt(
         "/shared/run/call-x-3", user="1000:1000", privileged=True, resources={"gpu": 1}
     )
     script = translate(attempt, make_settings(node_root="/nodes/shared"), {}).script
-    run_line = next(line for line in script.splitlines() if "docker run" in line)
-    words = shlex.split(run_line.replace("if ! ", "").replace(" >/dev/null; then", ""))
+    words = run_words(script, "docker")
     assert words[:5] == ["docker", "run", "-d", "--name", "$NAME"]
     assert "-v" in words and "/nodes/shared:/mnt/c" in words and "/nodes/shared:/mnt/ro:ro" in words
     assert "--memory=1073741824" in words and "--memory-swap=1073741824" in words
@@ -178,9 +185,12 @@ def test_docker_command_line_keeps_values_off_it():
     ]
     assert "multiline" not in script  # values only in the 0600 env file
     assert "--user" in words and "1000:1000" in words and "--privileged" in words
-    assert "$GPU_OPTIONS" in run_line and "SLURM_JOB_GPUS" in script
+    assert "$GPU_OPTIONS" in words and "SLURM_JOB_GPUS" in script
     assert "CUDA_VISIBLE_DEVICES" not in script  # job-relative once devices are constrained
-    assert words[-4:] == ["ubuntu:22.04", "/bin/sh", "-c", "echo hi"]
+    assert f"$USAGE:{USAGE_PATH}" in words  # the container's own measurement comes back here
+    image = words.index("ubuntu:22.04")
+    assert words[image + 1 : image + 3] == ["/bin/sh", "-c"] and "omnibio_usage" in words[image + 3]
+    assert words[image + 4 :] == ["omnibio", "/bin/sh", "-c", "echo hi"]
     assert "cd /nodes/shared/run/call-x-3/work" in script
 
 
@@ -206,8 +216,10 @@ def test_runtime_options_go_before_the_image(runtime):
     options = ("--ulimit", "nofile=1024:1024") if runtime != "apptainer" else ("--contain",)
     settings = make_settings(runtime=runtime, runtime_options=options)
     script = translate(make_attempt("/shared/run/call-x-3"), settings, {}).script
-    line = next(x for x in script.splitlines() if f"{runtime} run -d" in x or "exec" in x)
-    words = shlex.split(line.replace("if ! ", "").replace(" >/dev/null; then", "").rstrip(" &"))
+    if runtime == "apptainer":
+        words = shlex.split(next(x for x in script.splitlines() if "exec" in x).rstrip(" &"))
+    else:
+        words = run_words(script, runtime)
     image = "ubuntu:22.04" if runtime != "apptainer" else "docker://ubuntu:22.04"
     assert words[words.index(image) - len(options) : words.index(image)] == list(options)
 
@@ -232,25 +244,37 @@ def run_element(tmp_path, runtime, stand_in, env=None, **attempt_changes):
         if name not in (env or {}) or env[name] is None:
             env.pop(name, None)
     done = subprocess.run(["/bin/sh", request.files.host("sh")], env=env, timeout=30)
-    return done.returncode, read(request.files.host("exit"))
+    started, record = read_exit_record(request.files.record)
+    assert started and not os.path.exists(request.files.host("usage"))
+    return done.returncode, record
+
+
+# the container's side of a run, for a stand-in runtime: what measured() writes at its end
+# into the bind of attemptN.usage, and a line of its own that the element script must ignore
+MEASURED = (
+    'for a in "$@"; do case $a in *:{usage}) printf "memory_peak=5\\ncpu_usec=2500000\\n'
+    '{oom}exit_code=0\\n" >"${{a%:{usage}}}";; esac; done'
+)
 
 
 @pytest.mark.parametrize(
-    "wait_exit, inspect, expected",
+    "wait_exit, inspect, cgroup_oom, expected",
     [
-        ("3", "false", "exit_code=3\noom=false\ntimed_out=false\nstarted=true\nsignalled=false\n"),
-        (
-            "137",
-            "true",
-            "exit_code=137\noom=true\ntimed_out=false\nstarted=true\nsignalled=false\n",
-        ),
+        ("3", "false", "", ExitRecord(3, memory_peak=5, cpu_seconds=2.5)),
+        ("137", "true", "", ExitRecord(137, oom=True, memory_peak=5, cpu_seconds=2.5)),
+        # the cgroup's oom_kill counts when the runtime did not see it
+        ("137", "false", "oom=true\\n", ExitRecord(137, oom=True, memory_peak=5, cpu_seconds=2.5)),
     ],
 )
-def test_element_script_records_the_exit(tmp_path, wait_exit, inspect, expected):
-    """podman as a stand-in command: run -d succeeds, wait prints the exit, inspect says OOM."""
+def test_element_script_records_the_exit_and_the_usage(
+    tmp_path, wait_exit, inspect, cgroup_oom, expected
+):
+    """podman as a stand-in command: run -d "measures" (writes attemptN.usage as the wrapper
+    would), wait prints the exit, inspect says OOM."""
     calls = tmp_path / "calls"
+    measured = MEASURED.format(usage=USAGE_PATH, oom=cgroup_oom)
     stand_in = (
-        f'case "$1" in run) echo "$@" >>{calls};; wait) echo {wait_exit};; '
+        f'case "$1" in run) echo "$@" >>{calls}; {measured};; wait) echo {wait_exit};; '
         f"inspect) echo {inspect};; rm) echo rm >>{calls};; esac\n"
     )
     assert run_element(tmp_path, "podman", stand_in) == (int(wait_exit), expected)
@@ -260,14 +284,29 @@ def test_element_script_records_the_exit(tmp_path, wait_exit, inspect, expected)
 def test_element_script_records_a_start_failure(tmp_path):
     stand_in = 'test "$1" = run && { echo "no such image" >&2; exit 125; }\n'
     returncode, record = run_element(tmp_path, "podman", stand_in)
-    assert returncode == 125 and "started=false" in record
+    assert returncode == 125 and record == ExitRecord(125, started=False)
 
 
 def test_apptainer_script_stops_at_the_time_limit(tmp_path):
     returncode, record = run_element(
         tmp_path, "apptainer", "exec sleep 30\n", resources={"time_limit": 1}
     )
-    assert returncode == 124 and "timed_out=true" in record
+    # the node's own cgroup is not read (under v1 it would be the node's root)
+    assert returncode == 124 and record == ExitRecord(124, timed_out=True)
+
+
+def test_the_container_measures_its_own_cgroup_when_its_command_ends(tmp_path):
+    """measured() run for real, with a cgroup v1 layout standing in for the container's."""
+    cgroup = tmp_path / "cgroup"
+    (cgroup / "memory").mkdir(parents=True)
+    (cgroup / "cpuacct").mkdir()
+    (cgroup / "memory" / "memory.max_usage_in_bytes").write_text("209715200\n")
+    (cgroup / "cpuacct" / "cpuacct.usage").write_text("2000000000\n")
+    usage = tmp_path / "usage"
+    argv = measured(["/bin/sh", "-c", "exit 3"], str(usage))
+    done = subprocess.run(argv, env=dict(os.environ, OMNIBIO_CGROUP=str(cgroup)))
+    assert done.returncode == 3
+    assert read(usage) == "memory_peak=209715200\ncpu_usec=2000000\n"
 
 
 # What Slurm sets in a batch job given GPUs 2 and 3 of a node (sbatch(1) OUTPUT ENVIRONMENT
@@ -318,7 +357,7 @@ def test_a_job_without_slurm_job_gpus_fails_naming_it_and_takes_no_gpu(tmp_path,
     returncode, record = run_element(
         tmp_path, runtime, RECORD_RUN.format(calls=calls), env=env, resources={"gpu": 1}
     )
-    assert returncode == 125 and "started=false" in record
+    assert returncode == 125 and not record.started
     assert not calls.exists()  # the runtime was never asked to run anything
     said = capfd.readouterr().err  # the batch script sends it to attemptN.log
     assert "error" in said and "SLURM_JOB_GPUS" in said

@@ -244,8 +244,8 @@ def test_jobs_squeue_forgot_are_read_from_sacct(accounting, shared_dir, rundir, 
             )
         )
     write(
-        engine._requests[ours].files.host_dir,
-        "attempt1.exit",
+        os.path.dirname(engine._requests[ours].files.record),
+        os.path.basename(engine._requests[ours].files.record),
         "exit_code=143\noom=false\ntimed_out=false\nstarted=true\nsignalled=true\n",
     )
     engine.cli.counts.clear()

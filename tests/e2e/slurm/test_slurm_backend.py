@@ -89,7 +89,7 @@ def test_scatter_in_one_array_with_results_verified(shared_dir, rundir):
     )
     (array,) = {job_id.split("_")[0] for job_id in jobs}
     assert jobs == {f"{array}_{i}": "COMPLETED" for i in range(4)}, jobs
-    log = os.path.join(run.dir, "call-echo-2", "slurm", "attempt1.exit")
+    log = os.path.join(run.dir, "call-echo-2", "omnibio_exit.1")
     with open(log) as infile:
         assert "exit_code=0" in infile.read()
 
@@ -225,7 +225,7 @@ def test_a_job_cancelled_outside_the_run_is_named_from_squeue(shared_dir, rundir
     proc = popen_miniwdl(wdl, [], rundir, "omnibio_slurm", slurm_config(shared_dir))
     try:
         name = run_dir_name(rundir)
-        running = os.path.join(rundir, name, "slurm", "attempt1.running")
+        running = os.path.join(rundir, name, "omnibio_exit.1")  # empty while the job runs
         wait_until(lambda: os.path.exists(running), "the job script runs", 300)
         (job,) = active_jobs(name)
         listed = subprocess.run(
@@ -269,8 +269,8 @@ def test_exit_record_answers_once_slurm_has_forgotten_the_job(engine, rundir):
     record = Submitted(forgotten, attempt, logging.getLogger("test"), time.monotonic())
     for signalled, code, asked in (("false", 3, 0), ("true", 143, 1)):
         write(
-            request.files.host_dir,
-            "attempt1.exit",
+            os.path.dirname(request.files.record),
+            os.path.basename(request.files.record),
             f"exit_code={code}\noom=false\ntimed_out=false\nstarted=true\nsignalled={signalled}\n",
         )
         status = engine.fetch([record])[forgotten]
