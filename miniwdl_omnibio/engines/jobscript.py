@@ -31,13 +31,13 @@ How each engine uses it:
   directory and the env file in ``prepare``, its stderr tail in ``on_failure``. ``fetch`` reads
   the records first and adds them to Batch's verdict with ``with_record``. The script is about
   1.9 KB of the containerOverrides' JSON, inside its budget.
-- Slurm (to adopt): the element script runs outside the container, so it uses ``FUNCTIONS``
-  only: ``omnibio_record "$EXIT" "$rc" oom=... timed_out=... started=... signalled=...`` in place
-  of its ``record()``, after ``docker wait`` and before ``docker rm``, with ``OMNIBIO_CGROUP`` set
-  to the container's cgroup directory (apptainer: unset, the job's own cgroup; cgroup v1 keeps
-  each controller in its own tree, so there a directory of ``memory`` and ``cpuacct`` links to
-  the container's). Its batch
-  script's exit 97 for an unreadable element script is the same ``MISSING_FILESYSTEM_EXIT``.
+- Slurm (now): the element script runs outside the container, so it uses ``FUNCTIONS``:
+  ``omnibio_record`` after ``docker wait`` / ``podman wait``. A stopped container's cgroup is
+  gone by then, so the container's command runs under ``/bin/sh``, which writes
+  ``omnibio_usage`` of its own cgroup into a bind of ``attemptN.usage`` once the command ends,
+  and the element script adds those lines to the record (``OMNIBIO_CGROUP=/dev/null`` keeps the
+  node's own cgroup out). Its batch script's exit 97 for an unreadable element script is the same
+  ``MISSING_FILESYSTEM_EXIT``.
 """
 
 import os
