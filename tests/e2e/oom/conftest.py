@@ -1,10 +1,11 @@
-"""Real out-of-memory kills: docker's fixtures come from tests/conftest.py, the Slurm rig's and
-moto's from their own e2e conftests (moto's proxy here without autouse: only the AWS test
-starts moto)."""
+"""Real out-of-memory kills: docker's fixtures come from tests/conftest.py, the Slurm rig's,
+moto's and the Azure Batch emulator's from their own e2e conftests (moto's proxy here without
+autouse: only the AWS test starts moto)."""
 
 import pytest
 
 from tests.e2e.awsbatch.conftest import moto, shared  # noqa: F401
+from tests.e2e.azurebatch.conftest import batch, emulator  # noqa: F401
 from tests.e2e.slurm.conftest import rundir, shared_dir, slurm_rig  # noqa: F401
 
 

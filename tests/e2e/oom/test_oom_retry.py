@@ -1,5 +1,5 @@
 """A real out-of-memory kill retried with more memory (issue 21, point 5), and an exit 137 that
-is not one: on omnibio_docker and on the rig's Slurm.
+is not one: on omnibio_docker, the rig's Slurm, and the AWS and Azure Batch emulators.
 
 The task asks for 64 MiB and allocates 160 MiB: the service kills it at its limit. With a
 multiplier of 4 the retry asks for 256 MiB and passes; RESOURCES_JSON and the trace show it.
@@ -14,6 +14,7 @@ import docker
 import pytest
 
 from tests.e2e.awsbatch.conftest import run_batch
+from tests.e2e.azurebatch.conftest import azurebatch_config, azurebatch_env
 from tests.e2e.slurm.conftest import slurm_config
 from tests.helpers import run_miniwdl
 
@@ -172,3 +173,27 @@ def test_awsbatch_oom_is_retried_with_more_memory(moto, shared, batch_proxy):
         for job in batch_proxy.submitted()
     ]
     assert memory == [str(ASKED // MiB), str(RAISED // MiB)]  # MiB, as sent to SubmitJob
+
+
+def _cap(stderr):
+    """The cap the engine logged with the raise: the backend's largest, at least the raise."""
+    cap = re.search(r"memory raised[^\n]*cap: (\d+)", stderr)
+    assert cap and int(cap.group(1)) >= RAISED, stderr[-3000:]
+    return int(cap.group(1))
+
+
+def test_azurebatch_oom_is_retried_with_more_memory(batch, workdir):  # noqa: F811
+    """The emulator runs the task's container with its memory as the limit; the job script's
+    record carries the cgroup's oom flag, the engine's typed OOM."""
+    wdl = _write(str(workdir), "hungry.wdl", HUNGRY)
+    config = azurebatch_config(batch, str(workdir))
+    config["omnibio"]["memory_retry_multiplier"] = "4"
+    run = run_miniwdl(
+        wdl,
+        [],
+        str(workdir),
+        backend="omnibio_azurebatch",
+        config=config,
+        env=azurebatch_env(batch),
+    )
+    _check_retried_with_more_memory(run, _cap(run.stderr))
