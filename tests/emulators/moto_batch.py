@@ -31,9 +31,25 @@ inside the job, where no proxy reaches:
    an array by TerminateJob of its parent's id (AwsBatchTaskHandler.killTask, normaliseJobId).
    guess: API_TerminateJob does not say it of parents in words; children already ended keep
    their status. moto marks only the parent, which never runs, so its children ran on.
+7. A job's container runs with its MEMORY as a hard limit, and one the kernel killed for it is
+   reported as Batch reports it. API_ResourceRequirement, type MEMORY: "The memory hard limit
+   (in MiB) present to the container ... If your container attempts to exceed the memory
+   specified, the container is terminated. This parameter maps to Memory in the Create a
+   container section of the Docker Remote API and the --memory option to docker run." The
+   reason is the one AWS's "How do I troubleshoot OutOfMemory errors in Amazon ECS?"
+   (repost.aws knowledge center, ecs-resolve-outofmemory-errors) quotes for a container whose
+   processes used more than their memory: "OutOfMemoryError: Container killed due to memory
+   usage", given here as the container's reason (API_ContainerDetail reason), when docker's
+   State.OOMKilled is set; the exit code stays docker's (137 for a SIGKILLed init). guess: the
+   job's statusReason is ECS's "Essential container in task exited" (the engine reads either).
+   No swap either: API_LinuxParameters maxSwap: "If a maxSwap value of 0 is specified, the
+   container doesn't use swap" and, omitted, "the container doesn't use the swap configuration
+   for the container instance".
+   moto starts containers without any limit, so nothing was ever killed.
 """
 
 import contextlib
+import functools
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -44,11 +60,14 @@ from moto.batch import models
 from moto.moto_api._internal.managed_state_model import ManagedState
 
 ENDED = ("SUCCEEDED", "FAILED")
+OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
+OOM_STATUS_REASON = "Essential container in task exited"
+MiB = 1 << 20
 
 
 def _patch() -> None:
     job = models.Job
-    for name in ("_get_container_property", "_container_details", "terminate"):
+    for name in ("_get_container_property", "_container_details", "terminate", "describe_short"):
         if not hasattr(job, name):
             raise RuntimeError(f"moto {models.__name__}.Job has no {name}: update moto_batch.py")
     container_property = job._get_container_property
@@ -66,10 +85,27 @@ def _patch() -> None:
         details = container_details(self)
         if self.job_stopped and self.exit_code is not None:
             details["exitCode"] = self.exit_code
+        if getattr(self, "oom_killed", False):
+            details["reason"] = OOM_REASON
         return dict(details)
+
+    describe_short = job.describe_short
+
+    def describe_short_with_reason(self: Any) -> dict[str, Any]:
+        summary = describe_short(self)
+        if getattr(self, "oom_killed", False):  # API_ContainerSummary reason
+            summary.setdefault("container", {})["reason"] = OOM_REASON
+        return dict(summary)
 
     job._get_container_property = get_container_property
     job._container_details = describe_container
+    job.describe_short = describe_short_with_reason
+    docker_client = job.docker_client
+
+    def limited_docker(self: Any) -> Any:
+        return LimitedDocker(docker_client.fget(self), self)
+
+    job.docker_client = property(limited_docker)  # type: ignore[assignment]
     job.status = property(_status, ManagedState.status.fset)  # type: ignore[assignment]
     run = job.run
 
@@ -92,6 +128,49 @@ def _patch() -> None:
                 child.terminate(reason)
 
     job.terminate = terminate_with_children
+
+
+class LimitedDocker:
+    """A job's docker client whose containers run under the job's MEMORY (7. above)."""
+
+    def __init__(self, client: Any, job: Any) -> None:
+        self._client = client
+        self._job = job
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    @property
+    def containers(self) -> Any:
+        return LimitedContainers(self._client.containers, self._job)
+
+
+class LimitedContainers:
+    def __init__(self, containers: Any, job: Any) -> None:
+        self._containers = containers
+        self._job = job
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._containers, name)
+
+    def run(self, **kwargs: Any) -> Any:
+        memory = _memory(self._job)
+        if memory:
+            kwargs.update(mem_limit=memory * MiB, memswap_limit=memory * MiB)
+        container = self._containers.run(**kwargs)
+        container.wait = functools.partial(_wait_typing_oom, container, container.wait, self._job)
+        return container
+
+
+def _wait_typing_oom(container: Any, wait: Callable[..., Any], job: Any, **kwargs: Any) -> Any:
+    """The container's wait, noting on the job whether the kernel killed it for its memory;
+    the reason is set before moto marks the job stopped, so no reader sees it without."""
+    result = wait(**kwargs)
+    container.reload()
+    if container.attrs["State"].get("OOMKilled"):
+        job.oom_killed = True
+        job.job_stopped_reason = job.job_stopped_reason or OOM_STATUS_REASON
+    return result
 
 
 class Capacity:
@@ -130,11 +209,30 @@ def _environment(job: Any) -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in merged.items()]
 
 
-def _vcpus(job: Any) -> int:
+def _requirement(job: Any, kind: str) -> str | None:
+    """The job's VCPU or MEMORY: its containerOverrides' (API_SubmitJob), else its
+    definition's."""
     for requirement in job.container_overrides.get("resourceRequirements") or []:
-        if requirement["type"] == "VCPU":
-            return max(1, int(float(requirement["value"])))
-    return 1
+        if requirement["type"] == kind:
+            return str(requirement["value"])
+    properties = job.job_definition.container_properties or {}
+    for requirement in properties.get("resourceRequirements") or []:
+        if requirement["type"] == kind:
+            return str(requirement["value"])
+    return None
+
+
+def _vcpus(job: Any) -> int:
+    value = _requirement(job, "VCPU")
+    return max(1, int(float(value))) if value else 1
+
+
+def _memory(job: Any) -> int | None:
+    """The job's MEMORY in MiB (no limit for multi-node jobs, whose nodes moto starts alike)."""
+    if not job.job_definition.container_properties:
+        return None
+    value = _requirement(job, "MEMORY") or job.job_definition.container_properties.get("memory")
+    return int(value) if value else None
 
 
 CAPACITIES: dict[str, Capacity] = {}

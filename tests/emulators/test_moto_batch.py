@@ -78,6 +78,37 @@ def test_mount_point_without_read_only_is_writable(account, tmp_path):
     assert (tmp_path / "written").exists()
 
 
+HUNGRY = ["python3", "-c", "x = bytearray(160 * 1024 * 1024); print(len(x))"]
+
+
+def test_a_job_runs_under_its_memory_and_an_oom_kill_is_typed(account):
+    """Its containerOverrides' MEMORY is the container's limit: 64 MiB is killed for 160 MiB
+    and reported as Batch does; 256 MiB runs (its definition says 64)."""
+    batch = account.server.client("batch")
+    definition = _definition(batch, "hungry", image="omnibio/runtime:latest", command=HUNGRY)
+    ids = [
+        batch.submit_job(
+            jobName=f"hungry-{mib}",
+            jobQueue=account.fallback_queue,
+            jobDefinition=definition,
+            containerOverrides={"resourceRequirements": [{"type": "MEMORY", "value": str(mib)}]},
+        )["jobId"]
+        for mib in (64, 256)
+    ]
+    jobs = _until_ended(batch, ids)
+    killed, ran = jobs[ids[0]], jobs[ids[1]]
+    assert killed["status"] == "FAILED", killed
+    assert killed["container"]["reason"] == "OutOfMemoryError: Container killed due to memory usage"
+    assert killed["container"]["exitCode"] == 137
+    assert killed["statusReason"] == "Essential container in task exited"
+    (summary,) = batch.list_jobs(
+        jobQueue=account.fallback_queue, filters=[{"name": "JOB_NAME", "values": ["hungry-64"]}]
+    )["jobSummaryList"]
+    assert summary["container"] == {"exitCode": 137, "reason": killed["container"]["reason"]}
+    assert ran["status"] == "SUCCEEDED", ran
+    assert "reason" not in ran["container"] and "statusReason" not in ran
+
+
 def test_managed_environment_runs_at_most_its_max_vcpus(account):
     """maxvCpus 1: the second one-vCPU job starts only after the first stopped."""
     batch = account.server.client("batch")
