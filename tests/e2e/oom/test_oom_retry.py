@@ -154,25 +154,36 @@ def test_slurm_exit_137_without_oom_is_not_raised(shared_dir, rundir):
 
 # Batch's words for a container its OOM killer stopped (the reason awsbatch_jobs.OOM matches)
 BATCH_OOM = "OutOfMemoryError: Container killed due to memory usage"
+AWS = {"omnibio": {"memory_retry_multiplier": "4", "retry_wait": "0"}}
+
+
+def _submitted_memory(batch_proxy):
+    """Each SubmitJob's MEMORY in MiB, as sent."""
+    return [
+        {r["type"]: r["value"] for r in job["containerOverrides"]["resourceRequirements"]}["MEMORY"]
+        for job in batch_proxy.submitted()
+    ]
 
 
 def test_awsbatch_oom_is_retried_with_more_memory(moto, shared, batch_proxy):
-    """moto enforces no memory limit, so the proxy fails the first attempt as Batch reports an
-    OOM (FAILED, the container's reason; its command never runs); the retry runs for real."""
+    """moto (moto_batch.py, 7) runs the job's container under its MEMORY: the first attempt is
+    killed for real and DescribeJobs gives Batch's OutOfMemoryError; the retry runs."""
+    run = run_batch(moto, shared, HUNGRY.replace("RUNTIME", ""), config=AWS)
+    _check_retried_with_more_memory(run, _cap(run.stderr))
+    assert re.search(r"task exit :: [^\n]*exit_code: 137, reason: [^\n]*" + BATCH_OOM, run.stderr)
+    assert _submitted_memory(batch_proxy) == [str(ASKED // MiB), str(RAISED // MiB)]
+
+
+def test_awsbatch_oom_reason_alone_is_retried_with_more_memory(moto, shared, batch_proxy):
+    """Batch's reason alone types the OOM: the proxy fails the first attempt before its command
+    runs (no exit record, no cgroup to read), FAILED with the container's reason."""
     batch_proxy.break_if = lambda request: (
         BATCH_OOM if request["tags"]["omnibio.attempt"] == "1" else None
     )
     batch_proxy.break_in_container_reason = True
-    config = {"omnibio": {"memory_retry_multiplier": "4", "retry_wait": "0"}}
-    run = run_batch(moto, shared, HUNGRY.replace("RUNTIME", ""), config=config)
-    cap = re.search(r"memory raised[^\n]*cap: (\d+)", run.stderr)
-    assert cap and int(cap.group(1)) >= RAISED, run.stderr[-3000:]
-    _check_retried_with_more_memory(run, int(cap.group(1)), first_ran=False)
-    memory = [
-        {r["type"]: r["value"] for r in job["containerOverrides"]["resourceRequirements"]}["MEMORY"]
-        for job in batch_proxy.submitted()
-    ]
-    assert memory == [str(ASKED // MiB), str(RAISED // MiB)]  # MiB, as sent to SubmitJob
+    run = run_batch(moto, shared, HUNGRY.replace("RUNTIME", ""), config=AWS)
+    _check_retried_with_more_memory(run, _cap(run.stderr), first_ran=False)
+    assert _submitted_memory(batch_proxy) == [str(ASKED // MiB), str(RAISED // MiB)]
 
 
 def _cap(stderr):
