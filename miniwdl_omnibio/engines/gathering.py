@@ -51,21 +51,31 @@ class Gathering(Generic[Item, Result]):
         send: Callable[[list[Waiting[Item, Result]]], None],
         linger: float,
         linger_max: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """``clock`` and ``sleep``: the real ones, or a test's."""
         self._send = send
         self._linger = linger
         self._linger_max = linger_max
+        self._clock = clock
+        self._sleep = sleep
         self._lock = threading.Lock()
         self._queue: list[Waiting[Item, Result]] = []
         self._sending = False
-        self._last_arrival = 0.0  # time.monotonic() of the latest submission
+        self._last_arrival = 0.0  # clock() of the latest submission
+
+    def waiting(self) -> int:
+        """How many submissions wait for the next send."""
+        with self._lock:
+            return len(self._queue)
 
     def add(self, item: Item) -> Result | None:
         """The result ``send`` gave the item; raises the error it gave instead."""
         waiting: Waiting[Item, Result] = Waiting(item)
         with self._lock:
             self._queue.append(waiting)
-            self._last_arrival = time.monotonic()
+            self._last_arrival = self._clock()
             lead, self._sending = not self._sending, True
         if lead:
             self._gather()
@@ -83,14 +93,14 @@ class Gathering(Generic[Item, Result]):
 
     def _gather(self) -> None:
         """Wait while submissions keep arriving (each within ``linger`` of the previous)."""
-        give_up = time.monotonic() + self._linger_max
+        give_up = self._clock() + self._linger_max
         while True:
             with self._lock:
                 quiet_at = self._last_arrival + self._linger
-            now = time.monotonic()
+            now = self._clock()
             if now >= quiet_at or now >= give_up:
                 return
-            time.sleep(min(quiet_at, give_up) - now)
+            self._sleep(min(quiet_at, give_up) - now)
 
 
 class Cancellations:

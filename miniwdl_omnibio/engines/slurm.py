@@ -73,14 +73,19 @@ class Submissions:
     GATHER_MAX."""
 
     def __init__(
-        self, send: Callable[[list[SlurmRequest]], list[str]], linger: float, size: int
+        self,
+        send: Callable[[list[SlurmRequest]], list[str]],
+        linger: float,
+        size: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._send = send
         self._size = size
-        self._gathering = Gathering(self._flush, linger, GATHER_MAX)
+        self.gathering = Gathering(self._flush, linger, GATHER_MAX, clock, sleep)
 
     def add(self, request: SlurmRequest) -> str:
-        handle = self._gathering.add(request)
+        handle = self.gathering.add(request)
         assert handle
         return handle
 

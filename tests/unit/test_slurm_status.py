@@ -4,7 +4,6 @@ import logging
 import math
 import subprocess
 import threading
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -358,20 +357,36 @@ def test_submissions_share_one_sbatch_per_group_of_equal_options():
 
 
 def test_submissions_gather_while_requests_keep_arriving():
-    sent = []
+    """Requests 0.25 s apart, 1.5 s in all (longer than the 1 s linger), share one sbatch: the
+    first one's wait is the injected sleep, during which the next request arrives."""
+    sent, clock, threads = [], Clock(), []
+
+    def arrive():
+        threads.append(threading.Thread(target=submissions.add, args=(FakeRequest(()),)))
+        threads[-1].start()
+
+    def sleep(seconds):  # the first request's thread, gathering: only it sends
+        if len(threads) == 6:
+            clock.now += seconds
+            return
+        clock.now += 0.25
+        arrive()
+        count = len(threads)
+        wait_until(lambda: submissions.gathering.waiting() == count, "the next request")
+
     submissions = Submissions(
         lambda requests: sent.append(len(requests)) or [str(i) for i in range(len(requests))],
         1.0,
         100,
+        clock,
+        sleep,
     )
-    threads = []
-    for _ in range(6):  # one every 0.25 s: 1.5 s in all, longer than the 1 s linger
-        threads.append(threading.Thread(target=submissions.add, args=(FakeRequest(()),)))
-        threads[-1].start()
-        time.sleep(0.25)  # a margin of 0.75 s for a loaded machine
+    arrive()
+    wait_until(lambda: sent, "an sbatch", timeout=30)
     for thread in threads:
-        thread.join()
+        thread.join(timeout=30)
     assert sent == [6]
+    assert clock.now - 1000.0 == pytest.approx(5 * 0.25 + 1.0)  # the last arrival, then a linger
 
 
 def test_a_failed_sbatch_fails_each_of_its_requests():
