@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -160,3 +161,16 @@ def containers_with_label(label: str, value: str) -> list:
     return docker.from_env().containers.list(
         all=True, filters={"label": f"{label}={value}"}, ignore_removed=True
     )
+
+
+def source_copy(dest: str) -> str:
+    """This checkout's files without build artefacts, at ``dest``: a wheel built in place would
+    take a stale build/ along, and two pytest workers building in place at once collide."""
+    shutil.copytree(
+        REPO,
+        dest,
+        ignore=shutil.ignore_patterns(
+            ".git", "build", "*.egg-info", "__pycache__", ".*_cache", ".venv", "examples"
+        ),
+    )
+    return dest

@@ -5,7 +5,6 @@ one too would overwrite it (or be overwritten) when both are installed.
 """
 
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,7 +12,7 @@ import zipfile
 import pytest
 
 import miniwdl_omnibio
-from tests.helpers import REPO
+from tests.helpers import REPO, source_copy
 
 
 def _wheel(source: str, into) -> zipfile.ZipFile:
@@ -40,14 +39,7 @@ def _top_levels(wheel: zipfile.ZipFile) -> set[str]:
 def wheels(tmp_path_factory):
     """Built from a copy without build artefacts: a checkout's stale build/ (from an earlier
     layout) would otherwise leak files the sources no longer ship into the wheel."""
-    source = tmp_path_factory.mktemp("source") / "repo"
-    shutil.copytree(
-        REPO,
-        source,
-        ignore=shutil.ignore_patterns(
-            ".git", "build", "*.egg-info", "__pycache__", ".*_cache", ".venv", "examples"
-        ),
-    )
+    source = source_copy(str(tmp_path_factory.mktemp("source") / "repo"))
     return (
         _wheel(str(source), tmp_path_factory.mktemp("plugin")),
         _wheel(f"{source}/compat", tmp_path_factory.mktemp("compat")),

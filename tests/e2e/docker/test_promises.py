@@ -53,7 +53,14 @@ def _running(workdir, network: str | None = None):
     work = os.path.join(str(workdir), name, "call-see", "work")
 
     def started():
-        found = [c for c in task_containers(name) if c.status == "running"]
+        """Its container: another worker's run of a workflow named w may share the run's name
+        (a timestamp and the workflow's name), never its directory, which the task mounts."""
+        found = [
+            c
+            for c in task_containers(name)
+            if c.status == "running"
+            and any(str(workdir) in m.get("Source", "") for m in c.attrs.get("Mounts", []))
+        ]
         return found if found and os.path.exists(os.path.join(work, "nets")) else None
 
     try:

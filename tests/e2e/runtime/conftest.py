@@ -95,12 +95,13 @@ def wheelhouse(tmp_path_factory):
     """This checkout as wheels (the plugin and compat/'s omni_tool_runtime), built offline (no
     build isolation: setuptools and wheel are installed), so tool images get the runtime under
     test without any index."""
-    from tests.helpers import REPO
+    from tests.helpers import source_copy
 
+    source = source_copy(str(tmp_path_factory.mktemp("source") / "repo"))
     wheels = tmp_path_factory.mktemp("wheels")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-        + ["-w", str(wheels), REPO, f"{REPO}/compat"],
+        + ["-w", str(wheels), source, f"{source}/compat"],
         check=True,
         capture_output=True,
     )
