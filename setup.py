@@ -1,15 +1,24 @@
-from setuptools import setup, find_packages
+"""miniwdl-omnibio's metadata, its one home (pyproject.toml holds only the build system and tool
+settings). The version's one source is miniwdl_omnibio/__init__.py, read as text so building
+needs none of the package's dependencies. Upstream's ``omni_tool_runtime`` import name ships
+separately, from compat/ (miniwdl-omnibio-compat): it must not overwrite omnibioai-tool-runtime.
+"""
+
+import re
+
+from setuptools import find_packages, setup
+
+with open("miniwdl_omnibio/__init__.py", encoding="utf-8") as init:
+    (VERSION,) = re.findall(r'^__version__ = "([^"]+)"$', init.read(), re.M)
 
 setup(
     name="miniwdl-omnibio",
-    version="0.1.0",
+    version=VERSION,
     description="miniwdl container backends (Docker, AWS Batch, Azure Batch, GA4GH TES) with the OmniBioAI tool-runtime contract",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(
-        include=["miniwdl_omnibio", "miniwdl_omnibio.*", "omni_tool_runtime", "omni_tool_runtime.*"]
-    ),
+    packages=find_packages(include=["miniwdl_omnibio", "miniwdl_omnibio.*"]),
     install_requires=["miniwdl>=1.16,<2", "docker>=6"],
     extras_require={
         "aws": ["boto3>=1.28"],
@@ -44,7 +53,6 @@ setup(
         ],
         "console_scripts": [
             "omnibio-echo-test = miniwdl_omnibio.runtime.echo_test:main",
-            "omni-tool-runtime = omni_tool_runtime.run:main",
         ],
     },
 )

@@ -9,7 +9,9 @@ describe_seconds and submit_rate, task_concurrency = tasks, results.json uploade
 runtime and verified.
 Every request reaches moto through the proxy of tests/emulators/moto_proxy.py, which counts it
 by service and operation, retries and throttled answers included. The sides run interleaved,
-``--repeats`` times each; the table shows the median and the range.
+``--repeats`` (at least 3) times each. Every run is reported, a failed one with its cause (miniwdl
+failed, or fewer results verified than tasks) and its directory kept; the table shows, per side,
+how many runs succeeded and the median and range of those.
 
 "ready to submitted": from the first task miniwdl reports ready to the last job submitted, read
 from the run's log. miniwdl-aws (its ``aws_batch_job_no_efs`` backend, from its own virtualenv:
@@ -66,8 +68,8 @@ def ready_to_submitted(log_path: str) -> float:
     return max(submitted) - min(ready)
 
 
-def run_once(side: str, tasks: int, miniwdl_aws_python: str) -> dict | None:
-    """One run's figures, or None (said on stderr, the run directory kept) if it failed."""
+def run_once(side: str, tasks: int, miniwdl_aws_python: str) -> dict:
+    """One run's figures; ``failed`` says why a run failed (its directory is then kept)."""
     work = tempfile.mkdtemp(prefix="omnibio-aws-bench-")
     os.chmod(work, 0o755)
     server = MotoServer(os.path.join(work, "moto.log")).start()
@@ -109,21 +111,25 @@ def run_once(side: str, tasks: int, miniwdl_aws_python: str) -> dict | None:
             text=True,
         )
         elapsed = time.monotonic() - started
-        if proc.returncode:
-            print(f"{side}: miniwdl run failed ({proc.returncode}); see {work}", file=sys.stderr)
-            return None
-        runs = [d for d in os.listdir(work) if d[:8].isdigit()]
-        timing = ready_to_submitted(os.path.join(work, runs[0], "workflow.log"))
         assert server.proxy is not None
         calls = collections.Counter(server.proxy.calls)
     finally:
         server.stop()
-    shutil.rmtree(work, ignore_errors=True)
-    by_service = collections.Counter()
+    failed = failure(side, tasks, proc.returncode, proc.stderr)
+    runs = [d for d in os.listdir(work) if d[:8].isdigit()]
+    timing = float("nan")
+    if runs and not failed:
+        timing = ready_to_submitted(os.path.join(work, runs[0], "workflow.log"))
+    if failed:
+        failed += f"; see {work}"
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    by_service: collections.Counter[str] = collections.Counter()
     for name, count in calls.items():
         by_service[name.split()[0]] += count
     job_uploads = calls["s3 PUT"]  # the tool runtime inside each job; the rest is the launcher's
     return {
+        "failed": failed,
         "batch": by_service["batch"] / tasks,
         "s3 (launcher)": (by_service["s3"] - job_uploads) / tasks,
         "logs": by_service["logs"] / tasks,
@@ -133,6 +139,17 @@ def run_once(side: str, tasks: int, miniwdl_aws_python: str) -> dict | None:
     }
 
 
+def failure(side: str, tasks: int, returncode: int, stderr: str) -> str:
+    """Why a run failed, or "": miniwdl's exit status, then (omnibio) every result verified, as
+    the plugin logs it for each task."""
+    if returncode:
+        return f"miniwdl run exited {returncode}"
+    verified = stderr.count("result verified")
+    if side != "miniwdl-aws" and verified != tasks:
+        return f"{verified} of {tasks} results verified"
+    return ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=1000)
@@ -140,6 +157,8 @@ def main() -> None:
     parser.add_argument("--sides", default=",".join(SIDES))
     parser.add_argument("--miniwdl-aws-python", default="/tmp/mwaws/bin/python")
     args = parser.parse_args()
+    if args.repeats < 3:
+        parser.error("--repeats must be at least 3 (a median of fewer says little)")
     sides = [s for s in args.sides.split(",") if s]
     if "miniwdl-aws" in sides and not os.path.exists(args.miniwdl_aws_python):
         sys.exit(
@@ -150,31 +169,31 @@ def main() -> None:
     for repeat in range(args.repeats):
         for side in sides:  # interleaved: a drifting machine load hits every side alike
             result = run_once(side, args.tasks, args.miniwdl_aws_python)
-            if result is None:
-                continue
             results[side].append(result)
+            outcome = f"FAILED: {result['failed']}" if result["failed"] else "ok"
             print(
-                f"run {repeat + 1}/{args.repeats} {side}: {result['batch']:.3f} Batch calls per "
-                f"task, {result['ready to submitted (s)']:.1f} s ready to submitted, "
+                f"run {repeat + 1}/{args.repeats} {side}: {outcome}; {result['batch']:.3f} Batch "
+                f"calls per task, {result['ready to submitted (s)']:.1f} s ready to submitted, "
                 f"{result['wall (s)']:.0f} s",
                 flush=True,
             )
     figures = ("batch", "s3 (launcher)", "logs", "ready to submitted (s)", "wall (s)")
-    print(f"\n{args.tasks} tasks, up to {args.repeats} runs per side: median [min - max]")
-    print(f"{'':28}" + "".join(f"{f:>26}" for f in figures))
+    print(f"\n{args.tasks} tasks, {args.repeats} interleaved runs per side: median [min - max]")
+    print("of the runs that succeeded; every run, failed ones included, is listed above")
+    print(f"{'':28}{'succeeded':>10}" + "".join(f"{f:>26}" for f in figures))
     for side, runs in results.items():
-        if not runs:
-            print(f"{side:28} every run failed")
-            continue
-        cells = []
+        good = [r for r in runs if not r["failed"]]
+        cells = [f"{len(good)}/{len(runs)}"]
         for figure in figures:
-            values = [r[figure] for r in runs]
-            cells.append(f"{statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]")
-        print(f"{side:28}" + "".join(f"{c:>26}" for c in cells))
+            values = [r[figure] for r in good]
+            cells.append(
+                f"{statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
+                if values
+                else "-"
+            )
+        print(f"{side:28}{cells[0]:>10}" + "".join(f"{c:>26}" for c in cells[1:]))
     print("\nCalls of the last run of each side (per task), retries included:")
     for side, runs in results.items():
-        if not runs:
-            continue
         calls = runs[-1]["calls"]
         print(
             f"  {side}: " + ", ".join(f"{n} {c / args.tasks:.3f}" for n, c in sorted(calls.items()))

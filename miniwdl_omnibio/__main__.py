@@ -1,10 +1,14 @@
-"""``python -m miniwdl_omnibio check --cfg my.cfg``, ``... selftest --backend omnibio_docker``
-and ``... config``."""
+"""``python -m miniwdl_omnibio check --cfg my.cfg``, ``... selftest --backend omnibio_docker``,
+``... config`` and ``... report RUN_DIR``."""
 
 import argparse
+import logging
 import sys
 
-from .config import DEFAULTS
+from WDL.runtime import config as miniwdl_config
+
+from .config import DEFAULTS, ConfigError, OmnibioSettings
+from .report import REPORT, write_report
 
 
 def print_config() -> None:
@@ -14,6 +18,20 @@ def print_config() -> None:
         for key, value in keys.items():
             print(f"{key} = {value}")
         print()
+
+
+def report(run_dir: str, cfg_file: str | None) -> int:
+    """report.html in the run directory, priced by the configuration's [omnibio] prices."""
+    try:
+        cfg = miniwdl_config.Loader(
+            logging.getLogger("omnibio-report"), [cfg_file] if cfg_file else None
+        )
+        path = write_report(run_dir, OmnibioSettings.load(cfg).prices)
+    except (OSError, ValueError, ConfigError) as exn:
+        print(f"cannot write {REPORT} in {run_dir}: {exn}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -45,7 +63,15 @@ def main(argv=None) -> int:
     check.add_argument(
         "--timeout", type=float, default=900, help="seconds the probe task may take (default 900)"
     )
+    report_cmd = sub.add_parser("report", help="write report.html from a run directory's trace")
+    report_cmd.add_argument("run_dir", help="the run directory (holding omnibio_trace.tsv)")
+    report_cmd.add_argument(
+        "--cfg",
+        help="miniwdl configuration file with [omnibio] prices (default: as miniwdl finds it)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return report(args.run_dir, args.cfg)
     if args.command == "config":
         print_config()
         return 0

@@ -4,8 +4,9 @@ Its shape follows a GA4GH TES task (executor + resources + volumes + tags) so ev
 plain translation of it. It is frozen: engines read it, never change it.
 """
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -65,16 +66,50 @@ class Resources:
             max_interruptions=int(runtime_values.get("preemptible", 0)),
         )
 
+    @property
+    def memory(self) -> int:
+        """The memory figure of the attempt: the limit where one is enforced, else the
+        reservation; 0 = none asked."""
+        return self.memory_limit or self.memory_reservation
+
+    def memory_raised(self, multiplier: float, cap: int) -> "Resources":
+        """The resources of a retry after an out-of-memory kill: reservation and limit times
+        ``multiplier``, each at most ``cap`` (the backend's largest). A figure never goes down
+        (one already above ``cap`` stays), and an unset one (0) stays unset."""
+
+        def raised(figure: int) -> int:
+            return max(figure, min(math.ceil(figure * multiplier), cap))
+
+        return replace(
+            self,
+            memory_reservation=raised(self.memory_reservation),
+            memory_limit=raised(self.memory_limit),
+        )
+
     def as_contract(self) -> dict[str, Any]:
         """RESOURCES_JSON: what was granted."""
         return {
             "cpu": self.cpu,
-            "memory": self.memory_limit or self.memory_reservation or None,
+            "memory": self.memory or None,
             "memory_reservation": self.memory_reservation or None,
             "gpu": self.gpu,
             "disk": self.disk,
             "time": self.time_limit,
         }
+
+
+def memory_multiplier(value: Any) -> float:
+    """A memory retry multiplier: a finite number of at least 1 (a WDL Float or Int, or its
+    text). ValueError says what is wrong, for the caller to name its key."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a number") from None
+    if not math.isfinite(number) or number < 1:
+        raise ValueError(f"{value!r} is not a number of at least 1")
+    return number
 
 
 def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -7,7 +7,7 @@ docs/ pages document each key. A missing or invalid value fails at start with th
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from WDL import Error
 from WDL._util import parse_byte_size
 from WDL.runtime import config as miniwdl_config
 
+from .attempt import memory_multiplier
 from .results import RESULT_CHECKS
 from .runtime.uri import ResultUri, parse_result_uri
 
@@ -37,6 +38,20 @@ DEFAULTS: dict[str, dict[str, str]] = {
         # seconds a service may take to list an attempt it accepted (eventual consistency)
         # before the attempt fails as lost
         "unlisted_grace_seconds": "120",
+        # also write report.html into the run directory when the run ends (any run's trace can be
+        # turned into one later: python -m miniwdl_omnibio report RUN_DIR)
+        "report": "false",
+        # seconds between two progress log lines (attempts queued, running, done of total,
+        # failed, retried); 0 = none
+        "progress_seconds": "60",
+        # JSON object of prices per backend for the report's cost estimate, e.g.
+        # {"omnibio_awsbatch": {"cpu_hour": 0.04, "gib_hour": 0.005}}; {} = no estimate
+        "prices": "{}",
+        # an attempt the service reports out of memory (a typed OOM, never exit code 137 alone)
+        # is retried (within runtime.maxRetries) with its memory times this number, at most the
+        # backend's largest; a number >= 1, empty = off. runtime.omnibio_memory_retry_multiplier
+        # overrides it per task
+        "memory_retry_multiplier": "",
     },
     "omnibio_docker": {
         # sandbox: all tasks of a run share one bridge-attached network namespace (outbound
@@ -141,8 +156,12 @@ DEFAULTS: dict[str, dict[str, str]] = {
         # seconds a task may run when it sets no runtime.omnibio_time_limit (its
         # maxWallClockTime); 0 = unlimited
         "default_time_limit": "0",
-        # seconds between status polls (one paged list of the run's started tasks per poll)
+        # seconds between two looks at the tasks' exit records on the shared filesystem (each task
+        # writes its exit status there; one that did not exit 0 is then asked of Batch)
         "poll_seconds": "5",
+        # seconds between list_tasks rounds about tasks whose exit records say nothing yet (a task
+        # that never started, a preempted or requeued task, the time limit)
+        "list_seconds": "30",
         # the largest cpu and memory one task may request (runtime values are clamped to them);
         # empty = estimated from the pool's vmSize (Standard_D4s_v3: 4 cpu, 16 GiB)
         "max_cpu": "",
@@ -374,6 +393,14 @@ def check_sections(cfg: miniwdl_config.Loader, sections: Iterable[str]) -> None:
 
 
 @dataclass(frozen=True)
+class Price:
+    """What an hour costs on a backend, per CPU requested and per GiB of memory requested."""
+
+    cpu_hour: float
+    gib_hour: float
+
+
+@dataclass(frozen=True)
 class OmnibioSettings:
     result_prefix: ResultUri | None
     result_check: str
@@ -382,6 +409,10 @@ class OmnibioSettings:
     retry_wait: float
     retry_wait_max: float
     unlisted_grace: float
+    report: bool
+    progress_seconds: float
+    prices: Mapping[str, Price]
+    memory_retry_multiplier: float | None  # None: off
 
     @classmethod
     def load(cls, cfg: miniwdl_config.Loader) -> "OmnibioSettings":
@@ -399,4 +430,38 @@ class OmnibioSettings:
             retry_wait=settings.number("retry_wait", minimum=0),
             retry_wait_max=settings.number("retry_wait_max", minimum=0),
             unlisted_grace=settings.number("unlisted_grace_seconds", minimum=0),
+            report=settings.flag("report"),
+            progress_seconds=settings.number("progress_seconds", minimum=0),
+            prices=_prices(settings),
+            memory_retry_multiplier=_multiplier(settings, "memory_retry_multiplier"),
         )
+
+
+def _multiplier(settings: Settings, key: str) -> float | None:
+    value = settings.raw(key)
+    if not value:
+        return None
+    try:
+        return memory_multiplier(value)
+    except ValueError as exn:
+        raise settings.fail(key, str(exn)) from None
+
+
+def _prices(settings: Settings) -> dict[str, Price]:
+    prices: dict[str, Price] = {}
+    for backend, entry in settings.json_object("prices").items():
+        if backend == "omnibio" or backend not in DEFAULTS:
+            raise settings.fail("prices", f"{backend!r} is not a backend (omnibio_docker, ...)")
+        valid = isinstance(entry, dict) and all(
+            name in ("cpu_hour", "gib_hour") and _price(value) for name, value in entry.items()
+        )
+        if not valid:
+            raise settings.fail(
+                "prices", f'{backend}: want {{"cpu_hour": x, "gib_hour": y}}, x, y >= 0'
+            )
+        prices[backend] = Price(float(entry.get("cpu_hour", 0)), float(entry.get("gib_hour", 0)))
+    return prices
+
+
+def _price(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0

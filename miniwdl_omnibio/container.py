@@ -15,7 +15,7 @@ import shlex
 import time
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from WDL import Error
@@ -25,7 +25,16 @@ from WDL.runtime import config as miniwdl_config
 from WDL.runtime.error import Interrupted, Terminated
 from WDL.runtime.task_container import TaskContainer
 
-from .attempt import TAG_ATTEMPT, TAG_CALL, TAG_RUN, TAG_RUN_ID, TAG_TASK, Resources, TaskAttempt
+from .attempt import (
+    TAG_ATTEMPT,
+    TAG_CALL,
+    TAG_RUN,
+    TAG_RUN_ID,
+    TAG_TASK,
+    Resources,
+    TaskAttempt,
+    memory_multiplier,
+)
 from .config import OmnibioSettings, check_sections
 from .contract import (
     TaskFacts,
@@ -37,6 +46,7 @@ from .contract import (
     run_id,
     secret_env,
     spill_large_values,
+    workflow_run_dir,
     workflow_run_name,
 )
 from .engines.base import Engine, Phase, Status
@@ -44,11 +54,13 @@ from .placement import Placement
 from .placement_local import LocalPlacement
 from .placement_shared import SharedPlacement
 from .progress import OpenJdProgress
+from .report import write_report
 from .results import RESULT_CHECKS, ResultProblem, clear_stale, container_to_host, verify_result
 from .runtime.contract import CONTRACT_VARIABLES, FILE_SUFFIX
 from .runtime.provenance import SIGNING_KEY_VARIABLE
 from .runtime.uri import ResultUri
 from .task_values import parse_disks, parse_duration, retry_delay
+from .trace import Progress, Traces, attempt_row, ending
 from .tracker import Tracker
 
 ROUND_SECONDS = 1.0  # the run loop's longest wait: Ctrl-C and live stderr respond within it
@@ -72,6 +84,7 @@ class OmnibioContainer(TaskContainer):
     _engine: ClassVar[Engine[Any]]
     _tracker: ClassVar[Tracker]
     _omnibio: ClassVar[OmnibioSettings]
+    _traces: ClassVar[Traces]
     _warned: ClassVar[set[str]] = set()  # runtime values not enforced, warned about once
     # runtime{} keys honoured on every engine (recorded so miniwdl does not call them ignored)
     runtime_keys: ClassVar[tuple[str, ...]] = (
@@ -79,6 +92,7 @@ class OmnibioContainer(TaskContainer):
         "omnibio_time_limit",
         "omnibio_result_check",
         "omnibio_secrets",
+        "omnibio_memory_retry_multiplier",
         "disks",
     )
 
@@ -88,8 +102,27 @@ class OmnibioContainer(TaskContainer):
         check_sections(cfg, ("omnibio", engine_class.section))
         cls._omnibio = OmnibioSettings.load(cfg)
         cls._engine = engine_class.start(cfg, logger)
+        cls._traces = Traces()
+        # the run's lines go to the top workflow's logger (wdl.w:name), not to the logger of the
+        # task that came first (wdl.w:name.w:call-sub.t:call-x); under --task, the task's own
+        run_logger = logging.getLogger(".".join(logger.name.split(".")[:2]))
+        atexit.register(cls._finish_traces, run_logger)  # after the tracker's shutdown (LIFO)
         cls._tracker = Tracker(cls._engine, logger, cls._omnibio.unlisted_grace)
         atexit.register(cls._tracker.shutdown)
+        if cls._omnibio.progress_seconds:
+            tracker, traces = cls._tracker, cls._traces
+            progress = Progress(
+                run_logger, cls._omnibio.progress_seconds, tracker.counts, traces.endings
+            )
+            progress.start()
+
+    @classmethod
+    def _finish_traces(cls, logger: logging.Logger) -> None:
+        """At exit: bring each trace's JSON up to date, and write report.html where
+        [omnibio] report asks for it."""
+        for run_dir in cls._traces.flush():
+            if cls._omnibio.report:
+                write_report(run_dir, cls._omnibio.prices, logger)
 
     @classmethod
     def engine_type(cls) -> type[Engine[Any]]:
@@ -117,6 +150,9 @@ class OmnibioContainer(TaskContainer):
         self.facts: TaskFacts | None = None  # set by task_plugin before the first attempt
         self._interruptions = 0  # attempts the engine interrupted so far
         self._interrupted_last = False
+        self._verified: bool | None = None  # results.json verified the attempt; None: unchecked
+        self._out_of_memory: Resources | None = None  # the last attempt's, if it ran out of memory
+        self._raised_memory: Resources | None = None  # what later attempts ask for, once raised
         fs = self._engine.filesystem
         self._placement: Placement = SharedPlacement(self, fs) if fs else LocalPlacement(self)
         super().__init__(cfg, run_id, host_dir)
@@ -158,6 +194,14 @@ class OmnibioContainer(TaskContainer):
         if "omnibio_time_limit" in self.runtime_values:
             limit = parse_duration(self.runtime_values["omnibio_time_limit"])
             self.runtime_values["omnibio_time_limit"] = limit
+        key = "omnibio_memory_retry_multiplier"
+        if key in self.runtime_values:
+            try:
+                self.runtime_values[key] = memory_multiplier(self.runtime_values[key])
+            except ValueError as exn:
+                raise Error.RuntimeError(
+                    f"invalid setting of runtime.{key}: {exn} (use e.g. 2.0)"
+                ) from None
 
     def _disks(self, logger: logging.Logger, value: Any) -> int | None:
         """runtime.disks in bytes, or None. Only an engine that allocates disks fails a value it
@@ -187,6 +231,7 @@ class OmnibioContainer(TaskContainer):
 
     def _run(self, logger: logging.Logger, terminating: Callable[[], bool], command: str) -> int:
         self._wait_before_retry(logger, terminating)
+        self._raise_memory(logger)
         plan = self.describe(command)
         self.prepare_host_dir(logger, plan)
         attempt, result = plan.attempt, plan.result
@@ -196,12 +241,19 @@ class OmnibioContainer(TaskContainer):
         engine, tracker = self._engine, self._tracker
         request = engine.translate(attempt)
         openjd = OpenJdProgress(logger)
+        self._verified = None
         with ExitStack() as stack:
             stack.enter_context(engine.reserve(attempt, terminating, logger))
             if terminating():
                 raise Terminated(quiet=True)
-            handle = tracker.submit(attempt, request, logger)
+            try:
+                handle = tracker.submit(attempt, request, logger)
+            except Exception as exn:
+                self._trace(logger, attempt, None, exn)
+                raise
             stack.callback(tracker.release, handle, logger)
+            # before release: the tracker still holds the attempt's record
+            stack.push(lambda _type, raised, _tb: self._trace(logger, attempt, handle, raised))
             poll_stderr = stack.enter_context(
                 TailLogger(
                     logger,
@@ -226,6 +278,38 @@ class OmnibioContainer(TaskContainer):
             poll_stderr()
             return self._conclude(logger, attempt, handle, status, openjd, result)
 
+    def _trace(
+        self,
+        logger: logging.Logger,
+        attempt: TaskAttempt,
+        handle: str | None,
+        raised: BaseException | None,
+    ) -> None:
+        """The attempt's row in the run's trace; a trace that cannot be written is a warning."""
+        if self._is_download() or self.facts is None:
+            return  # miniwdl's own download tasks: not part of the run's work
+        outcome = self._tracker.outcome(handle) if handle else None
+        now = time.time()
+        status = outcome.status if outcome else None
+        exit_code = status.exit_code if status else None
+        exit_ok = exit_code is not None and self.success_exit_code(exit_code)
+        times = (outcome.submitted, outcome.started, outcome.ended or now) if outcome else None
+        row = attempt_row(
+            attempt,
+            task=self.facts.name,
+            backend=self._engine.section,
+            handle=handle,
+            times=times or (now, None, now),  # not submitted: the service refused it
+            status=status,
+            end=ending(status, raised, exit_ok),
+            reason=str(raised).strip()[:300] if raised else None,
+            verified=self._verified,
+        )
+        try:
+            self._traces.add(workflow_run_dir(self.host_dir, self.facts.run_id_stack), row)
+        except OSError as exn:
+            self._warn_once(logger, f"cannot write the run's trace: {exn}")
+
     def _wait_before_retry(self, logger: logging.Logger, terminating: Callable[[], bool]) -> None:
         """A failed attempt is retried after retry_wait (doubling), so a passing fault is
         outlived; an interrupted one at once."""
@@ -242,6 +326,39 @@ class OmnibioContainer(TaskContainer):
             if terminating():
                 raise Terminated(quiet=True)
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+    def _raise_memory(self, logger: logging.Logger) -> None:
+        """After an attempt the service reported out of memory, and with a memory retry
+        multiplier set: this and later attempts ask for its memory times the multiplier, at most
+        the backend's largest (miniwdl's retry loop counts the attempt against maxRetries)."""
+        oom, self._out_of_memory = self._out_of_memory, None
+        multiplier = self.runtime_values.get(
+            "omnibio_memory_retry_multiplier", self._omnibio.memory_retry_multiplier
+        )
+        if oom is None or multiplier is None or multiplier == 1:
+            return
+        cap = self._engine.resource_limits()["mem_bytes"]
+        if not oom.memory:
+            logger.warning(
+                _("out of memory with no runtime.memory: nothing to raise", multiplier=multiplier)
+            )
+            return
+        raised = oom.memory_raised(multiplier, cap)
+        if raised.memory == oom.memory:
+            logger.warning(
+                _("out of memory at the backend's largest memory: retried as is", cap=cap)
+            )
+            return
+        self._raised_memory = raised
+        logger.log(
+            NOTICE_LEVEL,
+            _(
+                "memory raised after out of memory",
+                **{"from": oom.memory, "to": raised.memory},
+                multiplier=multiplier,
+                cap=cap,
+            ),
+        )
 
     def _stderr_line(self, logger: logging.Logger, openjd: OpenJdProgress) -> Callable[[str], None]:
         """Each stderr line: openjd lines always; the line itself only with verbose logging, to
@@ -365,11 +482,19 @@ class OmnibioContainer(TaskContainer):
 
     def resources(self) -> Resources:
         engine = self._engine
-        return Resources.granted(
+        granted = Resources.granted(
             self.runtime_values,
             memory_is_limit=engine.memory_is_limit,
             time_limit=self.runtime_values.get("omnibio_time_limit") or engine.default_time_limit,
             disk=self.runtime_values.get("disks"),
+        )
+        raised = self._raised_memory
+        if raised is None:
+            return granted
+        return replace(
+            granted,
+            memory_reservation=raised.memory_reservation,
+            memory_limit=raised.memory_limit,
         )
 
     def _argv(self) -> tuple[str, ...]:
@@ -434,7 +559,8 @@ class OmnibioContainer(TaskContainer):
             if status.reason:
                 info["reason"] = status.reason
             if status.oom:
-                limit = attempt.resources.memory_limit or attempt.resources.memory_reservation
+                self._out_of_memory = attempt.resources
+                limit = attempt.resources.memory
                 info["oom"] = (
                     f"killed for exceeding the memory limit ({limit} bytes); raise runtime.memory"
                 )
@@ -463,9 +589,13 @@ class OmnibioContainer(TaskContainer):
     def _result_check(self) -> str:
         """fail | warn | off: runtime.omnibio_result_check, else [omnibio] result_check; off for
         the tasks miniwdl itself runs to download URI inputs (run ids download-...)."""
-        if self.run_id.startswith("download-"):
+        if self._is_download():
             return "off"
         return str(self.runtime_values.get("omnibio_result_check") or self._omnibio.result_check)
+
+    def _is_download(self) -> bool:
+        """One of the tasks miniwdl itself runs to download URI inputs (run ids download-...)."""
+        return self.run_id.startswith("download-")
 
     def _verify_result(
         self, logger: logging.Logger, attempt: TaskAttempt, result: ResultUri
@@ -480,9 +610,11 @@ class OmnibioContainer(TaskContainer):
                 to_host=container_to_host(attempt.mounts),
             )
         except ResultProblem as problem:
+            self._verified = False
             if self._result_check() == "warn":
                 logger.warning(str(problem))
                 return
             self.failure_info = {"result": str(problem)}
             raise Error.RuntimeError(str(problem)) from None
+        self._verified = True
         logger.log(NOTICE_LEVEL, _("result verified", uri=str(result), ok=document.get("ok", True)))

@@ -25,12 +25,17 @@ class TaskFacts:
     inputs: Env.Bindings  # typed task inputs as given (host paths)
 
 
-def workflow_run_name(host_dir: str, run_id_stack: Sequence[str]) -> str:
-    """The name of the top run directory (timestamp_name): unique per run on this host."""
+def workflow_run_dir(host_dir: str, run_id_stack: Sequence[str]) -> str:
+    """The top run directory: the workflow's (sub-workflows share it), or the task's own."""
     top = host_dir.rstrip("/")
     for _ in range(len(run_id_stack) - 1):
         top = os.path.dirname(top)
-    return os.path.basename(top)
+    return top
+
+
+def workflow_run_name(host_dir: str, run_id_stack: Sequence[str]) -> str:
+    """The name of the top run directory (timestamp_name): unique per run on this host."""
+    return os.path.basename(workflow_run_dir(host_dir, run_id_stack))
 
 
 def call_path(run_id_stack: Sequence[str]) -> str:

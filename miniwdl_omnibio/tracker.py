@@ -4,8 +4,9 @@ Task threads submit through it and wait on it; one thread asks the engine about 
 outstanding attempt in batches (``Engine.fetch``), so a thousand running tasks cost one poll per
 period, not a thousand. The tracker owns, once for every engine: the handle registry, the grace
 period for a handle the service does not list (yet), client-side deadlines for services without a
-time limit, backoff on failing polls, release (cancel if not finished), shutdown, and one log
-line per state change in the service's own words.
+time limit, backoff on failing polls, release (cancel if not finished), shutdown, one log
+line per state change in the service's own words, and the times and counts the run's trace and
+progress lines are made of.
 
 An engine that learns of an attempt's end sooner (``Engine.on_wake``) wakes the tracker, which
 then fetches that handle at once; polling stays the safety net.
@@ -15,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from WDL._util import StructuredLogMessage as _
@@ -25,6 +27,17 @@ from .engines.base import Engine, Phase, Status, Submitted
 MAX_BACKOFF = 60.0  # seconds between polls at most while the service keeps failing
 MAX_POLL_FAILURES = 20  # consecutive failed polls before the outstanding attempts fail
 EARLY_WAKE_SECONDS = 60.0  # how long a wake for a handle not (yet) registered is kept
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """An attempt as the trace records it: its last status and when it was submitted, first seen
+    running and seen done, in seconds since the epoch (None: not yet)."""
+
+    status: Status
+    submitted: float
+    started: float | None
+    ended: float | None
 
 
 class Tracker:
@@ -51,6 +64,9 @@ class Tracker:
         self._wakeup = threading.Event()
         self._next_round = float("-inf")  # when poll_once is due (clock time)
         engine.on_wake(self.wake)
+        self._ended_at: dict[str, float] = {}  # handle -> clock() when first seen done
+        self._submitted = 0  # attempts submitted by this process
+        self._retries = 0  # ... of which a second or later attempt of their task
 
     # --- task threads ----------------------------------------------------------------------
 
@@ -61,6 +77,8 @@ class Tracker:
             self._done[handle] = threading.Event()
             if handle in self._woken:  # it ended before submit returned: fetch it now
                 self._wakeup.set()
+            self._submitted += 1
+            self._retries += attempt.attempt > 1
             if self._background and self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name=f"{self.engine.section}-tracker", daemon=True
@@ -99,6 +117,35 @@ class Tracker:
         with self._lock:
             self._records.pop(handle, None)
             self._done.pop(handle, None)
+            self._ended_at.pop(handle, None)
+
+    def outcome(self, handle: str) -> Outcome | None:
+        """The attempt's status and times, until it is released."""
+        with self._lock:
+            record = self._records.get(handle)
+            ended = self._ended_at.get(handle)
+        if record is None:
+            return None
+        offset = time.time() - self._clock()
+
+        def wall(at: float | None) -> float | None:
+            return None if at is None else at + offset
+
+        return Outcome(
+            record.status, record.submitted_at + offset, wall(record.started_at), wall(ended)
+        )
+
+    def counts(self) -> dict[str, int]:
+        """For progress lines: attempts queued and running now, submitted and retried so far."""
+        with self._lock:
+            phases = [record.status.phase for record in self._records.values()]
+            submitted, retries = self._submitted, self._retries
+        return {
+            "queued": phases.count(Phase.QUEUED),
+            "running": phases.count(Phase.RUNNING),
+            "submitted": submitted,
+            "retried": retries,
+        }
 
     def shutdown(self) -> None:
         """At exit: cancel every attempt still out, then let the engine clean up."""
@@ -204,6 +251,7 @@ class Tracker:
             if status.phase is not Phase.QUEUED and record.started_at is None:
                 record.started_at = now
             if status.phase is Phase.DONE:
+                self._ended_at[record.handle] = now
                 self._done[record.handle].set()
         if (previous.phase, previous.reason) != (status.phase, status.reason):
             record.logger.info(

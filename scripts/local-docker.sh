@@ -59,7 +59,7 @@ fi
 
 # 3. runtime image: this checkout's tool runtime installed from a host wheelhouse (containers
 # cannot reach PyPI); rebuilt when the package's runtime sources change
-runtime_hash=$(cat "$repo/setup.py" $(find "$repo/miniwdl_omnibio/runtime" "$repo/omni_tool_runtime" -name '*.py' | sort) | sha256sum | cut -c1-16)
+runtime_hash=$(cat "$repo/setup.py" $(find "$repo/miniwdl_omnibio/runtime" -name '*.py' | sort) | sha256sum | cut -c1-16)
 runtime_tag=omnibio/runtime:latest
 if [ "$(docker image inspect -f '{{index .Config.Labels "omnibio.source"}}' "$runtime_tag" 2>/dev/null)" != "$runtime_hash" ]; then
   log "building $runtime_tag"

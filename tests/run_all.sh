@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Running pip as the 'root' user" || true
+python -m pip install -q --disable-pip-version-check --no-deps -e ./compat 2>&1 | grep -v "^WARNING: Running pip as the 'root' user" || true  # omni_tool_runtime: its own distribution
 python -m ruff check miniwdl_omnibio tests benchmarks
 python -m ruff format --check -q miniwdl_omnibio tests benchmarks
 python -m mypy

@@ -31,7 +31,16 @@ from ..attempt import TAG_TASK, Mount, TaskAttempt
 from ..config import Settings
 from . import awsbatch_limits
 from .awsbatch_arrays import ARRAY_MIN, Coalescer, Member, Pending, plan_array
-from .awsbatch_jobs import LOG_GROUP, MIN_TIMEOUT, error_text, is_auth_error, job_status
+from .awsbatch_cancel import Terminator
+from .awsbatch_jobs import (
+    LOG_GROUP,
+    MIN_TIMEOUT,
+    NEVER_PLACED,
+    error_text,
+    is_auth_error,
+    job_status,
+    reasons,
+)
 from .awsbatch_request import (
     LOG_TAIL_LINES,
     WRAPPER,
@@ -91,6 +100,7 @@ class AwsBatchEngine(Engine[JobRequest]):
         session: boto3.session.Session,
         settings: AwsBatchSettings,
         learned: Mapping[str, int] | None = None,
+        logger: logging.Logger | None = None,
     ) -> None:
         """``learned``: the limits the queues' compute environments allow (awsbatch_limits)."""
         self.settings = settings
@@ -117,6 +127,9 @@ class AwsBatchEngine(Engine[JobRequest]):
         self.coalescer = (
             Coalescer(settings.array_linger, self._send) if settings.array_jobs else None
         )
+        self.terminator = Terminator(
+            self.batch, self._describe, logger or logging.getLogger("omnibio_awsbatch")
+        )
 
     # --- start -----------------------------------------------------------------------------
 
@@ -141,7 +154,7 @@ class AwsBatchEngine(Engine[JobRequest]):
                 found,
                 logger,
             )
-        engine = cls(session, settings, learned)
+        engine = cls(session, settings, learned, logger)
         logger.log(
             NOTICE_LEVEL,
             _(
@@ -397,19 +410,21 @@ class AwsBatchEngine(Engine[JobRequest]):
         self._write(plan.files, None)
         self._clear_exit_files(plan.members)
         parent = self._submit(plan.arguments(definition), first.queue, name)
+        handles = [f"{parent}:{index}" for index in range(len(group))]
+        self.terminator.track(parent, handles)
         for index, member in enumerate(group):
             member.logger.log(
                 NOTICE_LEVEL,
                 _(
                     "AWS Batch array job child",
-                    id=f"{parent}:{index}",
+                    id=handles[index],
                     array=name,
                     size=len(group),
                     queue=first.queue,
                     script=os.path.join(plan.directory, f"{index}.sh"),
                 ),
             )
-        return [f"{parent}:{index}" for index in range(len(group))]
+        return handles
 
     def _prepare(self, request: JobRequest, logger: logging.Logger) -> str:
         """What must exist before the request is sent: its queue checked, its job definition's
@@ -502,8 +517,9 @@ class AwsBatchEngine(Engine[JobRequest]):
         the log stream). Every describe_seconds Batch is asked about the jobs whose files say
         nothing yet (a lost host, a container that never started, a job stuck RUNNABLE): plain
         jobs 100 a call; arrays 100 a call, and an array's children only when Batch counts more
-        of them finished than wrote their exit status, else one waiting child for the reason
-        Batch gives a whole array (MISCONFIGURATION). A job not asked about keeps its status."""
+        of them finished than wrote their exit status. Why an array waits is read where Batch
+        puts it (_blocked): the parent, and the RUNNABLE children ListJobs gives. A job not
+        asked about keeps its status."""
         by_id = {r.handle: r for r in records}
         now = time.monotonic()
         sweep = now >= self._describe_at
@@ -514,8 +530,7 @@ class AwsBatchEngine(Engine[JobRequest]):
             if ":" in record.handle:
                 arrays.setdefault(record.handle.split(":")[0], []).append(record)
         # Batch's counts before the files: a child it counts as finished wrote its file before
-        parents = self._describe(list(arrays)) if sweep else []
-        counted = {j["jobId"]: j.get("arrayProperties") or {} for j in parents}
+        parents = {j["jobId"]: j for j in self._describe(list(arrays))} if sweep else {}
         written = {
             r.handle: read_exit_file(exit_file(r.attempt.host_dir, r.attempt.attempt))
             for r in records
@@ -529,28 +544,61 @@ class AwsBatchEngine(Engine[JobRequest]):
                 ask.append(handle)
             elif started and by_id[handle].status.phase is Phase.QUEUED:
                 statuses[handle] = RUNNING
-        silent = {h for h, (_started, code) in written.items() if code is None}
-        samples: dict[str, list[str]] = {}
+        waiting: dict[str, list[str]] = {}  # array parent -> children not started
         if sweep:
+            silent = {h for h, (_started, code) in written.items() if code is None}
             ask += [h for h in silent if ":" not in h]
             for parent, children in arrays.items():
-                waiting = [c.handle for c in children if c.handle in silent]
-                if waiting and self._unexplained(counted.get(parent), len(waiting)):
-                    ask += waiting
-                elif waiting:
-                    ask.append(waiting[0])
-                    samples[waiting[0]] = waiting[1:]
+                quiet = [c.handle for c in children if c.handle in silent]
+                array = (parents.get(parent) or {}).get("arrayProperties")
+                if quiet and self._unexplained(array, len(quiet)):
+                    ask += quiet
+                unstarted = [h for h in quiet if not written[h][0]]
+                if unstarted and parent in parents:
+                    waiting[parent] = unstarted
         answers = self._statuses(ask, by_id)
-        more = [
-            rest
-            for sample, rest in samples.items()
-            if sample in answers and answers[sample].reason != by_id[sample].status.reason
-        ]
-        asked = set(ask).union(*more)
-        answers.update(self._statuses([h for rest in more for h in rest], by_id))
+        for parent, unstarted in waiting.items():
+            answers.update(self._blocked(parents[parent], unstarted, by_id))
         # a job asked about and not listed is left to the tracker's grace period
-        unchanged = {h: r.status for h, r in by_id.items() if h not in asked}
+        unchanged = {h: r.status for h, r in by_id.items() if h not in ask}
         return {**unchanged, **statuses, **answers}
+
+    def _blocked(
+        self, parent: Mapping[str, Any], children: list[str], by_id: Mapping[str, Submitted]
+    ) -> dict[str, Status]:
+        """The waiting children of an array, from the reason Batch gives the array. "Jobs stuck in
+        a RUNNABLE status": the job "at the head and blocking the queue" carries it, which may
+        be the parent or any one child; every child asks the same of the queue, so one's reason
+        is all's. ListJobs (RUNNABLE children, 1000 a page) only while Batch counts some."""
+        reason = reasons(parent)
+        summary = (parent.get("arrayProperties") or {}).get("statusSummary")
+        listed: list[Mapping[str, Any]] = []
+        if not NEVER_PLACED.search(reason) and (summary is None or summary.get("RUNNABLE")):
+            listed = self._runnable_children(str(parent["jobId"]))
+            reason = next(
+                (r for r in map(reasons, listed) if NEVER_PLACED.search(r)), reasons(parent)
+            )
+        statuses: dict[str, Status] = {}
+        queue = {"jobQueue": parent.get("jobQueue", "")}
+        for job in listed:
+            if job["jobId"] in children:
+                statuses[job["jobId"]] = self._status({**job, **queue}, by_id)
+        if NEVER_PLACED.search(reason):
+            for handle in children:
+                job = {"jobId": handle, "status": "RUNNABLE", "statusReason": reason, **queue}
+                statuses[handle] = self._status(job, by_id)
+        return statuses
+
+    def _runnable_children(self, parent: str) -> list[Mapping[str, Any]]:
+        """ListJobs of an array's RUNNABLE children, every page (10,000 children: 10 pages)."""
+        found: list[Mapping[str, Any]] = []
+        arguments = {"arrayJobId": parent, "jobStatus": "RUNNABLE"}
+        while True:
+            page = self.batch.list_jobs(**arguments)
+            found += page.get("jobSummaryList", [])
+            if not page.get("nextToken"):
+                return found
+            arguments["nextToken"] = page["nextToken"]
 
     @staticmethod
     def _unexplained(array: Mapping[str, Any] | None, waiting: int) -> bool:
@@ -564,10 +612,11 @@ class AwsBatchEngine(Engine[JobRequest]):
 
     def _statuses(self, ids: list[str], by_id: Mapping[str, Submitted]) -> dict[str, Status]:
         return {
-            j["jobId"]: job_status(j, by_id[j["jobId"]].attempt.image, self.filesystem_hint)
-            for j in self._describe(ids)
-            if j["jobId"] in by_id
+            j["jobId"]: self._status(j, by_id) for j in self._describe(ids) if j["jobId"] in by_id
         }
+
+    def _status(self, job: Mapping[str, Any], by_id: Mapping[str, Submitted]) -> Status:
+        return job_status(job, by_id[job["jobId"]].attempt.image, self.filesystem_hint)
 
     def _describe(self, ids: list[str]) -> list[dict[str, Any]]:
         """DescribeJobs for any number of ids ("A list of up to 100 job IDs" per call)."""
@@ -577,11 +626,15 @@ class AwsBatchEngine(Engine[JobRequest]):
         return jobs
 
     def cancel(self, handle: str, logger: logging.Logger) -> None:
-        try:
-            self.batch.terminate_job(jobId=handle, reason="cancelled by miniwdl (omnibio_awsbatch)")
-            logger.info(_("AWS Batch job terminated", id=handle))
-        except Exception as exn:
-            logger.warning(_("AWS Batch TerminateJob failed", id=handle, error=error_text(exn)))
+        """Gathered: a whole array goes in one TerminateJob of its parent (awsbatch_cancel)."""
+        self.terminator.cancel(handle, logger)
+
+    def release(self, handle: str, logger: logging.Logger) -> None:
+        self.terminator.release(handle)
+
+    def shutdown(self, logger: logging.Logger) -> None:
+        """Send the cancellations still gathering."""
+        self.terminator.flush()
 
     def failure_details(self, handle: str, attempt: TaskAttempt, status: Status) -> dict[str, Any]:
         """The tail of the job's CloudWatch log (the wrapper copies the task's stderr tail)."""

@@ -29,6 +29,37 @@ SETUP_FAILED = re.compile(
     r"ResourceInitializationError|DockerTimeoutError|ContainerRuntimeTimeoutError|"
     r"CannotCreateVolumeError"
 )
+# On EC2 a volume that does not mount can stop the container's start instead: docker's "Error
+# response from daemon: error while mounting volume '...': failed to mount local volume: mount
+# fs-...:/" (aws/efs-utils#39) inside a CannotStartContainerError. Mount text in that reason is
+# the shared filesystem's failure, not the image's.
+MOUNT_TEXT = re.compile(r"mount|\bfsap-[0-9a-f]|\bfs-[0-9a-f]{8}|\befs\b", re.IGNORECASE)
+# What each mount failure asks of the file system, by the words AWS's EFS troubleshooting gives
+# them (knowledge center "eks-troubleshoot-efs-volume-mount-issues"; ResourceInitializationError
+# texts as ECS reports them, e.g. "stderr: b'mount.nfs4: ... failed, reason given by server: No
+# such file or directory' : unsuccessful EFS utils command execution; code: 32")
+MOUNT_CAUSES = (
+    (
+        re.compile(r"Connection timed out", re.IGNORECASE),
+        "NFS did not answer: the mount target's security group must let TCP 2049 in from the "
+        "compute environment's security group",
+    ),
+    (
+        re.compile(r"Failed to resolve", re.IGNORECASE),
+        "the file system's name did not resolve: it needs a mount target in the Availability "
+        "Zone of every subnet of the compute environment, and DNS resolution in the VPC",
+    ),
+    (
+        re.compile(r"access denied", re.IGNORECASE),
+        "the file system refused the mount: its file system policy, the job role, or the "
+        "access point",
+    ),
+    (
+        re.compile(r"No such file or directory", re.IGNORECASE),
+        "the directory to mount does not exist on the file system (rootDirectory, or the "
+        "access point's root directory)",
+    ),
+)
 # API_JobDetail statusReason and "Jobs stuck in a RUNNABLE status": a RUNNABLE job blocking its
 # queue says why. MISCONFIGURATION:* (COMPUTE_ENVIRONMENT_MAX_RESOURCE, JOB_RESOURCE_REQUIREMENT,
 # SERVICE_ROLE_PERMISSIONS) and ACTION_REQUIRED (invalid compute environments) do not pass
@@ -137,8 +168,11 @@ def job_status(job: Mapping[str, Any], image: str, filesystem: str) -> Status:
         return Status(Phase.DONE, exit_code=code or 0, reason=reason, details=details)
     if HOST_LOSS.search(reason):
         return Status(Phase.DONE, interrupted=True, reason=reason, details=details)
-    if SETUP_FAILED.search(reason):
-        error = f"AWS Batch job {job_id} could not start: {reason}; check {filesystem}"
+    if SETUP_FAILED.search(reason) or (CANNOT_START.search(reason) and MOUNT_TEXT.search(reason)):
+        cause = next((text for pattern, text in MOUNT_CAUSES if pattern.search(reason)), None)
+        error = f"AWS Batch job {job_id} could not start: {reason}; " + (
+            f"{cause}; check {filesystem}" if cause else f"check {filesystem}"
+        )
         return Status(Phase.DONE, error=error, reason=reason, details=details)
     if OVERRIDES_TOO_LONG.search(reason):
         error = f"AWS Batch could not start job {job_id}: {reason} (its command and environment)"

@@ -4,8 +4,12 @@ The pool's nodes mount the shared filesystem (NFS, Azure Files, blobfuse) that h
 directory, so nothing is copied: each task's container binds it read-write at ``mount_path`` and
 read-only at ``readonly_mount_path`` (docker ``-v`` in containerRunOptions). One Batch job holds
 all tasks of a workflow run; it is created on the first submission and terminated at the end.
-Status comes from one filtered, paged ``list_tasks`` per poll for the whole run, listing only
-the tasks whose state changed since the previous poll; concurrent submissions share
+Each task's command writes its exit record (``jobscript``) into the task's directory on the
+shared filesystem, so a poll first reads those files: an exit status 0 ends the attempt without
+a call. Batch is asked, in one filtered, paged ``list_tasks`` for the whole run listing only the
+tasks whose state changed since the previous listing, when a record holds another exit status or
+an attempt is being cancelled, and every ``list_seconds`` for what a file cannot know (a task
+that never started, a preempted or requeued task, the time limit). Concurrent submissions share
 ``addtaskcollection`` requests.
 """
 
@@ -18,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,7 +55,9 @@ from .azurebatch_tasks import (
     sighting,
     task_status,
 )
-from .base import QUEUED, Engine, Status, Submitted
+from .base import QUEUED, RUNNING, Engine, Phase, Status, Submitted
+from .jobscript import ExitRecord, double_quoted, exit_record, read_exit_record
+from .jobscript import command as jobscript_command
 
 STATUS_FIELDS = ["id", "state", "stateTransitionTime", "executionInfo", "nodeInfo"]
 # a poll lists the tasks whose stateTransitionTime is at most this long before the latest one it
@@ -59,7 +65,6 @@ STATUS_FIELDS = ["id", "state", "stateTransitionTime", "executionInfo", "nodeInf
 CHANGE_MARGIN = timedelta(seconds=15)
 QUOTA_CODE = "ActiveJobAndScheduleQuotaReached"
 FILE_TAIL_BYTES = 4000
-MISSING_FILESYSTEM_EXIT = 125  # the command could not start: the node lacks the shared filesystem
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -74,6 +79,7 @@ class AzureBatchSettings:
     node_root: str  # where pool nodes mount the shared filesystem
     default_time_limit: int | None
     poll_seconds: float
+    list_seconds: float
     max_retries: int
     quota_wait: float
     extra_run_options: tuple[str, ...]
@@ -108,6 +114,7 @@ class AzureBatchSettings:
             node_root=node_root,
             default_time_limit=settings.integer("default_time_limit", minimum=0) or None,
             poll_seconds=settings.number("poll_seconds", minimum=0.2),
+            list_seconds=settings.number("list_seconds", minimum=0.2),
             max_retries=settings.integer("max_retries", minimum=0),
             quota_wait=settings.number("quota_wait_seconds", minimum=0),
             extra_run_options=tuple(shlex.split(settings.text("container_run_options"))),
@@ -123,6 +130,7 @@ class TaskRequest:
     workflow_run: str
     image: str
     task: batch_models.BatchTaskCreateOptions
+    exit_record: str  # host path (jobscript.exit_record)
 
 
 @dataclass
@@ -166,6 +174,7 @@ class AzureBatchEngine(Engine[TaskRequest]):
         self.job_id: str | None = None
         self._job_lock = threading.Lock()
         self._since: datetime | None = None  # service time of the latest transition listed
+        self._list_at = 0.0  # time.monotonic() of the next fetch that lists whatever the files say
         self._seen: dict[str, _Seen] = {}
         self._seen_lock = threading.Lock()
         self._collections = TaskCollections(self._send_collection, logger)
@@ -248,7 +257,12 @@ class AzureBatchEngine(Engine[TaskRequest]):
             required_slots=self.required_slots(attempt),
             user_identity=self.user_identity(),
         )
-        return TaskRequest(attempt.workflow_run, attempt.image, task)
+        return TaskRequest(
+            attempt.workflow_run,
+            attempt.image,
+            task,
+            exit_record(attempt.host_dir, attempt.attempt),
+        )
 
     def user_identity(self) -> batch_models.UserIdentity | None:
         """Batch maps the task's user into a Linux container and a non-admin auto-user may lack
@@ -302,23 +316,22 @@ class AzureBatchEngine(Engine[TaskRequest]):
         return root if relative == "." else os.path.join(root, relative)
 
     def command(self, attempt: TaskAttempt) -> list[str]:
-        """attempt.argv, after a check that the node sees the shared filesystem.
+        """attempt.argv in the job script, which writes the attempt's exit record.
 
-        On a node without it, docker creates the bind source empty and the command's own error
-        would land in an invisible stderr file; this check says so in Batch's stderr.txt, which
-        failure_details fetches.
+        On a node without the shared filesystem, docker creates the bind source empty and the
+        command's own error would land in an invisible stderr file; the script's check says so
+        in Batch's stderr.txt, which failure_details fetches.
         """
-        stdout = shlex.quote(self.settings.filesystem.to_container(attempt.stdout_path))
-        problem = (
-            f'"omnibio: "{stdout}" is not visible on Azure Batch node $AZ_BATCH_NODE_ID; the pool '
-            f'must mount the shared filesystem at "{shlex.quote(self.settings.node_root)}" '
-            '([omnibio_azurebatch] node_mount_path, see the README)"'
+        to_container = self.settings.filesystem.to_container
+        record = to_container(exit_record(attempt.host_dir, attempt.attempt))
+        stdout = to_container(attempt.stdout_path)  # miniwdl makes it before submitting
+        missing = (
+            f"{double_quoted(stdout)} is not visible on Azure Batch node "
+            "$AZ_BATCH_NODE_ID; the pool must mount the shared filesystem at "
+            f"{double_quoted(self.settings.node_root)} ([omnibio_azurebatch] node_mount_path, "
+            "see the README)"
         )
-        check = (
-            f"[ -e {stdout} ] || {{ echo {problem} >&2; exit {MISSING_FILESYSTEM_EXIT}; }}; "
-            'exec "$@"'
-        )
-        return ["/bin/sh", "-c", check, "omnibio", *attempt.argv]
+        return jobscript_command(attempt.argv, record, stdout, missing)
 
     # --- the run's job ---------------------------------------------------------------------
 
@@ -373,6 +386,9 @@ class AzureBatchEngine(Engine[TaskRequest]):
         task = request.task
         with self._seen_lock:
             self._seen[task.id] = _Seen()
+        # a record left by an earlier launcher in this directory must not end the task
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(request.exit_record)
         try:
             self._collections.add(task)
         except Exception as exn:
@@ -399,17 +415,36 @@ class AzureBatchEngine(Engine[TaskRequest]):
         return self.client.create_task_collection(self.job_id, group).result_values or []
 
     def fetch(self, records: Sequence[Submitted]) -> dict[str, Status]:
-        """One paged listing of the run's tasks that changed since the previous poll; a task
-        not listed is as the previous poll showed it."""
+        """Each task's exit record first: exit status 0 ends the attempt without a call. One
+        paged listing of the run's tasks that changed since the previous listing when a record
+        holds another exit status or an attempt is being cancelled, and every list_seconds
+        whatever the records say (a task that never started, a rerun, the time limit); a task
+        not listed is as the previous listing showed it, or running once its record exists."""
         job_id = self.job_id
         if not job_id:
             return {}
-        changed = self._list_changed(job_id)
+        written = {
+            r.handle: read_exit_record(exit_record(r.attempt.host_dir, r.attempt.attempt))
+            for r in records
+        }
+        now = time.monotonic()
+        sweep = now >= self._list_at
+        if sweep:
+            self._list_at = now + self.settings.list_seconds
+        ask = sweep or any(
+            r.cancelled or (code is not None and code.exit_code != 0)
+            for r, (_started, code) in zip(records, written.values(), strict=True)
+        )
+        changed = self._list_changed(job_id) if ask else {}
         statuses: dict[str, Status] = {}
         with self._seen_lock:
             for record in records:
                 seen = self._seen.get(record.handle)
                 if seen is None:
+                    continue
+                started, ended = written[record.handle]
+                if ended is not None and ended.exit_code == 0:
+                    statuses[record.handle] = succeeded(job_id, record.handle, ended)
                     continue
                 task = changed.get(record.handle)
                 if task is not None:
@@ -417,7 +452,9 @@ class AzureBatchEngine(Engine[TaskRequest]):
                         task, seen.sighting, record.attempt, record.cancelled, job_id
                     )
                     seen.sighting = sighting(task) or seen.sighting
-                statuses[record.handle] = seen.status
+                elif started and seen.status.phase is Phase.QUEUED:
+                    seen.status = RUNNING
+                statuses[record.handle] = with_record(seen.status, ended)
         return statuses
 
     def _list_changed(self, job_id: str) -> dict[str, batch_models.BatchTask]:
@@ -499,6 +536,30 @@ class AzureBatchEngine(Engine[TaskRequest]):
             poller = self.client.begin_terminate_job(self.job_id, reason, polling_interval=1)
             poller.result(timeout=30)
         logger.info(_("Azure Batch job terminated", job=self.job_id))
+
+
+def usage_details(record: ExitRecord) -> dict[str, Any]:
+    """details["usage"]: what the job script measured of the task's container (its cgroup)."""
+    usage = record.usage()
+    return {"usage": {**usage, "source": "cgroup, read by the job script"}} if usage else {}
+
+
+def succeeded(job_id: str, handle: str, record: ExitRecord) -> Status:
+    """A task whose exit record says exit status 0: done, Batch not asked."""
+    details = {"batch_job": job_id, "batch_task": handle, **usage_details(record)}
+    return Status(Phase.DONE, exit_code=0, reason="exit status 0", details=details)
+
+
+def with_record(status: Status, record: ExitRecord | None) -> Status:
+    """Batch's verdict on an ended task, with what its exit record adds: the cgroup's oom_kill
+    (Batch reports no OOM) and the measured usage."""
+    if record is None or status.phase is not Phase.DONE:
+        return status
+    return replace(
+        status,
+        oom=status.oom or record.oom,
+        details={**status.details, **usage_details(record)},
+    )
 
 
 def odata_time(moment: datetime) -> str:

@@ -91,3 +91,59 @@ class Gathering(Generic[Item, Result]):
             if now >= quiet_at or now >= give_up:
                 return
             time.sleep(min(quiet_at, give_up) - now)
+
+
+class Cancellations:
+    """cancel() returns at once; the handles gathered go to ``send`` together once none came for
+    ``linger`` seconds (at most ``linger_max`` after the first). On Ctrl-C, SIGTERM or fail_fast
+    each task's thread notices within the run loop's round (container.ROUND_SECONDS, 1 s) and
+    cancels its own attempt: a linger that outlasts that round lets one request take them all.
+    ``flush()`` (at shutdown) sends whatever is still gathering, and waits for it."""
+
+    def __init__(
+        self,
+        send: Callable[[list[str]], None],
+        linger: float,
+        linger_max: float,
+        clock: Callable[[], float] = time.monotonic,
+        background: bool = True,
+    ) -> None:
+        """``background``: a thread sends when due (tests ask ``due_in`` and ``flush``)."""
+        self._send = send
+        self._linger = linger
+        self._linger_max = linger_max
+        self._clock = clock
+        self._background = background
+        self._lock = threading.Lock()
+        self._sending = threading.Lock()  # one send at a time: flush() waits for a send under way
+        self._queue: list[str] = []
+        self._first = self._last = 0.0
+        self._waiting = False
+
+    def add(self, handle: str) -> None:
+        with self._lock:
+            self._queue.append(handle)
+            self._last = self._clock()
+            if self._waiting:
+                return
+            self._first, self._waiting = self._last, True
+        if self._background:
+            threading.Thread(target=self._wait_then_flush, daemon=True).start()
+
+    def due_in(self) -> float:
+        """Seconds until the gathered handles are due (0 or less: now)."""
+        with self._lock:
+            due = min(self._last + self._linger, self._first + self._linger_max)
+        return due - self._clock()
+
+    def _wait_then_flush(self) -> None:
+        while (wait := self.due_in()) > 0:
+            time.sleep(wait + 0.01)
+        self.flush()
+
+    def flush(self) -> None:
+        with self._sending:
+            with self._lock:
+                handles, self._queue, self._waiting = self._queue, [], False
+            if handles:
+                self._send(handles)

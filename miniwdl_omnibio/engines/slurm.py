@@ -18,7 +18,7 @@ import shlex
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from WDL import Error
@@ -31,7 +31,7 @@ from ..config import Settings
 from ..sharedfs import SharedFilesystem
 from . import slurm_status as mapping
 from .base import Engine, Phase, Status, Submitted
-from .gathering import Gathering, Waiting, settle
+from .gathering import Cancellations, Gathering, Waiting, settle
 from .slurm_cluster import (
     ORPHAN_FORMAT,
     SINFO_FORMAT,
@@ -44,6 +44,7 @@ from .slurm_cluster import (
     probe_script,
     process_identity,
 )
+from .slurm_hold import Held, HeldSubmissions, SubmitLimit, sbatch_refusal
 from .slurm_script import (
     RUNTIMES,
     SlurmRequest,
@@ -70,7 +71,9 @@ class Submissions:
     ``linger`` seconds (a scatter's attempts reach submit over seconds on a busy host), at most
     GATHER_MAX."""
 
-    def __init__(self, send: Callable[[list[SlurmRequest]], str], linger: float, size: int):
+    def __init__(
+        self, send: Callable[[list[SlurmRequest]], list[str]], linger: float, size: int
+    ) -> None:
         self._send = send
         self._size = size
         self._gathering = Gathering(self._flush, linger, GATHER_MAX)
@@ -87,51 +90,7 @@ class Submissions:
         for members in groups.values():
             for start in range(0, len(members), self._size):
                 chunk = members[start : start + self._size]
-                settle(chunk, functools.partial(self._sbatch, [p.item for p in chunk]))
-
-    def _sbatch(self, chunk: list[SlurmRequest]) -> list[str]:
-        """One sbatch for the chunk: an array's element handles, or a plain job's id."""
-        job_id = self._send(chunk)
-        return [f"{job_id}_{i}" for i in range(len(chunk))] if len(chunk) > 1 else [job_id]
-
-
-class Cancellations:
-    """cancel() returns at once; cancellations go out in one scancel once none came for
-    CANCEL_LINGER seconds (at most CANCEL_MAX after the first). On Ctrl-C, SIGTERM or fail_fast
-    each task's thread notices within the run loop's round (container.ROUND_SECONDS, 1 s) and
-    cancels its own attempt: the linger outlasts that round so that one scancel takes them all.
-    shutdown() sends whatever is still gathering."""
-
-    def __init__(self, send: Callable[[list[str]], None]) -> None:
-        self._send = send
-        self._lock = threading.Lock()
-        self._queue: list[str] = []
-        self._first = self._last = 0.0
-        self._waiting = False
-
-    def add(self, handle: str) -> None:
-        with self._lock:
-            self._queue.append(handle)
-            self._last = time.monotonic()
-            if self._waiting:
-                return
-            self._first, self._waiting = self._last, True
-        threading.Thread(target=self._wait_then_flush, daemon=True).start()
-
-    def _wait_then_flush(self) -> None:
-        while True:
-            with self._lock:
-                due = min(self._last + CANCEL_LINGER, self._first + CANCEL_MAX)
-            if time.monotonic() >= due:
-                break
-            time.sleep(due - time.monotonic() + 0.01)
-        self.flush()
-
-    def flush(self) -> None:
-        with self._lock:
-            handles, self._queue, self._waiting = self._queue, [], False
-        if handles:
-            self._send(handles)
+                settle(chunk, functools.partial(self._send, [p.item for p in chunk]))
 
 
 class SlurmEngine(Engine[SlurmRequest]):
@@ -140,6 +99,9 @@ class SlurmEngine(Engine[SlurmRequest]):
     memory_is_limit = True  # --mem is what the node sets aside; the container may use that much
     enforces_time_limit = True  # the job script at the second, Slurm's --time in minutes behind it
     fetch_batch = None  # one squeue answers for every job of this process
+    # the probe's wait (tests pass their own)
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
 
     def __init__(
         self,
@@ -189,17 +151,19 @@ class SlurmEngine(Engine[SlurmRequest]):
             if settings.text("max_memory")
             else partition.max_memory,
         }
+        self.held = HeldSubmissions(self._sbatch, self._outstanding, logger)
         self.submissions = Submissions(
-            self._sbatch,
+            self.held.submit,
             settings.number("submit_linger_seconds", minimum=0),
             settings.integer("max_array_size", minimum=1),
         )
-        self.cancellations = Cancellations(self._scancel)
+        self.cancellations = Cancellations(self._scancel, CANCEL_LINGER, CANCEL_MAX)
         self._lock = threading.Lock()
         self._requests: dict[str, SlurmRequest] = {}  # handle -> request, until released
         self._ended_unrecorded: dict[str, float] = {}  # handle -> when first seen so
         self._jobs: dict[str, mapping.SlurmJob] = {}  # Slurm's last word on each handle
         self._asked_at = -math.inf  # when squeue last answered
+        self._limits: frozenset[str] = frozenset()  # the limits jobs of this run wait at
 
     # --- start -----------------------------------------------------------------------------
 
@@ -298,12 +262,20 @@ class SlurmEngine(Engine[SlurmRequest]):
             return
         node_file = self.node_path(host_file)
         try:
-            job_id = self.cli.run(
+            done = self.cli.run(
                 ["sbatch", "--parsable", *self.probe_options(), "--output=/dev/null"]
                 + ["--error=/dev/null", "--job-name=omnibio-probe"]
-                + [f"--wrap={probe_script(shlex.quote(node_file), token, self.settings.runtime)}"]
-            ).stdout.strip()
-            job = self.wait_probe(job_id.split(";")[0], timeout)
+                + [f"--wrap={probe_script(shlex.quote(node_file), token, self.settings.runtime)}"],
+                check=False,
+            )
+            if done.returncode != 0:
+                refusal = sbatch_refusal(done.stderr)
+                if not isinstance(refusal, SubmitLimit):
+                    raise refusal
+                # the user's queue is full: the run's own jobs will be held the same way
+                logger.warning(_("omnibio_slurm probe skipped; not checked", reason=str(refusal)))
+                return
+            job = self.wait_probe(done.stdout.strip().split(";")[0], timeout, logger)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(host_file)
@@ -336,11 +308,16 @@ class SlurmEngine(Engine[SlurmRequest]):
                 options.append(f"--{key}={getattr(self.settings, key)}")
         return options
 
-    def wait_probe(self, job_id: str, timeout: int) -> mapping.SlurmJob | None:
+    def wait_probe(
+        self, job_id: str, timeout: int, logger: logging.Logger
+    ) -> mapping.SlurmJob | None:
         """The probe job once it ended; None at the timeout. squeue at 0.5 s, 1 s, 2 s ... (at
-        most every 5 s): quick on an idle cluster, few calls while the probe waits in a queue."""
-        deadline = time.monotonic() + timeout
+        most every 5 s): quick on an idle cluster, few calls while the probe waits in a queue.
+        A probe waiting at a user's or account's limit (the user's jobs of other runs hold it)
+        waits like any job, with one line naming the limit."""
+        deadline = self.clock() + timeout
         pause = 0.5
+        limit = ""
         while True:
             job = self.squeue([job_id]).get(job_id)
             if job and job.state not in mapping.WAITING | mapping.ALLOCATED:
@@ -351,10 +328,13 @@ class SlurmEngine(Engine[SlurmRequest]):
                     f"omnibio_slurm: Slurm will never start jobs of this configuration: the "
                     f"probe job is pending with reason {job.reason}"
                 )
-            if time.monotonic() > deadline:
+            if job and mapping.waits_at_limit(job) and job.reason != limit:
+                limit = job.reason
+                logger.info(_("omnibio_slurm probe job waits at a Slurm limit", limit=limit))
+            if self.clock() > deadline:
                 self.cli.run(["scancel", job_id], check=False)
                 return None
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            self.sleep(min(pause, max(0.0, deadline - self.clock())))
             pause = min(pause * 2, 5.0)
 
     def resource_limits(self) -> dict[str, int]:
@@ -416,14 +396,25 @@ class SlurmEngine(Engine[SlurmRequest]):
         logger.info(_("Slurm job", id=handle, script=files.node("sh")))
         return handle
 
-    def _sbatch(self, requests: list[SlurmRequest]) -> str:
-        """One sbatch for requests with equal options; the job id."""
-        done = self.cli.run(sbatch_argv(requests, self.launcher), stdin=batch_script(requests))
+    def _sbatch(self, requests: list[SlurmRequest]) -> list[str]:
+        """One sbatch for requests with equal options: an array's element handles, or a plain
+        job's id. A full queue raises SubmitLimit (held_submissions holds the requests)."""
+        done = self.cli.run(
+            sbatch_argv(requests, self.launcher), check=False, stdin=batch_script(requests)
+        )
+        if done.returncode != 0:
+            raise sbatch_refusal(done.stderr)
         job_id = done.stdout.strip().split(";")[0]  # --parsable: "id" or "id;cluster"
         if not job_id.isdigit():
             raise SlurmProblem(f"omnibio_slurm: sbatch answered no job id: {done.stdout[:200]!r}")
         self.logger.info(_("sbatch", job=job_id, elements=len(requests)))
-        return job_id
+        return [f"{job_id}_{i}" for i in range(len(requests))] if len(requests) > 1 else [job_id]
+
+    def _outstanding(self) -> int:
+        """Attempts of this run whose job Slurm holds (sent, not released)."""
+        with self._lock:
+            handles = list(self._requests)
+        return sum(1 for h in handles if self.held.slurm_handle(h))
 
     # --- status ----------------------------------------------------------------------------
 
@@ -476,18 +467,39 @@ class SlurmEngine(Engine[SlurmRequest]):
         return statuses
 
     def ask_slurm(self, handles: list[str], now: float) -> None:
-        """One squeue for the jobs of ``handles`` (sacct for those it no longer lists)."""
-        jobs = self.squeue(mapping.job_ids(handles))
-        gone = [h for h in handles if h not in jobs]
+        """One squeue for the jobs of ``handles`` (sacct for those it no longer lists); held
+        submissions have no job to ask about yet."""
+        slurm = {h: s for h in handles if (s := self.held.slurm_handle(h))}
+        jobs = self.squeue(mapping.job_ids(slurm.values()))
+        gone = [s for s in slurm.values() if s not in jobs]
         if gone and self.accounting:
             jobs.update(self.sacct(mapping.job_ids(gone)))
         with self._lock:
             for handle in handles:
-                if handle in jobs:
-                    self._jobs[handle] = jobs[handle]
+                if slurm.get(handle) in jobs:
+                    self._jobs[handle] = jobs[slurm[handle]]
                 else:
                     self._jobs.pop(handle, None)
             self._asked_at = now
+        self.log_limits(jobs.values())
+
+    def log_limits(self, jobs: Iterable[mapping.SlurmJob]) -> None:
+        """One line when the limits jobs of this run wait at change (not one per poll)."""
+        waiting = [job.reason for job in jobs if mapping.waits_at_limit(job)]
+        limits = frozenset(waiting)
+        with self._lock:
+            changed, self._limits = limits != self._limits, limits
+        if changed:
+            self.logger.log(
+                NOTICE_LEVEL,
+                _(
+                    "omnibio_slurm: jobs wait until jobs holding a Slurm limit end"
+                    if limits
+                    else "omnibio_slurm: no job waits at a Slurm limit now",
+                    limits=" ".join(sorted(limits)) or None,
+                    jobs=len(waiting),
+                ),
+            )
 
     def status(
         self,
@@ -497,12 +509,15 @@ class SlurmEngine(Engine[SlurmRequest]):
         running: bool,
         now: float,
     ) -> Status | None:
+        held = self.held.get(record.handle)
+        if held and not held.slurm:
+            return held_status(held, request)
         with self._lock:
             job = self._jobs.get(record.handle)
-            asked_since = self._asked_at >= record.submitted_at
+            asked_since = self._asked_at >= max(record.submitted_at, held.sent_at if held else 0)
         files = request.files
         context = mapping.Context(
-            where=f"Slurm job {record.handle} ({request.run_id})",
+            where=f"Slurm job {self.held.slurm_handle(record.handle)} ({request.run_id})",
             cancelled_by_us=record.cancelled,
             image=record.attempt.image,
             log_tail=_read(files.host("log"), LOG_TAIL_BYTES)
@@ -525,7 +540,8 @@ class SlurmEngine(Engine[SlurmRequest]):
     # --- the end ---------------------------------------------------------------------------
 
     def cancel(self, handle: str, logger: logging.Logger) -> None:
-        self.cancellations.add(handle)
+        if not self.held.cancel(handle):
+            self.cancellations.add(self.held.slurm_handle(handle) or handle)
 
     def _scancel(self, handles: list[str]) -> None:
         try:
@@ -539,22 +555,41 @@ class SlurmEngine(Engine[SlurmRequest]):
             self._requests.pop(handle, None)
             self._ended_unrecorded.pop(handle, None)
             self._jobs.pop(handle, None)
+        self.held.release(handle)
 
     def failure_details(self, handle: str, attempt: TaskAttempt, status: Status) -> dict[str, Any]:
         with self._lock:
             request = self._requests.get(handle)
         if request is None:
             return {}
-        details: dict[str, Any] = {"slurm_job": handle, "slurm_script": request.files.node("sh")}
+        details: dict[str, Any] = {
+            "slurm_job": self.held.slurm_handle(handle) or handle,
+            "slurm_script": request.files.node("sh"),
+        }
         tail = _read(request.files.host("log"), LOG_TAIL_BYTES).strip()
         if tail:
             details["slurm_log_tail"] = tail[-2000:]
         return details
 
     def shutdown(self, logger: logging.Logger) -> None:
-        """Send the cancellations still gathering, and log how many Slurm commands this took."""
+        """Drop what is still held, send the cancellations still gathering, and log how many
+        Slurm commands this took."""
+        self.held.stop()
         self.cancellations.flush()
         logger.info(_("omnibio_slurm commands", **dict(self.cli.counts)))
+
+
+def held_status(held: Held, request: SlurmRequest) -> Status:
+    """A submission not sent to Slurm: queued behind the submit limit, dropped, or refused."""
+    if held.cancelled:
+        return Status(
+            Phase.DONE,
+            error=f"{request.run_id} was cancelled before Slurm accepted its job",
+            reason="cancelled while held",
+        )
+    if held.error:
+        return Status(Phase.DONE, error=held.error, reason="sbatch refused it")
+    return Status(Phase.QUEUED, reason="held: the Slurm submit limit is reached")
 
 
 def _alive(pid: int) -> bool:

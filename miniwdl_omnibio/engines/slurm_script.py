@@ -269,10 +269,33 @@ record "$rc" false "$timed_out" true
 exit "$rc"
 """
 
+# The GPUs of the job by their node-wide index. docker and podman start the container from their
+# daemon or service, outside the job's cgroup, so a job-relative index would name another job's
+# GPU. sbatch(1) OUTPUT ENVIRONMENT VARIABLES: SLURM_JOB_GPUS holds "the global GPU IDs" of the
+# job's GPUs, "not relative to any device cgroup, even if devices are constrained"; whereas
+# CUDA_VISIBLE_DEVICES, set for the job "on node zero of the allocation" (gres.shtml, GPU
+# Management), counts from 0 within the job's devices once devices are constrained (gres.shtml's
+# /dev/nvidia1 example: 1 in the Prolog, 0 in the job). GPU_DEVICE_ORDINAL is no way out: Slurm
+# sets it to the same job-relative list (common_gres_set_env() in
+# src/plugins/gres/common/gres_common.c). SLURM_JOB_GPUS is the index of the device in the
+# node's GRES list, which with AutoDetect=nvml follows NVML's PCI-bus order, the order of
+# docker's "device=" and of the nvidia.com/gpu=N names of the CDI spec nvidia-ctk generates.
+# Without it (gres.conf names no device file) the job's GPUs are not known: the attempt fails
+# with one line instead of taking GPUs that may be another job's.
+_GPU_IDS = """if [ -z "${{SLURM_JOB_GPUS:-}}" ]; then
+  echo "omnibio_slurm error: Slurm set no SLURM_JOB_GPUS for this job, so its GPUs are unknown \
+(gres.conf must name the GPU device files, or AutoDetect them)" >&2
+  record 125 false false false
+  exit 125
+fi
+{select}
+"""
 _GPU = {
-    "docker": 'GPU_OPTIONS="--gpus \\"device=${CUDA_VISIBLE_DEVICES:-all}\\""\n',
-    "podman": "for d in $(echo \"${CUDA_VISIBLE_DEVICES:-all}\" | tr , ' '); do "
-    'GPU_OPTIONS="$GPU_OPTIONS --device nvidia.com/gpu=$d"; done\n',
+    "docker": _GPU_IDS.format(select='GPU_OPTIONS="--gpus \\"device=$SLURM_JOB_GPUS\\""'),
+    "podman": _GPU_IDS.format(
+        select="for d in $(echo \"$SLURM_JOB_GPUS\" | tr , ' '); do "
+        'GPU_OPTIONS="$GPU_OPTIONS --device nvidia.com/gpu=$d"; done'
+    ),
 }
 
 

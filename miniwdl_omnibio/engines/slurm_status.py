@@ -53,14 +53,81 @@ CANCELLED = "CANCELLED"
 # (requeue and federation states that need --requeue or a federation, neither of which we use)
 # all end with the exit the job script recorded, else Slurm's own exit code
 
-# squeue(1) JOB REASON CODES under which a pending job will never start unless someone changes
-# the job or the cluster: a dependency that can never be met, an invalid account or QOS,
-# constraints no node meets, a time limit above the partition's, a per-job association or QOS
-# limit the request breaks
+# Pending reasons, each as Slurm's job_reason_codes.shtml describes it
+# (https://slurm.schedmd.com/job_reason_codes.html; the names are those Slurm 22.05's
+# job_reason_string() prints). The job itself can never satisfy these: it stays PENDING until
+# someone changes the job or the cluster's configuration, so the attempt fails and is cancelled.
 NEVER_STARTS = re.compile(
-    r"^(DependencyNeverSatisfied|InvalidAccount|InvalidQOS|BadConstraints|PartitionTimeLimit"
-    r"|AssocMax\w*Limit|QOSMax\w*Limit)$"
+    r"^(?:"
+    r"DependencyNeverSatisfied"  # depends on a job that will never satisfy the dependency
+    r"|InvalidAccount|InvalidQOS"  # the job's account, or its QOS, is not valid
+    r"|AccountNotAllowed"  # the partition does not allow the job's account
+    r"|QOSNotAllowed"  # the association or the partition does not allow the job's QOS
+    r"|BadConstraints"  # requirements no configuration can meet: "never expected to be runnable"
+    r"|PartitionTimeLimit"  # the job's time limit is above its partition's
+    r"|MaxMemPerLimit"  # the job's memory per CPU or per node is above the allowed maximum
+    # what one job (or one node of a job) may use under its association or QOS, which the request
+    # exceeds: AssocMaxCpuPerJobLimit, AssocMaxWallDurationPerJobLimit, AssocMaxMemPerNode,
+    # QOSMaxCpuPerJobLimit, QOSMaxNodePerJobLimit, QOSMaxMemoryPerJob, QOSMaxGRESPerNode,
+    # QOSMaxCpuMinutesPerJobLimit, QOSMaxWallDurationPerJobLimit ...
+    r"|(?:Assoc|QOS)Max\w*Per(?:Job|Node)(?:Limit)?"
+    # the request is below the minimum each job of the QOS must ask for: QOSMinCpuNotSatisfied,
+    # QOSMinMemory, QOSMinGRES, QOSMinNode ...
+    r"|QOSMin\w+"
+    r")$"
 )
+# ... and the limits on what many jobs use together (a user's, an account's, a QOS's): the job
+# waits until jobs holding the limit end, so the attempt stays queued and the engine logs the
+# limit once. Grp*: an association's or a QOS's aggregate, over every user of it (AssocGrpCpuLimit,
+# AssocGrpJobsLimit, QOSGrpNodeLimit, QOSGrpSubmitJobsLimit, the *Minutes usage limits ...);
+# AssocMaxJobsLimit / AssocMaxSubmitJobLimit: the jobs each user of the association may run / have
+# running or pending; QOSMax*PerUser: what each user of the QOS may use at once
+# (QOSMaxJobsPerUserLimit, QOSMaxCpuPerUserLimit, QOSMaxNodePerUserLimit, QOSMaxMemoryPerUser,
+# QOSMaxSubmitJobPerUserLimit ...); Max*PerAccount: the same per account of the QOS;
+# JobArrayTaskLimit: the array's own limit on elements running at once; Association*Limit and
+# QOS{Job,Resource,Time}Limit: the older umbrella names of these (Slurm 22.05 no longer sets
+# them); QOSUsageThreshold: the QOS's usage threshold is breached; AccountingPolicy: the fallback
+# when no other limit matched. A job whose own request is larger than a per-user limit waits too:
+# the reason does not say so (QOS flag DenyOnLimit makes sbatch refuse such a job instead).
+AT_A_LIMIT = re.compile(
+    r"^(?:(?:Assoc|QOS)Grp\w+|AssocMaxJobsLimit|AssocMaxSubmitJobLimit|QOSMax\w+PerUser(?:Limit)?"
+    r"|Max\w+PerAccount|JobArrayTaskLimit|Association(?:Job|Resource|Time)Limit"
+    r"|QOS(?:Job|Resource|Time)Limit|QOSUsageThreshold|AccountingPolicy)$"
+)
+# sbatch refused because the queue of the user (association, account, QOS) is full: slurmctld's
+# _job_create (src/slurmctld/job_mgr.c) answers ESLURM_ACCOUNTING_POLICY with the reason as the
+# message, which sbatch prints as "sbatch: error: <reason>" (_unpack_return_code2_msg,
+# src/common/slurm_protocol_pack.c) before "Batch job submission failed: <strerror>". These are
+# the reasons acct_policy_validate() gives for the submit counts (src/slurmctld/acct_policy.c),
+# which count each element of an array.
+SUBMIT_LIMITS = frozenset(
+    {
+        "QOSMaxSubmitJobPerUserLimit",  # MaxSubmitJobsPerUser of the QOS
+        "AssocMaxSubmitJobLimit",  # MaxSubmitJobs of the user's association
+        "QOSGrpSubmitJobsLimit",  # GrpSubmitJobs of the QOS
+        "AssocGrpSubmitJobsLimit",  # GrpSubmitJobs of an association
+        "MaxSubmitJobsPerAccount",  # MaxSubmitJobsPerAccount of the QOS
+    }
+)
+# ESLURM_ACCOUNTING_POLICY's text (src/common/slurm_errno.c), the same for every limit
+ACCOUNTING_POLICY = "Job violates accounting/QOS policy"
+
+
+def submit_refusal(stderr: str) -> str | None:
+    """The limit sbatch was refused for when the user's queue is full (the refused jobs can go in
+    once jobs end); "" when sbatch gave only ESLURM_ACCOUNTING_POLICY's text, naming no limit (a
+    job_submit plugin's refusal, or a Slurm that sends no reason); None for any other refusal."""
+    if ACCOUNTING_POLICY not in stderr:
+        return None
+    named = [
+        line.split("error:", 1)[1].strip()
+        for line in stderr.splitlines()
+        if "error:" in line and ACCOUNTING_POLICY not in line
+    ]
+    limits = [name for name in named if name in SUBMIT_LIMITS]
+    if limits:
+        return limits[0]
+    return None if named else ""
 
 
 @dataclass(frozen=True)
@@ -72,6 +139,11 @@ class SlurmJob:
     exit_code: int | None  # the batch script's exit code, None when Slurm gives none
     signal: int | None = None
     reason: str = ""
+
+
+def waits_at_limit(job: SlurmJob) -> bool:
+    """Pending until jobs holding a user's, account's or QOS's limit end (AT_A_LIMIT)."""
+    return job.state == "PENDING" and bool(AT_A_LIMIT.match(job.reason))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,13 @@ task proves it at start.
 Status costs one MINIMAL list per waiting or running state per poll, filtered by this process's
 launcher tag: finished tasks are never listed again. A task that no longer shows in those lists
 is fetched alone in FULL view, once, for its end state, exit code and logs.
+
+A server's list filters are never trusted: TESK ignores every filter but the page and the view
+(tesk-api ``TesServiceImpl.listTasks``; the Python TESK's ``list_tasks.py``), so a list "by our
+launcher tag" can hold everyone's tasks. Before it adopts or cancels a listed task, the engine
+reads the task's own tags (BASIC view). Once a list shows a task outside its filter (another
+state, or a task whose own tags are not this process's), polls GET each outstanding task in
+MINIMAL view instead: requests per poll stay one per task this process waits for.
 """
 
 import logging
@@ -28,15 +35,16 @@ from WDL.runtime import config as miniwdl_config
 
 from ..attempt import TAG_RUN_ID, Mount, TaskAttempt
 from ..config import Settings
+from ..runtime.store import StoreError, open_store
 from .base import Engine, Status, Submitted
 from .tes_client import Refused, TesClient, TesProblem, pause
 from .tes_probe import probe
 from .tes_settings import TesSettings, string_map
 from .tes_staging import CONTENT_MAX_BYTES, MINIWDL_INPUTS, StagePlan, Stager, plan
-from .tes_store import StoreError, open_store
 from .tes_task import (
     check_shared_mounts,
     gigabytes,
+    making_directories,
     merge_parameters,
     staged_command,
     staged_outputs,
@@ -86,6 +94,9 @@ class TesEngine(Engine[TesRequest]):
         self.launcher = uuid.uuid4().hex[:16]
         self._warned: set[str] = set()
         self._attempt_keys: dict[str, str] = {}  # handle -> staged outputs of its attempt
+        self._ours: set[str] = set()  # ids of tasks known to carry this process's launcher tag
+        self.ignoring: str | None = None  # how the server showed it ignores filters (None: not)
+        self.logger = logging.getLogger("omnibio_tes")  # start() passes the run's
         self._run_keys: set[str] = set()  # staged below these keys: removed at exit
         self._lock = threading.Lock()
 
@@ -98,10 +109,13 @@ class TesEngine(Engine[TesRequest]):
         info = client.service_info()
         stager = open_stager(cfg, settings) if settings.staging_uri else None
         engine = cls(settings, client, info, stager)
+        engine.logger = logger
         try:
-            next(iter(client.list_tasks(engine.launcher_tags(), page_size=1)), None)
+            listed = next(iter(client.list_tasks(engine.launcher_tags(), page_size=1)), None)
         except TesProblem as failed:
             raise TesProblem(f"{failed} (listing tasks at {client.api}/tasks)") from None
+        if listed is not None:  # no task carries a launcher value made a moment ago
+            engine.filters_ignored(f"listed task {listed['id']} by a new launcher tag")
         problem = engine.unsupported_parameters(settings.backend_parameters)
         if problem and settings.backend_parameters_strict:
             raise Settings(cfg, cls.section).fail(
@@ -230,6 +244,8 @@ class TesEngine(Engine[TesRequest]):
                 self._run_keys.add(request.run_key)
             document.update(self.stage_inputs(request.staging, request.run_key, document))
         handle = self.create_once(document, request.run_id, logger)
+        with self._lock:
+            self._ours.add(handle)
         if request.staging:
             with self._lock:
                 self._attempt_keys[handle] = request.staging.attempt_key
@@ -260,6 +276,12 @@ class TesEngine(Engine[TesRequest]):
         staged: dict[str, Any] = {"inputs": [i.as_dict() for i in inputs]}
         if volumes:
             staged["volumes"] = list(document.get("volumes") or []) + volumes
+            # guess: a server may bind only the outermost of nested paths and leave a volume
+            # inside the working directory unmade (the spec and Funnel's AddTmpVolume make it;
+            # the test server did not), so the command makes them too
+            first, *rest = document["executors"]
+            command = making_directories(first["command"], volumes)
+            staged["executors"] = [{**first, "command": command}, *rest]
         return staged
 
     def command_input(self, host_path: str, staging: StagePlan, run_key: str) -> tes.Input:
@@ -273,7 +295,7 @@ class TesEngine(Engine[TesRequest]):
 
     def create_once(self, document: dict[str, Any], run_id: str, logger: logging.Logger) -> str:
         """POST the task; after a failure that may have created it (no answer, 5xx, 429), wait,
-        then look for it by its run id tag and POST again only when the server lists none."""
+        then look for it by its own tags and POST again only when the server has none."""
         client = self.client
         action = f"create the task {run_id}"
         for attempt in range(client.max_retries + 1):
@@ -287,35 +309,107 @@ class TesEngine(Engine[TesRequest]):
                     _("TES task creation failed; retrying", error=str(refused), seconds=seconds)
                 )
                 client.sleep(seconds)
-            tags = [*self.launcher_tags(), (TAG_RUN_ID, run_id)]
-            existing = next(iter(client.list_tasks(tags)), None)
+            existing = self.created_by_failed_request(run_id)
             if existing is not None:
-                logger.info(_("TES task was created by the failed request", id=existing["id"]))
-                return str(existing["id"])
+                logger.info(_("TES task was created by the failed request", id=existing))
+                return existing
         raise AssertionError("unreachable")
 
+    def created_by_failed_request(self, run_id: str) -> str | None:
+        """The first listed task whose own tags carry this launcher and ``run_id``. The name
+        (the run id) and the tags narrow the list where the server honours them; a listed task
+        they do not describe shows that it does not, and is passed over."""
+        tags = [*self.launcher_tags(), (TAG_RUN_ID, run_id)]
+        for task in self.client.list_tasks(
+            tags, view="BASIC", page_size=self.settings.page_size, name_prefix=run_id
+        ):
+            if self.owns(task, run_id):
+                return str(task["id"])
+            self.filters_ignored(f"listed task {task['id']} by tags it does not carry")
+        return None
+
+    def owns(self, task: Mapping[str, Any], run_id: str | None = None) -> bool:
+        """The task's own tags carry this process's launcher value (and the run id, if given)."""
+        tags = task.get("tags")
+        if not isinstance(tags, Mapping) or tags.get(LAUNCHER_TAG) != self.launcher:
+            return False
+        return run_id is None or tags.get(TAG_RUN_ID) == run_id
+
+    def filters_ignored(self, evidence: str) -> None:
+        """The server listed a task outside the filter sent: from now on, polls GET each
+        outstanding task and shutdown reads every listed task's tags. Logged once."""
+        with self._lock:
+            if self.ignoring is not None:
+                return
+            self.ignoring = evidence
+        self.logger.log(
+            NOTICE_LEVEL,
+            _(
+                "the TES server ignores list filters; status polls get each task alone",
+                url=self.client.api,
+                evidence=evidence,
+            ),
+        )
+
     def fetch(self, records: Sequence[Submitted]) -> dict[str, Status]:
-        """One MINIMAL list per state a task waits or runs in; FULL for the rest, alone."""
+        """One MINIMAL list per state a task waits or runs in, or (the server ignores filters)
+        one MINIMAL GET per task; FULL, alone, once a task has ended or is in no list."""
         if not records:
             return {}
         wanted = {record.handle: record for record in records}
-        states: dict[str, str] = {}
-        for listed in LISTED_STATES:
-            for task in self.client.list_tasks(
-                self.launcher_tags(), state=listed, page_size=self.settings.page_size, retry=False
-            ):
-                if task["id"] in wanted:
-                    states[task["id"]] = str(task.get("state") or "UNKNOWN").upper()
+        states = None if self.ignoring else self.listed_states(wanted)
+        alone = states is None
+        if states is None:
+            states = {}
+            for handle in wanted:
+                minimal = self.client.get(handle, "MINIMAL", retry=False)
+                if minimal is not None:  # None: not known (yet); the grace period applies
+                    states[handle] = str(minimal.get("state") or "UNKNOWN").upper()
         statuses: dict[str, Status] = {}
         for handle, record in wanted.items():
             state = states.get(handle)
-            if state in LISTED_STATES:
+            if state in ACTIVE_STATES:
                 statuses[handle] = task_status({"id": handle, "state": state}, record.cancelled)
+                continue
+            if state is None and alone:
                 continue
             full = self.client.get(handle, "FULL", retry=False)
             if full is not None:  # None: not known (yet); the tracker's grace period applies
                 statuses[handle] = task_status(full, record.cancelled)
         return statuses
+
+    def listed_states(self, wanted: Mapping[str, Submitted]) -> dict[str, str] | None:
+        """The states of ``wanted`` tasks from the lists by state and launcher tag; None when a
+        list holds a task outside its filter (the server ignores it). A listed id this process
+        did not create is checked once by its own tags (BASIC): a task of ours whose create
+        answer was lost, or another client's."""
+        states: dict[str, str] = {}
+        for listed in LISTED_STATES:
+            for task in self.client.list_tasks(
+                self.launcher_tags(), state=listed, page_size=self.settings.page_size, retry=False
+            ):
+                state = str(task.get("state") or "UNKNOWN").upper()
+                if state != listed:
+                    self.filters_ignored(f"listed task {task['id']} {state} as {listed}")
+                    return None
+                if not self.known_ours(task["id"]):
+                    self.filters_ignored(f"listed task {task['id']} by tags it does not carry")
+                    return None
+                if task["id"] in wanted:
+                    states[task["id"]] = state
+        return states
+
+    def known_ours(self, task_id: str) -> bool:
+        """Whether the task carries this process's launcher tag: remembered, else read once."""
+        with self._lock:
+            if task_id in self._ours:
+                return True
+        task = self.client.get(task_id, "BASIC", retry=False)
+        if task is None or not self.owns(task):
+            return task is None  # gone since listed: no evidence either way
+        with self._lock:
+            self._ours.add(task_id)
+        return True
 
     def collect(
         self, handle: str, attempt: TaskAttempt, status: Status, logger: logging.Logger
@@ -356,14 +450,12 @@ class TesEngine(Engine[TesRequest]):
                 logger.warning(_("could not remove staged outputs", key=key, error=str(exn)))
 
     def shutdown(self, logger: logging.Logger) -> None:
-        """Cancel every task of this process the server lists as not finished, tracked or not
-        (e.g. one a create created although its answer was lost); remove what was staged."""
+        """Cancel every unfinished task whose own tags carry this process's launcher, tracked
+        or not (e.g. one a create created although its answer was lost), and no other task;
+        remove what was staged."""
         active: set[str] = set()
         try:
-            for state in ACTIVE_STATES:
-                for task in self.client.list_tasks(self.launcher_tags(), state=state):
-                    if str(task.get("state") or "UNKNOWN").upper() in ACTIVE_STATES:
-                        active.add(task["id"])
+            active = self.own_active_tasks()
         except Exception as exn:
             logger.warning(
                 _(
@@ -383,6 +475,34 @@ class TesEngine(Engine[TesRequest]):
                 self.stager.store.delete_below(self.stager.store.key(run_key))
             except Exception as exn:  # at exit: whatever goes wrong, say so and go on
                 logger.warning(_("could not remove staged objects", key=run_key, error=str(exn)))
+
+    def own_active_tasks(self) -> set[str]:
+        """Unfinished tasks whose own tags (BASIC view) carry this launcher: one list per
+        unfinished state by the launcher tag; where the server ignores filters, one pass over
+        every task it lists, each checked."""
+        found: set[str] = set()
+        for listed in () if self.ignoring else ACTIVE_STATES:
+            for task in self.client.list_tasks(
+                self.launcher_tags(), state=listed, view="BASIC", page_size=self.settings.page_size
+            ):
+                state = str(task.get("state") or "UNKNOWN").upper()
+                # Funnel reads state=UNKNOWN as no state filter (boltdb ListTasks)
+                if not self.owns(task) or (listed != "UNKNOWN" and state != listed):
+                    self.filters_ignored(f"listed task {task['id']} outside the filter sent")
+                    break
+                if state in ACTIVE_STATES:
+                    found.add(str(task["id"]))
+            if self.ignoring:
+                break
+        if not self.ignoring:
+            return found
+        for task in self.client.list_tasks(
+            self.launcher_tags(), view="BASIC", page_size=self.settings.page_size
+        ):
+            state = str(task.get("state") or "UNKNOWN").upper()
+            if state in ACTIVE_STATES and self.owns(task):
+                found.add(str(task["id"]))
+        return found
 
     def _warn_once(self, logger: logging.Logger, message: str) -> None:
         with self._lock:

@@ -233,13 +233,17 @@ class TesClient:
         view: str = "MINIMAL",
         page_size: int = 256,
         retry: bool = True,
+        name_prefix: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Tasks whose tags match (``tag_key=a&tag_value=x&tag_key=b&tag_value=y``, the pairing
-        the spec shows and TES on Azure parses by position), page by page. ``retry=False``: the
-        first failure raises Refused (a poll: the tracker backs off)."""
+        the spec shows and TES on Azure parses by position), page by page. Filters the server
+        may ignore (TESK ignores all but the page and view): callers check what they get.
+        ``retry=False``: the first failure raises Refused (a poll: the tracker backs off)."""
         params = [("view", view), ("page_size", str(page_size))]
         if state:
             params.append(("state", state))
+        if name_prefix:
+            params.append(("name_prefix", name_prefix))
         for key, value in tags:
             params += [("tag_key", key), ("tag_value", value)]
         token: str | None = None

@@ -4,16 +4,17 @@ task's state and logs mean. No I/O here: unit-tested without a server."""
 import posixpath
 import shlex
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import tes
 from WDL import Error
 
 from ..attempt import Mount, TaskAttempt
+from ..runtime.store import ObjectStore
 from ..sharedfs import SharedFilesystem
 from .base import Phase, Status
 from .tes_staging import MINIWDL_INPUTS, StagePlan
-from .tes_store import ObjectStore
 
 STARTED_STATES = ("INITIALIZING", "RUNNING", "PAUSED", "CANCELING")
 LOG_LINES = 5  # system log lines quoted in an error
@@ -76,6 +77,12 @@ def staged_command(attempt: TaskAttempt, plan: StagePlan) -> list[str]:
     return ["/bin/sh", "-c", script]
 
 
+def making_directories(command: Sequence[str], paths: Sequence[str]) -> list[str]:
+    """A staged command (``/bin/sh -c script``) that first makes ``paths``."""
+    shell, flag, script = command
+    return [shell, flag, f"mkdir -p {shlex.join(paths)} 2>/dev/null; {script}"]
+
+
 def staged_outputs(plan: StagePlan, store: ObjectStore) -> list[tes.Output]:
     return [
         tes.Output(
@@ -107,11 +114,15 @@ def task_status(task: Mapping[str, Any], cancelled: bool) -> Status:
     ]
     said = "; ".join(system_logs[-LOG_LINES:]) or "no system logs"
     where = f"TES task {task.get('id')} ({task.get('name') or 'unnamed'})"
+    usage = executor_usage(executor_logs)
     if state == "COMPLETE":
-        return Status(Phase.DONE, exit_code=exit_code or 0, reason=state)
+        return Status(Phase.DONE, exit_code=exit_code or 0, reason=state, details=usage)
     if state == "EXECUTOR_ERROR" and exit_code is not None:
-        details: dict[str, Any] = {"tes_task": task.get("id"), "tes_state": state}
-        stderr = str(executor_logs[-1].get("stderr") or "")
+        details: dict[str, Any] = {"tes_task": task.get("id"), "tes_state": state, **usage}
+        # TESK's executor log has no stderr: the pod's log (both streams) is its stdout
+        # (TesServiceImpl.getTask, FULL view); the command writes nothing else there
+        last = executor_logs[-1]
+        stderr = str(last.get("stderr") or "") or str(last.get("stdout") or "")
         if stderr.strip():
             details["tes_stderr_tail"] = stderr[-STDERR_TAIL_CHARS:]
         if system_logs:
@@ -130,6 +141,22 @@ def task_status(task: Mapping[str, Any], cancelled: bool) -> Status:
             Phase.DONE, error=f"the TES server canceled {where}; this run did not: {said}"
         )
     return Status(Phase.DONE, error=f"{where} ended in {state}: {said}", reason=state)
+
+
+def executor_usage(executor_logs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What TES tells of an attempt's usage: its executors' timings (tesExecutorLog start_time,
+    end_time, RFC 3339), no memory or CPU figure; the trace says so."""
+    seconds = 0.0
+    for log in executor_logs:
+        try:
+            start = datetime.fromisoformat(str(log["start_time"]).replace("Z", "+00:00"))
+            end = datetime.fromisoformat(str(log["end_time"]).replace("Z", "+00:00"))
+        except (KeyError, ValueError):
+            return {"usage": {"source": "TES: no executor timings"}}
+        seconds += max(0.0, (end - start).total_seconds())
+    if not executor_logs:
+        return {"usage": {"source": "TES: no executor timings"}}
+    return {"usage": {"source": "TES executor timings only", "executor_seconds": seconds}}
 
 
 def supported_backend_parameters(info: Mapping[str, Any]) -> list[str]:

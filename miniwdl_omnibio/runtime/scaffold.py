@@ -28,16 +28,17 @@ if __name__ == "__main__":
     raise SystemExit(main())
 '''
 
-DOCKERFILE = """# The {name} tool image. The runtime comes from ./wheels when that holds a
-# miniwdl_omnibio wheel (pip wheel --no-deps -w wheels miniwdl-omnibio), else from the index.
+DOCKERFILE = """# The {name} tool image. The runtime and its omni_tool_runtime API come from
+# ./wheels when that holds their wheels (pip wheel --no-deps -w wheels miniwdl-omnibio
+# miniwdl-omnibio-compat), else from the index.
 ARG BASE=python:3.12-slim
 FROM ${{BASE}}
 COPY wheels /tmp/wheels
 RUN if ls /tmp/wheels/miniwdl_omnibio-*.whl >/dev/null 2>&1; then \\
       pip install -q --no-index --find-links /tmp/wheels --no-deps --break-system-packages \\
-        /tmp/wheels/miniwdl_omnibio-*.whl; \\
+        /tmp/wheels/miniwdl_omnibio*.whl; \\
     else \\
-      pip install -q --no-deps --break-system-packages miniwdl-omnibio; \\
+      pip install -q --no-deps --break-system-packages miniwdl-omnibio miniwdl-omnibio-compat; \\
     fi && rm -rf /tmp/wheels
 WORKDIR /opt/tool
 COPY tools ./tools

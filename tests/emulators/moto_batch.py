@@ -26,6 +26,11 @@ inside the job, where no proxy reaches:
    starts every job at once, which a 2-core host's dockerd cannot take for a thousand jobs.
    guess: here a waiting job shows SUBMITTED, not RUNNABLE (both are queued to the engine).
    Unmanaged environments keep moto's behaviour.
+6. Terminating an array's parent terminates its children. API_CancelJob: "When you try to cancel
+   an array parent job in PENDING, AWS Batch attempts to cancel all child jobs"; Nextflow stops
+   an array by TerminateJob of its parent's id (AwsBatchTaskHandler.killTask, normaliseJobId).
+   guess: API_TerminateJob does not say it of parents in words; children already ended keep
+   their status. moto marks only the parent, which never runs, so its children ran on.
 """
 
 import contextlib
@@ -43,7 +48,7 @@ ENDED = ("SUCCEEDED", "FAILED")
 
 def _patch() -> None:
     job = models.Job
-    for name in ("_get_container_property", "_container_details"):
+    for name in ("_get_container_property", "_container_details", "terminate"):
         if not hasattr(job, name):
             raise RuntimeError(f"moto {models.__name__}.Job has no {name}: update moto_batch.py")
     container_property = job._get_container_property
@@ -78,6 +83,15 @@ def _patch() -> None:
             return run(self)
 
     job.run = run_within_capacity
+    terminate = job.terminate
+
+    def terminate_with_children(self: Any, reason: str) -> None:
+        terminate(self, reason)
+        for child in getattr(self, "_child_jobs", None) or []:
+            if child.status not in ENDED:
+                child.terminate(reason)
+
+    job.terminate = terminate_with_children
 
 
 class Capacity:

@@ -11,11 +11,28 @@ under each alternative the proxy can show.
   Retry-After header (no AWS page mentions one), so none is sent.
 - ``hold_if``: a job Batch can never place stays RUNNABLE with a statusReason ("Jobs stuck in a
   RUNNABLE status"; the reasons as API_JobDetail statusReason lists them) until it is terminated
-  (API_TerminateJob: jobs not yet STARTING "are cancelled"); moto runs every job.
+  (API_TerminateJob: jobs not yet STARTING "are cancelled"); moto runs every job. The same page:
+  the reason of "a RUNNABLE job at the head and blocking the queue" is "updated into the
+  statusReason field as a part of ListJobs and DescribeJobs": one job carries it, not every job
+  behind it. ``hold_at`` says which of a held array's jobs: "every" child, the "parent", or the
+  "head" child. guess: which child of an array is at the head is not documented; here the last,
+  so a client that reads the first child sees no reason. A held array's parent is PENDING with
+  its children counted RUNNABLE ("Array jobs": "An array parent job is updated to PENDING when
+  any child job is updated to RUNNABLE"). ListJobs (``arrayJobId``, ``jobStatus``) answers as
+  DescribeJobs does (moto filters on its own states, where held children run).
+- ``late_children``: right after an array's SubmitJob its children are not listed yet
+  (Netflix/metaflow#543: DescribeJobs answered nothing for a job just submitted; guess: children
+  appear after their parent, the same way). The first ``late_children`` DescribeJobs or ListJobs
+  calls that ask about them leave them out, and TerminateJob of one of them meets an id Batch does
+  not know: guess: API_TerminateJob lists ClientException for "an identifier that's not valid",
+  while moto accepts any id and does nothing; ``unknown_job`` = "error" or "ignore" shows each.
 - ``break_if``: a job whose host cannot set up its volumes fails before its container runs, with
-  the ECS stopped-task reason ("Stopped tasks error codes": ResourceInitializationError,
-  DockerTimeoutError) and no exit code. guess: where Batch puts that reason (the job's
-  statusReason or the container's reason) is not documented; both can be shown.
+  the reason ``break_if`` gives and no exit code: the ECS stopped-task reasons ("Stopped tasks
+  error codes": ResourceInitializationError, DockerTimeoutError; "failed to invoke EFS utils
+  commands to set up EFS volumes" with the mount.nfs4 texts of AWS's EFS troubleshooting page),
+  or, on EC2, docker's "error while mounting volume" (aws/efs-utils#39) in a
+  CannotStartContainerError. guess: where Batch puts that reason (the job's statusReason or the
+  container's reason) is not documented; both can be shown.
 - SubmitJob limits, always on. "Service quotas": "Maximum job payload size (for SubmitJob API
   operations): 30 KiB"; past it Batch answers 400 ClientException "Job size must be less than 30
   KiB, got 47 KiB" (the service's words as ASFHyP3/hyp3#3041 quotes them). A smaller request whose
@@ -46,6 +63,7 @@ import boto3
 
 Request = dict[str, Any]  # a SubmitJob body
 THROTTLED = (429, "TooManyRequestsException", "Too Many Requests")
+HOLD_AT = ("every", "parent", "head")
 UNAVAILABLE = (503, "ServiceUnavailableException", "try again")
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 JOB_SIZE_LIMIT = 30 * 1024
@@ -133,11 +151,17 @@ class BatchProxy:
             self.every = 0  # every n-th SubmitJob/DescribeJobs fails (429 and 503 in turn)
             self._seen = 0
             self.hold_if: Callable[[Request], str | None] | None = None
+            self.hold_at = "every"
+            self.late_children = 0
+            self.unknown_job = "ignore"
             self.break_if: Callable[[Request], str | None] | None = None
             self.break_in_container_reason = False
             self.time_scale = 1.0
             self.timeout_reason = True
             self._held: dict[str, str] = {}  # job id -> RUNNABLE statusReason
+            self._held_arrays: dict[str, tuple[str, int]] = {}  # parent -> (reason, size)
+            self._late: dict[str, int] = {}  # parent -> listings its children are left out of
+            self._list_status: str | None = None  # the jobStatus of the ListJobs under way
             self._broken: dict[str, tuple[str, bool]] = {}  # job id -> (reason, in container)
             self._timeouts: dict[str, tuple[int, int]] = {}  # job id -> (asked, given to moto)
 
@@ -155,8 +179,12 @@ class BatchProxy:
 
     def submitted(self) -> list[Request]:
         """Every SubmitJob body the proxy forwarded, as the client sent it."""
+        return self.sent("submitjob")
+
+    def sent(self, operation: str) -> list[Request]:
+        """Every body of a Batch operation (e.g. "terminatejob") the proxy received."""
         with self._lock:
-            return [json.loads(b) for op, b in self.bodies if op == "submitjob"]
+            return [json.loads(b) for op, b in self.bodies if op == operation]
 
     # --- one request -----------------------------------------------------------------------
 
@@ -172,6 +200,11 @@ class BatchProxy:
             fault = self._fault(operation) or (
                 too_large(body) if operation == "submitjob" else None
             )
+            if operation == "terminatejob" and self._is_late(json.loads(body)["jobId"]):
+                if self.unknown_job == "ignore":
+                    return 200, [("Content-Type", "application/json")], b"{}"
+                job_id = json.loads(body)["jobId"]
+                fault = (400, "ClientException", f"Job {job_id} does not exist")
         if fault:
             status, code, message = fault
             payload = json.dumps({"__type": code, "message": message}).encode()
@@ -220,14 +253,27 @@ class BatchProxy:
 
     # --- AWS Batch as documented -----------------------------------------------------------
 
+    def _is_late(self, job_id: str) -> bool:
+        """A child of an array whose children Batch does not list yet."""
+        return ":" in job_id and self._late.get(job_id.split(":")[0], 0) > 0
+
     def _before(self, operation: str, body: bytes) -> bytes:
         """The SubmitJob moto gets: its timeout divided by time_scale; a broken job's command
-        replaced by one that does nothing (its host fails before the container runs)."""
+        replaced by one that does nothing (its host fails before the container runs), a held
+        job's by one that waits to be terminated (it never starts). A ListJobs
+        by jobStatus goes to moto without it (the proxy filters on the states it shows)."""
+        if operation == "listjobs":
+            request = json.loads(body)
+            with self._lock:
+                self._list_status = request.pop("jobStatus", None)
+            return json.dumps(request).encode()
         if operation != "submitjob":
             return body
         request = json.loads(body)
         if self._breaks(request):
             request.setdefault("containerOverrides", {})["command"] = ["true"]
+        elif self.hold_if and self.hold_if(request):  # never placed: none of its command runs
+            request.setdefault("containerOverrides", {})["command"] = ["sleep", "infinity"]
         seconds = (request.get("timeout") or {}).get("attemptDurationSeconds")
         if seconds and self.time_scale != 1:
             request["timeout"]["attemptDurationSeconds"] = max(
@@ -240,12 +286,29 @@ class BatchProxy:
         if operation == "submitjob":
             self._accepted(asked, sent, answer["jobId"])
         elif operation == "terminatejob":
-            with self._lock:
-                self._held.pop(asked.get("jobId", ""), None)
+            job_id = asked.get("jobId", "")
+            with self._lock:  # a parent's children go with it (moto_batch.py, 6)
+                for held in [h for h in self._held if job_id in (h, h.split(":")[0])]:
+                    self._held.pop(held)
+                self._held_arrays.pop(job_id, None)
         elif operation == "describejobs":
-            answer["jobs"] = [self._as_batch(job) for job in answer.get("jobs", [])]
+            answer["jobs"] = [self._as_batch(job) for job in self._listed(answer.get("jobs", []))]
+            return json.dumps(answer).encode()
+        elif operation == "listjobs":
+            with self._lock:
+                status = self._list_status
+            jobs = [self._as_batch(job) for job in self._listed(answer.get("jobSummaryList", []))]
+            answer["jobSummaryList"] = [j for j in jobs if status in (None, j["status"])]
             return json.dumps(answer).encode()
         return data
+
+    def _listed(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The jobs Batch lists: children of an array too recent left out."""
+        with self._lock:
+            late = {j["jobId"].split(":")[0] for j in jobs if self._is_late(j["jobId"])}
+            for parent in late:
+                self._late[parent] -= 1
+        return [j for j in jobs if ":" not in j["jobId"] or j["jobId"].split(":")[0] not in late]
 
     def _accepted(self, asked: Request, sent: Request, job_id: str) -> None:
         size = (asked.get("arrayProperties") or {}).get("size")
@@ -254,9 +317,15 @@ class BatchProxy:
         broken = self._breaks(asked)
         seconds = (asked.get("timeout") or {}).get("attemptDurationSeconds")
         with self._lock:
-            for one in ids:
+            if size and self.late_children:
+                self._late[job_id] = self.late_children
+            if size and hold:
+                self._held_arrays[job_id] = (hold, size)
+            for index, one in enumerate(ids):
                 if hold:
-                    self._held[one] = hold
+                    on_this = self.hold_at == "every" or not size
+                    on_this |= self.hold_at == "head" and index == len(ids) - 1
+                    self._held[one] = hold if on_this else ""
                 if broken:
                     self._broken[one] = broken
                 if seconds and self.time_scale != 1:
@@ -275,13 +344,26 @@ class BatchProxy:
         return (reason, False) if reason else None
 
     def _as_batch(self, job: dict[str, Any]) -> dict[str, Any]:
+        """One DescribeJobs entry or ListJobs summary as Batch would give it."""
         job_id = job["jobId"]
         with self._lock:
             held = self._held.get(job_id)
+            held_array = self._held_arrays.get(job_id)
             broken = self._broken.get(job_id)
             timeout = self._timeouts.get(job_id)
-        if held:
-            job["status"], job["statusReason"] = "RUNNABLE", held
+            hold_at = self.hold_at
+        if held_array:
+            reason, size = held_array
+            job["status"] = "PENDING"
+            job["arrayProperties"] = {"size": size, "statusSummary": {"RUNNABLE": size}}
+            if hold_at == "parent":
+                job["statusReason"] = reason
+            return job
+        if held is not None:
+            job["status"] = "RUNNABLE"
+            job.pop("statusReason", None)
+            if held:
+                job["statusReason"] = held
             for key in ("startedAt", "stoppedAt", "attempts"):
                 job.pop(key, None)
             return job

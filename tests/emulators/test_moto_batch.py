@@ -184,3 +184,74 @@ def test_proxy_enforces_the_submitjob_and_ecs_override_limits(account):
     assert jobs[too_long]["statusReason"] == "Container Overrides length must be at most 8192"
     assert "exitCode" not in jobs[too_long]["container"]
     assert jobs[fits]["status"] == "SUCCEEDED"
+
+
+def _array(batch, account, name: str, size: int) -> str:
+    definition = _definition(batch, name, command=["/bin/sh", "-c", "sleep 600"])
+    return batch.submit_job(
+        jobName=name,
+        jobQueue=account.fallback_queue,
+        jobDefinition=definition,
+        arrayProperties={"size": size},
+    )["jobId"]
+
+
+def test_terminating_an_array_parent_terminates_its_children(account):
+    batch = account.server.client("batch")
+    parent = _array(batch, account, "whole", 2)
+    batch.terminate_job(jobId=parent, reason="stop all")
+    children = _until_ended(batch, [f"{parent}:0", f"{parent}:1"])
+    assert {(j["status"], j["statusReason"]) for j in children.values()} == {("FAILED", "stop all")}
+
+
+@pytest.mark.parametrize("hold_at", ["every", "parent", "head"])
+def test_proxy_puts_a_blocked_arrays_reason_where_asked(account, hold_at):
+    proxy = account.server.proxy
+    proxy.hold_if = lambda request: "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - none fits"
+    proxy.hold_at = hold_at
+    try:
+        batch = account.server.client("batch", endpoint=proxy.endpoint)
+        parent = _array(batch, account, f"held-{hold_at}", 3)
+        ids = [f"{parent}:{i}" for i in range(3)]
+        described = {j["jobId"]: j for j in batch.describe_jobs(jobs=[parent, *ids])["jobs"]}
+        listed = batch.list_jobs(arrayJobId=parent, jobStatus="RUNNABLE")["jobSummaryList"]
+        assert sorted(j["jobId"] for j in listed) == ids
+        assert described[parent]["status"] == "PENDING"
+        assert described[parent]["arrayProperties"]["statusSummary"]["RUNNABLE"] == 3
+        carriers = {
+            "every": ids,
+            "parent": [parent],
+            "head": [ids[-1]],  # guess: the proxy's head child is the last
+        }[hold_at]
+        for answer in (described, {j["jobId"]: j for j in listed}):
+            with_reason = sorted(i for i, j in answer.items() if j.get("statusReason"))
+            assert with_reason == sorted(c for c in carriers if c in answer)
+        assert batch.list_jobs(arrayJobId=parent, jobStatus="RUNNING")["jobSummaryList"] == []
+        batch.terminate_job(jobId=parent, reason="stop")
+        assert {j["status"] for j in _until_ended(batch, ids).values()} == {"FAILED"}
+    finally:
+        proxy.reset()
+
+
+@pytest.mark.parametrize("unknown_job", ["error", "ignore"])
+def test_proxy_lists_an_arrays_children_late(account, unknown_job):
+    proxy = account.server.proxy
+    proxy.late_children, proxy.unknown_job = 2, unknown_job
+    try:
+        batch = account.server.client("batch", endpoint=proxy.endpoint)
+        parent = _array(batch, account, f"late-{unknown_job}", 2)
+        child = f"{parent}:1"
+        assert [j["jobId"] for j in batch.describe_jobs(jobs=[parent, child])["jobs"]] == [parent]
+        if unknown_job == "error":
+            with pytest.raises(botocore.exceptions.ClientError) as raised:
+                batch.terminate_job(jobId=child, reason="too soon")
+            assert raised.value.response["Error"]["Code"] == "ClientException"
+        else:
+            batch.terminate_job(jobId=child, reason="too soon")  # accepted, and nothing happens
+        assert batch.list_jobs(arrayJobId=parent, jobStatus="RUNNING")["jobSummaryList"] == []
+        (listed,) = batch.describe_jobs(jobs=[child])["jobs"]  # listed from the third listing
+        assert listed["status"] != "FAILED"
+        batch.terminate_job(jobId=parent, reason="stop")
+        _until_ended(batch, [f"{parent}:0", child])
+    finally:
+        proxy.reset()

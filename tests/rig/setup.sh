@@ -13,6 +13,12 @@ command -v node >/dev/null || {
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 }
+# headless Chromium loads report.html in the report tests and benchmarks/report_size.py
+command -v chromium >/dev/null || {
+  log "apt-get install chromium"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+}
 
 # dockerd, omnibio/base:bookworm and omnibio/runtime:latest (shared with examples/run-example.sh)
 PYTHON=${PYTHON:-python} OMNIBIO_RIG_DIR="$rig" bash "$repo/scripts/local-docker.sh"

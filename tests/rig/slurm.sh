@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Idempotent one-node Slurm cluster for the omnibio_slurm tests: munged, slurmctld and slurmd on
-# this host, configured under $OMNIBIO_RIG_DIR/slurm. Safe to run again and again; a second run
-# only checks that the daemons answer.
+# Idempotent one-node Slurm cluster for the omnibio_slurm tests: munged, MariaDB, slurmdbd,
+# slurmctld and slurmd on this host, configured under $OMNIBIO_RIG_DIR/slurm. Safe to run again
+# and again; a second run only checks that the daemons answer and the accounting records exist,
+# and restarts a daemon only when its configuration file changed.
 #
-# Debian 12 packages Slurm 22.05. Accounting is off (slurmdbd would need a MySQL server), so
-# sacct has nothing to say and finished jobs are visible through squeue/scontrol for MinJobAge
-# seconds. The daemons run as root (SlurmUser=root), as the rest of the rig does.
+# Debian 12 packages Slurm 22.05. Accounting is real: slurmdbd stores jobs in MariaDB, so sacct
+# answers for jobs squeue forgot (MinJobAge), and slurmctld enforces associations, limits and QOS
+# (slurm.conf(5) AccountingStorageEnforce). Cluster "omnibio", account "omnibio" holding root
+# (default QOS "normal", no limits) and the opt-in QOS "limited" (MaxJobsPerUser=2,
+# MaxSubmitJobsPerUser=4; sacctmgr(1)), which a job gets only by asking (sbatch --qos=limited;
+# the engine's [omnibio_slurm] qos or runtime.slurm_qos). The daemons run as root
+# (SlurmUser=root), as the rest of the rig does; slurmdbd reaches MariaDB as its root user over
+# the local socket (unix_socket authentication: no password anywhere).
 # /etc/slurm/slurm.conf is a symlink to the rig's file so that every sbatch/squeue (tests, the
 # engine, a human) finds it without SLURM_CONF; an /etc/slurm/slurm.conf that is not ours is left
 # alone and the caller must export SLURM_CONF (printed on the last line).
@@ -21,13 +27,15 @@ command -v munged >/dev/null || need_apt+=(munge)
 command -v slurmctld >/dev/null || need_apt+=(slurmctld)
 command -v slurmd >/dev/null || need_apt+=(slurmd)
 command -v sbatch >/dev/null || need_apt+=(slurm-client)
+command -v slurmdbd >/dev/null || need_apt+=(slurmdbd)
+command -v mariadbd >/dev/null || need_apt+=(mariadb-server)
 # podman, the second container runtime the engine runs (docker's runc satisfies its runtime)
 command -v podman >/dev/null || need_apt+=(podman)
 if ((${#need_apt[@]})); then
   log "apt-get install ${need_apt[*]}"
-  apt-get update -qq
+  apt-get update -qq -o DPkg::Lock::Timeout=600
   # the packages' own service start is refused in containers (policy-rc.d); we start them below
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
 mkdir -p "$dir/state" "$dir/spool" "$dir/log"
@@ -69,7 +77,11 @@ SlurmdPort=6818
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+# accounting through slurmdbd (below); jobs without an association, over a limit or asking for a
+# QOS their association lacks are refused or held as Slurm documents (accounting.html)
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=$node
+AccountingStorageEnforce=associations,limits,qos
 JobCompType=jobcomp/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
@@ -86,8 +98,7 @@ MaxArraySize=10001
 NodeName=$node $hw State=UNKNOWN
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
-changed=0
-if ! cmp -s "$conf.tmp" "$conf"; then mv "$conf.tmp" "$conf"; changed=1; else rm "$conf.tmp"; fi
+if ! cmp -s "$conf.tmp" "$conf"; then mv "$conf.tmp" "$conf"; else rm "$conf.tmp"; fi
 
 mkdir -p /etc/slurm
 if [ ! -e /etc/slurm/slurm.conf ] || [ "$(readlink /etc/slurm/slurm.conf)" = "$conf" ]; then
@@ -98,10 +109,80 @@ fi
 export SLURM_CONF="$conf"
 
 alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-if ((changed)) && alive "$dir/slurmctld.pid"; then
-  log "slurm.conf changed: restarting the daemons"
-  kill "$(cat "$dir/slurmd.pid" 2>/dev/null)" "$(cat "$dir/slurmctld.pid")" 2>/dev/null || true
-  for _ in $(seq 1 40); do alive "$dir/slurmctld.pid" || alive "$dir/slurmd.pid" || break; sleep 0.25; done
+stop() {  # stop() PIDFILE: TERM the daemon and wait until it is gone
+  kill "$(cat "$1")" 2>/dev/null || true
+  for _ in $(seq 1 40); do alive "$1" || return 0; sleep 0.25; done
+  log "$1: the daemon did not stop"; return 1
+}
+
+# MariaDB, Debian's own data directory and socket (/run/mysqld/mysqld.sock), no TCP listener;
+# started directly (no systemd here) unless it answers, e.g. when the package's service runs it
+if ! mariadb-admin --connect-timeout=2 ping >/dev/null 2>&1; then
+  log "starting mariadbd"
+  [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql --skip-test-db >/dev/null
+  mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
+  touch "$dir/log/mariadb.log" && chown mysql:mysql "$dir/log/mariadb.log"  # written as mysql
+  setsid -f /usr/sbin/mariadbd --user=mysql --skip-networking --log-error="$dir/log/mariadb.log" \
+    </dev/null >/dev/null 2>&1
+  for _ in $(seq 1 60); do mariadb-admin ping >/dev/null 2>&1 && break; sleep 0.5; done
+  mariadb-admin ping >/dev/null 2>&1 || { log "mariadbd did not start; see $dir/log"; exit 1; }
+fi
+
+# slurmdbd reads slurmdbd.conf beside $SLURM_CONF (slurmdbd.conf(5)); root-only, as it must be
+dbd_conf="$dir/slurmdbd.conf"
+cat >"$dbd_conf.tmp" <<CONF
+# written by tests/rig/slurm.sh: accounting for the one-node test cluster
+AuthType=auth/munge
+DbdHost=$node
+SlurmUser=root
+PidFile=$dir/slurmdbd.pid
+LogFile=$dir/log/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageUser=root
+StorageLoc=slurm_acct_db
+CONF
+chmod 600 "$dbd_conf.tmp"
+if ! cmp -s "$dbd_conf.tmp" "$dbd_conf"; then mv "$dbd_conf.tmp" "$dbd_conf"; else rm "$dbd_conf.tmp"; fi
+# a daemon whose file is newer than its pid file (written at its start) runs an older config
+if alive "$dir/slurmdbd.pid" && [ "$dbd_conf" -nt "$dir/slurmdbd.pid" ]; then
+  log "slurmdbd.conf changed: restarting slurmdbd"
+  stop "$dir/slurmdbd.pid"
+fi
+if ! alive "$dir/slurmdbd.pid"; then
+  log "starting slurmdbd"
+  /usr/sbin/slurmdbd
+fi
+dbd_ok=""
+for _ in $(seq 1 60); do
+  sacctmgr --noheader --parsable2 show cluster format=Cluster >/dev/null 2>&1 && dbd_ok=1 && break
+  sleep 0.5
+done
+[ -n "$dbd_ok" ] || { log "slurmdbd does not answer sacctmgr; see $dir/log"; exit 1; }
+
+# the accounting records (sacctmgr(1)), each added only when missing: the cluster, the account
+# holding root (jobs without --qos get "normal", which has no limits) and the opt-in QOS
+show() { sacctmgr --noheader --parsable2 show "$@" 2>/dev/null; }
+add() { log "sacctmgr $*"; sacctmgr --immediate --quiet "$@" >/dev/null; }
+[ -n "$(show cluster omnibio format=Cluster)" ] || add add cluster omnibio
+[ -n "$(show account omnibio format=Account)" ] || add add account omnibio cluster=omnibio \
+  description=omnibio-tests organization=omnibio
+[ -n "$(show qos limited format=Name)" ] || add add qos limited
+[ "$(show qos limited format=MaxJobsPU,MaxSubmitPU)" = "2|4" ] ||
+  add modify qos limited set MaxJobsPerUser=2 MaxSubmitJobsPerUser=4
+[ -n "$(show association cluster=omnibio account=omnibio user=root format=User)" ] ||
+  add add user root cluster=omnibio account=omnibio
+[ "$(show user root format=DefaultAccount)" = "omnibio" ] ||
+  add modify user root set DefaultAccount=omnibio
+case "$(show association cluster=omnibio account=omnibio user=root format=QOS,DefaultQOS)" in
+  "limited,normal|normal") ;;  # sacctmgr lists the QOS names sorted
+  *) add modify user root where cluster=omnibio account=omnibio set QOS=normal,limited DefaultQOS=normal ;;
+esac
+
+if alive "$dir/slurmctld.pid" && [ "$conf" -nt "$dir/slurmctld.pid" ]; then
+  log "slurm.conf changed: restarting slurmctld and slurmd (jobs survive in the state files)"
+  stop "$dir/slurmd.pid"
+  stop "$dir/slurmctld.pid"
 fi
 if ! alive "$dir/slurmctld.pid"; then
   log "starting slurmctld"

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import time
+from datetime import datetime
 
 import pytest
 
@@ -29,7 +30,8 @@ def _rig(request, backend):
     where = os.path.join(run_root, "scenarios", f"{request.node.name[:60]}-{time.time_ns()}")
     os.makedirs(where)
     os.chmod(where, 0o755)
-    env = dict(env)
+    # no wait before a retry: only the retry scenario, which measures the wait, sets one
+    env = {**env, "MINIWDL__OMNIBIO__RETRY_WAIT": "0"}
     if not env.get("MINIWDL__OMNIBIO__RESULT_URI_PREFIX"):
         env["MINIWDL__OMNIBIO__RESULT_URI_PREFIX"] = f"file://{where}/results"
     return backend, env, where
@@ -123,20 +125,56 @@ task nap {
   runtime { docker: "ubuntu:22.04" cpu: 1 omnibio_result_check: "off" }
 }
 task boom {
-  command <<< exit 3 >>>
+  command <<<
+    for _ in $(seq %d); do [ -e go ] && break; sleep 0.2; done
+    exit 3
+  >>>
   runtime { docker: "ubuntu:22.04" cpu: 1 omnibio_result_check: "off" }
 }
 """
+# where a task's work directory is this host's (every rig but TES staging), boom fails once
+# the test, having seen nap run, creates ``go`` in it; under staging it fails after 20 s (nap
+# must be seen running before that)
+STAGED_WORK_DIRS = {"omnibio_tes"}
 
 
 def test_fail_fast_stops_the_other_tasks(rig):
+    """nap is seen running (its marker, or the service), then boom fails: miniwdl's fail_fast
+    must cancel nap (which would sleep 300 s) and the service must list nothing of the run."""
     backend, env, where = rig
-    started = time.monotonic()
-    run = run_miniwdl(_wdl(where, "ff.wdl", FAIL_FAST), [], where, backend, env=env, timeout=240)
-    assert run.returncode != 0 and time.monotonic() - started < 200
-    assert '"exit_code": 3' in _error(run) or "exit status 3" in _error(run), _error(run)
-    name = os.path.basename(run.dir)
-    wait_until(lambda: not still_active(backend, env, name), "nothing active", 60)
+    gated = backend not in STAGED_WORK_DIRS
+    wdl = _wdl(where, "ff.wdl", FAIL_FAST % (1500 if gated else 100))
+    proc = popen_miniwdl(wdl, [], where, backend, env=env)
+    try:
+        run = run_dir_name(where)
+        nap = _running_tasks(os.path.join(where, run, "call-nap"), 1)
+        # under staging the service's RUNNING count: both nap and boom
+        wait_until(lambda: nap() or running(backend, env, run) >= 2, "nap to run")
+        assert still_active(backend, env, run), "the service lists nap while it runs"
+        if gated:
+            boom_work = os.path.join(where, run, "call-boom", "work")
+            wait_until(lambda: os.path.isdir(boom_work), "boom's work directory")
+            with open(os.path.join(boom_work, "go"), "w"):
+                pass
+        proc.wait(timeout=120)  # nap alone would take 300 s
+        assert proc.returncode != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    error = json.dumps(_error_of(os.path.join(where, run)))
+    assert '"exit_code": 3' in error or "exit status 3" in error, error
+    with open(os.path.join(where, run, "call-nap", "task.log")) as infile:
+        assert "cancelling" in infile.read()  # stopped by the plugin, not ended by itself
+    wait_until(lambda: not still_active(backend, env, run), "nothing active", 60)
+
+
+def _error_of(run_dir: str) -> dict:
+    path = os.path.join(run_dir, "error.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as infile:
+        return json.load(infile)
 
 
 TIME_LIMIT = """
@@ -148,13 +186,32 @@ task slow {
 """
 
 
+def _log_time(line: str) -> datetime:
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f")
+
+
+def _check_stopped_at_the_limit(backend: str, env: dict[str, str], run, limit: float) -> None:
+    """The attempt ran at least ``limit`` seconds (less one poll: the tracker may see it running
+    one poll late) before the limit ended it, and the service lists nothing of the run after."""
+    lines = _log(run).splitlines()
+    started = next(x for x in lines if re.search(r'engine status :: .*phase: "running"', x))
+    stopped = next(x for x in lines if "task exceeded its time limit" in x)
+    section = f"MINIWDL__{backend.upper()}__POLL_SECONDS"
+    poll = float(env.get(section) or 1.0)
+    ran = (_log_time(stopped) - _log_time(started)).total_seconds()
+    assert ran >= limit - poll, f"stopped after {ran} s, limit {limit} s, poll {poll} s"
+    name = os.path.basename(run.dir)
+    wait_until(lambda: not still_active(backend, env, name), "nothing active", 60)
+
+
 def test_time_limit_is_one_line_naming_it(rig_with_time_limits):
     backend, env, where = rig_with_time_limits
     run = run_miniwdl(_wdl(where, "slow.wdl", TIME_LIMIT), [], where, backend, env=env, timeout=240)
-    assert run.returncode != 0
+    assert run.returncode != 0  # within 240 s: the task alone sleeps 300 s
     assert re.search(
         r"exceeded its time limit of 3 s \(runtime.omnibio_time_limit\)", _error(run)
     ), _error(run)
+    _check_stopped_at_the_limit(backend, env, run, 3)
 
 
 DEFAULT_LIMIT = """
@@ -174,6 +231,7 @@ def test_default_time_limit_applies_when_the_task_sets_none(rig_with_time_limits
     assert run.returncode != 0
     expected = rf"exceeded its time limit of 3 s \(\[{backend}\] default_time_limit\)"
     assert re.search(expected, _error(run)), _error(run)
+    _check_stopped_at_the_limit(backend, env, run, 3)
 
 
 MISSING_IMAGE = """
@@ -260,13 +318,18 @@ task flaky {{
 def test_a_retry_waits_first_and_sees_no_stale_result(rig):
     """The first attempt uploads a valid results.json and fails; the retry, after its wait,
     uploads none. The run must fail for the missing result: the first attempt's file, still
-    where the retry's goes, was removed before the retry (not refused later for its run_id)."""
+    where the retry's goes, was removed before the retry (not refused later for its run_id).
+    The wait is measured: from the first attempt's exit, as the plugin saw it, to the second
+    attempt's start."""
     backend, env, where = rig
     env = {**env, "MINIWDL__OMNIBIO__RETRY_WAIT": "2"}
     run = run_miniwdl(_wdl(where, "flaky.wdl", RETRY), [], where, backend, env=env, timeout=240)
     assert run.returncode != 0 and "results.json missing" in _error(run), _error(run)
-    log = _log(run)
-    assert re.search(r"waiting before retry :: seconds: 2(\.0)?, retry: 1", log), log[-3000:]
+    lines = _log(run).splitlines()
+    exited = next(i for i, x in enumerate(lines) if re.search(r"task exit :: .*exit_code: 1\b", x))
+    second = next(x for x in lines[exited:] if "omnibio attempt ::" in x)
+    waited = (_log_time(second) - _log_time(lines[exited])).total_seconds()
+    assert waited >= 2, f"the retry started {waited} s after the failed attempt"
 
 
 # the engines whose rig here reports a container killed at its memory limit: omnibio_awsbatch

@@ -17,10 +17,20 @@ import botocore.exceptions
 import pytest
 from WDL.runtime import config as miniwdl_config
 
-from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
-from miniwdl_omnibio.config import DEFAULTS, Settings, check_sections
+from miniwdl_omnibio.attempt import (
+    TAG_ATTEMPT,
+    TAG_CALL,
+    TAG_RUN,
+    TAG_RUN_ID,
+    TAG_TASK,
+    Mount,
+    Resources,
+    TaskAttempt,
+)
+from miniwdl_omnibio.config import DEFAULTS, ConfigError, Settings, check_sections
 from miniwdl_omnibio.engines.awsbatch import AwsBatchEngine, SubmitRate
-from miniwdl_omnibio.engines.awsbatch_arrays import Coalescer, array_key, plan_array
+from miniwdl_omnibio.engines.awsbatch_arrays import Coalescer, Member, array_key, plan_array
+from miniwdl_omnibio.engines.awsbatch_cancel import Terminator
 from miniwdl_omnibio.engines.awsbatch_jobs import error_text, is_auth_error
 from miniwdl_omnibio.engines.awsbatch_jobs import job_status as _job_status
 from miniwdl_omnibio.engines.awsbatch_limits import environment_limit, instance_type_filters
@@ -34,6 +44,7 @@ from miniwdl_omnibio.engines.awsbatch_request import (
 )
 from miniwdl_omnibio.engines.awsbatch_settings import AwsBatchSettings, SharedVolume
 from miniwdl_omnibio.engines.base import Phase, Submitted
+from miniwdl_omnibio.engines.gathering import Waiting
 from miniwdl_omnibio.sharedfs import SharedFilesystem
 from tests.helpers import REPO
 
@@ -113,22 +124,71 @@ def test_a_job_waiting_for_capacity_keeps_waiting():
     assert status.phase is Phase.QUEUED and status.reason == reason
 
 
+# ResourceInitializationError as ECS words it ("failed to invoke EFS utils commands to set up EFS
+# volumes: stderr: b'...' : unsuccessful EFS utils command execution; code: 32"), with the
+# mount.nfs4 texts of AWS's EFS troubleshooting page (eks-troubleshoot-efs-volume-mount-issues)
+EFS_UTILS = (
+    "ResourceInitializationError: failed to invoke EFS utils commands to set up EFS volumes: "
+)
+EFS_CODE = "' : unsuccessful EFS utils command execution; code: 32"
+# docker's answer when a volume does not mount (aws/efs-utils#39), as ECS on EC2 reports it
+DOCKER_MOUNT = (
+    "CannotStartContainerError: Error response from daemon: error while mounting volume "
+    "'/var/lib/docker/volumes/ecs-omnibio-fs/_data': failed to mount local volume: mount "
+    "fs-12345678:/:/var/lib/docker/volumes/ecs-omnibio-fs/_data, data: tls: "
+)
+
+
 @pytest.mark.parametrize(
-    "reason",
+    "reason,cause",
     [
-        "ResourceInitializationError: failed to invoke EFS utils commands to set up EFS volumes: "
-        "stderr: mount.nfs4: Connection timed out",
-        "DockerTimeoutError: Could not transition to created; timed out after waiting 4m0s",
+        (EFS_UTILS + "stderr: b'mount.nfs4: Connection timed out" + EFS_CODE, "TCP 2049"),
+        (
+            EFS_UTILS + 'stderr: b\'Failed to resolve "fs-12345678.efs.us-east-1.amazonaws.com" '
+            "- check that your file system ID is correct." + EFS_CODE,
+            "mount target in the Availability Zone",
+        ),
+        (
+            EFS_UTILS
+            + "stderr: b'mount.nfs4: access denied by server while mounting 127.0.0.1:/"
+            + EFS_CODE,
+            "the access point",
+        ),
+        (
+            EFS_UTILS + "stderr: b'mount.nfs4: mounting fs-12345678.efs.us-east-1.amazonaws.com:"
+            "/runs failed, reason given by server: No such file or directory" + EFS_CODE,
+            "does not exist on the file system",
+        ),
+        (DOCKER_MOUNT + "connection timed out", "TCP 2049"),
+        (DOCKER_MOUNT + "no such device", None),
+        ("DockerTimeoutError: Could not transition to created; timed out after waiting 4m0s", None),
     ],
 )
 @pytest.mark.parametrize("where", ["statusReason", "container"])
-def test_filesystem_setup_failures_name_the_filesystem_not_the_image(reason, where):
+def test_filesystem_setup_failures_name_the_filesystem_not_the_image(reason, cause, where):
     job = _job("FAILED", reason=reason if where == "statusReason" else None)
     if where == "container":
         job["container"]["reason"] = reason
     status = job_status(job, IMAGE)
-    assert status.error == f"AWS Batch job j-1 could not start: {reason}; check {FILESYSTEM}"
+    prefix = f"AWS Batch job j-1 could not start: {reason}; "
+    assert status.error and status.error.startswith(prefix), status.error
+    assert status.error.endswith(f"; check {FILESYSTEM}")
+    if cause:
+        assert cause in status.error
+    else:
+        assert status.error == prefix + f"check {FILESYSTEM}"
     assert IMAGE not in status.error
+
+
+def test_a_container_that_cannot_start_for_its_own_reasons_names_the_image():
+    reason = (
+        "CannotStartContainerError: Error response from daemon: failed to create shim task: OCI "
+        'runtime create failed: exec: "bwa": executable file not found in $PATH'
+    )
+    status = job_status(_job("FAILED", reason=reason), IMAGE)
+    assert status.error == (
+        f"AWS Batch could not start a container from image {IMAGE} for job j-1: {reason}"
+    )
 
 
 def test_overrides_too_long_is_not_blamed_on_the_image():
@@ -452,6 +512,71 @@ def test_array_of_attempts(monkeypatch):
     assert array_key(other) != array_key(requests[0])  # other resources: another array
 
 
+class RecordingBatch:
+    """SubmitJob and DescribeJobDefinitions as Batch answers them, the requests recorded."""
+
+    def __init__(self):
+        self.submitted = []
+
+    def describe_job_definitions(self, jobDefinitionName, status):
+        return {"jobDefinitions": [{"revision": 1, "jobDefinitionArn": "arn:def"}]}
+
+    def submit_job(self, **arguments):
+        self.submitted.append(arguments)
+        return {"jobId": f"job{len(self.submitted)}"}
+
+
+def test_more_than_10000_attempts_split_into_arrays_of_10000(monkeypatch, tmp_path):
+    """SubmitJob: an array size "between 2 and 10,000". 10,001 attempts gathered together go as
+    one array of 10,000 and a plain job, through the engine's own submission."""
+    engine = _engine(monkeypatch, host_mount_path=str(tmp_path), submit_rate="100")
+    engine.batch = RecordingBatch()
+    host_dir = str(tmp_path / "run" / "call-x")
+    first = engine.translate(
+        replace(
+            _attempt(),
+            host_dir=host_dir,
+            stderr_path=host_dir + "/stderr.txt",
+            mounts=(Mount(str(tmp_path), "/fsx", False),),
+        )
+    )
+    group = [
+        Waiting(Member(replace(first, host_dir=str(tmp_path / "run" / f"call-x-{i}")), LOG))
+        for i in range(10_001)
+    ]
+    engine.coalescer._split(group)
+    sizes = [(r.get("arrayProperties") or {}).get("size") for r in engine.batch.submitted]
+    assert sizes == [10_000, None]
+    assert [w.result for w in group[:2]] == ["job1:0", "job1:1"]
+    assert group[9_999].result == "job1:9999" and group[10_000].result == "job2"
+    assert len(os.listdir(tmp_path / "run" / "omnibio_arrays")) == 1
+
+
+LONG_TAGS = {**{f"k{i}": "v" for i in range(43)}, "long": "x" * 300, "y" * 200: "v"}
+
+
+@pytest.mark.parametrize(
+    "tags,error",
+    [
+        (LONG_TAGS, None),
+        ({f"k{i}": "v" for i in range(46)}, "at most 45 tags"),
+        ({"aws:createdBy": "me"}, "none starting with aws:"),
+        ({"AWS:createdBy": "me"}, "none starting with aws:"),
+    ],
+)
+def test_tags_at_most_45_none_starting_with_aws(monkeypatch, tags, error):
+    """SubmitJob tags: at most 50 a resource, "aws:" reserved; the engine adds five of its own."""
+    if error:
+        with pytest.raises(ConfigError, match=f"tags.*{error}"):
+            _settings(monkeypatch, tags=json.dumps(tags))
+        return
+    engine = _engine(monkeypatch, tags=json.dumps(tags))
+    own = {TAG_RUN: "run", TAG_CALL: "call-x", TAG_TASK: "x", TAG_ATTEMPT: "1", TAG_RUN_ID: "r"}
+    sent = engine.translate(replace(_attempt(), tags=own)).arguments("arn:def")["tags"]
+    assert len(sent) == 50 and set(sent) >= set(own)
+    assert sent["long"] == "x" * 256 and "y" * 128 in sent  # Batch's value and key lengths
+
+
 def test_coalescer_groups_concurrent_submissions():
     sent = []
 
@@ -469,16 +594,37 @@ def test_coalescer_groups_concurrent_submissions():
     assert sorted(handles) == ["parent:0", "parent:1", "parent:2", "plain"]
 
 
-class ScriptedDescribeJobs:
-    """DescribeJobs answering from a dict; records what was asked (the e2e suite has moto)."""
+class ScriptedBatch:
+    """DescribeJobs, ListJobs and TerminateJob answering from a dict, recording what was asked
+    (the e2e suite has moto). ListJobs gives an array's children in ``status``, ``page`` a call."""
 
-    def __init__(self, answers):
+    def __init__(self, answers, page=1000):
         self.answers = answers
-        self.asked = []
+        self.page = page
+        self.asked = []  # DescribeJobs: the ids of each call
+        self.listed = []  # ListJobs: (arrayJobId, jobStatus, nextToken) of each call
+        self.terminated = []
 
     def describe_jobs(self, jobs):
         self.asked.append(list(jobs))
         return {"jobs": [self.answers[j] for j in jobs if j in self.answers]}
+
+    def list_jobs(self, arrayJobId, jobStatus, nextToken="0"):
+        self.listed.append((arrayJobId, jobStatus, nextToken))
+        found = [
+            job
+            for handle, job in sorted(self.answers.items())
+            if handle.startswith(arrayJobId + ":") and job.get("status") == jobStatus
+        ]
+        start = int(nextToken)
+        answer = {"jobSummaryList": found[start : start + self.page]}
+        if start + self.page < len(found):
+            answer["nextToken"] = str(start + self.page)
+        return answer
+
+    def terminate_job(self, jobId, reason):
+        self.terminated.append(jobId)
+        assert reason == "cancelled by miniwdl (omnibio_awsbatch)"
 
 
 def _records(tmp_path, handles):
@@ -507,10 +653,11 @@ def test_exit_files_end_jobs_without_asking_batch(monkeypatch, tmp_path):
         "p:0": _job("RUNNABLE", jobId="p:0"),
         "j": _job("RUNNABLE", jobId="j"),
     }
-    engine.batch = ScriptedDescribeJobs(answers)
+    engine.batch = ScriptedBatch(answers)
     records = _records(tmp_path, ["p:0", "p:1", "p:2", "j"])
     _apply(records, engine.fetch(records))  # the first round asks Batch
-    assert engine.batch.asked == [["p"], ["j", "p:0"]]  # one child speaks for its array
+    assert engine.batch.asked == [["p"], ["j"]]  # the array's waiting children: one ListJobs
+    assert engine.batch.listed == [("p", "RUNNABLE", "0")]
     engine.batch.asked.clear()
     _write_exit(records[0], "")  # started
     _write_exit(records[1], "0")
@@ -534,7 +681,7 @@ def test_batch_is_asked_about_silent_children_when_it_counts_more_finished(monke
         "p:1": _job("FAILED", attempt_reason="Host EC2 (instance i-1) terminated.", jobId="p:1"),
         "p:2": _job("RUNNING", jobId="p:2"),
     }
-    engine.batch = ScriptedDescribeJobs(answers)
+    engine.batch = ScriptedBatch(answers)
     records = _records(tmp_path, ["p:0", "p:1", "p:2"])
     _write_exit(records[0], "0")
     statuses = engine.fetch(records)
@@ -545,19 +692,106 @@ def test_batch_is_asked_about_silent_children_when_it_counts_more_finished(monke
     assert engine.batch.asked == []
 
 
-def test_a_reason_batch_gives_one_waiting_child_is_sought_for_all(monkeypatch, tmp_path):
+NEVER = "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - no compute environment fits"
+
+
+@pytest.mark.parametrize("where", ["parent", "head child", "every child"])
+def test_a_reason_batch_gives_the_array_is_read_where_batch_puts_it(monkeypatch, tmp_path, where):
+    """ "Jobs stuck in a RUNNABLE status": the job at the head of the queue carries the reason;
+    for an array that may be the parent or any child (here the last), not the one sampled."""
     engine = _engine(monkeypatch)
-    never = "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - no compute environment fits"
-    answers = {
-        "p": {"jobId": "p", "arrayProperties": {"size": 2, "statusSummary": {"RUNNABLE": 2}}},
-        "p:0": _job("RUNNABLE", never, jobId="p:0"),
-        "p:1": _job("RUNNABLE", never, jobId="p:1"),
-    }
-    engine.batch = ScriptedDescribeJobs(answers)
+    summary = {"RUNNABLE": 3}
+    parent = {"jobId": "p", "status": "PENDING", "jobQueue": "arn:aws:batch:q/spot"}
+    parent["arrayProperties"] = {"size": 3, "statusSummary": summary}
+    answers = {"p": parent, **{f"p:{i}": _job("RUNNABLE", jobId=f"p:{i}") for i in range(3)}}
+    if where == "parent":
+        parent["statusReason"] = NEVER
+    for i in {"head child": [2], "every child": [0, 1, 2]}.get(where, []):
+        answers[f"p:{i}"]["statusReason"] = NEVER
+    engine.batch = ScriptedBatch(answers, page=2)
+    records = _records(tmp_path, ["p:0", "p:1", "p:2"])
+    statuses = engine.fetch(records)
+    for handle, status in statuses.items():
+        assert status.phase is Phase.DONE and status.lingering  # the tracker terminates it
+        assert status.error == f"AWS Batch cannot run job {handle} on queue spot: {NEVER}"
+    assert engine.batch.asked == [["p"]]
+    pages = [] if where == "parent" else [("p", "RUNNABLE", "0"), ("p", "RUNNABLE", "2")]
+    assert engine.batch.listed == pages  # every page while none gave the reason
+
+
+def test_an_array_waiting_for_capacity_keeps_waiting(monkeypatch, tmp_path):
+    engine = _engine(monkeypatch)
+    capacity = "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - Service cannot fulfill the capacity"
+    parent = {"jobId": "p", "status": "PENDING", "arrayProperties": {"size": 2}}
+    answers = {"p": parent, "p:0": _job("RUNNABLE", capacity, jobId="p:0")}
+    answers["p:1"] = _job("RUNNABLE", jobId="p:1")
+    engine.batch = ScriptedBatch(answers)
     records = _records(tmp_path, ["p:0", "p:1"])
     statuses = engine.fetch(records)
-    assert engine.batch.asked == [["p"], ["p:0"], ["p:1"]]
-    assert all(s.phase is Phase.DONE and s.lingering for s in statuses.values())
+    assert statuses["p:0"].phase is Phase.QUEUED and statuses["p:0"].reason == capacity
+    assert statuses["p:1"].phase is Phase.QUEUED and not statuses["p:1"].reason
+    # nothing RUNNABLE by Batch's counts: no ListJobs
+    parent["arrayProperties"]["statusSummary"] = {"PENDING": 2}
+    engine.batch.listed.clear()
+    engine._describe_at = 0
+    engine.fetch(records)
+    assert engine.batch.listed == []
+
+
+# --- cancelling ----------------------------------------------------------------------------
+
+
+def _terminator(answers, tries=3):
+    batch = ScriptedBatch(answers)
+    describe = lambda ids: batch.describe_jobs(ids)["jobs"]  # noqa: E731
+    return Terminator(batch, describe, LOG, linger=60, child_retry=0, child_tries=tries), batch
+
+
+def test_a_whole_array_is_terminated_by_its_parent_in_one_call():
+    terminator, batch = _terminator({})
+    terminator.track("p", ["p:0", "p:1", "p:2"])
+    terminator.release("p:0")  # finished before the Ctrl-C
+    for handle in ("p:1", "p:2", "j"):
+        terminator.cancel(handle, LOG)
+        terminator.release(handle)  # the tracker releases each after cancelling it
+    terminator.flush()
+    assert sorted(batch.terminated) == ["j", "p"] and batch.asked == []
+    terminator.cancel("p:1", LOG)  # again: the array is gone already
+    terminator.flush()
+    assert sorted(batch.terminated) == ["j", "p"]
+
+
+def test_one_child_is_terminated_by_its_id_once_batch_lists_it():
+    """Right after the parent's SubmitJob Batch may not list the child yet: it is asked about
+    again until it is (the other children run on)."""
+    terminator, batch = _terminator({"p": {"jobId": "p", "status": "PENDING"}})
+    terminator.track("p", ["p:0", "p:1"])
+    late = iter([False, True])
+
+    def describe(ids):
+        if next(late):
+            batch.answers["p:1"] = _job("RUNNABLE", jobId="p:1")
+        return batch.describe_jobs(ids)["jobs"]
+
+    terminator._describe = describe
+    terminator.cancel("p:1", LOG)
+    terminator.flush()
+    assert batch.asked == [["p:1", "p"], ["p:1", "p"]] and batch.terminated == ["p:1"]
+
+
+@pytest.mark.parametrize("parent_state", ["PENDING", "FAILED"])
+def test_a_child_never_listed_is_given_up(parent_state, caplog):
+    terminator, batch = _terminator({"p": {"jobId": "p", "status": parent_state}}, tries=3)
+    terminator.track("p", ["p:0", "p:1"])
+    terminator.cancel("p:0", LOG)
+    with caplog.at_level(logging.WARNING):
+        terminator.flush()
+    assert batch.terminated == []
+    if parent_state == "FAILED":  # ended with its parent: nothing left to stop
+        assert len(batch.asked) == 1 and not caplog.records
+    else:
+        assert len(batch.asked) == 3  # bounded
+        assert "does not list the array child" in caplog.text
 
 
 @pytest.mark.parametrize("code", [0, 3])

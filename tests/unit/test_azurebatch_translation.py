@@ -1,9 +1,11 @@
 """How omnibio_azurebatch translates a TaskAttempt into a Batch task, and what a listed task's
 state means (no service needed: both are pure)."""
 
+import dataclasses
 import logging
 import os
 import shlex
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -12,10 +14,12 @@ from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
 from miniwdl_omnibio.config import Settings
-from miniwdl_omnibio.engines.azurebatch import AzureBatchEngine, AzureBatchSettings
+from miniwdl_omnibio.engines.azurebatch import AzureBatchEngine, AzureBatchSettings, _Seen
 from miniwdl_omnibio.engines.azurebatch_pool import node_size
 from miniwdl_omnibio.engines.azurebatch_tasks import Sighting, batch_id, sighting, task_status
-from miniwdl_omnibio.engines.base import Phase
+from miniwdl_omnibio.engines.base import QUEUED, Phase, Submitted
+from miniwdl_omnibio.engines.jobscript import exit_record
+from miniwdl_omnibio.trace import attempt_row
 
 NODE_ROOT = "/mnt/batch/tasks/fsmounts/omnibio"
 LOG = logging.getLogger("test")
@@ -91,7 +95,9 @@ def test_attempt_becomes_a_container_task(monkeypatch):
     assert task.id == "call-x-1" and task.display_name == "run.call-x.1"
     words = shlex.split(task.command_line)
     assert words[:2] == ["/bin/sh", "-c"] and words[4:] == list(attempt.argv)
-    assert "[ -e /shared/run/call-x/stdout.txt ]" in words[2]  # the filesystem check comes first
+    # the job script writes the exit record where the container sees the task's directory
+    assert "EXIT=/shared/run/call-x/omnibio_exit.1\n" in words[2]
+    assert request.exit_record == "/host/share/run/call-x/omnibio_exit.1"
     options = shlex.split(task.container_settings.container_run_options)
     pairs = list(zip(options, options[1:], strict=False))
     assert ("-v", f"{NODE_ROOT}:/shared") in pairs and ("-v", f"{NODE_ROOT}:/mnt/ro:ro") in pairs
@@ -263,3 +269,137 @@ def test_a_gpu_task_on_a_pool_without_gpus_is_one_line(monkeypatch):
         _shared(monkeypatch).translate(_attempt(gpu=1))
     message = str(raised.value)
     assert "pool p" in message and "STANDARD_D4S_V3" in message and "\n" not in message
+
+
+# --- fetch: the exit records first, Batch when they cannot tell ---------------------------------
+
+
+class _Listings:
+    """A client whose list_tasks answers with ``tasks`` and counts the calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.tasks: list[batch_models.BatchTask] = []
+
+    def list_tasks(self, job_id, filter=None, select=None):
+        self.calls += 1
+        return list(self.tasks)
+
+
+def _polling(monkeypatch, tmp_path, handles=("call-x-1",)):
+    """An engine with a submitted task per handle (host dir under tmp_path), a counting client
+    and a clock the test moves; list_seconds 30."""
+    engine = _shared(monkeypatch, list_seconds="30")
+    engine.client = _Listings()  # type: ignore[assignment]
+    engine.job_id = "job"
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    records = []
+    for handle in handles:
+        host_dir = tmp_path / handle
+        host_dir.mkdir()
+        attempt = dataclasses.replace(_attempt(), host_dir=str(host_dir))
+        engine._seen[handle] = _Seen()
+        records.append(Submitted(handle, attempt, LOG, submitted_at=0.0))
+    return engine, records, clock
+
+
+def _write(record, text):
+    with open(exit_record(record.attempt.host_dir, 1), "w") as outfile:
+        outfile.write(text)
+
+
+def test_exit_0_in_the_record_ends_the_attempt_without_a_listing(monkeypatch, tmp_path):
+    engine, records, clock = _polling(monkeypatch, tmp_path, ("a-1", "b-1"))
+    assert engine.fetch(records) == {"a-1": QUEUED, "b-1": QUEUED}
+    assert engine.client.calls == 1  # the first poll lists: nothing is known yet
+    _write(records[0], "")  # a-1 runs
+    _write(records[1], "exit_code=0\nmemory_peak=209715200\ncpu_usec=1500000\noom=false\n")
+    clock[0] += 5
+    statuses = engine.fetch(records)
+    assert engine.client.calls == 1  # neither needed Batch
+    assert statuses["a-1"].phase is Phase.RUNNING
+    done = statuses["b-1"]
+    assert done.phase is Phase.DONE and done.exit_code == 0 and not done.oom
+    assert done.details["usage"] == {
+        "memory_peak": 209715200,
+        "cpu_seconds": 1.5,
+        "source": "cgroup, read by the job script",
+    }
+    assert done.details["batch_task"] == "b-1" and done.details["batch_job"] == "job"
+
+
+def test_another_exit_is_asked_of_batch_until_it_lists_the_task_completed(monkeypatch, tmp_path):
+    engine, records, clock = _polling(monkeypatch, tmp_path)
+    engine.fetch(records)
+    _write(records[0], "exit_code=137\nmemory_peak=300\noom=true\n")
+    engine.client.tasks = [_task("running", "n1", T0)]  # Batch has not seen it end yet
+    clock[0] += 5
+    assert engine.fetch(records)["call-x-1"].phase is Phase.RUNNING
+    assert engine.client.calls == 2
+    engine.client.tasks = [
+        _task("completed", "n1", T0, exitCode=137, endTime=(T0 + timedelta(seconds=2)).isoformat())
+    ]
+    clock[0] += 5
+    status = engine.fetch(records)["call-x-1"]
+    assert engine.client.calls == 3
+    assert status.phase is Phase.DONE and status.exit_code == 137
+    assert status.oom  # Batch says nothing of memory: the record's oom_kill does
+    assert status.details["batch_node"] == "n1" and status.details["usage"]["memory_peak"] == 300
+
+
+def test_silent_records_are_listed_every_list_seconds(monkeypatch, tmp_path):
+    """A task that never starts, or whose container is killed (time limit, preemption, lost
+    node), leaves its record absent or empty: Batch's listing says what happened."""
+    engine, records, clock = _polling(monkeypatch, tmp_path)
+    for _ in range(5):
+        engine.fetch(records)
+        clock[0] += 5
+    assert engine.client.calls == 1  # 25 s of polls: only the first listed
+    _write(records[0], "")
+    engine.client.tasks = [_ended(60)]  # killed at maxWallClockTime: the record stays empty
+    clock[0] += 5  # 30 s after the first listing
+    status = engine.fetch(records)["call-x-1"]
+    assert engine.client.calls == 2
+    assert status.phase is Phase.DONE and status.timed_out and "usage" not in status.details
+
+
+def test_a_cancelled_attempt_is_asked_of_batch_at_each_poll(monkeypatch, tmp_path):
+    engine, records, clock = _polling(monkeypatch, tmp_path)
+    engine.fetch(records)
+    records[0].cancelled = True
+    clock[0] += 5
+    engine.fetch(records)
+    assert engine.client.calls == 2
+
+
+def test_a_rerun_is_still_batch_s_word(monkeypatch, tmp_path):
+    """Preemption requeues the task: its record (rewritten empty by the rerun) cannot say so."""
+    engine, records, clock = _polling(monkeypatch, tmp_path)
+    _write(records[0], "")
+    engine.client.tasks = [_task("running", "n1", T0)]
+    assert engine.fetch(records)["call-x-1"].phase is Phase.RUNNING
+    engine.client.tasks = [_task("running", "n2", T0 + timedelta(seconds=40))]
+    clock[0] += 30
+    status = engine.fetch(records)["call-x-1"]
+    assert status.interrupted and engine.client.calls == 2
+
+
+def test_the_trace_row_carries_the_measured_usage(monkeypatch, tmp_path):
+    engine, records, _clock = _polling(monkeypatch, tmp_path)
+    _write(records[0], "exit_code=0\nmemory_peak=5000\ncpu_usec=250000\n")
+    status = engine.fetch(records)["call-x-1"]
+    times = (0.0, 1.0, 2.0)
+    row = attempt_row(
+        records[0].attempt,
+        task="x",
+        backend="omnibio_azurebatch",
+        handle="call-x-1",
+        times=times,
+        status=status,
+        end="ok",
+        reason=None,
+        verified=None,
+    )
+    assert (row["peak_memory"], row["cpu_seconds"]) == (5000, 0.25)
+    assert row["usage"] == "cgroup, read by the job script"

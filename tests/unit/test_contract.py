@@ -130,6 +130,9 @@ def test_parse_duration():
     assert parse_duration(90) == 90
     assert parse_duration("90m") == 5400
     assert parse_duration("2h") == 7200
+    assert parse_duration("1d") == 86400  # docs/runtime.md: seconds or 90m, 2h, 1d
+    assert parse_duration("45s") == 45
+    assert parse_duration(" 1.5h ") == 5400
     with pytest.raises(Exception, match="omnibio_time_limit"):
         parse_duration("soon")
 

@@ -1,7 +1,6 @@
 """Lifecycle rules that need no service: the retry wait and where stderr lines go."""
 
 import logging
-import time
 import types
 
 import pytest
@@ -65,14 +64,51 @@ def _container_after(failures: int, interruptions: int, interrupted_last: bool):
     return container
 
 
-def test_an_interruption_is_retried_at_once_and_ctrl_c_ends_a_wait():
+class FakeTime:
+    """The container module's clock: sleeping advances it, nothing waits."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    from miniwdl_omnibio import container
+
+    fake = FakeTime()
+    monkeypatch.setattr(container, "time", fake)
+    return fake
+
+
+def test_a_failed_attempt_waits_retry_wait_doubling(clock):
     logger = logging.getLogger("test.retry")
-    started = time.monotonic()
+    _container_after(1, 0, False)._wait_before_retry(logger, lambda: False)
+    assert clock.slept == pytest.approx(60)
+    _container_after(3, 0, False)._wait_before_retry(logger, lambda: False)
+    assert clock.slept == pytest.approx(60 + 240)  # the third retry: 4 x 60, under 300
+
+
+def test_an_interruption_is_retried_at_once_and_ctrl_c_ends_a_wait(clock):
+    logger = logging.getLogger("test.retry")
     _container_after(0, 1, True)._wait_before_retry(logger, lambda: False)
-    assert time.monotonic() - started < 1
+    assert clock.slept == 0
+    asked = []
+
+    def ctrl_c_after_one_second() -> bool:
+        asked.append(clock.now)
+        return clock.now - asked[0] >= 1
+
     with pytest.raises(Terminated):
-        _container_after(1, 0, False)._wait_before_retry(logger, lambda: True)
-    assert time.monotonic() - started < 2
+        _container_after(1, 0, False)._wait_before_retry(logger, ctrl_c_after_one_second)
+    assert 1 <= clock.slept <= 1.2  # checked at least every 0.2 s of a 60 s wait
 
 
 def test_one_memory_policy_for_every_engine():

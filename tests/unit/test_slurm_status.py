@@ -1,9 +1,11 @@
 """omnibio_slurm status mapping, parsing of Slurm's answers, and batched submission."""
 
 import logging
+import math
 import subprocess
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 from WDL.runtime.config import Loader
@@ -11,16 +13,39 @@ from WDL.runtime.config import Loader
 from miniwdl_omnibio.config import ConfigError, Settings
 from miniwdl_omnibio.engines import slurm as slurm_engine
 from miniwdl_omnibio.engines import slurm_status as m
-from miniwdl_omnibio.engines.base import Phase
-from miniwdl_omnibio.engines.slurm import Cancellations, SlurmEngine, Submissions
+from miniwdl_omnibio.engines.base import Phase, Submitted
+from miniwdl_omnibio.engines.gathering import Cancellations
+from miniwdl_omnibio.engines.slurm import SlurmEngine, Submissions
 from miniwdl_omnibio.engines.slurm_cluster import (
+    SlurmProblem,
     accounting_enabled,
     first_error_line,
     gres_gpus,
     orphaned_jobs,
     parse_sinfo,
 )
-from tests.unit.test_slurm_translation import make_settings
+from miniwdl_omnibio.engines.slurm_hold import HeldSubmissions
+from miniwdl_omnibio.engines.slurm_script import translate
+from tests.helpers import wait_until
+from tests.unit.test_slurm_translation import make_attempt, make_settings
+
+LOG = logging.getLogger("test")
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def slurm_cancellations(send, clock):
+    """The engine's scancel gathering, on an injected clock and without its thread."""
+    return Cancellations(
+        send, slurm_engine.CANCEL_LINGER, slurm_engine.CANCEL_MAX, clock, background=False
+    )
+
 
 CONTEXT = m.Context(where="Slurm job 5_1 (r.c.1)", cancelled_by_us=False, node_path="/n/a.sh")
 DONE_OK = m.ExitRecord(exit_code=0, oom=False, timed_out=False, started=True)
@@ -68,12 +93,116 @@ def test_allocated_states_are_running(state):
     assert m.status(job(state), None, False, CONTEXT).phase is Phase.RUNNING
 
 
-@pytest.mark.parametrize(
-    "reason", ["InvalidAccount", "InvalidQOS", "DependencyNeverSatisfied", "QOSMaxCpuPerJobLimit"]
-)
-def test_pending_for_a_reason_that_never_changes_fails_and_is_cancelled(reason):
+# job_reason_codes.shtml, code by code: what the job itself can never satisfy ...
+NEVER = [
+    "DependencyNeverSatisfied",
+    "InvalidAccount",
+    "InvalidQOS",
+    "AccountNotAllowed",
+    "QOSNotAllowed",
+    "BadConstraints",
+    "PartitionTimeLimit",
+    "MaxMemPerLimit",
+    # per job or per node of a job, association and QOS
+    "AssocMaxCpuPerJobLimit",
+    "AssocMaxCpuMinutesPerJobLimit",
+    "AssocMaxNodePerJobLimit",
+    "AssocMaxWallDurationPerJobLimit",
+    "AssocMaxMemPerJob",
+    "AssocMaxMemPerNode",
+    "AssocMaxGRESPerJob",
+    "AssocMaxCpuPerNode",
+    "QOSMaxCpuPerJobLimit",
+    "QOSMaxCpuMinutesPerJobLimit",
+    "QOSMaxNodePerJobLimit",
+    "QOSMaxWallDurationPerJobLimit",
+    "QOSMaxMemoryPerJob",
+    "QOSMaxMemoryPerNode",
+    "QOSMaxGRESPerNode",
+    "QOSMaxBillingPerJob",
+    # per-job minimums of the QOS
+    "QOSMinCpuNotSatisfied",
+    "QOSMinMemory",
+    "QOSMinGRES",
+    "QOSMinNode",
+]
+# ... the limits of a user, an account, a QOS, which running jobs hold: wait for them to end ...
+AT_A_LIMIT = [
+    "QOSMaxJobsPerUserLimit",
+    "QOSMaxCpuPerUserLimit",
+    "QOSMaxNodePerUserLimit",
+    "QOSMaxMemoryPerUser",
+    "QOSMaxGRESPerUser",
+    "QOSMaxBillingPerUser",
+    "QOSMaxSubmitJobPerUserLimit",
+    "AssocMaxJobsLimit",
+    "AssocMaxSubmitJobLimit",
+    "AssocGrpCpuLimit",
+    "AssocGrpJobsLimit",
+    "AssocGrpMemLimit",
+    "AssocGrpNodeLimit",
+    "AssocGrpGRES",
+    "AssocGrpCPUMinutesLimit",
+    "AssocGrpSubmitJobsLimit",
+    "QOSGrpCpuLimit",
+    "QOSGrpJobsLimit",
+    "QOSGrpNodeLimit",
+    "QOSGrpMemoryRunMinutes",
+    "MaxCpuPerAccount",
+    "MaxJobsPerAccount",
+    "MaxSubmitJobsPerAccount",
+    "JobArrayTaskLimit",
+    "AssociationJobLimit",
+    "QOSResourceLimit",
+    "QOSUsageThreshold",
+    "AccountingPolicy",
+]
+# ... and the scheduler's own reasons, which pass by themselves
+SCHEDULING = ["Priority", "Resources", "None", "BeginTime", "Dependency", "PartitionDown"]
+
+
+@pytest.mark.parametrize("reason", NEVER)
+def test_pending_for_what_the_job_can_never_satisfy_fails_and_is_cancelled(reason):
     status = m.status(job("PENDING", reason), None, False, CONTEXT)
     assert status.phase is Phase.DONE and reason in status.error and status.lingering
+    assert not m.waits_at_limit(job("PENDING", reason))
+
+
+@pytest.mark.parametrize("reason", AT_A_LIMIT)
+def test_pending_at_a_user_account_or_qos_limit_waits(reason):
+    status = m.status(job("PENDING", reason), None, False, CONTEXT)
+    assert status.phase is Phase.QUEUED and reason in status.reason
+    assert m.waits_at_limit(job("PENDING", reason))
+
+
+@pytest.mark.parametrize("reason", SCHEDULING)
+def test_pending_for_the_scheduler_waits_without_a_limit(reason):
+    assert m.status(job("PENDING", reason), None, False, CONTEXT).phase is Phase.QUEUED
+    assert not m.waits_at_limit(job("PENDING", reason))
+
+
+# sbatch's stderr on a refusal, as Slurm 22.05 prints it: slurmctld's reason first
+# (_unpack_return_code2_msg), then "Batch job submission failed: <slurm_strerror>" (sbatch.c)
+POLICY = (
+    "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy "
+    "(job submit limit, user's size and/or time limits)\n"
+)
+
+
+@pytest.mark.parametrize(
+    "stderr, limit",
+    [
+        ("sbatch: error: QOSMaxSubmitJobPerUserLimit\n" + POLICY, "QOSMaxSubmitJobPerUserLimit"),
+        ("sbatch: error: AssocMaxSubmitJobLimit\n" + POLICY, "AssocMaxSubmitJobLimit"),
+        ("sbatch: error: QOSGrpSubmitJobsLimit\n" + POLICY, "QOSGrpSubmitJobsLimit"),
+        ("sbatch: error: MaxSubmitJobsPerAccount\n" + POLICY, "MaxSubmitJobsPerAccount"),
+        (POLICY, ""),  # no reason given (a job_submit plugin, an older slurmctld)
+        ("sbatch: error: QOSMaxWallDurationPerJobLimit\n" + POLICY, None),  # DenyOnLimit
+        ("sbatch: error: Batch job submission failed: Invalid partition name specified\n", None),
+    ],
+)
+def test_sbatch_refused_for_a_full_queue_or_for_the_job(stderr, limit):
+    assert m.submit_refusal(stderr) == limit
 
 
 @pytest.mark.parametrize("state", ["PREEMPTED", "NODE_FAIL", "BOOT_FAIL"])
@@ -184,7 +313,8 @@ def test_submissions_share_one_sbatch_per_group_of_equal_options():
 
     def send(requests):
         sent.append(len(requests))
-        return str(100 + len(sent))
+        job_id = 100 + len(sent)
+        return [f"{job_id}_{i}" for i in range(len(requests))] if len(requests) > 1 else [job_id]
 
     submissions = Submissions(send, linger=0.3, size=3)
     requests = [FakeRequest(("--mem=1M",)) for _ in range(4)] + [FakeRequest(("--mem=2M",))]
@@ -200,12 +330,16 @@ def test_submissions_share_one_sbatch_per_group_of_equal_options():
         thread.join()
     assert sorted(sent) == [1, 1, 3]  # 4 equal -> an array of 3 and a lone job; 1 other
     assert len(set(handles.values())) == 5
-    assert sum("_" in h for h in handles.values()) == 3
+    assert sum("_" in str(h) for h in handles.values()) == 3
 
 
 def test_submissions_gather_while_requests_keep_arriving():
     sent = []
-    submissions = Submissions(lambda requests: sent.append(len(requests)) or "7", 1.0, 100)
+    submissions = Submissions(
+        lambda requests: sent.append(len(requests)) or [str(i) for i in range(len(requests))],
+        1.0,
+        100,
+    )
     threads = []
     for _ in range(6):  # one every 0.25 s: 1.5 s in all, longer than the 1 s linger
         threads.append(threading.Thread(target=submissions.add, args=(FakeRequest(()),)))
@@ -255,11 +389,194 @@ class RecordingCli:
         return subprocess.CompletedProcess(argv, 0, self.answers[argv[0]], "")
 
 
-def asking_engine(cli, accounting):
+def asking_engine(cli, accounting, logger=LOG):
     engine = SlurmEngine.__new__(SlurmEngine)  # only what ask_slurm uses; start() needs Slurm
-    engine.cli, engine.accounting = cli, accounting
-    engine._lock, engine._jobs = threading.Lock(), {}
+    engine.cli, engine.accounting, engine.logger = cli, accounting, logger
+    engine._lock, engine._jobs, engine._limits, engine._requests = (
+        threading.Lock(),
+        {},
+        frozenset(),
+        {},
+    )
+    engine.held = HeldSubmissions(engine._sbatch, engine._outstanding, logger, background=False)
+    engine.launcher = "L1"
+    engine.squeue_seconds, engine._asked_at, engine._ended_unrecorded = 0, -math.inf, {}
     return engine
+
+
+class ScriptedSlurm:
+    """sbatch, squeue and scancel of one user under a QOS with MaxSubmitJobsPerUser=``submit``
+    (each array element counts, as acct_policy.c counts them) and MaxJobsPerUser=``run``: sbatch
+    refuses what would exceed the submit limit with the stderr of Slurm 22.05; squeue lists
+    RUNNING the first ``run`` jobs and PENDING (QOSMaxJobsPerUserLimit) the others."""
+
+    def __init__(self, submit, run):
+        self.submit, self.run_limit = submit, run
+        self.queue = []  # element handles, in submission order
+        self.next_id = 100
+        self.calls = []
+        self.most = 0
+
+    def run(self, argv, check=True, stdin=None):
+        self.calls.append(list(argv))
+        if argv[0] == "sbatch":
+            arrays = [a for a in argv if a.startswith("--array=0-")]
+            size = int(arrays[0].rsplit("-", 1)[1]) + 1 if arrays else 1
+            if len(self.queue) + size > self.submit:
+                stderr = "sbatch: error: QOSMaxSubmitJobPerUserLimit\n" + POLICY
+                return subprocess.CompletedProcess(argv, 1, "", stderr)
+            job_id, self.next_id = str(self.next_id), self.next_id + 1
+            self.queue += [f"{job_id}_{i}" for i in range(size)] if arrays else [job_id]
+            self.most = max(self.most, len(self.queue))
+            return subprocess.CompletedProcess(argv, 0, f"{job_id}\n", "")
+        if argv[0] == "squeue":
+            lines = [
+                f"{h}|RUNNING|0|None|" if i < self.run_limit else f"{h}|PENDING|0|{LIMIT}|"
+                for i, h in enumerate(self.queue)
+            ]
+            return subprocess.CompletedProcess(argv, 0, "\n".join(lines), "")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    def end(self, count):
+        ended, self.queue = self.queue[:count], self.queue[count:]
+        return ended
+
+
+LIMIT = "QOSMaxJobsPerUserLimit"
+
+
+def requests_for(tmp_path, count):
+    root = str(tmp_path)
+    settings = make_settings(host_root=root, node_root=root)
+    return [
+        translate(make_attempt(f"{root}/run/call-x-{i}", root), settings, {}) for i in range(count)
+    ]
+
+
+def test_a_full_queue_holds_submissions_and_sends_them_in_order_as_jobs_end(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    cli = ScriptedSlurm(submit=4, run=2)
+    engine = asking_engine(cli, accounting=False)
+    requests = requests_for(tmp_path, 12)
+    handles = engine.held.submit(requests)  # one scatter's gathered attempts
+    for handle, request in zip(handles, requests, strict=True):
+        engine._requests[handle] = request
+    assert len(handles) == 12 and cli.queue == [h for h in handles if not h.startswith("held-")]
+    assert len(cli.queue) == 4  # halved until Slurm took them: 3 as an array, then 1
+    held = [h for h in handles if h.startswith("held-")]
+    assert len(held) == 8
+    records = [Submitted(h, make_attempt("/x"), LOG, 0.0) for h in handles]
+    statuses = engine.fetch(records)
+    assert {statuses[h].phase for h in held} == {Phase.QUEUED}
+    assert all("submit limit" in statuses[h].reason for h in held)
+    assert [statuses[h].reason for h in handles[:4]] == ["RUNNING"] * 2 + [f"PENDING ({LIMIT})"] * 2
+    sent_order, slurm_of = [], {}
+    while len(slurm_of) < len(held):
+        for ended in cli.end(2):  # two jobs end; their attempts are released
+            engine.release(next(h for h in handles if slurm_of.get(h, h) == ended), LOG)
+        before = len(cli.queue)
+        assert engine.held.resend(2) >= 1
+        sent_order += cli.queue[before:]
+        slurm_of.update({h: engine.held.slurm_handle(h) for h in held if h not in slurm_of})
+        slurm_of = {h: s for h, s in slurm_of.items() if s}
+    assert cli.most == 4  # never above the limit; every attempt went to Slurm, none failed
+    assert [slurm_of[h] for h in held] == sent_order
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("holding submissions until jobs end" in m for m in messages) == 1
+    assert sum("no submission is held now" in m for m in messages) == 1
+    assert sum("jobs wait until jobs holding a Slurm limit end" in m for m in messages) == 1
+
+
+def test_submissions_queue_behind_held_ones_and_a_cancelled_one_is_dropped(tmp_path):
+    cli = ScriptedSlurm(submit=1, run=1)
+    engine = asking_engine(cli, accounting=False)
+    first, second, third = requests_for(tmp_path, 3)
+    assert engine.held.submit([first])[0] == "100"
+    [held] = engine.held.submit([second])
+    sbatches = sum(c[0] == "sbatch" for c in cli.calls)
+    [behind] = engine.held.submit([third])  # queued behind: no sbatch Slurm would refuse
+    assert sum(c[0] == "sbatch" for c in cli.calls) == sbatches
+    engine._requests.update({"100": first, held: second, behind: third})
+    engine.cancel(held, LOG)  # Ctrl-C while held: nothing to scancel
+    record = Submitted(held, make_attempt("/x"), LOG, 0.0, cancelled=True)
+    assert "cancelled before Slurm accepted" in engine.fetch([record])[held].error
+    cli.end(1)
+    engine.release("100", LOG)
+    assert engine.held.resend(1) == 1 and engine.held.slurm_handle(behind) == "101"
+
+
+def test_a_refusal_naming_no_limit_fails_when_no_job_of_ours_can_end(tmp_path):
+    cli = RecordingCli({})
+    cli.run = lambda argv, check=True, stdin=None: subprocess.CompletedProcess(argv, 1, "", POLICY)
+    engine = asking_engine(cli, accounting=False)
+    with pytest.raises(SlurmProblem, match="Job violates accounting/QOS policy"):
+        engine.held.submit(requests_for(tmp_path, 2))  # halved to one, then refused
+
+
+def test_a_refusal_for_the_job_itself_fails_at_once(tmp_path):
+    stderr = "sbatch: error: QOSMaxWallDurationPerJobLimit\n" + POLICY
+    cli = RecordingCli({})
+    cli.run = lambda argv, check=True, stdin=None: subprocess.CompletedProcess(argv, 1, "", stderr)
+    engine = asking_engine(cli, accounting=False)
+    with pytest.raises(SlurmProblem, match="QOSMaxWallDurationPerJobLimit; Batch job submission"):
+        engine.held.submit(requests_for(tmp_path, 3))
+
+
+def probing_engine(cli, tmp_path):
+    engine = asking_engine(cli, accounting=False)
+    engine.filesystem = SimpleNamespace(host_root=str(tmp_path))
+    engine.settings = make_settings(host_root=str(tmp_path), node_root=str(tmp_path))
+    clock = Clock()
+    engine.clock = clock
+
+    def sleep(seconds):
+        clock.now += seconds
+
+    engine.sleep = sleep
+    return engine
+
+
+def test_the_probe_of_a_user_at_the_running_limit_waits_and_passes(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    cli = ScriptedSlurm(submit=10, run=2)
+    cli.queue = ["1", "2"]  # this user's jobs of another run: the probe is third
+    engine = probing_engine(cli, tmp_path)
+    squeue = cli.run
+
+    def run(argv, check=True, stdin=None):
+        if argv[0] == "squeue" and sum(c[0] == "squeue" for c in cli.calls) >= 3:
+            cli.end(1)  # a job of the other run ends: the probe runs and completes
+            cli.calls.append(list(argv))
+            return subprocess.CompletedProcess(argv, 0, "100|COMPLETED|0|None|", "")
+        return squeue(argv, check, stdin)
+
+    cli.run = run
+    engine.probe(60, LOG)  # no error
+    assert not any(c[0] == "scancel" for c in cli.calls)
+    waits = [r for r in caplog.records if "probe job waits at a Slurm limit" in r.getMessage()]
+    assert len(waits) == 1 and LIMIT in waits[0].getMessage()
+
+
+def test_a_probe_refused_for_a_full_queue_is_skipped_with_a_warning(tmp_path, caplog):
+    engine = probing_engine(ScriptedSlurm(submit=0, run=0), tmp_path)
+    engine.probe(60, LOG)
+    assert any("probe skipped" in r.getMessage() for r in caplog.records)
+
+
+def test_a_probe_pending_for_what_it_can_never_satisfy_aborts(tmp_path):
+    cli = ScriptedSlurm(submit=10, run=0)
+    engine = probing_engine(cli, tmp_path)
+    squeue = cli.run
+
+    def run(argv, check=True, stdin=None):
+        if argv[0] == "squeue":
+            return subprocess.CompletedProcess(argv, 0, "100|PENDING|0|InvalidQOS|", "")
+        return squeue(argv, check, stdin)
+
+    cli.run = run
+    with pytest.raises(Exception, match="never start jobs of this configuration.*InvalidQOS"):
+        engine.probe(60, LOG)
+    assert ["scancel", "100"] in cli.calls
 
 
 @pytest.mark.parametrize("accounting", [True, False])
@@ -268,7 +585,8 @@ def test_one_squeue_for_every_job_then_sacct_for_those_it_no_longer_lists(accoun
     cli = RecordingCli({"squeue": squeue, "sacct": "6|PREEMPTED|0:15\n7|TIMEOUT|0:0\n"})
     engine = asking_engine(cli, accounting)
     engine.ask_slurm(["5_0", "5_1", "6", "7"], now=1.0)
-    assert [c[0] for c in cli.calls] == ["squeue", "sacct"] if accounting else ["squeue"]
+    expected = ["squeue", "sacct"] if accounting else ["squeue"]
+    assert [c[0] for c in cli.calls] == expected
     assert "--jobs=5,6,7" in cli.calls[0]  # an array once, by its job id
     if accounting:
         assert "--jobs=6,7" in cli.calls[1]
@@ -293,17 +611,39 @@ def test_an_account_unknown_to_sacctmgr_is_refused_at_start(known, fails):
     ]
 
 
-def test_cancellations_spread_over_a_round_share_one_scancel(monkeypatch):
-    monkeypatch.setattr(slurm_engine, "CANCEL_LINGER", 1.0)
+def test_cancellations_spread_over_a_round_share_one_scancel():
     sent = []
-    cancellations = Cancellations(sent.append)
+    clock = Clock()
+    cancellations = slurm_cancellations(sent.append, clock)
     for handle in ("5_0", "5_1", "6"):  # task threads notice a Ctrl-C one after another
         cancellations.add(handle)
-        time.sleep(0.2)  # less than the linger apart (a margin of 0.8 s): the same batch
-    deadline = time.monotonic() + 30
-    while not sent and time.monotonic() < deadline:
-        time.sleep(0.05)
+        clock.now += 1.0  # less than the linger apart: the same batch
+    assert cancellations.due_in() == pytest.approx(slurm_engine.CANCEL_LINGER - 1.0)
+    clock.now += slurm_engine.CANCEL_LINGER - 1.0
+    assert cancellations.due_in() <= 0
+    cancellations.flush()
     assert sent == [["5_0", "5_1", "6"]]
     cancellations.add("7")
     cancellations.flush()  # shutdown: sends what is still gathering, at once
     assert sent[-1] == ["7"]
+
+
+def test_cancellations_arriving_without_end_are_sent_after_cancel_max():
+    clock = Clock()
+    cancellations = slurm_cancellations([].append, clock)
+    for i in range(20):  # one a second, each within the linger of the last
+        cancellations.add(str(i))
+        if clock.now - 1000.0 >= slurm_engine.CANCEL_MAX:
+            break
+        assert cancellations.due_in() > 0
+        clock.now += 1.0
+    assert cancellations.due_in() <= 0 and clock.now == 1000.0 + slurm_engine.CANCEL_MAX
+
+
+def test_cancellations_go_out_by_themselves_when_due():
+    sent = []
+    cancellations = Cancellations(
+        sent.append, slurm_engine.CANCEL_LINGER, slurm_engine.CANCEL_MAX
+    )  # the real clock and its thread, once
+    cancellations.add("5_0")
+    wait_until(lambda: sent == [["5_0"]], "the gathered scancel")

@@ -178,7 +178,8 @@ def test_docker_command_line_keeps_values_off_it():
     ]
     assert "multiline" not in script  # values only in the 0600 env file
     assert "--user" in words and "1000:1000" in words and "--privileged" in words
-    assert "$GPU_OPTIONS" in run_line and "CUDA_VISIBLE_DEVICES" in script
+    assert "$GPU_OPTIONS" in run_line and "SLURM_JOB_GPUS" in script
+    assert "CUDA_VISIBLE_DEVICES" not in script  # job-relative once devices are constrained
     assert words[-4:] == ["ubuntu:22.04", "/bin/sh", "-c", "echo hi"]
     assert "cd /nodes/shared/run/call-x-3/work" in script
 
@@ -211,8 +212,9 @@ def test_runtime_options_go_before_the_image(runtime):
     assert words[words.index(image) - len(options) : words.index(image)] == list(options)
 
 
-def run_element(tmp_path, runtime, stand_in, **attempt_changes):
-    """Run an element script with ``stand_in`` as the container runtime command on PATH."""
+def run_element(tmp_path, runtime, stand_in, env=None, **attempt_changes):
+    """Run an element script with ``stand_in`` as the container runtime command on PATH (and
+    ``env`` as what Slurm sets for the job)."""
     root = str(tmp_path)
     request = translate(
         make_attempt(f"{root}/run/call-x-3", root, **attempt_changes),
@@ -225,7 +227,10 @@ def run_element(tmp_path, runtime, stand_in, **attempt_changes):
     path = bin_dir / runtime
     path.write_text("#!/bin/sh\n" + stand_in)
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_JOB_ID="7")
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_JOB_ID="7", **(env or {}))
+    for name in ("SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL"):
+        if name not in (env or {}) or env[name] is None:
+            env.pop(name, None)
     done = subprocess.run(["/bin/sh", request.files.host("sh")], env=env, timeout=30)
     return done.returncode, read(request.files.host("exit"))
 
@@ -263,3 +268,57 @@ def test_apptainer_script_stops_at_the_time_limit(tmp_path):
         tmp_path, "apptainer", "exec sleep 30\n", resources={"time_limit": 1}
     )
     assert returncode == 124 and "timed_out=true" in record
+
+
+# What Slurm sets in a batch job given GPUs 2 and 3 of a node (sbatch(1) OUTPUT ENVIRONMENT
+# VARIABLES; gres_common.c sets CUDA_VISIBLE_DEVICES and GPU_DEVICE_ORDINAL to the same list):
+# with ConstrainDevices the job's own view counts from 0, SLURM_JOB_GPUS never does
+CONSTRAINED = {"SLURM_JOB_GPUS": "2,3", "CUDA_VISIBLE_DEVICES": "0,1", "GPU_DEVICE_ORDINAL": "0,1"}
+UNCONSTRAINED = {
+    "SLURM_JOB_GPUS": "2,3",
+    "CUDA_VISIBLE_DEVICES": "2,3",
+    "GPU_DEVICE_ORDINAL": "2,3",
+}
+RECORD_RUN = (
+    'case "$1" in run) printf "%s\\n" "$@" >>{calls};; wait) echo 0;; inspect) echo false;; esac\n'
+)
+
+
+@pytest.mark.parametrize(
+    "devices", [CONSTRAINED, UNCONSTRAINED], ids=["constrained", "unconstrained"]
+)
+def test_docker_gets_the_jobs_gpus_by_their_node_wide_index(tmp_path, devices):
+    calls = tmp_path / "calls"
+    returncode, _record = run_element(
+        tmp_path, "docker", RECORD_RUN.format(calls=calls), env=devices, resources={"gpu": 2}
+    )
+    words = read(calls).splitlines()
+    assert returncode == 0
+    # docker's --gpus takes a CSV value: a list of devices goes in double quotes
+    assert words[words.index("--gpus") + 1] == '"device=2,3"'
+
+
+@pytest.mark.parametrize(
+    "devices", [CONSTRAINED, UNCONSTRAINED], ids=["constrained", "unconstrained"]
+)
+def test_podman_gets_the_jobs_gpus_as_cdi_devices_by_node_wide_index(tmp_path, devices):
+    calls = tmp_path / "calls"
+    run_element(
+        tmp_path, "podman", RECORD_RUN.format(calls=calls), env=devices, resources={"gpu": 2}
+    )
+    words = read(calls).splitlines()
+    devices_given = [words[i + 1] for i, w in enumerate(words) if w == "--device"]
+    assert devices_given == ["nvidia.com/gpu=2", "nvidia.com/gpu=3"]
+
+
+@pytest.mark.parametrize("runtime", ["docker", "podman"])
+def test_a_job_without_slurm_job_gpus_fails_naming_it_and_takes_no_gpu(tmp_path, capfd, runtime):
+    calls = tmp_path / "calls"
+    env = {"CUDA_VISIBLE_DEVICES": "0"}  # a count-only gres.conf: Slurm names no device
+    returncode, record = run_element(
+        tmp_path, runtime, RECORD_RUN.format(calls=calls), env=env, resources={"gpu": 1}
+    )
+    assert returncode == 125 and "started=false" in record
+    assert not calls.exists()  # the runtime was never asked to run anything
+    said = capfd.readouterr().err  # the batch script sends it to attemptN.log
+    assert "error" in said and "SLURM_JOB_GPUS" in said

@@ -9,8 +9,8 @@ from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
 from miniwdl_omnibio.engines.tes_staging import cached_url, plan
-from miniwdl_omnibio.engines.tes_store import AzureBlobStore, ObjectStore, S3Store, open_store
 from miniwdl_omnibio.engines.tes_task import staged_command, staged_outputs
+from miniwdl_omnibio.runtime.store import AzureBlobStore, ObjectStore, S3Store, open_store
 
 HOST = "/runs/wf/call-x"
 CONTAINER = "/mnt/miniwdl_task_container"
@@ -28,7 +28,7 @@ class Named(ObjectStore):
     def key_of(self, url):
         return url[len("s3://bucket/") :] if url.startswith("s3://bucket/") else None
 
-    size = put = put_bytes = get = keys = delete = None
+    size = put = put_bytes = get = get_bytes = keys = delete = None
 
 
 def _attempt():
@@ -127,6 +127,10 @@ def test_staging_uris(monkeypatch):
         "pre",
     )
     assert blob.url("pre/a b") == "https://acct.blob.core.windows.net/container/pre/a%20b"
+    monkeypatch.setenv(
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "AccountName=devstoreaccount1;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1",
+    )
     emulator = open_store("http://127.0.0.1:10000/devstoreaccount1/container")
     assert emulator.url("k") == "http://127.0.0.1:10000/devstoreaccount1/container/k"
     for bad, why in [

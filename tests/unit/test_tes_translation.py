@@ -197,6 +197,13 @@ def test_finished_states(task, cancelled, expected):
         assert status.details["tes_state"] == "EXECUTOR_ERROR"
 
 
+def test_tesks_executor_log_gives_stderr_as_its_stdout():
+    """TESK's FULL executor log has no stderr; the pod's log is its stdout."""
+    task = _finished("EXECUTOR_ERROR", 3)
+    task["logs"][0]["logs"][0].update(stdout="going down\n")
+    assert task_status(task, False).details["tes_stderr_tail"] == "going down\n"
+
+
 @pytest.mark.parametrize(
     "state, phase",
     [
@@ -213,3 +220,15 @@ def test_finished_states(task, cancelled, expected):
 def test_waiting_and_running_states(state, phase):
     status = task_status({"id": "t1", "state": state}, False)
     assert status.phase is phase and status.exit_code is None
+
+
+def test_tes_usage_is_the_executors_timings_only():
+    """TES reports no memory or CPU: the trace names what it has, the executors' timings."""
+    task = _finished("COMPLETE", 0)
+    task["logs"][0]["logs"][0].update(
+        start_time="2026-12-06T10:00:00Z", end_time="2026-12-06T10:00:12.5+00:00"
+    )
+    usage = task_status(task, False).details["usage"]
+    assert usage == {"source": "TES executor timings only", "executor_seconds": 12.5}
+    del task["logs"][0]["logs"][0]["end_time"]
+    assert task_status(task, False).details["usage"] == {"source": "TES: no executor timings"}

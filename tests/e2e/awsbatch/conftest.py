@@ -68,7 +68,8 @@ def batch_config(moto: MotoBatch, shared: str, **settings: str) -> dict[str, dic
     }
     section.update(settings)
     return {
-        "omnibio": {"result_uri_prefix": f"s3://{moto.bucket}/results"},
+        # retried at once: no test here measures the wait
+        "omnibio": {"result_uri_prefix": f"s3://{moto.bucket}/results", "retry_wait": "0"},
         BACKEND: section,
         "task_runtime": {"env": json.dumps(JOB_ENV)},
         "scheduler": {"task_concurrency": "8"},

@@ -102,16 +102,31 @@ def test_a_job_batch_can_never_place_fails_naming_the_reason(moto, shared, proxy
     assert terminated == [job["jobId"]]
 
 
-@pytest.mark.parametrize("in_container", [False, True], ids=["statusReason", "container.reason"])
-def test_filesystem_setup_failure_names_the_filesystem(moto, shared, proxy, in_container):
-    proxy.break_if = lambda request: EFS_FAILURE
+# docker's answer when a volume does not mount (aws/efs-utils#39), as ECS on EC2 reports it;
+# guess: the CannotStartContainerError prefix over docker's words (ECS "Stopped tasks error codes")
+DOCKER_MOUNT_FAILURE = (
+    "CannotStartContainerError: Error response from daemon: error while mounting volume "
+    "'/var/lib/docker/volumes/ecs-omnibio-fs/_data': failed to mount local volume: mount "
+    "fs-12345678:/:/var/lib/docker/volumes/ecs-omnibio-fs/_data, data: tls: connection timed out"
+)
+
+
+@pytest.mark.parametrize(
+    "reason,in_container",
+    [(EFS_FAILURE, False), (EFS_FAILURE, True), (DOCKER_MOUNT_FAILURE, False)],
+    ids=["statusReason", "container.reason", "CannotStartContainerError"],
+)
+def test_filesystem_setup_failure_names_the_filesystem(moto, shared, proxy, reason, in_container):
+    proxy.break_if = lambda request: reason
     proxy.break_in_container_reason = in_container
     run = run_batch(moto, shared, QUICK)
     assert run.returncode != 0
     line = error_line(run)
     assert line.endswith(
-        f"could not start: {EFS_FAILURE}; check the shared filesystem host:{shared} (every Batch "
-        "host must mount it; [omnibio_awsbatch] host_path, mount_path)"
+        f"could not start: {reason}; NFS did not answer: the mount target's security group must "
+        "let TCP 2049 in from the compute environment's security group; check the shared "
+        f"filesystem host:{shared} (every Batch host must mount it; [omnibio_awsbatch] host_path, "
+        "mount_path)"
     ), line
     assert "ubuntu:22.04" not in line
 

@@ -51,6 +51,7 @@ def azurebatch_config(
         "mount_path": shared,
         "readonly_mount_path": READONLY_VIEW,
         "poll_seconds": "1",
+        "list_seconds": "1",
     }
     section.update(overrides)
     config = {"omnibio_azurebatch": section, "scheduler": {"task_concurrency": "8"}}

@@ -400,7 +400,7 @@ def test_node_without_the_shared_filesystem_shows_the_batch_stderr_tail(batch, w
     )
     assert run.returncode != 0
     cause = run.error_json()["cause"]
-    assert cause["exit_status"] == 125
+    assert cause["exit_status"] == 97
     tail = cause["batch_stderr_tail"]
     assert (
         f"is not visible on Azure Batch node {cause['batch_node']}" in tail and str(missing) in tail

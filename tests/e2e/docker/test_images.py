@@ -21,6 +21,13 @@ task t {{
   runtime {{ docker: "{image}" }}
 }}
 """
+# two tasks of one run on one image: the image is pulled once per run, not per task
+TWICE = """
+version 1.1
+workflow twice {{
+  scatter (i in range(2)) {{ call t }}
+}}
+""" + TASK.replace("version 1.1", "")
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +41,31 @@ def served():
         _remove(ref)
 
 
+@pytest.fixture(scope="module")
+def one_pull(served) -> dict[str, int]:
+    """The manifest requests of one `docker pull` of the served image by this dockerd, when the
+    image is absent and when it is present (here HEAD then GET, and HEAD alone): the unit of the
+    exact counts below."""
+    reg, ref, _image_id, _digest = served
+    _remove(ref)
+    counts = {}
+    for state in ("absent", "present"):
+        asked = reg.manifest_requests("omnibio/tiny")
+        docker.from_env().images.pull(ref)
+        counts[state] = reg.manifest_requests("omnibio/tiny") - asked
+    _remove(ref)
+    assert counts["absent"] > 0 and counts["present"] > 0, counts
+    return counts
+
+
 def _remove(ref: str) -> None:
     with contextlib.suppress(docker.errors.ImageNotFound):
         docker.from_env().images.remove(ref)
 
 
-def _run(workdir, image: str, pull: str | None = None):
+def _run(workdir, image: str, pull: str | None = None, wdl_text: str = TASK):
     wdl = workdir / "t.wdl"
-    wdl.write_text(TASK.format(image=image))
+    wdl.write_text(wdl_text.format(image=image))
     config = {"omnibio_docker": {"pull": pull}} if pull else None
     return run_miniwdl(str(wdl), [], str(workdir), config=config)
 
@@ -55,14 +79,15 @@ def _no_leftovers(run) -> None:
     assert containers_with_label("omnibio.run", os.path.basename(run.dir)) == []
 
 
-def test_missing_pulls_an_absent_image_once_and_logs_its_id_and_digest(workdir, served):
+def test_missing_pulls_an_absent_image_once_and_logs_its_id_and_digest(workdir, served, one_pull):
     reg, ref, image_id, digest = served
     _remove(ref)
     asked = reg.manifest_requests("omnibio/tiny")
-    run = _run(workdir, ref)  # the default policy: missing
+    run = _run(workdir, ref, wdl_text=TWICE)  # the default policy: missing
     assert run.returncode == 0, run.stderr[-3000:]
-    assert run.outputs["t.said"] == "ran"
-    assert reg.manifest_requests("omnibio/tiny") > asked  # pulled
+    assert run.outputs["twice.t.said"] == ["ran", "ran"]
+    # pulled once for two tasks
+    assert reg.manifest_requests("omnibio/tiny") - asked == one_pull["absent"]
     assert f'tag: "{ref}", id: "{image_id}", digest: "{digest}"' in _image_line(run)
     asked = reg.manifest_requests("omnibio/tiny")
     (workdir / "again").mkdir()
@@ -71,13 +96,13 @@ def test_missing_pulls_an_absent_image_once_and_logs_its_id_and_digest(workdir, 
     assert reg.manifest_requests("omnibio/tiny") == asked  # present now: not asked again
 
 
-def test_always_pulls_an_image_already_here(workdir, served):
+def test_always_pulls_an_image_already_here_once_per_run(workdir, served, one_pull):
     reg, ref, image_id, digest = served
     docker.from_env().images.pull(ref)
     asked = reg.manifest_requests("omnibio/tiny")
-    run = _run(workdir, ref, pull="always")
+    run = _run(workdir, ref, pull="always", wdl_text=TWICE)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert reg.manifest_requests("omnibio/tiny") > asked
+    assert reg.manifest_requests("omnibio/tiny") - asked == one_pull["present"]
     assert f'tag: "{ref}", id: "{image_id}", digest: "{digest}"' in _image_line(run)
 
 
@@ -97,12 +122,12 @@ def _always_on_a_local_copy(workdir, local: str) -> str:
     return line
 
 
-def test_always_with_a_failing_pull_is_one_line(workdir, served):
+def test_always_with_a_failing_pull_is_one_line(workdir, served, one_pull):
     """The image is here, but under pull = always the registry's "manifest unknown" wins."""
     reg, _ref, _image_id, _digest = served
     line = _always_on_a_local_copy(workdir, f"{reg.host}/omnibio/not-served:1")
     assert "manifest unknown" in line, line  # the registry's reason
-    assert reg.manifest_requests("omnibio/not-served") > 0
+    assert reg.manifest_requests("omnibio/not-served") == one_pull["absent"]  # one pull
 
 
 def test_always_with_no_registry_answering_is_one_line(workdir):

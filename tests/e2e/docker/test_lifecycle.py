@@ -8,6 +8,7 @@ import re
 import signal
 from datetime import datetime
 
+import docker
 import pytest
 
 from tests.e2e.docker.support import Lines, run_dir, task_containers
@@ -76,26 +77,51 @@ task talk {{
     assert proc.returncode == 0, lines.text()[-3000:]
 
 
-def test_admission_queues_tasks_that_do_not_fit(workdir):
-    wdl = f"""
+HOGS = f"""
 version 1.2
 workflow big {{
-  input {{ Directory control }}
-  scatter (i in range(2)) {{ call hog {{ input: i, control }} }}
+  input {{
+    Directory control
+    Int cpus
+    String mem
+  }}
+  scatter (i in range(2)) {{ call hog {{ input: i, control, cpus, mem }} }}
 }}
 task hog {{
   input {{
     Int i
     Directory control
+    Int cpus
+    String mem
   }}
   command <<< {WAIT_FOR % "go"} >>>
-  requirements {{ container: "ubuntu:22.04" cpu: 2 }}
+  requirements {{ container: "ubuntu:22.04" cpu: cpus memory: mem }}
 }}
 """
-    proc, lines, control = _start(workdir, wdl)
+
+
+def _start_hogs(workdir, admission: bool, by: str = "cpu"):
+    """Two tasks each asking for every cpu (``by`` cpu) or 60% of the memory (``by`` memory)
+    the engine counts on this host (dockerd's NCPU and MemTotal, the admission limits): they can
+    only run side by side without admission."""
+    info = docker.from_env().info()
+    cpus = info["NCPU"] if by == "cpu" else 1
+    memory = f"{int(info['MemTotal'] * (0.6 if by == 'memory' else 0.01)) >> 20} MiB"
+    wdl = _write(workdir / "w.wdl", HOGS)
+    control = workdir / "control"
+    control.mkdir()
+    env = {"MINIWDL__OMNIBIO_DOCKER__ADMISSION": str(admission).lower()}
+    args = [f"control={control}", f"cpus={cpus}", f"mem={memory}"]
+    proc = popen_miniwdl(wdl, args, str(workdir), env=env)
+    return proc, Lines(proc.stderr), control
+
+
+@pytest.mark.parametrize("by", ["cpu", "memory"])
+def test_admission_queues_tasks_that_do_not_fit(workdir, by):
+    proc, lines, control = _start_hogs(workdir, admission=True, by=by)
     try:
         run_name = run_dir_name(str(workdir))
-        # 2 cpus each on a 2-cpu host: while the first holds them, the second waits uncreated
+        # while the first holds every cpu, the second waits uncreated
         wait_until(
             lambda: lines.has("waiting for host resources") or len(task_containers(run_name)) > 1,
             "the second task to queue (or to start beside the first)",
@@ -103,6 +129,20 @@ task hog {{
         wait_until(lambda: task_containers(run_name), "the first task's container")
         assert lines.has("waiting for host resources")
         assert len(task_containers(run_name)) == 1
+    finally:
+        _finish(proc, control)
+    assert proc.returncode == 0, lines.text()[-3000:]
+
+
+def test_admission_false_runs_tasks_that_do_not_fit_side_by_side(workdir):
+    proc, lines, control = _start_hogs(workdir, admission=False)
+    try:
+        run_name = run_dir_name(str(workdir))
+        wait_until(
+            lambda: len([c for c in task_containers(run_name) if c.status == "running"]) == 2,
+            "both tasks running at once",
+        )
+        assert not lines.has("waiting for host resources")
     finally:
         _finish(proc, control)
     assert proc.returncode == 0, lines.text()[-3000:]

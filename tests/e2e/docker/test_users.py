@@ -14,8 +14,10 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import omni_tool_runtime
 import pytest
 
+import miniwdl_omnibio
 from tests.conftest import require
 from tests.helpers import miniwdl_env
 
@@ -65,6 +67,25 @@ def user():
         subprocess.run(["userdel", name], check=True)
 
 
+@pytest.fixture(scope="module")
+def code():
+    """The code under test, copied where any user may read it: the checkout may sit under a
+    directory only its owner can enter (a clone in a mode-0700 temporary directory), and the
+    user's miniwdl must import this code, not whatever else is installed. Returns the copy's
+    root, for PYTHONPATH."""
+    root = tempfile.mkdtemp(prefix="omnibio-user-code-")
+    os.chmod(root, 0o755)
+    skip = shutil.ignore_patterns("__pycache__")
+    for package in (miniwdl_omnibio, omni_tool_runtime):
+        source = os.path.dirname(os.path.abspath(package.__file__))
+        shutil.copytree(source, os.path.join(root, os.path.basename(source)), ignore=skip)
+    for current, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.chmod(os.path.join(current, name), 0o755 if name in dirs else 0o644)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture
 def home(user):
     """A run directory the user owns (pytest's own tmp directories are root's alone)."""
@@ -84,11 +105,9 @@ def _hidden_ancestor(path: str) -> str | None:
     return None
 
 
-def _run_as(user, home: Path, *extra: str) -> dict:
-    wdl = home / "write.wdl"
-    wdl.write_text(WDL)
-    os.chown(wdl, user.pw_uid, user.pw_gid)
-    argv = [sys.executable, "-m", "WDL", "run", str(wdl), "--dir", str(home), *extra]
+def _as_user(user, home: Path, code: str, python_args: list[str]) -> subprocess.CompletedProcess:
+    """Python, run as ``user`` in ``home``, importing the code under test from ``code``."""
+    argv = [sys.executable, *python_args]
     argv = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", *argv]
     hidden = _hidden_ancestor(sys.base_prefix)
     if hidden:
@@ -97,10 +116,29 @@ def _run_as(user, home: Path, *extra: str) -> dict:
             hidden,
             *argv,
         ]
-    env = {**miniwdl_env("omnibio_docker"), "HOME": str(home)}
-    proc = subprocess.run(argv, env=env, cwd=home, capture_output=True, text=True, timeout=300)
+    env = {**miniwdl_env("omnibio_docker"), "HOME": str(home), "PYTHONPATH": code}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return subprocess.run(argv, env=env, cwd=home, capture_output=True, text=True, timeout=300)
+
+
+def _run_as(user, home: Path, code: str, *extra: str) -> dict:
+    wdl = home / "write.wdl"
+    wdl.write_text(WDL)
+    os.chown(wdl, user.pw_uid, user.pw_gid)
+    proc = _as_user(user, home, code, ["-m", "WDL", "run", str(wdl), "--dir", str(home), *extra])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
+
+
+def test_the_user_runs_the_code_under_test_wherever_the_checkout_is(user, home, code):
+    """Not a copy installed elsewhere, and not the checkout itself (the user may not read it)."""
+    probe = "import miniwdl_omnibio, omni_tool_runtime as o; print(miniwdl_omnibio.__file__, o.__file__)"
+    proc = _as_user(user, home, code, ["-c", probe])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == [
+        os.path.join(code, "miniwdl_omnibio", "__init__.py"),
+        os.path.join(code, "omni_tool_runtime", "__init__.py"),
+    ]
 
 
 def _owners(directory: Path) -> set[tuple[int, int]]:
@@ -113,16 +151,16 @@ def _owners(directory: Path) -> set[tuple[int, int]]:
     return found
 
 
-def test_as_me_runs_the_command_as_the_invoking_user(user, home):
-    run = _run_as(user, home, "--as-me")
+def test_as_me_runs_the_command_as_the_invoking_user(user, home, code):
+    run = _run_as(user, home, code, "--as-me")
     assert run["outputs"]["write.uid"] == user.pw_uid
     made = Path(run["outputs"]["write.made"]).resolve()
     assert (made.stat().st_uid, made.stat().st_gid) == (user.pw_uid, user.pw_gid)
     assert _owners(Path(run["dir"])) == {(user.pw_uid, user.pw_gid)}
 
 
-def test_outputs_are_chowned_back_to_a_user_who_is_not_root(user, home):
-    run = _run_as(user, home)
+def test_outputs_are_chowned_back_to_a_user_who_is_not_root(user, home, code):
+    run = _run_as(user, home, code)
     assert run["outputs"]["write.uid"] == 0  # the image's root wrote them ...
     made = Path(run["outputs"]["write.made"]).resolve()
     assert (made.stat().st_uid, made.stat().st_gid) == (user.pw_uid, user.pw_gid)

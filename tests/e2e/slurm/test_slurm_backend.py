@@ -8,13 +8,10 @@ import subprocess
 import time
 
 import pytest
-from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.engines.base import Phase, Submitted
-from miniwdl_omnibio.engines.slurm import SlurmEngine
-from tests.e2e.slurm.conftest import active_jobs, slurm_config
+from tests.e2e.slurm.conftest import active_jobs, sacct, slurm_config, start_engine
 from tests.helpers import (
-    config_env,
     error_line,
     popen_miniwdl,
     run_dir_name,
@@ -45,6 +42,23 @@ def write(rundir, name, text):
     return path
 
 
+def assert_results_verified(run, count: int) -> None:
+    """The SCATTER run of ``count`` tasks succeeded, each result came from its own attempt and
+    was verified, and each task's stderr line is in its stderr.txt."""
+    assert run.returncode == 0, run.stderr[-3000:]
+    workflow_run = os.path.basename(run.dir)
+    calls = [f"call-echo-{i:0{len(str(count - 1))}d}" for i in range(count)]  # miniwdl pads
+    results = []
+    for path in run.outputs["fan.results"]:
+        with open(path) as infile:
+            results.append(json.load(infile))
+    assert sorted(r["run_id"] for r in results) == [f"{workflow_run}.{c}.1" for c in calls]
+    assert run.stderr.count("result verified") == count
+    for i, call in enumerate(calls):
+        with open(os.path.join(run.dir, call, "stderr.txt")) as infile:
+            assert f"line {i}" in infile.read()
+
+
 def test_scatter_in_one_array_with_results_verified(shared_dir, rundir):
     wdl = write(rundir, "fan.wdl", SCATTER)
     run = run_miniwdl(
@@ -54,20 +68,27 @@ def test_scatter_in_one_array_with_results_verified(shared_dir, rundir):
         backend="omnibio_slurm",
         config={**slurm_config(shared_dir, results=True), "scheduler": {"task_concurrency": "4"}},
     )
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert_results_verified(run, 4)
     workflow_run = os.path.basename(run.dir)
-    results = []
-    for path in run.outputs["fan.results"]:
-        with open(path) as infile:
-            results.append(json.load(infile))
-    assert sorted(r["run_id"] for r in results) == [
-        f"{workflow_run}.call-echo-{i}.1" for i in range(4)
-    ]
-    assert run.stderr.count("result verified") == 4
-    # ready together: one sbatch --array for the four attempts
-    assert '"elements": 4' in run.stderr or "elements: 4" in run.stderr, run.stderr[-3000:]
-    with open(os.path.join(run.dir, "call-echo-2", "stderr.txt")) as infile:
-        assert "line 2" in infile.read()
+
+    # ready together: one sbatch --array for the four attempts, as Slurm's accounting saw it
+    # (slurmctld sends each job's end to slurmdbd a moment after the job ends)
+    def recorded() -> dict[str, str]:
+        return {
+            job_id: state
+            for job_id, name, state in sacct(
+                "--starttime=now-6hours", "--format=JobID,JobName,State"
+            )
+            if name.startswith(workflow_run + ".")
+        }
+
+    jobs = wait_until(
+        lambda: list(recorded().values()).count("COMPLETED") >= 4 and recorded(),
+        "4 completed jobs of the run in sacct",
+        60,
+    )
+    (array,) = {job_id.split("_")[0] for job_id in jobs}
+    assert jobs == {f"{array}_{i}": "COMPLETED" for i in range(4)}, jobs
     log = os.path.join(run.dir, "call-echo-2", "slurm", "attempt1.exit")
     with open(log) as infile:
         assert "exit_code=0" in infile.read()
@@ -187,17 +208,6 @@ def test_out_of_memory_is_named(shared_dir, rundir):
     assert "exceeding the memory limit" in json.dumps(run.error_json()), run.stderr[-2000:]
 
 
-def start_engine(shared_dir, monkeypatch):
-    """An engine in this process, started as miniwdl starts it (without the probe job)."""
-    for name in [n for n in os.environ if n.startswith("MINIWDL__")]:
-        monkeypatch.delenv(name)
-    config = slurm_config(shared_dir, probe="false")
-    for key, value in config_env(config).items():
-        monkeypatch.setenv(key, value)
-    logger = logging.getLogger("test")
-    return SlurmEngine.start(Loader(logger, filenames=[]), logger)
-
-
 @pytest.fixture
 def engine(shared_dir, monkeypatch):
     return start_engine(shared_dir, monkeypatch)
@@ -248,7 +258,8 @@ def test_the_next_start_cancels_the_jobs_of_a_sigkilled_launcher(shared_dir, run
 
 def test_exit_record_answers_once_slurm_has_forgotten_the_job(engine, rundir):
     """A final record needs no Slurm command. A record a signal ended asks squeue; past
-    MinJobAge and without accounting it says "Invalid job id", and the record counts."""
+    MinJobAge it says "Invalid job id", sacct (the rig has accounting) knows no such job either,
+    and the record counts."""
     attempt = make_attempt(os.path.join(rundir, "call-x"), engine.settings.host_root)
     request = engine.translate(attempt)
     os.makedirs(request.files.host_dir)
@@ -256,7 +267,7 @@ def test_exit_record_answers_once_slurm_has_forgotten_the_job(engine, rundir):
     engine.cli.counts.clear()  # count from here, not the start's own commands
     engine._requests[forgotten] = request
     record = Submitted(forgotten, attempt, logging.getLogger("test"), time.monotonic())
-    for signalled, code, squeues in (("false", 3, 0), ("true", 143, 1)):
+    for signalled, code, asked in (("false", 3, 0), ("true", 143, 1)):
         write(
             request.files.host_dir,
             "attempt1.exit",
@@ -264,4 +275,4 @@ def test_exit_record_answers_once_slurm_has_forgotten_the_job(engine, rundir):
         )
         status = engine.fetch([record])[forgotten]
         assert status.phase is Phase.DONE and status.exit_code == code
-        assert engine.cli.counts["squeue"] == squeues and not engine.cli.counts["sacct"]
+        assert engine.cli.counts["squeue"] == asked and engine.cli.counts["sacct"] == asked

@@ -60,8 +60,24 @@ def test_gpu_larger_than_any_node(shared_dir, rundir):
 
 
 def test_shared_path_the_node_cannot_see(shared_dir, rundir):
-    line = run_hello(shared_dir, rundir, node_mount_path="/nonexistent/shared")
-    assert "cannot read /nonexistent/shared/" in line and "node_mount_path" in line
+    line = run_hello(shared_dir, rundir, node_mount_path="/nonexistent/shared", probe="true")
+    # the probe job's finding, before any task's job
+    assert "a Slurm node cannot read /nonexistent/shared/" in line and "node_mount_path" in line
+
+
+def test_container_runtime_the_node_lacks(shared_dir, rundir):
+    line = run_hello(shared_dir, rundir, container_runtime="apptainer", probe="true")
+    assert "apptainer is not on the PATH of the Slurm nodes" in line, line
+
+
+def test_qos_unknown_to_the_accounting_database(accounting, shared_dir, rundir):
+    line = run_hello(shared_dir, rundir, qos="nosuch")
+    assert "[omnibio_slurm] qos" in line and "knows no qos 'nosuch'" in line, line
+
+
+def test_account_unknown_to_the_accounting_database(accounting, shared_dir, rundir):
+    line = run_hello(shared_dir, rundir, account="nosuch")
+    assert "[omnibio_slurm] account" in line and "knows no account 'nosuch'" in line, line
 
 
 def test_missing_image(shared_dir, rundir):

@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import require
 from tests.e2e.tes.support import moto_s3
 from tests.emulators.tes_server import S3Access, TesServer
+from tests.emulators.tes_server.profiles import PROFILES
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +28,15 @@ def moto(docker_rig, tmp_path_factory):
 def tes_server(moto):
     """A server that behaves like the real ones: inputs and outputs through S3, no host mounts."""
     with TesServer(s3=S3Access(moto.endpoint, "testing", "testing"), workers=4) as server:
+        yield server
+
+
+@pytest.fixture(scope="session", params=PROFILES)
+def profile_server(request, moto):
+    """The test server as each real implementation behaves (tests/emulators/tes_server/
+    profiles.py); room for another client's tasks beside a run's."""
+    access = S3Access(moto.endpoint, "testing", "testing")
+    with TesServer(profile=request.param, s3=access, workers=6) as server:
         yield server
 
 

@@ -2,6 +2,8 @@
 
 import os
 
+import requests
+
 from tests.e2e.tes.support import tes_config
 from tests.helpers import miniwdl_env, popen_miniwdl, run_miniwdl
 
@@ -72,3 +74,29 @@ def logs_of(run):
     for current, _dirs, files in os.walk(run.dir or ""):
         text += [read(os.path.join(current, f)) for f in files if f.endswith(".log")]
     return "\n".join(text)
+
+
+def api(server):
+    """Where the server serves the TES API (the first of its base paths)."""
+    return server.url + server.base_paths[0]
+
+
+def create_task(server, tags, seconds=600):
+    """Another client's task, straight over HTTP: it sleeps, carrying ``tags``."""
+    executor = {"image": "ubuntu:22.04", "command": ["sleep", str(seconds)]}
+    task = {"name": "another-client", "executors": [executor], "tags": tags}
+    answer = requests.post(f"{api(server)}/tasks", json=task, timeout=10)
+    answer.raise_for_status()
+    return str(answer.json()["id"])
+
+
+def states(server, ids):
+    """The tasks' states, in the order of ``ids``."""
+    found = {t["id"]: t["state"] for t in server.tasks()}
+    return [found[i] for i in ids]
+
+
+def cancel_active(server, ids):
+    for task_id, state in zip(ids, states(server, ids), strict=True):
+        if state in ACTIVE:
+            requests.post(f"{api(server)}/tasks/{task_id}:cancel", timeout=10).raise_for_status()

@@ -1,19 +1,15 @@
-"""omnibio_tes against servers that answer as real ones sometimes do: a lost create answer,
-throttling without Retry-After, the API at /v1 only, credentials; and cancellation at exit of
-everything the server lists under this process's launcher tag."""
+"""omnibio_tes against servers that answer as real ones sometimes do: throttling without
+Retry-After, the API at /v1 only, credentials. A lost create answer and cancellation at exit
+run against every server profile in test_tes_profiles.py."""
 
 import re
-import signal
 from datetime import datetime
 
 import pytest
-import requests
 
-from miniwdl_omnibio.engines.tes import LAUNCHER_TAG
-from tests.e2e.tes.runs import ACTIVE, logs_of, run, run_tasks, running_tasks, start
+from tests.e2e.tes.runs import logs_of, run, run_tasks
 from tests.e2e.tes.support import tes_config
 from tests.emulators.tes_server import S3Access, TesServer
-from tests.helpers import wait_until
 
 HELLO = """
 version 1.1
@@ -23,14 +19,6 @@ task hello {
   runtime { docker: "ubuntu:22.04" }
 }
 """
-
-
-def test_a_lost_create_answer_creates_one_task(tes_server, moto, rundir):
-    tes_server.fault("create", 503, after=True)  # created, but the answer is lost
-    done = run(tes_server, moto, rundir, HELLO)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert len(run_tasks(tes_server, done.dir)) == 1
-    assert "TES task was created by the failed request" in logs_of(done)
 
 
 def test_throttling_without_retry_after_on_create_and_polls(tes_server, moto, rundir):
@@ -87,48 +75,3 @@ def test_credentials_accepted_and_never_logged(moto, rundir, auth):
         assert server.count("unauthorized") == 0
     logs = logs_of(done)
     assert f'auth: "{auth}"' in logs and secret not in logs
-
-
-NAP = """
-version 1.1
-task nap {
-  command <<< sleep 300 >>>
-  runtime { docker: "ubuntu:22.04" }
-}
-"""
-
-
-def test_exit_cancels_what_the_server_lists_under_the_launcher_tag(tes_server, moto, rundir):
-    """A task this process does not track (its create answer was lost, say) but that carries its
-    launcher tag is cancelled when miniwdl exits, with the run's own task; another client's task
-    is left alone."""
-    proc = start(tes_server, moto, rundir, NAP)
-    tasks_url = tes_server.url + "/ga4gh/tes/v1/tasks"
-    created: list[str] = []
-
-    def create(launcher: str) -> str:
-        executor = {"image": "ubuntu:22.04", "command": ["sleep", "300"]}
-        task = {"executors": [executor], "tags": {LAUNCHER_TAG: launcher}}
-        created.append(str(requests.post(tasks_url, json=task, timeout=10).json()["id"]))
-        return created[-1]
-
-    def states(*ids: str) -> tuple[str, ...]:
-        found = {t["id"]: t["state"] for t in tes_server.tasks()}
-        return tuple(found[i] for i in ids)
-
-    try:
-        (nap,) = wait_until(lambda: running_tasks(tes_server, rundir, 1), "the run's task to run")
-        ids = (nap["id"], create(nap["tags"][LAUNCHER_TAG]), create("another-process"))
-        wait_until(lambda: states(*ids) == ("RUNNING",) * 3, "the two other tasks to run")
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=90)
-        wait_until(
-            lambda: states(*ids) == ("CANCELED", "CANCELED", "RUNNING"),
-            "the run's task and the stray cancelled, the other client's task still running",
-        )
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        for task_id in created:
-            if states(task_id)[0] in ACTIVE:
-                requests.post(f"{tasks_url}/{task_id}:cancel", timeout=10).raise_for_status()

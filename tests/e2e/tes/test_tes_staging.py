@@ -4,27 +4,24 @@ downloads inputs from and uploads outputs to moto S3 and mounts nothing from thi
 import json
 import logging
 import os
-import signal
 
 import requests
 from WDL.runtime.cache import CallCache
 from WDL.runtime.config import Loader
 
+from miniwdl_omnibio.engines.tes_staging import CONTENT_MAX_BYTES
 from tests.e2e.tes.runs import (
-    ACTIVE,
     env_for,
     logs_of,
     read,
     run,
     run_tasks,
-    running_tasks,
     staged_keys,
-    start,
     write,
 )
 from tests.e2e.tes.support import BUCKET, tes_config
 from tests.emulators.tes_server import S3Access, TesServer
-from tests.helpers import error_line, wait_until
+from tests.helpers import error_line
 
 SCATTER = r"""
 version 1.2
@@ -151,76 +148,16 @@ def test_nonzero_exit_fails_with_its_failure_info(tes_server, moto, rundir):
     assert "going down" in read(cause["stderr_file"])
 
 
-def test_a_server_that_keeps_failed_outputs_still_gives_stderr(moto, rundir):
-    """TESK uploads no outputs after a failed executor: stderr comes from the executor log."""
+def test_on_tesk_a_failed_tasks_stderr_comes_from_the_executor_log(moto, rundir):
+    """TESK uploads no outputs after a failed executor, and its executor log has no stderr: the
+    pod's log (both streams) is the executor log's stdout, where the command repeats stderr."""
     access = S3Access(moto.endpoint, "testing", "testing")
-    with TesServer(s3=access, upload_on_error=False, workers=1) as tesk_like:
-        done = run(tesk_like, moto, rundir, BOOM)
+    with TesServer(profile="tesk", s3=access, workers=1) as tesk:
+        done = run(tesk, moto, rundir, BOOM)
     cause = done.error_json()["cause"]
     assert cause["exit_status"] == 7 and "going down" in read(cause["stderr_file"])
+    assert "going down" in cause["tes_stderr_tail"]
     assert "outputs not uploaded by the server" in logs_of(done)
-
-
-PREEMPTIBLE = r"""
-version 1.1
-task nap {
-  command <<<
-    # the first attempt runs until the test preempts it (RUN_ID ends with the attempt number)
-    case "$RUN_ID" in *.1) sleep 600 ;; esac
-    python3 -m miniwdl_omnibio.runtime.echo_test >&2
-  >>>
-  output { File result = "omnibio_result.json" }
-  runtime { docker: "omnibio/runtime:latest" preemptible: 1 }
-}
-"""
-
-
-def test_preemption_is_retried(tes_server, moto, rundir):
-    proc = start(tes_server, moto, rundir, PREEMPTIBLE, results_dir=os.path.join(rundir, "r"))
-    try:
-        (first,) = wait_until(lambda: running_tasks(tes_server, rundir, 1), "the task to run")
-        preempt = f"{tes_server.url}/_fixture/tasks/{first['id']}:preempt"
-        requests.post(preempt, timeout=10).raise_for_status()
-        stdout, stderr = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, stderr[-3000:]
-    tasks = run_tasks(tes_server, json.loads(stdout)["dir"])
-    assert [t["state"] for t in tasks] == ["PREEMPTED", "COMPLETE"]
-    assert [t["tags"]["omnibio.attempt"] for t in tasks] == ["1", "2"]
-    assert "interrupted task will be retried" in stderr
-
-
-SLEEPY = r"""
-version 1.1
-workflow sleepy {
-  scatter (i in range(3)) { call nap { input: i = i } }
-}
-task nap {
-  input { Int i }
-  command <<< sleep 300 >>>
-  runtime { docker: "ubuntu:22.04" }
-}
-"""
-
-
-def test_sigint_leaves_no_task_active_and_nothing_staged(tes_server, moto, s3, rundir):
-    proc = start(tes_server, moto, rundir, SLEEPY, task_concurrency=3)
-    try:
-        wait_until(lambda: running_tasks(tes_server, rundir, 3), "three tasks to run")
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0
-    run_dir = os.path.join(rundir, next(d for d in os.listdir(rundir) if d[:8].isdigit()))
-    tasks = run_tasks(tes_server, run_dir)
-    assert tasks and all(t["state"] not in ACTIVE for t in tasks), [t["state"] for t in tasks]
-    assert {t["state"] for t in tasks} == {"CANCELED"}
-    assert not tes_server.containers()
-    assert not [k for k in staged_keys(s3, BUCKET) if os.path.basename(run_dir) in k]
 
 
 SLOW = """
@@ -283,3 +220,36 @@ def test_offline_selftest_passes(tes_server, moto, rundir):
     from miniwdl_omnibio.selftest import run as selftest
 
     assert selftest("omnibio_tes", rundir, env=env_for(tes_server, moto)) == []
+
+
+BIG = r"""
+version 1.2
+task big {
+  input { Directory empty }
+  command <<<
+    ls -A '~{empty}' | wc -l > entries.txt
+    if test -d '~{empty}'; then echo there; else echo missing; fi > there.txt
+    : '%s'
+    wc -c < "$0" > length.txt
+  >>>
+  output { Int entries = read_int("entries.txt")  String there = read_string("there.txt") }
+  runtime { docker: "ubuntu:22.04" }
+}
+"""
+
+
+def test_an_empty_directory_is_a_volume_and_a_long_command_is_uploaded(tes_server, moto, rundir):
+    """An empty Directory input becomes a TES volume (no object can stand for it); a command
+    longer than the 128 KiB the spec asks servers to take as content goes as a staged URL."""
+    empty = os.path.join(rundir, "empty")
+    os.makedirs(empty)
+    filler = "x" * (CONTENT_MAX_BYTES + 1024)
+    done = run(tes_server, moto, rundir, BIG % filler, [f"empty={empty}"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.outputs["big.entries"] == 0 and done.outputs["big.there"] == "there"
+    (task,) = run_tasks(tes_server, done.dir)
+    (volume,) = task["volumes"]
+    assert not [i for i in task["inputs"] if i["path"] == volume]
+    command = next(i for i in task["inputs"] if i["path"].endswith("/command"))
+    assert "content" not in command and command["url"].startswith(f"s3://{BUCKET}/tes/")
+    assert os.path.getsize(os.path.join(done.dir, "command")) > CONTENT_MAX_BYTES

@@ -116,10 +116,6 @@ def validate_task(doc: Any) -> dict[str, Any]:
         parameters is None or _is_str_map(parameters),
         "resources.backend_parameters must map strings to strings",
     )
-    # the spec: backend_parameters "Keys are case insensitive"; TES on Azure refuses keys that
-    # differ only by case ("Duplicate backend_parameters were specified")
-    lowered = [k.lower() for k in parameters or {}]
-    require(len(lowered) == len(set(lowered)), "Duplicate backend_parameters were specified")
     task = {
         k: copy.deepcopy(v) for k, v in doc.items() if k not in ("state", "logs", "creation_time")
     }

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from miniwdl_omnibio.runtime.store import put_s3
+from miniwdl_omnibio.runtime.store import S3Store
 
 
 @dataclass
@@ -10,4 +10,4 @@ class S3Uploader:
     aws_profile: str | None = None
 
     def upload_bytes(self, *, bucket: str, key: str, data: bytes, content_type: str) -> None:
-        put_s3(bucket, key, data, content_type, profile=self.aws_profile or None)
+        S3Store(bucket, "", profile=self.aws_profile or None).put_bytes(data, key, content_type)

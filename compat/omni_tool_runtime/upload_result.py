@@ -52,9 +52,8 @@ def _parse_azureblob(result_uri: str) -> tuple[str, str, str]:
     return _parts(result_uri, "azureblob", "azureblob")
 
 
-def _parse_gs(result_uri: str) -> tuple[str, str]:
-    _, bucket, key = _parts(result_uri, "gs", "gs://")
-    return bucket, key
+def _check_gs(result_uri: str) -> None:
+    _parts(result_uri, "gs", "gs://")
 
 
 def _check_size(payload: bytes) -> None:
@@ -106,10 +105,9 @@ def upload_to_result_uri(
         ).upload_bytes(
             container=container, blob_path=blob_path, data=payload, content_type=content_type
         )
-    elif scheme == "gs":
-        bucket, key = _parse_gs(target)
-        store.put_gcs(bucket, key, payload, content_type)
-    elif scheme == "file":
+    elif scheme in ("gs", "file"):
+        if scheme == "gs":
+            _check_gs(target)  # a malformed gs:// URI gets upstream's message
         store.upload_result(target, payload, content_type)
     else:
         raise ValueError(f"Unsupported RESULT_URI scheme {scheme!r}: {target}")
