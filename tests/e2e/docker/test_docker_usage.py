@@ -66,3 +66,18 @@ def test_the_attempt_keeps_the_commands_exit_code(workdir):
     row = _trace_row(run)
     assert row["exit_code"] == 3 and row["ending"] == "failed", row
     assert row["peak_memory"] >= 200 * MIB and row["cpu_seconds"] >= 2.0, row
+
+
+def test_an_oom_kill_is_in_the_record_as_docker_says(workdir):
+    """Under a hard limit the kernel kills python, not the job script: docker's OOMKilled and
+    the record's oom_kill agree, and the peak is the limit's."""
+    wdl = workdir / "burn.wdl"
+    wdl.write_text(USAGE_WDL.replace('memory: "400 MiB"', 'memory: "100 MiB"'))
+    config = {"task_runtime": {"memory_limit_multiplier": "1.0"}}
+    run = run_miniwdl(str(wdl), [], str(workdir), config=config)
+    assert run.returncode != 0
+    row = _trace_row(run)
+    assert row["ending"] == "oom" and row["exit_code"] == 137, row
+    assert 90 * MIB <= row["peak_memory"] <= 100 * MIB, row
+    _started, found = read_exit_record(os.path.join(run_dir(run), RECORD_DIR, "omnibio_exit.1"))
+    assert found is not None and found.oom and found.exit_code == 137, found
