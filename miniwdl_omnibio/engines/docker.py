@@ -59,6 +59,9 @@ RECONNECT_MAX = 30.0  # seconds between two attempts to reopen a broken event st
 # the same place under the task's container directory (the parent of its working directory)
 RECORD_DIR = "omnibio_record"
 USAGE_SOURCE = "container cgroup, read by the job script"
+# a record written as root goes to the launcher's user: miniwdl chmods the whole run directory
+# at the end (WDL.runtime.task: chmod_R_plus), which fails on a file another user owns
+HAND_BACK = f'[ "$(id -u)" = 0 ] && chown {os.geteuid()}:{os.getegid()} "$EXIT" 2>/dev/null'
 
 
 class Admission:
@@ -329,7 +332,9 @@ class DockerEngine(Engine[DockerRequest]):
         missing = f"{record_dir} is not mounted"  # docker refuses a missing bind source first
         return DockerRequest(
             image=attempt.image,
-            argv=tuple(jobscript_command(attempt.argv, record, record_dir, missing)),
+            argv=tuple(
+                jobscript_command(attempt.argv, record, record_dir, missing, recorded=HAND_BACK)
+            ),
             workdir=attempt.workdir,
             env=attempt.env,
             user=attempt.user,
