@@ -61,7 +61,9 @@ RECORD_DIR = "omnibio_record"
 USAGE_SOURCE = "container cgroup, read by the job script"
 # a record written as root goes to the launcher's user: miniwdl chmods the whole run directory
 # at the end (WDL.runtime.task: chmod_R_plus), which fails on a file another user owns
-HAND_BACK = f'[ "$(id -u)" = 0 ] && chown {os.geteuid()}:{os.getegid()} "$EXIT" 2>/dev/null'
+HAND_BACK = (
+    f'[ "$(id -u 2>/dev/null)" = 0 ] && chown {os.geteuid()}:{os.getegid()} "$EXIT" 2>/dev/null'
+)
 
 
 class Admission:
