@@ -11,13 +11,14 @@ import contextlib
 import json
 import logging
 import os
+import posixpath
 import re
 import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +34,8 @@ from WDL.runtime import config as miniwdl_config
 from ..attempt import TAG_RUN, TaskAttempt
 from ..config import Settings
 from .base import QUEUED, RUNNING, Engine, Phase, Status, Submitted
+from .jobscript import ExitRecord, exit_record, read_exit_record
+from .jobscript import command as jobscript_command
 
 # One value per miniwdl process, "<host>:<pid namespace>:<pid>:<random>": what shutdown removes,
 # and what a later run on this host uses to remove what a killed process left behind.
@@ -52,6 +55,15 @@ RUNNING_STATES = ("running", "paused")
 # listing of this process's containers costs about as much as a few inspects)
 INSPECT_AT_MOST = 8
 RECONNECT_MAX = 30.0  # seconds between two attempts to reopen a broken event stream, at most
+# the directory of the task's host directory that holds its attempts' exit records, mounted at
+# the same place under the task's container directory (the parent of its working directory)
+RECORD_DIR = "omnibio_record"
+USAGE_SOURCE = "container cgroup, read by the job script"
+# a record written as root goes to the launcher's user: miniwdl chmods the whole run directory
+# at the end (WDL.runtime.task: chmod_R_plus), which fails on a file another user owns
+HAND_BACK = (
+    f'[ "$(id -u 2>/dev/null)" = 0 ] && chown {os.geteuid()}:{os.getegid()} "$EXIT" 2>/dev/null'
+)
 
 
 class Admission:
@@ -193,6 +205,7 @@ class DockerRequest:
     name: str  # a random suffix is added at submission
     host_config: Mapping[str, Any]  # create_host_config keywords, network_mode aside
     network: str | None  # runtime.docker_network when allowed; None: the engine's network
+    record: str  # host path of the attempt's exit record (its directory is made at submission)
     notes: tuple[str, ...] = ()  # warnings for the task log (e.g. a refused docker_network)
 
 
@@ -285,11 +298,13 @@ class DockerEngine(Engine[DockerRequest]):
 
     def translate(self, attempt: TaskAttempt) -> DockerRequest:
         resources = attempt.resources
+        record_dir = posixpath.join(posixpath.dirname(attempt.workdir), RECORD_DIR)
         host_config: dict[str, Any] = dict(
             mounts=[
                 DockerMount(m.container_path, m.host_path, type="bind", read_only=m.read_only)
                 for m in attempt.mounts
-            ],
+            ]
+            + [DockerMount(record_dir, record_host_dir(attempt.host_dir), type="bind")],
             nano_cpus=resources.cpu * 1_000_000_000,
             group_add=[str(os.getegid())],
             privileged=attempt.privileged,
@@ -315,9 +330,13 @@ class DockerEngine(Engine[DockerRequest]):
                 "allow_networks",
             )
         safe_run_id = "".join(c if c.isalnum() or c in "_.-" else "-" for c in attempt.run_id)
+        record = exit_record(record_dir, attempt.attempt)
+        missing = f"{record_dir} is not mounted"  # docker refuses a missing bind source first
         return DockerRequest(
             image=attempt.image,
-            argv=attempt.argv,
+            argv=tuple(
+                jobscript_command(attempt.argv, record, record_dir, missing, recorded=HAND_BACK)
+            ),
             workdir=attempt.workdir,
             env=attempt.env,
             user=attempt.user,
@@ -325,6 +344,7 @@ class DockerEngine(Engine[DockerRequest]):
             name=f"omnibio-{safe_run_id[-160:]}",
             host_config=host_config,
             network=network,
+            record=record_path(attempt),
             notes=notes,
         )
 
@@ -406,6 +426,7 @@ class DockerEngine(Engine[DockerRequest]):
             logger.warning(note)
         image_id = self.image(request.image, logger)
         network = self.network_mode(request, image_id, logger)
+        prepare_record(request.record)
         created = self.api.create_container(
             image_id,
             list(request.argv),
@@ -447,7 +468,13 @@ class DockerEngine(Engine[DockerRequest]):
                 all=True, filters={"label": f"{LAUNCHER_LABEL}={self.launcher}"}
             )
             listed = {c["Id"]: c.get("State", "") for c in containers}
-        return {record.handle: self._status(record.handle, listed) for record in records}
+        statuses = {}
+        for record in records:
+            status = self._status(record.handle, listed)
+            if status.phase is Phase.DONE and status.exit_code is not None:
+                status = with_usage(status, read_exit_record(record_path(record.attempt))[1])
+            statuses[record.handle] = status
+        return statuses
 
     def _status(self, handle: str, listed: Mapping[str, str] | None) -> Status:
         state = listed.get(handle) if listed is not None else ""
@@ -524,6 +551,39 @@ def container_status(state: Mapping[str, Any]) -> Status:
         oom=bool(state.get("OOMKilled")),
         reason=str(state.get("Error") or state.get("Status") or ""),
     )
+
+
+def record_host_dir(host_dir: str) -> str:
+    """The task's directory of exit records (RECORD_DIR)."""
+    return os.path.join(host_dir, RECORD_DIR)
+
+
+def record_path(attempt: TaskAttempt) -> str:
+    """The host path of the attempt's exit record."""
+    return exit_record(record_host_dir(attempt.host_dir), attempt.attempt)
+
+
+def prepare_record(path: str) -> None:
+    """Make the record's directory writable by the container (its user is in the launcher's
+    group: group_add) and drop a record left by an earlier submission of the same attempt."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    os.chmod(directory, 0o770)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def with_usage(status: Status, record: ExitRecord | None) -> Status:
+    """An exited container's status with what its exit record adds: the measured usage, and the
+    cgroup's oom_kill beside docker's OOMKilled (both count the container's cgroup). The exit
+    code stays docker's: the wrapper exits with the command's."""
+    if record is None:
+        return status
+    usage = record.usage()
+    details = status.details
+    if usage:
+        details = {**details, "usage": {**usage, "source": USAGE_SOURCE}}
+    return replace(status, oom=status.oom or record.oom, details=details)
 
 
 def _event_time(system_time: str) -> str | None:

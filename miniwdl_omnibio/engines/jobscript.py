@@ -100,7 +100,7 @@ omnibio_record() {
 _WRAPPER = """{prepare}"$@"
 rc=$?
 omnibio_record "$EXIT" "$rc" 2>/dev/null
-{on_failure}exit "$rc"
+{recorded}{on_failure}exit "$rc"
 """
 
 
@@ -115,7 +115,12 @@ def double_quoted(text: str) -> str:
 
 
 def wrapper(
-    record: str, visible: str, missing: str, prepare: str = "", on_failure: str = ""
+    record: str,
+    visible: str,
+    missing: str,
+    prepare: str = "",
+    on_failure: str = "",
+    recorded: str = "",
 ) -> str:
     """The sh script that runs its arguments as the task's command and writes ``record`` (paths
     as the job sees them). ``visible`` is a file the launcher wrote before submitting: the
@@ -124,7 +129,8 @@ def wrapper(
     stderr, the body of a double-quoted string (its ``$VARIABLES`` expand, e.g. a node id;
     ``double_quoted`` escapes literal text), and exits ``MISSING_FILESYSTEM_EXIT``. ``prepare``
     runs before the command (after the record says it runs), ``on_failure`` after a non-zero
-    exit; both are sh lines an engine adds."""
+    exit, ``recorded`` after the record is written (e.g. to hand it to the launcher's user); all
+    are sh lines an engine adds."""
     head = (
         f"EXIT={shlex.quote(record)}\n"
         f'[ -e {shlex.quote(visible)} ] || {{ echo "omnibio: {missing}" >&2; '
@@ -135,14 +141,18 @@ def wrapper(
     return (
         FUNCTIONS
         + head
-        + _WRAPPER.format(prepare=prepare + "\n" if prepare else "", on_failure=failure)
+        + _WRAPPER.format(
+            prepare=prepare + "\n" if prepare else "",
+            recorded=recorded + "\n" if recorded else "",
+            on_failure=failure,
+        )
     )
 
 
 def command(
     argv: Sequence[str], record: str, visible: str, missing: str, **hooks: str
 ) -> list[str]:
-    """``argv`` run by ``wrapper`` (``hooks``: its ``prepare`` and ``on_failure``)."""
+    """``argv`` run by ``wrapper`` (``hooks``: its ``prepare``, ``on_failure``, ``recorded``)."""
     return ["/bin/sh", "-c", wrapper(record, visible, missing, **hooks), "omnibio", *argv]
 
 

@@ -3,6 +3,7 @@
 import dataclasses
 import logging
 import os
+import subprocess
 import types
 
 import docker
@@ -14,10 +15,13 @@ from miniwdl_omnibio.engines.base import Phase
 from miniwdl_omnibio.engines.docker import (
     INSPECT_AT_MOST,
     LAUNCHER_LABEL,
+    RECORD_DIR,
+    USAGE_SOURCE,
     DockerEngine,
     DockerSettings,
     _event_time,
 )
+from miniwdl_omnibio.engines.jobscript import read_exit_record
 
 
 class RecordingApi:
@@ -50,9 +54,8 @@ def _engine(api, monkeypatch):
     return DockerEngine(client, settings, {"cpu": 2, "mem_bytes": 4 << 30})
 
 
-def test_translation(monkeypatch):
-    api = RecordingApi()
-    attempt = TaskAttempt(
+def _attempt(host_dir: str) -> TaskAttempt:
+    return TaskAttempt(
         run_id="run.call-x.1",
         call="call-x",
         workflow_run="run",
@@ -75,11 +78,16 @@ def test_translation(monkeypatch):
             max_interruptions=0,
         ),
         tags={"omnibio.run": "run"},
-        stdout_path="/runs/stdout.txt",
-        stderr_path="/runs/stderr.txt",
-        host_dir="/runs",
+        stdout_path=f"{host_dir}/stdout.txt",
+        stderr_path=f"{host_dir}/stderr.txt",
+        host_dir=host_dir,
         user="1000:1000",
     )
+
+
+def test_translation(monkeypatch, tmp_path):
+    api = RecordingApi()
+    attempt = _attempt(str(tmp_path))
     engine = _engine(api, monkeypatch)
     request = engine.translate(attempt)
     assert request == engine.translate(attempt)  # pure: the same attempt, the same request
@@ -87,15 +95,18 @@ def test_translation(monkeypatch):
     assert engine.submit(request, logging.getLogger("test")) == "c0ffee"
     created = api.created
     host = created["host_config"]
-    assert (
-        created["command"] == ["/bin/sh", "-c", "true"] and created["working_dir"] == "/mnt/c/work"
-    )
+    # the task's argv, run by the job script that writes the exit record (see below)
+    assert created["command"][:2] == ["/bin/sh", "-c"]
+    assert created["command"][3:] == ["omnibio", "/bin/sh", "-c", "true"]
+    assert created["working_dir"] == "/mnt/c/work"
     assert created["environment"] == {"TOOL_ID": "x"} and created["user"] == "1000:1000"
     assert created["labels"] == {"omnibio.run": "run", LAUNCHER_LABEL: engine.launcher}
     assert [(m["Source"], m["Target"], m["ReadOnly"]) for m in host["Mounts"]] == [
         ("/data/in.txt", "/mnt/c/work/_miniwdl_inputs/0/in.txt", True),
         ("/runs/w", "/mnt/c/work", False),
+        (str(tmp_path / RECORD_DIR), f"/mnt/c/{RECORD_DIR}", False),
     ]
+    assert os.stat(tmp_path / RECORD_DIR).st_mode & 0o777 == 0o770  # for the image's user too
     assert (
         host["NanoCpus"] == 2_000_000_000
         and host["Memory"] == 2 << 30
@@ -127,8 +138,52 @@ class StateApi(RecordingApi):
         return {"State": self.inspected[handle]}
 
 
-def _records(handles):
-    return [types.SimpleNamespace(handle=h) for h in handles]
+def _records(handles, host_dir="/nonexistent"):
+    attempt = _attempt(host_dir)
+    return [types.SimpleNamespace(handle=h, attempt=attempt) for h in handles]
+
+
+def test_the_wrapped_command_keeps_its_exit_code_and_records_the_cgroup(monkeypatch, tmp_path):
+    """The container's command, run here by sh with the record's directory mapped to tmp_path
+    and a cgroup v2 directory of made-up figures (OMNIBIO_CGROUP)."""
+    api = RecordingApi()
+    attempt = dataclasses.replace(_attempt(str(tmp_path)), argv=("/bin/sh", "-c", "exit 3"))
+    engine = _engine(api, monkeypatch)
+    engine.submit(engine.translate(attempt), logging.getLogger("test"))
+    command = [
+        a.replace(f"/mnt/c/{RECORD_DIR}", str(tmp_path / RECORD_DIR))
+        for a in api.created["command"]
+    ]
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    (cgroup / "memory.peak").write_text("209715200\n")
+    (cgroup / "cpu.stat").write_text("usage_usec 2100000\nuser_usec 2000000\n")
+    (cgroup / "memory.events").write_text("oom 0\noom_kill 0\n")
+    # written as root, the record goes to the launcher's user (miniwdl chmods the run dir)
+    assert f'chown {os.geteuid()}:{os.getegid()} "$EXIT"' in command[2]
+    ran = subprocess.run(command, env={"OMNIBIO_CGROUP": str(cgroup)})
+    assert ran.returncode == 3
+    started, record = read_exit_record(str(tmp_path / RECORD_DIR / "omnibio_exit.1"))
+    assert started and record is not None and record.exit_code == 3
+    assert record.memory_peak == 200 << 20 and record.cpu_seconds == 2.1 and not record.oom
+
+
+def test_an_exited_container_gets_its_records_usage_and_oom(monkeypatch, tmp_path):
+    (tmp_path / RECORD_DIR).mkdir()
+    (tmp_path / RECORD_DIR / "omnibio_exit.1").write_text(
+        "exit_code=137\nmemory_peak=104857600\ncpu_usec=500000\noom=true\n"
+    )
+    exited = {"Status": "exited", "ExitCode": 137, "OOMKilled": False}
+    api = StateApi({}, {"a": exited, "b": {"Status": "running"}})
+    statuses = _engine(api, monkeypatch).fetch(_records(["a", "b"], str(tmp_path)))
+    done = statuses["a"]
+    assert done.exit_code == 137 and done.oom  # docker's code, the cgroup's oom_kill
+    assert done.details["usage"] == {
+        "memory_peak": 100 << 20,
+        "cpu_seconds": 0.5,
+        "source": USAGE_SOURCE,
+    }
+    assert statuses["b"].phase is Phase.RUNNING and not statuses["b"].details
 
 
 def test_a_few_containers_are_inspected_since_the_listing_lags_the_die_event(monkeypatch):

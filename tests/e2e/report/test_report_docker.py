@@ -9,6 +9,7 @@ from datetime import datetime
 
 import pytest
 
+from miniwdl_omnibio.engines.docker import USAGE_SOURCE
 from miniwdl_omnibio.trace import CANCELLED, FAILED, JSON, OK, TSV, read_trace
 from tests.e2e.docker.support import task_containers
 from tests.e2e.report.browser import load
@@ -79,9 +80,10 @@ def test_a_scatter_with_a_retry_leaves_a_trace_and_a_report(workdir, artifacts):
     for row in rows:
         assert (row["backend"], row["usage"], row["verified"]) == (
             "omnibio_docker",
-            "not measured",
+            USAGE_SOURCE,  # the container's cgroup (tests/e2e/docker/test_docker_usage.py)
             None,  # no [omnibio] result_uri_prefix: nothing to verify
         )
+        assert row["peak_memory"] and row["cpu_seconds"] is not None, row
         assert row["handle"] and row["image"] == "ubuntu:22.04"
         assert _time(row["submitted"]) <= _time(row["ended"])
         assert row["queued_seconds"] is not None and row["running_seconds"] is not None
