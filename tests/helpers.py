@@ -174,3 +174,23 @@ def source_copy(dest: str) -> str:
         ),
     )
     return dest
+
+
+# allocates and touches 200 MiB, then burns CPU until the process has used 2 s of it: the task
+# the measured-usage tests run on every backend whose job script reads the container's cgroup
+USAGE_WDL = r"""
+version 1.1
+task use {
+  command <<<
+    python3 - <<'PY'
+    import time
+    block = b"\x01" * (200 << 20)
+    while time.process_time() < 2.0:
+        pass
+    print(len(block))
+    PY
+  >>>
+  output { Int n = read_int(stdout()) }
+  runtime { docker: "omnibio/runtime:latest" cpu: 1 memory: "512 MiB" omnibio_result_check: "off" }
+}
+"""

@@ -5,30 +5,11 @@ import json
 import os
 
 from miniwdl_omnibio.engines.jobscript import read_exit_record
+from tests.helpers import USAGE_WDL
 
 from .conftest import run_batch
 
 MIB = 1 << 20
-
-# allocates and touches 200 MiB, then burns CPU until the process has used 2 s of it
-USAGE_WDL = r"""
-version 1.1
-task use {
-  command <<<
-    python3 - <<'PY'
-    import time
-    block = b"\x01" * (200 << 20)
-    while time.process_time() < 2.0:
-        pass
-    print(len(block))
-    PY
-  >>>
-  output { Int n = read_int(stdout()) }
-  runtime {
-    docker: "omnibio/runtime:latest" cpu: 1 memory: "512 MiB" omnibio_result_check: "off"
-  }
-}
-"""
 
 
 def test_the_trace_shows_the_measured_usage(moto, shared, proxy):

@@ -6,6 +6,7 @@ import os
 import time
 
 from miniwdl_omnibio.engines.jobscript import read_exit_record
+from tests.helpers import USAGE_WDL
 
 from .conftest import run_azurebatch, write
 
@@ -22,24 +23,6 @@ task t {
   command <<< sleep 2; echo ~{i} >>>
   output { String o = read_string(stdout()) }
   runtime { docker: "ubuntu:22.04" cpu: 1 memory: "128 MiB" }
-}
-"""
-
-# allocates and touches 200 MiB, then burns CPU until the process has used 2 s of it
-USAGE_WDL = r"""
-version 1.1
-task use {
-  command <<<
-    python3 - <<'PY'
-    import time
-    block = b"\x01" * (200 << 20)
-    while time.process_time() < 2.0:
-        pass
-    print(len(block))
-    PY
-  >>>
-  output { Int n = read_int(stdout()) }
-  runtime { docker: "omnibio/runtime:latest" cpu: 1 memory: "512 MiB" }
 }
 """
 

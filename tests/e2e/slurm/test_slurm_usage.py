@@ -9,12 +9,11 @@ import subprocess
 
 from miniwdl_omnibio.engines.jobscript import read_exit_record
 from miniwdl_omnibio.engines.slurm_status import CGROUP_SOURCE, SACCT_FORMAT, SlurmJob, parse_sacct
-
-# the task the Batch emulator's usage test runs: 200 MiB touched, 2 s of CPU burnt
-from tests.e2e.azurebatch.test_azurebatch_exit_files import USAGE_WDL
 from tests.e2e.slurm.conftest import slurm_config
 from tests.e2e.slurm.test_slurm_backend import write
-from tests.helpers import run_miniwdl, wait_until
+
+# the task the Batch emulator's usage test runs: 200 MiB touched, 2 s of CPU burnt
+from tests.helpers import USAGE_WDL, run_miniwdl, wait_until
 
 MIB = 1 << 20
 
