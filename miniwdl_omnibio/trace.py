@@ -125,7 +125,7 @@ def attempt_row(
         "cpu_seconds": usage.get("cpu_seconds"),
         "usage": usage.get("source", NOT_MEASURED),
         "image": attempt.image,
-        "image_id": None,
+        "image_id": (status.details.get("image_id") if status else None) or None,
         "verified": verified,
     }
 

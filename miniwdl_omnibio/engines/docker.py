@@ -480,13 +480,13 @@ class DockerEngine(Engine[DockerRequest]):
         state = listed.get(handle) if listed is not None else ""
         if state not in QUEUED_STATES + RUNNING_STATES and state is not None:
             try:
-                inspected = self.api.inspect_container(handle)["State"]
+                inspected = self.api.inspect_container(handle)
             except docker.errors.NotFound:
                 state = None
             else:
-                state = str(inspected.get("Status", ""))
+                state = str(inspected["State"].get("Status", ""))
                 if state not in QUEUED_STATES + RUNNING_STATES:
-                    return container_status(inspected)
+                    return container_status(inspected["State"], inspected.get("Image"))
         if state is None:  # the daemon answers for its own containers at once: it is gone
             return Status(Phase.DONE, error=f"docker container {handle[:12]} was removed")
         return QUEUED if state in QUEUED_STATES else RUNNING
@@ -543,13 +543,15 @@ class DockerEngine(Engine[DockerRequest]):
                     self.api.remove_container(container["Id"], force=True)
 
 
-def container_status(state: Mapping[str, Any]) -> Status:
-    """The status of an exited container from its inspected State."""
+def container_status(state: Mapping[str, Any], image_id: str | None = None) -> Status:
+    """The status of an exited container from its inspected State, with the id of the image
+    it ran (for the trace: a tag may point elsewhere by the time anyone reads it)."""
     return Status(
         Phase.DONE,
         exit_code=int(state["ExitCode"]),
         oom=bool(state.get("OOMKilled")),
         reason=str(state.get("Error") or state.get("Status") or ""),
+        details={"image_id": image_id} if image_id else {},
     )
 
 

@@ -135,7 +135,7 @@ class StateApi(RecordingApi):
         self.calls.append("inspect")
         if handle not in self.inspected:
             raise docker.errors.NotFound("gone")
-        return {"State": self.inspected[handle]}
+        return {"State": self.inspected[handle], "Image": f"sha256:{handle}"}
 
 
 def _records(handles, host_dir="/nonexistent"):
@@ -184,6 +184,7 @@ def test_an_exited_container_gets_its_records_usage_and_oom(monkeypatch, tmp_pat
         "source": USAGE_SOURCE,
     }
     assert statuses["b"].phase is Phase.RUNNING and not statuses["b"].details
+    assert done.details["image_id"] == "sha256:a"  # the image it ran, for the trace
 
 
 def test_a_few_containers_are_inspected_since_the_listing_lags_the_die_event(monkeypatch):

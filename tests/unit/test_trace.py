@@ -86,6 +86,7 @@ def test_a_row_carries_times_resources_and_what_is_not_measured():
     assert (row["cpu"], row["memory"]) == (2, 4 * 1024**3)  # the limit, as granted
     assert (row["peak_memory"], row["cpu_seconds"], row["usage"]) == (None, None, "not measured")
     assert row["reason"] == "exited"  # the service's words when nothing was raised
+    assert row["image_id"] is None  # unknown unless the engine says
     never_started = _row(times=(100.0, None, 101.0))
     assert (never_started["queued_seconds"], never_started["running_seconds"]) == (1.0, None)
 
@@ -216,3 +217,19 @@ def test_report_progress_and_prices_keys(monkeypatch):
 def test_a_bad_price_table_names_the_key(monkeypatch, prices, message):
     with pytest.raises(ConfigError, match=r"\[omnibio\] prices .*" + message):
         OmnibioSettings.load(_cfg(monkeypatch, prices=prices))
+
+
+def test_a_row_carries_the_image_id_the_engine_reports():
+    status = Status(Phase.DONE, exit_code=0, details={"image_id": "sha256:abc"})
+    row = attempt_row(
+        attempt("a"),
+        task="ta",
+        backend="omnibio_docker",
+        handle="h",
+        times=(100.0, 101.0, 102.0),
+        status=status,
+        end=OK,
+        reason=None,
+        verified=None,
+    )
+    assert row["image_id"] == "sha256:abc"

@@ -53,6 +53,7 @@ def test_the_trace_shows_the_containers_peak_memory_and_cpu(workdir):
     assert row["peak_memory"] and 200 * MIB <= row["peak_memory"] <= 1.15 * 200 * MIB, row
     assert row["cpu_seconds"] and 2.0 <= row["cpu_seconds"] <= 2.3, row
     assert row["usage"] == USAGE_SOURCE and row["ending"] == "ok", row
+    assert row["image_id"].startswith("sha256:"), row  # the image the container ran
     record = os.path.join(run_dir(run), RECORD_DIR, "omnibio_exit.1")  # a task run: its dir
     started, found = read_exit_record(record)
     assert started and found is not None and found.exit_code == 0 and not found.oom, found
