@@ -49,6 +49,7 @@ def backend_group(item: pytest.Item) -> str | None:
     return by_path or next((b for b in BACKENDS if item.name.startswith(f"test_{b}_")), None)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads xdist_group into the node id
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     groups = {item.nodeid: backend_group(item) for item in items}
     for item in items:
