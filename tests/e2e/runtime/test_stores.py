@@ -10,6 +10,7 @@ from omni_tool_runtime.upload_result import upload_result, upload_to_result_uri
 
 from miniwdl_omnibio.results import verify_result
 from miniwdl_omnibio.runtime import delete_result, download_result, write_result
+from tests.e2e.runtime.conftest import BUCKET
 
 SCHEMES = ["file", "s3", "azureblob", "gs"]
 
@@ -58,12 +59,10 @@ def test_s3_through_aws_endpoint_url_s3_alone(moto, monkeypatch, tmp_path):
         if name != "AWS_ENDPOINT_URL":
             monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", env["AWS_ENDPOINT_URL"])
-    uri = "s3://omnibio-results/endpoint-s3/run/call-a/results.json"
+    uri = f"s3://{BUCKET}/endpoint-s3/run/call-a/results.json"
     contract = {"TOOL_ID": "a", "RUN_ID": "r.1", "INPUTS_JSON": "{}", "RESOURCES_JSON": "{}"}
     write_result({"n": 3}, env={**os.environ, **contract, "RESULT_URI": uri})
-    stored = moto.client("s3").get_object(
-        Bucket="omnibio-results", Key="endpoint-s3/run/call-a/results.json"
-    )
+    stored = moto.client("s3").get_object(Bucket=BUCKET, Key="endpoint-s3/run/call-a/results.json")
     assert json.loads(stored["Body"].read())["results"] == {"n": 3}
 
 
