@@ -35,9 +35,9 @@ import requests  # noqa: E402
 from WDL.runtime.config import Loader  # noqa: E402
 
 from miniwdl_omnibio.engines.base import Submitted  # noqa: E402
-from miniwdl_omnibio.engines.tes import LAUNCHER_TAG, LISTED_STATES, TesEngine  # noqa: E402
-from miniwdl_omnibio.engines.tes_client import TesClient  # noqa: E402
-from miniwdl_omnibio.engines.tes_settings import TesSettings  # noqa: E402
+from miniwdl_omnibio.engines.tes.client import TesClient  # noqa: E402
+from miniwdl_omnibio.engines.tes.engine import LAUNCHER_TAG, LISTED_STATES, TesEngine  # noqa: E402
+from miniwdl_omnibio.engines.tes.settings import TesSettings  # noqa: E402
 from tests.emulators.tes_server import TesServer  # noqa: E402
 
 LOG = logging.getLogger("bench")

@@ -51,8 +51,8 @@ from .contract import (
 )
 from .engines.base import Engine, Phase, Status
 from .placement import Placement
-from .placement_local import LocalPlacement
-from .placement_shared import SharedPlacement
+from .placement.local import LocalPlacement
+from .placement.shared import SharedPlacement
 from .progress import OpenJdProgress
 from .report import write_report
 from .results import RESULT_CHECKS, ResultProblem, clear_stale, container_to_host, verify_result

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from WDL.runtime import config as miniwdl_config
 
 from ..attempt import TaskAttempt
-from ..sharedfs import SharedFilesystem
+from ..placement.sharedfs import SharedFilesystem
 
 
 class Phase(enum.Enum):

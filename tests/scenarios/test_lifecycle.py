@@ -378,7 +378,7 @@ def test_unenforced_disks_value_warns_and_runs(rig):
 
 
 def test_offline_selftest_passes(rig):
-    from miniwdl_omnibio.selftest import run as selftest
+    from miniwdl_omnibio.cli.selftest import run as selftest
 
     backend, env, where = rig
     assert selftest(backend, where, env=miniwdl_env(backend, env=env)) == []

@@ -28,20 +28,20 @@ from miniwdl_omnibio.attempt import (
     TaskAttempt,
 )
 from miniwdl_omnibio.config import DEFAULTS, ConfigError, Settings, check_sections
-from miniwdl_omnibio.engines.awsbatch import AwsBatchEngine, SubmitRate
-from miniwdl_omnibio.engines.awsbatch_arrays import Coalescer, Member, array_key, plan_array
-from miniwdl_omnibio.engines.awsbatch_cancel import Terminator
-from miniwdl_omnibio.engines.awsbatch_jobs import error_text, is_auth_error
-from miniwdl_omnibio.engines.awsbatch_jobs import job_status as _job_status
-from miniwdl_omnibio.engines.awsbatch_limits import environment_limit, instance_type_filters
-from miniwdl_omnibio.engines.awsbatch_request import (
+from miniwdl_omnibio.engines.awsbatch.arrays import Coalescer, Member, array_key, plan_array
+from miniwdl_omnibio.engines.awsbatch.cancel import Terminator
+from miniwdl_omnibio.engines.awsbatch.engine import AwsBatchEngine, SubmitRate
+from miniwdl_omnibio.engines.awsbatch.limits import environment_limit, instance_type_filters
+from miniwdl_omnibio.engines.awsbatch.settings import AwsBatchSettings, SharedVolume
+from miniwdl_omnibio.engines.awsbatch.status import error_text, is_auth_error
+from miniwdl_omnibio.engines.awsbatch.status import job_status as _job_status
+from miniwdl_omnibio.engines.awsbatch.translate import (
     JOB_NAME_MAX,
     OVERRIDES_BUDGET,
     REQUEST_BUDGET,
     job_command,
     job_name,
 )
-from miniwdl_omnibio.engines.awsbatch_settings import AwsBatchSettings, SharedVolume
 from miniwdl_omnibio.engines.base import Phase, Submitted
 from miniwdl_omnibio.engines.gathering import Waiting
 from miniwdl_omnibio.engines.jobscript import (
@@ -50,7 +50,7 @@ from miniwdl_omnibio.engines.jobscript import (
     ExitRecord,
     read_exit_record,
 )
-from miniwdl_omnibio.sharedfs import SharedFilesystem
+from miniwdl_omnibio.placement.sharedfs import SharedFilesystem
 from tests.helpers import REPO
 
 IMAGE = "quay.io/biocontainers/bwa:0.7.17"

@@ -7,8 +7,8 @@ import logging
 import pytest
 from azure.batch import models as batch_models
 
-from miniwdl_omnibio.engines import azurebatch_tasks
-from miniwdl_omnibio.engines.azurebatch_tasks import (
+from miniwdl_omnibio.engines.azurebatch import tasks as azurebatch_tasks
+from miniwdl_omnibio.engines.azurebatch.tasks import (
     COLLECTION_BYTES,
     COLLECTION_MAX,
     TaskCollections,

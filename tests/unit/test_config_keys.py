@@ -13,9 +13,9 @@ import pytest
 from WDL.runtime import config as miniwdl_config
 
 from miniwdl_omnibio.config import DEFAULTS, ConfigError, OmnibioSettings, Settings, check_sections
-from miniwdl_omnibio.engines.azurebatch import AzureBatchSettings
-from miniwdl_omnibio.engines.docker import DockerSettings
-from miniwdl_omnibio.engines.tes_settings import TesSettings
+from miniwdl_omnibio.engines.azurebatch.engine import AzureBatchSettings
+from miniwdl_omnibio.engines.docker.engine import DockerSettings
+from miniwdl_omnibio.engines.tes.settings import TesSettings
 from tests.helpers import REPO
 
 PACKAGE = os.path.join(REPO, "miniwdl_omnibio")

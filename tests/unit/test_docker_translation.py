@@ -12,7 +12,7 @@ from WDL.runtime.config import Loader
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
 from miniwdl_omnibio.config import Settings
 from miniwdl_omnibio.engines.base import Phase
-from miniwdl_omnibio.engines.docker import (
+from miniwdl_omnibio.engines.docker.engine import (
     INSPECT_AT_MOST,
     LAUNCHER_LABEL,
     RECORD_DIR,

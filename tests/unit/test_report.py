@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from miniwdl_omnibio.__main__ import main
+from miniwdl_omnibio.cli.main import main
 from miniwdl_omnibio.config import Price
 from miniwdl_omnibio.report import GIB, Span, hint, lanes, render, totals
 from miniwdl_omnibio.trace import FAILED, OK, OOM, TSV

@@ -10,12 +10,11 @@ import pytest
 from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.config import ConfigError, Settings
-from miniwdl_omnibio.engines import slurm as slurm_engine
-from miniwdl_omnibio.engines import slurm_status as m
 from miniwdl_omnibio.engines.base import Phase, Submitted
 from miniwdl_omnibio.engines.gathering import Cancellations
-from miniwdl_omnibio.engines.slurm import SlurmEngine, Submissions
-from miniwdl_omnibio.engines.slurm_cluster import (
+from miniwdl_omnibio.engines.slurm import engine as slurm_engine
+from miniwdl_omnibio.engines.slurm import status as m
+from miniwdl_omnibio.engines.slurm.cluster import (
     SlurmProblem,
     accounting_enabled,
     first_error_line,
@@ -23,8 +22,9 @@ from miniwdl_omnibio.engines.slurm_cluster import (
     orphaned_jobs,
     parse_sinfo,
 )
-from miniwdl_omnibio.engines.slurm_hold import HeldSubmissions
-from miniwdl_omnibio.engines.slurm_script import translate
+from miniwdl_omnibio.engines.slurm.engine import SlurmEngine, Submissions
+from miniwdl_omnibio.engines.slurm.hold import HeldSubmissions
+from miniwdl_omnibio.engines.slurm.translate import translate
 from tests.helpers import wait_until
 from tests.unit.test_slurm_translation import make_attempt, make_settings
 

@@ -13,7 +13,7 @@ import pytest
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
 from miniwdl_omnibio.engines.jobscript import MISSING_FILESYSTEM_EXIT, ExitRecord, read_exit_record
-from miniwdl_omnibio.engines.slurm_script import (
+from miniwdl_omnibio.engines.slurm.translate import (
     USAGE_PATH,
     SlurmSettings,
     apptainer_image,

@@ -14,8 +14,8 @@ import pytest
 
 from miniwdl_omnibio.attempt import TAG_RUN_ID
 from miniwdl_omnibio.engines.base import Phase, Submitted
-from miniwdl_omnibio.engines.tes import LAUNCHER_TAG, TesEngine
-from miniwdl_omnibio.engines.tes_client import Refused
+from miniwdl_omnibio.engines.tes.client import Refused
+from miniwdl_omnibio.engines.tes.engine import LAUNCHER_TAG, TesEngine
 from tests.unit.test_tes_translation import _attempt, _engine
 
 LOG = logging.getLogger("test")

@@ -10,16 +10,16 @@ from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
 from miniwdl_omnibio.engines.base import Phase
-from miniwdl_omnibio.engines.tes import LAUNCHER_TAG, TesEngine
-from miniwdl_omnibio.engines.tes_client import TesClient
-from miniwdl_omnibio.engines.tes_settings import TesSettings
-from miniwdl_omnibio.engines.tes_task import (
+from miniwdl_omnibio.engines.tes.client import TesClient
+from miniwdl_omnibio.engines.tes.engine import LAUNCHER_TAG, TesEngine
+from miniwdl_omnibio.engines.tes.settings import TesSettings
+from miniwdl_omnibio.engines.tes.task import (
     check_shared_mounts,
     gigabytes,
     merge_parameters,
     task_status,
 )
-from miniwdl_omnibio.sharedfs import SharedFilesystem
+from miniwdl_omnibio.placement.sharedfs import SharedFilesystem
 
 LOG = logging.getLogger("test")
 FS = SharedFilesystem(host_root="/host/shared", container_root="/shared", readonly_root="/ro")

@@ -6,7 +6,7 @@ import os
 import re
 import signal
 
-from miniwdl_omnibio.selftest import run as selftest
+from miniwdl_omnibio.cli.selftest import run as selftest
 from tests.emulators.moto_proxy import THROTTLED, UNAVAILABLE
 from tests.helpers import miniwdl_env, run_dir_name
 

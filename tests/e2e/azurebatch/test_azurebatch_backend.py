@@ -527,7 +527,7 @@ def test_entra_id_through_managed_identity(batch, workdir):
 
 
 def test_offline_selftest_passes(batch, azurite, workdir):
-    from miniwdl_omnibio.selftest import run as selftest
+    from miniwdl_omnibio.cli.selftest import run as selftest
 
     env = miniwdl_env(
         BACKEND, azurebatch_config(batch, str(workdir), azurite), azurebatch_env(batch, azurite)

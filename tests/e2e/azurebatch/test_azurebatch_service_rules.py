@@ -20,8 +20,8 @@ from azure.core.exceptions import HttpResponseError
 from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
-from miniwdl_omnibio.engines import azurebatch
-from miniwdl_omnibio.engines.azurebatch import AzureBatchEngine
+from miniwdl_omnibio.engines.azurebatch import engine as azurebatch
+from miniwdl_omnibio.engines.azurebatch.engine import AzureBatchEngine
 from miniwdl_omnibio.engines.base import Phase, Submitted
 from tests.emulators.azurebatch_emulator import BatchEmulator
 from tests.helpers import Run, error_line, wait_until

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from miniwdl_omnibio.selftest import run as selftest
+from miniwdl_omnibio.cli.selftest import run as selftest
 from tests.helpers import containers_with_label, error_line, run_miniwdl
 
 pytestmark = pytest.mark.usefixtures("docker_rig")

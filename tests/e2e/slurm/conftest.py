@@ -14,7 +14,7 @@ import tempfile
 import pytest
 from WDL.runtime.config import Loader
 
-from miniwdl_omnibio.engines.slurm import SlurmEngine
+from miniwdl_omnibio.engines.slurm.engine import SlurmEngine
 from tests.conftest import require
 from tests.helpers import config_env, wait_until
 

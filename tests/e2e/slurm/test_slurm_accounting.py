@@ -11,9 +11,9 @@ import threading
 import time
 from collections.abc import Iterable
 
-from miniwdl_omnibio.engines import slurm as slurm_engine
 from miniwdl_omnibio.engines.base import Phase, Status, Submitted
-from miniwdl_omnibio.engines.slurm import SlurmEngine
+from miniwdl_omnibio.engines.slurm import engine as slurm_engine
+from miniwdl_omnibio.engines.slurm.engine import SlurmEngine
 from tests.e2e.slurm.conftest import (
     QOS,
     Blockers,

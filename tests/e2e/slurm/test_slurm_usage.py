@@ -8,7 +8,7 @@ import os
 import subprocess
 
 from miniwdl_omnibio.engines.jobscript import read_exit_record
-from miniwdl_omnibio.engines.slurm_status import CGROUP_SOURCE, SACCT_FORMAT, SlurmJob, parse_sacct
+from miniwdl_omnibio.engines.slurm.status import CGROUP_SOURCE, SACCT_FORMAT, SlurmJob, parse_sacct
 from tests.e2e.slurm.conftest import slurm_config
 from tests.e2e.slurm.test_slurm_backend import write
 

@@ -9,7 +9,7 @@ import requests
 from WDL.runtime.cache import CallCache
 from WDL.runtime.config import Loader
 
-from miniwdl_omnibio.engines.tes_staging import CONTENT_MAX_BYTES
+from miniwdl_omnibio.engines.tes.staging import CONTENT_MAX_BYTES
 from tests.e2e.tes.runs import (
     env_for,
     logs_of,
@@ -217,7 +217,7 @@ def test_an_input_already_in_the_store_is_passed_through(tes_server, moto, s3, r
 
 
 def test_offline_selftest_passes(tes_server, moto, rundir):
-    from miniwdl_omnibio.selftest import run as selftest
+    from miniwdl_omnibio.cli.selftest import run as selftest
 
     assert selftest("omnibio_tes", rundir, env=env_for(tes_server, moto)) == []
 

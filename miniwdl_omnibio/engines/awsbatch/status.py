@@ -10,7 +10,7 @@ from typing import Any
 
 import botocore.exceptions
 
-from .base import QUEUED, RUNNING, Phase, Status
+from ..base import QUEUED, RUNNING, Phase, Status
 
 LOG_GROUP = "/aws/batch/job"  # where Batch's awslogs driver writes by default
 MIN_TIMEOUT = 60  # API_JobTimeout: "The minimum value for the timeout is 60 seconds."

@@ -25,8 +25,8 @@ from typing import Any
 
 from WDL._util import StructuredLogMessage as _
 
-from .awsbatch_jobs import error_text
-from .gathering import Cancellations
+from ..gathering import Cancellations
+from .status import error_text
 
 REASON = "cancelled by miniwdl (omnibio_awsbatch)"
 CANCEL_LINGER = 1.5  # seconds without a new cancellation (outlasts container.ROUND_SECONDS)

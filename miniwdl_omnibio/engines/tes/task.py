@@ -10,11 +10,11 @@ from typing import Any
 import tes
 from WDL import Error
 
-from ..attempt import Mount, TaskAttempt
-from ..runtime.store import ObjectStore
-from ..sharedfs import SharedFilesystem
-from .base import Phase, Status
-from .tes_staging import MINIWDL_INPUTS, StagePlan
+from ...attempt import Mount, TaskAttempt
+from ...placement.sharedfs import SharedFilesystem
+from ...runtime.store import ObjectStore
+from ..base import Phase, Status
+from .staging import MINIWDL_INPUTS, StagePlan
 
 STARTED_STATES = ("INITIALIZING", "RUNNING", "PAUSED", "CANCELING")
 LOG_LINES = 5  # system log lines quoted in an error

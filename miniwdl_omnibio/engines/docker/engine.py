@@ -31,11 +31,11 @@ from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
-from ..attempt import TAG_RUN, TaskAttempt
-from ..config import Settings
-from .base import QUEUED, RUNNING, Engine, Phase, Status, Submitted
-from .jobscript import ExitRecord, exit_record, read_exit_record
-from .jobscript import command as jobscript_command
+from ...attempt import TAG_RUN, TaskAttempt
+from ...config import Settings
+from ..base import QUEUED, RUNNING, Engine, Phase, Status, Submitted
+from ..jobscript import ExitRecord, exit_record, read_exit_record
+from ..jobscript import command as jobscript_command
 
 # One value per miniwdl process, "<host>:<pid namespace>:<pid>:<random>": what shutdown removes,
 # and what a later run on this host uses to remove what a killed process left behind.

@@ -10,9 +10,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .base import Phase, Status
-from .jobscript import MISSING_FILESYSTEM_EXIT, ExitRecord
-from .slurm_script import EXIT_NO_ELEMENT
+from ..base import Phase, Status
+from ..jobscript import MISSING_FILESYSTEM_EXIT, ExitRecord
+from .translate import EXIT_NO_ELEMENT
 
 # squeue -O fields, each padded to its width and closed by "|" (squeue(1): -O "type[:[.][size]
 # [suffix]]"); the reason is last and may hold spaces and commas

@@ -33,15 +33,15 @@ from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
-from ..attempt import TAG_RUN_ID, Mount, TaskAttempt
-from ..config import Settings
-from ..runtime.store import StoreError, open_store
-from .base import Engine, Status, Submitted
-from .tes_client import Refused, TesClient, TesProblem, pause
-from .tes_probe import probe
-from .tes_settings import TesSettings, string_map
-from .tes_staging import CONTENT_MAX_BYTES, MINIWDL_INPUTS, StagePlan, Stager, plan
-from .tes_task import (
+from ...attempt import TAG_RUN_ID, Mount, TaskAttempt
+from ...config import Settings
+from ...runtime.store import StoreError, open_store
+from ..base import Engine, Status, Submitted
+from .client import Refused, TesClient, TesProblem, pause
+from .probe import probe
+from .settings import TesSettings, string_map
+from .staging import CONTENT_MAX_BYTES, MINIWDL_INPUTS, StagePlan, Stager, plan
+from .task import (
     check_shared_mounts,
     gigabytes,
     making_directories,

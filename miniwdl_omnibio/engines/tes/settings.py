@@ -9,9 +9,9 @@ from urllib.parse import urlparse
 from WDL import Error
 from WDL.runtime import config as miniwdl_config
 
-from ..config import Settings
-from ..sharedfs import SharedFilesystem
-from .tes_client import Credentials
+from ...config import Settings
+from ...placement.sharedfs import SharedFilesystem
+from .client import Credentials
 
 MAX_PAGE_SIZE = 2047  # the spec: page_size must be less than 2048
 

@@ -26,14 +26,14 @@ from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
-from ..attempt import TaskAttempt
-from ..config import Settings
-from ..sharedfs import SharedFilesystem
-from . import slurm_status as mapping
-from .base import Engine, Phase, Status, Submitted
-from .gathering import Cancellations, Gathering, Waiting, settle
-from .jobscript import ExitRecord, read_exit_record
-from .slurm_cluster import (
+from ...attempt import TaskAttempt
+from ...config import Settings
+from ...placement.sharedfs import SharedFilesystem
+from ..base import Engine, Phase, Status, Submitted
+from ..gathering import Cancellations, Gathering, Waiting, settle
+from ..jobscript import ExitRecord, read_exit_record
+from . import status as mapping
+from .cluster import (
     ORPHAN_FORMAT,
     SINFO_FORMAT,
     Partition,
@@ -45,8 +45,8 @@ from .slurm_cluster import (
     probe_script,
     process_identity,
 )
-from .slurm_hold import Held, HeldSubmissions, SubmitLimit, sbatch_refusal
-from .slurm_script import (
+from .hold import Held, HeldSubmissions, SubmitLimit, sbatch_refusal
+from .translate import (
     RUNTIMES,
     SlurmRequest,
     SlurmSettings,

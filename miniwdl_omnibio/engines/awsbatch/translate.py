@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import jobscript
+from .. import jobscript
 
 LOG_TAIL_LINES = 30
 JOB_NAME_MAX = 128

@@ -13,8 +13,8 @@ import uuid
 
 import tes
 
-from ..sharedfs import SharedFilesystem
-from .tes_client import Refused, TesClient, TesProblem
+from ...placement.sharedfs import SharedFilesystem
+from .client import Refused, TesClient, TesProblem
 
 FINAL_STATES = ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED")
 

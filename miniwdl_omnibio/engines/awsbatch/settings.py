@@ -8,8 +8,8 @@ from typing import Any
 
 from WDL import Error
 
-from ..config import Settings
-from ..sharedfs import SharedFilesystem
+from ...config import Settings
+from ...placement.sharedfs import SharedFilesystem
 
 MAX_TAGS = 50  # SubmitJob tags: "maximum number of tags per resource is 50"
 

@@ -39,11 +39,21 @@ from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
-from ..attempt import TaskAttempt
-from ..config import Settings
-from ..sharedfs import SharedFilesystem
-from .azurebatch_pool import PoolSpec, credential, find_pool, has_gpu, pool_limits
-from .azurebatch_tasks import (
+from ...attempt import TaskAttempt
+from ...config import Settings
+from ...placement.sharedfs import SharedFilesystem
+from ..base import QUEUED, RUNNING, Engine, Phase, Status, Submitted
+from ..jobscript import (
+    ExitRecord,
+    double_quoted,
+    exit_record,
+    read_exit_record,
+    usage_details,
+    with_record,
+)
+from ..jobscript import command as jobscript_command
+from .pool import PoolSpec, credential, find_pool, has_gpu, pool_limits
+from .tasks import (
     ID_LENGTH,
     INVALID_ID_CHARACTERS,
     THROTTLED,
@@ -55,16 +65,6 @@ from .azurebatch_tasks import (
     sighting,
     task_status,
 )
-from .base import QUEUED, RUNNING, Engine, Phase, Status, Submitted
-from .jobscript import (
-    ExitRecord,
-    double_quoted,
-    exit_record,
-    read_exit_record,
-    usage_details,
-    with_record,
-)
-from .jobscript import command as jobscript_command
 
 STATUS_FIELDS = ["id", "state", "stateTransitionTime", "executionInfo", "nodeInfo"]
 # a poll lists the tasks whose stateTransitionTime is at most this long before the latest one it

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from WDL import Error
 from WDL._util import path_really_within
 
-from ..attempt import Mount, TaskAttempt
-from ..runtime.store import ObjectStore, StoreError
+from ...attempt import Mount, TaskAttempt
+from ...runtime.store import ObjectStore, StoreError
 
 # The spec asks servers to accept at least 128 KiB in tesInput.content; a longer command is
 # uploaded as a file instead.

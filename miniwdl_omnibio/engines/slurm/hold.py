@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
 
-from .slurm_cluster import SlurmProblem, first_error_line
-from .slurm_script import SlurmRequest
-from .slurm_status import submit_refusal
+from .cluster import SlurmProblem, first_error_line
+from .status import submit_refusal
+from .translate import SlurmRequest
 
 HOLD_RETRY = 30.0  # seconds between tries while nothing of this run ends
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from WDL.runtime.task_container import TaskContainer
 
-from .attempt import Mount
+from ..attempt import Mount
 
 
 class Placement(ABC):

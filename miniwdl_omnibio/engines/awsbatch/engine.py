@@ -27,12 +27,23 @@ from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
-from ..attempt import TAG_TASK, Mount, TaskAttempt
-from ..config import Settings
-from . import awsbatch_limits
-from .awsbatch_arrays import ARRAY_MIN, Coalescer, Member, Pending, plan_array
-from .awsbatch_cancel import Terminator
-from .awsbatch_jobs import (
+from ...attempt import TAG_TASK, Mount, TaskAttempt
+from ...config import Settings
+from ..base import RUNNING, Engine, Phase, Status, Submitted
+from ..gathering import settle
+from ..jobscript import (
+    ExitRecord,
+    double_quoted,
+    exit_record,
+    read_exit_record,
+    usage_details,
+    with_record,
+)
+from . import limits as awsbatch_limits
+from .arrays import ARRAY_MIN, Coalescer, Member, Pending, plan_array
+from .cancel import Terminator
+from .settings import AwsBatchSettings, filesystem_hint
+from .status import (
     LOG_GROUP,
     MIN_TIMEOUT,
     NEVER_PLACED,
@@ -41,7 +52,7 @@ from .awsbatch_jobs import (
     job_status,
     reasons,
 )
-from .awsbatch_request import (
+from .translate import (
     LOG_TAIL_LINES,
     JobDefinition,
     JobRequest,
@@ -49,17 +60,6 @@ from .awsbatch_request import (
     fit_request,
     job_command,
     job_name,
-)
-from .awsbatch_settings import AwsBatchSettings, filesystem_hint
-from .base import RUNNING, Engine, Phase, Status, Submitted
-from .gathering import settle
-from .jobscript import (
-    ExitRecord,
-    double_quoted,
-    exit_record,
-    read_exit_record,
-    usage_details,
-    with_record,
 )
 
 DESCRIBE_MAX = 100  # API_DescribeJobs: "A list of up to 100 job IDs"

@@ -22,12 +22,12 @@ from typing import IO, Any
 
 from WDL.runtime import config as miniwdl_config
 
-from .config import check_sections
-from .container import OmnibioContainer, OmnibioSettings
-from .engines.base import Engine
-from .preflight_probe import MARKER, ProbeRun, run_probe
-from .runtime.store import delete_result, download_result
-from .sharedfs import SharedFilesystem
+from ..config import check_sections
+from ..container import OmnibioContainer, OmnibioSettings
+from ..engines.base import Engine
+from ..placement.sharedfs import SharedFilesystem
+from ..runtime.store import delete_result, download_result
+from .probe import MARKER, ProbeRun, run_probe
 
 # what each engine's start() proves, for its line; an engine not listed gets the generic words
 STARTS = {

@@ -13,7 +13,7 @@ from typing import Any
 import botocore.exceptions
 from WDL._util import StructuredLogMessage as _
 
-from .awsbatch_jobs import error_text
+from .status import error_text
 
 # API_ComputeResource instanceTypes: the families Batch picks from for these names ("optimal"
 # moves to default_x86_64's families from 11/2025; both are counted so no size is refused)

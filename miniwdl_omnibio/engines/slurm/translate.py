@@ -15,8 +15,8 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..attempt import TAG_CALL, TAG_RUN, TAG_TASK, Mount, TaskAttempt
-from .jobscript import FUNCTIONS, MISSING_FILESYSTEM_EXIT, exit_record
+from ...attempt import TAG_CALL, TAG_RUN, TAG_TASK, Mount, TaskAttempt
+from ..jobscript import FUNCTIONS, MISSING_FILESYSTEM_EXIT, exit_record
 
 RUNTIMES = ("docker", "podman", "apptainer")
 # the batch script's exit code when it has no element for the array index it was given (cannot

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from WDL import Error
 
-from .config import Settings
+from ..config import Settings
 
 
 def _under(path: str, root: str) -> bool:

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from WDL._util import chmod_R_plus
 from WDL.runtime.task_container import TaskContainer
 
-from .attempt import Mount
-from .placement import Placement
+from ..attempt import Mount
+from . import Placement
 
 
 class LocalPlacement(Placement):

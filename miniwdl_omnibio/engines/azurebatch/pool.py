@@ -15,8 +15,8 @@ from azure.core.exceptions import AzureError, HttpResponseError
 from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
 
-from ..config import ConfigError, Settings
-from .azurebatch_tasks import describe_error, enum_text, error_code
+from ...config import ConfigError, Settings
+from .tasks import describe_error, enum_text, error_code
 
 GiB = 1 << 30
 # vCPUs are the number after the family letters in a VM size name (Standard_D4s_v3 -> 4); memory

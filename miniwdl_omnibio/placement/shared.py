@@ -11,8 +11,8 @@ from WDL import Error
 from WDL._util import chmod_R_plus, path_really_within
 from WDL.runtime.task_container import TaskContainer
 
-from .attempt import Mount
-from .placement import Placement
+from ..attempt import Mount
+from . import Placement
 from .sharedfs import SharedFilesystem
 
 
