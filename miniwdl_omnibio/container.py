@@ -204,22 +204,16 @@ class OmnibioContainer(TaskContainer):
                 ) from None
 
     def _disks(self, logger: logging.Logger, value: Any) -> int | None:
-        """runtime.disks in bytes, or None. Only an engine that allocates disks fails a value it
-        cannot read; elsewhere the value is named in a warning once, and the task goes on."""
-        section = self._engine.section
+        """runtime.disks in bytes, or None (a value it cannot read). No engine allocates disks, so
+        the value is named in a warning once, and the task goes on."""
         try:
-            size = parse_disks(value)
+            size: int | None = parse_disks(value)
         except ValueError:
-            if self._engine.enforces_disks:
-                raise Error.RuntimeError(
-                    f"invalid setting of runtime.disks: {value!r} ({section} allocates disks; "
-                    'use e.g. "100 GiB" or "local-disk 100 SSD")'
-                ) from None
             size = None
-        if not self._engine.enforces_disks:
-            self._warn_once(
-                logger, f"runtime.disks = {json.dumps(value)} is not enforced by {section}"
-            )
+        self._warn_once(
+            logger,
+            f"runtime.disks = {json.dumps(value)} is not enforced by {self._engine.section}",
+        )
         return size
 
     def _warn_once(self, logger: logging.Logger, message: str) -> None:
@@ -274,7 +268,7 @@ class OmnibioContainer(TaskContainer):
                     running = True
                 if status.phase is Phase.DONE:
                     break
-            engine.collect(handle, attempt, status, logger)
+            tracker.collect(handle, status, logger)
             poll_stderr()
             return self._conclude(logger, attempt, handle, status, openjd, result)
 
@@ -568,7 +562,7 @@ class OmnibioContainer(TaskContainer):
             if openjd.fail_reason:
                 info["openjd_fail"] = openjd.fail_reason
             info.update(status.details)
-            info.update(self._engine.failure_details(handle, attempt, status))
+            info.update(self._tracker.failure_details(handle, status))
             self.failure_info = info
         elif result and self._result_check() != "off":
             self._verify_result(logger, attempt, result)

@@ -1,8 +1,10 @@
 """The one tracker every engine shares: which attempts are out, what the service says of them.
 
 Task threads submit through it and wait on it; one thread asks the engine about every
-outstanding attempt in batches (``Engine.fetch``), so a thousand running tasks cost one poll per
-period, not a thousand. The tracker owns, once for every engine: the handle registry, the grace
+outstanding attempt at once (``Engine.fetch``), so a thousand running tasks cost one poll per
+period, not a thousand. The tracker owns, once for every engine: each attempt's record (the
+engine's request and memo included), submissions and cancellations gathered into bursts, the
+two speeds of polling (a cheap look every poll_seconds, a full one every sweep_seconds), the
 period for a handle the service does not list (yet), client-side deadlines for services without a
 time limit, backoff on failing polls, release (cancel if not finished), shutdown, one log
 line per state change in the service's own words, and the times and counts the run's trace and
@@ -22,7 +24,8 @@ from typing import Any
 from WDL._util import StructuredLogMessage as _
 
 from .attempt import TaskAttempt
-from .engines.base import Engine, Phase, Status, Submitted
+from .engines.base import Accepted, Engine, Phase, Status, Submission, Submitted
+from .gathering import Cancellations, Gathering, Waiting
 
 MAX_BACKOFF = 60.0  # seconds between polls at most while the service keeps failing
 MAX_POLL_FAILURES = 20  # consecutive failed polls before the outstanding attempts fail
@@ -66,14 +69,38 @@ class Tracker:
         self._woken: dict[str, float] = {}  # handle -> when the engine woke the tracker for it
         self._wakeup = threading.Event()
         self._next_round = float("-inf")  # when poll_once is due (clock time)
+        self._next_sweep = float("-inf")  # when the next full fetch is due
+        self._submissions: Gathering[Submission[Any], Accepted] = Gathering(
+            self._send_submissions, engine.gather_seconds, engine.gather_max_seconds
+        )
+        self._cancellations: Cancellations[Submitted] = Cancellations(
+            self._send_cancellations,
+            engine.cancel_gather_seconds,
+            4 * engine.cancel_gather_seconds,
+            clock,
+            background,
+        )
         engine.on_wake(self.wake)
 
     # --- task threads ----------------------------------------------------------------------
 
     def submit(self, attempt: TaskAttempt, request: Any, logger: logging.Logger) -> str:
-        handle = self.engine.submit(request, logger)
+        """Hand the attempt to the engine (with the others of its burst, if the engine gathers);
+        raises the service's refusal."""
+        submission = Submission(attempt, request, logger)
+        if self.engine.gather_seconds > 0:
+            accepted = self._submissions.add(submission)
+        else:
+            (result,) = self.engine.submit_many([submission])
+            if isinstance(result, Exception):
+                raise result
+            accepted = result
+        assert accepted is not None
+        handle = accepted.handle
         with self._lock:
-            self._records[handle] = Submitted(handle, attempt, logger, self._clock())
+            self._records[handle] = Submitted(
+                handle, attempt, logger, self._clock(), request, accepted.memo
+            )
             self._done[handle] = threading.Event()
             self._submitted += 1
             self._retries += attempt.attempt > 1
@@ -86,6 +113,17 @@ class Tracker:
                 self._thread.start()
         logger.info(_("submitted", engine=self.engine.section, handle=handle))
         return handle
+
+    def _send_submissions(self, group: list[Waiting[Submission[Any], Accepted]]) -> None:
+        try:
+            results = self.engine.submit_many([waiting.item for waiting in group])
+        except Exception as exn:  # the burst shares one request, so it shares its refusal
+            results = [exn] * len(group)
+        for waiting, result in zip(group, results, strict=True):
+            if isinstance(result, Exception):
+                waiting.finish(error=result)
+            else:
+                waiting.finish(result)
 
     def wait(self, handle: str, timeout: float) -> Status:
         """The attempt's status, after waiting up to ``timeout`` seconds for it to finish."""
@@ -103,7 +141,27 @@ class Tracker:
                 return
             record.cancelled = True
         logger.warning(_("cancelling", engine=self.engine.section, handle=handle))
-        self.engine.cancel(handle, logger)
+        if self.engine.cancel_gather_seconds > 0:
+            self._cancellations.add(record)
+        else:
+            self._send_cancellations([record])
+
+    def _send_cancellations(self, records: list[Submitted]) -> None:
+        try:
+            self.engine.cancel_many(records, self._logger)
+        except Exception as exn:  # must not happen; the attempts end by their deadline or exit
+            self._logger.error(_("cancel failed", engine=self.engine.section, error=str(exn)[:300]))
+
+    def collect(self, handle: str, status: Status, logger: logging.Logger) -> None:
+        """The attempt is done: the engine brings its outputs home."""
+        with self._lock:
+            record = self._records[handle]
+        self.engine.collect(record, status, logger)
+
+    def failure_details(self, handle: str, status: Status) -> dict[str, Any]:
+        with self._lock:
+            record = self._records[handle]
+        return self.engine.failure_details(record, status)
 
     def release(self, handle: str, logger: logging.Logger) -> None:
         """The lifecycle is done with the attempt: cancel it if the service may still run it."""
@@ -113,7 +171,7 @@ class Tracker:
             return
         if record.status.phase is not Phase.DONE or record.status.lingering:
             self.cancel(handle, logger)
-        self.engine.release(handle, logger)
+        self.engine.release(record, logger)
         with self._lock:
             self._records.pop(handle, None)
             self._done.pop(handle, None)
@@ -154,6 +212,7 @@ class Tracker:
         for record in records:
             if record.status.phase is not Phase.DONE or record.status.lingering:
                 self.cancel(record.handle, record.logger)
+        self._cancellations.flush()
         self.engine.shutdown(self._logger)
 
     # --- the polling thread ----------------------------------------------------------------
@@ -188,11 +247,10 @@ class Tracker:
                 if h not in self._records and now - t <= EARLY_WAKE_SECONDS
             }
         pending = [r for r in woken if r.status.phase is not Phase.DONE]
-        size = self.engine.fetch_batch or max(1, len(pending))
+        if not pending:
+            return
         try:
-            for start in range(0, len(pending), size):
-                batch = pending[start : start + size]
-                self._apply(batch, self.engine.fetch(batch))
+            self._apply(pending, self.engine.fetch(pending, False))
         except Exception as exn:  # the next full round asks again, and backs off if need be
             self._logger.debug(
                 _("fetch on wake failed", engine=self.engine.section, error=str(exn)[:300])
@@ -203,11 +261,11 @@ class Tracker:
         Returns the seconds until the next round (longer while the service keeps failing)."""
         with self._lock:
             pending = [r for r in self._records.values() if r.status.phase is not Phase.DONE]
-        size = self.engine.fetch_batch or max(1, len(pending))
+        sweep = self.engine.sweep_seconds
+        full = sweep is None or self._clock() >= self._next_sweep
         try:
-            for start in range(0, len(pending), size):
-                batch = pending[start : start + size]
-                self._apply(batch, self.engine.fetch(batch))
+            statuses = self.engine.fetch(pending, full) if pending else {}
+            self._apply(pending, statuses)
         except Exception as exn:  # throttling, 5xx, network: keep the attempts, back off
             self._failures += 1
             delay = min(self.engine.poll_seconds * 2**self._failures, MAX_BACKOFF)
@@ -225,6 +283,8 @@ class Tracker:
                 self._apply(pending, {r.handle: Status(Phase.DONE, error=error) for r in pending})
             return delay
         self._failures = 0
+        if full and sweep is not None:
+            self._next_sweep = self._clock() + sweep
         self._enforce_deadlines(pending)
         return self.engine.poll_seconds
 

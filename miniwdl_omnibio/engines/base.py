@@ -1,21 +1,26 @@
 """The interface every execution engine implements, and the status it reports.
 
-An engine only translates: the shared lifecycle (``container.py``) and the shared tracker
+An engine translates and maps: the shared lifecycle (``container.py``) and the shared tracker
 (``tracker.py``) do everything else, once, for every engine. One engine instance serves every
 task thread of a miniwdl process; the tracker calls it from its own thread too, so an engine's
 methods must be thread-safe.
 
 The path of one attempt::
 
-    request = engine.translate(attempt)      # pure: no I/O, no state; unit-testable
-    handle = engine.submit(request, logger)  # the service accepts it (or one-line error)
-    ... tracker: engine.fetch(records) every poll_seconds -> {handle: Status}
-    ...          and at once for a handle the engine wakes it for (engine.on_wake)
-    ... on Ctrl-C / SIGTERM / fail_fast / a client-side deadline: engine.cancel(handle, logger)
-    engine.collect(handle, attempt, status, logger)   # bring outputs home (staging engines)
-    engine.failure_details(handle, attempt, status)   # extra failure_info, on failure only
-    engine.release(handle, logger)          # after the attempt: free what the handle holds
-    engine.shutdown(logger)                 # at exit, after the tracker cancelled what was open
+    request = engine.translate(attempt)             # pure: no I/O, no state; unit-testable
+    accepted = engine.submit_many(submissions)      # the tracker gathers a burst for
+                                                    # gather_seconds, then sends it at once
+    ... tracker: engine.fetch(records, full) every poll_seconds -> {handle: Status};
+    ...          full every sweep_seconds; at once for a handle the engine wakes it for
+    ... on Ctrl-C / SIGTERM / fail_fast / a client-side deadline: engine.cancel_many(records)
+    engine.collect(record, status, logger)          # bring outputs home (staging engines)
+    engine.failure_details(record, status)          # extra failure_info, on failure only
+    engine.release(record, logger)                  # after the attempt: free what it holds
+    engine.shutdown(logger)                         # at exit, after open attempts were cancelled
+
+The tracker's record (``Submitted``) is the attempt's one home: it carries the request and a
+memo the engine fills at submission (an exit-record path, an array parent). An engine keeps no
+state keyed by handle of its own.
 """
 
 import contextlib
@@ -63,21 +68,39 @@ QUEUED = Status(Phase.QUEUED)
 RUNNING = Status(Phase.RUNNING)
 
 
+Request = TypeVar("Request")
+
+
+@dataclass(frozen=True)
+class Submission(Generic[Request]):
+    """One attempt the tracker hands the engine to submit."""
+
+    attempt: TaskAttempt
+    request: Request
+    logger: logging.Logger
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The service took a submission: its handle, and what the engine wants to recall of it."""
+
+    handle: str
+    memo: Any = None
+
+
 @dataclass
 class Submitted:
-    """The tracker's record of a submitted attempt; engines read it in ``fetch``, never write it."""
+    """The tracker's record of a submitted attempt. Engines read it; only ``memo`` is theirs."""
 
     handle: str
     attempt: TaskAttempt
     logger: logging.Logger
     submitted_at: float  # time.monotonic()
+    request: Any = None  # what translate() returned
+    memo: Any = None  # the engine's, from Accepted
     status: Status = QUEUED
     started_at: float | None = None  # when the tracker first saw it running
     cancelled: bool = False  # this process asked the service to stop it
-    timed_out: bool = False  # ... because it ran past its time limit (client-side deadline)
-
-
-Request = TypeVar("Request")
 
 
 class Engine(ABC, Generic[Request]):
@@ -91,11 +114,18 @@ class Engine(ABC, Generic[Request]):
     # the service ends an attempt at its time limit itself and fetch() says timed_out; False: the
     # tracker cancels it at the deadline
     enforces_time_limit: ClassVar[bool] = False
-    # the service allocates runtime.disks (so a value it cannot parse is an error, not a warning)
-    enforces_disks: ClassVar[bool] = False
     filesystem: SharedFilesystem | None = None  # set by engines whose workers share the run dir
     poll_seconds: float = 1.0  # seconds between two fetch rounds of the tracker
-    fetch_batch: int | None = 100  # handles per fetch call; None: all outstanding in one call
+    # seconds between two full rounds (fetch(records, full=True)): the costly look an engine
+    # takes only now and then (a listing of the service beside its exit files); None: all full
+    sweep_seconds: float | None = None
+    # a submission waits until none came for this long (at most gather_max_seconds), so that a
+    # burst reaches submit_many together (one array job, one task collection); 0: alone, at once
+    gather_seconds: float = 0.0
+    gather_max_seconds: float = 2.0
+    # cancellations gathered likewise into one cancel_many; it should outlast the run loop's
+    # round (container.ROUND_SECONDS), in which every task thread notices Ctrl-C
+    cancel_gather_seconds: float = 0.0
     default_time_limit: int | None = None  # seconds, when the task names none
 
     @classmethod
@@ -119,17 +149,28 @@ class Engine(ABC, Generic[Request]):
     def translate(self, attempt: TaskAttempt) -> Request:
         """The service's request for the attempt. Pure: no I/O, no change to the engine."""
 
-    @abstractmethod
-    def submit(self, request: Request, logger: logging.Logger) -> str:
-        """Hand the request to the service; return its handle (container id, job id, ...).
-        A refusal raises WDL.Error.RuntimeError with one line naming the cause."""
+    def submit(self, request: Request, logger: logging.Logger) -> Accepted:
+        """Hand one request to the service. Implement this or ``submit_many``."""
+        raise NotImplementedError
+
+    def submit_many(self, submissions: Sequence[Submission[Request]]) -> list[Accepted | Exception]:
+        """Hand the submissions to the service, in as few calls as it allows; one result per
+        submission, in order. A refusal is that submission's WDL.Error.RuntimeError, one line
+        naming the cause. The default sends each with ``submit``."""
+        results: list[Accepted | Exception] = []
+        for each in submissions:
+            try:
+                results.append(self.submit(each.request, each.logger))
+            except Exception as exn:
+                results.append(exn)
+        return results
 
     @abstractmethod
-    def fetch(self, records: Sequence[Submitted]) -> dict[str, Status]:
-        """The status of each record's handle as the service reports it now, in one call or a
-        few (at most ``fetch_batch`` records are passed at once). A pure mapping of the answer:
-        no cancelling, no bookkeeping. Leave out a handle the service does not list (yet): the
-        tracker gives it a grace period. An exception makes the tracker back off and ask again."""
+    def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
+        """The status of each record's handle as the service reports it now. ``full``: take the
+        costly look too (see ``sweep_seconds``). Only reads and maps: no cancelling, no
+        bookkeeping. Leave out a handle the service does not list (yet): the tracker gives it a
+        grace period. An exception makes the tracker back off and ask again."""
 
     def on_wake(self, wake: Callable[[str], None]) -> None:
         """Called once by the tracker before the first submission. An engine the service can
@@ -139,20 +180,25 @@ class Engine(ABC, Generic[Request]):
         stays the safety net for a missed push. ``wake`` only marks the handle: it never blocks
         or raises. The default does nothing: the engine is only polled."""
 
-    @abstractmethod
-    def cancel(self, handle: str, logger: logging.Logger) -> None:
-        """Ask the service to stop the attempt now; idempotent, and must not raise."""
+    def cancel(self, record: Submitted, logger: logging.Logger) -> None:
+        """Ask the service to stop one attempt now; idempotent, and must not raise. Implement
+        this or ``cancel_many``."""
+        raise NotImplementedError
 
-    def collect(
-        self, handle: str, attempt: TaskAttempt, status: Status, logger: logging.Logger
-    ) -> None:
+    def cancel_many(self, records: Sequence[Submitted], logger: logging.Logger) -> None:
+        """Stop the attempts, in as few calls as the service allows; must not raise. The default
+        cancels each with ``cancel``."""
+        for record in records:
+            self.cancel(record, record.logger)
+
+    def collect(self, record: Submitted, status: Status, logger: logging.Logger) -> None:
         """The attempt is DONE: bring what it wrote into the task's host directory before the
         lifecycle reads it (engines that stage files; a no-op where the run dir is shared)."""
 
-    def release(self, handle: str, logger: logging.Logger) -> None:
+    def release(self, record: Submitted, logger: logging.Logger) -> None:
         """The attempt is over (finished or cancelled): free what it holds (e.g. a container)."""
 
-    def failure_details(self, handle: str, attempt: TaskAttempt, status: Status) -> dict[str, Any]:
+    def failure_details(self, record: Submitted, status: Status) -> dict[str, Any]:
         """Extra failure_info for a failed attempt (e.g. the tail of a remote log)."""
         return {}
 

@@ -43,13 +43,13 @@ from miniwdl_omnibio.engines.awsbatch.translate import (
     job_name,
 )
 from miniwdl_omnibio.engines.base import Phase, Submitted
-from miniwdl_omnibio.engines.gathering import Waiting
 from miniwdl_omnibio.engines.jobscript import (
     CGROUP_VARIABLE,
     MISSING_FILESYSTEM_EXIT,
     ExitRecord,
     read_exit_record,
 )
+from miniwdl_omnibio.gathering import Waiting
 from miniwdl_omnibio.placement.sharedfs import SharedFilesystem
 from tests.helpers import REPO
 
@@ -661,7 +661,7 @@ def test_exit_files_end_jobs_without_asking_batch(monkeypatch, tmp_path):
     }
     engine.batch = ScriptedBatch(answers)
     records = _records(tmp_path, ["p:0", "p:1", "p:2", "j"])
-    _apply(records, engine.fetch(records))  # the first round asks Batch
+    _apply(records, engine.fetch(records, True))  # the first round asks Batch
     assert engine.batch.asked == [["p"], ["j"]]  # the array's waiting children: one ListJobs
     assert engine.batch.listed == [("p", "RUNNABLE", "0")]
     engine.batch.asked.clear()
@@ -669,7 +669,7 @@ def test_exit_files_end_jobs_without_asking_batch(monkeypatch, tmp_path):
     _write_exit(records[1], "exit_code=0\nmemory_peak=209715200\ncpu_usec=2000000\n")
     _write_exit(records[2], "exit_code=137\nmemory_peak=104857600\noom=true\n")
     answers["p:2"] = _job("FAILED", exit_code=137, jobId="p:2")  # Batch names no OOM here
-    statuses = engine.fetch(records)
+    statuses = engine.fetch(records, True)
     assert engine.batch.asked == [["p:2"]]  # only the failure is asked about
     assert statuses["p:0"].phase is Phase.RUNNING
     assert statuses["p:1"].phase is Phase.DONE and statuses["p:1"].exit_code == 0
@@ -699,11 +699,11 @@ def test_batch_is_asked_about_silent_children_when_it_counts_more_finished(monke
     engine.batch = ScriptedBatch(answers)
     records = _records(tmp_path, ["p:0", "p:1", "p:2"])
     _write_exit(records[0], "exit_code=0\n")
-    statuses = engine.fetch(records)
+    statuses = engine.fetch(records, True)
     assert engine.batch.asked == [["p"], ["p:1", "p:2"]]
     assert statuses["p:1"].interrupted and statuses["p:2"].phase is Phase.RUNNING
     engine.batch.asked.clear()
-    engine.fetch(records)  # within describe_seconds: the files only
+    engine.fetch(records, True)  # within describe_seconds: the files only
     assert engine.batch.asked == []
 
 
@@ -725,7 +725,7 @@ def test_a_reason_batch_gives_the_array_is_read_where_batch_puts_it(monkeypatch,
         answers[f"p:{i}"]["statusReason"] = NEVER
     engine.batch = ScriptedBatch(answers, page=2)
     records = _records(tmp_path, ["p:0", "p:1", "p:2"])
-    statuses = engine.fetch(records)
+    statuses = engine.fetch(records, True)
     for handle, status in statuses.items():
         assert status.phase is Phase.DONE and status.lingering  # the tracker terminates it
         assert status.error == f"AWS Batch cannot run job {handle} on queue spot: {NEVER}"
@@ -742,14 +742,14 @@ def test_an_array_waiting_for_capacity_keeps_waiting(monkeypatch, tmp_path):
     answers["p:1"] = _job("RUNNABLE", jobId="p:1")
     engine.batch = ScriptedBatch(answers)
     records = _records(tmp_path, ["p:0", "p:1"])
-    statuses = engine.fetch(records)
+    statuses = engine.fetch(records, True)
     assert statuses["p:0"].phase is Phase.QUEUED and statuses["p:0"].reason == capacity
     assert statuses["p:1"].phase is Phase.QUEUED and not statuses["p:1"].reason
     # nothing RUNNABLE by Batch's counts: no ListJobs
     parent["arrayProperties"]["statusSummary"] = {"PENDING": 2}
     engine.batch.listed.clear()
     engine._describe_at = 0
-    engine.fetch(records)
+    engine.fetch(records, True)
     assert engine.batch.listed == []
 
 

@@ -311,12 +311,12 @@ def _write(record, text):
 
 def test_exit_0_in_the_record_ends_the_attempt_without_a_listing(monkeypatch, tmp_path):
     engine, records, clock = _polling(monkeypatch, tmp_path, ("a-1", "b-1"))
-    assert engine.fetch(records) == {"a-1": QUEUED, "b-1": QUEUED}
+    assert engine.fetch(records, True) == {"a-1": QUEUED, "b-1": QUEUED}
     assert engine.client.calls == 1  # the first poll lists: nothing is known yet
     _write(records[0], "")  # a-1 runs
     _write(records[1], "exit_code=0\nmemory_peak=209715200\ncpu_usec=1500000\noom=false\n")
     clock[0] += 5
-    statuses = engine.fetch(records)
+    statuses = engine.fetch(records, True)
     assert engine.client.calls == 1  # neither needed Batch
     assert statuses["a-1"].phase is Phase.RUNNING
     done = statuses["b-1"]
@@ -331,17 +331,17 @@ def test_exit_0_in_the_record_ends_the_attempt_without_a_listing(monkeypatch, tm
 
 def test_another_exit_is_asked_of_batch_until_it_lists_the_task_completed(monkeypatch, tmp_path):
     engine, records, clock = _polling(monkeypatch, tmp_path)
-    engine.fetch(records)
+    engine.fetch(records, True)
     _write(records[0], "exit_code=137\nmemory_peak=300\noom=true\n")
     engine.client.tasks = [_task("running", "n1", T0)]  # Batch has not seen it end yet
     clock[0] += 5
-    assert engine.fetch(records)["call-x-1"].phase is Phase.RUNNING
+    assert engine.fetch(records, True)["call-x-1"].phase is Phase.RUNNING
     assert engine.client.calls == 2
     engine.client.tasks = [
         _task("completed", "n1", T0, exitCode=137, endTime=(T0 + timedelta(seconds=2)).isoformat())
     ]
     clock[0] += 5
-    status = engine.fetch(records)["call-x-1"]
+    status = engine.fetch(records, True)["call-x-1"]
     assert engine.client.calls == 3
     assert status.phase is Phase.DONE and status.exit_code == 137
     assert status.oom  # Batch says nothing of memory: the record's oom_kill does
@@ -353,23 +353,23 @@ def test_silent_records_are_listed_every_list_seconds(monkeypatch, tmp_path):
     node), leaves its record absent or empty: Batch's listing says what happened."""
     engine, records, clock = _polling(monkeypatch, tmp_path)
     for _ in range(5):
-        engine.fetch(records)
+        engine.fetch(records, True)
         clock[0] += 5
     assert engine.client.calls == 1  # 25 s of polls: only the first listed
     _write(records[0], "")
     engine.client.tasks = [_ended(60)]  # killed at maxWallClockTime: the record stays empty
     clock[0] += 5  # 30 s after the first listing
-    status = engine.fetch(records)["call-x-1"]
+    status = engine.fetch(records, True)["call-x-1"]
     assert engine.client.calls == 2
     assert status.phase is Phase.DONE and status.timed_out and "usage" not in status.details
 
 
 def test_a_cancelled_attempt_is_asked_of_batch_at_each_poll(monkeypatch, tmp_path):
     engine, records, clock = _polling(monkeypatch, tmp_path)
-    engine.fetch(records)
+    engine.fetch(records, True)
     records[0].cancelled = True
     clock[0] += 5
-    engine.fetch(records)
+    engine.fetch(records, True)
     assert engine.client.calls == 2
 
 
@@ -378,17 +378,17 @@ def test_a_rerun_is_still_batch_s_word(monkeypatch, tmp_path):
     engine, records, clock = _polling(monkeypatch, tmp_path)
     _write(records[0], "")
     engine.client.tasks = [_task("running", "n1", T0)]
-    assert engine.fetch(records)["call-x-1"].phase is Phase.RUNNING
+    assert engine.fetch(records, True)["call-x-1"].phase is Phase.RUNNING
     engine.client.tasks = [_task("running", "n2", T0 + timedelta(seconds=40))]
     clock[0] += 30
-    status = engine.fetch(records)["call-x-1"]
+    status = engine.fetch(records, True)["call-x-1"]
     assert status.interrupted and engine.client.calls == 2
 
 
 def test_the_trace_row_carries_the_measured_usage(monkeypatch, tmp_path):
     engine, records, _clock = _polling(monkeypatch, tmp_path)
     _write(records[0], "exit_code=0\nmemory_peak=5000\ncpu_usec=250000\n")
-    status = engine.fetch(records)["call-x-1"]
+    status = engine.fetch(records, True)["call-x-1"]
     times = (0.0, 1.0, 2.0)
     row = attempt_row(
         records[0].attempt,

@@ -92,7 +92,7 @@ def test_translation(monkeypatch, tmp_path):
     request = engine.translate(attempt)
     assert request == engine.translate(attempt)  # pure: the same attempt, the same request
     assert api.created is None  # ... and no call to the daemon
-    assert engine.submit(request, logging.getLogger("test")) == "c0ffee"
+    assert engine.submit(request, logging.getLogger("test")).handle == "c0ffee"
     created = api.created
     host = created["host_config"]
     # the task's argv, run by the job script that writes the exit record (see below)
@@ -175,7 +175,7 @@ def test_an_exited_container_gets_its_records_usage_and_oom(monkeypatch, tmp_pat
     )
     exited = {"Status": "exited", "ExitCode": 137, "OOMKilled": False}
     api = StateApi({}, {"a": exited, "b": {"Status": "running"}})
-    statuses = _engine(api, monkeypatch).fetch(_records(["a", "b"], str(tmp_path)))
+    statuses = _engine(api, monkeypatch).fetch(_records(["a", "b"], str(tmp_path)), True)
     done = statuses["a"]
     assert done.exit_code == 137 and done.oom  # docker's code, the cgroup's oom_kill
     assert done.details["usage"] == {
@@ -190,7 +190,7 @@ def test_an_exited_container_gets_its_records_usage_and_oom(monkeypatch, tmp_pat
 def test_a_few_containers_are_inspected_since_the_listing_lags_the_die_event(monkeypatch):
     exited = {"Status": "exited", "ExitCode": 3, "OOMKilled": False}
     api = StateApi({"a": "running"}, {"a": exited})
-    statuses = _engine(api, monkeypatch).fetch(_records(["a", "gone"]))
+    statuses = _engine(api, monkeypatch).fetch(_records(["a", "gone"]), True)
     assert statuses["a"].phase is Phase.DONE and statuses["a"].exit_code == 3
     assert statuses["gone"].phase is Phase.DONE and "was removed" in statuses["gone"].error
     assert "list" not in api.calls
@@ -200,7 +200,7 @@ def test_many_containers_are_answered_by_one_listing(monkeypatch):
     handles = [f"c{i}" for i in range(INSPECT_AT_MOST + 1)]
     exited = {"Status": "exited", "ExitCode": 0}
     api = StateApi({h: "running" for h in handles[1:]} | {"c0": "exited"}, {"c0": exited})
-    statuses = _engine(api, monkeypatch).fetch(_records(handles + ["gone"]))
+    statuses = _engine(api, monkeypatch).fetch(_records(handles + ["gone"]), True)
     assert api.calls == ["list", "inspect"]  # only the exited one is inspected
     assert statuses["c0"].exit_code == 0 and statuses["c1"].phase is Phase.RUNNING
     assert "was removed" in statuses["gone"].error

@@ -106,7 +106,6 @@ class FakeEngine:
 
     section = "omnibio_fake"
     runtime_keys = ()
-    enforces_disks = False
     memory_is_limit = True
     default_time_limit = None
 
@@ -116,13 +115,11 @@ class FakeEngine:
     def resource_limits(self) -> dict[str, int]:
         return {"cpu": 4, "mem_bytes": self.largest}
 
-    def failure_details(self, handle, attempt, status):
-        return {}
-
 
 def _container(runtime_values, multiplier=None, largest=8 * GiB):
     container = OmnibioContainer.__new__(OmnibioContainer)
     container._engine = FakeEngine(largest)
+    container._tracker = types.SimpleNamespace(failure_details=lambda handle, status: {})
     container._omnibio = types.SimpleNamespace(memory_retry_multiplier=multiplier)
     container.runtime_values = dict(runtime_values)
     container._interruptions = 0

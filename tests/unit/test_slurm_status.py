@@ -11,7 +11,6 @@ from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.config import ConfigError, Settings
 from miniwdl_omnibio.engines.base import Phase, Submitted
-from miniwdl_omnibio.engines.gathering import Cancellations
 from miniwdl_omnibio.engines.slurm import engine as slurm_engine
 from miniwdl_omnibio.engines.slurm import status as m
 from miniwdl_omnibio.engines.slurm.cluster import (
@@ -25,6 +24,7 @@ from miniwdl_omnibio.engines.slurm.cluster import (
 from miniwdl_omnibio.engines.slurm.engine import SlurmEngine, Submissions
 from miniwdl_omnibio.engines.slurm.hold import HeldSubmissions
 from miniwdl_omnibio.engines.slurm.translate import translate
+from miniwdl_omnibio.gathering import Cancellations
 from tests.helpers import wait_until
 from tests.unit.test_slurm_translation import make_attempt, make_settings
 
@@ -505,14 +505,15 @@ def test_a_full_queue_holds_submissions_and_sends_them_in_order_as_jobs_end(tmp_
     held = [h for h in handles if h.startswith("held-")]
     assert len(held) == 8
     records = [Submitted(h, make_attempt("/x"), LOG, 0.0) for h in handles]
-    statuses = engine.fetch(records)
+    statuses = engine.fetch(records, True)
     assert {statuses[h].phase for h in held} == {Phase.QUEUED}
     assert all("submit limit" in statuses[h].reason for h in held)
     assert [statuses[h].reason for h in handles[:4]] == ["RUNNING"] * 2 + [f"PENDING ({LIMIT})"] * 2
     sent_order, slurm_of = [], {}
     while len(slurm_of) < len(held):
         for ended in cli.end(2):  # two jobs end; their attempts are released
-            engine.release(next(h for h in handles if slurm_of.get(h, h) == ended), LOG)
+            handle = next(h for h in handles if slurm_of.get(h, h) == ended)
+            engine.release(Submitted(handle, make_attempt("/x"), LOG, 0.0), LOG)
         before = len(cli.queue)
         assert engine.held.resend(2) >= 1
         sent_order += cli.queue[before:]
@@ -536,11 +537,11 @@ def test_submissions_queue_behind_held_ones_and_a_cancelled_one_is_dropped(tmp_p
     [behind] = engine.held.submit([third])  # queued behind: no sbatch Slurm would refuse
     assert sum(c[0] == "sbatch" for c in cli.calls) == sbatches
     engine._requests.update({"100": first, held: second, behind: third})
-    engine.cancel(held, LOG)  # Ctrl-C while held: nothing to scancel
     record = Submitted(held, make_attempt("/x"), LOG, 0.0, cancelled=True)
-    assert "cancelled before Slurm accepted" in engine.fetch([record])[held].error
+    engine.cancel(record, LOG)  # Ctrl-C while held: nothing to scancel
+    assert "cancelled before Slurm accepted" in engine.fetch([record], True)[held].error
     cli.end(1)
-    engine.release("100", LOG)
+    engine.release(Submitted("100", make_attempt("/x"), LOG, 0.0), LOG)
     assert engine.held.resend(1) == 1 and engine.held.slurm_handle(behind) == "101"
 
 

@@ -184,7 +184,7 @@ def test_polls_list_by_state_where_filters_work(engine, caplog):
     server.tasks[ours[3]]["state"] = "RUNNING"
     server.requests.clear()
     with caplog.at_level(logging.INFO):
-        statuses = engine.fetch(records(engine, *ours))
+        statuses = engine.fetch(records(engine, *ours), True)
     assert [statuses[h].phase for h in ours] == [
         Phase.QUEUED,
         Phase.QUEUED,
@@ -206,9 +206,9 @@ def test_polls_get_each_task_once_filters_are_seen_ignored(engine, caplog):
     server.tasks[ours[2]]["state"] = "EXECUTOR_ERROR"
     server.requests.clear()
     with caplog.at_level(logging.INFO):
-        first = engine.fetch(records(engine, *ours))
+        first = engine.fetch(records(engine, *ours), True)
         after = len(server.requests)
-        second = engine.fetch(records(engine, *ours))
+        second = engine.fetch(records(engine, *ours), True)
     for statuses in (first, second):
         assert [statuses[h].phase for h in ours] == [Phase.QUEUED, Phase.RUNNING, Phase.DONE]
     # the first list showed it; from then on one MINIMAL GET per task, FULL for the ended one
@@ -228,8 +228,8 @@ def test_a_listed_stray_of_ours_keeps_polls_on_lists(engine, caplog):
     stray = server.add(tags(engine), "RUNNING")
     server.requests.clear()
     with caplog.at_level(logging.INFO):
-        engine.fetch(records(engine, tracked))
-        engine.fetch(records(engine, tracked))
+        engine.fetch(records(engine, tracked), True)
+        engine.fetch(records(engine, tracked), True)
     assert server.count("GET", "*", "BASIC") == 1 and stray in engine._ours
     assert server.count("GET", "/tasks") == 6
     assert "ignores list filters" not in caplog.text
@@ -246,5 +246,5 @@ def test_a_stranger_gone_before_its_tags_are_read_is_no_evidence(engine, monkeyp
         return real_send(method, path, params, body)
 
     engine.client.send = send  # type: ignore[method-assign]
-    assert engine.fetch(records(engine, "task-9999")) == {}  # not known (yet): grace period
+    assert engine.fetch(records(engine, "task-9999"), True) == {}  # not known (yet): grace period
     assert engine.ignoring is None

@@ -4,7 +4,7 @@ engines. A scripted engine stands in for a service (the e2e suites run the real 
 import logging
 
 from miniwdl_omnibio.attempt import Resources, TaskAttempt
-from miniwdl_omnibio.engines.base import QUEUED, RUNNING, Engine, Phase, Status
+from miniwdl_omnibio.engines.base import QUEUED, RUNNING, Accepted, Engine, Phase, Status
 from miniwdl_omnibio.tracker import Tracker
 from tests.helpers import wait_until
 
@@ -15,8 +15,7 @@ class ScriptedEngine(Engine[str]):
     section = "omnibio_test"
     poll_seconds = 0.01
 
-    def __init__(self, batch=100):
-        self.fetch_batch = batch
+    def __init__(self):
         self.answers = {}  # handle -> Status; missing = not listed
         self.fetched = []
         self.cancelled = []
@@ -35,20 +34,20 @@ class ScriptedEngine(Engine[str]):
         return attempt.run_id
 
     def submit(self, request, logger):
-        return "h-" + request
+        return Accepted("h-" + request, memo={"request": request})
 
-    def fetch(self, records):
-        self.fetched.append(len(records))
+    def fetch(self, records, full):
+        self.fetched.append((len(records), full))
         if self.fail_next:
             self.fail_next -= 1
             raise RuntimeError("429 TooManyRequests")
         return {r.handle: self.answers[r.handle] for r in records if r.handle in self.answers}
 
-    def cancel(self, handle, logger):
-        self.cancelled.append(handle)
+    def cancel(self, record, logger):
+        self.cancelled.append(record.handle)
 
-    def release(self, handle, logger):
-        self.released.append(handle)
+    def release(self, record, logger):
+        self.released.append(record.handle)
 
     def shutdown(self, logger):
         self.shut = True
@@ -81,8 +80,8 @@ class Clock:
         return self.now
 
 
-def test_batches_and_backs_off_without_failing_attempts():
-    engine = ScriptedEngine(batch=100)
+def test_one_fetch_for_all_and_backs_off_without_failing_attempts():
+    engine = ScriptedEngine()
     tracker = Tracker(engine, LOG, unlisted_grace=60, background=False)
     handles = [tracker.submit(attempt(f"a{i}"), f"a{i}", LOG) for i in range(250)]
     engine.fail_next = 1
@@ -91,8 +90,91 @@ def test_batches_and_backs_off_without_failing_attempts():
     engine.answers = {h: Status(Phase.DONE, exit_code=0) for h in handles}
     engine.fetched.clear()
     assert tracker.poll_once() == engine.poll_seconds
-    assert engine.fetched == [100, 100, 50]
+    assert engine.fetched == [(250, True)]
     assert tracker.wait(handles[-1], 0).exit_code == 0
+
+
+def test_the_record_carries_the_request_and_the_engines_memo():
+    engine = ScriptedEngine()
+    tracker = Tracker(engine, LOG, unlisted_grace=60, background=False)
+    handle = tracker.submit(attempt("m"), "m", LOG)
+    engine.failure_details = lambda record, status: {"memo": record.memo, "req": record.request}
+    details = tracker.failure_details(handle, Status(Phase.DONE, exit_code=1))
+    assert details == {"memo": {"request": "m"}, "req": "m"}
+
+
+def test_full_fetches_come_every_sweep_seconds():
+    clock = Clock()
+    engine = ScriptedEngine()
+    engine.sweep_seconds = 30
+    tracker = Tracker(engine, LOG, unlisted_grace=600, clock=clock, background=False)
+    tracker.submit(attempt("s"), "s", LOG)
+    fulls = []
+    for _ in range(8):  # 8 rounds 10 s apart: full at 0, 30 and 60 s
+        engine.fetched.clear()
+        tracker.poll_once()
+        fulls.append(engine.fetched[0][1])
+        clock.now += 10
+    assert fulls == [True, False, False, True, False, False, True, False]
+
+
+class BatchingEngine(ScriptedEngine):
+    """Gathers submissions and cancellations, as AWS arrays and Slurm's scancel do."""
+
+    gather_seconds = 0.2
+    gather_max_seconds = 5
+    cancel_gather_seconds = 0.2
+
+    def __init__(self):
+        super().__init__()
+        self.bursts = []
+        self.cancel_bursts = []
+
+    def submit_many(self, submissions):
+        self.bursts.append([s.request for s in submissions])
+        return [
+            RuntimeError("refused: " + s.request)
+            if s.request.startswith("bad")
+            else Accepted("h-" + s.request)
+            for s in submissions
+        ]
+
+    def cancel_many(self, records, logger):
+        self.cancel_bursts.append(sorted(r.handle for r in records))
+
+
+def test_submissions_close_together_reach_submit_many_as_one_burst():
+    import threading
+
+    engine = BatchingEngine()
+    tracker = Tracker(engine, LOG, unlisted_grace=60, background=False)
+    results = {}
+
+    def submit(name):
+        try:
+            results[name] = tracker.submit(attempt(name), name, LOG)
+        except RuntimeError as exn:
+            results[name] = str(exn)
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in ("a", "b", "bad", "c")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(engine.bursts) == 1 and sorted(engine.bursts[0]) == ["a", "b", "bad", "c"]
+    assert results == {"a": "h-a", "b": "h-b", "c": "h-c", "bad": "refused: bad"}
+    assert tracker.counts()["submitted"] == 3
+
+
+def test_cancellations_close_together_reach_cancel_many_as_one_and_shutdown_flushes():
+    engine = BatchingEngine()
+    tracker = Tracker(engine, LOG, unlisted_grace=60, background=False)
+    handles = [tracker.submit(attempt(n), n, LOG) for n in ("a", "b", "c")]
+    for handle in handles[:2]:
+        tracker.cancel(handle, LOG)
+    assert engine.cancel_bursts == []  # gathering (no background thread in this test)
+    tracker.shutdown()  # cancels "c" too, and sends the burst before the engine's own shutdown
+    assert engine.cancel_bursts == [["h-a", "h-b", "h-c"]] and engine.shut
 
 
 def test_unlisted_handle_gets_a_grace_period_then_fails():
@@ -204,9 +286,9 @@ class PushingEngine(ScriptedEngine):
         self.wake = wake
 
     def submit(self, request, logger):
-        handle = super().submit(request, logger)
-        self.during_submit(handle)
-        return handle
+        accepted = super().submit(request, logger)
+        self.during_submit(accepted.handle)
+        return accepted
 
     def ends(self, handle):
         self.answers[handle] = Status(Phase.DONE, exit_code=0)
@@ -221,16 +303,23 @@ def test_a_wake_fetches_that_handle_at_once_without_a_full_round():
     first, second = (tracker.submit(attempt(n), n, LOG) for n in ("1", "2"))
     engine.answers = {first: RUNNING, second: RUNNING}
     assert tracker.turn() == 30  # the first turn is a full round
-    assert engine.fetched == [2]
+    assert engine.fetched == [(2, True)]
     clock.now += 1
     engine.ends(first)
     assert tracker.turn() == 29  # no full round before its time ...
-    assert engine.fetched == [2, 1]  # ... only the woken handle was fetched
+    assert engine.fetched == [(2, True), (1, False)]  # ... only the woken handle was fetched
     assert tracker.wait(first, 0).exit_code == 0 and tracker.wait(second, 0) is RUNNING
-    assert tracker.turn() == 29 and engine.fetched == [2, 1]  # a wake is fetched once
+    assert tracker.turn() == 29 and engine.fetched == [
+        (2, True),
+        (1, False),
+    ]  # a wake is fetched once
     clock.now += 29
     tracker.turn()
-    assert engine.fetched == [2, 1, 1]  # the safety net: the full round, of what is still out
+    assert engine.fetched == [
+        (2, True),
+        (1, False),
+        (1, True),
+    ]  # the safety net: the full round, of what is still out
 
 
 def test_a_wake_before_submit_returned_is_not_lost():

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..gathering import Gathering, Waiting
+from ...gathering import Gathering, Waiting
 from .translate import JobRequest
 
 # Service quotas: "Maximum array size for array jobs: 10000"; SubmitJob: "between 2 and 10,000"

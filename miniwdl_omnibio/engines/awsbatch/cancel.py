@@ -25,7 +25,7 @@ from typing import Any
 
 from WDL._util import StructuredLogMessage as _
 
-from ..gathering import Cancellations
+from ...gathering import Cancellations
 from .status import error_text
 
 REASON = "cancelled by miniwdl (omnibio_awsbatch)"

@@ -29,8 +29,8 @@ from WDL.runtime import config as miniwdl_config
 
 from ...attempt import TAG_TASK, Mount, TaskAttempt
 from ...config import Settings
-from ..base import RUNNING, Engine, Phase, Status, Submitted
-from ..gathering import settle
+from ...gathering import settle
+from ..base import RUNNING, Accepted, Engine, Phase, Status, Submitted
 from ..jobscript import (
     ExitRecord,
     double_quoted,
@@ -99,7 +99,6 @@ class AwsBatchEngine(Engine[JobRequest]):
     runtime_keys = ("omnibio_queue",)
     memory_is_limit = True  # MEMORY is the container's hard limit (API_ResourceRequirement)
     enforces_time_limit = True  # attemptDurationSeconds; fetch() says timed_out
-    fetch_batch = None  # every outstanding attempt at once: fetch() asks arrays before children
 
     def __init__(
         self,
@@ -380,10 +379,10 @@ class AwsBatchEngine(Engine[JobRequest]):
 
     # --- submission ------------------------------------------------------------------------
 
-    def submit(self, request: JobRequest, logger: logging.Logger) -> str:
+    def submit(self, request: JobRequest, logger: logging.Logger) -> Accepted:
         if self.coalescer:
-            return self.coalescer.submit(request, logger)
-        return self._submit_job(request, logger)
+            return Accepted(self.coalescer.submit(request, logger))
+        return Accepted(self._submit_job(request, logger))
 
     def _send(self, group: list[Pending]) -> None:
         """The coalescer's call: one SubmitJob for the group; each member gets its handle, or
@@ -525,7 +524,7 @@ class AwsBatchEngine(Engine[JobRequest]):
 
     # --- status ----------------------------------------------------------------------------
 
-    def fetch(self, records: Sequence[Submitted]) -> dict[str, Status]:
+    def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
         """Each job's exit record (jobscript) on the shared filesystem says when it starts and
         ends: an exit status 0 ends the attempt without a call; any other is asked of Batch (OOM,
         the reason, the log stream), and the record adds its cgroup's oom_kill and the measured
@@ -643,18 +642,20 @@ class AwsBatchEngine(Engine[JobRequest]):
             jobs += self.batch.describe_jobs(jobs=ids[start : start + DESCRIBE_MAX])["jobs"]
         return jobs
 
-    def cancel(self, handle: str, logger: logging.Logger) -> None:
+    def cancel(self, record: Submitted, logger: logging.Logger) -> None:
         """Gathered: a whole array goes in one TerminateJob of its parent (awsbatch_cancel)."""
+        handle = record.handle
         self.terminator.cancel(handle, logger)
 
-    def release(self, handle: str, logger: logging.Logger) -> None:
+    def release(self, record: Submitted, logger: logging.Logger) -> None:
+        handle = record.handle
         self.terminator.release(handle)
 
     def shutdown(self, logger: logging.Logger) -> None:
         """Send the cancellations still gathering."""
         self.terminator.flush()
 
-    def failure_details(self, handle: str, attempt: TaskAttempt, status: Status) -> dict[str, Any]:
+    def failure_details(self, record: Submitted, status: Status) -> dict[str, Any]:
         """The tail of the job's CloudWatch log (the wrapper copies the task's stderr tail)."""
         stream = status.details.get("log_stream")
         if not stream:

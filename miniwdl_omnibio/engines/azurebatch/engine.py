@@ -42,7 +42,7 @@ from WDL.runtime import config as miniwdl_config
 from ...attempt import TaskAttempt
 from ...config import Settings
 from ...placement.sharedfs import SharedFilesystem
-from ..base import QUEUED, RUNNING, Engine, Phase, Status, Submitted
+from ..base import QUEUED, RUNNING, Accepted, Engine, Phase, Status, Submitted
 from ..jobscript import (
     ExitRecord,
     double_quoted,
@@ -158,7 +158,6 @@ class LoopbackHttp(SansIOHTTPPolicy):
 class AzureBatchEngine(Engine[TaskRequest]):
     section = "omnibio_azurebatch"
     enforces_time_limit = True  # maxWallClockTime
-    fetch_batch = None  # one listing of the run's job answers for every attempt
 
     def __init__(
         self,
@@ -388,7 +387,7 @@ class AzureBatchEngine(Engine[TaskRequest]):
 
     # --- the attempt -----------------------------------------------------------------------
 
-    def submit(self, request: TaskRequest, logger: logging.Logger) -> str:
+    def submit(self, request: TaskRequest, logger: logging.Logger) -> Accepted:
         job_id = self.ensure_job(request.workflow_run, logger)
         task = request.task
         with self._seen_lock:
@@ -414,14 +413,14 @@ class AzureBatchEngine(Engine[TaskRequest]):
                 required_slots=task.required_slots,
             )
         )
-        return str(task.id)
+        return Accepted(str(task.id))
 
     def _send_collection(self, tasks: list[batch_models.BatchTaskCreateOptions]) -> list[Any]:
         assert self.job_id
         group = batch_models.BatchTaskGroup(task_values=tasks)
         return self.client.create_task_collection(self.job_id, group).result_values or []
 
-    def fetch(self, records: Sequence[Submitted]) -> dict[str, Status]:
+    def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
         """Each task's exit record first: exit status 0 ends the attempt without a call. One
         paged listing of the run's tasks that changed since the previous listing when a record
         holds another exit status or an attempt is being cancelled, and every list_seconds
@@ -479,8 +478,9 @@ class AzureBatchEngine(Engine[TaskRequest]):
 
     # --- after the attempt -----------------------------------------------------------------
 
-    def failure_details(self, handle: str, attempt: TaskAttempt, status: Status) -> dict[str, Any]:
+    def failure_details(self, record: Submitted, status: Status) -> dict[str, Any]:
         """The tails of the task's stdout.txt / stderr.txt on its node (the container's own)."""
+        handle = record.handle
         details: dict[str, Any] = {}
         for name in ("stdout.txt", "stderr.txt"):
             tail = self._file_tail(handle, name)
@@ -505,7 +505,8 @@ class AzureBatchEngine(Engine[TaskRequest]):
             return ""
         return data.decode("utf-8", errors="replace")
 
-    def cancel(self, handle: str, logger: logging.Logger) -> None:
+    def cancel(self, record: Submitted, logger: logging.Logger) -> None:
+        handle = record.handle
         if not self.job_id:
             return
         for tries in range(1, 6):
@@ -528,7 +529,8 @@ class AzureBatchEngine(Engine[TaskRequest]):
             logger.info(_("Azure Batch task terminated", job=self.job_id, task=handle))
             return
 
-    def release(self, handle: str, logger: logging.Logger) -> None:
+    def release(self, record: Submitted, logger: logging.Logger) -> None:
+        handle = record.handle
         with self._seen_lock:
             self._seen.pop(handle, None)
 

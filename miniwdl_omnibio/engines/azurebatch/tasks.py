@@ -19,8 +19,8 @@ from azure.core.exceptions import HttpResponseError
 from WDL import Error
 
 from ...attempt import TaskAttempt
+from ...gathering import Gathering, Waiting
 from ..base import QUEUED, RUNNING, Phase, Status
-from ..gathering import Gathering, Waiting
 
 ID_LENGTH = 64  # Batch ids: letters, digits, hyphens and underscores, at most 64
 INVALID_ID_CHARACTERS = re.compile(r"[^A-Za-z0-9_-]")

@@ -33,7 +33,7 @@ from WDL.runtime import config as miniwdl_config
 
 from ...attempt import TAG_RUN, TaskAttempt
 from ...config import Settings
-from ..base import QUEUED, RUNNING, Engine, Phase, Status, Submitted
+from ..base import QUEUED, RUNNING, Accepted, Engine, Phase, Status, Submitted
 from ..jobscript import ExitRecord, exit_record, read_exit_record
 from ..jobscript import command as jobscript_command
 
@@ -214,7 +214,6 @@ class DockerEngine(Engine[DockerRequest]):
     runtime_keys = ("docker_network",)
     # miniwdl's rule: runtime.memory reserves; a limit only under memory_limit_multiplier
     memory_is_limit = False
-    fetch_batch = None  # one listing (or a few inspects) answers for every attempt
 
     def __init__(
         self,
@@ -421,7 +420,7 @@ class DockerEngine(Engine[DockerRequest]):
 
     # --- the attempt -----------------------------------------------------------------------
 
-    def submit(self, request: DockerRequest, logger: logging.Logger) -> str:
+    def submit(self, request: DockerRequest, logger: logging.Logger) -> Accepted:
         for note in request.notes:
             logger.warning(note)
         image_id = self.image(request.image, logger)
@@ -454,9 +453,9 @@ class DockerEngine(Engine[DockerRequest]):
         logger.info(
             _("docker container", id=handle[:12], image=request.image, network=network[:22])
         )
-        return handle
+        return Accepted(handle)
 
-    def fetch(self, records: Sequence[Submitted]) -> dict[str, Status]:
+    def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
         """An inspect of each container when few are asked (as after a die event), else one
         listing of this process's containers and an inspect of each that has exited. The listing
         can still say running just after the die event, while an inspect waits until dockerd
@@ -494,12 +493,14 @@ class DockerEngine(Engine[DockerRequest]):
     def on_wake(self, wake: Callable[[str], None]) -> None:
         self.events.follow(wake, self._logger)
 
-    def cancel(self, handle: str, logger: logging.Logger) -> None:
+    def cancel(self, record: Submitted, logger: logging.Logger) -> None:
+        handle = record.handle
         with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
             self.api.remove_container(handle, force=True)
             logger.info(_("docker container removed", id=handle[:12]))
 
-    def release(self, handle: str, logger: logging.Logger) -> None:
+    def release(self, record: Submitted, logger: logging.Logger) -> None:
+        handle = record.handle
         with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
             self.api.remove_container(handle, force=True)
 

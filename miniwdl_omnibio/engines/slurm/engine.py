@@ -28,9 +28,9 @@ from WDL.runtime import config as miniwdl_config
 
 from ...attempt import TaskAttempt
 from ...config import Settings
+from ...gathering import Cancellations, Gathering, Waiting, settle
 from ...placement.sharedfs import SharedFilesystem
-from ..base import Engine, Phase, Status, Submitted
-from ..gathering import Cancellations, Gathering, Waiting, settle
+from ..base import Accepted, Engine, Phase, Status, Submitted
 from ..jobscript import ExitRecord, read_exit_record
 from . import status as mapping
 from .cluster import (
@@ -104,7 +104,6 @@ class SlurmEngine(Engine[SlurmRequest]):
     runtime_keys = ("slurm_partition", "slurm_account", "slurm_qos")
     memory_is_limit = True  # --mem is what the node sets aside; the container may use that much
     enforces_time_limit = True  # the job script at the second, Slurm's --time in minutes behind it
-    fetch_batch = None  # one squeue answers for every job of this process
     # the probe's wait (tests pass their own)
     clock: Callable[[], float] = staticmethod(time.monotonic)
     sleep: Callable[[float], None] = staticmethod(time.sleep)
@@ -383,7 +382,7 @@ class SlurmEngine(Engine[SlurmRequest]):
                 f"gpu:{partition.gpus} at most)"
             )
 
-    def submit(self, request: SlurmRequest, logger: logging.Logger) -> str:
+    def submit(self, request: SlurmRequest, logger: logging.Logger) -> Accepted:
         self.check_fits(request)
         files = request.files
         os.makedirs(files.host_dir, exist_ok=True)
@@ -400,7 +399,7 @@ class SlurmEngine(Engine[SlurmRequest]):
         with self._lock:
             self._requests[handle] = request
         logger.info(_("Slurm job", id=handle, script=files.node("sh")))
-        return handle
+        return Accepted(handle)
 
     def _sbatch(self, requests: list[SlurmRequest]) -> list[str]:
         """One sbatch for requests with equal options: an array's element handles, or a plain
@@ -447,7 +446,7 @@ class SlurmEngine(Engine[SlurmRequest]):
         )
         return mapping.parse_sacct(done.stdout)
 
-    def fetch(self, records: Sequence[Submitted]) -> dict[str, Status]:
+    def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
         """The element scripts' files first (read on the shared filesystem, no Slurm command);
         one squeue (and sacct) every ``squeue_seconds`` for the attempts they say nothing final
         about, or at once when a record needs Slurm's verdict (a signal ended the script)."""
@@ -546,7 +545,8 @@ class SlurmEngine(Engine[SlurmRequest]):
 
     # --- the end ---------------------------------------------------------------------------
 
-    def cancel(self, handle: str, logger: logging.Logger) -> None:
+    def cancel(self, record: Submitted, logger: logging.Logger) -> None:
+        handle = record.handle
         if not self.held.cancel(handle):
             self.cancellations.add(self.held.slurm_handle(handle) or handle)
 
@@ -557,14 +557,16 @@ class SlurmEngine(Engine[SlurmRequest]):
         except Exception as exn:
             self.logger.warning(_("scancel failed", error=str(exn)[:300]))
 
-    def release(self, handle: str, logger: logging.Logger) -> None:
+    def release(self, record: Submitted, logger: logging.Logger) -> None:
+        handle = record.handle
         with self._lock:
             self._requests.pop(handle, None)
             self._ended_unrecorded.pop(handle, None)
             self._jobs.pop(handle, None)
         self.held.release(handle)
 
-    def failure_details(self, handle: str, attempt: TaskAttempt, status: Status) -> dict[str, Any]:
+    def failure_details(self, record: Submitted, status: Status) -> dict[str, Any]:
+        handle = record.handle
         with self._lock:
             request = self._requests.get(handle)
         if request is None:

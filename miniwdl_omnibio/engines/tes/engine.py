@@ -36,7 +36,7 @@ from WDL.runtime import config as miniwdl_config
 from ...attempt import TAG_RUN_ID, Mount, TaskAttempt
 from ...config import Settings
 from ...runtime.store import StoreError, open_store
-from ..base import Engine, Status, Submitted
+from ..base import Accepted, Engine, Status, Submitted
 from .client import Refused, TesClient, TesProblem, pause
 from .probe import probe
 from .settings import TesSettings, string_map
@@ -75,7 +75,6 @@ class TesEngine(Engine[TesRequest]):
     runtime_keys = ("omnibio_backend_parameters",)
     # disk_gb is a request the server may or may not honour: a value with no size is warned
     # about and left out, as on every backend (miniwdl parity: disks: "ignored" runs)
-    fetch_batch = None  # one set of lists answers for every outstanding task
 
     def __init__(
         self,
@@ -235,7 +234,7 @@ class TesEngine(Engine[TesRequest]):
 
     # --- the attempt -----------------------------------------------------------------------
 
-    def submit(self, request: TesRequest, logger: logging.Logger) -> str:
+    def submit(self, request: TesRequest, logger: logging.Logger) -> Accepted:
         for note in request.notes:
             self._warn_once(logger, note)
         document = request.task.as_dict()
@@ -250,7 +249,7 @@ class TesEngine(Engine[TesRequest]):
             with self._lock:
                 self._attempt_keys[handle] = request.staging.attempt_key
         logger.info(_("TES task", id=handle, url=self.client.api))
-        return handle
+        return Accepted(handle)
 
     def stage_inputs(
         self, staging: StagePlan, run_key: str, document: Mapping[str, Any]
@@ -351,7 +350,7 @@ class TesEngine(Engine[TesRequest]):
             ),
         )
 
-    def fetch(self, records: Sequence[Submitted]) -> dict[str, Status]:
+    def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
         """One MINIMAL list per state a task waits or runs in, or (the server ignores filters)
         one MINIMAL GET per task; FULL, alone, once a task has ended or is in no list."""
         if not records:
@@ -373,9 +372,9 @@ class TesEngine(Engine[TesRequest]):
                 continue
             if state is None and alone:
                 continue
-            full = self.client.get(handle, "FULL", retry=False)
-            if full is not None:  # None: not known (yet); the tracker's grace period applies
-                statuses[handle] = task_status(full, record.cancelled)
+            task = self.client.get(handle, "FULL", retry=False)
+            if task is not None:  # None: not known (yet); the tracker's grace period applies
+                statuses[handle] = task_status(task, record.cancelled)
         return statuses
 
     def listed_states(self, wanted: Mapping[str, Submitted]) -> dict[str, str] | None:
@@ -411,11 +410,10 @@ class TesEngine(Engine[TesRequest]):
             self._ours.add(task_id)
         return True
 
-    def collect(
-        self, handle: str, attempt: TaskAttempt, status: Status, logger: logging.Logger
-    ) -> None:
+    def collect(self, record: Submitted, status: Status, logger: logging.Logger) -> None:
         """Staging: download the outputs of a task that ran its command into the run
         directory, before the lifecycle reads the exit code, the streams and results."""
+        handle, attempt = record.handle, record.attempt
         if not self.stager or status.exit_code is None:
             return
         outputs = plan(attempt, self.stager.store, self.run_key(attempt)).outputs
@@ -432,15 +430,19 @@ class TesEngine(Engine[TesRequest]):
             with open(attempt.stderr_path, "w", encoding="utf-8") as outfile:
                 outfile.write(str(tail))  # the executor log's copy: better than nothing
 
-    def cancel(self, handle: str, logger: logging.Logger) -> None:
+    def cancel(self, record: Submitted, logger: logging.Logger) -> None:
+        self.cancel_task(record.handle, logger)
+
+    def cancel_task(self, handle: str, logger: logging.Logger) -> None:
         try:
             self.client.cancel(handle)
             logger.info(_("TES task canceled", id=handle))
         except Exception as exn:
             logger.warning(_("TES task cancel failed", id=handle, error=str(exn)[:300]))
 
-    def release(self, handle: str, logger: logging.Logger) -> None:
+    def release(self, record: Submitted, logger: logging.Logger) -> None:
         """Staging: the attempt's outputs are in the run directory now; remove their objects."""
+        handle = record.handle
         with self._lock:
             key = self._attempt_keys.pop(handle, None)
         if key and self.stager and not self.settings.keep_staged:
@@ -465,7 +467,7 @@ class TesEngine(Engine[TesRequest]):
                 )
             )
         for handle in sorted(active):
-            self.cancel(handle, logger)
+            self.cancel_task(handle, logger)
         if not self.stager or self.settings.keep_staged:
             return
         with self._lock:

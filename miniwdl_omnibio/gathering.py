@@ -1,4 +1,4 @@
-"""Submissions that arrive close together share one request to the service.
+"""Submissions (and cancellations) that arrive close together share one request to the service.
 
 A scatter's attempts reach ``submit`` over a moment, each on its own thread: sending each alone
 costs one request apiece (and the service's rate limits), sending them together costs one.
@@ -103,8 +103,8 @@ class Gathering(Generic[Item, Result]):
             self._sleep(min(quiet_at, give_up) - now)
 
 
-class Cancellations:
-    """cancel() returns at once; the handles gathered go to ``send`` together once none came for
+class Cancellations(Generic[Item]):
+    """cancel() returns at once; the items gathered go to ``send`` together once none came for
     ``linger`` seconds (at most ``linger_max`` after the first). On Ctrl-C, SIGTERM or fail_fast
     each task's thread notices within the run loop's round (container.ROUND_SECONDS, 1 s) and
     cancels its own attempt: a linger that outlasts that round lets one request take them all.
@@ -112,7 +112,7 @@ class Cancellations:
 
     def __init__(
         self,
-        send: Callable[[list[str]], None],
+        send: Callable[[list[Item]], None],
         linger: float,
         linger_max: float,
         clock: Callable[[], float] = time.monotonic,
@@ -126,13 +126,13 @@ class Cancellations:
         self._background = background
         self._lock = threading.Lock()
         self._sending = threading.Lock()  # one send at a time: flush() waits for a send under way
-        self._queue: list[str] = []
+        self._queue: list[Item] = []
         self._first = self._last = 0.0
         self._waiting = False
 
-    def add(self, handle: str) -> None:
+    def add(self, item: Item) -> None:
         with self._lock:
-            self._queue.append(handle)
+            self._queue.append(item)
             self._last = self._clock()
             if self._waiting:
                 return
@@ -141,7 +141,7 @@ class Cancellations:
             threading.Thread(target=self._wait_then_flush, daemon=True).start()
 
     def due_in(self) -> float:
-        """Seconds until the gathered handles are due (0 or less: now)."""
+        """Seconds until the gathered items are due (0 or less: now)."""
         with self._lock:
             due = min(self._last + self._linger, self._first + self._linger_max)
         return due - self._clock()
@@ -154,6 +154,6 @@ class Cancellations:
     def flush(self) -> None:
         with self._sending:
             with self._lock:
-                handles, self._queue, self._waiting = self._queue, [], False
-            if handles:
-                self._send(handles)
+                items, self._queue, self._waiting = self._queue, [], False
+            if items:
+                self._send(items)
