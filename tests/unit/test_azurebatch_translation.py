@@ -14,8 +14,9 @@ from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
 from miniwdl_omnibio.config import Settings
-from miniwdl_omnibio.engines.azurebatch.engine import AzureBatchEngine, AzureBatchSettings, _Seen
+from miniwdl_omnibio.engines.azurebatch.engine import AzureBatchEngine, _Seen
 from miniwdl_omnibio.engines.azurebatch.pool import node_size
+from miniwdl_omnibio.engines.azurebatch.settings import AzureBatchSettings
 from miniwdl_omnibio.engines.azurebatch.tasks import Sighting, batch_id, sighting, task_status
 from miniwdl_omnibio.engines.base import QUEUED, Phase, Submitted
 from miniwdl_omnibio.engines.jobscript import exit_record

@@ -13,8 +13,8 @@ import pytest
 from WDL.runtime import config as miniwdl_config
 
 from miniwdl_omnibio.config import DEFAULTS, ConfigError, OmnibioSettings, Settings, check_sections
-from miniwdl_omnibio.engines.azurebatch.engine import AzureBatchSettings
-from miniwdl_omnibio.engines.docker.engine import DockerSettings
+from miniwdl_omnibio.engines.azurebatch.settings import AzureBatchSettings
+from miniwdl_omnibio.engines.docker.settings import DockerSettings
 from miniwdl_omnibio.engines.tes.settings import TesSettings
 from tests.helpers import REPO
 

@@ -36,6 +36,7 @@ from ...config import Settings
 from ..base import QUEUED, RUNNING, Accepted, Engine, Phase, Status, Submitted
 from ..jobscript import ExitRecord, exit_record, read_exit_record
 from ..jobscript import command as jobscript_command
+from .settings import DockerSettings
 
 # One value per miniwdl process, "<host>:<pid namespace>:<pid>:<random>": what shutdown removes,
 # and what a later run on this host uses to remove what a killed process left behind.
@@ -167,29 +168,6 @@ class DieEvents:
         """Stop following, at shutdown. The open stream is left to end with the process: closing
         the response would wait for the lock of the read in progress, i.e. for the next event."""
         self._closed.set()
-
-
-@dataclass(frozen=True)
-class DockerSettings:
-    """[omnibio_docker], read once at start."""
-
-    network: str
-    allow_networks: tuple[str, ...]
-    pull: str
-    poll_seconds: float
-    admission: bool
-    default_time_limit: int | None
-
-    @classmethod
-    def load(cls, settings: Settings) -> "DockerSettings":
-        return cls(
-            network=settings.raw("network") or "sandbox",
-            allow_networks=tuple(str(n) for n in settings.json_list("allow_networks")),
-            pull=settings.choice("pull", ("missing", "always", "never")),
-            poll_seconds=settings.number("poll_seconds", minimum=0.05),
-            admission=settings.flag("admission"),
-            default_time_limit=settings.integer("default_time_limit", minimum=0) or None,
-        )
 
 
 @dataclass(frozen=True)

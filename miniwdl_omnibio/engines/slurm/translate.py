@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ...attempt import TAG_CALL, TAG_RUN, TAG_TASK, Mount, TaskAttempt
 from ..jobscript import FUNCTIONS, MISSING_FILESYSTEM_EXIT, exit_record
+from .settings import SlurmSettings
 
 RUNTIMES = ("docker", "podman", "apptainer")
 # the batch script's exit code when it has no element for the array index it was given (cannot
@@ -25,21 +26,6 @@ RUNTIMES = ("docker", "podman", "apptainer")
 EXIT_NO_ELEMENT = 98
 # where a docker or podman container sees its attemptN.usage (a bind of the one file)
 USAGE_PATH = "/.omnibio_usage"
-
-
-@dataclass(frozen=True)
-class SlurmSettings:
-    """The [omnibio_slurm] values translation needs (loaded once by the engine)."""
-
-    runtime: str  # docker | podman | apptainer
-    partition: str
-    account: str
-    qos: str
-    default_memory: int  # bytes, for tasks that set no runtime.memory
-    extra_options: tuple[str, ...]  # sbatch_options, already split
-    runtime_options: tuple[str, ...]  # runtime_options: given to every container run, split
-    host_root: str  # the shared filesystem where miniwdl sees it
-    node_root: str  # ... where the Slurm nodes see it (the job scripts run there)
 
 
 @dataclass(frozen=True)
