@@ -36,8 +36,10 @@ from WDL.runtime.config import Loader  # noqa: E402
 
 from miniwdl_omnibio.engines.base import Submitted  # noqa: E402
 from miniwdl_omnibio.engines.tes.client import TesClient  # noqa: E402
-from miniwdl_omnibio.engines.tes.engine import LAUNCHER_TAG, LISTED_STATES, TesEngine  # noqa: E402
+from miniwdl_omnibio.engines.tes.engine import TesEngine  # noqa: E402
 from miniwdl_omnibio.engines.tes.settings import TesSettings  # noqa: E402
+from miniwdl_omnibio.engines.tes.status import LISTED_STATES  # noqa: E402
+from miniwdl_omnibio.engines.tes.translate import LAUNCHER_TAG  # noqa: E402
 from tests.emulators.tes_server import TesServer  # noqa: E402
 
 LOG = logging.getLogger("bench")
@@ -79,7 +81,7 @@ class Bench:
         ]
         # a first poll, not counted: the engine reads the tags of the tasks it did not submit
         # itself once, and (tesk) sees the filters ignored
-        self.engine.fetch(outstanding)
+        self.engine.fetch(outstanding, True)
         return outstanding
 
     def requests_of(self, poll: Callable[[], object]) -> int:
@@ -119,9 +121,9 @@ def main() -> None:
             trusted: list[int] = []
             alone: list[int] = []
             for _ in range(args.repeats):  # interleaved
-                by_state.append(spec.requests_of(lambda out=on_spec: spec.engine.fetch(out)))
+                by_state.append(spec.requests_of(lambda out=on_spec: spec.engine.fetch(out, True)))
                 trusted.append(tesk.requests_of(tesk.trusted_lists))
-                alone.append(tesk.requests_of(lambda out=on_tesk: tesk.engine.fetch(out)))
+                alone.append(tesk.requests_of(lambda out=on_tesk: tesk.engine.fetch(out, True)))
             figures = (_figure(by_state), _figure(trusted), _figure(alone))
             print(f"{total:>6} {running:>8} {figures[0]:>16} {figures[1]:>20} {figures[2]:>16}")
     finally:

@@ -15,7 +15,8 @@ import pytest
 from miniwdl_omnibio.attempt import TAG_RUN_ID
 from miniwdl_omnibio.engines.base import Phase, Submitted
 from miniwdl_omnibio.engines.tes.client import Refused
-from miniwdl_omnibio.engines.tes.engine import LAUNCHER_TAG, TesEngine
+from miniwdl_omnibio.engines.tes.engine import TesEngine
+from miniwdl_omnibio.engines.tes.translate import LAUNCHER_TAG
 from tests.unit.test_tes_translation import _attempt, _engine
 
 LOG = logging.getLogger("test")
@@ -178,7 +179,6 @@ def test_polls_list_by_state_where_filters_work(engine, caplog):
     server = serve(engine, "spec")
     strangers(server)
     ours = [engine.create_once({"tags": tags(engine)}, "r", LOG) for _ in range(4)]
-    engine._ours.update(ours)
     server.tasks[ours[1]]["state"] = "QUEUED"
     server.tasks[ours[2]]["state"] = "COMPLETE"
     server.tasks[ours[3]]["state"] = "RUNNING"
@@ -201,7 +201,6 @@ def test_polls_get_each_task_once_filters_are_seen_ignored(engine, caplog):
     for _ in range(50):  # the server's other tasks: listing them is what polls must not do
         strangers(server)
     ours = [engine.create_once({"tags": tags(engine)}, "r", LOG) for _ in range(3)]
-    engine._ours.update(ours)
     server.tasks[ours[1]]["state"] = "RUNNING"
     server.tasks[ours[2]]["state"] = "EXECUTOR_ERROR"
     server.requests.clear()
@@ -224,13 +223,12 @@ def test_a_listed_stray_of_ours_keeps_polls_on_lists(engine, caplog):
     server = serve(engine, "spec")
     strangers(server)
     (tracked,) = [engine.create_once({"tags": tags(engine)}, "r", LOG)]
-    engine._ours.add(tracked)
     stray = server.add(tags(engine), "RUNNING")
     server.requests.clear()
     with caplog.at_level(logging.INFO):
         engine.fetch(records(engine, tracked), True)
         engine.fetch(records(engine, tracked), True)
-    assert server.count("GET", "*", "BASIC") == 1 and stray in engine._ours
+    assert server.count("GET", "*", "BASIC") == 1 and stray in engine._strays
     assert server.count("GET", "/tasks") == 6
     assert "ignores list filters" not in caplog.text
 

@@ -9,7 +9,7 @@ from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
 from miniwdl_omnibio.engines.tes.staging import cached_url, plan
-from miniwdl_omnibio.engines.tes.task import staged_command, staged_outputs
+from miniwdl_omnibio.engines.tes.translate import staged_command, staged_outputs
 from miniwdl_omnibio.runtime.store import AzureBlobStore, ObjectStore, S3Store, open_store
 
 HOST = "/runs/wf/call-x"

@@ -11,13 +11,14 @@ from WDL.runtime.config import Loader
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
 from miniwdl_omnibio.engines.base import Phase
 from miniwdl_omnibio.engines.tes.client import TesClient
-from miniwdl_omnibio.engines.tes.engine import LAUNCHER_TAG, TesEngine
+from miniwdl_omnibio.engines.tes.engine import TesEngine
 from miniwdl_omnibio.engines.tes.settings import TesSettings
-from miniwdl_omnibio.engines.tes.task import (
+from miniwdl_omnibio.engines.tes.status import task_status
+from miniwdl_omnibio.engines.tes.translate import (
+    LAUNCHER_TAG,
     check_shared_mounts,
     gigabytes,
     merge_parameters,
-    task_status,
 )
 from miniwdl_omnibio.placement.sharedfs import SharedFilesystem
 

@@ -11,17 +11,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import requests
 from WDL import Error
+
+from ...retrying import retry
+
+Result = TypeVar("Result")
 
 # Where TES servers serve the API below the URL a user gives: the spec's /ga4gh/tes/v1 (Funnel,
 # TESK, poiesis), /v1 (Microsoft's TES on Azure: its controller routes are /v1/tasks), or the
 # URL itself (a URL that already includes the base path).
 BASE_PATHS = ("/ga4gh/tes/v1", "/v1", "")
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504)  # worth asking again (after a pause)
-MAX_PAUSE = 60.0  # seconds between two tries at most
 
 
 class TesProblem(Error.RuntimeError):
@@ -48,16 +52,13 @@ class Refused(Exception):
         self.said = said
         self.retry_after = retry_after
 
-    @property
-    def retryable(self) -> bool:
-        return self.status is None or self.status in RETRY_STATUSES
 
-
-def pause(attempt: int, retry_after: float | None) -> float:
-    """Seconds before try ``attempt`` + 1: the server's Retry-After, else doubling from 1 s."""
-    if retry_after is not None:
-        return min(max(retry_after, 0.0), MAX_PAUSE)
-    return float(min(2**attempt, MAX_PAUSE))
+def worth_retrying(exn: Exception) -> float | bool:
+    """retrying's verdict on a failed request: ask again while the server is throttling, busy or
+    silent, after its Retry-After if it gave one."""
+    if not isinstance(exn, Refused) or not (exn.status is None or exn.status in RETRY_STATUSES):
+        return False
+    return True if exn.retry_after is None else exn.retry_after
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -135,19 +136,21 @@ class TesClient:
         except ValueError:
             raise Refused(response.status_code, "the answer is not JSON") from None
 
-    def call(
-        self, method: str, path: str, action: str, params: Sequence[tuple[str, str]] = ()
-    ) -> Any:
-        """An idempotent request, asked again after a pause while the server is throttling or
-        busy (up to max_retries); TesProblem when it cannot succeed."""
-        for attempt in range(self.max_retries + 1):
-            try:
-                return self.send(method, path, params)
-            except Refused as refused:
-                if not refused.retryable or attempt == self.max_retries:
-                    raise TesProblem(self.describe(refused, action)) from None
-                self.sleep(pause(attempt, refused.retry_after))
-        raise AssertionError("unreachable")
+    def retried(
+        self,
+        call: Callable[[], Result],
+        action: str,
+        again: bool = True,
+        sleep: Callable[[float], None] | None = None,
+    ) -> Result:
+        """``call()`` (requests that may be sent again), tried again after a pause while the
+        server is throttling, busy or silent, up to max_retries times (``again``: a poll tries
+        once, the tracker backs off); TesProblem naming ``action`` when it cannot succeed."""
+        tries = self.max_retries + 1 if again else 1
+        try:
+            return retry(call, worth_retrying, tries, sleep or self.sleep)
+        except Refused as refused:
+            raise TesProblem(self.describe(refused, action)) from None
 
     def describe(self, refused: Refused, action: str) -> str:
         """One line for a failed request; quotes no header, so no credential."""
@@ -210,21 +213,25 @@ class TesClient:
             raise Refused(200, f"the answer names no task id: {str(answer)[:200]}")
         return task_id
 
-    def get(self, task_id: str, view: str, retry: bool = True) -> dict[str, Any] | None:
+    def get(self, task_id: str, view: str, again: bool = True) -> dict[str, Any] | None:
         """The task in a view; None when the server does not know it (HTTP 404)."""
-        for attempt in range(self.max_retries + 1):
+
+        def once() -> dict[str, Any] | None:
             try:
-                return _task(self.send("GET", f"/tasks/{task_id}", [("view", view)]))
+                answer = self.send("GET", f"/tasks/{task_id}", [("view", view)])
             except Refused as refused:
                 if refused.status == 404:
                     return None
-                if not (retry and refused.retryable) or attempt == self.max_retries:
-                    raise TesProblem(self.describe(refused, f"get the task {task_id}")) from None
-                self.sleep(pause(attempt, refused.retry_after))
-        raise AssertionError("unreachable")
+                raise
+            if not isinstance(answer, dict):
+                raise Refused(200, "the answer is not a TES task")
+            return answer
+
+        return self.retried(once, f"get the task {task_id}", again)
 
     def cancel(self, task_id: str) -> None:
-        self.call("POST", f"/tasks/{task_id}:cancel", f"cancel the task {task_id}")
+        action = f"cancel the task {task_id}"
+        self.retried(lambda: self.send("POST", f"/tasks/{task_id}:cancel"), action)
 
     def list_tasks(
         self,
@@ -232,13 +239,13 @@ class TesClient:
         state: str | None = None,
         view: str = "MINIMAL",
         page_size: int = 256,
-        retry: bool = True,
+        again: bool = True,
         name_prefix: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Tasks whose tags match (``tag_key=a&tag_value=x&tag_key=b&tag_value=y``, the pairing
         the spec shows and TES on Azure parses by position), page by page. Filters the server
         may ignore (TESK ignores all but the page and view): callers check what they get.
-        ``retry=False``: the first failure raises Refused (a poll: the tracker backs off)."""
+        ``again``: as in ``retried``."""
         params = [("view", view), ("page_size", str(page_size))]
         if state:
             params.append(("state", state))
@@ -250,10 +257,7 @@ class TesClient:
         seen: set[str] = set()
         while True:
             query = params + ([("page_token", token)] if token else [])
-            if retry:
-                page = self.call("GET", "/tasks", "list tasks", query)
-            else:
-                page = self.send("GET", "/tasks", query)
+            page = self.retried(partial(self.send, "GET", "/tasks", query), "list tasks", again)
             tasks = page.get("tasks") if isinstance(page, dict) else None
             for task in tasks if isinstance(tasks, list) else []:
                 if isinstance(task, dict) and isinstance(task.get("id"), str):
@@ -262,9 +266,3 @@ class TesClient:
             if not isinstance(token, str) or not token or token in seen:
                 return  # the last page (or a server repeating a token: stop, do not loop)
             seen.add(token)
-
-
-def _task(answer: Any) -> dict[str, Any]:
-    if not isinstance(answer, dict):
-        raise Refused(200, "the answer is not a TES task")
-    return answer

@@ -5,11 +5,12 @@ to the server as URLs in the ``staging_uri`` object store, the command as ``cont
 working directory and streams come back as outputs, downloaded into the run directory when
 the task has ended (``collect``), before miniwdl reads them. Shared-filesystem mode (opt-in,
 ``mount_path``): the workers mount the run directories' filesystem, so nothing moves; a probe
-task proves it at start.
+task proves it at start. This module does the I/O: ``translate.py`` and ``status.py`` are pure.
 
 Status costs one MINIMAL list per waiting or running state per poll, filtered by this process's
 launcher tag: finished tasks are never listed again. A task that no longer shows in those lists
-is fetched alone in FULL view, once, for its end state, exit code and logs.
+is fetched alone in FULL view, once, for its end state, exit code and logs. No look is costlier
+than another, so every poll is a full one (``sweep_seconds`` None).
 
 A server's list filters are never trusted: TESK ignores every filter but the page and the view
 (tesk-api ``TesServiceImpl.listTasks``; the Python TESK's ``list_tasks.py``), so a list "by our
@@ -24,7 +25,6 @@ import os
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import tes
@@ -33,41 +33,23 @@ from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
-from ...attempt import TAG_RUN_ID, Mount, TaskAttempt
+from ...attempt import TAG_RUN_ID, TaskAttempt
 from ...config import Settings
 from ...runtime.store import StoreError, open_store
 from ..base import Accepted, Engine, Status, Submitted
-from .client import Refused, TesClient, TesProblem, pause
+from .client import Refused, TesClient, TesProblem
 from .probe import probe
-from .settings import TesSettings, string_map
-from .staging import CONTENT_MAX_BYTES, MINIWDL_INPUTS, StagePlan, Stager, plan
-from .task import (
-    check_shared_mounts,
-    gigabytes,
+from .settings import TesSettings
+from .staging import CONTENT_MAX_BYTES, StagePlan, Stager, copied_inputs
+from .status import ACTIVE_STATES, LISTED_STATES, state_of, task_status
+from .translate import (
+    LAUNCHER_TAG,
+    TesRequest,
     making_directories,
-    merge_parameters,
-    staged_command,
-    staged_outputs,
     supported_backend_parameters,
-    task_status,
+    tes_request,
+    unsupported_parameters,
 )
-
-LAUNCHER_TAG = "omnibio.launcher"  # one value per miniwdl process: what polling and shutdown list
-# Listed every poll, one call each, in the order a task goes through them (a task moving on
-# between two calls shows in a later one); a task of ours in none of them is fetched alone.
-LISTED_STATES = ("QUEUED", "INITIALIZING", "RUNNING")
-ACTIVE_STATES = ("UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING", "PAUSED", "CANCELING")
-
-
-@dataclass(frozen=True)
-class TesRequest:
-    """A TES task for one attempt; in staging mode its inputs are staged at submission."""
-
-    task: tes.Task
-    run_id: str
-    notes: tuple[str, ...] = ()  # warnings for the task log (a GPU TES cannot request, ...)
-    staging: StagePlan | None = None
-    run_key: str = ""  # staging: the key below which this process's objects go
 
 
 class TesEngine(Engine[TesRequest]):
@@ -89,14 +71,17 @@ class TesEngine(Engine[TesRequest]):
         self.filesystem = settings.filesystem
         self.poll_seconds = settings.poll_seconds
         self.default_time_limit = settings.default_time_limit
-        self.supported_parameters = frozenset(k.lower() for k in supported_backend_parameters(info))
+        self.supported_parameters = supported_backend_parameters(info)
         self.launcher = uuid.uuid4().hex[:16]
-        self._warned: set[str] = set()
-        self._attempt_keys: dict[str, str] = {}  # handle -> staged outputs of its attempt
-        self._ours: set[str] = set()  # ids of tasks known to carry this process's launcher tag
         self.ignoring: str | None = None  # how the server showed it ignores filters (None: not)
         self.logger = logging.getLogger("omnibio_tes")  # start() passes the run's
+        self._warned: set[str] = set()
         self._run_keys: set[str] = set()  # staged below these keys: removed at exit
+        # Listed tasks no record asked about (a create whose answer was lost after its retry
+        # looked; an attempt the tracker is done with that the server still runs) whose own
+        # tags carry this launcher: their tags are read once, not every poll. The records
+        # need no such check: the tracker's records are this process's tasks.
+        self._strays: set[str] = set()
         self._lock = threading.Lock()
 
     @classmethod
@@ -115,7 +100,8 @@ class TesEngine(Engine[TesRequest]):
             raise TesProblem(f"{failed} (listing tasks at {client.api}/tasks)") from None
         if listed is not None:  # no task carries a launcher value made a moment ago
             engine.filters_ignored(f"listed task {listed['id']} by a new launcher tag")
-        problem = engine.unsupported_parameters(settings.backend_parameters)
+        supported = engine.supported_parameters
+        problem = unsupported_parameters(settings.backend_parameters, supported, settings.url)
         if problem and settings.backend_parameters_strict:
             raise Settings(cfg, cls.section).fail(
                 "backend_parameters", problem + " and backend_parameters_strict = true"
@@ -136,7 +122,7 @@ class TesEngine(Engine[TesRequest]):
                 staging_uri=settings.staging_uri or None,
                 mount_path=fs.container_root if fs else None,
                 readonly_mount_path=fs.readonly_root if fs else None,
-                backend_parameters=sorted(engine.supported_parameters),
+                backend_parameters=sorted(supported),
             ),
         )
         if stager:
@@ -156,81 +142,9 @@ class TesEngine(Engine[TesRequest]):
     def probe_tags(self) -> dict[str, str]:
         return {LAUNCHER_TAG: self.launcher, "omnibio.probe": "shared-filesystem"}
 
-    def run_key(self, attempt: TaskAttempt) -> str:
-        return f"{attempt.workflow_run}.{self.launcher}"
-
-    # --- translation -----------------------------------------------------------------------
-
-    def unsupported_parameters(self, parameters: Mapping[str, str]) -> str | None:
-        """The problem with backend_parameters the server's service-info does not list."""
-        unsupported = sorted(k for k in parameters if k.lower() not in self.supported_parameters)
-        if not unsupported:
-            return None
-        supported = ", ".join(sorted(self.supported_parameters)) or "none"
-        return (
-            f"the TES server at {self.settings.url} does not support backend_parameters "
-            f"{', '.join(unsupported)} (its service-info lists: {supported})"
-        )
-
     def translate(self, attempt: TaskAttempt) -> TesRequest:
-        settings, resources = self.settings, attempt.resources
-        strict = settings.backend_parameters_strict
-        parameters = dict(settings.backend_parameters)
-        if "omnibio_backend_parameters" in attempt.runtime:
-            parameters = merge_parameters(
-                parameters,
-                string_map(
-                    attempt.runtime["omnibio_backend_parameters"],
-                    "runtime.omnibio_backend_parameters",
-                ),
-            )
-        notes: list[str] = []
-        problem = self.unsupported_parameters(parameters)
-        if problem and strict:
-            raise Error.RuntimeError(
-                f"runtime.omnibio_backend_parameters: {problem} and [omnibio_tes] "
-                "backend_parameters_strict = true"
-            )
-        if problem:
-            notes.append(problem)
-        if resources.gpu:
-            notes.append(
-                "TES 1.1 has no GPU resource; request one through "
-                "runtime.omnibio_backend_parameters"
-            )
-        if attempt.user or attempt.privileged:
-            notes.append("TES has no container user or privileged mode; the image's defaults apply")
-        command, outputs, staging = list(attempt.argv), None, None
-        if self.stager:
-            staging = plan(attempt, self.stager.store, self.run_key(attempt))
-            command = staged_command(attempt, staging)
-            outputs = staged_outputs(staging, self.stager.store)
-        else:
-            assert settings.filesystem
-            check_shared_mounts(attempt.mounts, settings.filesystem)
-        task = tes.Task(
-            name=attempt.run_id,
-            description=f"{attempt.workflow_run} {attempt.call} attempt {attempt.attempt}",
-            executors=[
-                tes.Executor(
-                    image=attempt.image,
-                    command=command,
-                    workdir=attempt.workdir,
-                    env=dict(attempt.env),
-                )
-            ],
-            outputs=outputs,
-            resources=tes.Resources(
-                cpu_cores=resources.cpu,
-                ram_gb=gigabytes(resources.memory_limit or resources.memory_reservation),
-                disk_gb=gigabytes(resources.disk),
-                preemptible=resources.preemptible,
-                backend_parameters=parameters or None,
-                backend_parameters_strict=strict if parameters else None,
-            ),
-            tags={**attempt.tags, LAUNCHER_TAG: self.launcher},
-        )
-        return TesRequest(task, attempt.run_id, tuple(notes), staging, self.run_key(attempt))
+        store = self.stager.store if self.stager else None
+        return tes_request(attempt, self.settings, self.launcher, self.supported_parameters, store)
 
     # --- the attempt -----------------------------------------------------------------------
 
@@ -242,12 +156,7 @@ class TesEngine(Engine[TesRequest]):
             with self._lock:
                 self._run_keys.add(request.run_key)
             document.update(self.stage_inputs(request.staging, request.run_key, document))
-        handle = self.create_once(document, request.run_id, logger)
-        with self._lock:
-            self._ours.add(handle)
-        if request.staging:
-            with self._lock:
-                self._attempt_keys[handle] = request.staging.attempt_key
+        handle = self.create_once(document, request.task.name, logger)
         logger.info(_("TES task", id=handle, url=self.client.api))
         return Accepted(handle)
 
@@ -259,9 +168,8 @@ class TesEngine(Engine[TesRequest]):
         assert self.stager
         inputs: list[tes.Input] = []
         volumes: list[str] = []
-        mounts = list(staging.inputs) + copied_inputs(staging)
         try:
-            for mount in mounts:
+            for mount in list(staging.inputs) + copied_inputs(staging):
                 url, directory = self.stager.stage(mount.host_path, run_key)
                 if url is None:
                     volumes.append(mount.container_path)
@@ -269,7 +177,13 @@ class TesEngine(Engine[TesRequest]):
                 kind = "DIRECTORY" if directory else "FILE"
                 inputs.append(tes.Input(url=url, path=mount.container_path, type=kind))
             if staging.command:
-                inputs.append(self.command_input(staging.command.host_path, staging, run_key))
+                path, host_path = staging.command.container_path, staging.command.host_path
+                if os.path.getsize(host_path) <= CONTENT_MAX_BYTES:
+                    with open(host_path, encoding="utf-8") as infile:
+                        inputs.append(tes.Input(content=infile.read(), path=path, type="FILE"))
+                else:
+                    url, _directory = self.stager.stage(host_path, run_key)
+                    inputs.append(tes.Input(url=url, path=path, type="FILE"))
         except StoreError as exn:
             raise Error.RuntimeError(f"omnibio_tes: staging inputs failed: {exn}") from None
         staged: dict[str, Any] = {"inputs": [i.as_dict() for i in inputs]}
@@ -283,36 +197,29 @@ class TesEngine(Engine[TesRequest]):
             staged["executors"] = [{**first, "command": command}, *rest]
         return staged
 
-    def command_input(self, host_path: str, staging: StagePlan, run_key: str) -> tes.Input:
-        assert self.stager and staging.command
-        container_path = staging.command.container_path
-        if os.path.getsize(host_path) <= CONTENT_MAX_BYTES:
-            with open(host_path, encoding="utf-8") as infile:
-                return tes.Input(content=infile.read(), path=container_path, type="FILE")
-        url, _directory = self.stager.stage(host_path, run_key)
-        return tes.Input(url=url, path=container_path, type="FILE")
-
     def create_once(self, document: dict[str, Any], run_id: str, logger: logging.Logger) -> str:
         """POST the task; after a failure that may have created it (no answer, 5xx, 429), wait,
         then look for it by its own tags and POST again only when the server has none."""
-        client = self.client
-        action = f"create the task {run_id}"
-        for attempt in range(client.max_retries + 1):
+        failed: list[Refused] = []
+
+        def once() -> str:
+            if failed:
+                existing = self.created_by_failed_request(run_id)
+                if existing is not None:
+                    logger.info(_("TES task was created by the failed request", id=existing))
+                    return existing
             try:
-                return client.create(document)
+                return self.client.create(document)
             except Refused as refused:
-                if not refused.retryable or attempt == client.max_retries:
-                    raise TesProblem(client.describe(refused, action)) from None
-                seconds = pause(attempt, refused.retry_after)
-                logger.warning(
-                    _("TES task creation failed; retrying", error=str(refused), seconds=seconds)
-                )
-                client.sleep(seconds)
-            existing = self.created_by_failed_request(run_id)
-            if existing is not None:
-                logger.info(_("TES task was created by the failed request", id=existing))
-                return existing
-        raise AssertionError("unreachable")
+                failed.append(refused)
+                raise
+
+        def pause(seconds: float) -> None:
+            error = str(failed[-1])
+            logger.warning(_("TES task creation failed; retrying", error=error, seconds=seconds))
+            self.client.sleep(seconds)
+
+        return self.client.retried(once, f"create the task {run_id}", sleep=pause)
 
     def created_by_failed_request(self, run_id: str) -> str | None:
         """The first listed task whose own tags carry this launcher and ``run_id``. The name
@@ -355,73 +262,70 @@ class TesEngine(Engine[TesRequest]):
         one MINIMAL GET per task; FULL, alone, once a task has ended or is in no list."""
         if not records:
             return {}
-        wanted = {record.handle: record for record in records}
-        states = None if self.ignoring else self.listed_states(wanted)
+        handles = {record.handle for record in records}
+        states = None if self.ignoring else self.listed_states(handles)
         alone = states is None
-        if states is None:
-            states = {}
-            for handle in wanted:
-                minimal = self.client.get(handle, "MINIMAL", retry=False)
-                if minimal is not None:  # None: not known (yet); the grace period applies
-                    states[handle] = str(minimal.get("state") or "UNKNOWN").upper()
+        if states is None:  # None from get: not known (yet); the tracker's grace period applies
+            minimal = {h: self.client.get(h, "MINIMAL", again=False) for h in handles}
+            states = {h: state_of(task) for h, task in minimal.items() if task is not None}
         statuses: dict[str, Status] = {}
-        for handle, record in wanted.items():
-            state = states.get(handle)
-            if state in ACTIVE_STATES:
-                statuses[handle] = task_status({"id": handle, "state": state}, record.cancelled)
-                continue
+        for record in records:
+            state = states.get(record.handle)
             if state is None and alone:
                 continue
-            task = self.client.get(handle, "FULL", retry=False)
-            if task is not None:  # None: not known (yet); the tracker's grace period applies
-                statuses[handle] = task_status(task, record.cancelled)
+            task: Mapping[str, Any] | None = {"id": record.handle, "state": state}
+            if state not in ACTIVE_STATES:
+                task = self.client.get(record.handle, "FULL", again=False)
+            if task is not None:
+                statuses[record.handle] = task_status(task, record.cancelled)
         return statuses
 
-    def listed_states(self, wanted: Mapping[str, Submitted]) -> dict[str, str] | None:
-        """The states of ``wanted`` tasks from the lists by state and launcher tag; None when a
-        list holds a task outside its filter (the server ignores it). A listed id this process
-        did not create is checked once by its own tags (BASIC): a task of ours whose create
-        answer was lost, or another client's."""
+    def listed_states(self, handles: set[str]) -> dict[str, str] | None:
+        """The states of the tasks listed by state and launcher tag; None when a list holds a
+        task outside its filter (the server ignores it). A listed task no record names is read
+        once by its own tags (BASIC): a task of ours whose create answer was lost, or
+        another client's."""
         states: dict[str, str] = {}
         for listed in LISTED_STATES:
             for task in self.client.list_tasks(
-                self.launcher_tags(), state=listed, page_size=self.settings.page_size, retry=False
+                self.launcher_tags(), state=listed, page_size=self.settings.page_size, again=False
             ):
-                state = str(task.get("state") or "UNKNOWN").upper()
+                task_id, state = task["id"], state_of(task)
                 if state != listed:
-                    self.filters_ignored(f"listed task {task['id']} {state} as {listed}")
+                    self.filters_ignored(f"listed task {task_id} {state} as {listed}")
                     return None
-                if not self.known_ours(task["id"]):
-                    self.filters_ignored(f"listed task {task['id']} by tags it does not carry")
+                if task_id not in handles and not self.stray_of_ours(task_id):
+                    self.filters_ignored(f"listed task {task_id} by tags it does not carry")
                     return None
-                if task["id"] in wanted:
-                    states[task["id"]] = state
+                states[task_id] = state
         return states
 
-    def known_ours(self, task_id: str) -> bool:
-        """Whether the task carries this process's launcher tag: remembered, else read once."""
+    def stray_of_ours(self, task_id: str) -> bool:
+        """Whether a listed task no record names carries this launcher tag: remembered, else
+        read once (BASIC view)."""
         with self._lock:
-            if task_id in self._ours:
+            if task_id in self._strays:
                 return True
-        task = self.client.get(task_id, "BASIC", retry=False)
-        if task is None or not self.owns(task):
-            return task is None  # gone since listed: no evidence either way
+        task = self.client.get(task_id, "BASIC", again=False)
+        if task is None:
+            return True  # gone since listed: no evidence either way
+        if not self.owns(task):
+            return False
         with self._lock:
-            self._ours.add(task_id)
+            self._strays.add(task_id)
         return True
 
     def collect(self, record: Submitted, status: Status, logger: logging.Logger) -> None:
         """Staging: download the outputs of a task that ran its command into the run
         directory, before the lifecycle reads the exit code, the streams and results."""
-        handle, attempt = record.handle, record.attempt
-        if not self.stager or status.exit_code is None:
+        staging, attempt = record.request.staging, record.attempt
+        if not (self.stager and staging) or status.exit_code is None:
             return
-        outputs = plan(attempt, self.stager.store, self.run_key(attempt)).outputs
         try:
-            missing = self.stager.collect(outputs)
+            missing = self.stager.collect(staging.outputs)
         except (StoreError, OSError) as exn:
             raise Error.RuntimeError(
-                f"omnibio_tes: could not download the outputs of TES task {handle}: {exn}"
+                f"omnibio_tes: could not download the outputs of TES task {record.handle}: {exn}"
             ) from None
         if missing:
             logger.warning(_("TES task outputs not uploaded by the server", missing=missing))
@@ -442,14 +346,14 @@ class TesEngine(Engine[TesRequest]):
 
     def release(self, record: Submitted, logger: logging.Logger) -> None:
         """Staging: the attempt's outputs are in the run directory now; remove their objects."""
-        handle = record.handle
-        with self._lock:
-            key = self._attempt_keys.pop(handle, None)
-        if key and self.stager and not self.settings.keep_staged:
+        staging = record.request.staging
+        if staging and self.stager and not self.settings.keep_staged:
             try:
-                self.stager.store.delete_below(key)
+                self.stager.store.delete_below(staging.attempt_key)
             except StoreError as exn:
-                logger.warning(_("could not remove staged outputs", key=key, error=str(exn)))
+                logger.warning(
+                    _("could not remove staged outputs", key=staging.attempt_key, error=str(exn))
+                )
 
     def shutdown(self, logger: logging.Logger) -> None:
         """Cancel every unfinished task whose own tags carry this process's launcher, tracked
@@ -480,30 +384,25 @@ class TesEngine(Engine[TesRequest]):
 
     def own_active_tasks(self) -> set[str]:
         """Unfinished tasks whose own tags (BASIC view) carry this launcher: one list per
-        unfinished state by the launcher tag; where the server ignores filters, one pass over
-        every task it lists, each checked."""
+        unfinished state by the launcher tag; once a list shows the server ignores filters, one
+        pass over every task it lists. Each listed task is checked by its own state and tags."""
         found: set[str] = set()
-        for listed in () if self.ignoring else ACTIVE_STATES:
+        for listed in ACTIVE_STATES:
+            unfiltered = self.ignoring is not None
             for task in self.client.list_tasks(
-                self.launcher_tags(), state=listed, view="BASIC", page_size=self.settings.page_size
+                self.launcher_tags(),
+                state=None if unfiltered else listed,
+                view="BASIC",
+                page_size=self.settings.page_size,
             ):
-                state = str(task.get("state") or "UNKNOWN").upper()
+                state, ours = state_of(task), self.owns(task)
                 # Funnel reads state=UNKNOWN as no state filter (boltdb ListTasks)
-                if not self.owns(task) or (listed != "UNKNOWN" and state != listed):
+                if not unfiltered and (not ours or listed not in ("UNKNOWN", state)):
                     self.filters_ignored(f"listed task {task['id']} outside the filter sent")
-                    break
-                if state in ACTIVE_STATES:
+                if ours and state in ACTIVE_STATES:
                     found.add(str(task["id"]))
-            if self.ignoring:
+            if unfiltered:
                 break
-        if not self.ignoring:
-            return found
-        for task in self.client.list_tasks(
-            self.launcher_tags(), view="BASIC", page_size=self.settings.page_size
-        ):
-            state = str(task.get("state") or "UNKNOWN").upper()
-            if state in ACTIVE_STATES and self.owns(task):
-                found.add(str(task["id"]))
         return found
 
     def _warn_once(self, logger: logging.Logger, message: str) -> None:
@@ -514,29 +413,13 @@ class TesEngine(Engine[TesRequest]):
         logger.warning(message)
 
 
-def copied_inputs(staging: StagePlan) -> list[Mount]:
-    """Inputs [file_io] copy_input_files put into the working directory on this host: the
-    working directory is an output, so they go to the task as one input of their own."""
-    work = next((o for o in staging.outputs if o.key.endswith("/work")), None)
-    if work is None or any(MINIWDL_INPUTS in m.container_path for m in staging.inputs):
-        return []
-    copied = os.path.join(work.host_path, MINIWDL_INPUTS)
-    if not os.path.isdir(copied):
-        return []
-    return [Mount(copied, f"{work.container_path}/{MINIWDL_INPUTS}", True)]
-
-
 def open_stager(cfg: miniwdl_config.Loader, settings: TesSettings) -> Stager:
     """The staging store, checked writable now (a bad staging_uri fails at start)."""
     config = Settings(cfg, "omnibio_tes")
     try:
         store = open_store(settings.staging_uri, settings.max_retries)
-    except ValueError as exn:
+    except (ValueError, RuntimeError) as exn:  # RuntimeError: its SDK is not installed
         raise config.fail("staging_uri", str(exn)) from None
-    except ImportError as exn:
-        raise config.fail(
-            "staging_uri", f"needs {exn.name} (pip install 'miniwdl-omnibio[tes]')"
-        ) from None
     check = store.key(f".omnibio-write-check-{uuid.uuid4().hex[:12]}")
     try:
         store.put_bytes(b"", check)

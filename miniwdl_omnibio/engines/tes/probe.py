@@ -15,8 +15,7 @@ import tes
 
 from ...placement.sharedfs import SharedFilesystem
 from .client import Refused, TesClient, TesProblem
-
-FINAL_STATES = ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED")
+from .status import ACTIVE_STATES, state_of
 
 
 def probe_task(fs: SharedFilesystem, host_dir: str, image: str, tags: dict[str, str]) -> tes.Task:
@@ -76,9 +75,8 @@ def _run(client: TesClient, task: tes.Task, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     state = "UNKNOWN"
     while time.monotonic() < deadline:
-        found = client.get(task_id, "MINIMAL") or {}
-        state = str(found.get("state") or "UNKNOWN").upper()
-        if state in FINAL_STATES:
+        state = state_of(client.get(task_id, "MINIMAL") or {})
+        if state not in ACTIVE_STATES:
             return task_id
         time.sleep(0.5)
     with contextlib.suppress(TesProblem):

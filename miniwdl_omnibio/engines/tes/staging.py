@@ -116,6 +116,18 @@ def plan(attempt: TaskAttempt, store: ObjectStore, run_key: str) -> StagePlan:
     return StagePlan(tuple(inputs), command, tuple(outputs), attempt_key)
 
 
+def copied_inputs(staging: StagePlan) -> list[Mount]:
+    """Inputs [file_io] copy_input_files put into the working directory on this host: the
+    working directory is an output, so they go to the task as one input of their own."""
+    work = next((o for o in staging.outputs if o.key.endswith("/work")), None)
+    if work is None or any(MINIWDL_INPUTS in m.container_path for m in staging.inputs):
+        return []
+    copied = os.path.join(work.host_path, MINIWDL_INPUTS)
+    if not os.path.isdir(copied):
+        return []
+    return [Mount(copied, f"{work.container_path}/{MINIWDL_INPUTS}", True)]
+
+
 class Stager:
     """Uploads inputs once per content and downloads outputs; thread-safe."""
 

@@ -11,7 +11,7 @@ import signal
 import pytest
 import requests
 
-from miniwdl_omnibio.engines.tes.engine import LAUNCHER_TAG
+from miniwdl_omnibio.engines.tes.translate import LAUNCHER_TAG
 from tests.e2e.tes.runs import (
     ACTIVE,
     api,
