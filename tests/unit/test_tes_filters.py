@@ -14,7 +14,7 @@ import pytest
 
 from miniwdl_omnibio.attempt import TAG_RUN_ID
 from miniwdl_omnibio.engines.base import Phase, Submitted
-from miniwdl_omnibio.engines.tes.client import Refused
+from miniwdl_omnibio.engines.tes.client import Refused, TesProblem
 from miniwdl_omnibio.engines.tes.engine import TesEngine
 from miniwdl_omnibio.engines.tes.translate import LAUNCHER_TAG
 from tests.unit.test_tes_translation import _attempt, _engine
@@ -246,3 +246,25 @@ def test_a_stranger_gone_before_its_tags_are_read_is_no_evidence(engine, monkeyp
     engine.client.send = send  # type: ignore[method-assign]
     assert engine.fetch(records(engine, "task-9999"), True) == {}  # not known (yet): grace period
     assert engine.ignoring is None
+
+
+def test_requests_wait_as_the_server_asks_and_polls_try_once(engine):
+    server = serve(engine, "spec")
+    task_id = server.add(tags(engine))
+    answers = [Refused(429, "slow down", retry_after=3.0), Refused(None, "ConnectionError")]
+    real_send, slept = server.send, []
+
+    def send(method, path, params=(), body=None):
+        if answers:
+            raise answers.pop(0)
+        return real_send(method, path, params, body)
+
+    engine.client.send = send  # type: ignore[method-assign]
+    engine.client.sleep = slept.append
+    assert engine.client.get(task_id, "MINIMAL") == {"id": task_id, "state": "RUNNING"}
+    assert slept == [3.0, 2.0]  # the server's Retry-After, then doubling
+    assert engine.client.get("task-9999", "MINIMAL") is None  # unknown: no retry
+    answers.append(Refused(503, "busy"))
+    with pytest.raises(TesProblem, match="answered HTTP 503 while trying to get the task"):
+        engine.client.get(task_id, "MINIMAL", again=False)
+    assert slept == [3.0, 2.0]

@@ -2,15 +2,18 @@
 command around the task's, and where miniwdl's download cache says a file came from."""
 
 import logging
+from dataclasses import replace
 
 import pytest
 from WDL.runtime.cache import CallCache
 from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
-from miniwdl_omnibio.engines.tes.staging import cached_url, plan
+from miniwdl_omnibio.engines.base import Phase, Status, Submitted
+from miniwdl_omnibio.engines.tes.staging import Stager, cached_url, plan
 from miniwdl_omnibio.engines.tes.translate import staged_command, staged_outputs
 from miniwdl_omnibio.runtime.store import AzureBlobStore, ObjectStore, S3Store, open_store
+from tests.unit.test_tes_translation import _engine
 
 HOST = "/runs/wf/call-x"
 CONTAINER = "/mnt/miniwdl_task_container"
@@ -141,3 +144,44 @@ def test_staging_uris(monkeypatch):
     ]:
         with pytest.raises(ValueError, match=why):
             open_store(bad)
+
+
+class Kept(Named):
+    """A store that keeps objects in memory: what collect downloads, what release removes."""
+
+    def __init__(self, objects):
+        self.objects = dict(objects)
+
+    def get(self, key, path):
+        if key not in self.objects:
+            raise FileNotFoundError(key)
+        with open(path, "w") as outfile:
+            outfile.write(self.objects[key])
+
+    def keys(self, prefix):
+        return iter([k for k in self.objects if k.startswith(prefix + "/")])
+
+    def delete_below(self, prefix):
+        self.objects = {k: v for k, v in self.objects.items() if not k.startswith(prefix + "/")}
+
+
+def test_collect_and_release_read_the_attempts_plan_from_its_record(monkeypatch, tmp_path):
+    """The engine keeps nothing per task: the record's request says what to download and
+    which objects to remove."""
+    attempt = replace(
+        _attempt(),
+        mounts=(Mount(str(tmp_path / "stderr2.txt"), f"{CONTAINER}/stderr2.txt", False),),
+        stdout_path=str(tmp_path / "stdout2.txt"),
+        stderr_path=str(tmp_path / "stderr2.txt"),
+        host_dir=str(tmp_path),
+    )
+    engine = _engine(monkeypatch)
+    engine.stager = Stager(Kept({}), None)
+    request = engine.translate(attempt)
+    key = request.staging.outputs[0].key
+    engine.stager.store.objects = {key: "oops\n", "staging/other/x": ""}
+    record = Submitted("t1", attempt, logging.getLogger("test"), 0.0, request)
+    engine.collect(record, Status(Phase.DONE, exit_code=1), record.logger)
+    assert (tmp_path / "stderr2.txt").read_text() == "oops\n"
+    engine.release(record, record.logger)
+    assert engine.stager.store.objects == {"staging/other/x": ""}

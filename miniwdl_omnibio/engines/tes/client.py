@@ -154,27 +154,20 @@ class TesClient:
 
     def describe(self, refused: Refused, action: str) -> str:
         """One line for a failed request; quotes no header, so no credential."""
-        url, credentials, status = self.root, self.credentials, refused.status
+        status, hint = refused.status, self.credentials.hint
+        server = f"omnibio_tes: the TES server at {self.root}"
         if status is None:
             return (
-                f"omnibio_tes: no answer from the TES server at {url} while trying to {action} "
-                f"({refused.said}); check [omnibio_tes] url and that the server is up"
+                f"omnibio_tes: no answer from the TES server at {self.root} while trying to "
+                f"{action} ({refused.said}); check [omnibio_tes] url and that the server is up"
             )
-        if status in (401, 403) and credentials.kind == "none":
-            return (
-                f"omnibio_tes: the TES server at {url} requires credentials (HTTP {status}) to "
-                f"{action}; set {credentials.hint}"
-            )
+        if status in (401, 403) and self.credentials.kind == "none":
+            return f"{server} requires credentials (HTTP {status}) to {action}; set {hint}"
         if status in (401, 403):
-            return (
-                f"omnibio_tes: the TES server at {url} rejected our credentials (HTTP {status}) "
-                f"while trying to {action}; check {credentials.hint}"
-            )
+            rejected = f"rejected our credentials (HTTP {status}) while trying to {action}"
+            return f"{server} {rejected}; check {hint}"
         said = f": {refused.said}" if refused.said else ""
-        return (
-            f"omnibio_tes: the TES server at {url} answered HTTP {status} while trying to "
-            f"{action}{said}"
-        )
+        return f"{server} answered HTTP {status} while trying to {action}{said}"
 
     # --- the TES API -----------------------------------------------------------------------
 

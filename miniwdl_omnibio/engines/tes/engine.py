@@ -383,26 +383,16 @@ class TesEngine(Engine[TesRequest]):
                 logger.warning(_("could not remove staged objects", key=run_key, error=str(exn)))
 
     def own_active_tasks(self) -> set[str]:
-        """Unfinished tasks whose own tags (BASIC view) carry this launcher: one list per
-        unfinished state by the launcher tag; once a list shows the server ignores filters, one
-        pass over every task it lists. Each listed task is checked by its own state and tags."""
+        """Unfinished tasks whose own tags (BASIC view) carry this launcher: one pass over the
+        tasks listed by the launcher tag (every task, where the server ignores filters), each
+        checked by its own tags and state."""
         found: set[str] = set()
-        for listed in ACTIVE_STATES:
-            unfiltered = self.ignoring is not None
-            for task in self.client.list_tasks(
-                self.launcher_tags(),
-                state=None if unfiltered else listed,
-                view="BASIC",
-                page_size=self.settings.page_size,
-            ):
-                state, ours = state_of(task), self.owns(task)
-                # Funnel reads state=UNKNOWN as no state filter (boltdb ListTasks)
-                if not unfiltered and (not ours or listed not in ("UNKNOWN", state)):
-                    self.filters_ignored(f"listed task {task['id']} outside the filter sent")
-                if ours and state in ACTIVE_STATES:
-                    found.add(str(task["id"]))
-            if unfiltered:
-                break
+        tags, page_size = self.launcher_tags(), self.settings.page_size
+        for task in self.client.list_tasks(tags, view="BASIC", page_size=page_size):
+            if not self.owns(task):
+                self.filters_ignored(f"listed task {task['id']} by tags it does not carry")
+            elif state_of(task) in ACTIVE_STATES:
+                found.add(str(task["id"]))
         return found
 
     def _warn_once(self, logger: logging.Logger, message: str) -> None:

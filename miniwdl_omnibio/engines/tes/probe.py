@@ -15,7 +15,7 @@ import tes
 
 from ...placement.sharedfs import SharedFilesystem
 from .client import Refused, TesClient, TesProblem
-from .status import ACTIVE_STATES, state_of
+from .status import ACTIVE_STATES, state_of, task_status
 
 
 def probe_task(fs: SharedFilesystem, host_dir: str, image: str, tags: dict[str, str]) -> tes.Task:
@@ -46,19 +46,15 @@ def probe(
         with contextlib.suppress(OSError), open(os.path.join(host_dir, "reply")) as infile:
             if infile.read().strip() == token:
                 return
-        full = client.get(task_id, "FULL") or {}
-        logs = full.get("logs") or [{}]
-        said = "; ".join(str(line) for line in (logs[-1].get("system_logs") or [])[-3:])
-        stderr = " ".join(
-            str(e.get("stderr") or "") for e in logs[-1].get("logs") or [] if isinstance(e, dict)
-        )
-        reason = f"{full.get('state')}: {said or ' '.join(stderr.split())[:200] or 'no logs'}"
+        status = task_status({**(client.get(task_id, "FULL") or {}), "id": task_id}, False)
+        stderr = " ".join(str(status.details.get("tes_stderr_tail") or "no logs").split())
+        reason = status.error or f"{status.reason}: {stderr[-200:]}"
         paths = f"mount_path {fs.container_root}"
         if fs.readonly_root:
             paths += f" and readonly_mount_path {fs.readonly_root}"
         raise TesProblem(
             f"omnibio_tes: the TES server's workers do not see [omnibio_tes] {paths}"
-            f" (probe task {task_id} ended {reason}); mount the shared filesystem on every "
+            f" (probe task {task_id}: {reason}); mount the shared filesystem on every "
             f"worker there (Funnel: a --volume in Worker.Container.RunCommand), or leave "
             f"mount_path empty and stage files through staging_uri"
         )

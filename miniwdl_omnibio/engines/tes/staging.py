@@ -22,13 +22,13 @@ from WDL import Error
 from WDL._util import path_really_within
 
 from ...attempt import Mount, TaskAttempt
+from ...runtime.provenance import file_digest
 from ...runtime.store import ObjectStore, StoreError
 
 # The spec asks servers to accept at least 128 KiB in tesInput.content; a longer command is
 # uploaded as a file instead.
 CONTENT_MAX_BYTES = 128 * 1024
 MINIWDL_INPUTS = "_miniwdl_inputs"  # where miniwdl places inputs below the working directory
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,6 @@ class StagePlan:
     command: Mount | None  # the command file, sent as content
     outputs: tuple[Output, ...]
     attempt_key: str  # below which this attempt's outputs go
-
-
-def file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as infile:
-        while chunk := infile.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def tree_files(root: str) -> list[tuple[str, str]]:
@@ -145,7 +137,7 @@ class Stager:
         with self._lock:
             known = self._digests.get(memo)
         if known is None:
-            known = file_digest(path)
+            _size, known = file_digest(path)
             with self._lock:
                 self._digests[memo] = known
         return known
@@ -163,33 +155,27 @@ class Stager:
         through = self.pass_through(host_path, directory)
         if through:
             return through, directory
-        if not directory:
+        if directory:
+            files = tree_files(host_path)
+            if not files:
+                return None, True
+            listing = "".join(f"{relative}\0{self._digest(path)}\n" for relative, path in files)
+            digest = hashlib.sha256(listing.encode()).hexdigest()
+            key, marker = (self.store.key(run_key, kind, digest) for kind in ("dirs", "done"))
+            uploads = [(path, f"{key}/{relative}") for relative, path in files]
+        else:
             digest = self._digest(host_path)
-            key = self.store.key(run_key, "files", digest)
-            with self._exclusive(digest):
-                if self.store.size(key) is None:
-                    self.store.put(host_path, key)
-                    self._count(1)
-            return self.store.url(key), False
-        files = tree_files(host_path)
-        if not files:
-            return None, True
-        listing = hashlib.sha256()
-        for relative, path in files:
-            listing.update(f"{relative}\0{self._digest(path)}\n".encode())
-        digest = listing.hexdigest()
-        key, done = self.store.key(run_key, "dirs", digest), self.store.key(run_key, "done", digest)
+            key = marker = self.store.key(run_key, "files", digest)
+            uploads = [(host_path, key)]
         with self._exclusive(digest):
-            if self.store.size(done) is None:
-                for relative, path in files:
-                    self.store.put(path, f"{key}/{relative}")
-                self.store.put_bytes(b"", done)  # the directory is complete
-                self._count(len(files))
-        return self.store.url(key), True
-
-    def _count(self, objects: int) -> None:
-        with self._lock:
-            self.uploads += objects
+            if self.store.size(marker) is None:
+                for path, target in uploads:
+                    self.store.put(path, target)
+                if directory:
+                    self.store.put_bytes(b"", marker)  # the directory is complete
+                with self._lock:
+                    self.uploads += len(uploads)
+        return self.store.url(key), directory
 
     def pass_through(self, host_path: str, directory: bool) -> str | None:
         """The URL of an input miniwdl downloaded into its cache from this very store, when the
