@@ -188,13 +188,13 @@ class TesEngine(Engine[TesRequest]):
             raise Error.RuntimeError(f"omnibio_tes: staging inputs failed: {exn}") from None
         staged: dict[str, Any] = {"inputs": [i.as_dict() for i in inputs]}
         if volumes:
-            staged["volumes"] = list(document.get("volumes") or []) + volumes
+            staged["volumes"] = volumes
             # guess: a server may bind only the outermost of nested paths and leave a volume
             # inside the working directory unmade (the spec and Funnel's AddTmpVolume make it;
             # the test server did not), so the command makes them too
-            first, *rest = document["executors"]
-            command = making_directories(first["command"], volumes)
-            staged["executors"] = [{**first, "command": command}, *rest]
+            (executor,) = document["executors"]
+            command = making_directories(executor["command"], volumes)
+            staged["executors"] = [{**executor, "command": command}]
         return staged
 
     def create_once(self, document: dict[str, Any], run_id: str, logger: logging.Logger) -> str:
