@@ -207,7 +207,8 @@ class Settings:
 
 @dataclass(frozen=True)
 class EngineSettings(Settings):
-    """The keys every engine has; an engine gives its own defaults with :func:`override`."""
+    """The keys every engine has (the shared tracker and miniwdl's clamping read them); an
+    engine gives its own default, bounds or help with :meth:`Settings.override`."""
 
     poll_seconds: float = key("5", "seconds between two status polls", number, minimum=0.1)
     default_time_limit: int | None = key(
