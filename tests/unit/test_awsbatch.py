@@ -27,7 +27,7 @@ from miniwdl_omnibio.attempt import (
     Resources,
     TaskAttempt,
 )
-from miniwdl_omnibio.config import DEFAULTS, ConfigError, Settings, check_sections
+from miniwdl_omnibio.config import DEFAULTS, ConfigError, check_sections
 from miniwdl_omnibio.engines.awsbatch.arrays import Coalescer, Member, array_key, plan_array
 from miniwdl_omnibio.engines.awsbatch.cancel import Terminator
 from miniwdl_omnibio.engines.awsbatch.engine import AwsBatchEngine, SubmitRate
@@ -307,7 +307,7 @@ def _settings(monkeypatch, **values):
     for key, value in section.items():
         monkeypatch.setenv(f"MINIWDL__OMNIBIO_AWSBATCH__{key.upper()}", value)
     cfg = miniwdl_config.Loader(logging.getLogger("test"), filenames=[])
-    return AwsBatchSettings.load(Settings(cfg, "omnibio_awsbatch"))
+    return AwsBatchSettings.load(cfg)
 
 
 def engine_session():
@@ -467,7 +467,7 @@ def test_example_configuration_is_valid():
         logging.getLogger("test"), [os.path.join(REPO, "examples", "awsbatch.cfg")]
     )
     check_sections(cfg, ("omnibio", "omnibio_awsbatch"))
-    settings = AwsBatchSettings.load(Settings(cfg, "omnibio_awsbatch"))
+    settings = AwsBatchSettings.load(cfg)
     assert settings.job_queue == "omnibio-spot" and settings.tags["project"] == "omnibio"
     assert settings.filesystem == SharedFilesystem("/mnt/efs", "/mnt/efs", "/mnt/omnibio_inputs")
     assert settings.volume.source(".")["efsVolumeConfiguration"]["transitEncryption"] == "ENABLED"

@@ -7,9 +7,8 @@ import threading
 from types import SimpleNamespace
 
 import pytest
-from WDL.runtime.config import Loader
 
-from miniwdl_omnibio.config import ConfigError, Settings
+from miniwdl_omnibio.config import ConfigError
 from miniwdl_omnibio.engines.base import Phase, Submitted
 from miniwdl_omnibio.engines.slurm import engine as slurm_engine
 from miniwdl_omnibio.engines.slurm import status as m
@@ -640,12 +639,11 @@ def test_an_account_unknown_to_sacctmgr_is_refused_at_start(known, fails):
     cli = RecordingCli({"sacctmgr": known})
     engine = asking_engine(cli, accounting=True)
     engine.settings = make_settings(account="lab")
-    settings = Settings(Loader(logging.getLogger("test"), filenames=[]), "omnibio_slurm")
     if fails:
         with pytest.raises(ConfigError, match=r"account.*knows no account 'lab'"):
-            engine.check_account(settings)
+            engine.check_account(engine.settings)
     else:
-        engine.check_account(settings)
+        engine.check_account(engine.settings)
     assert [c[:5] for c in cli.calls] == [
         ["sacctmgr", "--noheader", "--parsable2", "show", "account"]
     ]

@@ -28,8 +28,8 @@ from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
 from ...attempt import TAG_TASK, Mount, TaskAttempt
-from ...config import Settings
 from ...gathering import settle
+from ...settings import Settings
 from ..base import RUNNING, Accepted, Engine, Phase, Status, Submitted
 from ..jobscript import (
     ExitRecord,
@@ -140,17 +140,16 @@ class AwsBatchEngine(Engine[JobRequest]):
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "AwsBatchEngine":
-        config = Settings(cfg, cls.section)
-        settings = AwsBatchSettings.load(config)
+        settings = AwsBatchSettings.load(cfg)
         session = boto3.session.Session(region_name=settings.region or None)
         if not session.region_name:
-            raise config.fail(
+            raise settings.fail(
                 "region",
                 "is not set and boto3 found no default region (AWS_REGION, AWS_DEFAULT_REGION, "
                 "~/.aws/config)",
             )
         queues = {"job_queue": settings.job_queue, "fallback_queue": settings.fallback_queue}
-        found = cls._check_queues(session, config, {k: v for k, v in queues.items() if v})
+        found = cls._check_queues(session, settings, {k: v for k, v in queues.items() if v})
         learned: dict[str, int] = {}
         if settings.max_cpu is None or settings.max_memory is None:
             learned = awsbatch_limits.learn(

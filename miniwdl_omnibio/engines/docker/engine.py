@@ -32,7 +32,6 @@ from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
 from ...attempt import TAG_RUN, TaskAttempt
-from ...config import Settings
 from ..base import QUEUED, RUNNING, Accepted, Engine, Phase, Status, Submitted
 from ..jobscript import ExitRecord, exit_record, read_exit_record
 from ..jobscript import command as jobscript_command
@@ -223,7 +222,7 @@ class DockerEngine(Engine[DockerRequest]):
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "DockerEngine":
-        settings = DockerSettings.load(Settings(cfg, cls.section))
+        settings = DockerSettings.load(cfg)
         try:
             client = docker.from_env(version="auto", timeout=600)
             info = client.info()
@@ -238,12 +237,15 @@ class DockerEngine(Engine[DockerRequest]):
             try:
                 client.networks.get(network)
             except docker.errors.NotFound:
-                raise Settings(cfg, cls.section).fail(
+                raise settings.fail(
                     "network",
                     f"{network!r} is neither one of {', '.join(NETWORK_MODES)} nor an existing "
                     "docker network",
                 ) from None
-        limits = {"cpu": int(info["NCPU"]), "mem_bytes": int(info["MemTotal"])}
+        limits = {
+            "cpu": settings.max_cpu or int(info["NCPU"]),
+            "mem_bytes": settings.max_memory or int(info["MemTotal"]),
+        }
         since = _event_time(str(info.get("SystemTime", "")))
         engine = cls(client, settings, limits, since=since, logger=logger)
         engine.reap_orphans(logger)

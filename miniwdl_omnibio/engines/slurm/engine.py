@@ -27,9 +27,9 @@ from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
 from ...attempt import TaskAttempt
-from ...config import Settings
 from ...gathering import Cancellations, Gathering, Waiting, settle
 from ...placement.sharedfs import SharedFilesystem
+from ...settings import Settings
 from ..base import Accepted, Engine, Phase, Status, Submitted
 from ..jobscript import ExitRecord, read_exit_record
 from . import status as mapping
@@ -47,7 +47,6 @@ from .cluster import (
 )
 from .hold import Held, HeldSubmissions, SubmitLimit, sbatch_refusal
 from .translate import (
-    RUNTIMES,
     SlurmRequest,
     SlurmSettings,
     batch_script,
@@ -111,7 +110,7 @@ class SlurmEngine(Engine[SlurmRequest]):
     def __init__(
         self,
         cli: SlurmCli,
-        settings: Settings,
+        settings: SlurmSettings,
         fs: SharedFilesystem,
         partitions: dict[str, Partition],
         accounting: bool,
@@ -122,23 +121,12 @@ class SlurmEngine(Engine[SlurmRequest]):
         self.partitions = partitions
         self.accounting = accounting
         self.logger = logger
-        self.poll_seconds = settings.number("poll_seconds", minimum=0.1)
-        self.squeue_seconds = settings.number("squeue_seconds", minimum=0)
-        self.default_time_limit = settings.integer("default_time_limit", minimum=0) or None
+        self.poll_seconds = settings.poll_seconds
+        self.squeue_seconds = settings.squeue_seconds
+        self.default_time_limit = settings.default_time_limit
         # in every job's --comment: a later run on this host cancels the jobs of a dead launcher
         self.launcher = f"{process_identity()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        runtime = settings.choice("container_runtime", RUNTIMES)
-        self.settings = SlurmSettings(
-            runtime=runtime,
-            partition=settings.text("partition"),
-            account=settings.text("account"),
-            qos=settings.text("qos"),
-            default_memory=settings.size("default_memory"),
-            extra_options=_words(settings, "sbatch_options"),
-            runtime_options=_words(settings, "runtime_options"),
-            host_root=fs.host_root,
-            node_root=(settings.text("node_mount_path") or fs.host_root).rstrip("/") or "/",
-        )
+        self.settings = settings
         partition = self.partition(self.settings.partition)
         if partition is None:
             raise settings.fail(
@@ -149,18 +137,14 @@ class SlurmEngine(Engine[SlurmRequest]):
                 else "is empty and the cluster has no default partition",
             )
         self.limits = {
-            "cpu": settings.integer("max_cpu", minimum=1)
-            if settings.text("max_cpu")
-            else partition.max_cpu,
-            "mem_bytes": settings.size("max_memory")
-            if settings.text("max_memory")
-            else partition.max_memory,
+            "cpu": settings.max_cpu or partition.max_cpu,
+            "mem_bytes": settings.max_memory or partition.max_memory,
         }
         self.held = HeldSubmissions(self._sbatch, self._outstanding, logger)
         self.submissions = Submissions(
             self.held.submit,
-            settings.number("submit_linger_seconds", minimum=0),
-            settings.integer("max_array_size", minimum=1),
+            settings.submit_linger,
+            settings.max_array_size,
         )
         self.cancellations = Cancellations(self._scancel, CANCEL_LINGER, CANCEL_MAX)
         self._lock = threading.Lock()
@@ -174,18 +158,15 @@ class SlurmEngine(Engine[SlurmRequest]):
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "SlurmEngine":
-        settings = Settings(cfg, cls.section)
+        settings = SlurmSettings.load(cfg)
         missing = SlurmCli.missing_tools()
         if missing:
             raise Error.RuntimeError(
                 f"omnibio_slurm: {', '.join(missing)} not found on PATH; install the Slurm "
                 "client commands (Debian: slurm-client) on this host"
             )
-        slurm_conf = settings.text("slurm_conf")
-        if slurm_conf and not os.path.isfile(slurm_conf):
-            raise settings.fail("slurm_conf", f"{slurm_conf} is not a file")
-        cli = SlurmCli(slurm_conf)
-        fs = SharedFilesystem.from_settings(settings)
+        cli = SlurmCli(settings.slurm_conf)
+        fs = settings.filesystem
         try:
             partitions = parse_sinfo(
                 cli.run(["sinfo", "--noheader", f"--format={SINFO_FORMAT}"]).stdout
@@ -196,8 +177,8 @@ class SlurmEngine(Engine[SlurmRequest]):
         engine = cls(cli, settings, fs, partitions, accounting_enabled(config), logger)
         engine.check_account(settings)
         engine.cancel_orphans(logger)
-        if settings.flag("probe"):
-            engine.probe(settings.integer("probe_timeout", minimum=1), logger)
+        if settings.probe:
+            engine.probe(settings.probe_timeout, logger)
         logger.log(
             NOTICE_LEVEL,
             _(
@@ -603,14 +584,6 @@ def held_status(held: Held, request: SlurmRequest) -> Status:
 
 def _alive(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
-
-
-def _words(settings: Settings, key: str) -> tuple[str, ...]:
-    """A key holding shell-quoted words (options for sbatch or the container runtime)."""
-    try:
-        return tuple(shlex.split(settings.text(key)))
-    except ValueError as exn:
-        raise settings.fail(key, str(exn)) from None
 
 
 def _read(path: str, tail: int | None = None) -> str:

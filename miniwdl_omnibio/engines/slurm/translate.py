@@ -19,7 +19,6 @@ from ...attempt import TAG_CALL, TAG_RUN, TAG_TASK, Mount, TaskAttempt
 from ..jobscript import FUNCTIONS, MISSING_FILESYSTEM_EXIT, exit_record
 from .settings import SlurmSettings
 
-RUNTIMES = ("docker", "podman", "apptainer")
 # the batch script's exit code when it has no element for the array index it was given (cannot
 # happen unless the array was changed with scontrol); one that cannot read an element's script
 # (the node lacks the shared filesystem at node_mount_path) exits MISSING_FILESYSTEM_EXIT
