@@ -592,6 +592,7 @@ def test_a_burst_makes_one_array_per_shared_key():
     timeouts = (1, 2, 1, 1)
     requests = [types.SimpleNamespace(**vars(key), resources=(), timeout=t) for t in timeouts]
     assert array_groups(requests) == [[0, 2, 3], [1]]  # the other timeout goes alone
+    assert array_groups(requests, 1) == [[0], [2], [3], [1]]  # array_jobs = false
 
 
 @pytest.mark.parametrize(
@@ -635,6 +636,20 @@ class ScriptedBatch:
         if start + self.page < len(found):
             answer["nextToken"] = str(start + self.page)
         return answer
+
+    def get_paginator(self, operation):
+        """botocore's paginator for list_jobs: every page, following nextToken."""
+        assert operation == "list_jobs"
+
+        def paginate(**arguments):
+            while True:
+                page = self.list_jobs(**arguments)
+                yield page
+                if "nextToken" not in page:
+                    return
+                arguments["nextToken"] = page["nextToken"]
+
+        return types.SimpleNamespace(paginate=paginate)
 
     def terminate_job(self, jobId, reason):
         self.terminated.append(jobId)

@@ -65,6 +65,10 @@ class ArrayPlan:
             found.update(member.files)
         return found
 
+    @property
+    def exit_records(self) -> tuple[str, ...]:
+        return tuple(member.exit_record for member in self.members)
+
     def arguments(self, definition: str) -> dict[str, Any]:
         """SubmitJob's keywords: the first member's request, as an array of the scripts."""
         first = self.members[0]
@@ -93,16 +97,16 @@ def plan_array(
     return ArrayPlan(name, tuple(members), directory, to_container(directory), shared)
 
 
-def array_groups(requests: Sequence[JobRequest]) -> list[list[int]]:
+def array_groups(requests: Sequence[JobRequest], most: int = ARRAY_MAX) -> list[list[int]]:
     """The positions of a burst's requests, grouped by array_key in the order they came, at
-    most ARRAY_MAX a group: one SubmitJob each (a group of one is a plain job)."""
+    most ``most`` a group: one SubmitJob each (a group of one is a plain job)."""
     groups: dict[ArrayKey, list[int]] = {}
     for position, request in enumerate(requests):
         groups.setdefault(array_key(request), []).append(position)
     return [
-        group[start : start + ARRAY_MAX]
+        group[start : start + most]
         for group in groups.values()
-        for start in range(0, len(group), ARRAY_MAX)
+        for start in range(0, len(group), most)
     ]
 
 

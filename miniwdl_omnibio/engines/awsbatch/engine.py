@@ -32,7 +32,15 @@ from ...retrying import retry
 from ..base import RUNNING, Accepted, Engine, Phase, Status, Submission, Submitted
 from ..jobscript import read_exit_record, with_record
 from . import limits as awsbatch_limits
-from .arrays import ARRAY_MIN, LINGER_ROUNDS, ArrayJob, array_groups, plan_array
+from .arrays import (
+    ARRAY_MAX,
+    ARRAY_MIN,
+    LINGER_ROUNDS,
+    ArrayJob,
+    ArrayPlan,
+    array_groups,
+    plan_array,
+)
 from .settings import AwsBatchSettings, filesystem_hint
 from .status import (
     LOG_GROUP,
@@ -261,12 +269,8 @@ class AwsBatchEngine(Engine[JobRequest]):
         """One SubmitJob per array the burst makes (arrays.array_groups), or per attempt without
         array jobs; the attempts of one SubmitJob share its refusal."""
         requests = [each.request for each in submissions]
-        if self.settings.array_jobs:
-            groups = array_groups(requests)
-        else:
-            groups = [[position] for position in range(len(requests))]
         results: dict[int, Accepted | Exception] = {}
-        for group in groups:
+        for group in array_groups(requests, ARRAY_MAX if self.settings.array_jobs else 1):
             accepted: Sequence[Accepted | Exception]
             try:
                 accepted = self._submit_group([submissions[p] for p in group])
@@ -280,14 +284,14 @@ class AwsBatchEngine(Engine[JobRequest]):
         these calls here; without, reserve() paced each attempt already."""
         if self.settings.array_jobs:
             time.sleep(self.rate.delay())
-        first = group[0].request
+        first, logger = group[0].request, group[0].logger
         if len(group) < ARRAY_MIN:
-            job_id = self._submit(first, group[0].logger, first.files, [first], first.arguments)
+            job_id = self._submit(first, first, logger)
             for path in first.files:
-                group[0].logger.info(
+                logger.info(
                     _("environment values passed in a file (SubmitJob request limit)", file=path)
                 )
-            group[0].logger.log(
+            logger.log(
                 NOTICE_LEVEL,
                 _(
                     "AWS Batch job",
@@ -300,10 +304,11 @@ class AwsBatchEngine(Engine[JobRequest]):
             return [Accepted(job_id)]
         task = first.tags.get(TAG_TASK, "task")
         name = job_name(self.name_prefix, f"{task}-array{next(self._arrays)}", len(group))
-        requests = [each.request for each in group]
-        plan = plan_array(requests, name, self.settings.filesystem.to_container)
+        plan = plan_array(
+            [each.request for each in group], name, self.settings.filesystem.to_container
+        )
         os.makedirs(plan.directory, exist_ok=True)
-        parent = self._submit(first, group[0].logger, plan.files, requests, plan.arguments, name)
+        parent = self._submit(plan, first, logger)
         handles = [f"{parent}:{index}" for index in range(len(group))]
         array = ArrayJob(parent, set(handles))
         for index, each in enumerate(group):
@@ -321,32 +326,25 @@ class AwsBatchEngine(Engine[JobRequest]):
         return [Accepted(handle, array) for handle in handles]
 
     def _submit(
-        self,
-        first: JobRequest,
-        logger: logging.Logger,
-        files: Mapping[str, str],
-        requests: Sequence[JobRequest],
-        arguments: Callable[[str], dict[str, Any]],
-        name: str = "",
+        self, job: JobRequest | ArrayPlan, first: JobRequest, logger: logging.Logger
     ) -> str:
-        """One SubmitJob: ``first``'s queue checked and job definition found, ``files`` written,
-        and any exit record an earlier launcher left for ``requests`` removed, since it would
-        end the new job at once."""
+        """One SubmitJob: ``first``'s queue checked and its job definition found, the job's
+        files written, and any exit record an earlier launcher left removed (it would end the
+        new job at once)."""
         if first.queue_from_runtime:
             self._check_runtime_queue(first.queue)
         definition = self._definition_arn(first, logger)
-        for path, text in files.items():
+        for path, text in job.files.items():
             with open(path, "w", encoding="utf-8") as outfile:
                 outfile.write(text)
-        for request in requests:
+        for path in job.exit_records:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(request.exit_record)
+                os.unlink(path)
         try:
-            return str(self.batch.submit_job(**arguments(definition))["jobId"])
+            return str(self.batch.submit_job(**job.arguments(definition))["jobId"])
         except botocore.exceptions.ClientError as exn:
             raise Error.RuntimeError(
-                f"AWS Batch refused job {name or first.name} on queue {first.queue}: "
-                + error_text(exn)
+                f"AWS Batch refused job {job.name} on queue {first.queue}: {error_text(exn)}"
             ) from None
 
     def _check_runtime_queue(self, queue: str) -> None:
@@ -460,14 +458,10 @@ class AwsBatchEngine(Engine[JobRequest]):
 
     def _runnable_children(self, parent: str) -> list[Mapping[str, Any]]:
         """ListJobs of an array's RUNNABLE children, every page (10,000 children: 10 pages)."""
-        found: list[Mapping[str, Any]] = []
-        arguments = {"arrayJobId": parent, "jobStatus": "RUNNABLE"}
-        while True:
-            page = self.batch.list_jobs(**arguments)
-            found += page.get("jobSummaryList", [])
-            if not page.get("nextToken"):
-                return found
-            arguments["nextToken"] = page["nextToken"]
+        pages = self.batch.get_paginator("list_jobs").paginate(
+            arrayJobId=parent, jobStatus="RUNNABLE"
+        )
+        return [job for page in pages for job in page.get("jobSummaryList", [])]
 
     def _describe(self, ids: list[str]) -> list[dict[str, Any]]:
         """DescribeJobs for any number of ids ("A list of up to 100 job IDs" per call)."""

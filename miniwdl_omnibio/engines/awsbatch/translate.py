@@ -108,6 +108,10 @@ class JobRequest:
             arguments["timeout"] = {"attemptDurationSeconds": self.timeout}
         return arguments
 
+    @property
+    def exit_records(self) -> tuple[str, ...]:
+        return (self.exit_record,)
+
     def size(self) -> int:
         """Bytes of the serialized request, as botocore sends it (JSON, ASCII-escaped)."""
         return len(json.dumps(self.arguments(self.definition.name)))
