@@ -11,7 +11,7 @@ line per state change in the service's own words, and the times and counts the r
 progress lines are made of.
 
 An engine that learns of an attempt's end sooner (``Engine.on_wake``) wakes the tracker, which
-then fetches that handle at once; polling stays the safety net.
+then fetches that handle at once, with the full look; polling stays the safety net.
 """
 
 import logging
@@ -250,7 +250,7 @@ class Tracker:
         if not pending:
             return
         try:
-            self._apply(pending, self.engine.fetch(pending, False))
+            self._apply(pending, self.engine.fetch(pending, True))
         except Exception as exn:  # the next full round asks again, and backs off if need be
             self._logger.debug(
                 _("fetch on wake failed", engine=self.engine.section, error=str(exn)[:300])

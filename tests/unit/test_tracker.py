@@ -307,17 +307,17 @@ def test_a_wake_fetches_that_handle_at_once_without_a_full_round():
     clock.now += 1
     engine.ends(first)
     assert tracker.turn() == 29  # no full round before its time ...
-    assert engine.fetched == [(2, True), (1, False)]  # ... only the woken handle was fetched
+    assert engine.fetched == [(2, True), (1, True)]  # ... only the woken handle was fetched
     assert tracker.wait(first, 0).exit_code == 0 and tracker.wait(second, 0) is RUNNING
     assert tracker.turn() == 29 and engine.fetched == [
         (2, True),
-        (1, False),
+        (1, True),
     ]  # a wake is fetched once
     clock.now += 29
     tracker.turn()
     assert engine.fetched == [
         (2, True),
-        (1, False),
+        (1, True),
         (1, True),
     ]  # the safety net: the full round, of what is still out
 
