@@ -45,7 +45,7 @@ from .cluster import (
     parse_sinfo,
     probe_script,
 )
-from .hold import Held, HeldSubmissions, SubmitLimit, sbatch_refusal, slurm_handle
+from .hold import Held, HeldSubmissions, NotYet, SubmitLimit, sbatch_refusal, slurm_handle
 from .translate import (
     RUNTIMES,
     SlurmRequest,
@@ -63,10 +63,6 @@ from .translate import (
 SACCT_WAIT = 5.0
 PROBE_PAUSE = 5.0  # seconds between two squeue of the probe job at most
 LOG_TAIL_BYTES = 4000
-
-
-class ProbeWaits(Exception):
-    """The probe job has not ended yet."""
 
 
 class SlurmEngine(Engine[SlurmRequest]):
@@ -186,16 +182,16 @@ class SlurmEngine(Engine[SlurmRequest]):
         accepts any and the check is not possible)."""
         if not self.accounting:
             return
-        for key, entity in (("account", "account"), ("qos", "qos")):
+        for key in ("account", "qos"):
             name = getattr(self.settings, key)
             if not name:
                 continue
             found = self.cli.run(
-                ["sacctmgr", "--noheader", "--parsable2", "show", entity, name, "format=Name"],
+                ["sacctmgr", "--noheader", "--parsable2", "show", key, name, "format=Name"],
                 check=False,
             )
             if found.returncode == 0 and name not in found.stdout.split():
-                raise settings.fail(key, f"Slurm's accounting knows no {entity} {name!r}")
+                raise settings.fail(key, f"Slurm's accounting knows no {key} {name!r}")
 
     def cancel_orphans(self, logger: logging.Logger) -> None:
         """scancel, in one call, the jobs left by miniwdl processes of this host that died
@@ -216,11 +212,8 @@ class SlurmEngine(Engine[SlurmRequest]):
 
     def probe(self, timeout: int, logger: logging.Logger) -> None:
         """One tiny job: does the node see the shared filesystem and have the container runtime?"""
-        here = os.getcwd()
-        fs = self.filesystem
-        assert fs
-        directory = here if here == fs.host_root or here.startswith(fs.host_root + "/") else None
-        directory = directory or fs.host_root
+        here, root = os.getcwd(), self.settings.host_root
+        directory = here if here == root or here.startswith(root + "/") else root
         token = uuid.uuid4().hex
         host_file = os.path.join(directory, f".omnibio-slurm-probe-{token[:12]}")
         try:
@@ -229,7 +222,7 @@ class SlurmEngine(Engine[SlurmRequest]):
         except OSError as exn:
             logger.warning(_("omnibio_slurm probe skipped", reason=str(exn)))
             return
-        node_file = self.node_path(host_file)
+        node_file = node_path(host_file, self.settings.host_root, self.settings.node_root)
         try:
             done = self.cli.run(
                 ["sbatch", "--parsable", *probe_options(self.settings), "--output=/dev/null"]
@@ -294,22 +287,19 @@ class SlurmEngine(Engine[SlurmRequest]):
             if job and mapping.waits_at_limit(job) and job.reason != limit:
                 limit = job.reason
                 logger.info(_("omnibio_slurm probe job waits at a Slurm limit", limit=limit))
-            raise ProbeWaits
+            raise NotYet
 
         def verdict(exn: Exception) -> bool:
-            return isinstance(exn, ProbeWaits) and self.clock() < deadline
+            return isinstance(exn, NotYet) and self.clock() < deadline
 
         try:
             return retry(ended, verdict, sys.maxsize, self.sleep, PROBE_PAUSE)
-        except ProbeWaits:
+        except NotYet:
             self.cli.run(["scancel", job_id], check=False)
             return None
 
     def resource_limits(self) -> dict[str, int]:
         return self.limits
-
-    def node_path(self, host_path: str) -> str:
-        return node_path(host_path, self.settings.host_root, self.settings.node_root)
 
     # --- the attempt -----------------------------------------------------------------------
 
@@ -424,11 +414,11 @@ class SlurmEngine(Engine[SlurmRequest]):
             self.log_limits(jobs.values())
             gone = [job for job in unsettled if job not in jobs]
         statuses = {r.handle: self.status(r, *seen[r.handle], jobs, now) for r in records}
-        ended = {r.handle for r in records if seen[r.handle][1] and _done(statuses[r.handle])}
+        ended = {h for h, s in statuses.items() if seen[h][1] and s and s.phase is Phase.DONE}
         if self.accounting and (gone or ended):
             asked = gone + [slurm_handle(r) for r in records if r.handle in ended]
             accounted = self.sacct(mapping.job_ids(asked))
-            for record in records:
+            for record in (r for r in records if slurm_handle(r) in asked):
                 job = slurm_handle(record)
                 found = accounted.get(job)
                 if found and (job in gone or mapping.accounted(found)):
@@ -545,10 +535,6 @@ class SlurmEngine(Engine[SlurmRequest]):
 
 def _final(record: ExitRecord | None) -> bool:
     return record is not None and mapping.final(record)
-
-
-def _done(status: Status | None) -> bool:
-    return status is not None and status.phase is Phase.DONE
 
 
 def _words(settings: Settings, key: str) -> tuple[str, ...]:

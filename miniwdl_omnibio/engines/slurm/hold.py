@@ -36,8 +36,9 @@ class SubmitLimit(SlurmProblem):
         self.limit = limit
 
 
-class StillHeld(Exception):
-    """A try left submissions held: the queue is full again."""
+class NotYet(Exception):
+    """What a retry loop waits for has not happened: the queue is full again, the probe job has
+    not ended."""
 
 
 def sbatch_refusal(stderr: str) -> SlurmProblem:
@@ -166,11 +167,11 @@ class HeldSubmissions:
         self.resend()
         with self._cond:
             if self._queue and not self._stopped:
-                raise StillHeld
+                raise NotYet
             self._thread = None
 
     def _verdict(self, exn: Exception) -> float:
-        if not isinstance(exn, StillHeld):  # a Slurm that does not answer: try again later
+        if not isinstance(exn, NotYet):  # a Slurm that does not answer: try again later
             self._logger.warning(
                 _("omnibio_slurm: sending held submissions failed", error=str(exn)[:300])
             )

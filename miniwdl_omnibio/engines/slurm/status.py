@@ -300,21 +300,16 @@ def usage(record: ExitRecord | None, job: SlurmJob | None) -> dict[str, Any]:
     """details["usage"]: the container's cgroup as the element script recorded it, else sacct's
     figures for the job (the container itself under apptainer, only the client under docker);
     sacct's stay beside the cgroup's as ``sacct_max_rss`` and ``sacct_total_cpu``."""
-    measured: dict[str, Any] = dict(record.usage()) if record else {}
-    if measured:
-        measured["source"] = CGROUP_SOURCE
-    sacct: dict[str, Any] = {}
-    if job and job.max_rss is not None:
-        sacct["max_rss"] = job.max_rss
-    if job and job.total_cpu is not None:
-        sacct["total_cpu"] = job.total_cpu
-    if sacct and not measured:
-        measured = {"memory_peak": sacct.get("max_rss"), "cpu_seconds": sacct.get("total_cpu")}
-        measured = {k: v for k, v in measured.items() if v is not None}
-        measured["source"] = SACCT_SOURCE
-    elif sacct:
-        measured.update({f"sacct_{key}": value for key, value in sacct.items()})
-    return {"usage": measured} if measured else {}
+    cgroup = record.usage() if record else {}
+    sacct = {"max_rss": job.max_rss, "total_cpu": job.total_cpu} if job else {}
+    sacct = {key: value for key, value in sacct.items() if value is not None}
+    if cgroup:
+        beside = {f"sacct_{key}": value for key, value in sacct.items()}
+        return {"usage": {**cgroup, "source": CGROUP_SOURCE, **beside}}
+    if sacct:  # in the trace's words
+        names = {"max_rss": "memory_peak", "total_cpu": "cpu_seconds"}
+        return {"usage": {**{names[k]: v for k, v in sacct.items()}, "source": SACCT_SOURCE}}
+    return {}
 
 
 def status(

@@ -100,11 +100,13 @@ def sbatch_options(
         options.append(f"--gres=gpu:{resources.gpu}")
     if resources.time_limit:
         options.append(f"--time={time_option(resources.time_limit)}")
-    for key in ("partition", "account", "qos"):
-        value = overrides.get(key) or getattr(settings, key)
-        if value:
-            options.append(f"--{key}={value}")
-    return tuple(options) + settings.extra_options
+    return tuple(options + placement(settings, overrides)) + settings.extra_options
+
+
+def placement(settings: SlurmSettings, overrides: dict[str, str]) -> list[str]:
+    """--partition, --account, --qos: the task's runtime.slurm_* else the config's."""
+    keys = ("partition", "account", "qos")
+    return [f"--{k}={v}" for k in keys if (v := overrides.get(k) or getattr(settings, k))]
 
 
 def misfit(request: SlurmRequest, partition: Partition | None) -> str | None:
@@ -131,11 +133,8 @@ def misfit(request: SlurmRequest, partition: Partition | None) -> str | None:
 
 def probe_options(settings: SlurmSettings) -> list[str]:
     """sbatch options of the start-time probe job: the smallest job, where the run's go."""
-    options = ["--cpus-per-task=1", "--mem=16M", "--time=1", *settings.extra_options]
-    for key in ("partition", "account", "qos"):
-        if getattr(settings, key):
-            options.append(f"--{key}={getattr(settings, key)}")
-    return options
+    smallest = ["--cpus-per-task=1", "--mem=16M", "--time=1"]
+    return smallest + placement(settings, {}) + list(settings.extra_options)
 
 
 def job_name(requests: Sequence[SlurmRequest]) -> str:
