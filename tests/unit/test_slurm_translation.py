@@ -252,25 +252,34 @@ MEASURED = (
 )
 
 
+IMAGE = "sha256:" + "c" * 64
+
+
 @pytest.mark.parametrize(
     "wait_exit, inspect, cgroup_oom, expected",
     [
-        ("3", "false", "", ExitRecord(3, memory_peak=5, cpu_seconds=2.5)),
-        ("137", "true", "", ExitRecord(137, oom=True, memory_peak=5, cpu_seconds=2.5)),
+        ("3", "false", "", ExitRecord(3, memory_peak=5, cpu_seconds=2.5, image_id=IMAGE)),
+        ("137", "true", "", ExitRecord(137, True, memory_peak=5, cpu_seconds=2.5, image_id=IMAGE)),
         # the cgroup's oom_kill counts when the runtime did not see it
-        ("137", "false", "oom=true\\n", ExitRecord(137, oom=True, memory_peak=5, cpu_seconds=2.5)),
+        (
+            "137",
+            "false",
+            "oom=true\\n",
+            ExitRecord(137, True, memory_peak=5, cpu_seconds=2.5, image_id=IMAGE),
+        ),
     ],
 )
 def test_element_script_records_the_exit_and_the_usage(
     tmp_path, wait_exit, inspect, cgroup_oom, expected
 ):
     """podman as a stand-in command: run -d "measures" (writes attemptN.usage as the wrapper
-    would), wait prints the exit, inspect says OOM."""
+    would), wait prints the exit, inspect gives the container's image and says OOM."""
     calls = tmp_path / "calls"
     measured = MEASURED.format(usage=USAGE_PATH, oom=cgroup_oom)
     stand_in = (
         f'case "$1" in run) echo "$@" >>{calls}; {measured};; wait) echo {wait_exit};; '
-        f"inspect) echo {inspect};; rm) echo rm >>{calls};; esac\n"
+        f'inspect) case "$3" in *.Image*) echo {IMAGE};; *) echo {inspect};; esac;; '
+        f"rm) echo rm >>{calls};; esac\n"
     )
     assert run_element(tmp_path, "podman", stand_in) == (int(wait_exit), expected)
     assert "--name omnibio-7-0" in read(calls) and read(calls).endswith("rm\n")

@@ -116,12 +116,12 @@ class DieEvents:
         self.since = since  # the daemon's own time, as seconds.nanoseconds
         self._closed = threading.Event()
 
-    def follow(self, wake: Callable[[str], None], logger: logging.Logger) -> None:
+    def follow(self, wake: Callable[[str, bool], None], logger: logging.Logger) -> None:
         threading.Thread(
             target=self._run, args=(wake, logger), name="omnibio_docker-events", daemon=True
         ).start()
 
-    def _run(self, wake: Callable[[str], None], logger: logging.Logger) -> None:
+    def _run(self, wake: Callable[[str, bool], None], logger: logging.Logger) -> None:
         delay = 1.0
         while not self._closed.is_set():
             try:
@@ -132,7 +132,7 @@ class DieEvents:
                         event = json.loads(line)
                         nanos = int(event["timeNano"])
                         self.since = f"{nanos // 10**9}.{nanos % 10**9:09d}"
-                        wake(str(event["Actor"]["ID"]))
+                        wake(str(event["Actor"]["ID"]), False)
                         delay = 1.0
                 error = "the daemon ended it"
             except Exception as exn:
@@ -470,7 +470,7 @@ class DockerEngine(Engine[DockerRequest]):
             return Status(Phase.DONE, error=f"docker container {handle[:12]} was removed")
         return QUEUED if state in QUEUED_STATES else RUNNING
 
-    def on_wake(self, wake: Callable[[str], None]) -> None:
+    def on_wake(self, wake: Callable[[str, bool], None]) -> None:
         self.events.follow(wake, self._logger)
 
     def cancel(self, record: Submitted, logger: logging.Logger) -> None:
