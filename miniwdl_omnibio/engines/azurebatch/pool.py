@@ -17,7 +17,7 @@ from WDL._util import StructuredLogMessage as _
 
 from ...settings import ConfigError
 from .settings import AzureBatchSettings
-from .tasks import describe_error, enum_text, error_code
+from .status import describe_error, enum_text, error_code
 
 GiB = 1 << 30
 # vCPUs are the number after the family letters in a VM size name (Standard_D4s_v3 -> 4); memory
