@@ -1,20 +1,26 @@
-"""How omnibio_azurebatch groups tasks into addtaskcollection requests, and reads their results
-in either spelling of the service's enums. The sender is a stand-in for the edge cases; the
-emulator tests (tests/e2e/azurebatch) send real requests."""
+"""How omnibio_azurebatch groups a burst of submissions into addtaskcollection requests, and
+reads their results in either spelling of the service's enums. The client is a stand-in for the
+edge cases; the emulator tests (tests/e2e/azurebatch) send real requests."""
 
 import logging
+from datetime import datetime, timezone
 
 import pytest
 from azure.batch import models as batch_models
 
-from miniwdl_omnibio.engines.azurebatch import tasks as azurebatch_tasks
-from miniwdl_omnibio.engines.azurebatch.tasks import (
+from miniwdl_omnibio import retrying
+from miniwdl_omnibio.engines.azurebatch.translate import (
     COLLECTION_BYTES,
     COLLECTION_MAX,
-    TaskCollections,
+    TaskRequest,
     serialized_size,
     split_collection,
 )
+from miniwdl_omnibio.engines.base import Accepted, Submission
+
+from .test_azurebatch_translation import _attempt, _shared
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
 
 def _task(name: str, padding: int = 0) -> batch_models.BatchTaskCreateOptions:
@@ -34,34 +40,51 @@ def test_groups_hold_at_most_100_tasks_and_stay_under_the_size_budget():
 
 
 def _result(task_id: str, status: str, code: str | None = None):
-    doc = {"status": status, "taskId": task_id}
+    doc = {"status": status, "taskId": task_id, "lastModified": T0.isoformat()}
     if code:
         doc["error"] = {"code": code, "message": {"value": f"{code} happened"}}
     return batch_models.BatchTaskCreateResult(doc)
 
 
+class _Collections:
+    """A client whose addtaskcollection answers come from a list, and keeps what it was sent."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.sent: list[list[str]] = []
+
+    def create_task_collection(self, job_id, group):
+        self.sent.append([t.id for t in group.task_values])
+        return batch_models.BatchCreateTaskCollectionResult({"value": self.answers.pop(0)})
+
+
 @pytest.mark.parametrize(
     "client_error, server_error", [("ClientError", "ServerError"), ("clienterror", "servererror")]
 )
-def test_results_in_either_spelling(monkeypatch, client_error, server_error):
-    monkeypatch.setattr(azurebatch_tasks.time, "sleep", lambda seconds: None)
-    answers = [
+def test_results_in_either_spelling(monkeypatch, tmp_path, client_error, server_error):
+    monkeypatch.setattr(retrying, "FIRST_PAUSE", 0.0)
+    engine = _shared(monkeypatch)
+    engine.job_id = "job"
+    engine.client = _Collections(  # type: ignore[assignment]
         [
-            _result("ok", "Success"),
-            _result("exists", client_error, "TaskExists"),  # an earlier try added it
-            _result("bad", client_error, "InvalidPropertyValue"),
-            _result("busy", server_error, "ServerBusy"),
-        ],
-        [_result("busy", "Success")],
+            [
+                _result("ok", "Success"),
+                _result("exists", client_error, "TaskExists"),  # an earlier try added it
+                _result("bad", client_error, "InvalidPropertyValue"),
+                _result("busy", server_error, "ServerBusy"),
+            ],
+            [_result("busy", "Success")],
+        ]
+    )
+    names = ("ok", "exists", "bad", "busy")
+    records = [str(tmp_path / f"omnibio_exit.{name}") for name in names]
+    submissions = [
+        Submission(_attempt(), TaskRequest("run", "i", _task(name), record), logging.getLogger())
+        for name, record in zip(names, records, strict=True)
     ]
-    sent = []
-
-    def send(tasks):
-        sent.append([t.id for t in tasks])
-        return answers.pop(0)
-
-    collections = TaskCollections(send, logging.getLogger("test"))
-    tasks = [_task(name) for name in ("ok", "exists", "bad", "busy")]
-    errors = collections._add_group(tasks)
-    assert sent == [["ok", "exists", "bad", "busy"], ["busy"]]  # only the server error again
-    assert list(errors) == ["bad"] and "InvalidPropertyValue" in str(errors["bad"])
+    ok, exists, bad, busy = engine.submit_many(submissions)
+    assert engine.client.sent == [list(names), ["busy"]]  # only the server error again
+    assert ok == Accepted("ok", T0) and busy == Accepted("busy", T0)  # memo: created, by Batch
+    assert exists == Accepted("exists", None)  # created by an earlier try: when is not known
+    assert isinstance(bad, Exception) and "InvalidPropertyValue" in str(bad)
+    assert "Azure Batch did not accept task bad" in str(bad)

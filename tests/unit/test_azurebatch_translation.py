@@ -5,7 +5,6 @@ import dataclasses
 import logging
 import os
 import shlex
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -13,12 +12,12 @@ from azure.batch import models as batch_models
 from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
-from miniwdl_omnibio.config import Settings
-from miniwdl_omnibio.engines.azurebatch.engine import AzureBatchEngine, _Seen
+from miniwdl_omnibio.engines.azurebatch.engine import AzureBatchEngine
 from miniwdl_omnibio.engines.azurebatch.pool import node_size
 from miniwdl_omnibio.engines.azurebatch.settings import AzureBatchSettings
-from miniwdl_omnibio.engines.azurebatch.tasks import Sighting, batch_id, sighting, task_status
-from miniwdl_omnibio.engines.base import QUEUED, Phase, Submitted
+from miniwdl_omnibio.engines.azurebatch.status import sighting, task_status
+from miniwdl_omnibio.engines.azurebatch.translate import TaskRequest, batch_id
+from miniwdl_omnibio.engines.base import QUEUED, Phase, Status, Submitted
 from miniwdl_omnibio.engines.jobscript import exit_record
 from miniwdl_omnibio.trace import attempt_row
 
@@ -33,11 +32,10 @@ def _engine(monkeypatch, **values: str) -> AzureBatchEngine:
     values = {"account_url": "https://acct.westeurope.batch.azure.com", "pool_id": "p", **values}
     for key, value in values.items():
         monkeypatch.setenv(f"MINIWDL__OMNIBIO_AZUREBATCH__{key.upper()}", value)
-    settings = Settings(Loader(LOG, filenames=[]), "omnibio_azurebatch")
     pool = batch_models.BatchPool({"id": "p", "vmSize": "STANDARD_D4S_V3", "taskSlotsPerNode": 4})
     return AzureBatchEngine(
         None,  # type: ignore[arg-type]  # translation never calls the service
-        AzureBatchSettings.load(settings),
+        AzureBatchSettings.load(Loader(LOG, filenames=[])),
         "acct",
         pool,
         {"cpu": 4, "mem_bytes": 16 << 30},
@@ -168,7 +166,12 @@ def _task(state, node=None, start=None, requeues=0, **execution):
     return batch_models.BatchTask(doc)
 
 
-def _status(task, before=None, cancelled=False, time_limit=60):
+def _seen(node, start):
+    """The running Status of a task a listing showed started on ``node`` at ``start``."""
+    return Status(Phase.RUNNING, details={"batch_node": node, "batch_started": start.isoformat()})
+
+
+def _status(task, before=QUEUED, cancelled=False, time_limit=60):
     return task_status(task, before, _attempt(time_limit), cancelled, "job")
 
 
@@ -186,10 +189,10 @@ def test_states_map_to_phases():
 @pytest.mark.parametrize(
     "before, task",
     [
-        (None, _task("running", "n1", T0, requeues=1)),  # requeueCount counts it
-        (Sighting("n1", T0), _task("active")),  # back in the queue, uncounted
-        (Sighting("n1", T0), _task("running", "n2", T0 + timedelta(seconds=30))),  # another node
-        (Sighting("n1", T0), _task("running", "n1", T0 + timedelta(seconds=30))),  # restarted
+        (QUEUED, _task("running", "n1", T0, requeues=1)),  # requeueCount counts it
+        (_seen("n1", T0), _task("active")),  # back in the queue, uncounted
+        (_seen("n1", T0), _task("running", "n2", T0 + timedelta(seconds=30))),  # another node
+        (_seen("n1", T0), _task("running", "n1", T0 + timedelta(seconds=30))),  # restarted
     ],
 )
 def test_a_rerun_is_an_interruption_the_tracker_terminates(before, task):
@@ -199,14 +202,16 @@ def test_a_rerun_is_an_interruption_the_tracker_terminates(before, task):
 
 
 def test_the_same_run_seen_again_is_no_rerun():
-    before = sighting(_task("preparing", "n1"))
+    before = Status(Phase.RUNNING, details=sighting(_task("preparing", "n1")))
     assert _status(_task("running", "n1", T0), before).phase is Phase.RUNNING
-    assert _status(_task("running", "n1", T0), Sighting("n1", T0)).phase is Phase.RUNNING
+    assert _status(_task("running", "n1", T0), _seen("n1", T0)).phase is Phase.RUNNING
+    # the sighting rides in the running Status, which the tracker keeps in its record
+    assert _status(_task("running", "n1", T0)) == _seen("n1", T0)
 
 
 def test_a_rerun_that_completed_is_the_result():
     task = _task("completed", "n2", T0, requeues=1, exitCode=0, endTime=T0.isoformat())
-    status = _status(task, Sighting("n1", T0 - timedelta(seconds=60)))
+    status = _status(task, _seen("n1", T0 - timedelta(seconds=60)))
     assert status.phase is Phase.DONE and status.exit_code == 0 and not status.interrupted
 
 
@@ -276,33 +281,44 @@ def test_a_gpu_task_on_a_pool_without_gpus_is_one_line(monkeypatch):
 
 
 class _Listings:
-    """A client whose list_tasks answers with ``tasks`` and counts the calls."""
+    """A client whose list_tasks answers with ``tasks`` and keeps the filters it was given."""
 
     def __init__(self) -> None:
-        self.calls = 0
+        self.filters: list[str | None] = []
         self.tasks: list[batch_models.BatchTask] = []
 
+    @property
+    def calls(self) -> int:
+        return len(self.filters)
+
     def list_tasks(self, job_id, filter=None, select=None):
-        self.calls += 1
+        self.filters.append(filter)
         return list(self.tasks)
 
 
 def _polling(monkeypatch, tmp_path, handles=("call-x-1",)):
-    """An engine with a submitted task per handle (host dir under tmp_path), a counting client
-    and a clock the test moves; list_seconds 30."""
-    engine = _shared(monkeypatch, list_seconds="30")
+    """An engine with a submitted task per handle (host dir under tmp_path), created at T0 by the
+    service's clock, and a counting client."""
+    engine = _shared(monkeypatch)
     engine.client = _Listings()  # type: ignore[assignment]
     engine.job_id = "job"
-    clock = [1000.0]
-    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     records = []
     for handle in handles:
         host_dir = tmp_path / handle
         host_dir.mkdir()
         attempt = dataclasses.replace(_attempt(), host_dir=str(host_dir))
-        engine._seen[handle] = _Seen()
-        records.append(Submitted(handle, attempt, LOG, submitted_at=0.0))
-    return engine, records, clock
+        task = batch_models.BatchTaskCreateOptions(id=handle, command_line="true")
+        request = TaskRequest("run", attempt.image, task, exit_record(str(host_dir), 1))
+        records.append(Submitted(handle, attempt, LOG, 0.0, request, memo=T0))
+    return engine, records
+
+
+def _poll(engine, records, full):
+    """One fetch, its statuses kept in the records as the tracker keeps them."""
+    statuses = engine.fetch(records, full)
+    for record in records:
+        record.status = statuses[record.handle]
+    return statuses
 
 
 def _write(record, text):
@@ -311,13 +327,12 @@ def _write(record, text):
 
 
 def test_exit_0_in_the_record_ends_the_attempt_without_a_listing(monkeypatch, tmp_path):
-    engine, records, clock = _polling(monkeypatch, tmp_path, ("a-1", "b-1"))
-    assert engine.fetch(records, True) == {"a-1": QUEUED, "b-1": QUEUED}
-    assert engine.client.calls == 1  # the first poll lists: nothing is known yet
+    engine, records = _polling(monkeypatch, tmp_path, ("a-1", "b-1"))
+    assert _poll(engine, records, True) == {"a-1": QUEUED, "b-1": QUEUED}
+    assert engine.client.calls == 1  # a full round lists: nothing is known yet
     _write(records[0], "")  # a-1 runs
     _write(records[1], "exit_code=0\nmemory_peak=209715200\ncpu_usec=1500000\noom=false\n")
-    clock[0] += 5
-    statuses = engine.fetch(records, True)
+    statuses = _poll(engine, records, False)
     assert engine.client.calls == 1  # neither needed Batch
     assert statuses["a-1"].phase is Phase.RUNNING
     done = statuses["b-1"]
@@ -328,68 +343,78 @@ def test_exit_0_in_the_record_ends_the_attempt_without_a_listing(monkeypatch, tm
         "source": "cgroup, read by the job script",
     }
     assert done.details["batch_task"] == "b-1" and done.details["batch_job"] == "job"
+    engine.fetch(records[1:], True)
+    assert engine.client.calls == 1  # exit status 0 is final: not even a full round asks
 
 
 def test_another_exit_is_asked_of_batch_until_it_lists_the_task_completed(monkeypatch, tmp_path):
-    engine, records, clock = _polling(monkeypatch, tmp_path)
-    engine.fetch(records, True)
+    engine, records = _polling(monkeypatch, tmp_path)
+    _poll(engine, records, True)
     _write(records[0], "exit_code=137\nmemory_peak=300\noom=true\n")
     engine.client.tasks = [_task("running", "n1", T0)]  # Batch has not seen it end yet
-    clock[0] += 5
-    assert engine.fetch(records, True)["call-x-1"].phase is Phase.RUNNING
+    assert _poll(engine, records, False)["call-x-1"].phase is Phase.RUNNING
     assert engine.client.calls == 2
     engine.client.tasks = [
         _task("completed", "n1", T0, exitCode=137, endTime=(T0 + timedelta(seconds=2)).isoformat())
     ]
-    clock[0] += 5
-    status = engine.fetch(records, True)["call-x-1"]
+    status = _poll(engine, records, False)["call-x-1"]
     assert engine.client.calls == 3
     assert status.phase is Phase.DONE and status.exit_code == 137
     assert status.oom  # Batch says nothing of memory: the record's oom_kill does
     assert status.details["batch_node"] == "n1" and status.details["usage"]["memory_peak"] == 300
 
 
-def test_silent_records_are_listed_every_list_seconds(monkeypatch, tmp_path):
+def test_silent_records_are_listed_in_full_rounds_only(monkeypatch, tmp_path):
     """A task that never starts, or whose container is killed (time limit, preemption, lost
     node), leaves its record absent or empty: Batch's listing says what happened."""
-    engine, records, clock = _polling(monkeypatch, tmp_path)
+    engine, records = _polling(monkeypatch, tmp_path)
+    _poll(engine, records, True)
     for _ in range(5):
-        engine.fetch(records, True)
-        clock[0] += 5
-    assert engine.client.calls == 1  # 25 s of polls: only the first listed
+        _poll(engine, records, False)
+    assert engine.client.calls == 1  # the rounds between two full ones read the records only
     _write(records[0], "")
     engine.client.tasks = [_ended(60)]  # killed at maxWallClockTime: the record stays empty
-    clock[0] += 5  # 30 s after the first listing
-    status = engine.fetch(records, True)["call-x-1"]
+    status = _poll(engine, records, True)["call-x-1"]
     assert engine.client.calls == 2
     assert status.phase is Phase.DONE and status.timed_out and "usage" not in status.details
 
 
 def test_a_cancelled_attempt_is_asked_of_batch_at_each_poll(monkeypatch, tmp_path):
-    engine, records, clock = _polling(monkeypatch, tmp_path)
-    engine.fetch(records, True)
+    engine, records = _polling(monkeypatch, tmp_path)
+    _poll(engine, records, True)
     records[0].cancelled = True
-    clock[0] += 5
-    engine.fetch(records, True)
+    _poll(engine, records, False)
     assert engine.client.calls == 2
 
 
 def test_a_rerun_is_still_batch_s_word(monkeypatch, tmp_path):
     """Preemption requeues the task: its record (rewritten empty by the rerun) cannot say so."""
-    engine, records, clock = _polling(monkeypatch, tmp_path)
+    engine, records = _polling(monkeypatch, tmp_path)
     _write(records[0], "")
     engine.client.tasks = [_task("running", "n1", T0)]
-    assert engine.fetch(records, True)["call-x-1"].phase is Phase.RUNNING
+    assert _poll(engine, records, True)["call-x-1"].phase is Phase.RUNNING
+    assert _poll(engine, records, False)["call-x-1"].details["batch_node"] == "n1"  # kept
     engine.client.tasks = [_task("running", "n2", T0 + timedelta(seconds=40))]
-    clock[0] += 30
-    status = engine.fetch(records, True)["call-x-1"]
+    status = _poll(engine, records, True)["call-x-1"]
     assert status.interrupted and engine.client.calls == 2
 
 
+def test_a_listing_reaches_back_to_the_oldest_creation_it_must_cover(monkeypatch, tmp_path):
+    """No memory of earlier listings: a task entered its present state at or after its
+    creation, so the tasks changed since the oldest asked one was created hold them all."""
+    engine, records = _polling(monkeypatch, tmp_path, ("a-1", "b-1"))
+    records[1].memo = T0 + timedelta(minutes=5)
+    _poll(engine, records, True)
+    assert engine.client.filters == ["stateTransitionTime ge datetime'2026-01-02T03:03:50.000Z'"]
+    records[0].memo = None  # its creation time unknown (an earlier try had added it)
+    _poll(engine, records, True)
+    assert engine.client.filters[-1] is None  # the whole job
+
+
 def test_the_trace_row_carries_the_measured_usage(monkeypatch, tmp_path):
-    engine, records, _clock = _polling(monkeypatch, tmp_path)
+    engine, records = _polling(monkeypatch, tmp_path)
     _write(records[0], "exit_code=0\nmemory_peak=5000\ncpu_usec=250000\n")
-    status = engine.fetch(records, True)["call-x-1"]
+    status = engine.fetch(records, False)["call-x-1"]
     times = (0.0, 1.0, 2.0)
     row = attempt_row(
         records[0].attempt,

@@ -32,7 +32,6 @@ from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
 from ...attempt import TAG_RUN, TaskAttempt
-from ...config import Settings
 from ..base import QUEUED, RUNNING, Accepted, Engine, Phase, Status, Submitted
 from ..jobscript import ExitRecord, exit_record, read_exit_record
 from ..jobscript import command as jobscript_command
@@ -117,12 +116,12 @@ class DieEvents:
         self.since = since  # the daemon's own time, as seconds.nanoseconds
         self._closed = threading.Event()
 
-    def follow(self, wake: Callable[[str], None], logger: logging.Logger) -> None:
+    def follow(self, wake: Callable[[str, bool], None], logger: logging.Logger) -> None:
         threading.Thread(
             target=self._run, args=(wake, logger), name="omnibio_docker-events", daemon=True
         ).start()
 
-    def _run(self, wake: Callable[[str], None], logger: logging.Logger) -> None:
+    def _run(self, wake: Callable[[str, bool], None], logger: logging.Logger) -> None:
         delay = 1.0
         while not self._closed.is_set():
             try:
@@ -133,7 +132,7 @@ class DieEvents:
                         event = json.loads(line)
                         nanos = int(event["timeNano"])
                         self.since = f"{nanos // 10**9}.{nanos % 10**9:09d}"
-                        wake(str(event["Actor"]["ID"]))
+                        wake(str(event["Actor"]["ID"]), False)
                         delay = 1.0
                 error = "the daemon ended it"
             except Exception as exn:
@@ -223,7 +222,7 @@ class DockerEngine(Engine[DockerRequest]):
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "DockerEngine":
-        settings = DockerSettings.load(Settings(cfg, cls.section))
+        settings = DockerSettings.load(cfg)
         try:
             client = docker.from_env(version="auto", timeout=600)
             info = client.info()
@@ -238,12 +237,15 @@ class DockerEngine(Engine[DockerRequest]):
             try:
                 client.networks.get(network)
             except docker.errors.NotFound:
-                raise Settings(cfg, cls.section).fail(
+                raise settings.fail(
                     "network",
                     f"{network!r} is neither one of {', '.join(NETWORK_MODES)} nor an existing "
                     "docker network",
                 ) from None
-        limits = {"cpu": int(info["NCPU"]), "mem_bytes": int(info["MemTotal"])}
+        limits = {
+            "cpu": settings.max_cpu or int(info["NCPU"]),
+            "mem_bytes": settings.max_memory or int(info["MemTotal"]),
+        }
         since = _event_time(str(info.get("SystemTime", "")))
         engine = cls(client, settings, limits, since=since, logger=logger)
         engine.reap_orphans(logger)
@@ -468,7 +470,7 @@ class DockerEngine(Engine[DockerRequest]):
             return Status(Phase.DONE, error=f"docker container {handle[:12]} was removed")
         return QUEUED if state in QUEUED_STATES else RUNNING
 
-    def on_wake(self, wake: Callable[[str], None]) -> None:
+    def on_wake(self, wake: Callable[[str, bool], None]) -> None:
         self.events.follow(wake, self._logger)
 
     def cancel(self, record: Submitted, logger: logging.Logger) -> None:

@@ -34,7 +34,6 @@ from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
 from ...attempt import TAG_RUN_ID, TaskAttempt
-from ...config import Settings
 from ...runtime.store import StoreError, open_store
 from ..base import Accepted, Engine, Status, Submitted
 from .client import Refused, TesClient, TesProblem
@@ -103,7 +102,7 @@ class TesEngine(Engine[TesRequest]):
         supported = engine.supported_parameters
         problem = unsupported_parameters(settings.backend_parameters, supported, settings.url)
         if problem and settings.backend_parameters_strict:
-            raise Settings(cfg, cls.section).fail(
+            raise settings.fail(
                 "backend_parameters", problem + " and backend_parameters_strict = true"
             )
         if problem:
@@ -405,17 +404,16 @@ class TesEngine(Engine[TesRequest]):
 
 def open_stager(cfg: miniwdl_config.Loader, settings: TesSettings) -> Stager:
     """The staging store, checked writable now (a bad staging_uri fails at start)."""
-    config = Settings(cfg, "omnibio_tes")
     try:
         store = open_store(settings.staging_uri, settings.max_retries)
     except (ValueError, RuntimeError) as exn:  # RuntimeError: its SDK is not installed
-        raise config.fail("staging_uri", str(exn)) from None
+        raise settings.fail("staging_uri", str(exn)) from None
     check = store.key(f".omnibio-write-check-{uuid.uuid4().hex[:12]}")
     try:
         store.put_bytes(b"", check)
         store.delete([check])
     except StoreError as exn:
-        raise config.fail("staging_uri", f"cannot write there: {exn}") from None
+        raise settings.fail("staging_uri", f"cannot write there: {exn}") from None
     cache = cfg["download_cache"]
     cache_dir = cache["dir"] if cache.get_bool("get") else None
     if cache_dir and not os.path.isabs(cache_dir):

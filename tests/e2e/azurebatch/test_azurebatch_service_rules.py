@@ -20,9 +20,10 @@ from azure.core.exceptions import HttpResponseError
 from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
-from miniwdl_omnibio.engines.azurebatch import engine as azurebatch
-from miniwdl_omnibio.engines.azurebatch.engine import AzureBatchEngine
-from miniwdl_omnibio.engines.base import Phase, Submitted
+from miniwdl_omnibio.engines.azurebatch import status as azurebatch_status
+from miniwdl_omnibio.engines.azurebatch.engine import STATUS_FIELDS, AzureBatchEngine
+from miniwdl_omnibio.engines.base import Accepted, Phase, Submission, Submitted
+from miniwdl_omnibio.tracker import Tracker
 from tests.emulators.azurebatch_emulator import BatchEmulator
 from tests.helpers import Run, error_line, wait_until
 
@@ -97,7 +98,9 @@ def _attempt(
 
 
 def _submit_together(engine: AzureBatchEngine, attempts: list[TaskAttempt]) -> list[Exception]:
-    """Every attempt submitted from its own thread, all released at once (a scatter)."""
+    """Every attempt submitted through the tracker from its own thread, all released at once (a
+    scatter): the tracker gathers them into bursts for the engine's submit_many."""
+    tracker = Tracker(engine, LOG, unlisted_grace=60, background=False)
     barrier = threading.Barrier(len(attempts))
     errors: list[Exception] = []
 
@@ -105,7 +108,7 @@ def _submit_together(engine: AzureBatchEngine, attempts: list[TaskAttempt]) -> l
         request = engine.translate(attempt)
         barrier.wait()
         try:
-            engine.submit(request, LOG)
+            tracker.submit(attempt, request, LOG)
         except Exception as exn:
             errors.append(exn)
 
@@ -189,9 +192,19 @@ def _running_engine(batch, workdir, monkeypatch) -> AzureBatchEngine:
     return AzureBatchEngine.start(Loader(LOG, filenames=[], overrides=section), LOG)
 
 
+def _submitted(engine: AzureBatchEngine, attempt: TaskAttempt) -> Submitted:
+    """The tracker's record of the attempt, submitted alone."""
+    request = engine.translate(attempt)
+    (accepted,) = engine.submit_many([Submission(attempt, request, LOG)])
+    assert isinstance(accepted, Accepted), accepted
+    return Submitted(accepted.handle, attempt, LOG, time.monotonic(), request, accepted.memo)
+
+
 def _until_done(engine: AzureBatchEngine, records: list[Submitted], handles: set[str]) -> dict:
     def done() -> dict | None:
-        statuses = engine.fetch(records)
+        statuses = engine.fetch(records, True)
+        for record in records:  # as the tracker keeps them
+            record.status = statuses[record.handle]
         return statuses if all(statuses[h].phase is Phase.DONE for h in handles) else None
 
     return wait_until(done, f"tasks {sorted(handles)} to be done", 120)
@@ -202,47 +215,51 @@ def test_a_transition_listed_late_is_still_seen(batch, workdir, monkeypatch):
     can be): the margin below the latest transition seen still lists it."""
     engine = _running_engine(batch, workdir, monkeypatch)
     try:
-        early, late = _attempt(workdir, "call-early"), _attempt(workdir, "call-late")
-        early_handle = engine.submit(engine.translate(early), LOG)
+        early = _submitted(engine, _attempt(workdir, "call-early"))
+        early_handle = early.handle
         batch.hold(engine.job_id, early_handle)  # lists show it queued ...
         wait_until(
             lambda: batch.service.get_task(engine.job_id, early_handle)["state"] == "completed",
             "the early task to complete",
         )
-        late_handle = engine.submit(engine.translate(late), LOG)  # ... while a later one ends
-        records = [
-            Submitted(early_handle, early, LOG, time.monotonic()),
-            Submitted(late_handle, late, LOG, time.monotonic()),
-        ]
-        _until_done(engine, records, {late_handle})
+        late = _submitted(engine, _attempt(workdir, "call-late"))  # ... while a later one ends
+        records = [early, late]
+        _until_done(engine, records, {late.handle})
         batch.hold(engine.job_id, early_handle, held=False)
         assert _until_done(engine, records, {early_handle})[early_handle].exit_code == 0
     finally:
         engine.shutdown(LOG)
 
 
-def test_polls_list_only_tasks_that_changed(batch, workdir, monkeypatch):
-    """A completed task is not listed again once its transition is older than the margin."""
-    monkeypatch.setattr(azurebatch, "CHANGE_MARGIN", azurebatch.timedelta(seconds=0.5))
+def test_polls_list_only_tasks_changed_since_the_oldest_asked_was_created(
+    batch, workdir, monkeypatch
+):
+    """A task that completed before the oldest attempt still out was created is not listed."""
+    monkeypatch.setattr(
+        azurebatch_status, "CHANGE_MARGIN", azurebatch_status.timedelta(seconds=0.5)
+    )
     engine = _running_engine(batch, workdir, monkeypatch)
     try:
-        first = [_attempt(workdir, f"call-early{i}") for i in range(3)]
-        records = [
-            Submitted(engine.submit(engine.translate(a), LOG), a, LOG, time.monotonic())
-            for a in first
-        ]
+        records = [_submitted(engine, _attempt(workdir, f"call-early{i}")) for i in range(3)]
         _until_done(engine, records, {r.handle for r in records})
-        assert engine._since is not None
-        # the service's clock passes the latest transition the engine saw, plus the margin
-        passed = engine._since + 2 * azurebatch.CHANGE_MARGIN
-        wait_until(
-            lambda: azurebatch.datetime.now(azurebatch.timezone.utc) > passed,
-            "the clock to pass the latest transition seen, plus the margin",
+        ended = max(
+            azurebatch_status.datetime.fromisoformat(
+                batch.service.get_task(engine.job_id, r.handle)["stateTransitionTime"]
+            )
+            for r in records
         )
-        late = _attempt(workdir, "call-late")
-        engine.submit(engine.translate(late), LOG)
-        assert "call-late-1" in engine._list_changed(engine.job_id)  # the watermark moves on
-        assert set(engine._list_changed(engine.job_id)) == {"call-late-1"}
+        wait_until(  # the service's clock passes their ends, plus the margin
+            lambda: (
+                azurebatch_status.datetime.now(azurebatch_status.timezone.utc)
+                > ended + 2 * azurebatch_status.CHANGE_MARGIN
+            ),
+            "the clock to pass the early tasks' ends, plus the margin",
+        )
+        late = _submitted(engine, _attempt(workdir, "call-late"))
+        changed = azurebatch_status.changed_since([late.memo])
+        assert changed is not None
+        listed = engine.client.list_tasks(engine.job_id, filter=changed, select=STATUS_FIELDS)
+        assert {task.id for task in listed} == {"call-late-1"}
     finally:
         engine.shutdown(LOG)
 
