@@ -152,7 +152,7 @@ def test_slurm_exit_137_without_oom_is_not_raised(shared_dir, rundir):
     _check_not_raised(run)
 
 
-# Batch's words for a container its OOM killer stopped (the reason awsbatch_jobs.OOM matches)
+# Batch's words for a container its OOM killer stopped (the reason engines/awsbatch/status.OOM matches)
 BATCH_OOM = "OutOfMemoryError: Container killed due to memory usage"
 AWS = {"omnibio": {"memory_retry_multiplier": "4", "retry_wait": "0"}}
 
