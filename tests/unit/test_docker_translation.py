@@ -7,6 +7,8 @@ import subprocess
 import types
 
 import docker
+import pytest
+from WDL import Error
 from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
@@ -188,29 +190,31 @@ def test_tasks_join_one_sandbox_without_a_look_at_it_each(monkeypatch, tmp_path)
     assert not [call for call in api.calls if call[0] == "inspect"]
 
 
-def test_a_dead_sandbox_is_made_anew_by_its_die_event_or_by_a_task_that_cannot_join(
-    monkeypatch, tmp_path
-):
+def test_a_task_that_cannot_join_a_dead_sandbox_makes_a_new_one(monkeypatch, tmp_path):
     api, engine = _sandboxed(monkeypatch)
-    woken = []
-    engine.events.follow = lambda wake, logger: setattr(engine, "died", wake)
-    engine.on_wake(woken.append)
     request = engine.translate(_attempt(str(tmp_path)))
     engine.submit(request, logging.getLogger("test"))  # sandbox c0, task c1
-    api.running.discard("c0")
-    engine.died("c0")  # its die event: no attempt to wake the tracker for
-    engine.died("c1")
-    assert woken == ["c1"]
-    assert engine.submit(request, logging.getLogger("test")).handle == "c3"  # in sandbox c2
-    api.running.discard("c2")  # its die event missed (the stream was down)
-    assert engine.submit(request, logging.getLogger("test")).handle == "c6"  # tried again
+    api.running.discard("c0")  # killed, or dockerd restarted
+    assert engine.submit(request, logging.getLogger("test")).handle == "c4"
     assert api.calls[-6:] == [
-        ("create", "c4", "container:c2"),
-        ("remove", "c4", ""),  # it could not start: no container is left
-        ("inspect", "c2", ""),  # the verdict: its sandbox no longer runs
+        ("create", "c2", "container:c0"),
+        ("remove", "c2", ""),  # it could not start: no container is left
+        ("inspect", "c0", ""),  # the verdict: its sandbox no longer runs, so try again
         ("remove", "omnibio-sandbox-" + engine.launcher.replace(":", "-"), ""),
-        ("create", "c5", "bridge"),
-        ("create", "c6", "container:c5"),
+        ("create", "c3", "bridge"),
+        ("create", "c4", "container:c3"),
+    ]
+
+    def fails(handle):
+        raise docker.errors.APIError("could not select device driver")
+
+    api.start = fails  # the sandbox, c3, runs: the verdict gives up at once
+    with pytest.raises(Error.RuntimeError, match="could not start the container of ubuntu"):
+        engine.submit(request, logging.getLogger("test"))
+    assert api.calls[-3:] == [
+        ("create", "c5", "container:c3"),
+        ("remove", "c5", ""),
+        ("inspect", "c3", ""),
     ]
 
 

@@ -31,10 +31,10 @@ from WDL.runtime import config as miniwdl_config
 from ...attempt import TAG_RUN, TaskAttempt
 from ...config import Settings
 from ...retrying import pause_before, retry
-from ..base import Accepted, Engine, Phase, Status, Submitted
+from ..base import Accepted, Engine, Status, Submitted
 from ..jobscript import read_exit_record
 from .settings import DockerSettings
-from .status import inspected, listed, recorded
+from .status import inspected, listed, recorded, removed
 from .translate import LAUNCHER_LABEL, DockerRequest, docker_request
 
 SANDBOX_LABEL = "omnibio.sandbox"
@@ -267,8 +267,8 @@ class DockerEngine(Engine[DockerRequest]):
             raise Error.RuntimeError(f"docker image {tag} {state}: {_first_line(exn)}") from None
 
     def sandbox(self, image_id: str, workflow_run: str, logger: logging.Logger) -> str:
-        """The run's shared network namespace, made on first use and again once it died (its die
-        event, or a task that could not join it, says so): no look at it per task."""
+        """The run's shared network namespace, made on first use and again once a task could not
+        join it because it died (``_sandbox_died``): no look at it per task."""
         with self._sandbox_lock:
             if not self._sandbox:
                 name = "omnibio-sandbox-" + self.launcher.replace(":", "-")
@@ -301,13 +301,10 @@ class DockerEngine(Engine[DockerRequest]):
                 return False
         except docker.errors.NotFound:
             pass
-        self._drop_sandbox(sandbox)
-        return 0.0
-
-    def _drop_sandbox(self, sandbox: str) -> None:
         with self._sandbox_lock:
-            if self._sandbox == sandbox:  # not the one another thread has made since
+            if self._sandbox == sandbox:  # not one another thread has made since
                 self._sandbox = None
+        return 0.0
 
     # --- the attempt -----------------------------------------------------------------------
 
@@ -372,7 +369,7 @@ class DockerEngine(Engine[DockerRequest]):
         for record in records:
             state = "exited" if states is None else states.get(record.handle)
             statuses[record.handle] = (
-                _removed(record.handle) if state is None else listed(state) or self._ended(record)
+                removed(record.handle) if state is None else listed(state) or self._ended(record)
             )
         return statuses
 
@@ -385,16 +382,10 @@ class DockerEngine(Engine[DockerRequest]):
         try:
             return inspected(self.api.inspect_container(record.handle)["State"], record.memo)
         except docker.errors.NotFound:
-            return _removed(record.handle)
+            return removed(record.handle)
 
     def on_wake(self, wake: Callable[[str], None]) -> None:
-        def died(handle: str) -> None:
-            if handle == self._sandbox:  # no attempt: the next task to join it makes another
-                self._drop_sandbox(handle)
-            else:
-                wake(handle)
-
-        self.events.follow(died, self._logger)
+        self.events.follow(wake, self._logger)
 
     def cancel(self, record: Submitted, logger: logging.Logger) -> None:
         if self._remove(record.handle):
@@ -451,10 +442,6 @@ def prepare_record(path: str) -> None:
     os.chmod(os.path.dirname(path), 0o770)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def _removed(handle: str) -> Status:
-    return Status(Phase.DONE, error=f"docker container {handle[:12]} was removed")
 
 
 def _event_time(system_time: str) -> str | None:

@@ -40,6 +40,11 @@ def recorded(record: ExitRecord, image_id: str | None) -> Status:
     )
 
 
+def removed(handle: str) -> Status:
+    """A container the daemon no longer has (it lists its own containers at once)."""
+    return Status(Phase.DONE, error=f"docker container {handle[:12]} was removed")
+
+
 def _image(image_id: str | None) -> dict[str, Any]:
     """The id of the image the container ran, for the trace: a tag may point elsewhere by the
     time anyone reads it."""
