@@ -91,8 +91,8 @@ class DieEvents:
 
     The stream is read through the client's own HTTP session, not ``APIClient.events``: that
     one turns an HTTP error (a proxy's 403) into an empty stream, hiding the daemon's reason.
-    ``close`` leaves the open stream to end with the process: closing the response would wait
-    for the lock of the read in progress, i.e. for the next event."""
+    At shutdown ``closed`` is set and the open stream left to end with the process: closing the
+    response would wait for the lock of the read in progress, i.e. for the next event."""
 
     def __init__(self, api: docker.APIClient, launcher: str, since: str | None) -> None:
         self.api = api
