@@ -11,7 +11,8 @@ line per state change in the service's own words, and the times and counts the r
 progress lines are made of.
 
 An engine that learns of an attempt's end sooner (``Engine.on_wake``) wakes the tracker, which
-then fetches that handle at once; polling stays the safety net.
+then fetches that handle at once (with the full look if the engine asks); polling stays the
+safety net.
 """
 
 import logging
@@ -66,7 +67,8 @@ class Tracker:
         self._ended_at: dict[str, float] = {}  # handle -> clock() when first seen done
         self._submitted = 0  # attempts submitted by this process
         self._retries = 0  # ... of which a second or later attempt of their task
-        self._woken: dict[str, float] = {}  # handle -> when the engine woke the tracker for it
+        # handle -> when the engine woke the tracker for it, and whether it wants the full look
+        self._woken: dict[str, tuple[float, bool]] = {}
         self._wakeup = threading.Event()
         self._next_round = float("-inf")  # when poll_once is due (clock time)
         self._next_sweep = float("-inf")  # when the next full fetch is due
@@ -217,11 +219,13 @@ class Tracker:
 
     # --- the polling thread ----------------------------------------------------------------
 
-    def wake(self, handle: str) -> None:
-        """The engine learnt of a change to ``handle`` (its end): fetch it at once. A wake for a
-        handle not registered yet is kept, since a short attempt can end before submit returns."""
+    def wake(self, handle: str, full: bool) -> None:
+        """The engine learnt of a change to ``handle`` (its end): fetch it at once, with the full
+        look if ``full``. A wake for a handle not registered yet is kept, since a short attempt
+        can end before submit returns."""
         with self._lock:
-            self._woken[handle] = self._clock()
+            _, before = self._woken.get(handle, (0.0, False))
+            self._woken[handle] = (self._clock(), full or before)
         self._wakeup.set()
 
     def _loop(self) -> None:
@@ -240,17 +244,21 @@ class Tracker:
     def _fetch_woken(self) -> None:
         now = self._clock()
         with self._lock:
-            woken = [self._records[h] for h in self._woken if h in self._records]
+            woken = [
+                (self._records[h], full)
+                for h, (_, full) in self._woken.items()
+                if h in self._records
+            ]
             self._woken = {
-                h: t
-                for h, t in self._woken.items()
+                h: (t, full)
+                for h, (t, full) in self._woken.items()
                 if h not in self._records and now - t <= EARLY_WAKE_SECONDS
             }
-        pending = [r for r in woken if r.status.phase is not Phase.DONE]
+        pending = [r for r, _ in woken if r.status.phase is not Phase.DONE]
         if not pending:
             return
         try:
-            self._apply(pending, self.engine.fetch(pending, False))
+            self._apply(pending, self.engine.fetch(pending, any(full for _, full in woken)))
         except Exception as exn:  # the next full round asks again, and backs off if need be
             self._logger.debug(
                 _("fetch on wake failed", engine=self.engine.section, error=str(exn)[:300])

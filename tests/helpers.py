@@ -5,12 +5,15 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import docker
+
+from tests.preloaded import run_wdl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the WDL spec examples: shared/ beside the checkout, or where OMNIBIO_CONFORMANCE_DIR says (a
@@ -96,17 +99,25 @@ def run_miniwdl(
     timeout: float = 600,
     task: str | None = None,
 ) -> Run:
-    proc = subprocess.run(
-        _argv(wdl, args, cwd, task),
-        cwd=cwd,
-        env=miniwdl_env(backend, config, env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """``python -m WDL run``; forked from the preloaded forkserver (tests/preloaded.py) unless
+    ``env`` sets PYTHONPATH: what a process imports then is what the test is about."""
+    argv, environment = _argv(wdl, args, cwd, task), miniwdl_env(backend, config, env)
+    if "PYTHONPATH" in (env or {}):
+        fresh = subprocess.run(
+            argv, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
+        )
+        return _finished(cwd, fresh.returncode, fresh.stdout, fresh.stderr)
+    with tempfile.TemporaryDirectory(prefix="omnibio-streams-") as streams:
+        proc = run_wdl(argv[3:], cwd, environment, f"{streams}/run", timeout, 30)
+    if proc.timed_out or proc.returncode is None:
+        raise subprocess.TimeoutExpired(argv, timeout, proc.stdout, proc.stderr)
+    return _finished(cwd, proc.returncode, proc.stdout, proc.stderr)
+
+
+def _finished(cwd: str, returncode: int, stdout: str, stderr: str) -> Run:
     outputs, run_dir = {}, None
     try:
-        doc = json.loads(proc.stdout)
+        doc = json.loads(stdout)
         outputs, run_dir = doc.get("outputs", {}), doc.get("dir")
     except ValueError:
         pass
@@ -118,7 +129,7 @@ def run_miniwdl(
             if d[:8].isdigit() and os.path.isdir(os.path.join(cwd, d))
         ]
         run_dir = max(dirs, key=os.path.getmtime) if dirs else None
-    return Run(proc.returncode, proc.stdout, proc.stderr, outputs, run_dir)
+    return Run(returncode, stdout, stderr, outputs, run_dir)
 
 
 def popen_miniwdl(

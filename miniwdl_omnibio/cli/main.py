@@ -1,5 +1,5 @@
 """``python -m miniwdl_omnibio check --cfg my.cfg``, ``... selftest --backend omnibio_docker``,
-``... config`` and ``... report RUN_DIR``."""
+``... config [--markdown SECTION [KEY ...]]`` and ``... report RUN_DIR``."""
 
 import argparse
 import logging
@@ -7,17 +7,8 @@ import sys
 
 from WDL.runtime import config as miniwdl_config
 
-from ..config import DEFAULTS, ConfigError, OmnibioSettings
+from ..config import DEFAULTS, ConfigError, OmnibioSettings, config_text, key_table
 from ..report import REPORT, write_report
-
-
-def print_config() -> None:
-    """The defaults of every key, as a miniwdl .cfg file."""
-    for section, keys in DEFAULTS.items():
-        print(f"[{section}]")
-        for key, value in keys.items():
-            print(f"{key} = {value}")
-        print()
 
 
 def report(run_dir: str, cfg_file: str | None) -> int:
@@ -47,7 +38,15 @@ def main(argv=None) -> int:
     selftest.add_argument(
         "--runtime-image", default="omnibio/runtime:latest", help="image with the tool runtime"
     )
-    sub.add_parser("config", help="print every configuration key with its default")
+    config = sub.add_parser(
+        "config", help="print every configuration key with its default and meaning, as a .cfg file"
+    )
+    config.add_argument(
+        "--markdown",
+        nargs="+",
+        metavar=("SECTION", "KEY"),
+        help="print the keys of SECTION (all, or those named) as the docs' markdown table",
+    )
     check = sub.add_parser(
         "check", help="check a configuration: engine, credentials, shared filesystem, results"
     )
@@ -72,8 +71,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "report":
         return report(args.run_dir, args.cfg)
+    if args.command == "config" and args.markdown:
+        section, *keys = args.markdown
+        if section not in DEFAULTS:
+            parser.error(f"no section {section}; sections: {', '.join(DEFAULTS)}")
+        print(key_table(section, keys), end="")
+        return 0
     if args.command == "config":
-        print_config()
+        print(config_text(), end="")
         return 0
     if args.command == "check":
         from .check import run as preflight

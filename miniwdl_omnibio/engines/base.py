@@ -11,7 +11,7 @@ The path of one attempt::
     accepted = engine.submit_many(submissions)      # the tracker gathers a burst for
                                                     # gather_seconds, then sends it at once
     ... tracker: engine.fetch(records, full) every poll_seconds -> {handle: Status};
-    ...          full every sweep_seconds; at once for a handle the engine wakes it for
+    ...          full every sweep_seconds, and at once for a handle the engine wakes it for
     ... on Ctrl-C / SIGTERM / fail_fast / a client-side deadline: engine.cancel_many(records)
     engine.collect(record, status, logger)          # bring outputs home (staging engines)
     engine.failure_details(record, status)          # extra failure_info, on failure only
@@ -172,13 +172,14 @@ class Engine(ABC, Generic[Request]):
         bookkeeping. Leave out a handle the service does not list (yet): the tracker gives it a
         grace period. An exception makes the tracker back off and ask again."""
 
-    def on_wake(self, wake: Callable[[str], None]) -> None:
+    def on_wake(self, wake: Callable[[str, bool], None]) -> None:
         """Called once by the tracker before the first submission. An engine the service can
-        tell of an attempt's end (an event stream, an exit file) calls ``wake(handle)`` from any
-        thread as soon as it learns of it, also before ``submit`` returned that handle; the
-        tracker then fetches that handle at once instead of at its next round, and polling
-        stays the safety net for a missed push. ``wake`` only marks the handle: it never blocks
-        or raises. The default does nothing: the engine is only polled."""
+        tell of an attempt's end (an event stream, an exit file) calls ``wake(handle, full)``
+        from any thread as soon as it learns of it, also before ``submit`` returned that handle;
+        the tracker then fetches that handle at once (``full``: the engine wants its costly look
+        now) instead of at its next round, and polling stays the safety net for a missed push.
+        ``wake`` only marks the handle: it never blocks or raises. The default does nothing:
+        the engine is only polled."""
 
     def cancel(self, record: Submitted, logger: logging.Logger) -> None:
         """Ask the service to stop one attempt now; idempotent, and must not raise. Implement

@@ -8,7 +8,9 @@ service. One file per attempt (``exit_record``):
 - empty: the command runs;
 - then ``key=value`` lines, written to ``<file>.tmp`` and renamed, so a reader never sees half:
   ``exit_code`` (always), and where known ``oom``, ``timed_out``, ``started``, ``signalled``,
-  ``memory_peak`` (bytes) and ``cpu_usec`` (microseconds). A later line overrides an earlier one.
+  ``memory_peak`` (bytes), ``cpu_usec`` (microseconds) and ``image_id`` (the id of the image the
+  container ran, where the script asked its runtime: Slurm's). A later line overrides an earlier
+  one.
 
 The usage fields come from the cgroup the command ran in, read after it ended (cgroup v2
 ``memory.peak``, ``cpu.stat`` usage_usec, ``memory.events`` oom_kill; v1
@@ -167,6 +169,7 @@ class ExitRecord:
     signalled: bool = False  # a signal ended the script: the service's verdict counts
     memory_peak: int | None = None  # bytes, where the cgroup said
     cpu_seconds: float | None = None
+    image_id: str | None = None  # as the container runtime gave it
 
     def usage(self) -> dict[str, Any]:
         """The measured usage, for Status.details["usage"]; {} when nothing was measured."""
@@ -203,6 +206,7 @@ def parse_exit_record(text: str) -> ExitRecord | None:
         signalled=fields.get("signalled") == "true",
         memory_peak=number("memory_peak"),
         cpu_seconds=None if cpu_usec is None else cpu_usec / 1e6,
+        image_id=fields.get("image_id") or None,
     )
 
 

@@ -8,10 +8,11 @@ launcher may mount the filesystem at another path than the workers (``host_mount
 
 import os
 from dataclasses import dataclass
+from typing import Protocol
 
 from WDL import Error
 
-from ..config import Settings
+from ..settings import ConfigError
 
 
 def _under(path: str, root: str) -> bool:
@@ -23,6 +24,18 @@ def _rebase(path: str, old_root: str, new_root: str) -> str:
     return new_root if rel == "." else os.path.join(new_root, rel)
 
 
+class MountKeys(Protocol):
+    """A section declaring the shared filesystem's keys (every engine but omnibio_docker)."""
+
+    @property
+    def mount_path(self) -> str: ...
+    @property
+    def host_mount_path(self) -> str: ...
+    @property
+    def readonly_mount_path(self) -> str: ...
+    def fail(self, name: str, problem: str) -> ConfigError: ...
+
+
 @dataclass(frozen=True)
 class SharedFilesystem:
     host_root: str  # where miniwdl's host mounts it
@@ -30,12 +43,11 @@ class SharedFilesystem:
     readonly_root: str | None  # where task containers see it read-only (None: no such view)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "SharedFilesystem":
-        """Keys: mount_path (required), host_mount_path (default mount_path),
-        readonly_mount_path."""
-        container_root = settings.text("mount_path", required=True)
-        host_root = settings.text("host_mount_path") or container_root
-        readonly_root = settings.text("readonly_mount_path") or None
+    def from_settings(cls, settings: MountKeys) -> "SharedFilesystem":
+        """Keys: mount_path (set), host_mount_path (default mount_path), readonly_mount_path."""
+        container_root = settings.mount_path
+        host_root = settings.host_mount_path or container_root
+        readonly_root = settings.readonly_mount_path or None
         for key, value in (
             ("mount_path", container_root),
             ("host_mount_path", host_root),

@@ -24,8 +24,6 @@ import math
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,6 +35,7 @@ from typing import Any
 
 from tests.conformance.spec_examples import Example, Spec, load_specs, write_spec
 from tests.helpers import CONFORMANCE, miniwdl_env
+from tests.preloaded import run_wdl
 
 PASS, FAIL, INVALID, SKIPPED, TIMEOUT = "pass", "fail", "invalid", "skipped", "timeout"
 DEFAULT_TIMEOUT = 300.0
@@ -246,24 +245,11 @@ def run_example(
         json.dump({strip_namespace(k): v for k, v in example.inputs.items()}, outfile, indent=2)
     data_dir = workspace.spec_dirs[example.version]
     started = time.monotonic()
-    proc = subprocess.Popen(
-        command(example, workspace),
-        cwd=data_dir,  # relative File inputs are relative to the data directory
-        env=dict(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # a Ctrl-C of the runner reaches miniwdl only through us
+    output = os.path.join(os.path.dirname(run_dir), example.name)
+    finished = run_wdl(
+        command(example, workspace)[3:], data_dir, env, output, timeout, TERM_GRACE_SECONDS
     )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)  # miniwdl cancels its containers/jobs on SIGTERM
-        try:
-            proc.communicate(timeout=TERM_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+    if finished.timed_out:
         return Result(
             example.id,
             TIMEOUT,
@@ -272,9 +258,8 @@ def run_example(
             run_dir,
         )
     seconds = time.monotonic() - started
-    with open(os.path.join(os.path.dirname(run_dir), example.name + ".stderr.txt"), "w") as outfile:
-        outfile.write(stderr)
-    outcome, reason, signature = judge(example, proc.returncode, stdout, run_dir, data_dir)
+    returncode, stdout = finished.returncode, finished.stdout
+    outcome, reason, signature = judge(example, returncode, stdout, run_dir, data_dir)
     return Result(example.id, outcome, reason, seconds, run_dir, signature)
 
 

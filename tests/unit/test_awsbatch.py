@@ -1,7 +1,6 @@
 """omnibio_awsbatch without a service: how an attempt becomes a SubmitJob request, and how Batch's
 answers (including the failures moto cannot produce) become a Status."""
 
-import concurrent.futures
 import json
 import logging
 import os
@@ -27,9 +26,9 @@ from miniwdl_omnibio.attempt import (
     Resources,
     TaskAttempt,
 )
-from miniwdl_omnibio.config import DEFAULTS, ConfigError, Settings, check_sections
-from miniwdl_omnibio.engines.awsbatch.arrays import Coalescer, Member, array_key, plan_array
-from miniwdl_omnibio.engines.awsbatch.cancel import Terminator
+from miniwdl_omnibio.config import DEFAULTS, ConfigError, check_sections
+from miniwdl_omnibio.engines.awsbatch import engine as awsbatch_engine
+from miniwdl_omnibio.engines.awsbatch.arrays import ArrayJob, array_groups, array_key, plan_array
 from miniwdl_omnibio.engines.awsbatch.engine import AwsBatchEngine, SubmitRate
 from miniwdl_omnibio.engines.awsbatch.limits import environment_limit, instance_type_filters
 from miniwdl_omnibio.engines.awsbatch.settings import AwsBatchSettings, SharedVolume
@@ -42,14 +41,14 @@ from miniwdl_omnibio.engines.awsbatch.translate import (
     job_command,
     job_name,
 )
-from miniwdl_omnibio.engines.base import Phase, Submitted
+from miniwdl_omnibio.engines.base import Phase, Submission, Submitted
 from miniwdl_omnibio.engines.jobscript import (
     CGROUP_VARIABLE,
     MISSING_FILESYSTEM_EXIT,
     ExitRecord,
+    exit_record,
     read_exit_record,
 )
-from miniwdl_omnibio.gathering import Waiting
 from miniwdl_omnibio.placement.sharedfs import SharedFilesystem
 from tests.helpers import REPO
 
@@ -307,7 +306,7 @@ def _settings(monkeypatch, **values):
     for key, value in section.items():
         monkeypatch.setenv(f"MINIWDL__OMNIBIO_AWSBATCH__{key.upper()}", value)
     cfg = miniwdl_config.Loader(logging.getLogger("test"), filenames=[])
-    return AwsBatchSettings.load(Settings(cfg, "omnibio_awsbatch"))
+    return AwsBatchSettings.load(cfg)
 
 
 def engine_session():
@@ -467,7 +466,7 @@ def test_example_configuration_is_valid():
         logging.getLogger("test"), [os.path.join(REPO, "examples", "awsbatch.cfg")]
     )
     check_sections(cfg, ("omnibio", "omnibio_awsbatch"))
-    settings = AwsBatchSettings.load(Settings(cfg, "omnibio_awsbatch"))
+    settings = AwsBatchSettings.load(cfg)
     assert settings.job_queue == "omnibio-spot" and settings.tags["project"] == "omnibio"
     assert settings.filesystem == SharedFilesystem("/mnt/efs", "/mnt/efs", "/mnt/omnibio_inputs")
     assert settings.volume.source(".")["efsVolumeConfiguration"]["transitEncryption"] == "ENABLED"
@@ -533,28 +532,31 @@ class RecordingBatch:
 
 def test_more_than_10000_attempts_split_into_arrays_of_10000(monkeypatch, tmp_path):
     """SubmitJob: an array size "between 2 and 10,000". 10,001 attempts gathered together go as
-    one array of 10,000 and a plain job, through the engine's own submission."""
+    one array of 10,000 and a plain job, through the engine's own submission; each child's memo
+    is its array."""
     engine = _engine(monkeypatch, host_mount_path=str(tmp_path), submit_rate="100")
     engine.batch = RecordingBatch()
     host_dir = str(tmp_path / "run" / "call-x")
-    first = engine.translate(
-        replace(
-            _attempt(),
-            host_dir=host_dir,
-            stdout_path=host_dir + "/stdout.txt",
-            stderr_path=host_dir + "/stderr.txt",
-            mounts=(Mount(str(tmp_path), "/fsx", False),),
-        )
+    attempt = replace(
+        _attempt(),
+        host_dir=host_dir,
+        stdout_path=host_dir + "/stdout.txt",
+        stderr_path=host_dir + "/stderr.txt",
+        mounts=(Mount(str(tmp_path), "/fsx", False),),
     )
-    group = [
-        Waiting(Member(replace(first, host_dir=str(tmp_path / "run" / f"call-x-{i}")), LOG))
+    first = engine.translate(attempt)
+    burst = [
+        Submission(attempt, replace(first, host_dir=str(tmp_path / "run" / f"call-x-{i}")), LOG)
         for i in range(10_001)
     ]
-    engine.coalescer._split(group)
+    accepted = engine.submit_many(burst)
     sizes = [(r.get("arrayProperties") or {}).get("size") for r in engine.batch.submitted]
     assert sizes == [10_000, None]
-    assert [w.result for w in group[:2]] == ["job1:0", "job1:1"]
-    assert group[9_999].result == "job1:9999" and group[10_000].result == "job2"
+    assert [a.handle for a in accepted[:2]] == ["job1:0", "job1:1"]
+    assert accepted[9_999].handle == "job1:9999" and accepted[10_000].handle == "job2"
+    array = accepted[0].memo
+    assert isinstance(array, ArrayJob) and array.parent == "job1" and len(array.open) == 10_000
+    assert accepted[9_999].memo is array and accepted[10_000].memo is None
     assert len(os.listdir(tmp_path / "run" / "omnibio_arrays")) == 1
 
 
@@ -583,21 +585,28 @@ def test_tags_at_most_45_none_starting_with_aws(monkeypatch, tags, error):
     assert sent["long"] == "x" * 256 and "y" * 128 in sent  # Batch's value and key lengths
 
 
-def test_coalescer_groups_concurrent_submissions():
-    sent = []
-
-    def send(group):
-        sent.append([p.item.request for p in group])
-        for i, pending in enumerate(group):
-            pending.finish(f"parent:{i}" if len(group) > 1 else "plain")
-
-    coalescer = Coalescer(0.3, send)
+def test_a_burst_makes_one_array_per_shared_key():
+    """The tracker gathers a burst for array_linger_seconds (at most ten times that) and hands
+    it to submit_many, which sends one array per array_key, in the order the burst came."""
     key = types.SimpleNamespace(queue="q", definition=types.SimpleNamespace(name="d"))
-    requests = [types.SimpleNamespace(**vars(key), resources=(), timeout=t) for t in (1, 1, 1, 2)]
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        handles = list(pool.map(lambda r: coalescer.submit(r, LOG), requests))
-    assert sorted(len(group) for group in sent) == [1, 3]  # the other timeout goes alone
-    assert sorted(handles) == ["parent:0", "parent:1", "parent:2", "plain"]
+    timeouts = (1, 2, 1, 1)
+    requests = [types.SimpleNamespace(**vars(key), resources=(), timeout=t) for t in timeouts]
+    assert array_groups(requests) == [[0, 2, 3], [1]]  # the other timeout goes alone
+    assert array_groups(requests, 1) == [[0], [2], [3], [1]]  # array_jobs = false
+
+
+@pytest.mark.parametrize(
+    "values,gather",
+    [
+        ({}, (0.2, 2.0)),
+        ({"array_linger_seconds": "3"}, (3.0, 30.0)),
+        ({"array_jobs": "false"}, (0, 0)),
+    ],
+)
+def test_the_tracker_gathers_and_sweeps_for_the_engine(monkeypatch, values, gather):
+    engine = _engine(monkeypatch, describe_seconds="45", **values)
+    assert (engine.gather_seconds, engine.gather_max_seconds) == gather
+    assert engine.cancel_gather_seconds == 1.5 and engine.sweep_seconds == 45
 
 
 class ScriptedBatch:
@@ -628,18 +637,41 @@ class ScriptedBatch:
             answer["nextToken"] = str(start + self.page)
         return answer
 
+    def get_paginator(self, operation):
+        """botocore's paginator for list_jobs: every page, following nextToken."""
+        assert operation == "list_jobs"
+
+        def paginate(**arguments):
+            while True:
+                page = self.list_jobs(**arguments)
+                yield page
+                if "nextToken" not in page:
+                    return
+                arguments["nextToken"] = page["nextToken"]
+
+        return types.SimpleNamespace(paginate=paginate)
+
     def terminate_job(self, jobId, reason):
         self.terminated.append(jobId)
         assert reason == "cancelled by miniwdl (omnibio_awsbatch)"
 
 
 def _records(tmp_path, handles):
-    """Submitted attempts, each with its own directory for its exit file."""
+    """Submitted attempts, each with its own directory for its exit file; an array's children
+    share their array as memo, as submit_many gives it."""
+    arrays = {}
+    for handle in handles:
+        if ":" in handle:
+            parent = handle.split(":")[0]
+            arrays.setdefault(parent, ArrayJob(parent, set())).open.add(handle)
     found = []
     for handle in handles:
         directory = tmp_path / handle.replace(":", "_")
         directory.mkdir()
-        found.append(Submitted(handle, replace(_attempt(), host_dir=str(directory)), LOG, 0.0))
+        request = types.SimpleNamespace(exit_record=exit_record(str(directory), 1))
+        memo = arrays.get(handle.split(":")[0]) if ":" in handle else None
+        attempt = replace(_attempt(), host_dir=str(directory))
+        found.append(Submitted(handle, attempt, LOG, 0.0, request, memo))
     return found
 
 
@@ -653,7 +685,7 @@ def _apply(records, statuses):
 
 
 def test_exit_files_end_jobs_without_asking_batch(monkeypatch, tmp_path):
-    engine = _engine(monkeypatch, describe_seconds="600")
+    engine = _engine(monkeypatch)
     answers = {
         "p": {"jobId": "p", "status": "PENDING", "arrayProperties": {"size": 3}},
         "p:0": _job("RUNNABLE", jobId="p:0"),
@@ -669,8 +701,8 @@ def test_exit_files_end_jobs_without_asking_batch(monkeypatch, tmp_path):
     _write_exit(records[1], "exit_code=0\nmemory_peak=209715200\ncpu_usec=2000000\n")
     _write_exit(records[2], "exit_code=137\nmemory_peak=104857600\noom=true\n")
     answers["p:2"] = _job("FAILED", exit_code=137, jobId="p:2")  # Batch names no OOM here
-    statuses = engine.fetch(records, True)
-    assert engine.batch.asked == [["p:2"]]  # only the failure is asked about
+    statuses = engine.fetch(records, False)
+    assert engine.batch.asked == [["p:2"]]  # between sweeps only the failure is asked about
     assert statuses["p:0"].phase is Phase.RUNNING
     assert statuses["p:1"].phase is Phase.DONE and statuses["p:1"].exit_code == 0
     usage = {
@@ -689,7 +721,7 @@ def test_exit_files_end_jobs_without_asking_batch(monkeypatch, tmp_path):
 def test_batch_is_asked_about_silent_children_when_it_counts_more_finished(monkeypatch, tmp_path):
     """A child that ended without writing its exit status (host lost, container never started)
     shows in the array's counts; then every silent child is asked about."""
-    engine = _engine(monkeypatch, describe_seconds="600")
+    engine = _engine(monkeypatch)
     summary = {"SUCCEEDED": 1, "FAILED": 1, "RUNNING": 1}
     answers = {
         "p": {"jobId": "p", "arrayProperties": {"size": 3, "statusSummary": summary}},
@@ -703,7 +735,7 @@ def test_batch_is_asked_about_silent_children_when_it_counts_more_finished(monke
     assert engine.batch.asked == [["p"], ["p:1", "p:2"]]
     assert statuses["p:1"].interrupted and statuses["p:2"].phase is Phase.RUNNING
     engine.batch.asked.clear()
-    engine.fetch(records, True)  # within describe_seconds: the files only
+    engine.fetch(records, False)  # within describe_seconds (the tracker's sweep): the files only
     assert engine.batch.asked == []
 
 
@@ -748,7 +780,6 @@ def test_an_array_waiting_for_capacity_keeps_waiting(monkeypatch, tmp_path):
     # nothing RUNNABLE by Batch's counts: no ListJobs
     parent["arrayProperties"]["statusSummary"] = {"PENDING": 2}
     engine.batch.listed.clear()
-    engine._describe_at = 0
     engine.fetch(records, True)
     assert engine.batch.listed == []
 
@@ -756,56 +787,57 @@ def test_an_array_waiting_for_capacity_keeps_waiting(monkeypatch, tmp_path):
 # --- cancelling ----------------------------------------------------------------------------
 
 
-def _terminator(answers, tries=3):
-    batch = ScriptedBatch(answers)
-    describe = lambda ids: batch.describe_jobs(ids)["jobs"]  # noqa: E731
-    return Terminator(batch, describe, LOG, linger=60, child_retry=0, child_tries=tries), batch
+@pytest.fixture
+def cancelling(monkeypatch, tmp_path):
+    """An engine whose Batch answers DescribeJobs from ``answers``, retrying at once, 3 times."""
+    monkeypatch.setattr(awsbatch_engine, "CHILD_RETRY", 0)
+    monkeypatch.setattr(awsbatch_engine, "CHILD_TRIES", 3)
+
+    def start(answers, handles):
+        engine = _engine(monkeypatch)
+        engine.batch = ScriptedBatch(answers)
+        return engine, _records(tmp_path, handles)
+
+    return start
 
 
-def test_a_whole_array_is_terminated_by_its_parent_in_one_call():
-    terminator, batch = _terminator({})
-    terminator.track("p", ["p:0", "p:1", "p:2"])
-    terminator.release("p:0")  # finished before the Ctrl-C
-    for handle in ("p:1", "p:2", "j"):
-        terminator.cancel(handle, LOG)
-        terminator.release(handle)  # the tracker releases each after cancelling it
-    terminator.flush()
-    assert sorted(batch.terminated) == ["j", "p"] and batch.asked == []
-    terminator.cancel("p:1", LOG)  # again: the array is gone already
-    terminator.flush()
-    assert sorted(batch.terminated) == ["j", "p"]
+def test_a_whole_array_is_terminated_by_its_parent_in_one_call(cancelling):
+    engine, records = cancelling({}, ["p:0", "p:1", "p:2", "j"])
+    engine.release(records[0], LOG)  # finished before the Ctrl-C
+    for record in records[1:]:  # the tracker releases each as it asks to cancel it
+        engine.release(record, LOG)
+    engine.cancel_many(records[1:], LOG)  # the cancellations the tracker gathered
+    assert sorted(engine.batch.terminated) == ["j", "p"] and engine.batch.asked == []
+    engine.cancel_many(records[1:2], LOG)  # again: the array is gone already
+    assert sorted(engine.batch.terminated) == ["j", "p"]
 
 
-def test_one_child_is_terminated_by_its_id_once_batch_lists_it():
+def test_one_child_is_terminated_by_its_id_once_batch_lists_it(cancelling):
     """Right after the parent's SubmitJob Batch may not list the child yet: it is asked about
     again until it is (the other children run on)."""
-    terminator, batch = _terminator({"p": {"jobId": "p", "status": "PENDING"}})
-    terminator.track("p", ["p:0", "p:1"])
-    late = iter([False, True])
+    engine, records = cancelling({"p": {"jobId": "p", "status": "PENDING"}}, ["p:0", "p:1"])
+    batch, late = engine.batch, iter([False, True])
 
     def describe(ids):
         if next(late):
             batch.answers["p:1"] = _job("RUNNABLE", jobId="p:1")
         return batch.describe_jobs(ids)["jobs"]
 
-    terminator._describe = describe
-    terminator.cancel("p:1", LOG)
-    terminator.flush()
+    engine._describe = describe
+    engine.cancel_many(records[1:], LOG)
     assert batch.asked == [["p:1", "p"], ["p:1", "p"]] and batch.terminated == ["p:1"]
 
 
 @pytest.mark.parametrize("parent_state", ["PENDING", "FAILED"])
-def test_a_child_never_listed_is_given_up(parent_state, caplog):
-    terminator, batch = _terminator({"p": {"jobId": "p", "status": parent_state}}, tries=3)
-    terminator.track("p", ["p:0", "p:1"])
-    terminator.cancel("p:0", LOG)
+def test_a_child_never_listed_is_given_up(cancelling, parent_state, caplog):
+    engine, records = cancelling({"p": {"jobId": "p", "status": parent_state}}, ["p:0", "p:1"])
     with caplog.at_level(logging.WARNING):
-        terminator.flush()
-    assert batch.terminated == []
+        engine.cancel_many(records[:1], LOG)
+    assert engine.batch.terminated == []
     if parent_state == "FAILED":  # ended with its parent: nothing left to stop
-        assert len(batch.asked) == 1 and not caplog.records
+        assert len(engine.batch.asked) == 1 and not caplog.records
     else:
-        assert len(batch.asked) == 3  # bounded
+        assert len(engine.batch.asked) == 3  # bounded
         assert "does not list the array child" in caplog.text
 
 

@@ -13,7 +13,6 @@ from azure.batch import models as batch_models
 from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
-from miniwdl_omnibio.config import Settings
 from miniwdl_omnibio.engines.azurebatch.engine import AzureBatchEngine, _Seen
 from miniwdl_omnibio.engines.azurebatch.pool import node_size
 from miniwdl_omnibio.engines.azurebatch.settings import AzureBatchSettings
@@ -33,11 +32,10 @@ def _engine(monkeypatch, **values: str) -> AzureBatchEngine:
     values = {"account_url": "https://acct.westeurope.batch.azure.com", "pool_id": "p", **values}
     for key, value in values.items():
         monkeypatch.setenv(f"MINIWDL__OMNIBIO_AZUREBATCH__{key.upper()}", value)
-    settings = Settings(Loader(LOG, filenames=[]), "omnibio_azurebatch")
     pool = batch_models.BatchPool({"id": "p", "vmSize": "STANDARD_D4S_V3", "taskSlotsPerNode": 4})
     return AzureBatchEngine(
         None,  # type: ignore[arg-type]  # translation never calls the service
-        AzureBatchSettings.load(settings),
+        AzureBatchSettings.load(Loader(LOG, filenames=[])),
         "acct",
         pool,
         {"cpu": 4, "mem_bytes": 16 << 30},

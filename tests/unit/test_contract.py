@@ -8,7 +8,7 @@ from WDL import Env, Type, Value
 from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Resources
-from miniwdl_omnibio.config import ConfigError, OmnibioSettings, Settings, check_sections
+from miniwdl_omnibio.config import ConfigError, OmnibioSettings, check_sections
 from miniwdl_omnibio.contract import (
     call_path,
     contract_env,
@@ -18,6 +18,7 @@ from miniwdl_omnibio.contract import (
     spill_large_values,
     workflow_run_name,
 )
+from miniwdl_omnibio.engines.docker.settings import DockerSettings
 from miniwdl_omnibio.runtime import parse_result_uri
 from miniwdl_omnibio.task_values import parse_disks, parse_duration
 
@@ -157,7 +158,7 @@ def test_config_errors_name_the_key(monkeypatch):
         OmnibioSettings.load(cfg)
     cfg = _cfg(monkeypatch, MINIWDL__OMNIBIO_DOCKER__POLL_SECONDS="soon")
     with pytest.raises(ConfigError, match=r"MINIWDL__OMNIBIO_DOCKER__POLL_SECONDS"):
-        Settings(cfg, "omnibio_docker").number("poll_seconds")
+        DockerSettings.load(cfg)
 
 
 def test_unknown_key_is_rejected(monkeypatch):

@@ -1,6 +1,6 @@
-"""Promises of README.md, docs/docker.md and docs/runtime.md that need no service: the key
-tables against the code's defaults, what `pip install` brings (Python, miniwdl, the extras), a
-missing cloud SDK named in one line, and CI=true turning a missing rig part into a failure."""
+"""Promises of README.md and docs/runtime.md that need no service: what `pip install` brings
+(Python, miniwdl, the extras), a missing cloud SDK named in one line, and CI=true turning a
+missing rig part into a failure. (The docs' key tables: test_config_keys.py.)"""
 
 import ast
 import os
@@ -8,39 +8,8 @@ import re
 
 import pytest
 
-from miniwdl_omnibio.config import DEFAULTS
 from miniwdl_omnibio.runtime import store
 from tests.helpers import REPO
-
-
-def _doc(name: str) -> str:
-    with open(os.path.join(REPO, "docs", name)) as infile:
-        return infile.read()
-
-
-def _key_table(text: str, heading: str) -> dict[str, str]:
-    """{key: default} of the first | key | default | meaning | table after ``heading``."""
-    rows = {}
-    for line in text[text.index(heading) :].splitlines()[1:]:
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and len(cells) == 3 and cells[0].startswith("`"):
-            rows[cells[0].strip("`")] = cells[1].strip("`")
-        elif rows and not line.startswith("|"):
-            break
-    return rows
-
-
-@pytest.mark.parametrize(
-    "doc,heading,section",
-    [
-        ("docker.md", "## Configuration: `[omnibio_docker]`", "omnibio_docker"),
-        ("runtime.md", "## `[omnibio]` keys (every backend)", "omnibio"),
-    ],
-)
-def test_documented_keys_and_defaults_are_the_codes(doc, heading, section):
-    table = _key_table(_doc(doc), heading)
-    defaults = {key: value or "(empty)" for key, value in DEFAULTS[section].items()}
-    assert table == defaults
 
 
 def _setup_keywords() -> dict:

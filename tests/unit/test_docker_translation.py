@@ -12,7 +12,6 @@ from WDL import Error
 from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
-from miniwdl_omnibio.config import Settings
 from miniwdl_omnibio.engines.base import Phase
 from miniwdl_omnibio.engines.docker.engine import DockerEngine, DockerSettings, _event_time
 from miniwdl_omnibio.engines.docker.status import USAGE_SOURCE
@@ -44,9 +43,9 @@ class RecordingApi:
 def _engine(api, monkeypatch):
     for name in [n for n in os.environ if n.startswith("MINIWDL__")]:
         monkeypatch.delenv(name)
-    settings = Settings(Loader(logging.getLogger("test"), filenames=[]), "omnibio_docker")
+    cfg = Loader(logging.getLogger("test"), filenames=[])
     client = types.SimpleNamespace(api=api)
-    settings = dataclasses.replace(DockerSettings.load(settings), network="none")
+    settings = dataclasses.replace(DockerSettings.load(cfg), network="none")
     return DockerEngine(client, settings, {"cpu": 2, "mem_bytes": 4 << 30})
 
 

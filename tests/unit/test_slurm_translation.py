@@ -4,12 +4,15 @@ The scripts are run for real with /bin/sh; container runtimes other than docker 
 commands on PATH that record their arguments (tests/e2e/slurm runs podman for real).
 """
 
+import dataclasses
+import logging
 import os
 import shlex
 import stat
 import subprocess
 
 import pytest
+from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
 from miniwdl_omnibio.engines.jobscript import MISSING_FILESYSTEM_EXIT, ExitRecord, read_exit_record
@@ -67,20 +70,12 @@ def read(path):
         return infile.read()
 
 
-def make_settings(**changes):
-    values = dict(
-        runtime="docker",
-        partition="",
-        account="",
-        qos="",
-        default_memory=2 * GiB,
-        extra_options=(),
-        runtime_options=(),
-        host_root="/shared",
-        node_root="/shared",
-    )
-    values.update(changes)
-    return SlurmSettings(**values)
+def make_settings(host_root="/shared", node_root="", **changes):
+    """[omnibio_slurm] with its defaults, the shared filesystem at ``host_root`` (on the nodes
+    at ``node_root``, else the same), and ``changes`` to its fields."""
+    section = {"mount_path": host_root, "node_mount_path": node_root}
+    cfg = Loader(logging.getLogger("test"), filenames=[], overrides={"omnibio_slurm": section})
+    return dataclasses.replace(SlurmSettings.load(cfg), **changes)
 
 
 def test_sbatch_options_from_resources_config_and_runtime():
@@ -103,7 +98,7 @@ def test_sbatch_options_from_resources_config_and_runtime():
 
 def test_default_memory_when_the_task_sets_none():
     attempt = make_attempt("/shared/r/c", resources={"memory_limit": 0, "memory_reservation": 0})
-    assert "--mem=2048M" in translate(attempt, make_settings(), {}).options
+    assert "--mem=2048M" in translate(attempt, make_settings(default_memory=2 * GiB), {}).options
 
 
 def test_time_option_rounds_up_to_minutes():
@@ -257,25 +252,34 @@ MEASURED = (
 )
 
 
+IMAGE = "sha256:" + "c" * 64
+
+
 @pytest.mark.parametrize(
     "wait_exit, inspect, cgroup_oom, expected",
     [
-        ("3", "false", "", ExitRecord(3, memory_peak=5, cpu_seconds=2.5)),
-        ("137", "true", "", ExitRecord(137, oom=True, memory_peak=5, cpu_seconds=2.5)),
+        ("3", "false", "", ExitRecord(3, memory_peak=5, cpu_seconds=2.5, image_id=IMAGE)),
+        ("137", "true", "", ExitRecord(137, True, memory_peak=5, cpu_seconds=2.5, image_id=IMAGE)),
         # the cgroup's oom_kill counts when the runtime did not see it
-        ("137", "false", "oom=true\\n", ExitRecord(137, oom=True, memory_peak=5, cpu_seconds=2.5)),
+        (
+            "137",
+            "false",
+            "oom=true\\n",
+            ExitRecord(137, True, memory_peak=5, cpu_seconds=2.5, image_id=IMAGE),
+        ),
     ],
 )
 def test_element_script_records_the_exit_and_the_usage(
     tmp_path, wait_exit, inspect, cgroup_oom, expected
 ):
     """podman as a stand-in command: run -d "measures" (writes attemptN.usage as the wrapper
-    would), wait prints the exit, inspect says OOM."""
+    would), wait prints the exit, inspect gives the container's image and says OOM."""
     calls = tmp_path / "calls"
     measured = MEASURED.format(usage=USAGE_PATH, oom=cgroup_oom)
     stand_in = (
         f'case "$1" in run) echo "$@" >>{calls}; {measured};; wait) echo {wait_exit};; '
-        f"inspect) echo {inspect};; rm) echo rm >>{calls};; esac\n"
+        f'inspect) case "$3" in *.Image*) echo {IMAGE};; *) echo {inspect};; esac;; '
+        f"rm) echo rm >>{calls};; esac\n"
     )
     assert run_element(tmp_path, "podman", stand_in) == (int(wait_exit), expected)
     assert "--name omnibio-7-0" in read(calls) and read(calls).endswith("rm\n")

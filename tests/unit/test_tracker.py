@@ -292,7 +292,7 @@ class PushingEngine(ScriptedEngine):
 
     def ends(self, handle):
         self.answers[handle] = Status(Phase.DONE, exit_code=0)
-        self.wake(handle)
+        self.wake(handle, False)
 
 
 def test_a_wake_fetches_that_handle_at_once_without_a_full_round():
@@ -307,19 +307,17 @@ def test_a_wake_fetches_that_handle_at_once_without_a_full_round():
     clock.now += 1
     engine.ends(first)
     assert tracker.turn() == 29  # no full round before its time ...
-    assert engine.fetched == [(2, True), (1, False)]  # ... only the woken handle was fetched
+    assert engine.fetched == [(2, True), (1, False)]  # ... only the woken handle, cheaply
     assert tracker.wait(first, 0).exit_code == 0 and tracker.wait(second, 0) is RUNNING
-    assert tracker.turn() == 29 and engine.fetched == [
-        (2, True),
-        (1, False),
-    ]  # a wake is fetched once
+    assert tracker.turn() == 29 and engine.fetched == [(2, True), (1, False)]  # fetched once
     clock.now += 29
     tracker.turn()
-    assert engine.fetched == [
-        (2, True),
-        (1, False),
-        (1, True),
-    ]  # the safety net: the full round, of what is still out
+    # the safety net: the full round, of what is still out
+    assert engine.fetched == [(2, True), (1, False), (1, True)]
+    engine.answers[second] = Status(Phase.DONE, exit_code=0)
+    engine.wake(second, True)  # the engine asks for its costly look now
+    tracker.turn()
+    assert engine.fetched[-1] == (1, True)
 
 
 def test_a_wake_before_submit_returned_is_not_lost():
@@ -350,7 +348,7 @@ def test_a_wake_for_a_handle_never_registered_is_forgotten():
     engine.poll_seconds = 30
     tracker = Tracker(engine, LOG, unlisted_grace=60, clock=clock, background=False)
     tracker.turn()
-    engine.wake("h-sandbox")  # e.g. a container this process started that is no attempt
+    engine.wake("h-sandbox", False)  # e.g. a container this process started that is no attempt
     clock.now += 61
     tracker.turn()
     engine.fetched.clear()

@@ -1,7 +1,7 @@
 """Array jobs: attempts that become ready together share one SubmitJob.
 
 A scatter's attempts reach the engine within moments of each other, each from its own task
-thread. The first waits for company until ``linger`` seconds pass without another joining (at
+thread. The tracker gathers them until ``array_linger_seconds`` pass without another joining (at
 most LINGER_ROUNDS times as long, so a steady stream is still sent); then every attempt gathered
 with the same queue, job definition, resources and timeout goes to Batch as one array job
 (``arrayProperties.size`` = n). Each child runs the script its index names
@@ -11,15 +11,13 @@ any other: the handle of child i is ``<parent id>:i``, the id Batch gives it ("A
 A lone attempt stays a plain job.
 """
 
-import logging
 import os
 import shlex
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...gathering import Gathering, Waiting
 from .translate import JobRequest
 
 # Service quotas: "Maximum array size for array jobs: 10000"; SubmitJob: "between 2 and 10,000"
@@ -67,6 +65,10 @@ class ArrayPlan:
             found.update(member.files)
         return found
 
+    @property
+    def exit_records(self) -> tuple[str, ...]:
+        return tuple(member.exit_record for member in self.members)
+
     def arguments(self, definition: str) -> dict[str, Any]:
         """SubmitJob's keywords: the first member's request, as an array of the scripts."""
         first = self.members[0]
@@ -95,37 +97,39 @@ def plan_array(
     return ArrayPlan(name, tuple(members), directory, to_container(directory), shared)
 
 
-@dataclass(frozen=True)
-class Member:
-    """One attempt in the coalescer: its request, and the logger of its task."""
+def array_groups(requests: Sequence[JobRequest], most: int = ARRAY_MAX) -> list[list[int]]:
+    """The positions of a burst's requests, grouped by array_key in the order they came, at
+    most ``most`` a group: one SubmitJob each (a group of one is a plain job)."""
+    groups: dict[ArrayKey, list[int]] = {}
+    for position, request in enumerate(requests):
+        groups.setdefault(array_key(request), []).append(position)
+    return [
+        group[start : start + most]
+        for group in groups.values()
+        for start in range(0, len(group), most)
+    ]
 
-    request: JobRequest
-    logger: logging.Logger
 
+@dataclass(eq=False)
+class ArrayJob:
+    """One array job, the memo of each of its children (handle ``<parent>:<index>``): which
+    children are still open (not yet released), so that cancelling all of them is one
+    TerminateJob of the parent, once."""
 
-Pending = Waiting[Member, str]
+    parent: str
+    open: set[str]
+    ended: bool = False  # terminated by its parent: its children with it
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def release(self, handle: str) -> None:
+        with self.lock:
+            self.open.discard(handle)
 
-class Coalescer:
-    """Gathers concurrent submissions that can share an array job (one Gathering per
-    array_key) and hands each group, at most ARRAY_MAX, to ``send``, which finishes every
-    member with its handle or the refusal."""
-
-    def __init__(self, linger: float, send: Callable[[list[Pending]], None]) -> None:
-        self.linger = linger
-        self._send = send
-        self._lock = threading.Lock()
-        self._groups: dict[ArrayKey, Gathering[Member, str]] = {}
-
-    def submit(self, request: JobRequest, logger: logging.Logger) -> str:
-        key = array_key(request)
-        with self._lock:
-            gathering = self._groups.get(key)
-            if gathering is None:
-                gathering = Gathering(self._split, self.linger, self.linger * LINGER_ROUNDS)
-                self._groups[key] = gathering
-        return str(gathering.add(Member(request, logger)))
-
-    def _split(self, group: list[Pending]) -> None:
-        for start in range(0, len(group), ARRAY_MAX):
-            self._send(group[start : start + ARRAY_MAX])
+    def end_if_all(self, cancelled: Iterable[str]) -> bool | None:
+        """True when ``cancelled`` covers every open child (the array is ended now); False when
+        some child runs on; None when the array was ended already."""
+        with self.lock:
+            if self.ended:
+                return None
+            self.ended = not self.open - set(cancelled)
+            return self.ended

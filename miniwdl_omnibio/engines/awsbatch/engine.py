@@ -10,7 +10,6 @@ import contextlib
 import itertools
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -27,40 +26,33 @@ from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
-from ...attempt import TAG_TASK, Mount, TaskAttempt
-from ...config import Settings
-from ...gathering import settle
-from ..base import RUNNING, Accepted, Engine, Phase, Status, Submitted
-from ..jobscript import (
-    ExitRecord,
-    double_quoted,
-    exit_record,
-    read_exit_record,
-    usage_details,
-    with_record,
-)
+from ...attempt import TAG_TASK, TaskAttempt
+from ...retrying import retry
+from ...settings import Settings
+from ..base import RUNNING, Accepted, Engine, Phase, Status, Submission, Submitted
+from ..jobscript import read_exit_record, with_record
 from . import limits as awsbatch_limits
-from .arrays import ARRAY_MIN, Coalescer, Member, Pending, plan_array
-from .cancel import Terminator
+from .arrays import (
+    ARRAY_MAX,
+    ARRAY_MIN,
+    LINGER_ROUNDS,
+    ArrayJob,
+    ArrayPlan,
+    array_groups,
+    plan_array,
+)
 from .settings import AwsBatchSettings, filesystem_hint
 from .status import (
     LOG_GROUP,
-    MIN_TIMEOUT,
-    NEVER_PLACED,
+    blocked,
     error_text,
     is_auth_error,
     job_status,
-    reasons,
+    may_be_blocked_by_a_child,
+    succeeded,
+    unexplained,
 )
-from .translate import (
-    LOG_TAIL_LINES,
-    JobDefinition,
-    JobRequest,
-    clean_tag,
-    fit_request,
-    job_command,
-    job_name,
-)
+from .translate import LOG_TAIL_LINES, JobRequest, job_name, job_request
 
 DESCRIBE_MAX = 100  # API_DescribeJobs: "A list of up to 100 job IDs"
 # when max_cpu / max_memory are not set and the compute environments tell nothing (unmanaged)
@@ -68,6 +60,11 @@ FALLBACK_LIMITS = {"cpu": 64, "mem_bytes": 256 << 30}
 RETRIES = botocore.config.Config(
     retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=50
 )
+REASON = "cancelled by miniwdl (omnibio_awsbatch)"
+CANCEL_GATHER = 1.5  # seconds without a new cancellation (outlasts container.ROUND_SECONDS)
+CHILD_RETRY = 2.0  # seconds between two DescribeJobs for a child Batch does not list yet
+CHILD_TRIES = 15  # DescribeJobs for a child not listed, at most (30 s)
+ENDED = ("SUCCEEDED", "FAILED")
 CONNECT_ERRORS = (
     botocore.exceptions.EndpointConnectionError,
     botocore.exceptions.ConnectTimeoutError,
@@ -105,7 +102,6 @@ class AwsBatchEngine(Engine[JobRequest]):
         session: boto3.session.Session,
         settings: AwsBatchSettings,
         learned: Mapping[str, int] | None = None,
-        logger: logging.Logger | None = None,
     ) -> None:
         """``learned``: the limits the queues' compute environments allow (awsbatch_limits)."""
         self.settings = settings
@@ -121,6 +117,11 @@ class AwsBatchEngine(Engine[JobRequest]):
         self.filesystem_hint = filesystem_hint(settings)
         self.default_time_limit = settings.default_time_limit
         self.poll_seconds = settings.poll_seconds
+        self.sweep_seconds = settings.describe_seconds
+        # a burst of ready attempts reaches submit_many together, to share array jobs
+        self.gather_seconds = settings.array_linger if settings.array_jobs else 0.0
+        self.gather_max_seconds = LINGER_ROUNDS * self.gather_seconds
+        self.cancel_gather_seconds = CANCEL_GATHER
         self.rate = SubmitRate(settings.submit_rate)
         # one per process: this process's jobs are told apart by name in the Batch console
         self.name_prefix = f"omnibio-{uuid.uuid4().hex[:8]}-"
@@ -128,29 +129,21 @@ class AwsBatchEngine(Engine[JobRequest]):
         self._definitions: dict[str, str] = {}
         self._definitions_lock = threading.Lock()
         self._arrays = itertools.count(1)
-        self._describe_at = 0.0  # time.monotonic() of the next fetch that asks Batch about all
-        self.coalescer = (
-            Coalescer(settings.array_linger, self._send) if settings.array_jobs else None
-        )
-        self.terminator = Terminator(
-            self.batch, self._describe, logger or logging.getLogger("omnibio_awsbatch")
-        )
 
     # --- start -----------------------------------------------------------------------------
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "AwsBatchEngine":
-        config = Settings(cfg, cls.section)
-        settings = AwsBatchSettings.load(config)
+        settings = AwsBatchSettings.load(cfg)
         session = boto3.session.Session(region_name=settings.region or None)
         if not session.region_name:
-            raise config.fail(
+            raise settings.fail(
                 "region",
                 "is not set and boto3 found no default region (AWS_REGION, AWS_DEFAULT_REGION, "
                 "~/.aws/config)",
             )
         queues = {"job_queue": settings.job_queue, "fallback_queue": settings.fallback_queue}
-        found = cls._check_queues(session, config, {k: v for k, v in queues.items() if v})
+        found = cls._check_queues(session, settings, {k: v for k, v in queues.items() if v})
         learned: dict[str, int] = {}
         if settings.max_cpu is None or settings.max_memory is None:
             learned = awsbatch_limits.learn(
@@ -159,7 +152,7 @@ class AwsBatchEngine(Engine[JobRequest]):
                 found,
                 logger,
             )
-        engine = cls(session, settings, learned, logger)
+        engine = cls(session, settings, learned)
         logger.log(
             NOTICE_LEVEL,
             _(
@@ -251,8 +244,8 @@ class AwsBatchEngine(Engine[JobRequest]):
         self, attempt: TaskAttempt, terminating: Callable[[], bool], logger: logging.Logger
     ) -> AbstractContextManager[None]:
         """One attempt, one SubmitJob: wait here for its slot (Ctrl-C ends the wait). With array
-        jobs the coalescer paces its SubmitJob calls instead, far fewer than the attempts."""
-        if self.coalescer:
+        jobs submit_many paces its SubmitJob calls instead, far fewer than the attempts."""
+        if self.settings.array_jobs:
             return contextlib.nullcontext()
         return self._paced(terminating)
 
@@ -264,169 +257,61 @@ class AwsBatchEngine(Engine[JobRequest]):
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         yield
 
-    # --- translation -----------------------------------------------------------------------
-
     def translate(self, attempt: TaskAttempt) -> JobRequest:
-        fs = self.settings.filesystem
-        resources = attempt.resources
-        memory = resources.memory_limit or self.settings.default_memory
-        requirements = [("VCPU", str(max(1, resources.cpu)))]
-        requirements.append(("MEMORY", str(max(4, math.ceil(memory / (1 << 20))))))  # MiB
-        if resources.gpu:
-            requirements.append(("GPU", str(resources.gpu)))
-        queue, from_runtime = self.queue_for(attempt)
-        env = {k: str(v) for k, v in sorted(attempt.env.items()) if not k.startswith("AWS_BATCH")}
-        exited = exit_record(attempt.host_dir, attempt.attempt)
-        host_file = os.path.join(attempt.host_dir, f"awsbatch_env.{attempt.attempt}.sh")
-        stdout = fs.to_container(attempt.stdout_path)  # miniwdl makes it before submitting
-        # User guide, "AWS Batch job environment variables": AWS_BATCH_CE_NAME, "the name of the
-        # compute environment where your job is placed"
-        missing = (
-            f"{double_quoted(stdout)} is not visible on this host (compute environment "
-            f"$AWS_BATCH_CE_NAME); check {double_quoted(self.filesystem_hint)}"
-        )
-
-        def command(env_file: str | None) -> tuple[str, ...]:
-            return job_command(
-                attempt.argv,
-                attempt.workdir,
-                fs.to_container(attempt.stderr_path),
-                fs.to_container(exited),
-                stdout,
-                missing,
-                env_file,
-            )
-
-        request = JobRequest(
-            call=attempt.call,
-            image=attempt.image,
-            host_dir=attempt.host_dir,
-            queue=queue,
-            queue_from_runtime=from_runtime,
-            definition=self.job_definition(attempt),
-            name=job_name(self.name_prefix, attempt.call, attempt.attempt),
-            command=command(None),
-            environment=env,
-            resources=tuple(requirements),
-            timeout=max(MIN_TIMEOUT, resources.time_limit) if resources.time_limit else None,
-            tags={
-                clean_tag(k, 128): clean_tag(v, 256)
-                for k, v in {**self.settings.tags, **attempt.tags}.items()
-            },
-            exit_record=exited,
-        )
-        return fit_request(request, host_file, command(fs.to_container(host_file)))
-
-    def queue_for(self, attempt: TaskAttempt) -> tuple[str, bool]:
-        """runtime.omnibio_queue, else job_queue while miniwdl may still retry an interruption
-        (fewer interruptions so far than runtime.preemptible), else fallback_queue."""
-        chosen = attempt.runtime.get("omnibio_queue")
-        if chosen:
-            return str(chosen), True
-        settings = self.settings
-        if not settings.fallback_queue:
-            return settings.job_queue, False
-        if attempt.interruptions < attempt.resources.max_interruptions:
-            return settings.job_queue, False
-        return settings.fallback_queue, False
-
-    def job_definition(self, attempt: TaskAttempt) -> JobDefinition:
-        """The job definition for the attempt's image, volumes and user (no per-attempt values)."""
-        volumes, mount_points = self.volumes(attempt.mounts)
-        properties: dict[str, Any] = {
-            "image": attempt.image,
-            # placeholders: every job overrides vCPU and memory
-            "resourceRequirements": [
-                {"type": "VCPU", "value": "1"},
-                {"type": "MEMORY", "value": "1024"},
-            ],
-            "volumes": volumes,
-            "mountPoints": mount_points,
-            "privileged": attempt.privileged,
-        }
-        if attempt.user:
-            properties["user"] = attempt.user
-        if self.settings.job_role_arn:
-            properties["jobRoleArn"] = self.settings.job_role_arn
-        return JobDefinition.of(properties)
-
-    def volumes(
-        self, mounts: tuple[Mount, ...]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Batch volumes and mount points for the attempt's views of the shared filesystem."""
-        fs = self.settings.filesystem
-        volumes: list[dict[str, Any]] = []
-        points: list[dict[str, Any]] = []
-        names: dict[str, str] = {}
-        for mount in mounts:
-            relative = os.path.relpath(mount.host_path, fs.host_root)
-            if relative.startswith(".."):
-                raise Error.RuntimeError(
-                    f"omnibio_awsbatch: {mount.host_path} is not on the shared filesystem "
-                    + fs.host_root
-                )
-            if relative not in names:
-                names[relative] = f"omnibio-fs{len(names) or ''}"
-                volumes.append({"name": names[relative], **self.settings.volume.source(relative)})
-            points.append(
-                {
-                    "sourceVolume": names[relative],
-                    "containerPath": mount.container_path,
-                    "readOnly": mount.read_only,
-                }
-            )
-        return volumes, points
+        return job_request(attempt, self.settings, self.name_prefix)
 
     # --- submission ------------------------------------------------------------------------
 
-    def submit(self, request: JobRequest, logger: logging.Logger) -> Accepted:
-        if self.coalescer:
-            return Accepted(self.coalescer.submit(request, logger))
-        return Accepted(self._submit_job(request, logger))
+    def submit_many(
+        self, submissions: Sequence[Submission[JobRequest]]
+    ) -> list[Accepted | Exception]:
+        """One SubmitJob per array the burst makes (arrays.array_groups), or per attempt without
+        array jobs; the attempts of one SubmitJob share its refusal."""
+        requests = [each.request for each in submissions]
+        results: dict[int, Accepted | Exception] = {}
+        for group in array_groups(requests, ARRAY_MAX if self.settings.array_jobs else 1):
+            accepted: Sequence[Accepted | Exception]
+            try:
+                accepted = self._submit_group([submissions[p] for p in group])
+            except Exception as exn:
+                accepted = [exn] * len(group)
+            results.update(zip(group, accepted, strict=True))
+        return [results[position] for position in range(len(requests))]
 
-    def _send(self, group: list[Pending]) -> None:
-        """The coalescer's call: one SubmitJob for the group; each member gets its handle, or
-        all get the refusal."""
-        settle(group, lambda: self._submit_group([pending.item for pending in group]))
-
-    def _submit_group(self, members: list[Member]) -> list[str]:
-        """One array job, or a plain job for a lone attempt; paced by submit_rate."""
-        time.sleep(self.rate.delay())
-        if len(members) < ARRAY_MIN:
-            return [self._submit_job(members[0].request, members[0].logger)]
-        return self._submit_array(members)
-
-    def _submit_job(self, request: JobRequest, logger: logging.Logger) -> str:
-        definition = self._prepare(request, logger)
-        self._write(request.files, logger)
-        self._clear_exit_records([request])
-        job_id = self._submit(request.arguments(definition), request.queue, request.name)
-        logger.log(
-            NOTICE_LEVEL,
-            _(
-                "AWS Batch job",
-                id=job_id,
-                name=request.name,
-                queue=request.queue,
-                definition=request.definition.name,
-            ),
-        )
-        return job_id
-
-    def _submit_array(self, group: list[Member]) -> list[str]:
-        first = group[0].request
+    def _submit_group(self, group: list[Submission[JobRequest]]) -> list[Accepted]:
+        """An array job, or a plain job for a lone attempt. With array jobs submit_rate paces
+        these calls here; without, reserve() paced each attempt already."""
+        if self.settings.array_jobs:
+            time.sleep(self.rate.delay())
+        first, logger = group[0].request, group[0].logger
+        if len(group) < ARRAY_MIN:
+            job_id = self._submit(first, first, logger)
+            for path in first.files:
+                logger.info(
+                    _("environment values passed in a file (SubmitJob request limit)", file=path)
+                )
+            logger.log(
+                NOTICE_LEVEL,
+                _(
+                    "AWS Batch job",
+                    id=job_id,
+                    name=first.name,
+                    queue=first.queue,
+                    definition=first.definition.name,
+                ),
+            )
+            return [Accepted(job_id)]
         task = first.tags.get(TAG_TASK, "task")
         name = job_name(self.name_prefix, f"{task}-array{next(self._arrays)}", len(group))
-        plan = plan_array([m.request for m in group], name, self.settings.filesystem.to_container)
-        definition = self._prepare(first, group[0].logger)
+        plan = plan_array(
+            [each.request for each in group], name, self.settings.filesystem.to_container
+        )
         os.makedirs(plan.directory, exist_ok=True)
-        self._write(plan.files, None)
-        self._clear_exit_records(plan.members)
-        parent = self._submit(plan.arguments(definition), first.queue, name)
+        parent = self._submit(plan, first, logger)
         handles = [f"{parent}:{index}" for index in range(len(group))]
-        self.terminator.track(parent, handles)
-        for index, member in enumerate(group):
-            member.logger.log(
+        array = ArrayJob(parent, set(handles))
+        for index, each in enumerate(group):
+            each.logger.log(
                 NOTICE_LEVEL,
                 _(
                     "AWS Batch array job child",
@@ -437,38 +322,28 @@ class AwsBatchEngine(Engine[JobRequest]):
                     script=os.path.join(plan.directory, f"{index}.sh"),
                 ),
             )
-        return handles
+        return [Accepted(handle, array) for handle in handles]
 
-    def _prepare(self, request: JobRequest, logger: logging.Logger) -> str:
-        """What must exist before the request is sent: its queue checked, its job definition's
-        ARN."""
-        if request.queue_from_runtime:
-            self._check_runtime_queue(request.queue)
-        return self._definition_arn(request, logger)
-
-    @staticmethod
-    def _write(files: Mapping[str, str], logger: logging.Logger | None) -> None:
-        for path, text in files.items():
+    def _submit(
+        self, job: JobRequest | ArrayPlan, first: JobRequest, logger: logging.Logger
+    ) -> str:
+        """One SubmitJob: ``first``'s queue checked and its job definition found, the job's
+        files written, and any exit record an earlier launcher left removed (it would end the
+        new job at once)."""
+        if first.queue_from_runtime:
+            self._check_runtime_queue(first.queue)
+        definition = self._definition_arn(first, logger)
+        for path, text in job.files.items():
             with open(path, "w", encoding="utf-8") as outfile:
                 outfile.write(text)
-            if logger:
-                logger.info(
-                    _("environment values passed in a file (SubmitJob request limit)", file=path)
-                )
-
-    @staticmethod
-    def _clear_exit_records(requests: Sequence[JobRequest]) -> None:
-        """An exit record left by an earlier launcher in this directory must not end the job."""
-        for request in requests:
+        for path in job.exit_records:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(request.exit_record)
-
-    def _submit(self, arguments: dict[str, Any], queue: str, name: str) -> str:
+                os.unlink(path)
         try:
-            return str(self.batch.submit_job(**arguments)["jobId"])
+            return str(self.batch.submit_job(**job.arguments(definition))["jobId"])
         except botocore.exceptions.ClientError as exn:
             raise Error.RuntimeError(
-                f"AWS Batch refused job {name} on queue {queue}: {error_text(exn)}"
+                f"AWS Batch refused job {job.name} on queue {first.queue}: {error_text(exn)}"
             ) from None
 
     def _check_runtime_queue(self, queue: str) -> None:
@@ -528,27 +403,20 @@ class AwsBatchEngine(Engine[JobRequest]):
         """Each job's exit record (jobscript) on the shared filesystem says when it starts and
         ends: an exit status 0 ends the attempt without a call; any other is asked of Batch (OOM,
         the reason, the log stream), and the record adds its cgroup's oom_kill and the measured
-        usage to Batch's verdict. Every describe_seconds Batch is asked about the jobs whose
-        records say nothing yet (a lost host, a container that never started, a job stuck
+        usage to Batch's verdict. ``full`` (every describe_seconds) Batch is asked about the jobs
+        whose records say nothing yet (a lost host, a container that never started, a job stuck
         RUNNABLE): plain jobs 100 a call; arrays 100 a call, and an array's children only when
         Batch counts more of them finished than wrote their exit status. Why an array waits is
-        read where Batch puts it (_blocked): the parent, and the RUNNABLE children ListJobs
+        read where Batch puts it (status.blocked): the parent, and the RUNNABLE children ListJobs
         gives. A job not asked about keeps its status."""
         by_id = {r.handle: r for r in records}
-        now = time.monotonic()
-        sweep = now >= self._describe_at
-        if sweep:
-            self._describe_at = now + self.settings.describe_seconds
-        arrays: dict[str, list[Submitted]] = {}
+        arrays: dict[str, list[str]] = {}
         for record in records:
-            if ":" in record.handle:
-                arrays.setdefault(record.handle.split(":")[0], []).append(record)
+            if isinstance(record.memo, ArrayJob):
+                arrays.setdefault(record.memo.parent, []).append(record.handle)
         # Batch's counts before the records: a child it counts as finished wrote its record before
-        parents = {j["jobId"]: j for j in self._describe(list(arrays))} if sweep else {}
-        written = {
-            r.handle: read_exit_record(exit_record(r.attempt.host_dir, r.attempt.attempt))
-            for r in records
-        }
+        parents = {j["jobId"]: j for j in self._describe(list(arrays))} if full else {}
+        written = {r.handle: read_exit_record(r.request.exit_record) for r in records}
         statuses: dict[str, Status] = {}
         ask: list[str] = []
         for handle, (started, ended) in written.items():
@@ -558,82 +426,41 @@ class AwsBatchEngine(Engine[JobRequest]):
                 ask.append(handle)
             elif started and by_id[handle].status.phase is Phase.QUEUED:
                 statuses[handle] = RUNNING
-        waiting: dict[str, list[str]] = {}  # array parent -> children not started
-        if sweep:
-            silent = {h for h, (_started, ended) in written.items() if ended is None}
-            ask += [h for h in silent if ":" not in h]
+        waiting: dict[str, list[str]] = {}  # array parent -> its children not started
+        if full:
+            silent = [h for h, (_started, ended) in written.items() if ended is None]
+            ask += [h for h in silent if not isinstance(by_id[h].memo, ArrayJob)]
             for parent, children in arrays.items():
-                quiet = [c.handle for c in children if c.handle in silent]
+                quiet = [h for h in children if written[h][1] is None]
                 array = (parents.get(parent) or {}).get("arrayProperties")
-                if quiet and self._unexplained(array, len(quiet)):
+                if quiet and unexplained(array, len(quiet)):
                     ask += quiet
                 unstarted = [h for h in quiet if not written[h][0]]
                 if unstarted and parent in parents:
                     waiting[parent] = unstarted
         answers = {
-            h: with_record(status, written[h][1])
-            for h, status in self._statuses(ask, by_id).items()
+            j["jobId"]: with_record(
+                job_status(j, by_id[j["jobId"]].attempt.image, self.filesystem_hint),
+                written[j["jobId"]][1],
+            )
+            for j in self._describe(ask)
+            if j["jobId"] in by_id
         }
         for parent, unstarted in waiting.items():
-            answers.update(self._blocked(parents[parent], unstarted, by_id))
+            found = parents[parent]
+            listed = self._runnable_children(parent) if may_be_blocked_by_a_child(found) else []
+            image = by_id[unstarted[0]].attempt.image
+            answers.update(blocked(found, listed, unstarted, image, self.filesystem_hint))
         # a job asked about and not listed is left to the tracker's grace period
         unchanged = {h: r.status for h, r in by_id.items() if h not in ask}
         return {**unchanged, **statuses, **answers}
 
-    def _blocked(
-        self, parent: Mapping[str, Any], children: list[str], by_id: Mapping[str, Submitted]
-    ) -> dict[str, Status]:
-        """The waiting children of an array, from the reason Batch gives the array. "Jobs stuck in
-        a RUNNABLE status": the job "at the head and blocking the queue" carries it, which may
-        be the parent or any one child; every child asks the same of the queue, so one's reason
-        is all's. ListJobs (RUNNABLE children, 1000 a page) only while Batch counts some."""
-        reason = reasons(parent)
-        summary = (parent.get("arrayProperties") or {}).get("statusSummary")
-        listed: list[Mapping[str, Any]] = []
-        if not NEVER_PLACED.search(reason) and (summary is None or summary.get("RUNNABLE")):
-            listed = self._runnable_children(str(parent["jobId"]))
-            reason = next(
-                (r for r in map(reasons, listed) if NEVER_PLACED.search(r)), reasons(parent)
-            )
-        statuses: dict[str, Status] = {}
-        queue = {"jobQueue": parent.get("jobQueue", "")}
-        for job in listed:
-            if job["jobId"] in children:
-                statuses[job["jobId"]] = self._status({**job, **queue}, by_id)
-        if NEVER_PLACED.search(reason):
-            for handle in children:
-                job = {"jobId": handle, "status": "RUNNABLE", "statusReason": reason, **queue}
-                statuses[handle] = self._status(job, by_id)
-        return statuses
-
     def _runnable_children(self, parent: str) -> list[Mapping[str, Any]]:
         """ListJobs of an array's RUNNABLE children, every page (10,000 children: 10 pages)."""
-        found: list[Mapping[str, Any]] = []
-        arguments = {"arrayJobId": parent, "jobStatus": "RUNNABLE"}
-        while True:
-            page = self.batch.list_jobs(**arguments)
-            found += page.get("jobSummaryList", [])
-            if not page.get("nextToken"):
-                return found
-            arguments["nextToken"] = page["nextToken"]
-
-    @staticmethod
-    def _unexplained(array: Mapping[str, Any] | None, waiting: int) -> bool:
-        """Batch counts more children of the array finished than the launcher knows of (those
-        no longer outstanding, and those that wrote their exit status)."""
-        if not array or "size" not in array:
-            return True
-        summary = array.get("statusSummary") or {}
-        finished = int(summary.get("SUCCEEDED", 0)) + int(summary.get("FAILED", 0))
-        return finished > int(array["size"]) - waiting
-
-    def _statuses(self, ids: list[str], by_id: Mapping[str, Submitted]) -> dict[str, Status]:
-        return {
-            j["jobId"]: self._status(j, by_id) for j in self._describe(ids) if j["jobId"] in by_id
-        }
-
-    def _status(self, job: Mapping[str, Any], by_id: Mapping[str, Submitted]) -> Status:
-        return job_status(job, by_id[job["jobId"]].attempt.image, self.filesystem_hint)
+        pages = self.batch.get_paginator("list_jobs").paginate(
+            arrayJobId=parent, jobStatus="RUNNABLE"
+        )
+        return [job for page in pages for job in page.get("jobSummaryList", [])]
 
     def _describe(self, ids: list[str]) -> list[dict[str, Any]]:
         """DescribeJobs for any number of ids ("A list of up to 100 job IDs" per call)."""
@@ -641,19 +468,6 @@ class AwsBatchEngine(Engine[JobRequest]):
         for start in range(0, len(ids), DESCRIBE_MAX):
             jobs += self.batch.describe_jobs(jobs=ids[start : start + DESCRIBE_MAX])["jobs"]
         return jobs
-
-    def cancel(self, record: Submitted, logger: logging.Logger) -> None:
-        """Gathered: a whole array goes in one TerminateJob of its parent (awsbatch_cancel)."""
-        handle = record.handle
-        self.terminator.cancel(handle, logger)
-
-    def release(self, record: Submitted, logger: logging.Logger) -> None:
-        handle = record.handle
-        self.terminator.release(handle)
-
-    def shutdown(self, logger: logging.Logger) -> None:
-        """Send the cancellations still gathering."""
-        self.terminator.flush()
 
     def failure_details(self, record: Submitted, status: Status) -> dict[str, Any]:
         """The tail of the job's CloudWatch log (the wrapper copies the task's stderr tail)."""
@@ -671,7 +485,97 @@ class AwsBatchEngine(Engine[JobRequest]):
             return {"log_tail_error": error_text(exn)}
         return {"log_tail": [str(e.get("message", "")) for e in events]}
 
+    # --- cancelling ------------------------------------------------------------------------
 
-def succeeded(record: ExitRecord) -> Status:
-    """A job whose exit record says exit status 0: done, Batch not asked."""
-    return Status(Phase.DONE, exit_code=0, reason="exit status 0", details=usage_details(record))
+    def cancel_many(self, records: Sequence[Submitted], logger: logging.Logger) -> None:
+        """As few TerminateJob calls as Batch allows, for the cancellations the tracker gathered
+        (Ctrl-C, SIGTERM and fail_fast reach every task thread within a round):
+
+        - an array whose open children (submitted, not yet released) are all cancelled: one
+          TerminateJob of its parent. Batch applies a cancellation of an array parent to its
+          children (API_CancelJob: "When you try to cancel an array parent job in PENDING, AWS
+          Batch attempts to cancel all child jobs"), and Nextflow terminates an array by its
+          parent's id (AwsBatchTaskHandler.killTask, normaliseJobId);
+        - any other child: by its own id (``<parent>:<index>``), once DescribeJobs lists it.
+          Batch may not list a job right after it accepted it (Netflix/metaflow#543:
+          DescribeJobs answered nothing for a job just submitted), and TerminateJob of an id it
+          does not know either fails (API_TerminateJob: ClientException for "an identifier
+          that's not valid") or, as moto does, does nothing; so a child not listed is asked
+          about again every CHILD_RETRY seconds until it is listed or its parent has ended, at
+          most CHILD_TRIES times;
+        - a plain job: by its id."""
+        arrays: dict[ArrayJob, list[Submitted]] = {}
+        for record in records:
+            if isinstance(record.memo, ArrayJob):
+                arrays.setdefault(record.memo, []).append(record)
+            else:
+                self._terminate(record.handle, [record])
+        singles: list[Submitted] = []
+        for array, children in arrays.items():
+            whole = array.end_if_all(child.handle for child in children)
+            if whole:
+                self._terminate(array.parent, children)
+            elif whole is False:
+                singles += children
+        if singles:
+            self._terminate_children(singles, logger)
+
+    def _terminate_children(self, children: list[Submitted], logger: logging.Logger) -> None:
+        """Each child once Batch lists it; none whose parent has ended."""
+        waiting = {child.handle: child for child in children}
+
+        def one_round() -> None:
+            parents = sorted({child.memo.parent for child in waiting.values()})
+            listed = {j["jobId"]: j for j in self._describe([*waiting, *parents])}
+            for handle, child in list(waiting.items()):
+                job, parent = listed.get(handle), listed.get(child.memo.parent, {})
+                if job is None and parent.get("status") not in ENDED:
+                    continue  # not listed yet
+                if job is not None and job.get("status") not in ENDED:
+                    self._terminate(handle, [child])
+                del waiting[handle]
+            if waiting:
+                raise NotListed(sorted(waiting))
+
+        def verdict(exn: Exception) -> float:
+            if not isinstance(exn, NotListed):
+                logger.warning(_("AWS Batch DescribeJobs failed", error=error_text(exn)))
+            return CHILD_RETRY
+
+        with contextlib.suppress(Exception):
+            retry(one_round, verdict, CHILD_TRIES)
+        for handle, child in waiting.items():
+            child.logger.warning(
+                _(
+                    "AWS Batch does not list the array child; it was not terminated",
+                    id=handle,
+                    asked=CHILD_TRIES,
+                )
+            )
+
+    def _terminate(self, job_id: str, records: list[Submitted]) -> None:
+        """One TerminateJob; each attempt it stops says so in its task's log."""
+        try:
+            self.batch.terminate_job(jobId=job_id, reason=REASON)
+        except Exception as exn:
+            for record in records:
+                record.logger.warning(
+                    _(
+                        "AWS Batch TerminateJob failed",
+                        id=record.handle,
+                        job=job_id,
+                        error=error_text(exn),
+                    )
+                )
+            return
+        for record in records:
+            record.logger.info(_("AWS Batch job terminated", id=record.handle, by=job_id))
+
+    def release(self, record: Submitted, logger: logging.Logger) -> None:
+        """The attempt is over: its child no longer keeps its array's parent alive."""
+        if isinstance(record.memo, ArrayJob):
+            record.memo.release(record.handle)
+
+
+class NotListed(Exception):
+    """Array children Batch does not list (yet): asked about again."""

@@ -11,9 +11,9 @@ from typing import Any
 import botocore.exceptions
 
 from ..base import QUEUED, RUNNING, Phase, Status
+from ..jobscript import ExitRecord, usage_details
 
 LOG_GROUP = "/aws/batch/job"  # where Batch's awslogs driver writes by default
-MIN_TIMEOUT = 60  # API_JobTimeout: "The minimum value for the timeout is 60 seconds."
 QUEUED_STATES = ("SUBMITTED", "PENDING", "RUNNABLE")
 # "Host EC2 (instance i-...) terminated." is the attempt's statusReason when the instance under
 # it goes away (spot reclaim, scale-in); the job did not fail by itself
@@ -206,3 +206,53 @@ def _ran_out_its_time(job: Mapping[str, Any]) -> bool:
     if not limit or started is None or stopped is None:
         return False
     return bool(stopped - started >= 1000 * (limit - 1))
+
+
+def succeeded(record: ExitRecord) -> Status:
+    """A job whose exit record says exit status 0: done, Batch not asked."""
+    return Status(Phase.DONE, exit_code=0, reason="exit status 0", details=usage_details(record))
+
+
+def unexplained(array: Mapping[str, Any] | None, waiting: int) -> bool:
+    """Batch counts more children of the array finished than the launcher knows of (those
+    no longer outstanding, and those that wrote their exit status)."""
+    if not array or "size" not in array:
+        return True
+    summary = array.get("statusSummary") or {}
+    finished = int(summary.get("SUCCEEDED", 0)) + int(summary.get("FAILED", 0))
+    return finished > int(array["size"]) - waiting
+
+
+def may_be_blocked_by_a_child(parent: Mapping[str, Any]) -> bool:
+    """An array's reason may be on one of its RUNNABLE children (see ``blocked``): worth a
+    ListJobs while the parent gives none and Batch counts some child RUNNABLE."""
+    summary = (parent.get("arrayProperties") or {}).get("statusSummary")
+    return not NEVER_PLACED.search(reasons(parent)) and bool(
+        summary is None or summary.get("RUNNABLE")
+    )
+
+
+def blocked(
+    parent: Mapping[str, Any],
+    listed: list[Mapping[str, Any]],
+    waiting: list[str],
+    image: str,
+    filesystem: str,
+) -> dict[str, Status]:
+    """The waiting children of an array, from the reason Batch gives the array. "Jobs stuck in
+    a RUNNABLE status": the job "at the head and blocking the queue" carries it, which may be
+    the parent or any one child (``listed``: its RUNNABLE children); every child asks the same
+    of the queue, so one's reason is all's."""
+    found = (reasons(job) for job in (parent, *listed))
+    reason = next((r for r in found if NEVER_PLACED.search(r)), reasons(parent))
+    queue = {"jobQueue": parent.get("jobQueue", "")}
+    statuses = {
+        job["jobId"]: job_status({**job, **queue}, image, filesystem)
+        for job in listed
+        if job["jobId"] in waiting
+    }
+    if NEVER_PLACED.search(reason):
+        for handle in waiting:
+            job = {"jobId": handle, "status": "RUNNABLE", "statusReason": reason, **queue}
+            statuses[handle] = job_status(job, image, filesystem)
+    return statuses

@@ -2,15 +2,22 @@
 
 import hashlib
 import json
+import math
+import os
 import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from WDL import Error
+
+from ...attempt import Mount, TaskAttempt
 from .. import jobscript
+from .settings import AwsBatchSettings, filesystem_hint
 
 LOG_TAIL_LINES = 30
+MIN_TIMEOUT = 60  # API_JobTimeout: "The minimum value for the timeout is 60 seconds."
 JOB_NAME_MAX = 128
 # Batch service quotas: "Maximum job payload size (for SubmitJob API operations): 30 KiB". The
 # whole serialized request counts; the job definition's ARN replaces its name at submission.
@@ -68,7 +75,6 @@ class JobDefinition:
 class JobRequest:
     """One SubmitJob, plus what must exist before it is sent."""
 
-    call: str
     image: str
     host_dir: str  # the attempt's directory on the shared filesystem
     queue: str
@@ -101,6 +107,10 @@ class JobRequest:
         if self.timeout:
             arguments["timeout"] = {"attemptDurationSeconds": self.timeout}
         return arguments
+
+    @property
+    def exit_records(self) -> tuple[str, ...]:
+        return (self.exit_record,)
 
     def size(self) -> int:
         """Bytes of the serialized request, as botocore sends it (JSON, ASCII-escaped)."""
@@ -143,3 +153,116 @@ def fit_request(request: JobRequest, host_file: str, command: tuple[str, ...]) -
         moved[name] = kept.pop(name)
     text = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in moved.items())
     return replace(request, command=command, environment=kept, files={host_file: text})
+
+
+def job_request(attempt: TaskAttempt, settings: AwsBatchSettings, name_prefix: str) -> JobRequest:
+    """The attempt's SubmitJob request: its size in overrides, its shared job definition, its
+    queue, and the job script around its command."""
+    fs = settings.filesystem
+    resources = attempt.resources
+    memory = resources.memory_limit or settings.default_memory
+    requirements = [("VCPU", str(max(1, resources.cpu)))]
+    requirements.append(("MEMORY", str(max(4, math.ceil(memory / (1 << 20))))))  # MiB
+    if resources.gpu:
+        requirements.append(("GPU", str(resources.gpu)))
+    queue, from_runtime = queue_for(attempt, settings)
+    env = {k: str(v) for k, v in sorted(attempt.env.items()) if not k.startswith("AWS_BATCH")}
+    exited = jobscript.exit_record(attempt.host_dir, attempt.attempt)
+    host_file = os.path.join(attempt.host_dir, f"awsbatch_env.{attempt.attempt}.sh")
+    stdout = fs.to_container(attempt.stdout_path)  # miniwdl makes it before submitting
+    # User guide, "AWS Batch job environment variables": AWS_BATCH_CE_NAME, "the name of the
+    # compute environment where your job is placed"
+    missing = (
+        f"{jobscript.double_quoted(stdout)} is not visible on this host (compute environment "
+        f"$AWS_BATCH_CE_NAME); check {jobscript.double_quoted(filesystem_hint(settings))}"
+    )
+
+    def command(env_file: str | None) -> tuple[str, ...]:
+        return job_command(
+            attempt.argv,
+            attempt.workdir,
+            fs.to_container(attempt.stderr_path),
+            fs.to_container(exited),
+            stdout,
+            missing,
+            env_file,
+        )
+
+    request = JobRequest(
+        image=attempt.image,
+        host_dir=attempt.host_dir,
+        queue=queue,
+        queue_from_runtime=from_runtime,
+        definition=job_definition(attempt, settings),
+        name=job_name(name_prefix, attempt.call, attempt.attempt),
+        command=command(None),
+        environment=env,
+        resources=tuple(requirements),
+        timeout=max(MIN_TIMEOUT, resources.time_limit) if resources.time_limit else None,
+        tags={
+            clean_tag(k, 128): clean_tag(v, 256)
+            for k, v in {**settings.tags, **attempt.tags}.items()
+        },
+        exit_record=exited,
+    )
+    return fit_request(request, host_file, command(fs.to_container(host_file)))
+
+
+def queue_for(attempt: TaskAttempt, settings: AwsBatchSettings) -> tuple[str, bool]:
+    """runtime.omnibio_queue, else job_queue while miniwdl may still retry an interruption
+    (fewer interruptions so far than runtime.preemptible), else fallback_queue."""
+    chosen = attempt.runtime.get("omnibio_queue")
+    if chosen:
+        return str(chosen), True
+    if settings.fallback_queue and attempt.interruptions >= attempt.resources.max_interruptions:
+        return settings.fallback_queue, False
+    return settings.job_queue, False
+
+
+def job_definition(attempt: TaskAttempt, settings: AwsBatchSettings) -> JobDefinition:
+    """The job definition for the attempt's image, volumes and user (no per-attempt values)."""
+    volumes, mount_points = batch_volumes(attempt.mounts, settings)
+    properties: dict[str, Any] = {
+        "image": attempt.image,
+        # placeholders: every job overrides vCPU and memory
+        "resourceRequirements": [
+            {"type": "VCPU", "value": "1"},
+            {"type": "MEMORY", "value": "1024"},
+        ],
+        "volumes": volumes,
+        "mountPoints": mount_points,
+        "privileged": attempt.privileged,
+    }
+    if attempt.user:
+        properties["user"] = attempt.user
+    if settings.job_role_arn:
+        properties["jobRoleArn"] = settings.job_role_arn
+    return JobDefinition.of(properties)
+
+
+def batch_volumes(
+    mounts: tuple[Mount, ...], settings: AwsBatchSettings
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Batch volumes and mount points for the attempt's views of the shared filesystem."""
+    fs = settings.filesystem
+    volumes: list[dict[str, Any]] = []
+    points: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
+    for mount in mounts:
+        relative = os.path.relpath(mount.host_path, fs.host_root)
+        if relative.startswith(".."):
+            raise Error.RuntimeError(
+                f"omnibio_awsbatch: {mount.host_path} is not on the shared filesystem "
+                + fs.host_root
+            )
+        if relative not in names:
+            names[relative] = f"omnibio-fs{len(names) or ''}"
+            volumes.append({"name": names[relative], **settings.volume.source(relative)})
+        points.append(
+            {
+                "sourceVolume": names[relative],
+                "containerPath": mount.container_path,
+                "readOnly": mount.read_only,
+            }
+        )
+    return volumes, points

@@ -39,7 +39,6 @@ from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
 from ...attempt import TaskAttempt
-from ...config import Settings
 from ..base import QUEUED, RUNNING, Accepted, Engine, Phase, Status, Submitted
 from ..jobscript import (
     ExitRecord,
@@ -131,12 +130,11 @@ class AzureBatchEngine(Engine[TaskRequest]):
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "AzureBatchEngine":
-        raw = Settings(cfg, cls.section)
-        settings = AzureBatchSettings.load(raw)
-        pool_spec = PoolSpec(raw)
+        settings = AzureBatchSettings.load(cfg)
+        pool_spec = PoolSpec(settings)
         # the SDK's request logging would put a line per REST call into the run's log
         logging.getLogger("azure").setLevel(max(logging.WARNING, logging.getLogger("azure").level))
-        account, key = credential(raw, settings.host)
+        account, key = credential(settings)
         session = requests.Session()
         for scheme in ("http://", "https://"):
             session.mount(scheme, requests.adapters.HTTPAdapter(pool_maxsize=32))
@@ -153,15 +151,15 @@ class AzureBatchEngine(Engine[TaskRequest]):
             retry_backoff_max=60,
             per_call_policies=[LoopbackHttp()] if settings.loopback_token else [],
         )
-        pool = find_pool(client, raw, settings.account_url, settings.pool_id, pool_spec, logger)
-        limits = pool_limits(raw, pool)
+        pool = find_pool(client, settings, pool_spec, logger)
+        limits = pool_limits(settings, pool)
         engine = cls(client, settings, account, pool, limits, logger)
         logger.log(
             NOTICE_LEVEL,
             _(
                 "omnibio_azurebatch",
                 account_url=settings.account_url,
-                auth=raw.text("auth"),
+                auth=settings.auth,
                 pool=settings.pool_id,
                 vm_size=pool.vm_size,
                 task_slots_per_node=engine.slots,

@@ -15,7 +15,8 @@ from azure.core.exceptions import AzureError, HttpResponseError
 from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
 
-from ...config import ConfigError, Settings
+from ...settings import ConfigError
+from .settings import AzureBatchSettings
 from .tasks import describe_error, enum_text, error_code
 
 GiB = 1 << 30
@@ -54,9 +55,9 @@ def has_gpu(vm_size: str) -> bool:
 class PoolSpec:
     """pool_spec: the few settings an auto-created pool needs, as BatchPoolCreateOptions."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: AzureBatchSettings) -> None:
         self.settings = settings
-        self.spec = settings.json_object("pool_spec")
+        self.spec = settings.pool_spec
         unknown = sorted(set(self.spec) - set(POOL_SPEC_KEYS))
         if unknown:
             raise settings.fail(
@@ -137,15 +138,15 @@ class PoolSpec:
         )
 
 
-def credential(settings: Settings, host: str) -> tuple[str, Any]:
+def credential(settings: AzureBatchSettings) -> tuple[str, Any]:
     """(account name, credential); the shared key is read from its variable, never logged."""
-    auth = settings.choice("auth", ("shared_key", "entra"))
-    if auth == "entra":
+    host = settings.host
+    if settings.auth == "entra":
         # managed identity, workload identity, az login
         from azure.identity import DefaultAzureCredential
 
-        return settings.text("account_name") or host.split(".")[0], DefaultAzureCredential()
-    account = settings.text("account_name") or (
+        return settings.account_name or host.split(".")[0], DefaultAzureCredential()
+    account = settings.account_name or (
         host.split(".")[0] if host.endswith(".batch.azure.com") else ""
     )
     if not account:
@@ -154,7 +155,7 @@ def credential(settings: Settings, host: str) -> tuple[str, Any]:
             "is required with auth = shared_key when account_url is not "
             "<account>.<region>.batch.azure.com",
         )
-    variable = settings.text("account_key_env", required=True)
+    variable = settings.account_key_env
     key = os.environ.get(variable, "").strip()
     if not key:
         raise settings.fail(
@@ -172,14 +173,10 @@ def credential(settings: Settings, host: str) -> tuple[str, Any]:
 
 
 def find_pool(
-    client: BatchClient,
-    settings: Settings,
-    account_url: str,
-    pool_id: str,
-    spec: PoolSpec,
-    logger: logging.Logger,
+    client: BatchClient, settings: AzureBatchSettings, spec: PoolSpec, logger: logging.Logger
 ) -> batch_models.BatchPool:
     """The pool, created from pool_spec when missing; every start-up problem is one line."""
+    account_url, pool_id = settings.account_url, settings.pool_id
     try:
         pool = _find_or_create(client, pool_id, spec, logger)
     except HttpResponseError as exn:  # ClientAuthenticationError (no token at all) is one too
@@ -234,9 +231,9 @@ def _find_or_create(
     return client.get_pool(pool_id)
 
 
-def _auth_failure(settings: Settings, exn: HttpResponseError) -> ConfigError:
+def _auth_failure(settings: AzureBatchSettings, exn: HttpResponseError) -> ConfigError:
     reason = describe_error(exn)
-    if settings.text("auth") == "entra":
+    if settings.auth == "entra":
         if exn.status_code is None:
             return settings.fail(
                 "auth",
@@ -248,7 +245,7 @@ def _auth_failure(settings: Settings, exn: HttpResponseError) -> ConfigError:
             f"Azure Batch did not accept the Entra ID token ({reason}); give the identity a "
             "Batch data-plane role on the account",
         )
-    variable = settings.text("account_key_env")
+    variable = settings.account_key_env
     return settings.fail(
         "account_key_env",
         f"Azure Batch rejected the shared key in ${variable} ({reason}); use a current key of "
@@ -256,13 +253,11 @@ def _auth_failure(settings: Settings, exn: HttpResponseError) -> ConfigError:
     )
 
 
-def pool_limits(settings: Settings, pool: batch_models.BatchPool) -> dict[str, int]:
+def pool_limits(settings: AzureBatchSettings, pool: batch_models.BatchPool) -> dict[str, int]:
     """The largest task: max_cpu / max_memory, else estimated from the pool's vmSize."""
     estimated = node_size(pool.vm_size or "")
-    cpu = settings.integer("max_cpu", minimum=1) if settings.text("max_cpu") else 0
-    memory = settings.size("max_memory") if settings.text("max_memory") else 0
-    cpu = cpu or (estimated[0] if estimated else 0)
-    memory = memory or (estimated[1] if estimated else 0)
+    cpu = settings.max_cpu or (estimated[0] if estimated else 0)
+    memory = settings.max_memory or (estimated[1] if estimated else 0)
     if not cpu:
         raise settings.fail(
             "max_cpu", f"cannot tell the vCPUs of vmSize {pool.vm_size!r}; set max_cpu"

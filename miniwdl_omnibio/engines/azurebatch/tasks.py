@@ -21,9 +21,8 @@ from WDL import Error
 from ...attempt import TaskAttempt
 from ...gathering import Gathering, Waiting
 from ..base import QUEUED, RUNNING, Phase, Status
+from .settings import ID_LENGTH, INVALID_ID_CHARACTERS
 
-ID_LENGTH = 64  # Batch ids: letters, digits, hyphens and underscores, at most 64
-INVALID_ID_CHARACTERS = re.compile(r"[^A-Za-z0-9_-]")
 COLLECTION_MAX = 100  # tasks per addtaskcollection request (BatchTaskGroup.value: "at most 100")
 # "The total serialized size of this collection must be less than 1MB" (BatchTaskGroup.value);
 # whether 1 MB is 10^6 or 2^20 bytes is not said: stay well under both

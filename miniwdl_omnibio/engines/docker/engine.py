@@ -29,7 +29,6 @@ from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
 from ...attempt import TAG_RUN, TaskAttempt
-from ...config import Settings
 from ...retrying import pause_before, retry
 from ..base import Accepted, Engine, Status, Submitted
 from ..jobscript import read_exit_record
@@ -101,12 +100,12 @@ class DieEvents:
         self.since = since  # the daemon's own time, as seconds.nanoseconds
         self.closed = threading.Event()
 
-    def follow(self, wake: Callable[[str], None], logger: logging.Logger) -> None:
+    def follow(self, wake: Callable[[str, bool], None], logger: logging.Logger) -> None:
         threading.Thread(
             target=self._run, args=(wake, logger), name="omnibio_docker-events", daemon=True
         ).start()
 
-    def _run(self, wake: Callable[[str], None], logger: logging.Logger) -> None:
+    def _run(self, wake: Callable[[str, bool], None], logger: logging.Logger) -> None:
         failures = 0
         while not self.closed.is_set():
             try:
@@ -115,7 +114,7 @@ class DieEvents:
                         event = json.loads(line)
                         nanos = int(event["timeNano"])
                         self.since = f"{nanos // 10**9}.{nanos % 10**9:09d}"
-                        wake(str(event["Actor"]["ID"]))
+                        wake(str(event["Actor"]["ID"]), False)  # the cheap look: the record
                         failures = 0
                 error = "the daemon ended it"
             except Exception as exn:
@@ -185,7 +184,7 @@ class DockerEngine(Engine[DockerRequest]):
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "DockerEngine":
-        settings = DockerSettings.load(Settings(cfg, cls.section))
+        settings = DockerSettings.load(cfg)
         try:
             client = docker.from_env(version="auto", timeout=600)
             info = client.info()
@@ -200,12 +199,15 @@ class DockerEngine(Engine[DockerRequest]):
             try:
                 client.networks.get(network)
             except docker.errors.NotFound:
-                raise Settings(cfg, cls.section).fail(
+                raise settings.fail(
                     "network",
                     f"{network!r} is neither one of {', '.join(NETWORK_MODES)} nor an existing "
                     "docker network",
                 ) from None
-        limits = {"cpu": int(info["NCPU"]), "mem_bytes": int(info["MemTotal"])}
+        limits = {
+            "cpu": settings.max_cpu or int(info["NCPU"]),
+            "mem_bytes": settings.max_memory or int(info["MemTotal"]),
+        }
         since = _event_time(str(info.get("SystemTime", "")))
         engine = cls(client, settings, limits, since=since, logger=logger)
         engine.reap_orphans(logger)
@@ -384,7 +386,7 @@ class DockerEngine(Engine[DockerRequest]):
         except docker.errors.NotFound:
             return removed(record.handle)
 
-    def on_wake(self, wake: Callable[[str], None]) -> None:
+    def on_wake(self, wake: Callable[[str, bool], None]) -> None:
         self.events.follow(wake, self._logger)
 
     def cancel(self, record: Submitted, logger: logging.Logger) -> None:

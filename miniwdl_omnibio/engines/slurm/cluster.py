@@ -8,7 +8,6 @@ into one line quoting Slurm's own words.
 import collections
 import os
 import shutil
-import socket
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
@@ -36,6 +35,9 @@ class SlurmCli:
         self.env = dict(os.environ)
         if slurm_conf:
             self.env["SLURM_CONF"] = slurm_conf
+        # the times squeue and sacct print (EndTime, End): ISO 8601, whatever the user's own
+        # SLURM_TIME_FORMAT (squeue(1), ENVIRONMENT VARIABLES)
+        self.env["SLURM_TIME_FORMAT"] = "standard"
         self.counts: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
 
@@ -136,22 +138,15 @@ def probe_script(node_file: str, token: str, runtime: str) -> str:
 ORPHAN_FORMAT = "ArrayJobID:24|,Comment:400|"
 
 
-def process_identity() -> str:
-    """This host and PID namespace: where a pid in a launcher id names a process we can test."""
-    return f"{socket.gethostname()}:{os.stat('/proc/self/ns/pid').st_ino}"
-
-
-def orphaned_jobs(squeue_output: str, identity: str, alive: Callable[[int], bool]) -> list[str]:
-    """Job ids whose --comment names a launcher ``<identity>:<pid>:<nonce>`` whose process is
-    gone (a SIGKILLed miniwdl could not scancel them). Jobs of other hosts or PID namespaces, and
-    of live launchers, are never touched."""
+def orphaned_jobs(squeue_output: str, ended: Callable[[str], bool]) -> list[str]:
+    """Job ids whose --comment names a launcher that ``ended`` (launcher.ended: a SIGKILLed
+    miniwdl could not scancel them). Jobs of other hosts or PID namespaces, and of live
+    launchers, are never touched."""
     found = set()
     for line in squeue_output.splitlines():
         job_id, _sep, rest = (part.strip() for part in line.partition("|"))
         comment = rest.rstrip("|").strip()
         words = dict(w.split("=", 1) for w in comment.split() if "=" in w)
-        owner, _sep, pid = words.get("launcher", "").rpartition(":")[0].rpartition(":")
-        ours = comment.startswith("omnibio ") and owner == identity and job_id.isdigit()
-        if ours and pid.isdigit() and not alive(int(pid)):
+        if comment.startswith("omnibio ") and job_id.isdigit() and ended(words.get("launcher", "")):
             found.add(job_id)
     return sorted(found, key=int)

@@ -1,21 +1,21 @@
 """omnibio_slurm: each task attempt is one Slurm job, or one element of an ``sbatch --array``.
 
 The nodes mount the shared filesystem holding the run directory; each attempt's job script
-(``<task dir>/slurm/attemptN.sh``, see slurm_script.py) runs its container with docker, podman
-or apptainer and records the exit. Attempts that become ready together go in one sbatch
-(equal sbatch options: one array); the status of every job of this process is one squeue per
-poll that needs it: the exit records the job scripts write (empty while the job runs) answer most
-polls, and squeue (``--states=all`` shows jobs that ended within MinJobAge), then sacct when the
-cluster has accounting, answer the rest. Cancellations gather into one scancel.
+(``<task dir>/slurm/attemptN.sh``, see translate.py) runs its container with docker, podman or
+apptainer and records the exit. The tracker hands the attempts that became ready together to
+``submit_many``: one sbatch per group of equal sbatch options (an array). Every fetch reads the
+exit records the job scripts write (empty while the job runs), which answer most rounds; the
+tracker's full rounds (every squeue_seconds) add one squeue (``--states=all`` shows jobs that
+ended within MinJobAge) for the jobs the records say nothing final about, and with accounting
+one sacct for the jobs squeue no longer lists and for the figures of those that ended. The
+tracker gathers cancellations into one ``cancel_many``: one scancel.
 """
 
 import contextlib
-import functools
 import logging
-import math
 import os
 import shlex
-import threading
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -26,11 +26,11 @@ from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
+from ... import launcher
 from ...attempt import TaskAttempt
-from ...config import Settings
-from ...gathering import Cancellations, Gathering, Waiting, settle
 from ...placement.sharedfs import SharedFilesystem
-from ..base import Accepted, Engine, Phase, Status, Submitted
+from ...retrying import retry
+from ..base import Accepted, Engine, Phase, Status, Submission, Submitted
 from ..jobscript import ExitRecord, read_exit_record
 from . import status as mapping
 from .cluster import (
@@ -43,60 +43,24 @@ from .cluster import (
     orphaned_jobs,
     parse_sinfo,
     probe_script,
-    process_identity,
 )
-from .hold import Held, HeldSubmissions, SubmitLimit, sbatch_refusal
+from .hold import Held, HeldSubmissions, NotYet, SubmitLimit, sbatch_refusal, slurm_handle
+from .settings import SlurmSettings
 from .translate import (
-    RUNTIMES,
     SlurmRequest,
-    SlurmSettings,
     batch_script,
+    misfit,
     node_path,
+    probe_options,
     sbatch_argv,
     translate,
 )
 
-GATHER_MAX = 10.0  # seconds the first of a burst of submissions waits for the rest at most
-CANCEL_LINGER = 1.5  # seconds without a new cancellation before the gathered ones' scancel
-CANCEL_MAX = 10.0  # ... and at most this long after the first
-RECORD_GRACE = 60.0  # seconds an ended job's exit record may take to show on this host (NFS)
+# seconds an ended attempt waits for sacct's figures, from its exit record: slurmdbd records a
+# job's end a moment after it (on the rig, 0.3 s)
+SACCT_WAIT = 5.0
+PROBE_PAUSE = 5.0  # seconds between two squeue of the probe job at most
 LOG_TAIL_BYTES = 4000
-
-
-Pending = Waiting[SlurmRequest, str]
-
-
-class Submissions:
-    """Requests that arrive close together share sbatch calls: one per group of equal sbatch
-    options, as an array (a group of one is a plain job). Requests gather until none came for
-    ``linger`` seconds (a scatter's attempts reach submit over seconds on a busy host), at most
-    GATHER_MAX."""
-
-    def __init__(
-        self,
-        send: Callable[[list[SlurmRequest]], list[str]],
-        linger: float,
-        size: int,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._send = send
-        self._size = size
-        self.gathering = Gathering(self._flush, linger, GATHER_MAX, clock, sleep)
-
-    def add(self, request: SlurmRequest) -> str:
-        handle = self.gathering.add(request)
-        assert handle
-        return handle
-
-    def _flush(self, batch: list[Pending]) -> None:
-        groups: dict[tuple[str, ...], list[Pending]] = {}
-        for pending in batch:
-            groups.setdefault(pending.item.options, []).append(pending)
-        for members in groups.values():
-            for start in range(0, len(members), self._size):
-                chunk = members[start : start + self._size]
-                settle(chunk, functools.partial(self._send, [p.item for p in chunk]))
 
 
 class SlurmEngine(Engine[SlurmRequest]):
@@ -104,6 +68,8 @@ class SlurmEngine(Engine[SlurmRequest]):
     runtime_keys = ("slurm_partition", "slurm_account", "slurm_qos")
     memory_is_limit = True  # --mem is what the node sets aside; the container may use that much
     enforces_time_limit = True  # the job script at the second, Slurm's --time in minutes behind it
+    gather_max_seconds = 10.0  # a scatter's attempts reach submit over seconds on a busy host
+    cancel_gather_seconds = 1.5  # one scancel for the cancellations of a Ctrl-C
     # the probe's wait (tests pass their own)
     clock: Callable[[], float] = staticmethod(time.monotonic)
     sleep: Callable[[float], None] = staticmethod(time.sleep)
@@ -111,7 +77,7 @@ class SlurmEngine(Engine[SlurmRequest]):
     def __init__(
         self,
         cli: SlurmCli,
-        settings: Settings,
+        settings: SlurmSettings,
         fs: SharedFilesystem,
         partitions: dict[str, Partition],
         accounting: bool,
@@ -122,23 +88,14 @@ class SlurmEngine(Engine[SlurmRequest]):
         self.partitions = partitions
         self.accounting = accounting
         self.logger = logger
-        self.poll_seconds = settings.number("poll_seconds", minimum=0.1)
-        self.squeue_seconds = settings.number("squeue_seconds", minimum=0)
-        self.default_time_limit = settings.integer("default_time_limit", minimum=0) or None
+        self.poll_seconds = settings.poll_seconds
+        self.sweep_seconds = settings.squeue_seconds
+        self.gather_seconds = settings.submit_linger
+        self.max_array_size = settings.max_array_size
+        self.default_time_limit = settings.default_time_limit
         # in every job's --comment: a later run on this host cancels the jobs of a dead launcher
-        self.launcher = f"{process_identity()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        runtime = settings.choice("container_runtime", RUNTIMES)
-        self.settings = SlurmSettings(
-            runtime=runtime,
-            partition=settings.text("partition"),
-            account=settings.text("account"),
-            qos=settings.text("qos"),
-            default_memory=settings.size("default_memory"),
-            extra_options=_words(settings, "sbatch_options"),
-            runtime_options=_words(settings, "runtime_options"),
-            host_root=fs.host_root,
-            node_root=(settings.text("node_mount_path") or fs.host_root).rstrip("/") or "/",
-        )
+        self.launcher = launcher.identity()
+        self.settings = settings
         partition = self.partition(self.settings.partition)
         if partition is None:
             raise settings.fail(
@@ -149,43 +106,26 @@ class SlurmEngine(Engine[SlurmRequest]):
                 else "is empty and the cluster has no default partition",
             )
         self.limits = {
-            "cpu": settings.integer("max_cpu", minimum=1)
-            if settings.text("max_cpu")
-            else partition.max_cpu,
-            "mem_bytes": settings.size("max_memory")
-            if settings.text("max_memory")
-            else partition.max_memory,
+            "cpu": settings.max_cpu or partition.max_cpu,
+            "mem_bytes": settings.max_memory or partition.max_memory,
         }
-        self.held = HeldSubmissions(self._sbatch, self._outstanding, logger)
-        self.submissions = Submissions(
-            self.held.submit,
-            settings.number("submit_linger_seconds", minimum=0),
-            settings.integer("max_array_size", minimum=1),
-        )
-        self.cancellations = Cancellations(self._scancel, CANCEL_LINGER, CANCEL_MAX)
-        self._lock = threading.Lock()
-        self._requests: dict[str, SlurmRequest] = {}  # handle -> request, until released
-        self._ended_unrecorded: dict[str, float] = {}  # handle -> when first seen so
-        self._jobs: dict[str, mapping.SlurmJob] = {}  # Slurm's last word on each handle
-        self._asked_at = -math.inf  # when squeue last answered
+        self.held = HeldSubmissions(self._sbatch, logger)
+        self._wake: Callable[[str, bool], None] = lambda handle, full: None
         self._limits: frozenset[str] = frozenset()  # the limits jobs of this run wait at
 
     # --- start -----------------------------------------------------------------------------
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "SlurmEngine":
-        settings = Settings(cfg, cls.section)
+        settings = SlurmSettings.load(cfg)
         missing = SlurmCli.missing_tools()
         if missing:
             raise Error.RuntimeError(
                 f"omnibio_slurm: {', '.join(missing)} not found on PATH; install the Slurm "
                 "client commands (Debian: slurm-client) on this host"
             )
-        slurm_conf = settings.text("slurm_conf")
-        if slurm_conf and not os.path.isfile(slurm_conf):
-            raise settings.fail("slurm_conf", f"{slurm_conf} is not a file")
-        cli = SlurmCli(slurm_conf)
-        fs = SharedFilesystem.from_settings(settings)
+        cli = SlurmCli(settings.slurm_conf)
+        fs = settings.filesystem
         try:
             partitions = parse_sinfo(
                 cli.run(["sinfo", "--noheader", f"--format={SINFO_FORMAT}"]).stdout
@@ -196,8 +136,8 @@ class SlurmEngine(Engine[SlurmRequest]):
         engine = cls(cli, settings, fs, partitions, accounting_enabled(config), logger)
         engine.check_account(settings)
         engine.cancel_orphans(logger)
-        if settings.flag("probe"):
-            engine.probe(settings.integer("probe_timeout", minimum=1), logger)
+        if settings.probe:
+            engine.probe(settings.probe_timeout, logger)
         logger.log(
             NOTICE_LEVEL,
             _(
@@ -217,21 +157,21 @@ class SlurmEngine(Engine[SlurmRequest]):
             return self.partitions.get(name)
         return next((p for p in self.partitions.values() if p.default), None)
 
-    def check_account(self, settings: Settings) -> None:
+    def check_account(self, settings: SlurmSettings) -> None:
         """With accounting, an unknown account or QOS is refused at start (without it, Slurm
         accepts any and the check is not possible)."""
         if not self.accounting:
             return
-        for key, entity in (("account", "account"), ("qos", "qos")):
+        for key in ("account", "qos"):
             name = getattr(self.settings, key)
             if not name:
                 continue
             found = self.cli.run(
-                ["sacctmgr", "--noheader", "--parsable2", "show", entity, name, "format=Name"],
+                ["sacctmgr", "--noheader", "--parsable2", "show", key, name, "format=Name"],
                 check=False,
             )
             if found.returncode == 0 and name not in found.stdout.split():
-                raise settings.fail(key, f"Slurm's accounting knows no {entity} {name!r}")
+                raise settings.fail(key, f"Slurm's accounting knows no {key} {name!r}")
 
     def cancel_orphans(self, logger: logging.Logger) -> None:
         """scancel, in one call, the jobs left by miniwdl processes of this host that died
@@ -242,7 +182,7 @@ class SlurmEngine(Engine[SlurmRequest]):
         if listed.returncode != 0:
             logger.warning(_("omnibio_slurm: could not list jobs", error=listed.stderr[:300]))
             return
-        orphans = orphaned_jobs(listed.stdout, process_identity(), _alive)
+        orphans = orphaned_jobs(listed.stdout, launcher.ended)
         if orphans:
             logger.log(
                 NOTICE_LEVEL,
@@ -252,11 +192,8 @@ class SlurmEngine(Engine[SlurmRequest]):
 
     def probe(self, timeout: int, logger: logging.Logger) -> None:
         """One tiny job: does the node see the shared filesystem and have the container runtime?"""
-        here = os.getcwd()
-        fs = self.filesystem
-        assert fs
-        directory = here if here == fs.host_root or here.startswith(fs.host_root + "/") else None
-        directory = directory or fs.host_root
+        here, root = os.getcwd(), self.settings.host_root
+        directory = here if here == root or here.startswith(root + "/") else root
         token = uuid.uuid4().hex
         host_file = os.path.join(directory, f".omnibio-slurm-probe-{token[:12]}")
         try:
@@ -265,10 +202,10 @@ class SlurmEngine(Engine[SlurmRequest]):
         except OSError as exn:
             logger.warning(_("omnibio_slurm probe skipped", reason=str(exn)))
             return
-        node_file = self.node_path(host_file)
+        node_file = node_path(host_file, self.settings.host_root, self.settings.node_root)
         try:
             done = self.cli.run(
-                ["sbatch", "--parsable", *self.probe_options(), "--output=/dev/null"]
+                ["sbatch", "--parsable", *probe_options(self.settings), "--output=/dev/null"]
                 + ["--error=/dev/null", "--job-name=omnibio-probe"]
                 + [f"--wrap={probe_script(shlex.quote(node_file), token, self.settings.runtime)}"],
                 check=False,
@@ -306,24 +243,18 @@ class SlurmEngine(Engine[SlurmRequest]):
                 f"(exit code {job.exit_code}, reason {job.reason or 'none'})"
             )
 
-    def probe_options(self) -> list[str]:
-        options = ["--cpus-per-task=1", "--mem=16M", "--time=1", *self.settings.extra_options]
-        for key in ("partition", "account", "qos"):
-            if getattr(self.settings, key):
-                options.append(f"--{key}={getattr(self.settings, key)}")
-        return options
-
     def wait_probe(
         self, job_id: str, timeout: int, logger: logging.Logger
     ) -> mapping.SlurmJob | None:
-        """The probe job once it ended; None at the timeout. squeue at 0.5 s, 1 s, 2 s ... (at
-        most every 5 s): quick on an idle cluster, few calls while the probe waits in a queue.
-        A probe waiting at a user's or account's limit (the user's jobs of other runs hold it)
-        waits like any job, with one line naming the limit."""
+        """The probe job once it ended; None at the timeout. squeue at once, then after 1 s,
+        2 s, 4 s ... (at most PROBE_PAUSE; retrying.retry): quick on an idle cluster, few calls
+        while the probe waits in a queue. A probe waiting at a user's or account's limit (the
+        user's jobs of other runs hold it) waits like any job, with one line naming the limit."""
         deadline = self.clock() + timeout
-        pause = 0.5
         limit = ""
-        while True:
+
+        def ended() -> mapping.SlurmJob:
+            nonlocal limit
             job = self.squeue([job_id]).get(job_id)
             if job and job.state not in mapping.WAITING | mapping.ALLOCATED:
                 return job
@@ -336,17 +267,19 @@ class SlurmEngine(Engine[SlurmRequest]):
             if job and mapping.waits_at_limit(job) and job.reason != limit:
                 limit = job.reason
                 logger.info(_("omnibio_slurm probe job waits at a Slurm limit", limit=limit))
-            if self.clock() > deadline:
-                self.cli.run(["scancel", job_id], check=False)
-                return None
-            self.sleep(min(pause, max(0.0, deadline - self.clock())))
-            pause = min(pause * 2, 5.0)
+            raise NotYet
+
+        def verdict(exn: Exception) -> bool:
+            return isinstance(exn, NotYet) and self.clock() < deadline
+
+        try:
+            return retry(ended, verdict, sys.maxsize, self.sleep, PROBE_PAUSE)
+        except NotYet:
+            self.cli.run(["scancel", job_id], check=False)
+            return None
 
     def resource_limits(self) -> dict[str, int]:
         return self.limits
-
-    def node_path(self, host_path: str) -> str:
-        return node_path(host_path, self.settings.host_root, self.settings.node_root)
 
     # --- the attempt -----------------------------------------------------------------------
 
@@ -358,32 +291,42 @@ class SlurmEngine(Engine[SlurmRequest]):
         }
         return translate(attempt, self.settings, overrides)
 
-    def check_fits(self, request: SlurmRequest) -> None:
-        """A request no node of its partition can hold would pend forever: one line instead."""
-        partition = self.partition(request.partition)
-        where = f"partition {request.partition or '(default)'}"
-        if partition is None:
-            raise Error.RuntimeError(
-                f"runtime.slurm_partition: Slurm has no partition {request.partition!r}"
-            )
-        if request.cpu > partition.max_cpu:
-            raise Error.RuntimeError(
-                f"runtime.cpu {request.cpu} is more than any node of {where} has "
-                f"({partition.max_cpu})"
-            )
-        if request.memory > partition.max_memory:
-            raise Error.RuntimeError(
-                f"runtime.memory {request.memory} bytes is more than any node of {where} has "
-                f"({partition.max_memory})"
-            )
-        if request.gpu > partition.gpus:
-            raise Error.RuntimeError(
-                f"runtime.gpu: no node of {where} has {request.gpu} GPU(s) (sinfo lists gres "
-                f"gpu:{partition.gpus} at most)"
-            )
+    def submit_many(
+        self, submissions: Sequence[Submission[SlurmRequest]]
+    ) -> list[Accepted | Exception]:
+        """One sbatch per group of equal sbatch options, an array of at most max_array_size
+        (a group of one is a plain job); a request no node can hold fails alone."""
+        results: dict[int, Accepted | Exception] = {}
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for index, each in enumerate(submissions):
+            try:
+                self.prepare(each.request)
+            except Exception as exn:
+                results[index] = exn
+            else:
+                groups.setdefault(each.request.options, []).append(index)
+        for members in groups.values():
+            for start in range(0, len(members), self.max_array_size):
+                chunk = members[start : start + self.max_array_size]
+                try:
+                    sent: Sequence[Accepted | Exception] = self.held.submit(
+                        [submissions[i].request for i in chunk]
+                    )
+                except Exception as exn:  # the chunk shares one sbatch, so it shares its refusal
+                    sent = [exn] * len(chunk)
+                results.update(zip(chunk, sent, strict=True))
+        for index, result in results.items():
+            if isinstance(result, Accepted):
+                script = submissions[index].request.files.node("sh")
+                submissions[index].logger.info(_("Slurm job", id=result.handle, script=script))
+        return [results[index] for index in range(len(submissions))]
 
-    def submit(self, request: SlurmRequest, logger: logging.Logger) -> Accepted:
-        self.check_fits(request)
+    def prepare(self, request: SlurmRequest) -> None:
+        """Refuse a request no node of its partition can hold (it would pend forever); write
+        the element's script and environment."""
+        problem = misfit(request, self.partition(request.partition))
+        if problem:
+            raise Error.RuntimeError(problem)
         files = request.files
         os.makedirs(files.host_dir, exist_ok=True)
         for path in (files.record, files.host("usage"), files.host("wait")):
@@ -395,15 +338,10 @@ class SlurmEngine(Engine[SlurmRequest]):
             out.write(request.env)
         with open(files.host("sh"), "w") as out:
             out.write(request.script)
-        handle = self.submissions.add(request)
-        with self._lock:
-            self._requests[handle] = request
-        logger.info(_("Slurm job", id=handle, script=files.node("sh")))
-        return Accepted(handle)
 
-    def _sbatch(self, requests: list[SlurmRequest]) -> list[str]:
+    def _sbatch(self, requests: Sequence[SlurmRequest]) -> list[str]:
         """One sbatch for requests with equal options: an array's element handles, or a plain
-        job's id. A full queue raises SubmitLimit (held_submissions holds the requests)."""
+        job's id. A full queue raises SubmitLimit (HeldSubmissions holds the requests)."""
         done = self.cli.run(
             sbatch_argv(requests, self.launcher), check=False, stdin=batch_script(requests)
         )
@@ -414,12 +352,6 @@ class SlurmEngine(Engine[SlurmRequest]):
             raise SlurmProblem(f"omnibio_slurm: sbatch answered no job id: {done.stdout[:200]!r}")
         self.logger.info(_("sbatch", job=job_id, elements=len(requests)))
         return [f"{job_id}_{i}" for i in range(len(requests))] if len(requests) > 1 else [job_id]
-
-    def _outstanding(self) -> int:
-        """Attempts of this run whose job Slurm holds (sent, not released)."""
-        with self._lock:
-            handles = list(self._requests)
-        return sum(1 for h in handles if self.held.slurm_handle(h))
 
     # --- status ----------------------------------------------------------------------------
 
@@ -447,54 +379,86 @@ class SlurmEngine(Engine[SlurmRequest]):
         return mapping.parse_sacct(done.stdout)
 
     def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
-        """The element scripts' files first (read on the shared filesystem, no Slurm command);
-        one squeue (and sacct) every ``squeue_seconds`` for the attempts they say nothing final
-        about, or at once when a record needs Slurm's verdict (a signal ended the script)."""
-        now = time.monotonic()
-        seen: dict[str, tuple[SlurmRequest, ExitRecord | None, bool]] = {}
-        for record in records:
-            with self._lock:
-                request = self._requests.get(record.handle)
-            if request is not None:
-                running, exit_record = read_exit_record(request.files.record)
-                seen[record.handle] = (request, exit_record, running)
-        unsettled = [
-            h for h, (_r, rec, _run) in seen.items() if rec is None or not mapping.final(rec)
-        ]
-        verdict_wanted = any(rec and not mapping.final(rec) for _r, rec, _run in seen.values())
-        if unsettled and (verdict_wanted or now - self._asked_at >= self.squeue_seconds):
-            self.ask_slurm(unsettled, now)
-        statuses = {}
-        for record in records:
-            if record.handle in seen:
-                status = self.status(record, *seen[record.handle], now)
-                if status is not None:
-                    statuses[record.handle] = status
-        return statuses
+        """The exit records first (on the shared filesystem, no Slurm command). A full round
+        adds one squeue for the jobs whose record says nothing final; with accounting, one sacct
+        for the jobs squeue no longer lists and for those that ended (their MaxRSS, TotalCPU)."""
+        now = time.time()
+        seen = {r.handle: read_exit_record(r.request.files.record) for r in records}
+        jobs: dict[str, mapping.SlurmJob] | None = None
+        gone: list[str] = []
+        if full:
+            unsettled = [
+                job for r in records if (job := slurm_handle(r)) and not _final(seen[r.handle][1])
+            ]
+            jobs = self.squeue(mapping.job_ids(unsettled))
+            self.log_limits(jobs.values())
+            gone = [job for job in unsettled if job not in jobs]
+        statuses = {r.handle: self.status(r, *seen[r.handle], jobs, now) for r in records}
+        ended = {h for h, s in statuses.items() if seen[h][1] and s and s.phase is Phase.DONE}
+        if self.accounting and (gone or ended):
+            asked = gone + [slurm_handle(r) for r in records if r.handle in ended]
+            accounted = self.sacct(mapping.job_ids(asked))
+            for record in (r for r in records if slurm_handle(r) in asked):
+                job = slurm_handle(record)
+                found = accounted.get(job)
+                if found and (job in gone or mapping.accounted(found)):
+                    merged = {job: mapping.merged((jobs or {}).get(job), found)}
+                    statuses[record.handle] = self.status(record, *seen[record.handle], merged, now)
+                elif record.handle in ended:
+                    statuses[record.handle] = self.without_sacct(record, statuses[record.handle])
+        return {h: s for h, s in statuses.items() if s is not None}
 
-    def ask_slurm(self, handles: list[str], now: float) -> None:
-        """One squeue for the jobs of ``handles`` (sacct for those it no longer lists); held
-        submissions have no job to ask about yet."""
-        slurm = {h: s for h in handles if (s := self.held.slurm_handle(h))}
-        jobs = self.squeue(mapping.job_ids(slurm.values()))
-        gone = [s for s in slurm.values() if s not in jobs]
-        if gone and self.accounting:
-            jobs.update(self.sacct(mapping.job_ids(gone)))
-        with self._lock:
-            for handle in handles:
-                if slurm.get(handle) in jobs:
-                    self._jobs[handle] = jobs[slurm[handle]]
-                else:
-                    self._jobs.pop(handle, None)
-            self._asked_at = now
-        self.log_limits(jobs.values())
+    def status(
+        self,
+        record: Submitted,
+        running: bool,
+        exit_record: ExitRecord | None,
+        jobs: dict[str, mapping.SlurmJob] | None,
+        now: float,
+    ) -> Status | None:
+        """``jobs``: Slurm's answer this round; None when it was not asked, and the files and
+        the last status answer (a record a signal ended wakes the tracker for Slurm's verdict)."""
+        held = record.memo if isinstance(record.memo, Held) else None
+        if held and not held.slurm:
+            return mapping.held_status(held.cancelled, held.error, record.request.run_id)
+        files = record.request.files
+        context = mapping.Context(
+            where=f"Slurm job {slurm_handle(record)} ({record.request.run_id})",
+            cancelled_by_us=record.cancelled,
+            image=record.attempt.image,
+            log_tail=_read(files.host("log"), LOG_TAIL_BYTES)
+            if exit_record and not exit_record.started
+            else "",
+            node_path=files.node("sh"),
+        )
+        if jobs is None:
+            found = mapping.from_files(record.status, exit_record, running, context)
+            if found is None:
+                self._wake(record.handle, True)  # squeue's verdict now
+            return found or record.status
+        job = jobs.get(slurm_handle(record))
+        found = mapping.status(job, exit_record, running, context)
+        return mapping.unrecorded(job, context, now) if found is None and job else found
+
+    def without_sacct(self, record: Submitted, status: Status | None) -> Status | None:
+        """An ended attempt sacct has no figures for yet waits SACCT_WAIT seconds from its exit
+        record (not when this run cancelled it), then goes without them."""
+        try:
+            age = time.time() - os.path.getmtime(record.request.files.record)
+        except OSError:
+            age = SACCT_WAIT
+        if age < SACCT_WAIT and not record.cancelled:
+            return Status(Phase.RUNNING, reason="ended; waiting for sacct's figures")
+        record.logger.info(
+            _("sacct has no figures for the job; its usage goes without", job=slurm_handle(record))
+        )
+        return status
 
     def log_limits(self, jobs: Iterable[mapping.SlurmJob]) -> None:
         """One line when the limits jobs of this run wait at change (not one per poll)."""
         waiting = [job.reason for job in jobs if mapping.waits_at_limit(job)]
         limits = frozenset(waiting)
-        with self._lock:
-            changed, self._limits = limits != self._limits, limits
+        changed, self._limits = limits != self._limits, limits  # the tracker's thread alone
         if changed:
             self.logger.log(
                 NOTICE_LEVEL,
@@ -507,110 +471,50 @@ class SlurmEngine(Engine[SlurmRequest]):
                 ),
             )
 
-    def status(
-        self,
-        record: Submitted,
-        request: SlurmRequest,
-        exit_record: ExitRecord | None,
-        running: bool,
-        now: float,
-    ) -> Status | None:
-        held = self.held.get(record.handle)
-        if held and not held.slurm:
-            return held_status(held, request)
-        with self._lock:
-            job = self._jobs.get(record.handle)
-            asked_since = self._asked_at >= max(record.submitted_at, held.sent_at if held else 0)
-        files = request.files
-        context = mapping.Context(
-            where=f"Slurm job {self.held.slurm_handle(record.handle)} ({request.run_id})",
-            cancelled_by_us=record.cancelled,
-            image=record.attempt.image,
-            log_tail=_read(files.host("log"), LOG_TAIL_BYTES)
-            if exit_record and not exit_record.started
-            else "",
-            node_path=files.node("sh"),
-        )
-        status = mapping.status(job, exit_record, running, context)
-        if status is None and job is None and not asked_since:
-            return Status(Phase.QUEUED, reason="submitted")  # not asked about since sbatch
-        if status is not None or job is None:
-            return status
-        # ended, but its exit record is not visible here yet: give the filesystem a moment
-        with self._lock:
-            first = self._ended_unrecorded.setdefault(record.handle, now)
-        if now - first < RECORD_GRACE:
-            return Status(Phase.RUNNING, reason=f"{job.state}, waiting for its exit record")
-        return mapping.ended_without_record(job, context)
+    def on_wake(self, wake: Callable[[str, bool], None]) -> None:
+        self._wake = wake
 
     # --- the end ---------------------------------------------------------------------------
 
-    def cancel(self, record: Submitted, logger: logging.Logger) -> None:
-        handle = record.handle
-        if not self.held.cancel(handle):
-            self.cancellations.add(self.held.slurm_handle(handle) or handle)
-
-    def _scancel(self, handles: list[str]) -> None:
+    def cancel_many(self, records: Sequence[Submitted], logger: logging.Logger) -> None:
+        """One scancel for the batch; a submission still held is dropped instead."""
+        jobs = sorted(
+            {
+                slurm_handle(r)
+                for r in records
+                if not (isinstance(r.memo, Held) and self.held.cancel(r.memo))
+            }
+        )
+        if not jobs:
+            return
         try:
-            self.cli.run(["scancel", *sorted(set(handles))], check=False)
-            self.logger.info(_("scancel", jobs=len(set(handles))))
+            self.cli.run(["scancel", *jobs], check=False)
+            logger.info(_("scancel", jobs=len(jobs)))
         except Exception as exn:
-            self.logger.warning(_("scancel failed", error=str(exn)[:300]))
+            logger.warning(_("scancel failed", error=str(exn)[:300]))
 
     def release(self, record: Submitted, logger: logging.Logger) -> None:
-        handle = record.handle
-        with self._lock:
-            self._requests.pop(handle, None)
-            self._ended_unrecorded.pop(handle, None)
-            self._jobs.pop(handle, None)
-        self.held.release(handle)
+        self.held.release(record)
 
     def failure_details(self, record: Submitted, status: Status) -> dict[str, Any]:
-        handle = record.handle
-        with self._lock:
-            request = self._requests.get(handle)
-        if request is None:
-            return {}
+        files = record.request.files
         details: dict[str, Any] = {
-            "slurm_job": self.held.slurm_handle(handle) or handle,
-            "slurm_script": request.files.node("sh"),
+            "slurm_job": slurm_handle(record) or record.handle,
+            "slurm_script": files.node("sh"),
         }
-        tail = _read(request.files.host("log"), LOG_TAIL_BYTES).strip()
+        tail = _read(files.host("log"), LOG_TAIL_BYTES).strip()
         if tail:
             details["slurm_log_tail"] = tail[-2000:]
         return details
 
     def shutdown(self, logger: logging.Logger) -> None:
-        """Drop what is still held, send the cancellations still gathering, and log how many
-        Slurm commands this took."""
+        """Drop what is still held, and log how many Slurm commands this took."""
         self.held.stop()
-        self.cancellations.flush()
         logger.info(_("omnibio_slurm commands", **dict(self.cli.counts)))
 
 
-def held_status(held: Held, request: SlurmRequest) -> Status:
-    """A submission not sent to Slurm: queued behind the submit limit, dropped, or refused."""
-    if held.cancelled:
-        return Status(
-            Phase.DONE,
-            error=f"{request.run_id} was cancelled before Slurm accepted its job",
-            reason="cancelled while held",
-        )
-    if held.error:
-        return Status(Phase.DONE, error=held.error, reason="sbatch refused it")
-    return Status(Phase.QUEUED, reason="held: the Slurm submit limit is reached")
-
-
-def _alive(pid: int) -> bool:
-    return os.path.exists(f"/proc/{pid}")
-
-
-def _words(settings: Settings, key: str) -> tuple[str, ...]:
-    """A key holding shell-quoted words (options for sbatch or the container runtime)."""
-    try:
-        return tuple(shlex.split(settings.text(key)))
-    except ValueError as exn:
-        raise settings.fail(key, str(exn)) from None
+def _final(record: ExitRecord | None) -> bool:
+    return record is not None and mapping.final(record)
 
 
 def _read(path: str, tail: int | None = None) -> str:

@@ -6,6 +6,7 @@ https://slurm.schedmd.com/sacct.html). Nothing here runs a command or reads a fi
 """
 
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -15,12 +16,15 @@ from ..jobscript import MISSING_FILESYSTEM_EXIT, ExitRecord
 from .translate import EXIT_NO_ELEMENT
 
 # squeue -O fields, each padded to its width and closed by "|" (squeue(1): -O "type[:[.][size]
-# [suffix]]"); the reason is last and may hold spaces and commas
-SQUEUE_FORMAT = "JobArrayID:64|,State:24|,exit_code:12|,Reason:200|"
+# [suffix]]"); the reason may hold spaces and commas; EndTime, when the job ended (or will)
+SQUEUE_FORMAT = "JobArrayID:64|,State:24|,exit_code:12|,Reason:200|,EndTime:24|"
 # sacct(1): MaxRSS, the largest resident set of the job's processes (on its step lines, e.g.
 # 123.batch; jobacct_gather samples it), and TotalCPU, their user and system CPU time (the
 # allocation's line sums its steps); both measure the job's own processes only
-SACCT_FORMAT = "JobID,State,ExitCode,MaxRSS,TotalCPU"
+SACCT_FORMAT = "JobID,State,ExitCode,MaxRSS,TotalCPU,End"
+# seconds an ended job's exit record may take to show on this host (NFS attribute caching),
+# counted from Slurm's EndTime
+RECORD_GRACE = 60.0
 
 # Each state below as squeue(1) of Slurm 22.05 defines it in JOB STATE CODES (the man page the
 # rig's slurm-client installs; sacct(1) refers to the same codes). Waiting for an allocation:
@@ -146,6 +150,7 @@ class SlurmJob:
     reason: str = ""
     max_rss: int | None = None  # bytes: sacct's MaxRSS of its steps, with accounting
     total_cpu: float | None = None  # seconds: sacct's TotalCPU
+    ended_at: float | None = None  # seconds since the epoch: EndTime once it ended
 
 
 def waits_at_limit(job: SlurmJob) -> bool:
@@ -168,15 +173,17 @@ def parse_squeue(text: str) -> dict[str, SlurmJob]:
     """Lines of ``squeue --noheader -O SQUEUE_FORMAT``; exit_code is a wait(2) status there."""
     jobs = {}
     for line in text.splitlines():
-        fields = [f.strip() for f in line.split("|")]
-        if len(fields) < 4 or not fields[0]:
+        fields = [f.strip() for f in line.split("|")] + [""]
+        if len(fields) < 5 or not fields[0]:
             continue
-        job_id, state, raw, reason = fields[:4]
+        job_id, state, raw, reason, end = fields[:5]
         code = signal = None
         if raw.isdigit():
             status = int(raw)
             code, signal = status >> 8, status & 0x7F
-        jobs[job_id] = SlurmJob(job_id, state.upper(), code, signal or None, reason)
+        state = state.upper()
+        ended = wall_time(end) if state not in WAITING | ALLOCATED else None
+        jobs[job_id] = SlurmJob(job_id, state, code, signal or None, reason, ended_at=ended)
     return jobs
 
 
@@ -190,10 +197,10 @@ def parse_sacct(text: str) -> dict[str, SlurmJob]:
     jobs: dict[str, SlurmJob] = {}
     peaks: dict[str, int] = {}
     for line in text.splitlines():
-        fields = line.split("|") + [""] * 2
-        if len(fields) < 5 or not fields[0]:
+        fields = line.split("|") + [""] * 3
+        if len(fields) < 6 or not fields[0]:
             continue
-        job_id, state, exit_code, max_rss, total_cpu = fields[:5]
+        job_id, state, exit_code, max_rss, total_cpu, end = fields[:6]
         if "." in job_id:
             rss = size_bytes(max_rss)
             owner = job_id.split(".", 1)[0]
@@ -207,11 +214,21 @@ def parse_sacct(text: str) -> dict[str, SlurmJob]:
             int(code) if code.isdigit() else None,
             int(signal) if signal.isdigit() and int(signal) else None,
             total_cpu=cpu_seconds(total_cpu),
+            ended_at=wall_time(end),
         )
     return {
         job_id: replace(job, max_rss=peaks.get(job_id)) if job_id in peaks else job
         for job_id, job in jobs.items()
     }
+
+
+def wall_time(text: str) -> float | None:
+    """squeue's EndTime, sacct's End: local time to the second (SLURM_TIME_FORMAT=standard,
+    which SlurmCli sets); None for Unknown, N/A or nothing."""
+    try:
+        return time.mktime(time.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
 
 
 def size_bytes(text: str) -> int | None:
@@ -283,34 +300,73 @@ def usage(record: ExitRecord | None, job: SlurmJob | None) -> dict[str, Any]:
     """details["usage"]: the container's cgroup as the element script recorded it, else sacct's
     figures for the job (the container itself under apptainer, only the client under docker);
     sacct's stay beside the cgroup's as ``sacct_max_rss`` and ``sacct_total_cpu``."""
-    measured: dict[str, Any] = dict(record.usage()) if record else {}
-    if measured:
-        measured["source"] = CGROUP_SOURCE
-    sacct: dict[str, Any] = {}
-    if job and job.max_rss is not None:
-        sacct["max_rss"] = job.max_rss
-    if job and job.total_cpu is not None:
-        sacct["total_cpu"] = job.total_cpu
-    if sacct and not measured:
-        measured = {"memory_peak": sacct.get("max_rss"), "cpu_seconds": sacct.get("total_cpu")}
-        measured = {k: v for k, v in measured.items() if v is not None}
-        measured["source"] = SACCT_SOURCE
-    elif sacct:
-        measured.update({f"sacct_{key}": value for key, value in sacct.items()})
-    return {"usage": measured} if measured else {}
+    cgroup = record.usage() if record else {}
+    sacct = {"max_rss": job.max_rss, "total_cpu": job.total_cpu} if job else {}
+    sacct = {key: value for key, value in sacct.items() if value is not None}
+    if cgroup:
+        beside = {f"sacct_{key}": value for key, value in sacct.items()}
+        return {"usage": {**cgroup, "source": CGROUP_SOURCE, **beside}}
+    if sacct:  # in the trace's words
+        names = {"max_rss": "memory_peak", "total_cpu": "cpu_seconds"}
+        return {"usage": {**{names[k]: v for k, v in sacct.items()}, "source": SACCT_SOURCE}}
+    return {}
 
 
 def status(
     job: SlurmJob | None, record: ExitRecord | None, running: bool, context: Context
 ) -> Status | None:
     """The attempt's Status from its exit record (empty while it runs: ``running``) and Slurm's
-    last word on its job (which may be a poll or two old); None: nothing known yet. An ended
-    attempt carries what was measured of it (``usage``)."""
+    answer on its job this round (None: Slurm does not list it); None: nothing known yet. An
+    ended attempt carries what was measured of it (``usage``) and the image its container ran
+    (podman gives the bare digest docker prefixes with sha256:)."""
     found = verdict(job, record, running, context)
     if found is None or found.phase is not Phase.DONE:
         return found
-    measured = usage(record, job)
-    return replace(found, details={**found.details, **measured}) if measured else found
+    details = {**found.details, **usage(record, job)}
+    if record and record.image_id:
+        image = record.image_id
+        details["image_id"] = image if ":" in image else f"sha256:{image}"
+    return replace(found, details=details)
+
+
+def from_files(
+    last: Status, record: ExitRecord | None, running: bool, context: Context
+) -> Status | None:
+    """Between two looks at Slurm: a final record is the attempt's end, a script that started
+    runs, and else the last status (Slurm's word then) stands; None when a signal ended the
+    script and Slurm's verdict is wanted now."""
+    if record is not None:
+        return status(None, record, running, context) if final(record) else None
+    if running and last.phase is Phase.QUEUED:
+        return Status(Phase.RUNNING, reason="its script started")
+    return last
+
+
+def held_status(cancelled: bool, error: str, run_id: str) -> Status:
+    """A submission not sent to Slurm (hold.py): queued behind the submit limit, dropped, or
+    refused."""
+    if cancelled:
+        return Status(
+            Phase.DONE,
+            error=f"{run_id} was cancelled before Slurm accepted its job",
+            reason="cancelled while held",
+        )
+    if error:
+        return Status(Phase.DONE, error=error, reason="sbatch refused it")
+    return Status(Phase.QUEUED, reason="held: the Slurm submit limit is reached")
+
+
+def accounted(job: SlurmJob | None) -> bool:
+    """sacct has the job's end, and so its final MaxRSS and TotalCPU: slurmdbd records it a
+    moment after the end (on the rig, sacct said RUNNING and TotalCPU 00:00:00 for 0.3 s)."""
+    return job is not None and job.state not in WAITING | ALLOCATED
+
+
+def merged(job: SlurmJob | None, accounting: SlurmJob) -> SlurmJob:
+    """squeue's word on the job (the fresher) with sacct's figures; sacct's alone without it."""
+    if job is None:
+        return accounting
+    return replace(job, max_rss=accounting.max_rss, total_cpu=accounting.total_cpu)
 
 
 def verdict(
@@ -364,11 +420,15 @@ def verdict(
         )
     if job.exit_code == EXIT_NO_ELEMENT:
         return Status(Phase.DONE, error=f"{context.where} ran without an element", reason=state)
-    return None  # ended, but its record is not visible yet (or never will be: the engine decides)
+    return None  # ended, but its record is not visible yet (or never will be: ``unrecorded``)
 
 
-def ended_without_record(job: SlurmJob, context: Context) -> Status:
-    """Ended, and its script recorded nothing: Slurm's exit code and state are all we know."""
+def unrecorded(job: SlurmJob, context: Context, now: float) -> Status:
+    """Slurm says the job ended and its exit record is not visible here: RECORD_GRACE seconds
+    after Slurm's EndTime the record is not coming, and Slurm's exit code and state are all we
+    know."""
+    if job.ended_at is not None and now - job.ended_at < RECORD_GRACE:
+        return Status(Phase.RUNNING, reason=f"{job.state}, waiting for its exit record")
     signal = f", signal {job.signal}" if job.signal else ""
     return Status(
         Phase.DONE,

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from ...attempt import TAG_CALL, TAG_RUN, TAG_TASK, Mount, TaskAttempt
 from ..jobscript import FUNCTIONS, MISSING_FILESYSTEM_EXIT, exit_record
+from .cluster import Partition
 from .settings import SlurmSettings
 
-RUNTIMES = ("docker", "podman", "apptainer")
 # the batch script's exit code when it has no element for the array index it was given (cannot
 # happen unless the array was changed with scontrol); one that cannot read an element's script
 # (the node lacks the shared filesystem at node_mount_path) exits MISSING_FILESYSTEM_EXIT
@@ -99,11 +99,41 @@ def sbatch_options(
         options.append(f"--gres=gpu:{resources.gpu}")
     if resources.time_limit:
         options.append(f"--time={time_option(resources.time_limit)}")
-    for key in ("partition", "account", "qos"):
-        value = overrides.get(key) or getattr(settings, key)
-        if value:
-            options.append(f"--{key}={value}")
-    return tuple(options) + settings.extra_options
+    return tuple(options + placement(settings, overrides)) + settings.extra_options
+
+
+def placement(settings: SlurmSettings, overrides: dict[str, str]) -> list[str]:
+    """--partition, --account, --qos: the task's runtime.slurm_* else the config's."""
+    keys = ("partition", "account", "qos")
+    return [f"--{k}={v}" for k in keys if (v := overrides.get(k) or getattr(settings, k))]
+
+
+def misfit(request: SlurmRequest, partition: Partition | None) -> str | None:
+    """Why no node of the request's partition can hold it (it would pend forever), or None."""
+    where = f"partition {request.partition or '(default)'}"
+    if partition is None:
+        return f"runtime.slurm_partition: Slurm has no partition {request.partition!r}"
+    if request.cpu > partition.max_cpu:
+        return (
+            f"runtime.cpu {request.cpu} is more than any node of {where} has ({partition.max_cpu})"
+        )
+    if request.memory > partition.max_memory:
+        return (
+            f"runtime.memory {request.memory} bytes is more than any node of {where} has "
+            f"({partition.max_memory})"
+        )
+    if request.gpu > partition.gpus:
+        return (
+            f"runtime.gpu: no node of {where} has {request.gpu} GPU(s) (sinfo lists gres "
+            f"gpu:{partition.gpus} at most)"
+        )
+    return None
+
+
+def probe_options(settings: SlurmSettings) -> list[str]:
+    """sbatch options of the start-time probe job: the smallest job, where the run's go."""
+    smallest = ["--cpus-per-task=1", "--mem=16M", "--time=1"]
+    return smallest + placement(settings, {}) + list(settings.extra_options)
 
 
 def job_name(requests: Sequence[SlurmRequest]) -> str:
@@ -214,7 +244,8 @@ def _words(argv: Sequence[str]) -> str:
 # removes the container. The exact time limit is the script's: Slurm's --time has minute
 # resolution. The node's own cgroup is not the container's (and under cgroup v1 jobscript's
 # default would read the node's root), so OMNIBIO_CGROUP names nothing: the usage in the record
-# is what the container wrote into attemptN.usage, its memory_peak, cpu_usec and oom lines only.
+# is what the container wrote into attemptN.usage, its memory_peak, cpu_usec and oom lines only,
+# and the record's image_id is the runtime's inspect of the container: the image it ran.
 _HEAD = """# omnibio_slurm: attempt {run_id}, written by miniwdl_omnibio; runs on the Slurm node
 set -u
 EXIT={exit_file}
@@ -229,9 +260,10 @@ cd {workdir} 2>/dev/null || cd /
 
 _OCI = """NAME="omnibio-${{SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}}-${{SLURM_ARRAY_TASK_ID:-0}}"
 GPU_OPTIONS=""
+omnibio_image=
 {gpu}stop() {{
   {tool} rm -f "$NAME" >/dev/null 2>&1; rm -f "$USAGE"
-  omnibio_record "$EXIT" 143 signalled=true; exit 143
+  omnibio_record "$EXIT" 143 signalled=true "image_id=$omnibio_image"; exit 143
 }}
 trap stop TERM INT
 : >"$USAGE" && chmod 666 "$USAGE"
@@ -240,6 +272,7 @@ if ! {run} >/dev/null; then
   omnibio_record "$EXIT" 125 started=false
   exit 125
 fi
+omnibio_image=$({tool} inspect -f '{{{{.Image}}}}' "$NAME" 2>/dev/null)
 {wait_cmd} >{wait_file} &
 wait $!
 waited=$?
@@ -259,7 +292,7 @@ while read -r line; do
 done <"$USAGE"
 # the runtime's OOMKilled or the cgroup's oom_kill: either is an OOM
 [ "$oom" = true ] && usage="$usage oom=true"
-omnibio_record "$EXIT" "${{rc:-137}}" $usage timed_out=$timed_out
+omnibio_record "$EXIT" "${{rc:-137}}" $usage timed_out=$timed_out "image_id=$omnibio_image"
 rm -f "$USAGE"
 exit "${{rc:-137}}"
 """
@@ -274,19 +307,10 @@ omnibio_record "$EXIT" "$rc" timed_out=$timed_out
 exit "$rc"
 """
 
-# The GPUs of the job by their node-wide index. docker and podman start the container from their
-# daemon or service, outside the job's cgroup, so a job-relative index would name another job's
-# GPU. sbatch(1) OUTPUT ENVIRONMENT VARIABLES: SLURM_JOB_GPUS holds "the global GPU IDs" of the
-# job's GPUs, "not relative to any device cgroup, even if devices are constrained"; whereas
-# CUDA_VISIBLE_DEVICES, set for the job "on node zero of the allocation" (gres.shtml, GPU
-# Management), counts from 0 within the job's devices once devices are constrained (gres.shtml's
-# /dev/nvidia1 example: 1 in the Prolog, 0 in the job). GPU_DEVICE_ORDINAL is no way out: Slurm
-# sets it to the same job-relative list (common_gres_set_env() in
-# src/plugins/gres/common/gres_common.c). SLURM_JOB_GPUS is the index of the device in the
-# node's GRES list, which with AutoDetect=nvml follows NVML's PCI-bus order, the order of
-# docker's "device=" and of the nvidia.com/gpu=N names of the CDI spec nvidia-ctk generates.
-# Without it (gres.conf names no device file) the job's GPUs are not known: the attempt fails
-# with one line instead of taking GPUs that may be another job's.
+# The GPUs of the job by their node-wide index, SLURM_JOB_GPUS (sbatch(1)): docker and podman
+# start the container outside the job's cgroup, where a job-relative index (CUDA_VISIBLE_DEVICES,
+# GPU_DEVICE_ORDINAL) names another job's GPU. Without it the attempt fails with one line.
+# docs/slurm.md, GPUs, cites the sources.
 _GPU_IDS = """if [ -z "${{SLURM_JOB_GPUS:-}}" ]; then
   echo "omnibio_slurm error: Slurm set no SLURM_JOB_GPUS for this job, so its GPUs are unknown \
 (gres.conf must name the GPU device files, or AutoDetect them)" >&2

@@ -34,7 +34,6 @@ from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
 from ...attempt import TAG_RUN_ID, Mount, TaskAttempt
-from ...config import Settings
 from ...runtime.store import StoreError, open_store
 from ..base import Accepted, Engine, Status, Submitted
 from .client import Refused, TesClient, TesProblem, pause
@@ -117,7 +116,7 @@ class TesEngine(Engine[TesRequest]):
             engine.filters_ignored(f"listed task {listed['id']} by a new launcher tag")
         problem = engine.unsupported_parameters(settings.backend_parameters)
         if problem and settings.backend_parameters_strict:
-            raise Settings(cfg, cls.section).fail(
+            raise settings.fail(
                 "backend_parameters", problem + " and backend_parameters_strict = true"
             )
         if problem:
@@ -528,13 +527,12 @@ def copied_inputs(staging: StagePlan) -> list[Mount]:
 
 def open_stager(cfg: miniwdl_config.Loader, settings: TesSettings) -> Stager:
     """The staging store, checked writable now (a bad staging_uri fails at start)."""
-    config = Settings(cfg, "omnibio_tes")
     try:
         store = open_store(settings.staging_uri, settings.max_retries)
     except ValueError as exn:
-        raise config.fail("staging_uri", str(exn)) from None
+        raise settings.fail("staging_uri", str(exn)) from None
     except ImportError as exn:
-        raise config.fail(
+        raise settings.fail(
             "staging_uri", f"needs {exn.name} (pip install 'miniwdl-omnibio[tes]')"
         ) from None
     check = store.key(f".omnibio-write-check-{uuid.uuid4().hex[:12]}")
@@ -542,7 +540,7 @@ def open_stager(cfg: miniwdl_config.Loader, settings: TesSettings) -> Stager:
         store.put_bytes(b"", check)
         store.delete([check])
     except StoreError as exn:
-        raise config.fail("staging_uri", f"cannot write there: {exn}") from None
+        raise settings.fail("staging_uri", f"cannot write there: {exn}") from None
     cache = cfg["download_cache"]
     cache_dir = cache["dir"] if cache.get_bool("get") else None
     if cache_dir and not os.path.isabs(cache_dir):

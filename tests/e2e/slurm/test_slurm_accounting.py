@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 
 from miniwdl_omnibio.engines.base import Phase, Status, Submitted
-from miniwdl_omnibio.engines.slurm import engine as slurm_engine
+from miniwdl_omnibio.engines.slurm import status as slurm_status
 from miniwdl_omnibio.engines.slurm.engine import SlurmEngine
 from tests.e2e.slurm.conftest import (
     QOS,
@@ -196,7 +196,7 @@ def test_jobs_squeue_forgot_are_read_from_sacct(accounting, shared_dir, rundir, 
     squeue, then one sacct against the database answers for all of them, array elements
     included, through the state mapping."""
     engine = start_engine(shared_dir, monkeypatch)
-    monkeypatch.setattr(slurm_engine, "RECORD_GRACE", 0.0)  # no exit record will ever come
+    monkeypatch.setattr(slurm_status, "RECORD_GRACE", 0.0)  # no exit record will ever come
 
     def sbatch(*options: str) -> str:
         done = subprocess.run(
@@ -233,23 +233,18 @@ def test_jobs_squeue_forgot_are_read_from_sacct(accounting, shared_dir, rundir, 
         attempt = make_attempt(os.path.join(rundir, f"call-{index}"), engine.settings.host_root)
         request = engine.translate(attempt)
         os.makedirs(request.files.host_dir)
-        engine._requests[handle] = request
+        logger = logging.getLogger("test")
         records.append(
-            Submitted(
-                handle,
-                attempt,
-                logging.getLogger("test"),
-                time.monotonic(),
-                cancelled=handle == ours,
-            )
+            Submitted(handle, attempt, logger, time.monotonic(), request, cancelled=handle == ours)
         )
+    ours_record = records[-1].request.files.record
     write(
-        os.path.dirname(engine._requests[ours].files.record),
-        os.path.basename(engine._requests[ours].files.record),
+        os.path.dirname(ours_record),
+        os.path.basename(ours_record),
         "exit_code=143\noom=false\ntimed_out=false\nstarted=true\nsignalled=true\n",
     )
     engine.cli.counts.clear()
-    statuses: dict[str, Status] = engine.fetch(records)
+    statuses: dict[str, Status] = engine.fetch(records, True)
     assert engine.cli.counts == {"squeue": 1, "sacct": 1}, engine.cli.counts
     assert all(s.phase is Phase.DONE for s in statuses.values()) and len(statuses) == 5, statuses
     assert "was cancelled outside this run" in (statuses[held].error or "")

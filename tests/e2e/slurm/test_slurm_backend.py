@@ -257,22 +257,24 @@ def test_the_next_start_cancels_the_jobs_of_a_sigkilled_launcher(shared_dir, run
 
 
 def test_exit_record_answers_once_slurm_has_forgotten_the_job(engine, rundir):
-    """A final record needs no Slurm command. A record a signal ended asks squeue; past
-    MinJobAge it says "Invalid job id", sacct (the rig has accounting) knows no such job either,
-    and the record counts."""
+    """A final record needs no squeue; the rig has accounting, so one sacct asks for the ended
+    job's figures, knows no such job, and the attempt goes without (its record is older than
+    SACCT_WAIT). A record a signal ended asks squeue; past MinJobAge it says "Invalid job id",
+    sacct knows no such job either, and the record counts."""
     attempt = make_attempt(os.path.join(rundir, "call-x"), engine.settings.host_root)
     request = engine.translate(attempt)
     os.makedirs(request.files.host_dir)
     forgotten = "987654"  # no such job on the rig
     engine.cli.counts.clear()  # count from here, not the start's own commands
-    engine._requests[forgotten] = request
-    record = Submitted(forgotten, attempt, logging.getLogger("test"), time.monotonic())
-    for signalled, code, asked in (("false", 3, 0), ("true", 143, 1)):
+    record = Submitted(forgotten, attempt, logging.getLogger("test"), time.monotonic(), request)
+    for signalled, code, asked in (("false", 3, (0, 1)), ("true", 143, (1, 2))):
         write(
             os.path.dirname(request.files.record),
             os.path.basename(request.files.record),
             f"exit_code={code}\noom=false\ntimed_out=false\nstarted=true\nsignalled={signalled}\n",
         )
-        status = engine.fetch([record])[forgotten]
+        long_ago = time.time() - 60
+        os.utime(request.files.record, (long_ago, long_ago))
+        status = engine.fetch([record], True)[forgotten]
         assert status.phase is Phase.DONE and status.exit_code == code
-        assert engine.cli.counts["squeue"] == asked and engine.cli.counts["sacct"] == asked
+        assert (engine.cli.counts["squeue"], engine.cli.counts["sacct"]) == asked

@@ -1,0 +1,367 @@
+"""omnibio_slurm's engine against Slurm's commands answered in advance: submission in arrays,
+the held submissions of a full queue, the two speeds of fetch, sacct's figures, scancel, the
+probe (stands in for sacct too, which needs slurmdbd)."""
+
+import logging
+import os
+import stat
+import subprocess
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from miniwdl_omnibio.config import ConfigError
+from miniwdl_omnibio.engines.base import Phase, Submission, Submitted
+from miniwdl_omnibio.engines.slurm import engine as slurm_engine
+from miniwdl_omnibio.engines.slurm.cluster import Partition, SlurmProblem
+from miniwdl_omnibio.engines.slurm.engine import SlurmEngine
+from miniwdl_omnibio.engines.slurm.hold import Held, HeldSubmissions, slurm_handle
+from miniwdl_omnibio.engines.slurm.translate import translate
+from tests.unit.test_slurm_status import POLICY
+from tests.unit.test_slurm_translation import make_attempt, make_settings
+
+LOG = logging.getLogger("test")
+LIMIT = "QOSMaxJobsPerUserLimit"
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class RecordingCli:
+    """Slurm's client commands as answers given in advance: what the engine asks, and how often
+    (stands in for sacct, which needs slurmdbd: the rig has no accounting)."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.calls = []
+
+    def run(self, argv, check=True, stdin=None):
+        self.calls.append(list(argv))
+        return subprocess.CompletedProcess(argv, 0, self.answers[argv[0]], "")
+
+
+def asking_engine(cli, accounting, logger=LOG):
+    """The engine without start() (which needs Slurm): what submit_many and fetch use."""
+    engine = SlurmEngine.__new__(SlurmEngine)
+    engine.cli, engine.accounting, engine.logger = cli, accounting, logger
+    engine.held = HeldSubmissions(engine._sbatch, logger, background=False)
+    engine.launcher, engine._limits, engine._wake = "L1", frozenset(), lambda handle: None
+    engine.max_array_size = 3
+    engine.partitions = {"batch": Partition("batch", True, True, 8, 64 << 30, 0)}
+    return engine
+
+
+def requests_for(tmp_path, count, **resources):
+    root = str(tmp_path)
+    settings = make_settings(host_root=root, node_root=root)
+    attempts = [
+        make_attempt(f"{root}/run/call-x-{i}", root, resources=resources) for i in range(count)
+    ]
+    return [translate(attempt, settings, {}) for attempt in attempts]
+
+
+def record(request, handle, memo=None, cancelled=False):
+    """The tracker's record of a submitted request (its files' directory made)."""
+    os.makedirs(request.files.host_dir, exist_ok=True)
+    return Submitted(handle, make_attempt("/x"), LOG, 0.0, request, memo, cancelled=cancelled)
+
+
+def records_of(accepted, requests):
+    return [record(r, a.handle, a.memo) for a, r in zip(accepted, requests, strict=True)]
+
+
+def write_record(rec, text, age=0.0):
+    """The element script's exit record, written ``age`` seconds ago."""
+    path = rec.request.files.record
+    with open(path, "w") as out:
+        out.write(text)
+    os.utime(path, (time.time() - age, time.time() - age))
+
+
+FINAL = "exit_code=0\nstarted=true\n"
+SIGNALLED = "exit_code=143\nstarted=true\nsignalled=true\n"
+
+
+# --- submission --------------------------------------------------------------------------
+
+
+def test_one_sbatch_per_group_of_equal_options_an_array_of_max_array_size_at_most(tmp_path):
+    cli = ScriptedSlurm(submit=100, run=100)
+    engine = asking_engine(cli, accounting=False)
+    requests = requests_for(tmp_path, 4) + requests_for(tmp_path / "b", 1, cpu=4)
+    requests += requests_for(tmp_path / "c", 1, cpu=64)  # no node has 64 CPUs: it fails alone
+    results = engine.submit_many([Submission(make_attempt("/x"), r, LOG) for r in requests])
+    arrays = [next((a for a in c if a.startswith("--array")), "") for c in cli.calls]
+    assert arrays == ["--array=0-2", "", ""]  # 4 equal: an array of 3 and a lone job; 1 other
+    assert [r.handle for r in results[:5]] == ["100_0", "100_1", "100_2", "101", "102"]
+    assert isinstance(results[5], Exception) and "runtime.cpu 64" in str(results[5])
+    # the element's files are written before sbatch; its environment for the user alone
+    assert stat.S_IMODE(os.stat(requests[0].files.host("env")).st_mode) == 0o600
+    assert os.path.exists(requests[0].files.host("sh"))
+
+
+def test_a_failed_sbatch_fails_each_request_of_it(tmp_path):
+    stderr = "sbatch: error: Batch job submission failed: Invalid partition name specified\n"
+    engine = refusing_engine(stderr)
+    requests = requests_for(tmp_path, 2)
+    results = engine.submit_many([Submission(make_attempt("/x"), r, LOG) for r in requests])
+    assert all(isinstance(r, SlurmProblem) and "Invalid partition" in str(r) for r in results)
+
+
+def test_a_full_queue_holds_submissions_and_sends_them_in_order_as_jobs_end(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    cli = ScriptedSlurm(submit=4, run=2)
+    engine = asking_engine(cli, accounting=False)
+    requests = requests_for(tmp_path, 12)
+    accepted = engine.held.submit(requests[:3]) + engine.held.submit(requests[3:])
+    assert [a.handle for a in accepted[:3]] == ["100_0", "100_1", "100_2"]
+    held = [a for a in accepted if isinstance(a.memo, Held)]
+    assert len(held) == 9  # Slurm refused the array of 9: all held, in order
+    assert engine.held.resend() == 1  # one job each until Slurm refuses one again
+    records = records_of(accepted, requests)
+    statuses = engine.fetch(records, True)
+    assert [statuses[r.handle].reason for r in records[:4]] == ["RUNNING"] * 2 + [
+        f"PENDING ({LIMIT})"
+    ] * 2
+    assert all("submit limit" in statuses[r.handle].reason for r in records[4:])
+    while any(not a.memo.slurm for a in held):
+        for ended in cli.end(2):  # two jobs end; their attempts are released
+            engine.release(next(r for r in records if slurm_handle(r) == ended), LOG)
+        assert engine.held.resend() == 2
+    assert cli.most == 4  # never above the limit; every attempt went to Slurm, none failed
+    assert [a.memo.slurm for a in held] == [str(n) for n in range(101, 110)]
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("holding submissions until jobs end" in m for m in messages) == 1
+    assert sum("no submission is held now" in m for m in messages) == 1
+    assert sum("jobs wait until jobs holding a Slurm limit end" in m for m in messages) == 1
+
+
+def test_submissions_queue_behind_held_ones_and_a_cancelled_one_is_dropped(tmp_path):
+    cli = ScriptedSlurm(submit=1, run=1)
+    engine = asking_engine(cli, accounting=False)
+    first, second, third = requests_for(tmp_path, 3)
+    [lone] = engine.held.submit([first])
+    [held] = engine.held.submit([second])
+    sbatches = sum(c[0] == "sbatch" for c in cli.calls)
+    [behind] = engine.held.submit([third])  # queued behind: no sbatch Slurm would refuse
+    assert lone.handle == "100" and sum(c[0] == "sbatch" for c in cli.calls) == sbatches
+    cancelled = record(second, held.handle, held.memo, cancelled=True)
+    engine.cancel_many([cancelled], LOG)  # Ctrl-C while held: nothing to scancel
+    assert not any(c[0] == "scancel" for c in cli.calls)
+    assert "cancelled before Slurm accepted" in engine.fetch([cancelled], True)[held.handle].error
+    cli.end(1)
+    engine.release(record(first, "100"), LOG)
+    assert engine.held.resend() == 1 and behind.memo.slurm == "101"
+
+
+class ScriptedSlurm:
+    """sbatch, squeue and scancel of one user under a QOS with MaxSubmitJobsPerUser=``submit``
+    (each array element counts, as acct_policy.c counts them) and MaxJobsPerUser=``run``: sbatch
+    refuses what would exceed the submit limit with the stderr of Slurm 22.05; squeue lists
+    RUNNING the first ``run`` jobs and PENDING (QOSMaxJobsPerUserLimit) the others."""
+
+    def __init__(self, submit, run):
+        self.submit, self.run_limit = submit, run
+        self.queue = []  # element handles, in submission order
+        self.next_id = 100
+        self.calls = []
+        self.most = 0
+
+    def run(self, argv, check=True, stdin=None):
+        self.calls.append(list(argv))
+        if argv[0] == "sbatch":
+            arrays = [a for a in argv if a.startswith("--array=0-")]
+            size = int(arrays[0].rsplit("-", 1)[1]) + 1 if arrays else 1
+            if len(self.queue) + size > self.submit:
+                stderr = "sbatch: error: QOSMaxSubmitJobPerUserLimit\n" + POLICY
+                return subprocess.CompletedProcess(argv, 1, "", stderr)
+            job_id, self.next_id = str(self.next_id), self.next_id + 1
+            self.queue += [f"{job_id}_{i}" for i in range(size)] if arrays else [job_id]
+            self.most = max(self.most, len(self.queue))
+            return subprocess.CompletedProcess(argv, 0, f"{job_id}\n", "")
+        if argv[0] == "squeue":
+            lines = [
+                f"{h}|RUNNING|0|None|" if i < self.run_limit else f"{h}|PENDING|0|{LIMIT}|"
+                for i, h in enumerate(self.queue)
+            ]
+            return subprocess.CompletedProcess(argv, 0, "\n".join(lines), "")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    def end(self, count):
+        ended, self.queue = self.queue[:count], self.queue[count:]
+        return ended
+
+
+def refusing_engine(stderr):
+    """An engine whose every sbatch Slurm refuses with ``stderr``."""
+    cli = RecordingCli({})
+    cli.run = lambda argv, check=True, stdin=None: subprocess.CompletedProcess(argv, 1, "", stderr)
+    return asking_engine(cli, accounting=False)
+
+
+def test_a_refusal_naming_no_limit_fails_when_no_job_of_ours_can_end(tmp_path):
+    engine = refusing_engine(POLICY)
+    with pytest.raises(SlurmProblem, match="Job violates accounting/QOS policy"):
+        engine.held.submit(requests_for(tmp_path, 2))
+
+
+def test_a_refusal_for_the_job_itself_fails_at_once(tmp_path):
+    engine = refusing_engine("sbatch: error: QOSMaxWallDurationPerJobLimit\n" + POLICY)
+    with pytest.raises(SlurmProblem, match="QOSMaxWallDurationPerJobLimit; Batch job submission"):
+        engine.held.submit(requests_for(tmp_path, 3))
+
+
+# --- fetch: the files every round, squeue and sacct in full rounds --------------------------
+
+
+def test_a_round_between_squeues_reads_the_files_alone(tmp_path):
+    cli = RecordingCli({})
+    engine = asking_engine(cli, accounting=True)
+    woken = []
+    engine.on_wake(lambda handle, full: woken.append((handle, full)))
+    queued, started, ended, signalled = (
+        record(r, h) for r, h in zip(requests_for(tmp_path, 4), ("1", "2", "3", "4"), strict=True)
+    )
+    write_record(started, "")
+    write_record(ended, "exit_code=3\nstarted=true\n", age=60)
+    write_record(signalled, SIGNALLED)
+    engine.accounting = False
+    statuses = engine.fetch([queued, started, ended, signalled], False)
+    assert cli.calls == []
+    assert statuses["1"] is queued.status and statuses["2"].phase is Phase.RUNNING
+    assert statuses["3"].exit_code == 3
+    assert statuses["4"] is signalled.status and woken == [("4", True)]  # Slurm's verdict, at once
+
+
+@pytest.mark.parametrize("accounting", [True, False])
+def test_a_full_round_asks_one_squeue_then_one_sacct(tmp_path, accounting):
+    squeue = "5_0|RUNNING|0|None|\n5_1|PENDING|0|Priority|\n"
+    sacct = (
+        "6|PREEMPTED|0:15||00:00:01|2026-01-01T00:00:00\n7|TIMEOUT|0:0||00:00:01|2026-01-01T00:00:00\n"
+        "8|COMPLETED|0:0||00:00:02.500|2026-01-01T00:00:00\n"
+        "8.batch|COMPLETED|0:0|1000K|00:00:02.500|2026-01-01T00:00:00\n"
+    )
+    cli = RecordingCli({"squeue": squeue, "sacct": sacct})
+    engine = asking_engine(cli, accounting)
+    handles = ("5_0", "5_1", "6", "7", "8")
+    records = [record(r, h) for r, h in zip(requests_for(tmp_path, 5), handles, strict=True)]
+    write_record(records[2], SIGNALLED)  # 6: Slurm's verdict counts
+    write_record(records[4], FINAL)  # 8: final; with accounting, its figures from sacct
+    statuses = engine.fetch(records, True)
+    assert [c[0] for c in cli.calls] == (["squeue", "sacct"] if accounting else ["squeue"])
+    assert "--jobs=5,6,7" in cli.calls[0]  # an array once, by its job id; not 8
+    assert statuses["5_0"].phase is Phase.RUNNING and statuses["5_1"].phase is Phase.QUEUED
+    usage = statuses["8"].details.get("usage")
+    if accounting:
+        assert "--jobs=6,7,8" in cli.calls[1]  # squeue no longer lists 6, 7; 8 ended
+        assert statuses["6"].interrupted and statuses["7"].timed_out
+        assert (usage["memory_peak"], usage["cpu_seconds"]) == (1000 * 1024, 2.5)
+    else:
+        assert statuses["6"].exit_code == 143  # Slurm forgot it: the record counts
+        assert "7" not in statuses  # nothing known: the tracker's grace decides
+        assert statuses["8"].exit_code == 0 and not usage
+
+
+def test_an_ended_attempt_waits_a_moment_for_sacct_then_goes_without(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    cli = RecordingCli({"sacct": "8|RUNNING|0:0||00:00:00|Unknown\n"})  # slurmdbd lags
+    engine = asking_engine(cli, accounting=True)
+    [ended] = [record(r, "8") for r in requests_for(tmp_path, 1)]
+    write_record(ended, FINAL)
+    waiting = engine.fetch([ended], False)["8"]
+    assert waiting.phase is Phase.RUNNING and "sacct" in waiting.reason
+    write_record(ended, FINAL, age=slurm_engine.SACCT_WAIT)
+    assert engine.fetch([ended], False)["8"].exit_code == 0
+    assert "sacct has no figures for the job" in caplog.text
+    cancelled = record(ended.request, "8", cancelled=True)  # this run cancelled it: no wait
+    write_record(cancelled, SIGNALLED)
+    cli.answers["squeue"] = "8|CANCELLED|0|None|\n"
+    assert engine.fetch([cancelled], True)["8"].error.endswith("was cancelled")
+
+
+def test_scancel_once_for_the_batch_and_none_for_a_held_submission(tmp_path):
+    cli = RecordingCli({"scancel": ""})
+    engine = asking_engine(cli, accounting=False)
+    [request] = requests_for(tmp_path, 1)
+    held = Held("held-1", request)
+    records = [record(request, h) for h in ("6", "5_1", "5_0", "6")]
+    engine.cancel_many([*records, record(request, "held-1", held)], LOG)
+    assert cli.calls == [["scancel", "5_0", "5_1", "6"]] and held.cancelled
+
+
+def probing_engine(cli, tmp_path):
+    engine = asking_engine(cli, accounting=False)
+    engine.filesystem = SimpleNamespace(host_root=str(tmp_path))
+    engine.settings = make_settings(host_root=str(tmp_path), node_root=str(tmp_path))
+    clock = Clock()
+    engine.clock = clock
+
+    def sleep(seconds):
+        clock.now += seconds
+
+    engine.sleep = sleep
+    return engine
+
+
+def test_the_probe_of_a_user_at_the_running_limit_waits_and_passes(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    cli = ScriptedSlurm(submit=10, run=2)
+    cli.queue = ["1", "2"]  # this user's jobs of another run: the probe is third
+    engine = probing_engine(cli, tmp_path)
+    squeue = cli.run
+
+    def run(argv, check=True, stdin=None):
+        if argv[0] == "squeue" and sum(c[0] == "squeue" for c in cli.calls) >= 3:
+            cli.end(1)  # a job of the other run ends: the probe runs and completes
+            cli.calls.append(list(argv))
+            return subprocess.CompletedProcess(argv, 0, "100|COMPLETED|0|None|", "")
+        return squeue(argv, check, stdin)
+
+    cli.run = run
+    engine.probe(60, LOG)  # no error
+    assert not any(c[0] == "scancel" for c in cli.calls)
+    waits = [r for r in caplog.records if "probe job waits at a Slurm limit" in r.getMessage()]
+    assert len(waits) == 1 and LIMIT in waits[0].getMessage()
+
+
+def test_a_probe_refused_for_a_full_queue_is_skipped_with_a_warning(tmp_path, caplog):
+    engine = probing_engine(ScriptedSlurm(submit=0, run=0), tmp_path)
+    engine.probe(60, LOG)
+    assert any("probe skipped" in r.getMessage() for r in caplog.records)
+
+
+def test_a_probe_pending_for_what_it_can_never_satisfy_aborts(tmp_path):
+    cli = ScriptedSlurm(submit=10, run=0)
+    engine = probing_engine(cli, tmp_path)
+    squeue = cli.run
+
+    def run(argv, check=True, stdin=None):
+        if argv[0] == "squeue":
+            return subprocess.CompletedProcess(argv, 0, "100|PENDING|0|InvalidQOS|", "")
+        return squeue(argv, check, stdin)
+
+    cli.run = run
+    with pytest.raises(Exception, match="never start jobs of this configuration.*InvalidQOS"):
+        engine.probe(60, LOG)
+    assert ["scancel", "100"] in cli.calls
+
+
+@pytest.mark.parametrize("known, fails", [("lab\n", False), ("", True)])
+def test_an_account_unknown_to_sacctmgr_is_refused_at_start(known, fails):
+    cli = RecordingCli({"sacctmgr": known})
+    engine = asking_engine(cli, accounting=True)
+    engine.settings = make_settings(account="lab")
+    if fails:
+        with pytest.raises(ConfigError, match=r"account.*knows no account 'lab'"):
+            engine.check_account(engine.settings)
+    else:
+        engine.check_account(engine.settings)
+    assert [c[:5] for c in cli.calls] == [
+        ["sacctmgr", "--noheader", "--parsable2", "show", "account"]
+    ]
