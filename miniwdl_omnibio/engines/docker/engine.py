@@ -148,9 +148,9 @@ class DieEvents:
 
 
 class DockerEngine(Engine[DockerRequest]):
-    """An attempt's memo is the id of the image its container runs. ``sweep_seconds`` stays None:
-    every polling round is full, so the only fetches that are not are those of the containers
-    whose die event woke the tracker."""
+    """An attempt's memo is the id of the image its container runs. A die event wakes the
+    tracker for the cheap look (``full`` False), so only containers that ended are fetched that
+    way; ``sweep_seconds`` stays None: every polling round is full."""
 
     section = "omnibio_docker"
     runtime_keys = ("docker_network",)
