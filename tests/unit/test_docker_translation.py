@@ -4,6 +4,7 @@ import dataclasses
 import logging
 import os
 import subprocess
+import threading
 import types
 
 import docker
@@ -284,6 +285,22 @@ def test_a_full_round_is_one_listing(monkeypatch, tmp_path):
     assert api.calls == ["list", "inspect"]  # only the exited one without a record is inspected
     assert statuses["c0"].exit_code == 0 and statuses["c1"].phase is Phase.RUNNING
     assert "was removed" in statuses["gone"].error
+
+
+def test_a_container_is_removed_in_the_background_and_shutdown_waits(monkeypatch):
+    api, gate, removed = StateApi({}, {}), threading.Event(), []
+
+    def remove_container(handle, force=False):
+        gate.wait(10)
+        removed.append(handle)
+
+    api.remove_container = remove_container
+    engine = _engine(api, monkeypatch)
+    engine.release(_records(engine, ["a"])[0], logging.getLogger("test"))
+    assert removed == []  # the task goes on meanwhile
+    threading.Timer(0.2, gate.set).start()
+    engine.shutdown(logging.getLogger("test"))
+    assert removed == ["a"]
 
 
 def test_the_daemons_clock_becomes_the_event_streams_since():

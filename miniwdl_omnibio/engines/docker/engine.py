@@ -1,11 +1,12 @@
 """omnibio_docker: each task attempt is one local container, started through the Docker API.
 
-Speed comes from doing less per task: no swarm service; per task one create, start and remove,
-and nothing else: the image is resolved once per process, and a container's end is pushed by the
-daemon's die event, which wakes the tracker, and read from the attempt's exit record (an inspect
-only where the job script wrote none). By default no network namespace is built per container
-either: all tasks of a run join one sandbox namespace made once (docs/docker.md, "What a task
-can reach"). The tracker's polling, one listing a round, is only the safety net.
+Speed comes from doing less per task: no swarm service; per task one create, start and remove
+(in the background), and nothing else: the image is resolved once per process, and a
+container's end is pushed by the daemon's die event, which wakes the tracker, and read from the
+attempt's exit record (an inspect only where the job script wrote none). By default no network
+namespace is built per container either: all tasks of a run join one sandbox namespace made
+once (docs/docker.md, "What a task can reach"). The tracker's polling, one listing a round, is
+only the safety net.
 """
 
 import contextlib
@@ -17,6 +18,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
@@ -180,6 +182,7 @@ class DockerEngine(Engine[DockerRequest]):
         self._sandbox: str | None = None
         self._sandbox_lock = threading.Lock()
         self.events = DieEvents(self.api, self.launcher, since)
+        self._removals = ThreadPoolExecutor(1, "omnibio_docker-remove")
         self._logger = logger or logging.getLogger(__name__)
 
     @classmethod
@@ -394,7 +397,12 @@ class DockerEngine(Engine[DockerRequest]):
             logger.info(_("docker container removed", id=record.handle[:12]))
 
     def release(self, record: Submitted, logger: logging.Logger) -> None:
-        self._remove(record.handle)
+        """The exited container is removed in the background: the task goes on meanwhile (its
+        outputs, the next task's create and start), and shutdown waits for what is left."""
+        try:
+            self._removals.submit(self._remove, record.handle)
+        except RuntimeError:  # the interpreter is exiting: no new thread, so at once
+            self._remove(record.handle)
 
     def _remove(self, container: str, logger: logging.Logger | None = None) -> bool:
         """Remove a container, stopping it if it runs. False if the daemon did not; why is a
@@ -410,6 +418,7 @@ class DockerEngine(Engine[DockerRequest]):
     def shutdown(self, logger: logging.Logger) -> None:
         """Remove every container this process started (tasks and the sandbox), found by label."""
         self.events.closed.set()
+        self._removals.shutdown(wait=True)
         try:
             leftovers = self.api.containers(all=True, quiet=True, filters=self.mine)
         except Exception as exn:
