@@ -4,14 +4,29 @@ input (it is bound in place, so it should cost nothing).
 
     python benchmarks/docker_scatter.py [--tasks 40] [--rounds 5] [--large 400] [--skip-swarm]
 
-The SDK loop is the floor for any launcher on this host: per task one create, start, wait and
-remove through the Docker API, in one shared network namespace, with one bind mount, 2 at a
-time. Every side first runs once untimed (images, page cache, swarm init warm), then each is
-measured --rounds times, interleaved with the order rotated per round so drift on the machine
-hits all alike. Every run is printed, failed ones too (the medians are of the runs that
-succeeded); then the ratios of the medians against the targets (omnibio_docker <= 1.15x the SDK
-loop, <= 0.5x the `docker run` loop, <= 0.2x docker_swarm; a 2 GiB input <= 1.2x a 1 KiB one),
-the launcher's peak RSS and CPU seconds on a --large scatter, and the raw samples as JSON.
+Every side runs the same trivial tasks (`echo i` in ubuntu:22.04), PARALLEL (2) at a time, and
+each column is the wall time of one process started from here, as a user would start it:
+
+- `docker run --rm loop`: per task one `docker run --rm` (the CLI's own start, the API calls it
+  makes, a network namespace of its own on the default bridge, no bind mount), from 2 threads.
+- `Docker SDK loop`: a Python process (interpreter start, `import docker`) that makes one
+  container holding a network namespace on the default bridge, then per task one create, start,
+  wait and remove through the Docker API, joined to that namespace, with one bind mount, from 2
+  threads; the floor for any launcher on this host. `... in-process` is the same loop inside
+  this process (no interpreter start, docker imported already): how it was measured before.
+- `omnibio_docker`, `docker_swarm`: `miniwdl run` of the scatter with [scheduler]
+  task_concurrency = 2: the interpreter start, miniwdl's imports, parsing and typechecking the
+  WDL, its per-task work (task directories, command and stdout/stderr files, outputs, logs) and
+  the backend's (omnibio_docker: a sandbox container for the run's network namespace, per task
+  create, start and remove with the command's bind mounts and its exit record, the end pushed by
+  the daemon's die events; the run's trace written at exit).
+
+Every side first runs once untimed (images, page cache, swarm init warm), then each is measured
+--rounds times, interleaved with the order rotated per round so drift on the machine hits all
+alike. Every run is printed, failed ones too (the medians are of the runs that succeeded); then
+the ratios of the medians against the targets (omnibio_docker <= 1.15x the SDK loop, <= 0.5x the
+`docker run` loop, <= 0.2x docker_swarm; a 2 GiB input <= 1.2x a 1 KiB one), the launcher's peak
+RSS and CPU seconds on a --large scatter, and the raw samples as JSON.
 """
 
 import argparse
@@ -67,7 +82,11 @@ Side = Callable[[], Sample]
 def miniwdl(wdl: str, args: list[str], backend: str, directory: str) -> Sample:
     """One `miniwdl run`, with the process's own rusage (wait4: this child only)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINIWDL__")}
-    env.update(MINIWDL_CFG="/dev/null", MINIWDL__SCHEDULER__CONTAINER_BACKEND=backend)
+    env.update(
+        MINIWDL_CFG="/dev/null",
+        MINIWDL__SCHEDULER__CONTAINER_BACKEND=backend,
+        MINIWDL__SCHEDULER__TASK_CONCURRENCY=str(PARALLEL),
+    )
     with tempfile.TemporaryFile("w+") as log:
         started = time.monotonic()
         proc = subprocess.Popen(
@@ -146,6 +165,12 @@ def sdk_loop(tasks: int, work: str) -> None:
         api.close()
 
 
+def sdk_process(tasks: int, work: str) -> None:
+    """The SDK loop in a Python process of its own (``--sdk-loop``), as a launcher script runs."""
+    command = [sys.executable, os.path.abspath(__file__), "--sdk-loop", str(tasks), work]
+    subprocess.run(command, check=True, capture_output=True)
+
+
 def measure(sides: dict[str, Side], rounds: int) -> dict[str, list[Sample]]:
     """One untimed warm-up run of each side, then ``rounds`` timed runs of each, interleaved
     with the order rotated every round; each run is printed as it ends."""
@@ -196,10 +221,11 @@ def scatter_wdl(work: str, tasks: int) -> str:
 
 def scatter(args: argparse.Namespace, work: str) -> dict[str, list[Sample]]:
     wdl = scatter_wdl(work, args.tasks)
-    loop, sdk = "docker run --rm loop", "Docker SDK loop"
+    loop, sdk, inline = "docker run --rm loop", "Docker SDK loop", "Docker SDK loop in-process"
     sides: dict[str, Side] = {
         loop: lambda: timed(lambda: run_loop(args.tasks)),
-        sdk: lambda: timed(lambda: sdk_loop(args.tasks, work)),
+        sdk: lambda: timed(lambda: sdk_process(args.tasks, work)),
+        inline: lambda: timed(lambda: sdk_loop(args.tasks, work)),
         "omnibio_docker": lambda: miniwdl(wdl, [], "omnibio_docker", work),
     }
     if not args.skip_swarm:
@@ -210,6 +236,7 @@ def scatter(args: argparse.Namespace, work: str) -> dict[str, list[Sample]]:
     for name, times in samples.items():
         print(summary(name, times, args.tasks))
     print(ratio("omnibio_docker / Docker SDK loop", samples, "omnibio_docker", sdk, "<= 1.15x"))
+    print(ratio("omnibio_docker / ... in-process", samples, "omnibio_docker", inline, "<= 1.15x"))
     print(ratio("omnibio_docker / docker run loop", samples, "omnibio_docker", loop, "<= 0.5x"))
     if "docker_swarm" in samples:
         print(
@@ -263,20 +290,30 @@ def input_size(args: argparse.Namespace, work: str) -> dict[str, list[Sample]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=5, help="timed runs per side (>= 5)")
-    parser.add_argument("--large", type=int, default=400, help="tasks of the launcher-cost run")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="timed runs per side (>= 5 for figures to report)"
+    )
+    parser.add_argument(
+        "--large", type=int, default=400, help="tasks of the launcher-cost run (0: skip it)"
+    )
     parser.add_argument(
         "--skip-swarm", action="store_true", help="docker_swarm takes ~30 s per 40-task run"
     )
     parser.add_argument("--skip-input", action="store_true", help="leave out the 2 GiB input")
+    parser.add_argument("--sdk-loop", nargs=2, metavar=("TASKS", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.sdk_loop:
+        sdk_loop(int(args.sdk_loop[0]), args.sdk_loop[1])
+        return
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.rounds < 5:
-        parser.error("--rounds must be at least 5")
+        print(f"{args.rounds} rounds: for iterating only; report figures of 5 rounds or more")
     work = tempfile.mkdtemp(prefix="omnibio_bench_")
     os.chmod(work, 0o755)
     samples = {
         "scatter": scatter(args, work),
-        "large": {"omnibio_docker": [launcher_cost(args, work)]},
+        "large": {"omnibio_docker": [launcher_cost(args, work)]} if args.large else {},
         "input": {} if args.skip_input else input_size(args, work),
     }
     raw = {part: {k: [asdict(s) for s in v] for k, v in d.items()} for part, d in samples.items()}

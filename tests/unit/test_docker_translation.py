@@ -4,22 +4,19 @@ import dataclasses
 import logging
 import os
 import subprocess
+import threading
 import types
 
 import docker
+import pytest
+from WDL import Error
 from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
 from miniwdl_omnibio.engines.base import Phase
-from miniwdl_omnibio.engines.docker.engine import (
-    INSPECT_AT_MOST,
-    LAUNCHER_LABEL,
-    RECORD_DIR,
-    USAGE_SOURCE,
-    DockerEngine,
-    DockerSettings,
-    _event_time,
-)
+from miniwdl_omnibio.engines.docker.engine import DockerEngine, DockerSettings, _event_time
+from miniwdl_omnibio.engines.docker.status import USAGE_SOURCE
+from miniwdl_omnibio.engines.docker.translate import LAUNCHER_LABEL, RECORD_DIR
 from miniwdl_omnibio.engines.jobscript import read_exit_record
 
 
@@ -91,7 +88,8 @@ def test_translation(monkeypatch, tmp_path):
     request = engine.translate(attempt)
     assert request == engine.translate(attempt)  # pure: the same attempt, the same request
     assert api.created is None  # ... and no call to the daemon
-    assert engine.submit(request, logging.getLogger("test")).handle == "c0ffee"
+    accepted = engine.submit(request, logging.getLogger("test"))
+    assert accepted.handle == "c0ffee" and accepted.memo == "sha256:abc"  # the image it runs
     created = api.created
     host = created["host_config"]
     # the task's argv, run by the job script that writes the exit record (see below)
@@ -134,12 +132,90 @@ class StateApi(RecordingApi):
         self.calls.append("inspect")
         if handle not in self.inspected:
             raise docker.errors.NotFound("gone")
-        return {"State": self.inspected[handle], "Image": f"sha256:{handle}"}
+        return {"State": self.inspected[handle]}
 
 
-def _records(handles, host_dir="/nonexistent"):
+def _records(engine, handles, host_dir="/nonexistent"):
+    """The tracker's records, the image id the container runs as the engine's memo."""
     attempt = _attempt(host_dir)
-    return [types.SimpleNamespace(handle=h, attempt=attempt) for h in handles]
+    request = engine.translate(attempt)
+    return [
+        types.SimpleNamespace(handle=h, attempt=attempt, request=request, memo=f"sha256:{h}")
+        for h in handles
+    ]
+
+
+class SandboxApi(RecordingApi):
+    """A daemon whose containers run until ``kill``; one joining a container that does not run
+    fails to start, as dockerd's "cannot join network of a non running container"."""
+
+    def __init__(self):
+        super().__init__()
+        self.running, self.calls = set(), []
+
+    def create_container(self, image, command, **kwargs):
+        handle = f"c{sum(call == 'create' for call, _h, _m in self.calls)}"
+        self.calls.append(("create", handle, kwargs["host_config"]["NetworkMode"]))
+        return {"Id": handle}
+
+    def start(self, handle):
+        mode = next(m for call, h, m in self.calls if h == handle)
+        if mode.startswith("container:") and mode[len("container:") :] not in self.running:
+            raise docker.errors.APIError("cannot join network of a non running container")
+        self.running.add(handle)
+
+    def inspect_container(self, handle):
+        self.calls.append(("inspect", handle, ""))
+        return {"State": {"Running": handle in self.running}}
+
+    def remove_container(self, handle, force=False):
+        self.calls.append(("remove", handle, ""))
+        self.running.discard(handle)
+
+
+def _sandboxed(monkeypatch):
+    api = SandboxApi()
+    engine = _engine(api, monkeypatch)
+    engine.settings = dataclasses.replace(engine.settings, network="sandbox")
+    return api, engine
+
+
+def test_tasks_join_one_sandbox_without_a_look_at_it_each(monkeypatch, tmp_path):
+    api, engine = _sandboxed(monkeypatch)
+    request = engine.translate(_attempt(str(tmp_path)))
+    for _ in range(3):
+        engine.submit(request, logging.getLogger("test"))
+    creates = [(h, m) for call, h, m in api.calls if call == "create"]
+    assert creates == [("c0", "bridge")] + [(h, "container:c0") for h in ("c1", "c2", "c3")]
+    assert not [call for call in api.calls if call[0] == "inspect"]
+
+
+def test_a_task_that_cannot_join_a_dead_sandbox_makes_a_new_one(monkeypatch, tmp_path):
+    api, engine = _sandboxed(monkeypatch)
+    request = engine.translate(_attempt(str(tmp_path)))
+    engine.submit(request, logging.getLogger("test"))  # sandbox c0, task c1
+    api.running.discard("c0")  # killed, or dockerd restarted
+    assert engine.submit(request, logging.getLogger("test")).handle == "c4"
+    assert api.calls[-6:] == [
+        ("create", "c2", "container:c0"),
+        ("remove", "c2", ""),  # it could not start: no container is left
+        ("inspect", "c0", ""),  # the verdict: its sandbox no longer runs, so try again
+        ("remove", "omnibio-sandbox-" + engine.launcher.replace(":", "-"), ""),
+        ("create", "c3", "bridge"),
+        ("create", "c4", "container:c3"),
+    ]
+
+    def fails(handle):
+        raise docker.errors.APIError("could not select device driver")
+
+    api.start = fails  # the sandbox, c3, runs: the verdict gives up at once
+    with pytest.raises(Error.RuntimeError, match="could not start the container of ubuntu"):
+        engine.submit(request, logging.getLogger("test"))
+    assert api.calls[-3:] == [
+        ("create", "c5", "container:c3"),
+        ("remove", "c5", ""),
+        ("inspect", "c3", ""),
+    ]
 
 
 def test_the_wrapped_command_keeps_its_exit_code_and_records_the_cgroup(monkeypatch, tmp_path):
@@ -167,42 +243,64 @@ def test_the_wrapped_command_keeps_its_exit_code_and_records_the_cgroup(monkeypa
     assert record.memory_peak == 200 << 20 and record.cpu_seconds == 2.1 and not record.oom
 
 
-def test_an_exited_container_gets_its_records_usage_and_oom(monkeypatch, tmp_path):
+def test_an_exited_container_is_read_from_its_record_without_an_inspect(monkeypatch, tmp_path):
     (tmp_path / RECORD_DIR).mkdir()
     (tmp_path / RECORD_DIR / "omnibio_exit.1").write_text(
         "exit_code=137\nmemory_peak=104857600\ncpu_usec=500000\noom=true\n"
     )
-    exited = {"Status": "exited", "ExitCode": 137, "OOMKilled": False}
-    api = StateApi({}, {"a": exited, "b": {"Status": "running"}})
-    statuses = _engine(api, monkeypatch).fetch(_records(["a", "b"], str(tmp_path)), True)
+    api = StateApi({"a": "exited", "b": "running"}, {})
+    engine = _engine(api, monkeypatch)
+    statuses = engine.fetch(_records(engine, ["a", "b"], str(tmp_path)), True)
     done = statuses["a"]
-    assert done.exit_code == 137 and done.oom  # docker's code, the cgroup's oom_kill
+    assert done.exit_code == 137 and done.oom  # the command's code, the cgroup's oom_kill
     assert done.details["usage"] == {
         "memory_peak": 100 << 20,
         "cpu_seconds": 0.5,
         "source": USAGE_SOURCE,
     }
     assert statuses["b"].phase is Phase.RUNNING and not statuses["b"].details
-    assert done.details["image_id"] == "sha256:a"  # the image it ran, for the trace
+    assert done.details["image_id"] == "sha256:a"  # the image it ran (the memo), for the trace
+    assert api.calls == ["list"]
 
 
-def test_a_few_containers_are_inspected_since_the_listing_lags_the_die_event(monkeypatch):
-    exited = {"Status": "exited", "ExitCode": 3, "OOMKilled": False}
+def test_a_die_event_is_answered_by_the_record_or_else_one_inspect(monkeypatch, tmp_path):
+    """Not full: the tracker asks about the containers of die events, which ended though the
+    listing may still say running; "a" has no record (its job script was killed)."""
+    exited = {"Status": "exited", "ExitCode": 3, "OOMKilled": True}
     api = StateApi({"a": "running"}, {"a": exited})
-    statuses = _engine(api, monkeypatch).fetch(_records(["a", "gone"]), True)
+    engine = _engine(api, monkeypatch)
+    statuses = engine.fetch(_records(engine, ["a", "gone"], str(tmp_path)), False)
     assert statuses["a"].phase is Phase.DONE and statuses["a"].exit_code == 3
+    assert statuses["a"].oom and statuses["a"].details == {"image_id": "sha256:a"}
     assert statuses["gone"].phase is Phase.DONE and "was removed" in statuses["gone"].error
-    assert "list" not in api.calls
+    assert api.calls == ["inspect", "inspect"]
 
 
-def test_many_containers_are_answered_by_one_listing(monkeypatch):
-    handles = [f"c{i}" for i in range(INSPECT_AT_MOST + 1)]
+def test_a_full_round_is_one_listing(monkeypatch, tmp_path):
+    handles = [f"c{i}" for i in range(10)]
     exited = {"Status": "exited", "ExitCode": 0}
     api = StateApi({h: "running" for h in handles[1:]} | {"c0": "exited"}, {"c0": exited})
-    statuses = _engine(api, monkeypatch).fetch(_records(handles + ["gone"]), True)
-    assert api.calls == ["list", "inspect"]  # only the exited one is inspected
+    engine = _engine(api, monkeypatch)
+    statuses = engine.fetch(_records(engine, handles + ["gone"], str(tmp_path)), True)
+    assert api.calls == ["list", "inspect"]  # only the exited one without a record is inspected
     assert statuses["c0"].exit_code == 0 and statuses["c1"].phase is Phase.RUNNING
     assert "was removed" in statuses["gone"].error
+
+
+def test_a_container_is_removed_in_the_background_and_shutdown_waits(monkeypatch):
+    api, gate, removed = StateApi({}, {}), threading.Event(), []
+
+    def remove_container(handle, force=False):
+        gate.wait(10)
+        removed.append(handle)
+
+    api.remove_container = remove_container
+    engine = _engine(api, monkeypatch)
+    engine.release(_records(engine, ["a"])[0], logging.getLogger("test"))
+    assert removed == []  # the task goes on meanwhile
+    threading.Timer(0.2, gate.set).start()
+    engine.shutdown(logging.getLogger("test"))
+    assert removed == ["a"]
 
 
 def test_the_daemons_clock_becomes_the_event_streams_since():

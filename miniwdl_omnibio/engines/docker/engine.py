@@ -1,45 +1,43 @@
 """omnibio_docker: each task attempt is one local container, started through the Docker API.
 
-Speed comes from doing less per task: no swarm service, one create/start/wait/remove, image
-lookups cached per process, and (by default) no network namespace built per container: all
-tasks of a run join one sandbox namespace made once (docs/docker.md, "What a task can reach").
-A container's end is pushed: the daemon's event stream wakes the tracker for it at once, and the
-tracker's polling is only the safety net.
+Speed comes from doing less per task: no swarm service; per task one create, start and remove
+(in the background), and nothing else: the image is resolved once per process, and a
+container's end is pushed by the daemon's die event, which wakes the tracker, and read from the
+attempt's exit record (an inspect only where the job script wrote none). By default no network
+namespace is built per container either: all tasks of a run join one sandbox namespace made
+once (docs/docker.md, "What a task can reach"). The tracker's polling, one listing a round, is
+only the safety net.
 """
 
 import contextlib
 import json
 import logging
 import os
-import posixpath
 import re
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import docker
 import requests
-from docker.types import DeviceRequest
-from docker.types import Mount as DockerMount
 from WDL import Error
 from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
 from ...attempt import TAG_RUN, TaskAttempt
-from ..base import QUEUED, RUNNING, Accepted, Engine, Phase, Status, Submitted
-from ..jobscript import ExitRecord, exit_record, read_exit_record
-from ..jobscript import command as jobscript_command
+from ...retrying import pause_before, retry
+from ..base import Accepted, Engine, Status, Submitted
+from ..jobscript import read_exit_record
 from .settings import DockerSettings
+from .status import inspected, listed, recorded, removed
+from .translate import LAUNCHER_LABEL, DockerRequest, docker_request
 
-# One value per miniwdl process, "<host>:<pid namespace>:<pid>:<random>": what shutdown removes,
-# and what a later run on this host uses to remove what a killed process left behind.
-LAUNCHER_LABEL = "omnibio.launcher"
 SANDBOX_LABEL = "omnibio.sandbox"
 NETWORK_MODES = ("sandbox", "bridge", "none", "host")
 # The sandbox holds the shared network namespace open. It runs in the first task's image (every
@@ -49,53 +47,39 @@ SANDBOX_COMMAND = [
     "-c",
     "trap 'exit 0' TERM; while :; do read -r _ || exec sleep 2147483647; done",
 ]
-QUEUED_STATES = ("created", "restarting")
-RUNNING_STATES = ("running", "paused")
-# a fetch of at most this many containers inspects each; more are answered by one listing (a
-# listing of this process's containers costs about as much as a few inspects)
-INSPECT_AT_MOST = 8
 RECONNECT_MAX = 30.0  # seconds between two attempts to reopen a broken event stream, at most
-# the directory of the task's host directory that holds its attempts' exit records, mounted at
-# the same place under the task's container directory (the parent of its working directory)
-RECORD_DIR = "omnibio_record"
-USAGE_SOURCE = "container cgroup, read by the job script"
-# a record written as root goes to the launcher's user: miniwdl chmods the whole run directory
-# at the end (WDL.runtime.task: chmod_R_plus), which fails on a file another user owns
-HAND_BACK = (
-    f'[ "$(id -u 2>/dev/null)" = 0 ] && chown {os.geteuid()}:{os.getegid()} "$EXIT" 2>/dev/null'
-)
 
 
 class Admission:
     """Queues attempts until their cpu and memory fit the host: docker itself never queues."""
 
     def __init__(self, cpu: int, memory: int) -> None:
-        self.cpu, self.memory = cpu, memory
-        self.used_cpu = self.used_memory = 0
+        self.total = (cpu, memory)
+        self.used = (0, 0)
         self._cond = threading.Condition()
+
+    def _fits(self, want: tuple[int, int]) -> bool:
+        (cpu, memory), (used_cpu, used_memory) = self.total, self.used
+        return used_cpu + want[0] <= cpu and used_memory + want[1] <= memory
 
     @contextlib.contextmanager
     def reserve(
-        self, cpu: int, memory: int, terminating: Callable[[], bool], logger: logging.Logger
+        self, attempt: TaskAttempt, terminating: Callable[[], bool], logger: logging.Logger
     ) -> Iterator[None]:
-        cpu, memory = min(cpu, self.cpu), min(memory, self.memory)
-        waited = False
+        resources = attempt.resources
+        memory = resources.memory_reservation or resources.memory_limit
+        want = (min(resources.cpu, self.total[0]), min(memory, self.total[1]))
         with self._cond:
-            while self.used_cpu + cpu > self.cpu or self.used_memory + memory > self.memory:
-                if not waited:
-                    logger.info(_("waiting for host resources", cpu=cpu, memory=memory))
-                    waited = True
-                if terminating():
-                    break  # the lifecycle raises Terminated right after
+            if not self._fits(want):
+                logger.info(_("waiting for host resources", cpu=want[0], memory=want[1]))
+            while not self._fits(want) and not terminating():  # else Terminated comes next
                 self._cond.wait(0.5)
-            self.used_cpu += cpu
-            self.used_memory += memory
+            self.used = (self.used[0] + want[0], self.used[1] + want[1])
         try:
             yield
         finally:
             with self._cond:
-                self.used_cpu -= cpu
-                self.used_memory -= memory
+                self.used = (self.used[0] - want[0], self.used[1] - want[1])
                 self._cond.notify_all()
 
 
@@ -107,14 +91,16 @@ class DieEvents:
     replays the gap; while it is down the tracker's polling notices the ends.
 
     The stream is read through the client's own HTTP session, not ``APIClient.events``: that
-    one turns an HTTP error (a proxy's 403) into an empty stream, hiding the daemon's reason."""
+    one turns an HTTP error (a proxy's 403) into an empty stream, hiding the daemon's reason.
+    At shutdown ``closed`` is set and the open stream left to end with the process: closing the
+    response would wait for the lock of the read in progress, i.e. for the next event."""
 
     def __init__(self, api: docker.APIClient, launcher: str, since: str | None) -> None:
         self.api = api
         label = f"{LAUNCHER_LABEL}={launcher}"
         self.filters = json.dumps({"type": ["container"], "event": ["die"], "label": [label]})
         self.since = since  # the daemon's own time, as seconds.nanoseconds
-        self._closed = threading.Event()
+        self.closed = threading.Event()
 
     def follow(self, wake: Callable[[str, bool], None], logger: logging.Logger) -> None:
         threading.Thread(
@@ -122,25 +108,25 @@ class DieEvents:
         ).start()
 
     def _run(self, wake: Callable[[str, bool], None], logger: logging.Logger) -> None:
-        delay = 1.0
-        while not self._closed.is_set():
+        failures = 0
+        while not self.closed.is_set():
             try:
                 with self._open() as response:
-                    for line in response.iter_lines():
-                        if not line:
-                            continue
+                    for line in filter(None, response.iter_lines()):
                         event = json.loads(line)
                         nanos = int(event["timeNano"])
                         self.since = f"{nanos // 10**9}.{nanos % 10**9:09d}"
-                        wake(str(event["Actor"]["ID"]), False)
-                        delay = 1.0
+                        wake(str(event["Actor"]["ID"]), False)  # the cheap look: the record
+                        failures = 0
                 error = "the daemon ended it"
             except Exception as exn:
                 error = str(exn)[:300] or type(exn).__name__
-            if self._closed.is_set():
+            if self.closed.is_set():
                 return
+            failures += 1
+            delay = pause_before(failures, None, RECONNECT_MAX)
             logger.log(
-                logging.WARNING if delay == 1.0 else logging.DEBUG,
+                logging.WARNING if failures == 1 else logging.DEBUG,
                 _(
                     "docker event stream broken; container ends are noticed by polling until "
                     "it is reopened",
@@ -148,8 +134,7 @@ class DieEvents:
                     retry_seconds=delay,
                 ),
             )
-            self._closed.wait(delay)
-            delay = min(delay * 2, RECONNECT_MAX)
+            self.closed.wait(delay)
 
     def _open(self) -> requests.Response:
         response = self.api.get(
@@ -163,30 +148,12 @@ class DieEvents:
             raise RuntimeError(f"GET /events: HTTP {response.status_code} {reason}".strip())
         return response
 
-    def close(self) -> None:
-        """Stop following, at shutdown. The open stream is left to end with the process: closing
-        the response would wait for the lock of the read in progress, i.e. for the next event."""
-        self._closed.set()
-
-
-@dataclass(frozen=True)
-class DockerRequest:
-    """Everything create_container needs, but the image id and network the host resolves."""
-
-    image: str
-    argv: tuple[str, ...]
-    workdir: str
-    env: Mapping[str, str]
-    user: str | None
-    labels: Mapping[str, str]
-    name: str  # a random suffix is added at submission
-    host_config: Mapping[str, Any]  # create_host_config keywords, network_mode aside
-    network: str | None  # runtime.docker_network when allowed; None: the engine's network
-    record: str  # host path of the attempt's exit record (its directory is made at submission)
-    notes: tuple[str, ...] = ()  # warnings for the task log (e.g. a refused docker_network)
-
 
 class DockerEngine(Engine[DockerRequest]):
+    """An attempt's memo is the id of the image its container runs. A die event wakes the
+    tracker for the cheap look (``full`` False), so only containers that ended are fetched that
+    way; ``sweep_seconds`` stays None: every polling round is full."""
+
     section = "omnibio_docker"
     runtime_keys = ("docker_network",)
     # miniwdl's rule: runtime.memory reserves; a limit only under memory_limit_multiplier
@@ -195,29 +162,27 @@ class DockerEngine(Engine[DockerRequest]):
     def __init__(
         self,
         client: docker.DockerClient,
-        settings: "DockerSettings",
+        settings: DockerSettings,
         limits: dict[str, int],
         since: str | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         """``since``: the daemon's time at start, where the event stream begins; ``logger``:
         where the event stream's own lines go (start's)."""
-        self.client = client
         self.api = client.api
-        self.network = settings.network
-        self.allow_networks = settings.allow_networks
-        self.pull_policy = settings.pull
+        self.settings = settings
         self.poll_seconds = settings.poll_seconds
         self.default_time_limit = settings.default_time_limit
         self.limits = limits
-        admission = settings.admission
-        self.admission = Admission(limits["cpu"], limits["mem_bytes"]) if admission else None
+        self.admission = Admission(limits["cpu"], limits["mem_bytes"])
         self.launcher = f"{_process_identity()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._images: dict[str, str] = {}
+        self.mine = {"label": f"{LAUNCHER_LABEL}={self.launcher}"}  # this process's containers
+        self._images: dict[str, str] = {}  # tag -> id
         self._images_lock = threading.Lock()
         self._sandbox: str | None = None
         self._sandbox_lock = threading.Lock()
         self.events = DieEvents(self.api, self.launcher, since)
+        self._removals = ThreadPoolExecutor(1, "omnibio_docker-remove")
         self._logger = logger or logging.getLogger(__name__)
 
     @classmethod
@@ -249,15 +214,10 @@ class DockerEngine(Engine[DockerRequest]):
         since = _event_time(str(info.get("SystemTime", "")))
         engine = cls(client, settings, limits, since=since, logger=logger)
         engine.reap_orphans(logger)
+        server, admission = info.get("ServerVersion"), settings.admission
         logger.log(
             NOTICE_LEVEL,
-            _(
-                "omnibio_docker",
-                server=info.get("ServerVersion"),
-                network=network,
-                admission=bool(engine.admission),
-                **limits,
-            ),
+            _("omnibio_docker", server=server, network=network, admission=admission, **limits),
         )
         return engine
 
@@ -267,136 +227,89 @@ class DockerEngine(Engine[DockerRequest]):
     def reserve(
         self, attempt: TaskAttempt, terminating: Callable[[], bool], logger: logging.Logger
     ) -> AbstractContextManager[None]:
-        if not self.admission:
+        if not self.settings.admission:
             return contextlib.nullcontext()
-        resources = attempt.resources
-        memory = resources.memory_reservation or resources.memory_limit
-        return self.admission.reserve(resources.cpu, memory, terminating, logger)
-
-    # --- translation -----------------------------------------------------------------------
+        return self.admission.reserve(attempt, terminating, logger)
 
     def translate(self, attempt: TaskAttempt) -> DockerRequest:
-        resources = attempt.resources
-        record_dir = posixpath.join(posixpath.dirname(attempt.workdir), RECORD_DIR)
-        host_config: dict[str, Any] = dict(
-            mounts=[
-                DockerMount(m.container_path, m.host_path, type="bind", read_only=m.read_only)
-                for m in attempt.mounts
-            ]
-            + [DockerMount(record_dir, record_host_dir(attempt.host_dir), type="bind")],
-            nano_cpus=resources.cpu * 1_000_000_000,
-            group_add=[str(os.getegid())],
-            privileged=attempt.privileged,
-        )
-        if resources.memory_limit:
-            host_config["mem_limit"] = resources.memory_limit
-        if resources.memory_reservation:
-            host_config["mem_reservation"] = min(
-                resources.memory_reservation, resources.memory_limit or resources.memory_reservation
-            )
-        if resources.gpu:
-            host_config["device_requests"] = [
-                DeviceRequest(count=resources.gpu, capabilities=[["gpu"]])
-            ]
-        network: str | None = None
-        notes: tuple[str, ...] = ()
-        requested = attempt.runtime.get("docker_network")
-        if requested and requested in self.allow_networks:
-            network = str(requested)
-        elif requested:
-            notes = (
-                f"runtime.docker_network {requested!r} ignored: not in [omnibio_docker] "
-                "allow_networks",
-            )
-        safe_run_id = "".join(c if c.isalnum() or c in "_.-" else "-" for c in attempt.run_id)
-        record = exit_record(record_dir, attempt.attempt)
-        missing = f"{record_dir} is not mounted"  # docker refuses a missing bind source first
-        return DockerRequest(
-            image=attempt.image,
-            argv=tuple(
-                jobscript_command(attempt.argv, record, record_dir, missing, recorded=HAND_BACK)
-            ),
-            workdir=attempt.workdir,
-            env=attempt.env,
-            user=attempt.user,
-            labels={**attempt.tags, LAUNCHER_LABEL: self.launcher},
-            name=f"omnibio-{safe_run_id[-160:]}",
-            host_config=host_config,
-            network=network,
-            record=record_path(attempt),
-            notes=notes,
-        )
+        return docker_request(attempt, self.launcher, self.settings.allow_networks)
 
     # --- images and network ----------------------------------------------------------------
 
     def image(self, tag: str, logger: logging.Logger) -> str:
         """The image id for a tag: local first, pulled per policy, logged with its digest once."""
         with self._images_lock:
-            if tag in self._images:
-                return self._images[tag]
-            attrs = None
-            if self.pull_policy != "always":
-                with contextlib.suppress(docker.errors.ImageNotFound):
-                    attrs = self.api.inspect_image(tag)
-            if attrs is None:
-                if self.pull_policy == "never":
-                    raise Error.RuntimeError(
-                        f"docker image {tag} is not on this host and [omnibio_docker] pull = never"
-                    )
-                logger.log(NOTICE_LEVEL, _("docker pull", image=tag))
-                try:
-                    self._pull(tag)
-                    attrs = self.api.inspect_image(tag)
-                except docker.errors.APIError as exn:
-                    state = (
-                        "could not be pulled ([omnibio_docker] pull = always)"
-                        if self.pull_policy == "always"
-                        else "is not on this host and could not be pulled"
-                    )
-                    raise Error.RuntimeError(
-                        f"docker image {tag} {state}: {_first_line(exn)}"
-                    ) from None
-            digests = attrs.get("RepoDigests") or []
-            logger.log(
-                NOTICE_LEVEL,
-                _("docker image", tag=tag, id=attrs["Id"], digest=digests[0] if digests else None),
+            if tag not in self._images:
+                attrs = None
+                if self.settings.pull != "always":
+                    with contextlib.suppress(docker.errors.ImageNotFound):
+                        attrs = self.api.inspect_image(tag)
+                attrs = attrs or self._pull(tag, logger)
+                digest = (attrs.get("RepoDigests") or [None])[0]
+                logger.log(NOTICE_LEVEL, _("docker image", tag=tag, id=attrs["Id"], digest=digest))
+                self._images[tag] = str(attrs["Id"])
+            return self._images[tag]
+
+    def _pull(self, tag: str, logger: logging.Logger) -> dict[str, Any]:
+        """docker pull, then the image's attributes. A failure met after dockerd's HTTP 200 (e.g.
+        a layer it cannot unpack) comes inside the progress stream, which images.pull ignores."""
+        if self.settings.pull == "never":
+            raise Error.RuntimeError(
+                f"docker image {tag} is not on this host and [omnibio_docker] pull = never"
             )
-            self._images[tag] = attrs["Id"]
-            return str(attrs["Id"])
-
-    def _pull(self, tag: str) -> None:
-        """docker pull. A failure met after dockerd's HTTP 200 (e.g. a layer it cannot unpack)
-        comes inside the progress stream, which docker-py's images.pull ignores."""
-        for event in self.api.pull(tag, stream=True, decode=True):
-            if "error" in event:
-                raise docker.errors.APIError(str(event["error"]))
-
-    def network_mode(self, request: DockerRequest, image_id: str, logger: logging.Logger) -> str:
-        if request.network:
-            return request.network
-        if self.network != "sandbox":
-            return self.network
-        return "container:" + self.sandbox(image_id, request.labels[TAG_RUN], logger)
+        logger.log(NOTICE_LEVEL, _("docker pull", image=tag))
+        try:
+            for event in self.api.pull(tag, stream=True, decode=True):
+                if "error" in event:
+                    raise docker.errors.APIError(str(event["error"]))
+            return dict(self.api.inspect_image(tag))
+        except docker.errors.APIError as exn:
+            state = (
+                "could not be pulled ([omnibio_docker] pull = always)"
+                if self.settings.pull == "always"
+                else "is not on this host and could not be pulled"
+            )
+            raise Error.RuntimeError(f"docker image {tag} {state}: {_first_line(exn)}") from None
 
     def sandbox(self, image_id: str, workflow_run: str, logger: logging.Logger) -> str:
-        """The run's shared network namespace, created on first use (recreated if it died)."""
+        """The run's shared network namespace, made on first use and again once a task could not
+        join it because it died (``_sandbox_died``): no look at it per task."""
         with self._sandbox_lock:
-            if self._sandbox:
-                with contextlib.suppress(docker.errors.NotFound):
-                    if self.api.inspect_container(self._sandbox)["State"]["Running"]:
-                        return self._sandbox
-            created = self.api.create_container(
-                image_id,
-                SANDBOX_COMMAND,
-                stdin_open=True,
-                labels={LAUNCHER_LABEL: self.launcher, SANDBOX_LABEL: "1", TAG_RUN: workflow_run},
-                name="omnibio-sandbox-" + self.launcher.replace(":", "-"),
-                host_config=self.api.create_host_config(network_mode="bridge", auto_remove=False),
-            )
-            self._sandbox = str(created["Id"])
-            self.api.start(self._sandbox)
-            logger.info(_("docker network sandbox", container=self._sandbox[:12]))
+            if not self._sandbox:
+                name = "omnibio-sandbox-" + self.launcher.replace(":", "-")
+                self._remove(name)  # the one that died, if any
+                created = self.api.create_container(
+                    image_id,
+                    SANDBOX_COMMAND,
+                    stdin_open=True,
+                    labels={
+                        LAUNCHER_LABEL: self.launcher,
+                        SANDBOX_LABEL: "1",
+                        TAG_RUN: workflow_run,
+                    },
+                    name=name,
+                    host_config=self.api.create_host_config(network_mode="bridge"),
+                )
+                self.api.start(created["Id"])
+                self._sandbox = str(created["Id"])
+                logger.info(_("docker network sandbox", container=self._sandbox[:12]))
             return self._sandbox
+
+    def _sandbox_died(self, exn: Exception) -> float | bool:
+        """The verdict on a container that could not be created or started: again at once if
+        the sandbox it was to join no longer runs (a new one is made), else give up."""
+        sandbox = self._sandbox
+        if sandbox is None or not isinstance(exn, docker.errors.APIError):
+            return False
+        try:
+            if self.api.inspect_container(sandbox)["State"]["Running"]:
+                return False
+        except docker.errors.NotFound:
+            pass
+        with self._sandbox_lock:
+            if self._sandbox == sandbox:  # not one another thread has made since
+                self._sandbox = None
+        return 0.0
 
     # --- the attempt -----------------------------------------------------------------------
 
@@ -404,24 +317,12 @@ class DockerEngine(Engine[DockerRequest]):
         for note in request.notes:
             logger.warning(note)
         image_id = self.image(request.image, logger)
-        network = self.network_mode(request, image_id, logger)
         prepare_record(request.record)
-        created = self.api.create_container(
-            image_id,
-            list(request.argv),
-            working_dir=request.workdir,
-            environment=dict(request.env),
-            user=request.user,
-            labels=dict(request.labels),
-            name=f"{request.name}-{uuid.uuid4().hex[:6]}",
-            host_config=self.api.create_host_config(network_mode=network, **request.host_config),
-        )
-        handle = str(created["Id"])
         try:
-            self.api.start(handle)
+            handle, network = retry(
+                lambda: self._launch(request, image_id, logger), self._sandbox_died, tries=2
+            )
         except docker.errors.APIError as exn:
-            with contextlib.suppress(docker.errors.APIError):
-                self.api.remove_container(handle, force=True)
             reason = _first_line(exn)
             if "device_requests" in request.host_config and (
                 "gpu" in reason or "device driver" in reason
@@ -433,76 +334,98 @@ class DockerEngine(Engine[DockerRequest]):
         logger.info(
             _("docker container", id=handle[:12], image=request.image, network=network[:22])
         )
-        return Accepted(handle)
+        return Accepted(handle, image_id)
+
+    def _launch(
+        self, request: DockerRequest, image_id: str, logger: logging.Logger
+    ) -> tuple[str, str]:
+        """Create and start the container (removed again if it does not start): its id and its
+        network mode."""
+        network = request.network or self.settings.network
+        if not request.network and network == "sandbox":
+            network = "container:" + self.sandbox(image_id, request.labels[TAG_RUN], logger)
+        created = self.api.create_container(
+            image_id,
+            list(request.argv),
+            working_dir=request.workdir,
+            environment=dict(request.env),
+            user=request.user,
+            labels=dict(request.labels),
+            name=f"{request.name}-{uuid.uuid4().hex[:6]}",
+            host_config=self.api.create_host_config(network_mode=network, **request.host_config),
+        )
+        try:
+            self.api.start(created["Id"])
+        except docker.errors.APIError:
+            self._remove(created["Id"])
+            raise
+        return str(created["Id"]), network
 
     def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
-        """An inspect of each container when few are asked (as after a die event), else one
-        listing of this process's containers and an inspect of each that has exited. The listing
-        can still say running just after the die event, while an inspect waits until dockerd
-        has finished the container's exit (seen on dockerd 20.10: the listing said running and
-        the inspect, 0.1 to 0.3 s later, exited, for each of five containers)."""
-        listed: dict[str, str] | None = None
-        if len(records) > INSPECT_AT_MOST:
-            containers = self.api.containers(
-                all=True, filters={"label": f"{LAUNCHER_LABEL}={self.launcher}"}
-            )
-            listed = {c["Id"]: c.get("State", "") for c in containers}
+        """Not full (containers of die events): how each ended. Full: one listing of this
+        process's containers, then how each ended that it does not list as queued or running.
+        Just after the die event the listing can still say running (dockerd 20.10: for 0.1 to
+        0.3 s), so it only tells which containers are still out."""
+        states = None
+        if full:
+            listing = self.api.containers(all=True, filters=self.mine)
+            states = {c["Id"]: str(c.get("State", "")) for c in listing}
         statuses = {}
         for record in records:
-            status = self._status(record.handle, listed)
-            if status.phase is Phase.DONE and status.exit_code is not None:
-                status = with_usage(status, read_exit_record(record_path(record.attempt))[1])
-            statuses[record.handle] = status
+            state = "exited" if states is None else states.get(record.handle)
+            statuses[record.handle] = (
+                removed(record.handle) if state is None else listed(state) or self._ended(record)
+            )
         return statuses
 
-    def _status(self, handle: str, listed: Mapping[str, str] | None) -> Status:
-        state = listed.get(handle) if listed is not None else ""
-        if state not in QUEUED_STATES + RUNNING_STATES and state is not None:
-            try:
-                inspected = self.api.inspect_container(handle)
-            except docker.errors.NotFound:
-                state = None
-            else:
-                state = str(inspected["State"].get("Status", ""))
-                if state not in QUEUED_STATES + RUNNING_STATES:
-                    return container_status(inspected["State"], inspected.get("Image"))
-        if state is None:  # the daemon answers for its own containers at once: it is gone
-            return Status(Phase.DONE, error=f"docker container {handle[:12]} was removed")
-        return QUEUED if state in QUEUED_STATES else RUNNING
+    def _ended(self, record: Submitted) -> Status:
+        """An ended container by its exit record; by docker's inspect where the job script did
+        not write one (it was killed, or never ran)."""
+        _started, exit_record = read_exit_record(record.request.record)
+        if exit_record is not None:
+            return recorded(exit_record, record.memo)
+        try:
+            return inspected(self.api.inspect_container(record.handle)["State"], record.memo)
+        except docker.errors.NotFound:
+            return removed(record.handle)
 
     def on_wake(self, wake: Callable[[str, bool], None]) -> None:
         self.events.follow(wake, self._logger)
 
     def cancel(self, record: Submitted, logger: logging.Logger) -> None:
-        handle = record.handle
-        with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
-            self.api.remove_container(handle, force=True)
-            logger.info(_("docker container removed", id=handle[:12]))
+        if self._remove(record.handle):
+            logger.info(_("docker container removed", id=record.handle[:12]))
 
     def release(self, record: Submitted, logger: logging.Logger) -> None:
-        handle = record.handle
-        with contextlib.suppress(docker.errors.APIError, requests.exceptions.RequestException):
-            self.api.remove_container(handle, force=True)
+        """The exited container is removed in the background: the task goes on meanwhile (its
+        outputs, the next task's create and start), and shutdown waits for what is left."""
+        try:
+            self._removals.submit(self._remove, record.handle)
+        except RuntimeError:  # the interpreter is exiting: no new thread, so at once
+            self._remove(record.handle)
+
+    def _remove(self, container: str, logger: logging.Logger | None = None) -> bool:
+        """Remove a container, stopping it if it runs. False if the daemon did not; why is a
+        warning to ``logger`` unless the container was gone already."""
+        try:
+            self.api.remove_container(container, force=True)
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exn:
+            if logger and not isinstance(exn, docker.errors.NotFound):
+                logger.warning(_("could not remove container", id=container[:12], error=str(exn)))
+            return False
+        return True
 
     def shutdown(self, logger: logging.Logger) -> None:
         """Remove every container this process started (tasks and the sandbox), found by label."""
-        self.events.close()
+        self.events.closed.set()
+        self._removals.shutdown(wait=True)
         try:
-            leftovers = self.api.containers(
-                all=True, quiet=True, filters={"label": f"{LAUNCHER_LABEL}={self.launcher}"}
-            )
+            leftovers = self.api.containers(all=True, quiet=True, filters=self.mine)
         except Exception as exn:
             logger.warning(_("could not list containers to clean up", error=str(exn)))
             return
         for container in leftovers:
-            try:
-                self.api.remove_container(container["Id"], force=True)
-            except docker.errors.NotFound:
-                pass
-            except Exception as exn:
-                logger.warning(
-                    _("could not remove container", id=container["Id"][:12], error=str(exn))
-                )
+            self._remove(container["Id"], logger)
         self._sandbox = None
 
     def reap_orphans(self, logger: logging.Logger) -> None:
@@ -520,53 +443,16 @@ class DockerEngine(Engine[DockerRequest]):
                         pid=rest,
                     )
                 )
-                with contextlib.suppress(docker.errors.APIError):
-                    self.api.remove_container(container["Id"], force=True)
-
-
-def container_status(state: Mapping[str, Any], image_id: str | None = None) -> Status:
-    """The status of an exited container from its inspected State, with the id of the image
-    it ran (for the trace: a tag may point elsewhere by the time anyone reads it)."""
-    return Status(
-        Phase.DONE,
-        exit_code=int(state["ExitCode"]),
-        oom=bool(state.get("OOMKilled")),
-        reason=str(state.get("Error") or state.get("Status") or ""),
-        details={"image_id": image_id} if image_id else {},
-    )
-
-
-def record_host_dir(host_dir: str) -> str:
-    """The task's directory of exit records (RECORD_DIR)."""
-    return os.path.join(host_dir, RECORD_DIR)
-
-
-def record_path(attempt: TaskAttempt) -> str:
-    """The host path of the attempt's exit record."""
-    return exit_record(record_host_dir(attempt.host_dir), attempt.attempt)
+                self._remove(container["Id"])
 
 
 def prepare_record(path: str) -> None:
     """Make the record's directory writable by the container (its user is in the launcher's
     group: group_add) and drop a record left by an earlier submission of the same attempt."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    os.chmod(directory, 0o770)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.chmod(os.path.dirname(path), 0o770)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def with_usage(status: Status, record: ExitRecord | None) -> Status:
-    """An exited container's status with what its exit record adds: the measured usage, and the
-    cgroup's oom_kill beside docker's OOMKilled (both count the container's cgroup). The exit
-    code stays docker's: the wrapper exits with the command's."""
-    if record is None:
-        return status
-    usage = record.usage()
-    details = status.details
-    if usage:
-        details = {**details, "usage": {**usage, "source": USAGE_SOURCE}}
-    return replace(status, oom=status.oom or record.oom, details=details)
 
 
 def _event_time(system_time: str) -> str | None:

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from miniwdl_omnibio.engines.docker.engine import RECORD_DIR, USAGE_SOURCE
+from miniwdl_omnibio.engines.docker.status import USAGE_SOURCE
+from miniwdl_omnibio.engines.docker.translate import RECORD_DIR
 from miniwdl_omnibio.engines.jobscript import read_exit_record
 from tests.e2e.docker.support import run_dir
 from tests.helpers import run_miniwdl

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pytest
 
-from miniwdl_omnibio.engines.docker.engine import USAGE_SOURCE
+from miniwdl_omnibio.engines.docker.status import USAGE_SOURCE
 from miniwdl_omnibio.trace import CANCELLED, FAILED, JSON, OK, TSV, read_trace
 from tests.e2e.docker.support import task_containers
 from tests.e2e.report.browser import load

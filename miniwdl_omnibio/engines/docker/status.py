@@ -1,0 +1,51 @@
+"""What the daemon and the job script say of a container, as a Status."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..base import QUEUED, RUNNING, Phase, Status
+from ..jobscript import ExitRecord
+
+USAGE_SOURCE = "container cgroup, read by the job script"
+
+
+def listed(state: str) -> Status | None:
+    """A container's status by its state (Docker Engine API, ContainerState.Status); None: it
+    ended, or is ending ("exited", "dead", "removing")."""
+    if state in ("created", "restarting"):
+        return QUEUED
+    return RUNNING if state in ("running", "paused") else None
+
+
+def inspected(state: Mapping[str, Any], image_id: str | None) -> Status:
+    """A container's status by its inspected State, an ended one's as docker gives it."""
+    status = listed(str(state.get("Status", "")))
+    return status or Status(
+        Phase.DONE,
+        exit_code=int(state["ExitCode"]),
+        oom=bool(state.get("OOMKilled")),
+        reason=str(state.get("Error") or state.get("Status") or ""),
+        details=_image(image_id),
+    )
+
+
+def recorded(record: ExitRecord, image_id: str | None) -> Status:
+    """An exited container's status by its exit record: the job script exits with the code it
+    records, the command's, so it is docker's too; and the cgroup's oom_kill counts what docker's
+    OOMKilled counts, the container's cgroup."""
+    usage = record.usage()
+    details = _image(image_id) | ({"usage": {**usage, "source": USAGE_SOURCE}} if usage else {})
+    return Status(
+        Phase.DONE, exit_code=record.exit_code, oom=record.oom, reason="exited", details=details
+    )
+
+
+def removed(handle: str) -> Status:
+    """A container the daemon no longer has (it lists its own containers at once)."""
+    return Status(Phase.DONE, error=f"docker container {handle[:12]} was removed")
+
+
+def _image(image_id: str | None) -> dict[str, Any]:
+    """The id of the image the container ran, for the trace: a tag may point elsewhere by the
+    time anyone reads it."""
+    return {"image_id": image_id} if image_id else {}
