@@ -39,6 +39,8 @@ def ended(launcher: str) -> bool:
     """``launcher`` (an ``identity()``) names a process of this host and PID namespace that is
     gone, or whose pid is now another process's. A launcher of another host or namespace never
     ended as far as this process can tell."""
-    host, _sep, rest = launcher.rpartition(":")[0].rpartition(":")
-    pid = rest if rest.isdigit() else ""
-    return bool(pid) and host == _host() and _started(int(pid)) != launcher.rpartition(":")[2]
+    rest, _sep, start = launcher.rpartition(":")
+    host, _sep, pid = rest.rpartition(":")
+    if not (pid.isdigit() and start.isdigit()):
+        return False  # not an identity() (an earlier version's label): no evidence
+    return host == _host() and _started(int(pid)) != start

@@ -3,6 +3,7 @@
 import dataclasses
 import logging
 import os
+import re
 import subprocess
 import threading
 import types
@@ -200,7 +201,7 @@ def test_a_task_that_cannot_join_a_dead_sandbox_makes_a_new_one(monkeypatch, tmp
         ("create", "c2", "container:c0"),
         ("remove", "c2", ""),  # it could not start: no container is left
         ("inspect", "c0", ""),  # the verdict: its sandbox no longer runs, so try again
-        ("remove", "omnibio-sandbox-" + engine.launcher.replace(":", "-"), ""),
+        ("remove", "omnibio-sandbox-" + re.sub(r"[:/]", "-", engine.launcher), ""),
         ("create", "c3", "bridge"),
         ("create", "c4", "container:c3"),
     ]

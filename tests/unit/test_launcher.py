@@ -22,3 +22,8 @@ def test_a_launcher_of_another_host_or_pid_namespace_never_ended_here():
     assert not launcher.ended(f"elsewhere:{namespace}:1:{start}")
     assert not launcher.ended(f"{host}:1:1:{start}")
     assert not launcher.ended("") and not launcher.ended("not an identity")
+
+
+def test_a_label_that_is_not_an_identity_is_no_evidence():
+    host = launcher.identity().rsplit(":", 2)[0]
+    assert not launcher.ended(f"{host}:1:0a1b2c3d")  # an earlier version's pid:uuid label

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +29,7 @@ from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
 from WDL.runtime import config as miniwdl_config
 
+from ... import launcher
 from ...attempt import TAG_RUN, TaskAttempt
 from ...retrying import pause_before, retry
 from ..base import Accepted, Engine, Status, Submitted
@@ -175,7 +175,8 @@ class DockerEngine(Engine[DockerRequest]):
         self.default_time_limit = settings.default_time_limit
         self.limits = limits
         self.admission = Admission(limits["cpu"], limits["mem_bytes"])
-        self.launcher = f"{_process_identity()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # this process (launcher.py), and this engine of it: tests start several in one process
+        self.launcher = f"{launcher.identity()}/{uuid.uuid4().hex[:8]}"
         self.mine = {"label": f"{LAUNCHER_LABEL}={self.launcher}"}  # this process's containers
         self._images: dict[str, str] = {}  # tag -> id
         self._images_lock = threading.Lock()
@@ -276,7 +277,7 @@ class DockerEngine(Engine[DockerRequest]):
         join it because it died (``_sandbox_died``): no look at it per task."""
         with self._sandbox_lock:
             if not self._sandbox:
-                name = "omnibio-sandbox-" + self.launcher.replace(":", "-")
+                name = "omnibio-sandbox-" + re.sub(r"[:/]", "-", self.launcher)
                 self._remove(name)  # the one that died, if any
                 created = self.api.create_container(
                     image_id,
@@ -430,17 +431,14 @@ class DockerEngine(Engine[DockerRequest]):
 
     def reap_orphans(self, logger: logging.Logger) -> None:
         """Remove containers left by miniwdl processes of this host that died (e.g. SIGKILL)."""
-        identity = _process_identity()
         for container in self.api.containers(all=True, filters={"label": LAUNCHER_LABEL}):
-            owner, _sep, rest = (
-                container["Labels"][LAUNCHER_LABEL].rpartition(":")[0].rpartition(":")
-            )
-            if owner == identity and rest.isdigit() and not os.path.exists(f"/proc/{rest}"):
+            owner = container["Labels"][LAUNCHER_LABEL].partition("/")[0]
+            if launcher.ended(owner):
                 logger.info(
                     _(
                         "removing a container of a dead miniwdl process",
                         id=container["Id"][:12],
-                        pid=rest,
+                        launcher=owner,
                     )
                 )
                 self._remove(container["Id"])
@@ -471,8 +469,3 @@ def _event_time(system_time: str) -> str | None:
 
 def _first_line(exn: docker.errors.APIError) -> str:
     return (exn.explanation or str(exn)).strip().splitlines()[0][:300]
-
-
-def _process_identity() -> str:
-    """This host and PID namespace: where a pid in a launcher label means this very process."""
-    return f"{socket.gethostname()}:{os.stat('/proc/self/ns/pid').st_ino}"
