@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,8 +31,11 @@ class Finished:
     timed_out: bool
 
 
-def _miniwdl(args: Sequence[str], cwd: str, env: Mapping[str, str], out: str, err: str) -> None:
-    """The child: `python -m WDL *args` as its own session, then exit with its status."""
+def _miniwdl(
+    args: Sequence[str], cwd: str, env: Mapping[str, str], out: str, err: str, status_file: str
+) -> None:
+    """The child: `python -m WDL *args` as its own session, then exit with its status (also
+    written to ``status_file``: the forkserver's report of it can be lost, see ``run_wdl``)."""
     os.setsid()  # a Ctrl-C of the test reaches miniwdl only through the test
     os.chdir(cwd)
     os.environ.clear()
@@ -53,6 +57,8 @@ def _miniwdl(args: Sequence[str], cwd: str, env: Mapping[str, str], out: str, er
     atexit._run_exitfuncs()  # the plugin cancels and releases at exit, as after python -m WDL
     sys.stdout.flush()
     sys.stderr.flush()
+    with open(status_file, "w") as outfile:
+        outfile.write(str(status % 256))  # as a process exit status reads
     os._exit(status)
 
 
@@ -68,17 +74,54 @@ def run_wdl(
     containers and jobs), after ``term_grace`` more SIGKILL. Its streams go to
     ``output_prefix``.stdout / .stderr and are returned."""
     out, err = output_prefix + ".stdout", output_prefix + ".stderr"
-    child = _context.Process(target=_miniwdl, args=(list(args), cwd, dict(env), out, err))
+    status_file = output_prefix + ".status"
+    child = _context.Process(
+        target=_miniwdl, args=(list(args), cwd, dict(env), out, err, status_file)
+    )
+    deadline = time.monotonic() + timeout
     child.start()
+    assert child.pid is not None
     child.join(timeout)
-    timed_out = child.is_alive()
+    status = _read_status(status_file)
+    if status is None and not child.is_alive():
+        # multiprocessing reports 255 when it loses the forkserver's word on the child (EOF on
+        # the status pipe): follow the process itself to its end
+        while _running(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        status = _read_status(status_file)
+    timed_out = child.is_alive() or (status is None and _running(child.pid))
     if timed_out:
         os.kill(child.pid, signal.SIGTERM)
-        child.join(term_grace)
-        if child.is_alive():
-            child.kill()
-            child.join()
-    with open(out, errors="replace") as stdout, open(err, errors="replace") as stderr:
-        return Finished(
-            None if timed_out else child.exitcode, stdout.read(), stderr.read(), timed_out
-        )
+        end = time.monotonic() + term_grace
+        while _running(child.pid) and time.monotonic() < end:
+            time.sleep(0.2)
+        if _running(child.pid):
+            os.kill(child.pid, signal.SIGKILL)
+    returncode = None if timed_out else (status if status is not None else child.exitcode)
+    return Finished(returncode, _read(out), _read(err), timed_out)
+
+
+def _read(path: str) -> str:
+    """A stream the child wrote; "" if it never started (multiprocessing printed why)."""
+    try:
+        with open(path, errors="replace") as infile:
+            return infile.read()
+    except FileNotFoundError:
+        return ""
+
+
+def _read_status(path: str) -> int | None:
+    try:
+        with open(path) as infile:
+            return int(infile.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as infile:
+            return infile.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
