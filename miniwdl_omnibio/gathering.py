@@ -6,7 +6,7 @@ costs one request apiece (and the service's rate limits), sending them together 
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -26,19 +26,6 @@ class Waiting(Generic[Item, Result]):
     def finish(self, result: Result | None = None, error: Exception | None = None) -> None:
         self.result, self.error = result, error
         self.done.set()
-
-
-def settle(group: Sequence[Waiting[Item, Result]], send: Callable[[], Sequence[Result]]) -> None:
-    """Finish each member of ``group`` with its result from one ``send()`` (in order), or every
-    member with the error it raised: the members share one request, so they share its refusal."""
-    try:
-        results = send()
-    except Exception as exn:
-        for waiting in group:
-            waiting.finish(error=exn)
-        return
-    for waiting, result in zip(group, results, strict=True):
-        waiting.finish(result)
 
 
 class Gathering(Generic[Item, Result]):
@@ -64,11 +51,6 @@ class Gathering(Generic[Item, Result]):
         self._queue: list[Waiting[Item, Result]] = []
         self._sending = False
         self._last_arrival = 0.0  # clock() of the latest submission
-
-    def waiting(self) -> int:
-        """How many submissions wait for the next send."""
-        with self._lock:
-            return len(self._queue)
 
     def add(self, item: Item) -> Result | None:
         """The result ``send`` gave the item; raises the error it gave instead."""
