@@ -1,5 +1,6 @@
 """Starting miniwdl runs on omnibio_tes against the test server, and reading what they left."""
 
+import json
 import os
 
 import requests
@@ -50,9 +51,15 @@ def env_for(server, moto, **tes_keys):
 
 
 def run_tasks(server, run_dir):
-    """The server's tasks (FULL view) of one workflow run, oldest first."""
+    """The server's tasks (FULL view) of one workflow run, oldest first. The run's name tag is
+    shared by runs that started the same second in other directories (README, RUN_ID), so a task
+    is this run's only if it also names the run directory (its PATH_MAPPING_RULES do)."""
     name = os.path.basename(run_dir or "")
-    return [t for t in server.tasks() if (t.get("tags") or {}).get("omnibio.run") == name]
+    return [
+        t
+        for t in server.tasks()
+        if (t.get("tags") or {}).get("omnibio.run") == name and run_dir in json.dumps(t)
+    ]
 
 
 def running_tasks(server, rundir, count):
