@@ -53,12 +53,14 @@ def env_for(server, moto, **tes_keys):
 def run_tasks(server, run_dir):
     """The server's tasks (FULL view) of one workflow run, oldest first. The run's name tag is
     shared by runs that started the same second in other directories (README, RUN_ID), so a task
-    is this run's only if it also names the run directory (its PATH_MAPPING_RULES do)."""
+    is this run's only if it also names the run directory with its parent (a test's own temp
+    directory): by its host path when staged, below the workers' mount in place."""
     name = os.path.basename(run_dir or "")
+    where = os.path.join(os.path.basename(os.path.dirname(run_dir or "")), name)
     return [
         t
         for t in server.tasks()
-        if (t.get("tags") or {}).get("omnibio.run") == name and run_dir in json.dumps(t)
+        if (t.get("tags") or {}).get("omnibio.run") == name and where in json.dumps(t)
     ]
 
 
