@@ -395,7 +395,8 @@ def test_the_whole_request_fits_the_submitjob_limit(monkeypatch):
     engine = _engine(monkeypatch)
     env = {"INPUTS_JSON": "x" * 25_000, "OTHER": "é" * 2_000, "RUN_ID": "r", "TOOL_ID": "t"}
     request = engine.translate(_attempt(env=env))
-    assert request.size() <= REQUEST_BUDGET and request.overrides_size() <= OVERRIDES_BUDGET
+    size, overrides = request.sizes()
+    assert size <= REQUEST_BUDGET and overrides <= OVERRIDES_BUDGET
     (path,) = request.files
     assert path == "/fsx/run/call-x/awsbatch_env.1.sh"
     # "é" is sent as \u00e9: 2,000 of them are 12 KB of JSON, over the ECS overrides limit too
@@ -412,7 +413,8 @@ def test_the_ecs_overrides_fit_though_the_request_is_small(monkeypatch):
     engine = _engine(monkeypatch)
     env = {"INPUTS_JSON": "x" * 5_000, "RESOURCES_JSON": "y" * 3_000, "RUN_ID": "r"}
     request = engine.translate(_attempt(env=env))
-    assert request.size() < 10 * 1024 and request.overrides_size() <= OVERRIDES_BUDGET
+    size, overrides = request.sizes()
+    assert size < 10 * 1024 and overrides <= OVERRIDES_BUDGET
     (text,) = request.files.values()
     assert text == "export INPUTS_JSON=" + "x" * 5_000 + "\n"
     assert set(request.environment) == {"RESOURCES_JSON", "RUN_ID"}
@@ -841,9 +843,9 @@ def test_a_child_never_listed_is_given_up(cancelling, parent_state, caplog):
         assert "does not list the array child" in caplog.text
 
 
-def _job_script(tmp_path, script, env_file=None, visible=None):
-    """The job's command, as translate makes it, run by /bin/sh in tmp_path, with a fake cgroup
-    v2 directory."""
+def _job_script(monkeypatch, tmp_path, script, env_file=None, visible=True):
+    """The job's command, as translate makes it, run by /bin/sh with tmp_path as the shared
+    filesystem (at the same path in the container), with a fake cgroup v2 directory."""
     cgroup = tmp_path / "cgroup"
     cgroup.mkdir()
     (cgroup / "memory.peak").write_text("209715200\n")
@@ -851,28 +853,28 @@ def _job_script(tmp_path, script, env_file=None, visible=None):
     (cgroup / "memory.events").write_text("oom 0\noom_kill 0\n")
     workdir, stdout = tmp_path / "work", tmp_path / "stdout.txt"
     workdir.mkdir()
-    stdout.touch()
-    record, stderr = tmp_path / "omnibio_exit.1", tmp_path / "stderr.txt"
-    missing = "$ONE is not visible (compute environment $AWS_BATCH_CE_NAME)"
-    argv = job_command(
-        ("/bin/sh", "-c", script),
-        str(workdir),
-        str(stderr),
-        str(record),
-        str(visible or stdout),
-        missing,
-        env_file,
+    if visible:
+        stdout.touch()
+    settings = _settings(monkeypatch, host_path=str(tmp_path), mount_path=str(tmp_path))
+    attempt = replace(
+        _attempt(),
+        argv=("/bin/sh", "-c", script),
+        workdir=str(workdir),
+        host_dir=str(tmp_path),
+        stdout_path=str(stdout),
+        stderr_path=str(tmp_path / "stderr.txt"),
     )
     env = {"PATH": os.environ["PATH"], CGROUP_VARIABLE: str(cgroup), "AWS_BATCH_CE_NAME": "ce"}
-    done = subprocess.run(argv, env={**env, "ONE": "x"}, capture_output=True, text=True)
-    return done, record
+    argv = job_command(attempt, settings, env_file)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    return done, tmp_path / "omnibio_exit.1"
 
 
 @pytest.mark.parametrize("code", [0, 3])
-def test_the_job_script_keeps_the_exit_record(tmp_path, code):
+def test_the_job_script_keeps_the_exit_record(monkeypatch, tmp_path, code):
     seen = tmp_path / "seen"
     script = f'cat ../omnibio_exit.1 >"{seen}"; echo oops >>../stderr.txt; pwd; exit {code}'
-    done, record = _job_script(tmp_path, script)
+    done, record = _job_script(monkeypatch, tmp_path, script)
     assert done.returncode == code
     assert done.stdout == f"{tmp_path / 'work'}\n"  # in the working directory
     assert seen.read_text() == ""  # empty while the command runs
@@ -882,15 +884,19 @@ def test_the_job_script_keeps_the_exit_record(tmp_path, code):
     assert read_exit_record(str(tmp_path / "none")) == (False, None)
 
 
-def test_the_job_script_sources_the_env_file(tmp_path):
+def test_the_job_script_sources_the_env_file(monkeypatch, tmp_path):
     env_file = tmp_path / "awsbatch_env.1.sh"
     env_file.write_text("export INPUTS_JSON='{\"a\": 1}'\n")
-    done, _record = _job_script(tmp_path, 'echo "$INPUTS_JSON"', str(env_file))
+    done, _record = _job_script(monkeypatch, tmp_path, 'echo "$INPUTS_JSON"', str(env_file))
     assert (done.returncode, done.stdout) == (0, '{"a": 1}\n')
 
 
-def test_a_host_without_the_shared_filesystem_exits_97_and_says_where(tmp_path):
-    done, record = _job_script(tmp_path, "true", visible=tmp_path / "absent")
+def test_a_host_without_the_shared_filesystem_exits_97_and_says_where(monkeypatch, tmp_path):
+    done, record = _job_script(monkeypatch, tmp_path, "true", visible=False)
     assert done.returncode == MISSING_FILESYSTEM_EXIT == 97
-    assert done.stderr == "omnibio: x is not visible (compute environment ce)\n"
+    assert done.stderr == (
+        f"omnibio: {tmp_path}/stdout.txt is not visible on this host (compute environment ce); "
+        f"check the shared filesystem host:{tmp_path} (every Batch host must mount it; "
+        "[omnibio_awsbatch] host_path, mount_path)\n"
+    )
     assert read_exit_record(str(record)) == (False, None)

@@ -65,10 +65,6 @@ class ArrayPlan:
             found.update(member.files)
         return found
 
-    @property
-    def exit_records(self) -> tuple[str, ...]:
-        return tuple(member.exit_record for member in self.members)
-
     def arguments(self, definition: str) -> dict[str, Any]:
         """SubmitJob's keywords: the first member's request, as an array of the scripts."""
         first = self.members[0]

@@ -7,6 +7,7 @@ to 100 jobs per call. A normal task costs one SubmitJob plus its share of the po
 """
 
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -14,7 +15,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -31,27 +32,11 @@ from ...retrying import retry
 from ...settings import Settings
 from ..base import RUNNING, Accepted, Engine, Phase, Status, Submission, Submitted
 from ..jobscript import read_exit_record, with_record
+from . import arrays
 from . import limits as awsbatch_limits
-from .arrays import (
-    ARRAY_MAX,
-    ARRAY_MIN,
-    LINGER_ROUNDS,
-    ArrayJob,
-    ArrayPlan,
-    array_groups,
-    plan_array,
-)
+from .arrays import ArrayJob
 from .settings import AwsBatchSettings, filesystem_hint
-from .status import (
-    LOG_GROUP,
-    blocked,
-    error_text,
-    is_auth_error,
-    job_status,
-    may_be_blocked_by_a_child,
-    succeeded,
-    unexplained,
-)
+from .status import blocked, error_text, is_auth_error, job_status, succeeded, unexplained
 from .translate import LOG_TAIL_LINES, JobRequest, job_name, job_request
 
 DESCRIBE_MAX = 100  # API_DescribeJobs: "A list of up to 100 job IDs"
@@ -120,7 +105,7 @@ class AwsBatchEngine(Engine[JobRequest]):
         self.sweep_seconds = settings.describe_seconds
         # a burst of ready attempts reaches submit_many together, to share array jobs
         self.gather_seconds = settings.array_linger if settings.array_jobs else 0.0
-        self.gather_max_seconds = LINGER_ROUNDS * self.gather_seconds
+        self.gather_max_seconds = arrays.LINGER_ROUNDS * self.gather_seconds
         self.cancel_gather_seconds = CANCEL_GATHER
         self.rate = SubmitRate(settings.submit_rate)
         # one per process: this process's jobs are told apart by name in the Batch console
@@ -186,39 +171,8 @@ class AwsBatchEngine(Engine[JobRequest]):
         endpoint = probe.meta.endpoint_url
         try:
             found = probe.describe_job_queues(jobQueues=sorted(set(queues.values())))["jobQueues"]
-        except botocore.exceptions.NoCredentialsError:
-            raise Error.RuntimeError(
-                "omnibio_awsbatch found no AWS credentials in boto3's chain (environment, "
-                "~/.aws, container or instance role)"
-            ) from None
-        except CONNECT_ERRORS as exn:
-            override = next(
-                (v for v in ("AWS_ENDPOINT_URL_BATCH", "AWS_ENDPOINT_URL") if os.environ.get(v)),
-                None,
-            )
-            where = (
-                f"set by {override}"
-                if override
-                else f"region {session.region_name}, see {settings.section} region"
-            )
-            raise Error.RuntimeError(
-                f"omnibio_awsbatch cannot reach AWS Batch at {endpoint} ({where}): "
-                + error_text(exn)
-            ) from None
-        except botocore.exceptions.ClientError as exn:
-            if is_auth_error(exn):
-                method = getattr(session.get_credentials(), "method", "unknown source")
-                raise Error.RuntimeError(
-                    f"AWS Batch at {endpoint} rejected the credentials boto3 found ({method}): "
-                    + error_text(exn)
-                ) from None
-            raise Error.RuntimeError(
-                f"omnibio_awsbatch: DescribeJobQueues at {endpoint} failed: {error_text(exn)}"
-            ) from None
-        except botocore.exceptions.BotoCoreError as exn:
-            raise Error.RuntimeError(
-                f"omnibio_awsbatch cannot use AWS Batch at {endpoint}: {error_text(exn)}"
-            ) from None
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exn:
+            raise Error.RuntimeError(probe_failure(exn, session, endpoint)) from None
         by_name = {q["jobQueueName"]: q for q in found}
         by_name.update({q["jobQueueArn"]: q for q in found})
         for key, name in queues.items():
@@ -245,17 +199,11 @@ class AwsBatchEngine(Engine[JobRequest]):
     ) -> AbstractContextManager[None]:
         """One attempt, one SubmitJob: wait here for its slot (Ctrl-C ends the wait). With array
         jobs submit_many paces its SubmitJob calls instead, far fewer than the attempts."""
-        if self.settings.array_jobs:
-            return contextlib.nullcontext()
-        return self._paced(terminating)
-
-    @contextlib.contextmanager
-    def _paced(self, terminating: Callable[[], bool]) -> Iterator[None]:
-        """Wait for a SubmitJob slot (submit_rate), giving up early when the run is terminating."""
-        deadline = time.monotonic() + self.rate.delay()
-        while not terminating() and time.monotonic() < deadline:
-            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-        yield
+        if not self.settings.array_jobs:
+            deadline = time.monotonic() + self.rate.delay()
+            while not terminating() and time.monotonic() < deadline:
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        return contextlib.nullcontext()
 
     def translate(self, attempt: TaskAttempt) -> JobRequest:
         return job_request(attempt, self.settings, self.name_prefix)
@@ -269,7 +217,9 @@ class AwsBatchEngine(Engine[JobRequest]):
         array jobs; the attempts of one SubmitJob share its refusal."""
         requests = [each.request for each in submissions]
         results: dict[int, Accepted | Exception] = {}
-        for group in array_groups(requests, ARRAY_MAX if self.settings.array_jobs else 1):
+        for group in arrays.array_groups(
+            requests, arrays.ARRAY_MAX if self.settings.array_jobs else 1
+        ):
             accepted: Sequence[Accepted | Exception]
             try:
                 accepted = self._submit_group([submissions[p] for p in group])
@@ -284,8 +234,8 @@ class AwsBatchEngine(Engine[JobRequest]):
         if self.settings.array_jobs:
             time.sleep(self.rate.delay())
         first, logger = group[0].request, group[0].logger
-        if len(group) < ARRAY_MIN:
-            job_id = self._submit(first, first, logger)
+        if len(group) < arrays.ARRAY_MIN:
+            job_id = self._submit(first, [first], logger)
             for path in first.files:
                 logger.info(
                     _("environment values passed in a file (SubmitJob request limit)", file=path)
@@ -303,11 +253,10 @@ class AwsBatchEngine(Engine[JobRequest]):
             return [Accepted(job_id)]
         task = first.tags.get(TAG_TASK, "task")
         name = job_name(self.name_prefix, f"{task}-array{next(self._arrays)}", len(group))
-        plan = plan_array(
-            [each.request for each in group], name, self.settings.filesystem.to_container
-        )
+        members = [each.request for each in group]
+        plan = arrays.plan_array(members, name, self.settings.filesystem.to_container)
         os.makedirs(plan.directory, exist_ok=True)
-        parent = self._submit(plan, first, logger)
+        parent = self._submit(plan, members, logger)
         handles = [f"{parent}:{index}" for index in range(len(group))]
         array = ArrayJob(parent, set(handles))
         for index, each in enumerate(group):
@@ -325,20 +274,21 @@ class AwsBatchEngine(Engine[JobRequest]):
         return [Accepted(handle, array) for handle in handles]
 
     def _submit(
-        self, job: JobRequest | ArrayPlan, first: JobRequest, logger: logging.Logger
+        self, job: JobRequest | arrays.ArrayPlan, members: list[JobRequest], logger: logging.Logger
     ) -> str:
-        """One SubmitJob: ``first``'s queue checked and its job definition found, the job's
-        files written, and any exit record an earlier launcher left removed (it would end the
-        new job at once)."""
+        """One SubmitJob for ``members``: the queue checked and the job definition found, the
+        job's files written, and any exit record an earlier launcher left removed (it would end
+        the new job at once)."""
+        first = members[0]
         if first.queue_from_runtime:
             self._check_runtime_queue(first.queue)
         definition = self._definition_arn(first, logger)
         for path, text in job.files.items():
             with open(path, "w", encoding="utf-8") as outfile:
                 outfile.write(text)
-        for path in job.exit_records:
+        for member in members:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+                os.unlink(member.exit_record)
         try:
             return str(self.batch.submit_job(**job.arguments(definition))["jobId"])
         except botocore.exceptions.ClientError as exn:
@@ -410,12 +360,12 @@ class AwsBatchEngine(Engine[JobRequest]):
         read where Batch puts it (status.blocked): the parent, and the RUNNABLE children ListJobs
         gives. A job not asked about keeps its status."""
         by_id = {r.handle: r for r in records}
-        arrays: dict[str, list[str]] = {}
+        children: dict[str, list[str]] = {}  # array parent -> its children's handles
         for record in records:
             if isinstance(record.memo, ArrayJob):
-                arrays.setdefault(record.memo.parent, []).append(record.handle)
+                children.setdefault(record.memo.parent, []).append(record.handle)
         # Batch's counts before the records: a child it counts as finished wrote its record before
-        parents = {j["jobId"]: j for j in self._describe(list(arrays))} if full else {}
+        parents = {j["jobId"]: j for j in self._describe(list(children))} if full else {}
         written = {r.handle: read_exit_record(r.request.exit_record) for r in records}
         statuses: dict[str, Status] = {}
         ask: list[str] = []
@@ -426,18 +376,19 @@ class AwsBatchEngine(Engine[JobRequest]):
                 ask.append(handle)
             elif started and by_id[handle].status.phase is Phase.QUEUED:
                 statuses[handle] = RUNNING
-        waiting: dict[str, list[str]] = {}  # array parent -> its children not started
-        if full:
-            silent = [h for h, (_started, ended) in written.items() if ended is None]
-            ask += [h for h in silent if not isinstance(by_id[h].memo, ArrayJob)]
-            for parent, children in arrays.items():
-                quiet = [h for h in children if written[h][1] is None]
-                array = (parents.get(parent) or {}).get("arrayProperties")
-                if quiet and unexplained(array, len(quiet)):
-                    ask += quiet
-                unstarted = [h for h in quiet if not written[h][0]]
-                if unstarted and parent in parents:
-                    waiting[parent] = unstarted
+            if ended is None and full and not isinstance(by_id[handle].memo, ArrayJob):
+                ask.append(handle)
+        held: dict[str, Status] = {}  # array children not started, by the reason Batch gives
+        for parent, handles in children.items() if full else ():
+            found = parents.get(parent)
+            quiet = [h for h in handles if written[h][1] is None]
+            if quiet and unexplained(found, len(quiet)):
+                ask += quiet
+            unstarted = [h for h in quiet if not written[h][0]]
+            if unstarted and found:
+                listed = functools.partial(self._runnable_children, parent)
+                image = by_id[unstarted[0]].attempt.image
+                held.update(blocked(found, listed, unstarted, image, self.filesystem_hint))
         answers = {
             j["jobId"]: with_record(
                 job_status(j, by_id[j["jobId"]].attempt.image, self.filesystem_hint),
@@ -446,14 +397,9 @@ class AwsBatchEngine(Engine[JobRequest]):
             for j in self._describe(ask)
             if j["jobId"] in by_id
         }
-        for parent, unstarted in waiting.items():
-            found = parents[parent]
-            listed = self._runnable_children(parent) if may_be_blocked_by_a_child(found) else []
-            image = by_id[unstarted[0]].attempt.image
-            answers.update(blocked(found, listed, unstarted, image, self.filesystem_hint))
         # a job asked about and not listed is left to the tracker's grace period
         unchanged = {h: r.status for h, r in by_id.items() if h not in ask}
-        return {**unchanged, **statuses, **answers}
+        return {**unchanged, **statuses, **answers, **held}
 
     def _runnable_children(self, parent: str) -> list[Mapping[str, Any]]:
         """ListJobs of an array's RUNNABLE children, every page (10,000 children: 10 pages)."""
@@ -476,7 +422,7 @@ class AwsBatchEngine(Engine[JobRequest]):
             return {}
         try:
             events = self.logs.get_log_events(
-                logGroupName=LOG_GROUP,
+                logGroupName=status.details["log_group"],
                 logStreamName=stream,
                 limit=LOG_TAIL_LINES,
                 startFromHead=False,
@@ -504,14 +450,14 @@ class AwsBatchEngine(Engine[JobRequest]):
           about again every CHILD_RETRY seconds until it is listed or its parent has ended, at
           most CHILD_TRIES times;
         - a plain job: by its id."""
-        arrays: dict[ArrayJob, list[Submitted]] = {}
+        by_array: dict[ArrayJob, list[Submitted]] = {}
         for record in records:
             if isinstance(record.memo, ArrayJob):
-                arrays.setdefault(record.memo, []).append(record)
+                by_array.setdefault(record.memo, []).append(record)
             else:
                 self._terminate(record.handle, [record])
         singles: list[Submitted] = []
-        for array, children in arrays.items():
+        for array, children in by_array.items():
             whole = array.end_if_all(child.handle for child in children)
             if whole:
                 self._terminate(array.parent, children)
@@ -575,6 +521,28 @@ class AwsBatchEngine(Engine[JobRequest]):
         """The attempt is over: its child no longer keeps its array's parent alive."""
         if isinstance(record.memo, ArrayJob):
             record.memo.release(record.handle)
+
+
+def probe_failure(exn: Exception, session: boto3.session.Session, endpoint: str) -> str:
+    """One line naming why the DescribeJobQueues at start failed."""
+    if isinstance(exn, botocore.exceptions.NoCredentialsError):
+        return (
+            "omnibio_awsbatch found no AWS credentials in boto3's chain (environment, ~/.aws, "
+            "container or instance role)"
+        )
+    if isinstance(exn, CONNECT_ERRORS):
+        override = [v for v in ("AWS_ENDPOINT_URL_BATCH", "AWS_ENDPOINT_URL") if os.environ.get(v)]
+        where = f"region {session.region_name}, see omnibio_awsbatch region"
+        if override:
+            where = f"set by {override[0]}"
+        return f"omnibio_awsbatch cannot reach AWS Batch at {endpoint} ({where}): {error_text(exn)}"
+    if isinstance(exn, botocore.exceptions.ClientError) and is_auth_error(exn):
+        method = getattr(session.get_credentials(), "method", "unknown source")
+        rejected = f"rejected the credentials boto3 found ({method})"
+        return f"AWS Batch at {endpoint} {rejected}: {error_text(exn)}"
+    if isinstance(exn, botocore.exceptions.ClientError):
+        return f"omnibio_awsbatch: DescribeJobQueues at {endpoint} failed: {error_text(exn)}"
+    return f"omnibio_awsbatch cannot use AWS Batch at {endpoint}: {error_text(exn)}"
 
 
 class NotListed(Exception):

@@ -5,7 +5,7 @@ matched here are Batch's own strings, each cited where it is matched.
 """
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import botocore.exceptions
@@ -38,28 +38,16 @@ MOUNT_TEXT = re.compile(r"mount|\bfsap-[0-9a-f]|\bfs-[0-9a-f]{8}|\befs\b", re.IG
 # them (knowledge center "eks-troubleshoot-efs-volume-mount-issues"; ResourceInitializationError
 # texts as ECS reports them, e.g. "stderr: b'mount.nfs4: ... failed, reason given by server: No
 # such file or directory' : unsuccessful EFS utils command execution; code: 32")
-MOUNT_CAUSES = (
-    (
-        re.compile(r"Connection timed out", re.IGNORECASE),
-        "NFS did not answer: the mount target's security group must let TCP 2049 in from the "
-        "compute environment's security group",
-    ),
-    (
-        re.compile(r"Failed to resolve", re.IGNORECASE),
-        "the file system's name did not resolve: it needs a mount target in the Availability "
-        "Zone of every subnet of the compute environment, and DNS resolution in the VPC",
-    ),
-    (
-        re.compile(r"access denied", re.IGNORECASE),
-        "the file system refused the mount: its file system policy, the job role, or the "
-        "access point",
-    ),
-    (
-        re.compile(r"No such file or directory", re.IGNORECASE),
-        "the directory to mount does not exist on the file system (rootDirectory, or the "
-        "access point's root directory)",
-    ),
-)
+MOUNT_CAUSES = {
+    "connection timed out": "NFS did not answer: the mount target's security group must let TCP "
+    "2049 in from the compute environment's security group",
+    "failed to resolve": "the file system's name did not resolve: it needs a mount target in the "
+    "Availability Zone of every subnet of the compute environment, and DNS resolution in the VPC",
+    "access denied": "the file system refused the mount: its file system policy, the job role, "
+    "or the access point",
+    "no such file or directory": "the directory to mount does not exist on the file system "
+    "(rootDirectory, or the access point's root directory)",
+}
 # API_JobDetail statusReason and "Jobs stuck in a RUNNABLE status": a RUNNABLE job blocking its
 # queue says why. MISCONFIGURATION:* (COMPUTE_ENVIRONMENT_MAX_RESOURCE, JOB_RESOURCE_REQUIREMENT,
 # SERVICE_ROLE_PERMISSIONS) and ACTION_REQUIRED (invalid compute environments) do not pass
@@ -69,7 +57,7 @@ NEVER_PLACED = re.compile(r"^\s*(MISCONFIGURATION:|ACTION_REQUIRED)")
 # it; "Job attempt duration exceeded timeout" is what public Batch clients (Nextflow, redun)
 # match. The run time is checked too (_ran_out_its_time), so another wording still counts.
 TIMED_OUT = re.compile(r"duration exceeded timeout|attemptDurationSeconds", re.IGNORECASE)
-# The job's ECS overrides over 8192 characters (awsbatch_request.OVERRIDES_LIMIT): the engine
+# The job's ECS overrides over 8192 characters (translate.OVERRIDES_LIMIT): the engine
 # keeps them under it by moving environment values to a file, so only a command too long remains
 OVERRIDES_TOO_LONG = re.compile(r"Container Overrides length", re.IGNORECASE)
 OOM = "OutOfMemoryError"  # "OutOfMemoryError: Container killed due to memory usage"
@@ -104,46 +92,22 @@ def is_auth_error(exn: botocore.exceptions.ClientError) -> bool:
     return code in AUTH_ERROR_CODES or status in (401, 403)
 
 
-def _containers(job: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The job's container, then its attempts' containers, newest first."""
-    found = [job.get("container")]
-    found += [a.get("container") for a in reversed(job.get("attempts") or [])]
-    return [c for c in found if c]
-
-
 def reasons(job: Mapping[str, Any]) -> str:
     """Every reason Batch gives for a job's end: the job's, its container's, its last attempt's."""
-    attempts = job.get("attempts") or [{}]
-    found: list[str] = []
-    for text in (
+    last = (job.get("attempts") or [{}])[-1]
+    texts = (
         job.get("statusReason"),
         (job.get("container") or {}).get("reason"),
-        attempts[-1].get("statusReason"),
-        (attempts[-1].get("container") or {}).get("reason"),
-    ):
-        if text and text not in found:
-            found.append(text)
-    return "; ".join(found)
+        last.get("statusReason"),
+        (last.get("container") or {}).get("reason"),
+    )
+    return "; ".join(dict.fromkeys(text for text in texts if text))
 
 
-def exit_code(job: Mapping[str, Any]) -> int | None:
-    for container in _containers(job):
-        if container.get("exitCode") is not None:
-            return int(container["exitCode"])
-    return None
-
-
-def log_stream(job: Mapping[str, Any]) -> str | None:
-    for container in _containers(job):
-        if container.get("logStreamName"):
-            return str(container["logStreamName"])
-    return None
-
-
-def time_limit(job: Mapping[str, Any]) -> int | None:
-    """The attemptDurationSeconds the job runs under (DescribeJobs returns the job's timeout)."""
-    seconds = (job.get("timeout") or {}).get("attemptDurationSeconds")
-    return int(seconds) if seconds else None
+def _container_field(job: Mapping[str, Any], key: str) -> Any:
+    """``key`` of the job's container, else of its attempts' containers, newest first."""
+    found = (each.get("container") or {} for each in [job, *reversed(job.get("attempts") or [])])
+    return next((c[key] for c in found if c.get(key) not in (None, "")), None)
 
 
 def job_status(job: Mapping[str, Any], image: str, filesystem: str) -> Status:
@@ -153,26 +117,26 @@ def job_status(job: Mapping[str, Any], image: str, filesystem: str) -> Status:
     reason = reasons(job)
     job_id = job["jobId"]
     if state == "RUNNABLE" and NEVER_PLACED.search(reason):
-        error = f"AWS Batch cannot run job {job_id} on queue {_queue_name(job)}: {reason}"
+        queue = str(job.get("jobQueue", "")).rsplit("/", 1)[-1]
+        error = f"AWS Batch cannot run job {job_id} on queue {queue}: {reason}"
         return Status(Phase.DONE, error=error, lingering=True, reason=reason)
     if state in QUEUED_STATES:
         return Status(Phase.QUEUED, reason=reason) if reason else QUEUED
     if state in ("STARTING", "RUNNING"):
         return RUNNING
-    code = exit_code(job)  # API_ContainerDetail exitCode: "returned upon completion"
+    code = _container_field(job, "exitCode")  # API_ContainerDetail: "returned upon completion"
     details: dict[str, Any] = {"job_queue": job.get("jobQueue"), "job_name": job.get("jobName")}
-    stream = log_stream(job)
+    stream = _container_field(job, "logStreamName")
     if stream:
         details.update(log_group=LOG_GROUP, log_stream=stream)
     if state == "SUCCEEDED":  # Batch succeeds a job exactly when its container exits 0
-        return Status(Phase.DONE, exit_code=code or 0, reason=reason, details=details)
+        return Status(Phase.DONE, exit_code=int(code or 0), reason=reason, details=details)
     if HOST_LOSS.search(reason):
         return Status(Phase.DONE, interrupted=True, reason=reason, details=details)
     if SETUP_FAILED.search(reason) or (CANNOT_START.search(reason) and MOUNT_TEXT.search(reason)):
-        cause = next((text for pattern, text in MOUNT_CAUSES if pattern.search(reason)), None)
-        error = f"AWS Batch job {job_id} could not start: {reason}; " + (
-            f"{cause}; check {filesystem}" if cause else f"check {filesystem}"
-        )
+        cause = [text for words, text in MOUNT_CAUSES.items() if words in reason.lower()][:1]
+        error = "; ".join([f"AWS Batch job {job_id} could not start: {reason}", *cause])
+        error += f"; check {filesystem}"
         return Status(Phase.DONE, error=error, reason=reason, details=details)
     if OVERRIDES_TOO_LONG.search(reason):
         error = f"AWS Batch could not start job {job_id}: {reason} (its command and environment)"
@@ -185,7 +149,7 @@ def job_status(job: Mapping[str, Any], image: str, filesystem: str) -> Status:
         return Status(Phase.DONE, timed_out=True, reason=reason or "ran to its timeout")
     oom = OOM in reason
     if code is not None or oom:
-        code = 137 if code is None else code  # a container killed by the OOM killer: SIGKILL
+        code = 137 if code is None else int(code)  # a container killed by the OOM killer: SIGKILL
         return Status(Phase.DONE, exit_code=code, oom=oom, reason=reason, details=details)
     error = (
         f"AWS Batch job {job_id} failed without running its command "
@@ -195,17 +159,14 @@ def job_status(job: Mapping[str, Any], image: str, filesystem: str) -> Status:
     return Status(Phase.DONE, error=error, reason=reason, details=details)
 
 
-def _queue_name(job: Mapping[str, Any]) -> str:
-    return str(job.get("jobQueue", "")).rsplit("/", 1)[-1]
-
-
 def _ran_out_its_time(job: Mapping[str, Any]) -> bool:
-    """A failed job that ran its whole attemptDurationSeconds (whatever words Batch used)."""
-    limit = time_limit(job)
+    """A failed job that ran its whole attemptDurationSeconds (whatever words Batch used;
+    DescribeJobs returns the job's timeout)."""
+    limit = (job.get("timeout") or {}).get("attemptDurationSeconds")
     started, stopped = job.get("startedAt"), job.get("stoppedAt")
     if not limit or started is None or stopped is None:
         return False
-    return bool(stopped - started >= 1000 * (limit - 1))
+    return bool(stopped - started >= 1000 * (int(limit) - 1))
 
 
 def succeeded(record: ExitRecord) -> Status:
@@ -213,38 +174,34 @@ def succeeded(record: ExitRecord) -> Status:
     return Status(Phase.DONE, exit_code=0, reason="exit status 0", details=usage_details(record))
 
 
-def unexplained(array: Mapping[str, Any] | None, waiting: int) -> bool:
+def unexplained(parent: Mapping[str, Any] | None, waiting: int) -> bool:
     """Batch counts more children of the array finished than the launcher knows of (those
     no longer outstanding, and those that wrote their exit status)."""
-    if not array or "size" not in array:
+    array = (parent or {}).get("arrayProperties") or {}
+    if "size" not in array:
         return True
     summary = array.get("statusSummary") or {}
     finished = int(summary.get("SUCCEEDED", 0)) + int(summary.get("FAILED", 0))
     return finished > int(array["size"]) - waiting
 
 
-def may_be_blocked_by_a_child(parent: Mapping[str, Any]) -> bool:
-    """An array's reason may be on one of its RUNNABLE children (see ``blocked``): worth a
-    ListJobs while the parent gives none and Batch counts some child RUNNABLE."""
-    summary = (parent.get("arrayProperties") or {}).get("statusSummary")
-    return not NEVER_PLACED.search(reasons(parent)) and bool(
-        summary is None or summary.get("RUNNABLE")
-    )
-
-
 def blocked(
     parent: Mapping[str, Any],
-    listed: list[Mapping[str, Any]],
+    runnable: Callable[[], list[Mapping[str, Any]]],
     waiting: list[str],
     image: str,
     filesystem: str,
 ) -> dict[str, Status]:
     """The waiting children of an array, from the reason Batch gives the array. "Jobs stuck in
     a RUNNABLE status": the job "at the head and blocking the queue" carries it, which may be
-    the parent or any one child (``listed``: its RUNNABLE children); every child asks the same
-    of the queue, so one's reason is all's."""
-    found = (reasons(job) for job in (parent, *listed))
-    reason = next((r for r in found if NEVER_PLACED.search(r)), reasons(parent))
+    the parent or any one child; every child asks the same of the queue, so one's reason is
+    all's. ``runnable()`` (ListJobs of the RUNNABLE children) is called only while the parent
+    gives no such reason and Batch counts some child RUNNABLE."""
+    reason = reasons(parent)
+    summary = (parent.get("arrayProperties") or {}).get("statusSummary")
+    asking = not NEVER_PLACED.search(reason) and (summary is None or summary.get("RUNNABLE"))
+    listed = runnable() if asking else []
+    reason = next((r for r in map(reasons, listed) if NEVER_PLACED.search(r)), reason)
     queue = {"jobQueue": parent.get("jobQueue", "")}
     statuses = {
         job["jobId"]: job_status({**job, **queue}, image, filesystem)

@@ -35,27 +35,30 @@ OVERRIDES_BUDGET = OVERRIDES_LIMIT - 2048
 
 
 def job_command(
-    argv: tuple[str, ...],
-    workdir: str,
-    stderr: str,
-    record: str,
-    visible: str,
-    missing: str,
-    env_file: str | None = None,
+    attempt: TaskAttempt, settings: AwsBatchSettings, env_file: str | None = None
 ) -> tuple[str, ...]:
-    """The job's command: ``argv`` in the job script (jobscript), which keeps the attempt's exit
+    """The job's command: the attempt's argv in the job script (jobscript), which keeps its exit
     record on the shared filesystem, so the launcher sees jobs start and end without asking
-    Batch. Batch has no per-job working directory, so the script enters it; it sources
-    ``env_file``, environment values that did not fit the request; when the task fails it
-    copies the tail of the task's stderr (on the shared filesystem) into the job's CloudWatch
-    log. Paths as the container sees them; ``visible`` and ``missing`` as jobscript.wrapper."""
-    prepare = f"cd {shlex.quote(workdir)} || exit 1"
+    Batch. The script first looks for the task's stdout file (miniwdl makes it before
+    submitting). Batch has no per-job working directory, so the script enters it; it sources
+    ``env_file`` (as the container sees it), environment values that did not fit the request;
+    when the task fails it copies the tail of the task's stderr (on the shared filesystem) into
+    the job's CloudWatch log."""
+    fs = settings.filesystem
+    stdout = fs.to_container(attempt.stdout_path)
+    # User guide, "AWS Batch job environment variables": AWS_BATCH_CE_NAME, "the name of the
+    # compute environment where your job is placed"
+    missing = (
+        f"{jobscript.double_quoted(stdout)} is not visible on this host (compute environment "
+        f"$AWS_BATCH_CE_NAME); check {jobscript.double_quoted(filesystem_hint(settings))}"
+    )
+    prepare = f"cd {shlex.quote(attempt.workdir)} || exit 1"
     if env_file:
         prepare += f"\n. {shlex.quote(env_file)}"
-    on_failure = f"tail -n {LOG_TAIL_LINES} {shlex.quote(stderr)} >&2"
-    return tuple(
-        jobscript.command(argv, record, visible, missing, prepare=prepare, on_failure=on_failure)
-    )
+    stderr = shlex.quote(fs.to_container(attempt.stderr_path))
+    record = fs.to_container(jobscript.exit_record(attempt.host_dir, attempt.attempt))
+    hooks = {"prepare": prepare, "on_failure": f"tail -n {LOG_TAIL_LINES} {stderr} >&2"}
+    return tuple(jobscript.command(attempt.argv, record, stdout, missing, **hooks))
 
 
 @dataclass(frozen=True)
@@ -108,21 +111,16 @@ class JobRequest:
             arguments["timeout"] = {"attemptDurationSeconds": self.timeout}
         return arguments
 
-    @property
-    def exit_records(self) -> tuple[str, ...]:
-        return (self.exit_record,)
-
-    def size(self) -> int:
-        """Bytes of the serialized request, as botocore sends it (JSON, ASCII-escaped)."""
-        return len(json.dumps(self.arguments(self.definition.name)))
-
-    def overrides_size(self) -> int:
-        """Characters of the serialized containerOverrides (ECS counts them, JSON included)."""
-        return len(json.dumps(self.arguments(self.definition.name)["containerOverrides"]))
+    def sizes(self) -> tuple[int, int]:
+        """Bytes of the serialized request as botocore sends it (JSON, ASCII-escaped), and
+        characters of its containerOverrides (ECS counts them, JSON included)."""
+        arguments = self.arguments(self.definition.name)
+        return len(json.dumps(arguments)), len(json.dumps(arguments["containerOverrides"]))
 
     def fits(self) -> bool:
         """Within both limits: the SubmitJob request, and the ECS overrides Batch makes of it."""
-        return self.size() <= REQUEST_BUDGET and self.overrides_size() <= OVERRIDES_BUDGET
+        request, overrides = self.sizes()
+        return request <= REQUEST_BUDGET and overrides <= OVERRIDES_BUDGET
 
 
 def job_name(prefix: str, call: str, attempt: int) -> str:
@@ -140,12 +138,15 @@ def clean_tag(text: str, limit: int) -> str:
     return re.sub(r"[^\w .:/=+\-@]", "_", str(text))[:limit]
 
 
-def fit_request(request: JobRequest, host_file: str, command: tuple[str, ...]) -> JobRequest:
+def fit_request(
+    request: JobRequest, attempt: TaskAttempt, settings: AwsBatchSettings
+) -> JobRequest:
     """The request within REQUEST_BUDGET and OVERRIDES_BUDGET: the largest environment values
-    move to an env file on the shared filesystem (``host_file``, which ``command``, the
-    request's command with the env file, sources)."""
+    move to an env file next to the task's files, which the job's command then sources."""
     if request.fits():
         return request
+    host_file = os.path.join(attempt.host_dir, f"awsbatch_env.{attempt.attempt}.sh")
+    command = job_command(attempt, settings, settings.filesystem.to_container(host_file))
     kept = dict(request.environment)
     moved: dict[str, str] = {}
     while kept and not replace(request, command=command, environment=kept).fits():
@@ -158,7 +159,6 @@ def fit_request(request: JobRequest, host_file: str, command: tuple[str, ...]) -
 def job_request(attempt: TaskAttempt, settings: AwsBatchSettings, name_prefix: str) -> JobRequest:
     """The attempt's SubmitJob request: its size in overrides, its shared job definition, its
     queue, and the job script around its command."""
-    fs = settings.filesystem
     resources = attempt.resources
     memory = resources.memory_limit or settings.default_memory
     requirements = [("VCPU", str(max(1, resources.cpu)))]
@@ -167,27 +167,6 @@ def job_request(attempt: TaskAttempt, settings: AwsBatchSettings, name_prefix: s
         requirements.append(("GPU", str(resources.gpu)))
     queue, from_runtime = queue_for(attempt, settings)
     env = {k: str(v) for k, v in sorted(attempt.env.items()) if not k.startswith("AWS_BATCH")}
-    exited = jobscript.exit_record(attempt.host_dir, attempt.attempt)
-    host_file = os.path.join(attempt.host_dir, f"awsbatch_env.{attempt.attempt}.sh")
-    stdout = fs.to_container(attempt.stdout_path)  # miniwdl makes it before submitting
-    # User guide, "AWS Batch job environment variables": AWS_BATCH_CE_NAME, "the name of the
-    # compute environment where your job is placed"
-    missing = (
-        f"{jobscript.double_quoted(stdout)} is not visible on this host (compute environment "
-        f"$AWS_BATCH_CE_NAME); check {jobscript.double_quoted(filesystem_hint(settings))}"
-    )
-
-    def command(env_file: str | None) -> tuple[str, ...]:
-        return job_command(
-            attempt.argv,
-            attempt.workdir,
-            fs.to_container(attempt.stderr_path),
-            fs.to_container(exited),
-            stdout,
-            missing,
-            env_file,
-        )
-
     request = JobRequest(
         image=attempt.image,
         host_dir=attempt.host_dir,
@@ -195,7 +174,7 @@ def job_request(attempt: TaskAttempt, settings: AwsBatchSettings, name_prefix: s
         queue_from_runtime=from_runtime,
         definition=job_definition(attempt, settings),
         name=job_name(name_prefix, attempt.call, attempt.attempt),
-        command=command(None),
+        command=job_command(attempt, settings),
         environment=env,
         resources=tuple(requirements),
         timeout=max(MIN_TIMEOUT, resources.time_limit) if resources.time_limit else None,
@@ -203,9 +182,9 @@ def job_request(attempt: TaskAttempt, settings: AwsBatchSettings, name_prefix: s
             clean_tag(k, 128): clean_tag(v, 256)
             for k, v in {**settings.tags, **attempt.tags}.items()
         },
-        exit_record=exited,
+        exit_record=jobscript.exit_record(attempt.host_dir, attempt.attempt),
     )
-    return fit_request(request, host_file, command(fs.to_container(host_file)))
+    return fit_request(request, attempt, settings)
 
 
 def queue_for(attempt: TaskAttempt, settings: AwsBatchSettings) -> tuple[str, bool]:
@@ -245,9 +224,8 @@ def batch_volumes(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Batch volumes and mount points for the attempt's views of the shared filesystem."""
     fs = settings.filesystem
-    volumes: list[dict[str, Any]] = []
     points: list[dict[str, Any]] = []
-    names: dict[str, str] = {}
+    names: dict[str, str] = {}  # directory below the root -> its volume's name
     for mount in mounts:
         relative = os.path.relpath(mount.host_path, fs.host_root)
         if relative.startswith(".."):
@@ -255,14 +233,8 @@ def batch_volumes(
                 f"omnibio_awsbatch: {mount.host_path} is not on the shared filesystem "
                 + fs.host_root
             )
-        if relative not in names:
-            names[relative] = f"omnibio-fs{len(names) or ''}"
-            volumes.append({"name": names[relative], **settings.volume.source(relative)})
-        points.append(
-            {
-                "sourceVolume": names[relative],
-                "containerPath": mount.container_path,
-                "readOnly": mount.read_only,
-            }
-        )
+        name = names.setdefault(relative, f"omnibio-fs{len(names) or ''}")
+        point = {"containerPath": mount.container_path, "readOnly": mount.read_only}
+        points.append({"sourceVolume": name, **point})
+    volumes = [{"name": name, **settings.volume.source(path)} for path, name in names.items()]
     return volumes, points
