@@ -1,14 +1,12 @@
 """Array jobs: attempts that become ready together share one SubmitJob.
 
-A scatter's attempts reach the engine within moments of each other, each from its own task
-thread. The tracker gathers them until ``array_linger_seconds`` pass without another joining (at
-most LINGER_ROUNDS times as long, so a steady stream is still sent); then every attempt gathered
-with the same queue, job definition, resources and timeout goes to Batch as one array job
-(``arrayProperties.size`` = n). Each child runs the script its index names
-(``AWS_BATCH_JOB_ARRAY_INDEX``) in a directory on the shared filesystem: its environment and
-command, so no task's environment counts against the 30 KiB request. Children are attempts like
-any other: the handle of child i is ``<parent id>:i``, the id Batch gives it ("Array jobs").
-A lone attempt stays a plain job.
+The tracker gathers a scatter's attempts, each from its own task thread, until
+``array_linger_seconds`` pass without another joining (at most LINGER_ROUNDS times as long, so a
+steady stream is still sent); those with the same array_key go to Batch as one array job. Each
+child runs the script its index names (``AWS_BATCH_JOB_ARRAY_INDEX``) on the shared filesystem,
+so no task's environment counts against the 30 KiB request. Child i is an attempt like any
+other, its handle ``<parent id>:i``, the id Batch gives it ("Array jobs"). A lone attempt stays
+a plain job.
 """
 
 import os
@@ -87,9 +85,8 @@ def plan_array(
     """The array for ``members`` (same array_key). Pure: names files, writes none."""
     common = os.path.commonpath([m.host_dir for m in members])
     directory = os.path.join(common, ARRAY_DIRECTORY, name)
-    shared = dict(members[0].tags)
-    for member in members[1:]:  # the parent carries the tags all members share
-        shared = {k: v for k, v in shared.items() if member.tags.get(k) == v}
+    # the parent carries the tags all members share
+    shared = {k: v for k, v in members[0].tags.items() if all(m.tags.get(k) == v for m in members)}
     return ArrayPlan(name, tuple(members), directory, to_container(directory), shared)
 
 

@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import os
+import pathlib
 import threading
 import time
 import uuid
@@ -79,7 +80,6 @@ class SubmitRate:
 class AwsBatchEngine(Engine[JobRequest]):
     section = "omnibio_awsbatch"
     runtime_keys = ("omnibio_queue",)
-    memory_is_limit = True  # MEMORY is the container's hard limit (API_ResourceRequirement)
     enforces_time_limit = True  # attemptDurationSeconds; fetch() says timed_out
 
     def __init__(
@@ -173,8 +173,7 @@ class AwsBatchEngine(Engine[JobRequest]):
             found = probe.describe_job_queues(jobQueues=sorted(set(queues.values())))["jobQueues"]
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exn:
             raise Error.RuntimeError(probe_failure(exn, session, endpoint)) from None
-        by_name = {q["jobQueueName"]: q for q in found}
-        by_name.update({q["jobQueueArn"]: q for q in found})
+        by_name = {q[key]: q for q in found for key in ("jobQueueName", "jobQueueArn")}
         for key, name in queues.items():
             queue = by_name.get(name)
             if queue is None:
@@ -215,18 +214,16 @@ class AwsBatchEngine(Engine[JobRequest]):
     ) -> list[Accepted | Exception]:
         """One SubmitJob per array the burst makes (arrays.array_groups), or per attempt without
         array jobs; the attempts of one SubmitJob share its refusal."""
-        requests = [each.request for each in submissions]
+        most = arrays.ARRAY_MAX if self.settings.array_jobs else 1
         results: dict[int, Accepted | Exception] = {}
-        for group in arrays.array_groups(
-            requests, arrays.ARRAY_MAX if self.settings.array_jobs else 1
-        ):
+        for group in arrays.array_groups([each.request for each in submissions], most):
             accepted: Sequence[Accepted | Exception]
             try:
                 accepted = self._submit_group([submissions[p] for p in group])
             except Exception as exn:
                 accepted = [exn] * len(group)
             results.update(zip(group, accepted, strict=True))
-        return [results[position] for position in range(len(requests))]
+        return [results[position] for position in range(len(submissions))]
 
     def _submit_group(self, group: list[Submission[JobRequest]]) -> list[Accepted]:
         """An array job, or a plain job for a lone attempt. With array jobs submit_rate paces
@@ -284,8 +281,7 @@ class AwsBatchEngine(Engine[JobRequest]):
             self._check_runtime_queue(first.queue)
         definition = self._definition_arn(first, logger)
         for path, text in job.files.items():
-            with open(path, "w", encoding="utf-8") as outfile:
-                outfile.write(text)
+            pathlib.Path(path).write_text(text, encoding="utf-8")
         for member in members:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(member.exit_record)

@@ -28,16 +28,15 @@ MEMORY_SHARE = 0.95
 MiB = 1 << 20
 
 
+def _expand(names: Iterable[str]) -> set[str]:
+    """Instance types (``m5.2xlarge``) and families (``c5``), those of FAMILY_SETS' names too."""
+    return {each for name in names for each in FAMILY_SETS.get(name, (name,))}
+
+
 def instance_type_filters(names: Iterable[str]) -> list[str]:
     """DescribeInstanceTypes "instance-type" filter values for a compute environment's
     instanceTypes: a size as it is, a family as "family.*" (EC2 filters take wildcards)."""
-    values: set[str] = set()
-    for name in names:
-        families = FAMILY_SETS.get(name, (name,) if "." not in name else ())
-        values.update(f"{family}.*" for family in families)
-        if "." in name:
-            values.add(name)
-    return sorted(values)
+    return sorted(each if "." in each else each + ".*" for each in _expand(names))
 
 
 def environment_limit(
@@ -45,7 +44,8 @@ def environment_limit(
 ) -> tuple[int, int] | None:
     """(vCPUs, bytes) of the largest job a compute environment can place, from its
     computeResources and the (vCPUs, MiB) of each instance type; None if it names none known."""
-    known = [sizes[t] for t in sizes if _matches(t, resources.get("instanceTypes") or [])]
+    wanted = _expand(resources.get("instanceTypes") or [])
+    known = [size for t, size in sizes.items() if t in wanted or t.split(".")[0] in wanted]
     if not known:
         return None
     cpu = max(c for c, _m in known)
@@ -53,14 +53,6 @@ def environment_limit(
         cpu = min(cpu, int(resources["maxvCpus"]))
     memory = int(max(m for _c, m in known) * MEMORY_SHARE) * MiB
     return cpu, memory
-
-
-def _matches(instance_type: str, names: Iterable[str]) -> bool:
-    family = instance_type.split(".", 1)[0]
-    return any(
-        instance_type == name or family == name or family in FAMILY_SETS.get(name, ())
-        for name in names
-    )
 
 
 def learn(

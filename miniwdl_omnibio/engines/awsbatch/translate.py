@@ -12,7 +12,7 @@ from typing import Any
 
 from WDL import Error
 
-from ...attempt import Mount, TaskAttempt
+from ...attempt import TaskAttempt
 from .. import jobscript
 from .settings import AwsBatchSettings, filesystem_hint
 
@@ -199,8 +199,20 @@ def queue_for(attempt: TaskAttempt, settings: AwsBatchSettings) -> tuple[str, bo
 
 
 def job_definition(attempt: TaskAttempt, settings: AwsBatchSettings) -> JobDefinition:
-    """The job definition for the attempt's image, volumes and user (no per-attempt values)."""
-    volumes, mount_points = batch_volumes(attempt.mounts, settings)
+    """The job definition for the attempt's image, volumes and user (no per-attempt values):
+    a Batch volume for each directory of the shared filesystem the attempt mounts."""
+    root = settings.filesystem.host_root
+    points: list[dict[str, Any]] = []
+    names: dict[str, str] = {}  # directory below the root -> its volume's name
+    for mount in attempt.mounts:
+        relative = os.path.relpath(mount.host_path, root)
+        if relative.startswith(".."):
+            raise Error.RuntimeError(
+                f"omnibio_awsbatch: {mount.host_path} is not on the shared filesystem {root}"
+            )
+        name = names.setdefault(relative, f"omnibio-fs{len(names) or ''}")
+        point = {"containerPath": mount.container_path, "readOnly": mount.read_only}
+        points.append({"sourceVolume": name, **point})
     properties: dict[str, Any] = {
         "image": attempt.image,
         # placeholders: every job overrides vCPU and memory
@@ -208,8 +220,8 @@ def job_definition(attempt: TaskAttempt, settings: AwsBatchSettings) -> JobDefin
             {"type": "VCPU", "value": "1"},
             {"type": "MEMORY", "value": "1024"},
         ],
-        "volumes": volumes,
-        "mountPoints": mount_points,
+        "volumes": [{"name": n, **settings.volume.source(path)} for path, n in names.items()],
+        "mountPoints": points,
         "privileged": attempt.privileged,
     }
     if attempt.user:
@@ -217,24 +229,3 @@ def job_definition(attempt: TaskAttempt, settings: AwsBatchSettings) -> JobDefin
     if settings.job_role_arn:
         properties["jobRoleArn"] = settings.job_role_arn
     return JobDefinition.of(properties)
-
-
-def batch_volumes(
-    mounts: tuple[Mount, ...], settings: AwsBatchSettings
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Batch volumes and mount points for the attempt's views of the shared filesystem."""
-    fs = settings.filesystem
-    points: list[dict[str, Any]] = []
-    names: dict[str, str] = {}  # directory below the root -> its volume's name
-    for mount in mounts:
-        relative = os.path.relpath(mount.host_path, fs.host_root)
-        if relative.startswith(".."):
-            raise Error.RuntimeError(
-                f"omnibio_awsbatch: {mount.host_path} is not on the shared filesystem "
-                + fs.host_root
-            )
-        name = names.setdefault(relative, f"omnibio-fs{len(names) or ''}")
-        point = {"containerPath": mount.container_path, "readOnly": mount.read_only}
-        points.append({"sourceVolume": name, **point})
-    volumes = [{"name": name, **settings.volume.source(path)} for path, name in names.items()]
-    return volumes, points
