@@ -59,22 +59,21 @@ CONNECT_ERRORS = (
 
 
 class SubmitRate:
-    """A token bucket shared by all task threads: at most ``rate`` SubmitJob calls per second."""
+    """At most ``rate`` SubmitJob calls per second across all task threads, after a burst of one
+    second's worth: a token bucket, kept as the time its next token is due (GCRA)."""
 
     def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.burst = max(1.0, rate)
-        self.tokens = self.burst
-        self.stamp = time.monotonic()
+        self.interval = 1 / rate
+        self.burst = max(1.0, rate) * self.interval  # seconds of tokens the bucket holds
+        self.due = 0.0
         self._lock = threading.Lock()
 
     def delay(self) -> float:
         """Take a token; return how long to wait before using it."""
         with self._lock:
             now = time.monotonic()
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate) - 1
-            self.stamp = now
-            return -self.tokens / self.rate if self.tokens < 0 else 0.0
+            self.due = max(self.due, now) + self.interval
+            return max(0.0, self.due - now - self.burst)
 
 
 class AwsBatchEngine(Engine[JobRequest]):
