@@ -13,6 +13,7 @@ from miniwdl_omnibio.engines.slurm.cluster import (
     orphaned_jobs,
     parse_sinfo,
 )
+from miniwdl_omnibio.engines.slurm.hold import sbatch_refusal
 
 CONTEXT = m.Context(where="Slurm job 5_1 (r.c.1)", cancelled_by_us=False, node_path="/n/a.sh")
 DONE_OK = m.ExitRecord(exit_code=0, oom=False, timed_out=False, started=True)
@@ -201,7 +202,7 @@ POLICY = (
     ],
 )
 def test_sbatch_refused_for_a_full_queue_or_for_the_job(stderr, limit):
-    assert m.submit_refusal(stderr) == limit
+    assert getattr(sbatch_refusal(stderr), "limit", None) == limit
 
 
 @pytest.mark.parametrize("state", ["PREEMPTED", "NODE_FAIL", "BOOT_FAIL"])

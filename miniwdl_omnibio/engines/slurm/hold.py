@@ -22,10 +22,26 @@ from WDL._util import StructuredLogMessage as _
 from ...retrying import retry
 from ..base import Accepted, Submitted
 from .cluster import SlurmProblem, first_error_line
-from .status import submit_refusal
 from .translate import SlurmRequest
 
 HOLD_RETRY = 30.0  # seconds between tries while nothing of this run ends
+# sbatch refused because the queue of the user (association, account, QOS) is full: slurmctld's
+# _job_create (src/slurmctld/job_mgr.c) answers ESLURM_ACCOUNTING_POLICY with the reason as the
+# message, which sbatch prints as "sbatch: error: <reason>" (_unpack_return_code2_msg,
+# src/common/slurm_protocol_pack.c) before "Batch job submission failed: <strerror>". These are
+# the reasons acct_policy_validate() gives for the submit counts (src/slurmctld/acct_policy.c),
+# which count each element of an array.
+SUBMIT_LIMITS = frozenset(
+    {
+        "QOSMaxSubmitJobPerUserLimit",  # MaxSubmitJobsPerUser of the QOS
+        "AssocMaxSubmitJobLimit",  # MaxSubmitJobs of the user's association
+        "QOSGrpSubmitJobsLimit",  # GrpSubmitJobs of the QOS
+        "AssocGrpSubmitJobsLimit",  # GrpSubmitJobs of an association
+        "MaxSubmitJobsPerAccount",  # MaxSubmitJobsPerAccount of the QOS
+    }
+)
+# ESLURM_ACCOUNTING_POLICY's text (src/common/slurm_errno.c), the same for every limit
+ACCOUNTING_POLICY = "Job violates accounting/QOS policy"
 
 
 class SubmitLimit(SlurmProblem):
@@ -42,12 +58,18 @@ class NotYet(Exception):
 
 
 def sbatch_refusal(stderr: str) -> SlurmProblem:
-    """sbatch's refusal as one line with every error it printed (the limit Slurm names comes on
-    a line before "Batch job submission failed"); SubmitLimit for a full queue."""
+    """sbatch's refusal as one line with every error it printed. SubmitLimit when the user's
+    queue is full (the refused jobs can go in once jobs end): its ``limit`` is the one Slurm
+    named on a line before "Batch job submission failed", "" when sbatch gave only
+    ESLURM_ACCOUNTING_POLICY's text (a job_submit plugin's refusal, or a Slurm that sends no
+    reason)."""
     said = [line.split("error:", 1)[1].strip() for line in stderr.splitlines() if "error:" in line]
     message = f"omnibio_slurm: sbatch failed: {'; '.join(said) or first_error_line(stderr)}"[:400]
-    limit = submit_refusal(stderr)
-    return SubmitLimit(message, limit) if limit is not None else SlurmProblem(message)
+    named = [reason for reason in said if ACCOUNTING_POLICY not in reason]
+    limit = next((name for name in named if name in SUBMIT_LIMITS), None if named else "")
+    if ACCOUNTING_POLICY in stderr and limit is not None:
+        return SubmitLimit(message, limit)
+    return SlurmProblem(message)
 
 
 @dataclass(eq=False)
