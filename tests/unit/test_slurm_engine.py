@@ -53,7 +53,7 @@ def asking_engine(cli, accounting, logger=LOG):
     engine.held = HeldSubmissions(engine._sbatch, logger, background=False)
     engine.launcher, engine._limits, engine._wake = "L1", frozenset(), lambda handle: None
     engine.max_array_size = 3
-    engine.partitions = {"batch": Partition("batch", True, True, 8, 64 << 30, 0)}
+    engine.partitions = {"batch": Partition("batch", True, 8, 64 << 30, 0)}
     return engine
 
 

@@ -320,7 +320,7 @@ def test_orphans_are_jobs_of_dead_launchers_of_this_host_and_pid_namespace():
 
 
 def test_sinfo_partitions_keep_their_largest_node():
-    text = "debug*|up|2|24105|(null)\ngpu|up|8|64000|gpu:a100:4(S:0-1)\ngpu|up|16|128000|(null)\n"
+    text = "debug*|2|24105|(null)\ngpu|8|64000|gpu:a100:4(S:0-1)\ngpu|16|128000|(null)\n"
     partitions = parse_sinfo(text)
     assert partitions["debug"].default and partitions["debug"].max_cpu == 2
     assert partitions["gpu"].max_cpu == 16 and partitions["gpu"].gpus == 4

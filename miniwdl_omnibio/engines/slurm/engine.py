@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import shlex
+import shutil
 import sys
 import time
 import uuid
@@ -35,6 +36,7 @@ from . import status as mapping
 from .cluster import (
     ORPHAN_FORMAT,
     SINFO_FORMAT,
+    TOOLS,
     Partition,
     SlurmCli,
     SlurmProblem,
@@ -111,12 +113,10 @@ class SlurmEngine(Engine[SlurmRequest]):
         self._wake: Callable[[str, bool], None] = lambda handle, full: None
         self._limits: frozenset[str] = frozenset()  # the limits jobs of this run wait at
 
-    # --- start -----------------------------------------------------------------------------
-
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "SlurmEngine":
         settings = SlurmSettings.load(cfg)
-        missing = SlurmCli.missing_tools()
+        missing = [tool for tool in TOOLS if shutil.which(tool) is None]
         if missing:
             raise Error.RuntimeError(
                 f"omnibio_slurm: {', '.join(missing)} not found on PATH; install the Slurm "
@@ -275,8 +275,6 @@ class SlurmEngine(Engine[SlurmRequest]):
     def resource_limits(self) -> dict[str, int]:
         return self.limits
 
-    # --- the attempt -----------------------------------------------------------------------
-
     def translate(self, attempt: TaskAttempt) -> SlurmRequest:
         overrides = {
             key: str(attempt.runtime[f"slurm_{key}"])
@@ -346,8 +344,6 @@ class SlurmEngine(Engine[SlurmRequest]):
             raise SlurmProblem(f"omnibio_slurm: sbatch answered no job id: {done.stdout[:200]!r}")
         self.logger.info(_("sbatch", job=job_id, elements=len(requests)))
         return [f"{job_id}_{i}" for i in range(len(requests))] if len(requests) > 1 else [job_id]
-
-    # --- status ----------------------------------------------------------------------------
 
     def squeue(self, job_ids: Sequence[str]) -> dict[str, mapping.SlurmJob]:
         """Every element of the given jobs, in any state slurmctld still holds (squeue(1):
@@ -467,8 +463,6 @@ class SlurmEngine(Engine[SlurmRequest]):
 
     def on_wake(self, wake: Callable[[str, bool], None]) -> None:
         self._wake = wake
-
-    # --- the end ---------------------------------------------------------------------------
 
     def cancel_many(self, records: Sequence[Submitted], logger: logging.Logger) -> None:
         """One scancel for the batch; a submission still held is dropped instead."""

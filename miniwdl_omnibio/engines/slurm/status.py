@@ -144,10 +144,7 @@ def parse_squeue(text: str) -> dict[str, SlurmJob]:
         if len(fields) < 5 or not fields[0]:
             continue
         job_id, state, raw, reason, end = fields[:5]
-        code = signal = None
-        if raw.isdigit():
-            status = int(raw)
-            code, signal = status >> 8, status & 0x7F
+        code, signal = (int(raw) >> 8, int(raw) & 0x7F) if raw.isdigit() else (None, None)
         state = state.upper()
         ended = wall_time(end) if state not in WAITING | ALLOCATED else None
         jobs[job_id] = SlurmJob(job_id, state, code, signal or None, reason, ended_at=ended)
