@@ -53,7 +53,7 @@ def asking_engine(cli, accounting, logger=LOG):
     engine.held = HeldSubmissions(engine._sbatch, logger, background=False)
     engine.launcher, engine._limits, engine._wake = "L1", frozenset(), lambda handle: None
     engine.max_array_size = 3
-    engine.partitions = {"batch": Partition("batch", True, True, 8, 64 << 30, 0)}
+    engine.partitions = {"batch": Partition("batch", True, 8, 64 << 30, 0)}
     return engine
 
 
@@ -359,9 +359,9 @@ def test_an_account_unknown_to_sacctmgr_is_refused_at_start(known, fails):
     engine.settings = make_settings(account="lab")
     if fails:
         with pytest.raises(ConfigError, match=r"account.*knows no account 'lab'"):
-            engine.check_account(engine.settings)
+            engine.check_account()
     else:
-        engine.check_account(engine.settings)
+        engine.check_account()
     assert [c[:5] for c in cli.calls] == [
         ["sacctmgr", "--noheader", "--parsable2", "show", "account"]
     ]

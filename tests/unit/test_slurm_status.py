@@ -13,6 +13,7 @@ from miniwdl_omnibio.engines.slurm.cluster import (
     orphaned_jobs,
     parse_sinfo,
 )
+from miniwdl_omnibio.engines.slurm.hold import sbatch_refusal
 
 CONTEXT = m.Context(where="Slurm job 5_1 (r.c.1)", cancelled_by_us=False, node_path="/n/a.sh")
 DONE_OK = m.ExitRecord(exit_code=0, oom=False, timed_out=False, started=True)
@@ -201,7 +202,7 @@ POLICY = (
     ],
 )
 def test_sbatch_refused_for_a_full_queue_or_for_the_job(stderr, limit):
-    assert m.submit_refusal(stderr) == limit
+    assert getattr(sbatch_refusal(stderr), "limit", None) == limit
 
 
 @pytest.mark.parametrize("state", ["PREEMPTED", "NODE_FAIL", "BOOT_FAIL"])
@@ -319,7 +320,7 @@ def test_orphans_are_jobs_of_dead_launchers_of_this_host_and_pid_namespace():
 
 
 def test_sinfo_partitions_keep_their_largest_node():
-    text = "debug*|up|2|24105|(null)\ngpu|up|8|64000|gpu:a100:4(S:0-1)\ngpu|up|16|128000|(null)\n"
+    text = "debug*|2|24105|(null)\ngpu|8|64000|gpu:a100:4(S:0-1)\ngpu|16|128000|(null)\n"
     partitions = parse_sinfo(text)
     assert partitions["debug"].default and partitions["debug"].max_cpu == 2
     assert partitions["gpu"].max_cpu == 16 and partitions["gpu"].gpus == 4

@@ -7,7 +7,6 @@ into one line quoting Slurm's own words.
 
 import collections
 import os
-import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
@@ -41,10 +40,6 @@ class SlurmCli:
         self.counts: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
 
-    @staticmethod
-    def missing_tools() -> list[str]:
-        return [tool for tool in TOOLS if shutil.which(tool) is None]
-
     def run(
         self, argv: Sequence[str], check: bool = True, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
@@ -72,13 +67,12 @@ class SlurmCli:
 class Partition:
     name: str
     default: bool
-    up: bool
     max_cpu: int  # the largest node's CPUs
     max_memory: int  # ... and memory, in bytes
     gpus: int  # the most GPUs (gres gpu) on one node
 
 
-SINFO_FORMAT = "%P|%a|%c|%m|%G"  # sinfo(1): partition (* = default), avail, CPUs, memory MB, gres
+SINFO_FORMAT = "%P|%c|%m|%G"  # sinfo(1): partition (* = default), CPUs, memory in MB, gres
 
 
 def gres_gpus(gres: str) -> int:
@@ -96,21 +90,20 @@ def parse_sinfo(text: str) -> dict[str, Partition]:
     found: dict[str, Partition] = {}
     for line in text.splitlines():
         fields = line.strip().split("|")
-        if len(fields) < 5:
+        if len(fields) < 4:
             continue
-        raw, avail, cpus, memory, gres = fields[:5]
+        raw, cpus, memory, gres = fields[:4]
         name = raw.rstrip("*")
         # sinfo prints a range such as 4+ when nodes of one line differ; the first figure counts
         cpu = int("".join(c for c in cpus.split("+")[0] if c.isdigit()) or 0)
         mem = int("".join(c for c in memory.split("+")[0] if c.isdigit()) or 0) << 20
-        old = found.get(name)
+        old = found.get(name) or Partition(name, False, 0, 0, 0)
         found[name] = Partition(
             name,
-            default=raw.endswith("*") or bool(old and old.default),
-            up=avail == "up" or bool(old and old.up),
-            max_cpu=max(cpu, old.max_cpu if old else 0),
-            max_memory=max(mem, old.max_memory if old else 0),
-            gpus=max(gres_gpus(gres), old.gpus if old else 0),
+            default=raw.endswith("*") or old.default,
+            max_cpu=max(cpu, old.max_cpu),
+            max_memory=max(mem, old.max_memory),
+            gpus=max(gres_gpus(gres), old.gpus),
         )
     return found
 

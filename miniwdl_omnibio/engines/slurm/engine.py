@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import shlex
+import shutil
 import sys
 import time
 import uuid
@@ -28,7 +29,6 @@ from WDL.runtime import config as miniwdl_config
 
 from ... import launcher
 from ...attempt import TaskAttempt
-from ...placement.sharedfs import SharedFilesystem
 from ...retrying import retry
 from ..base import Accepted, Engine, Phase, Status, Submission, Submitted
 from ..jobscript import ExitRecord, read_exit_record
@@ -36,6 +36,7 @@ from . import status as mapping
 from .cluster import (
     ORPHAN_FORMAT,
     SINFO_FORMAT,
+    TOOLS,
     Partition,
     SlurmCli,
     SlurmProblem,
@@ -78,13 +79,12 @@ class SlurmEngine(Engine[SlurmRequest]):
         self,
         cli: SlurmCli,
         settings: SlurmSettings,
-        fs: SharedFilesystem,
         partitions: dict[str, Partition],
         accounting: bool,
         logger: logging.Logger,
     ) -> None:
         self.cli = cli
-        self.filesystem = fs
+        self.filesystem = settings.filesystem
         self.partitions = partitions
         self.accounting = accounting
         self.logger = logger
@@ -113,19 +113,16 @@ class SlurmEngine(Engine[SlurmRequest]):
         self._wake: Callable[[str, bool], None] = lambda handle, full: None
         self._limits: frozenset[str] = frozenset()  # the limits jobs of this run wait at
 
-    # --- start -----------------------------------------------------------------------------
-
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "SlurmEngine":
         settings = SlurmSettings.load(cfg)
-        missing = SlurmCli.missing_tools()
+        missing = [tool for tool in TOOLS if shutil.which(tool) is None]
         if missing:
             raise Error.RuntimeError(
                 f"omnibio_slurm: {', '.join(missing)} not found on PATH; install the Slurm "
                 "client commands (Debian: slurm-client) on this host"
             )
         cli = SlurmCli(settings.slurm_conf)
-        fs = settings.filesystem
         try:
             partitions = parse_sinfo(
                 cli.run(["sinfo", "--noheader", f"--format={SINFO_FORMAT}"]).stdout
@@ -133,8 +130,8 @@ class SlurmEngine(Engine[SlurmRequest]):
             config = cli.run(["scontrol", "show", "config"]).stdout
         except SlurmProblem as exn:
             raise SlurmProblem(f"{exn} (is slurmctld running and reachable?)") from None
-        engine = cls(cli, settings, fs, partitions, accounting_enabled(config), logger)
-        engine.check_account(settings)
+        engine = cls(cli, settings, partitions, accounting_enabled(config), logger)
+        engine.check_account()
         engine.cancel_orphans(logger)
         if settings.probe:
             engine.probe(settings.probe_timeout, logger)
@@ -145,7 +142,7 @@ class SlurmEngine(Engine[SlurmRequest]):
                 partition=engine.settings.partition or "(default)",
                 runtime=engine.settings.runtime,
                 accounting=engine.accounting,
-                mount_path=fs.container_root,
+                mount_path=settings.filesystem.container_root,
                 node_mount_path=engine.settings.node_root,
                 **engine.limits,
             ),
@@ -157,7 +154,7 @@ class SlurmEngine(Engine[SlurmRequest]):
             return self.partitions.get(name)
         return next((p for p in self.partitions.values() if p.default), None)
 
-    def check_account(self, settings: SlurmSettings) -> None:
+    def check_account(self) -> None:
         """With accounting, an unknown account or QOS is refused at start (without it, Slurm
         accepts any and the check is not possible)."""
         if not self.accounting:
@@ -171,7 +168,7 @@ class SlurmEngine(Engine[SlurmRequest]):
                 check=False,
             )
             if found.returncode == 0 and name not in found.stdout.split():
-                raise settings.fail(key, f"Slurm's accounting knows no {key} {name!r}")
+                raise self.settings.fail(key, f"Slurm's accounting knows no {key} {name!r}")
 
     def cancel_orphans(self, logger: logging.Logger) -> None:
         """scancel, in one call, the jobs left by miniwdl processes of this host that died
@@ -226,17 +223,14 @@ class SlurmEngine(Engine[SlurmRequest]):
                 _("omnibio_slurm probe job did not run in time; not checked", seconds=timeout)
             )
             return
-        if job.exit_code == 3:
-            raise Error.RuntimeError(
-                f"omnibio_slurm: a Slurm node cannot read {node_file}: mount the shared "
-                "filesystem on the nodes at [omnibio_slurm] node_mount_path "
-                f"({self.settings.node_root})"
-            )
-        if job.exit_code == 4:
-            raise Error.RuntimeError(
-                f"omnibio_slurm: {self.settings.runtime} is not on the PATH of the Slurm nodes "
-                "([omnibio_slurm] container_runtime)"
-            )
+        failures = {  # probe_script's exit codes
+            3: f"a Slurm node cannot read {node_file}: mount the shared filesystem on the nodes "
+            f"at [omnibio_slurm] node_mount_path ({self.settings.node_root})",
+            4: f"{self.settings.runtime} is not on the PATH of the Slurm nodes "
+            "([omnibio_slurm] container_runtime)",
+        }
+        if job.exit_code in failures:
+            raise Error.RuntimeError(f"omnibio_slurm: {failures[job.exit_code]}")
         if job.state != "COMPLETED":
             raise Error.RuntimeError(
                 f"omnibio_slurm: the probe job {job.job_id} ended {job.state} "
@@ -280,8 +274,6 @@ class SlurmEngine(Engine[SlurmRequest]):
 
     def resource_limits(self) -> dict[str, int]:
         return self.limits
-
-    # --- the attempt -----------------------------------------------------------------------
 
     def translate(self, attempt: TaskAttempt) -> SlurmRequest:
         overrides = {
@@ -353,8 +345,6 @@ class SlurmEngine(Engine[SlurmRequest]):
         self.logger.info(_("sbatch", job=job_id, elements=len(requests)))
         return [f"{job_id}_{i}" for i in range(len(requests))] if len(requests) > 1 else [job_id]
 
-    # --- status ----------------------------------------------------------------------------
-
     def squeue(self, job_ids: Sequence[str]) -> dict[str, mapping.SlurmJob]:
         """Every element of the given jobs, in any state slurmctld still holds (squeue(1):
         --states=all; --array lists each element of an array on its own line)."""
@@ -388,7 +378,9 @@ class SlurmEngine(Engine[SlurmRequest]):
         gone: list[str] = []
         if full:
             unsettled = [
-                job for r in records if (job := slurm_handle(r)) and not _final(seen[r.handle][1])
+                job
+                for r in records
+                if (job := slurm_handle(r)) and not mapping.final(seen[r.handle][1])
             ]
             jobs = self.squeue(mapping.job_ids(unsettled))
             self.log_limits(jobs.values())
@@ -418,17 +410,15 @@ class SlurmEngine(Engine[SlurmRequest]):
     ) -> Status | None:
         """``jobs``: Slurm's answer this round; None when it was not asked, and the files and
         the last status answer (a record a signal ended wakes the tracker for Slurm's verdict)."""
-        held = record.memo if isinstance(record.memo, Held) else None
-        if held and not held.slurm:
+        held = record.memo
+        if isinstance(held, Held) and not held.slurm:
             return mapping.held_status(held.cancelled, held.error, record.request.run_id)
         files = record.request.files
         context = mapping.Context(
             where=f"Slurm job {slurm_handle(record)} ({record.request.run_id})",
             cancelled_by_us=record.cancelled,
             image=record.attempt.image,
-            log_tail=_read(files.host("log"), LOG_TAIL_BYTES)
-            if exit_record and not exit_record.started
-            else "",
+            log_tail=_log_tail(record.request) if exit_record and not exit_record.started else "",
             node_path=files.node("sh"),
         )
         if jobs is None:
@@ -458,8 +448,8 @@ class SlurmEngine(Engine[SlurmRequest]):
         """One line when the limits jobs of this run wait at change (not one per poll)."""
         waiting = [job.reason for job in jobs if mapping.waits_at_limit(job)]
         limits = frozenset(waiting)
-        changed, self._limits = limits != self._limits, limits  # the tracker's thread alone
-        if changed:
+        if limits != self._limits:
+            self._limits = limits  # the tracker's thread alone
             self.logger.log(
                 NOTICE_LEVEL,
                 _(
@@ -473,8 +463,6 @@ class SlurmEngine(Engine[SlurmRequest]):
 
     def on_wake(self, wake: Callable[[str, bool], None]) -> None:
         self._wake = wake
-
-    # --- the end ---------------------------------------------------------------------------
 
     def cancel_many(self, records: Sequence[Submitted], logger: logging.Logger) -> None:
         """One scancel for the batch; a submission still held is dropped instead."""
@@ -502,7 +490,7 @@ class SlurmEngine(Engine[SlurmRequest]):
             "slurm_job": slurm_handle(record) or record.handle,
             "slurm_script": files.node("sh"),
         }
-        tail = _read(files.host("log"), LOG_TAIL_BYTES).strip()
+        tail = _log_tail(record.request).strip()
         if tail:
             details["slurm_log_tail"] = tail[-2000:]
         return details
@@ -513,15 +501,12 @@ class SlurmEngine(Engine[SlurmRequest]):
         logger.info(_("omnibio_slurm commands", **dict(self.cli.counts)))
 
 
-def _final(record: ExitRecord | None) -> bool:
-    return record is not None and mapping.final(record)
-
-
-def _read(path: str, tail: int | None = None) -> str:
+def _log_tail(request: SlurmRequest) -> str:
+    """The last LOG_TAIL_BYTES of the element script's own output (the runtime's errors)."""
+    path = request.files.host("log")
     try:
         with open(path, "rb") as infile:
-            if tail:
-                infile.seek(max(0, os.path.getsize(path) - tail))
+            infile.seek(max(0, os.path.getsize(path) - LOG_TAIL_BYTES))
             return infile.read().decode("utf-8", "replace")
     except OSError:
         return ""

@@ -13,8 +13,8 @@ import itertools
 import logging
 import sys
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
@@ -22,10 +22,26 @@ from WDL._util import StructuredLogMessage as _
 from ...retrying import retry
 from ..base import Accepted, Submitted
 from .cluster import SlurmProblem, first_error_line
-from .status import submit_refusal
 from .translate import SlurmRequest
 
 HOLD_RETRY = 30.0  # seconds between tries while nothing of this run ends
+# sbatch refused because the queue of the user (association, account, QOS) is full: slurmctld's
+# _job_create (src/slurmctld/job_mgr.c) answers ESLURM_ACCOUNTING_POLICY with the reason as the
+# message, which sbatch prints as "sbatch: error: <reason>" (_unpack_return_code2_msg,
+# src/common/slurm_protocol_pack.c) before "Batch job submission failed: <strerror>". These are
+# the reasons acct_policy_validate() gives for the submit counts (src/slurmctld/acct_policy.c),
+# which count each element of an array.
+SUBMIT_LIMITS = frozenset(
+    {
+        "QOSMaxSubmitJobPerUserLimit",  # MaxSubmitJobsPerUser of the QOS
+        "AssocMaxSubmitJobLimit",  # MaxSubmitJobs of the user's association
+        "QOSGrpSubmitJobsLimit",  # GrpSubmitJobs of the QOS
+        "AssocGrpSubmitJobsLimit",  # GrpSubmitJobs of an association
+        "MaxSubmitJobsPerAccount",  # MaxSubmitJobsPerAccount of the QOS
+    }
+)
+# ESLURM_ACCOUNTING_POLICY's text (src/common/slurm_errno.c), the same for every limit
+ACCOUNTING_POLICY = "Job violates accounting/QOS policy"
 
 
 class SubmitLimit(SlurmProblem):
@@ -42,12 +58,18 @@ class NotYet(Exception):
 
 
 def sbatch_refusal(stderr: str) -> SlurmProblem:
-    """sbatch's refusal as one line with every error it printed (the limit Slurm names comes on
-    a line before "Batch job submission failed"); SubmitLimit for a full queue."""
+    """sbatch's refusal as one line with every error it printed. SubmitLimit when the user's
+    queue is full (the refused jobs can go in once jobs end): its ``limit`` is the one Slurm
+    named on a line before "Batch job submission failed", "" when sbatch gave only
+    ESLURM_ACCOUNTING_POLICY's text (a job_submit plugin's refusal, or a Slurm that sends no
+    reason)."""
     said = [line.split("error:", 1)[1].strip() for line in stderr.splitlines() if "error:" in line]
     message = f"omnibio_slurm: sbatch failed: {'; '.join(said) or first_error_line(stderr)}"[:400]
-    limit = submit_refusal(stderr)
-    return SubmitLimit(message, limit) if limit is not None else SlurmProblem(message)
+    named = [reason for reason in said if ACCOUNTING_POLICY not in reason]
+    limit = next((name for name in named if name in SUBMIT_LIMITS), None if named else "")
+    if ACCOUNTING_POLICY in stderr and limit is not None:
+        return SubmitLimit(message, limit)
+    return SlurmProblem(message)
 
 
 @dataclass(eq=False)
@@ -66,27 +88,23 @@ def slurm_handle(record: Submitted) -> str:
     return record.memo.slurm if isinstance(record.memo, Held) else record.handle
 
 
+@dataclass(eq=False)
 class HeldSubmissions:
-    def __init__(
-        self,
-        sbatch: Callable[[Sequence[SlurmRequest]], list[str]],
-        logger: logging.Logger,
-        background: bool = True,
-    ) -> None:
-        """``sbatch`` sends equal-option requests as one job or array and returns their handles,
-        raising SubmitLimit for a full queue. ``background``: a thread sends the held requests
-        (tests call ``resend``)."""
-        self._sbatch = sbatch
-        self._logger = logger
-        self._background = background
-        self._cond = threading.Condition()
-        self._queue: list[Held] = []  # held and not sent yet, in order
-        self._numbers = itertools.count(1)
-        self._ended = 0  # attempts released since the last try
-        self._sent = 0  # jobs of this run Slurm holds: sent, not released
-        self._limit = ""
-        self._thread: threading.Thread | None = None
-        self._stopped = False
+    """``sbatch`` sends equal-option requests as one job or array and returns their handles,
+    raising SubmitLimit for a full queue. ``background``: a thread sends the held requests (tests
+    call ``resend``)."""
+
+    sbatch: Callable[[Sequence[SlurmRequest]], list[str]]
+    logger: logging.Logger
+    background: bool = True
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _queue: list[Held] = field(default_factory=list)  # held and not sent yet, in order
+    _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _ended: int = 0  # attempts released since the last try
+    _sent: int = 0  # jobs of this run Slurm holds: sent, not released
+    _limit: str = ""
+    _thread: threading.Thread | None = None
+    _stopped: bool = False
 
     def submit(self, requests: Sequence[SlurmRequest]) -> list[Accepted]:
         """The requests as Slurm took them (one sbatch), or all held behind those held already
@@ -95,7 +113,7 @@ class HeldSubmissions:
             waiting = bool(self._queue)
         if not waiting:  # else keep the order, and spare Slurm a refused sbatch
             try:
-                handles = self._sbatch(requests)
+                handles = self.sbatch(requests)
             except SubmitLimit as exn:
                 if not self._full(exn):
                     raise
@@ -108,11 +126,11 @@ class HeldSubmissions:
             first, self._queue = not self._queue, self._queue + entries
             if first:
                 self._ended = 0  # releases before the queue filled opened no room since
-            if self._background and self._thread is None:
+            if self.background and self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="slurm-held", daemon=True)
                 self._thread.start()
         if first:
-            self._logger.log(
+            self.logger.log(
                 NOTICE_LEVEL,
                 _(
                     "omnibio_slurm: Slurm's submit limit is reached; holding submissions "
@@ -138,12 +156,10 @@ class HeldSubmissions:
                     break
                 entry = self._queue[0]
             try:
-                [entry.slurm] = self._sbatch([entry.request])
-            except SubmitLimit as exn:
-                if self._full(exn):
+                [entry.slurm] = self.sbatch([entry.request])
+            except SlurmProblem as exn:  # the queue is full again, or Slurm refused it for another
+                if isinstance(exn, SubmitLimit) and self._full(exn):  # reason when its turn came
                     break
-                entry.error = str(exn)
-            except SlurmProblem as exn:  # its turn came, and Slurm refused it for another reason
                 entry.error = str(exn)
             with self._cond:
                 self._queue = [e for e in self._queue if e is not entry]
@@ -151,9 +167,9 @@ class HeldSubmissions:
                 emptied = not self._queue
             if entry.slurm:
                 sent += 1
-                self._logger.info(_("Slurm job", id=entry.slurm, held=entry.handle))
+                self.logger.info(_("Slurm job", id=entry.slurm, held=entry.handle))
             if emptied:
-                self._logger.log(NOTICE_LEVEL, _("omnibio_slurm: no submission is held now"))
+                self.logger.log(NOTICE_LEVEL, _("omnibio_slurm: no submission is held now"))
         return sent
 
     def _loop(self) -> None:
@@ -172,7 +188,7 @@ class HeldSubmissions:
 
     def _verdict(self, exn: Exception) -> float:
         if not isinstance(exn, NotYet):  # a Slurm that does not answer: try again later
-            self._logger.warning(
+            self.logger.warning(
                 _("omnibio_slurm: sending held submissions failed", error=str(exn)[:300])
             )
         return HOLD_RETRY

@@ -9,7 +9,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..base import Phase, Status
 from ..jobscript import MISSING_FILESYSTEM_EXIT, ExitRecord
@@ -103,40 +103,6 @@ AT_A_LIMIT = re.compile(
     r"|Max\w+PerAccount|JobArrayTaskLimit|Association(?:Job|Resource|Time)Limit"
     r"|QOS(?:Job|Resource|Time)Limit|QOSUsageThreshold|AccountingPolicy)$"
 )
-# sbatch refused because the queue of the user (association, account, QOS) is full: slurmctld's
-# _job_create (src/slurmctld/job_mgr.c) answers ESLURM_ACCOUNTING_POLICY with the reason as the
-# message, which sbatch prints as "sbatch: error: <reason>" (_unpack_return_code2_msg,
-# src/common/slurm_protocol_pack.c) before "Batch job submission failed: <strerror>". These are
-# the reasons acct_policy_validate() gives for the submit counts (src/slurmctld/acct_policy.c),
-# which count each element of an array.
-SUBMIT_LIMITS = frozenset(
-    {
-        "QOSMaxSubmitJobPerUserLimit",  # MaxSubmitJobsPerUser of the QOS
-        "AssocMaxSubmitJobLimit",  # MaxSubmitJobs of the user's association
-        "QOSGrpSubmitJobsLimit",  # GrpSubmitJobs of the QOS
-        "AssocGrpSubmitJobsLimit",  # GrpSubmitJobs of an association
-        "MaxSubmitJobsPerAccount",  # MaxSubmitJobsPerAccount of the QOS
-    }
-)
-# ESLURM_ACCOUNTING_POLICY's text (src/common/slurm_errno.c), the same for every limit
-ACCOUNTING_POLICY = "Job violates accounting/QOS policy"
-
-
-def submit_refusal(stderr: str) -> str | None:
-    """The limit sbatch was refused for when the user's queue is full (the refused jobs can go in
-    once jobs end); "" when sbatch gave only ESLURM_ACCOUNTING_POLICY's text, naming no limit (a
-    job_submit plugin's refusal, or a Slurm that sends no reason); None for any other refusal."""
-    if ACCOUNTING_POLICY not in stderr:
-        return None
-    named = [
-        line.split("error:", 1)[1].strip()
-        for line in stderr.splitlines()
-        if "error:" in line and ACCOUNTING_POLICY not in line
-    ]
-    limits = [name for name in named if name in SUBMIT_LIMITS]
-    if limits:
-        return limits[0]
-    return None if named else ""
 
 
 @dataclass(frozen=True)
@@ -158,11 +124,12 @@ def waits_at_limit(job: SlurmJob) -> bool:
     return job.state == "PENDING" and bool(AT_A_LIMIT.match(job.reason))
 
 
-def final(record: ExitRecord) -> bool:
-    """The element script's record alone says how the attempt ended; else Slurm's verdict on the
-    job counts: after a signal (scancel, Slurm's limit, preemption), or a container killed by a
-    signal for a reason we do not know (e.g. the cgroup's OOM killer under apptainer)."""
-    if record.signalled:
+def final(record: ExitRecord | None) -> TypeGuard[ExitRecord]:
+    """The element script's record alone says how the attempt ended; else (or without one)
+    Slurm's verdict on the job counts: after a signal (scancel, Slurm's limit, preemption), or a
+    container killed by a signal for a reason we do not know (e.g. the cgroup's OOM killer under
+    apptainer)."""
+    if record is None or record.signalled:
         return False
     return not (
         record.started and record.exit_code >= 128 and not record.oom and not record.timed_out
@@ -177,10 +144,7 @@ def parse_squeue(text: str) -> dict[str, SlurmJob]:
         if len(fields) < 5 or not fields[0]:
             continue
         job_id, state, raw, reason, end = fields[:5]
-        code = signal = None
-        if raw.isdigit():
-            status = int(raw)
-            code, signal = status >> 8, status & 0x7F
+        code, signal = (int(raw) >> 8, int(raw) & 0x7F) if raw.isdigit() else (None, None)
         state = state.upper()
         ended = wall_time(end) if state not in WAITING | ALLOCATED else None
         jobs[job_id] = SlurmJob(job_id, state, code, signal or None, reason, ended_at=ended)
@@ -269,15 +233,11 @@ class Context:
     node_path: str = ""  # where the node should find the element's files
 
 
-def time_limit_error(context: Context, said: str) -> Status:
-    """Ended at its time limit: the lifecycle words the error, naming the limit."""
-    return Status(Phase.DONE, timed_out=True, reason=f"{context.where}: {said}")
-
-
 def from_record(record: ExitRecord, context: Context, state: str = "") -> Status:
     """The attempt's end as its own script recorded it."""
-    if record.timed_out:
-        return time_limit_error(context, "stopped by its script at the time limit")
+    if record.timed_out:  # the lifecycle words the error, naming the limit
+        reason = f"{context.where}: stopped by its script at the time limit"
+        return Status(Phase.DONE, timed_out=True, reason=reason)
     if not record.started:
         lines = [line.strip() for line in context.log_tail.splitlines() if line.strip()]
         said = [line for line in lines if "error" in line.lower()] or lines
@@ -374,7 +334,7 @@ def verdict(
 ) -> Status | None:
     """A final record is the container's own exit. Otherwise Slurm's verdicts on how a job ended
     (preemption, node loss, its time limit, OOM, a cancellation) come first."""
-    if record and final(record):
+    if final(record):
         return from_record(record, context, job.state if job else "")
     if job is None:
         if record:
@@ -397,15 +357,10 @@ def verdict(
     if state in INTERRUPTED:
         return Status(Phase.DONE, interrupted=True, reason=f"{context.where} ended {state}")
     if state == TIMEOUT:
-        return time_limit_error(context, "Slurm ended it TIMEOUT")
+        return Status(Phase.DONE, timed_out=True, reason=f"{context.where}: Slurm ended it TIMEOUT")
     if state == CANCELLED:
-        if context.cancelled_by_us:
-            return Status(Phase.DONE, error=f"{context.where} was cancelled", reason=state)
-        return Status(
-            Phase.DONE,
-            error=f"{context.where} was cancelled outside this run (scancel by a user or admin)",
-            reason=state,
-        )
+        by = "" if context.cancelled_by_us else " outside this run (scancel by a user or admin)"
+        return Status(Phase.DONE, error=f"{context.where} was cancelled{by}", reason=state)
     if state == OUT_OF_MEMORY:
         code = record.exit_code if record else (job.exit_code or 137)
         return Status(Phase.DONE, exit_code=code, oom=True, reason=state)

@@ -26,6 +26,9 @@ from .settings import SlurmSettings
 EXIT_NO_ELEMENT = 98
 # where a docker or podman container sees its attemptN.usage (a bind of the one file)
 USAGE_PATH = "/.omnibio_usage"
+# words of oci_run the script expands, as shell words already; $GPU_OPTIONS unquoted on purpose:
+# zero or more words
+NAME, USAGE_BIND, GPU_OPTIONS = '"$NAME"', f'"$USAGE:{USAGE_PATH}"', "$GPU_OPTIONS"
 
 
 @dataclass(frozen=True)
@@ -146,13 +149,6 @@ def job_name(requests: Sequence[SlurmRequest]) -> str:
     return f"{first.workflow_run}.{task}[{len(requests)}]"
 
 
-def job_comment(requests: Sequence[SlurmRequest], launcher: str) -> str:
-    """For accounting (sacct -o Comment): the run, the call(s) and this process's launcher id."""
-    first = requests[0]
-    calls = first.call if len(requests) == 1 else f"{len(requests)} calls"
-    return f"omnibio run={first.workflow_run} call={calls} launcher={launcher}"
-
-
 def env_file(attempt: TaskAttempt, runtime: str) -> str:
     """The task's environment as shell exports; apptainer takes it as APPTAINERENV_<name>."""
     prefix = "APPTAINERENV_" if runtime == "apptainer" else ""
@@ -162,27 +158,24 @@ def env_file(attempt: TaskAttempt, runtime: str) -> str:
     )
 
 
-def _binds(mounts: Sequence[Mount], settings: SlurmSettings) -> list[tuple[str, str, bool]]:
-    return [
-        (
-            node_path(m.host_path, settings.host_root, settings.node_root),
-            m.container_path,
-            m.read_only,
-        )
-        for m in mounts
-    ]
+def _binds(flag: str, mounts: Sequence[Mount], settings: SlurmSettings) -> list[str]:
+    """``flag source:target[:ro]`` per mount, the source as the nodes see it."""
+    binds = []
+    for m in mounts:
+        source = node_path(m.host_path, settings.host_root, settings.node_root)
+        binds += [flag, f"{source}:{m.container_path}" + (":ro" if m.read_only else "")]
+    return binds
 
 
 def oci_run(attempt: TaskAttempt, settings: SlurmSettings) -> list[str]:
     """``docker|podman run -d`` of the attempt (the script waits, inspects and removes it)."""
     tool = settings.runtime
     memory = memory_bytes(attempt, settings.default_memory)
-    argv = [tool, "run", "-d", "--name", "$NAME", "--log-driver=none"]
+    argv = [tool, "run", "-d", "--name", NAME, "--log-driver=none"]
     argv += ["--label", f"omnibio.run_id={attempt.run_id}"]
     argv += [f"--cpus={attempt.resources.cpu}", f"--memory={memory}", f"--memory-swap={memory}"]
-    for source, target, read_only in _binds(attempt.mounts, settings):
-        argv += ["-v", f"{source}:{target}" + (":ro" if read_only else "")]
-    argv += ["-v", f"$USAGE:{USAGE_PATH}", "-w", attempt.workdir]
+    argv += _binds("-v", attempt.mounts, settings)
+    argv += ["-v", USAGE_BIND, "-w", attempt.workdir]
     for name in sorted(attempt.env):
         argv += ["-e", name]  # the value comes from the script's environment (attemptN.env)
     if attempt.user:
@@ -190,7 +183,7 @@ def oci_run(attempt: TaskAttempt, settings: SlurmSettings) -> list[str]:
     if attempt.privileged:
         argv.append("--privileged")
     if attempt.resources.gpu:
-        argv.append("$GPU_OPTIONS")
+        argv.append(GPU_OPTIONS)
     return argv + [*settings.runtime_options, attempt.image, *measured(attempt.argv)]
 
 
@@ -214,26 +207,16 @@ def apptainer_image(image: str) -> str:
 def apptainer_exec(attempt: TaskAttempt, settings: SlurmSettings) -> list[str]:
     """``apptainer exec`` of the attempt: runs in the job itself, Slurm's cgroup limits it."""
     argv = ["apptainer", "exec", "--cleanenv", "--no-home", "--pwd", attempt.workdir]
-    for source, target, read_only in _binds(attempt.mounts, settings):
-        argv += ["--bind", f"{source}:{target}" + (":ro" if read_only else "")]
+    argv += _binds("--bind", attempt.mounts, settings)
     if attempt.resources.gpu:
         argv.append("--nv")
     return argv + [*settings.runtime_options, apptainer_image(attempt.image), *attempt.argv]
 
 
 def _words(argv: Sequence[str]) -> str:
-    """Shell words; $NAME and $GPU_OPTIONS stay expansions the script fills in."""
-    out = []
-    for word in argv:
-        if word == "$NAME":
-            out.append('"$NAME"')
-        elif word == f"$USAGE:{USAGE_PATH}":
-            out.append(f'"$USAGE:{USAGE_PATH}"')
-        elif word == "$GPU_OPTIONS":
-            out.append("$GPU_OPTIONS")  # unquoted on purpose: zero or more words
-        else:
-            out.append(shlex.quote(word))
-    return " ".join(out)
+    return " ".join(
+        word if word in (NAME, USAGE_BIND, GPU_OPTIONS) else shlex.quote(word) for word in argv
+    )
 
 
 # The element script. It writes the attempt's exit record (jobscript: empty while the job runs,
@@ -365,23 +348,19 @@ def element_script(attempt: TaskAttempt, settings: SlurmSettings, files: Element
     )
 
 
-def element_files(attempt: TaskAttempt, settings: SlurmSettings) -> ElementFiles:
+def translate(
+    attempt: TaskAttempt, settings: SlurmSettings, overrides: dict[str, str]
+) -> SlurmRequest:
+    """The attempt as a Slurm request (pure: the engine writes the files when it submits)."""
     host_dir = os.path.join(attempt.host_dir, "slurm")
     record = exit_record(attempt.host_dir, attempt.attempt)
-    return ElementFiles(
+    files = ElementFiles(
         host_dir,
         node_path(host_dir, settings.host_root, settings.node_root),
         f"attempt{attempt.attempt}",
         record,
         node_path(record, settings.host_root, settings.node_root),
     )
-
-
-def translate(
-    attempt: TaskAttempt, settings: SlurmSettings, overrides: dict[str, str]
-) -> SlurmRequest:
-    """The attempt as a Slurm request (pure: the engine writes the files when it submits)."""
-    files = element_files(attempt, settings)
     return SlurmRequest(
         run_id=attempt.run_id,
         workflow_run=attempt.tags.get(TAG_RUN, attempt.workflow_run),
@@ -424,21 +403,20 @@ def batch_script(requests: Sequence[SlurmRequest]) -> str:
     return "\n".join(lines)
 
 
-def common_dir(requests: Sequence[SlurmRequest]) -> str:
-    """The job's --chdir: the task's work directory; an array's, the deepest directory holding
-    every element's (each element's script then changes into its own)."""
-    return os.path.commonpath([r.work_dir for r in requests])
-
-
 def sbatch_argv(requests: Sequence[SlurmRequest], launcher: str) -> list[str]:
     """sbatch for one or more requests with equal options (--array when more than one)."""
-    argv = ["sbatch", "--parsable", *requests[0].options]
+    first = requests[0]
+    argv = ["sbatch", "--parsable", *first.options]
     if len(requests) > 1:
         argv.append(f"--array=0-{len(requests) - 1}")
+    calls = first.call if len(requests) == 1 else f"{len(requests)} calls"
     return argv + [
         f"--job-name={job_name(requests)}",
-        f"--comment={job_comment(requests, launcher)}",
-        f"--chdir={common_dir(requests)}",
+        # for accounting (sacct -o Comment), and the search for jobs of dead launchers
+        f"--comment=omnibio run={first.workflow_run} call={calls} launcher={launcher}",
+        # the task's work directory; an array's, the deepest directory holding every element's
+        # (each element's script then changes into its own)
+        f"--chdir={os.path.commonpath([r.work_dir for r in requests])}",
         # each element's script writes its own attemptN.log; the batch script says nothing
         "--output=/dev/null",
         "--error=/dev/null",
