@@ -15,7 +15,7 @@ Layout below the staging prefix, per miniwdl process: ``<run>/files/<sha256>``,
 import hashlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from WDL import Error
@@ -74,15 +74,7 @@ def cached_url(host_path: str, cache_dir: str) -> str | None:
     if len(parts) != 5 or parts[0] not in ("files", "dirs") or not parts[3].startswith("_"):
         return None
     _kind, scheme, netloc, encoded, name = parts
-    directory, i = [], 1
-    while i < len(encoded):
-        if encoded.startswith("__", i):
-            directory.append("_")
-            i += 2
-        else:
-            directory.append("/" if encoded[i] == "_" else encoded[i])
-            i += 1
-    path = "".join(directory).strip("/")
+    path = "_".join(part.replace("_", "/") for part in encoded[1:].split("__")).strip("/")
     return f"{scheme}://{netloc}/{path + '/' if path else ''}{name}"
 
 
@@ -126,7 +118,6 @@ class Stager:
     def __init__(self, store: ObjectStore, cache_dir: str | None) -> None:
         self.store = store
         self.cache_dir = cache_dir
-        self.uploads = 0  # objects this process uploaded (tests and logs read it)
         self._lock = threading.Lock()
         self._busy: dict[str, threading.Lock] = {}  # one lock per digest being staged
         self._digests: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime)
@@ -173,8 +164,6 @@ class Stager:
                     self.store.put(path, target)
                 if directory:
                     self.store.put_bytes(b"", marker)  # the directory is complete
-                with self._lock:
-                    self.uploads += len(uploads)
         return self.store.url(key), directory
 
     def pass_through(self, host_path: str, directory: bool) -> str | None:
@@ -196,7 +185,9 @@ class Stager:
             return None
 
     def collect(self, outputs: Sequence[Output]) -> list[str]:
-        """Download every output into the run directory; returns the outputs not found."""
+        """Download every output into the run directory; returns the outputs not found. Never
+        a path outside a directory output, never miniwdl's input mount points below it (the
+        host has the inputs themselves)."""
         missing = []
         for output in outputs:
             if not output.directory:
@@ -205,18 +196,14 @@ class Stager:
                 except FileNotFoundError:
                     missing.append(output.container_path)
                 continue
-            for key, target in self._below(output):
+            for key in self.store.keys(output.key):
+                relative = key[len(output.key) + 1 :]
+                target = os.path.join(output.host_path, relative)
+                if relative.split("/")[0] == MINIWDL_INPUTS:
+                    continue
+                if not path_really_within(target, output.host_path):
+                    raise Error.RuntimeError(
+                        f"omnibio_tes: staged output {key} escapes its directory"
+                    )
                 self.store.get(key, target)
         return missing
-
-    def _below(self, output: Output) -> Iterator[tuple[str, str]]:
-        """(key, host path) of each object of a directory output; never a path outside it, never
-        miniwdl's input mount points (the host has the inputs themselves)."""
-        for key in self.store.keys(output.key):
-            relative = key[len(output.key) + 1 :]
-            if relative.split("/")[0] == MINIWDL_INPUTS:
-                continue
-            target = os.path.join(output.host_path, relative)
-            if not path_really_within(target, output.host_path):
-                raise Error.RuntimeError(f"omnibio_tes: staged output {key} escapes its directory")
-            yield key, target
