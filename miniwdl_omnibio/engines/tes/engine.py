@@ -1,23 +1,19 @@
 """omnibio_tes: each task attempt is one GA4GH TES v1.1 task with one executor.
 
 Staging mode (the default, as TES servers work: Funnel, TESK, poiesis, TES on Azure): inputs go
-to the server as URLs in the ``staging_uri`` object store, the command as ``content``; the
-working directory and streams come back as outputs, downloaded into the run directory when
-the task has ended (``collect``), before miniwdl reads them. Shared-filesystem mode (opt-in,
-``mount_path``): the workers mount the run directories' filesystem, so nothing moves; a probe
+to the server as URLs in the ``staging_uri`` object store, the command as ``content``; outputs
+are downloaded into the run directory when the task has ended (``collect``). Shared-filesystem
+mode (opt-in, ``mount_path``): the workers mount the run directories, so nothing moves; a probe
 task proves it at start. This module does the I/O: ``translate.py`` and ``status.py`` are pure.
 
 Status costs one MINIMAL list per waiting or running state per poll, filtered by this process's
-launcher tag: finished tasks are never listed again. A task that no longer shows in those lists
-is fetched alone in FULL view, once, for its end state, exit code and logs. No look is costlier
-than another, so every poll is a full one (``sweep_seconds`` None).
+launcher tag, so finished tasks are never listed again; a task in no list is fetched alone in
+FULL view. No look is costlier than another: every poll is a full one (``sweep_seconds`` None).
 
-A server's list filters are never trusted: TESK ignores every filter but the page and the view
-(tesk-api ``TesServiceImpl.listTasks``; the Python TESK's ``list_tasks.py``), so a list "by our
-launcher tag" can hold everyone's tasks. Before it adopts or cancels a listed task, the engine
-reads the task's own tags (BASIC view). Once a list shows a task outside its filter (another
-state, or a task whose own tags are not this process's), polls GET each outstanding task in
-MINIMAL view instead: requests per poll stay one per task this process waits for.
+List filters are never trusted: TESK ignores every filter but the page and the view (tesk-api
+``TesServiceImpl.listTasks``; the Python TESK's ``list_tasks.py``). A listed task is adopted or
+cancelled only by its own tags (BASIC view); once a list shows a task outside its filter, polls
+GET each outstanding task (MINIMAL) instead: one request per task this process waits for.
 """
 
 import logging
@@ -54,8 +50,7 @@ from .translate import (
 class TesEngine(Engine[TesRequest]):
     section = "omnibio_tes"
     runtime_keys = ("omnibio_backend_parameters",)
-    # disk_gb is a request the server may or may not honour: a value with no size is warned
-    # about and left out, as on every backend (miniwdl parity: disks: "ignored" runs)
+    # disk_gb: a request the server may not honour; container.py warns of an unsized value
 
     def __init__(
         self,
@@ -144,12 +139,15 @@ class TesEngine(Engine[TesRequest]):
     # --- the attempt -----------------------------------------------------------------------
 
     def submit(self, request: TesRequest, logger: logging.Logger) -> Accepted:
-        for note in request.notes:
-            self._warn_once(logger, note)
+        with self._lock:  # each note once per process
+            notes = [note for note in request.notes if note not in self._warned]
+            self._warned.update(notes)
+            if request.staging:
+                self._run_keys.add(request.run_key)
+        for note in notes:
+            logger.warning(note)
         document = request.task.as_dict()
         if request.staging:
-            with self._lock:
-                self._run_keys.add(request.run_key)
             document.update(self.stage_inputs(request.staging, request.run_key, document))
         handle = self.create_once(document, request.task.name, logger)
         logger.info(_("TES task", id=handle, url=self.client.api))
@@ -248,14 +246,8 @@ class TesEngine(Engine[TesRequest]):
             if self.ignoring is not None:
                 return
             self.ignoring = evidence
-        self.logger.log(
-            NOTICE_LEVEL,
-            _(
-                "the TES server ignores list filters; status polls get each task alone",
-                url=self.client.api,
-                evidence=evidence,
-            ),
-        )
+        message = "the TES server ignores list filters; status polls get each task alone"
+        self.logger.log(NOTICE_LEVEL, _(message, url=self.client.api, evidence=evidence))
 
     def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
         """One MINIMAL list per state a task waits or runs in, or (the server ignores filters)
@@ -280,14 +272,11 @@ class TesEngine(Engine[TesRequest]):
 
     def listed_states(self, handles: set[str]) -> dict[str, str] | None:
         """The states of the tasks listed by state and launcher tag; None when a list holds a
-        task outside its filter (the server ignores it). A listed task no record names is read
-        once by its own tags (BASIC): a task of ours whose create answer was lost, or
-        another client's."""
+        task outside its filter. A listed task no record names is read once by its own tags."""
         states: dict[str, str] = {}
+        tags, page_size = self.launcher_tags(), self.settings.page_size
         for listed in LISTED_STATES:
-            for task in self.client.list_tasks(
-                self.launcher_tags(), state=listed, page_size=self.settings.page_size, again=False
-            ):
+            for task in self.client.list_tasks(tags, listed, page_size=page_size, again=False):
                 task_id, state = task["id"], state_of(task)
                 if state != listed:
                     self.filters_ignored(f"listed task {task_id} {state} as {listed}")
@@ -350,31 +339,17 @@ class TesEngine(Engine[TesRequest]):
         try:  # every listed task where the server ignores filters, each checked by its own tags
             active = [str(t["id"]) for t in self.own_tasks() if state_of(t) in ACTIVE_STATES]
         except Exception as exn:
-            logger.warning(
-                _(
-                    "could not list this run's TES tasks at shutdown",
-                    url=self.client.api,
-                    error=str(exn)[:300],
-                )
-            )
+            message = "could not list this run's TES tasks at shutdown"
+            logger.warning(_(message, url=self.client.api, error=str(exn)[:300]))
         for handle in sorted(active):
             self.cancel_task(handle, logger)
         if not self.stager or self.settings.keep_staged:
             return
-        with self._lock:
-            run_keys = sorted(self._run_keys)
-        for run_key in run_keys:
+        for run_key in sorted(self._run_keys):  # every attempt was cancelled: none adds one
             try:
                 self.stager.store.delete_below(self.stager.store.key(run_key))
             except Exception as exn:  # at exit: whatever goes wrong, say so and go on
                 logger.warning(_("could not remove staged objects", key=run_key, error=str(exn)))
-
-    def _warn_once(self, logger: logging.Logger, message: str) -> None:
-        with self._lock:
-            if message in self._warned:
-                return
-            self._warned.add(message)
-        logger.warning(message)
 
 
 def open_stager(cfg: miniwdl_config.Loader, settings: TesSettings) -> Stager:

@@ -10,11 +10,12 @@ import os
 import shutil
 import time
 import uuid
+from functools import partial
 
 import tes
 
 from ...placement.sharedfs import SharedFilesystem
-from .client import Refused, TesClient, TesProblem
+from .client import TesClient, TesProblem
 from .status import ACTIVE_STATES, state_of, task_status
 
 
@@ -60,11 +61,8 @@ def probe(
 
 def _run(client: TesClient, task: tes.Task, timeout: float) -> str:
     """Create the task and wait for its end (cancelled after ``timeout`` seconds)."""
-    try:
-        task_id = client.create(task.as_dict())
-    except Refused as refused:
-        action = "create the shared-filesystem probe task"
-        raise TesProblem(client.describe(refused, action)) from None
+    action = "create the shared-filesystem probe task"
+    task_id = client.retried(partial(client.create, task.as_dict()), action, again=False)
     deadline = time.monotonic() + timeout
     state = "UNKNOWN"
     while time.monotonic() < deadline:

@@ -53,12 +53,8 @@ class StagePlan:
 
 def tree_files(root: str) -> list[tuple[str, str]]:
     """(relative path, absolute path) of every file below ``root``, sorted."""
-    found = []
-    for current, _dirs, files in os.walk(root):
-        for name in files:
-            path = os.path.join(current, name)
-            found.append((os.path.relpath(path, root), path))
-    return sorted(found)
+    paths = [os.path.join(where, name) for where, _dirs, files in os.walk(root) for name in files]
+    return sorted((os.path.relpath(path, root), path) for path in paths)
 
 
 def cached_url(host_path: str, cache_dir: str) -> str | None:
@@ -118,24 +114,16 @@ class Stager:
     def __init__(self, store: ObjectStore, cache_dir: str | None) -> None:
         self.store = store
         self.cache_dir = cache_dir
-        self._lock = threading.Lock()
-        self._busy: dict[str, threading.Lock] = {}  # one lock per digest being staged
+        # one lock per digest being staged; single dict operations need no lock of their own
+        self._busy: dict[str, threading.Lock] = {}
         self._digests: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime)
 
     def _digest(self, path: str) -> str:
         info = os.stat(path)
         memo = (os.path.abspath(path), info.st_ino, info.st_size, info.st_mtime_ns)
-        with self._lock:
-            known = self._digests.get(memo)
-        if known is None:
-            _size, known = file_digest(path)
-            with self._lock:
-                self._digests[memo] = known
-        return known
-
-    def _exclusive(self, digest: str) -> threading.Lock:
-        with self._lock:
-            return self._busy.setdefault(digest, threading.Lock())
+        if memo not in self._digests:  # two threads may hash it both, once each
+            self._digests[memo] = file_digest(path)[1]
+        return self._digests[memo]
 
     def stage(self, host_path: str, run_key: str) -> tuple[str | None, bool]:
         """(URL, is a directory) of an input: passed through, or uploaded unless the same
@@ -158,7 +146,7 @@ class Stager:
             digest = self._digest(host_path)
             key = marker = self.store.key(run_key, "files", digest)
             uploads = [(host_path, key)]
-        with self._exclusive(digest):
+        with self._busy.setdefault(digest, threading.Lock()):
             if self.store.size(marker) is None:
                 for path, target in uploads:
                     self.store.put(path, target)
@@ -169,18 +157,16 @@ class Stager:
     def pass_through(self, host_path: str, directory: bool) -> str | None:
         """The URL of an input miniwdl downloaded into its cache from this very store, when the
         object there still matches the local copy."""
-        if not self.cache_dir:
-            return None
-        url = cached_url(host_path, self.cache_dir)
+        url = cached_url(host_path, self.cache_dir) if self.cache_dir else None
         key = self.store.key_of(url) if url else None
         if url is None or key is None:
             return None
         try:
             if not directory:
                 return url if self.store.size(key) == os.path.getsize(host_path) else None
-            local = {rel: os.path.getsize(path) for rel, path in tree_files(host_path)}
+            local = {relative for relative, _path in tree_files(host_path)}
             remote = {k[len(key) + 1 :] for k in self.store.keys(key)}
-            return url if local and set(local) == remote else None
+            return url if local and local == remote else None
         except StoreError:
             return None
 
