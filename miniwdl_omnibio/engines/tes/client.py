@@ -171,9 +171,7 @@ class TesClient:
                 self.base = base
                 info = self.send("GET", "/service-info")
             except Refused as refused:
-                if refused.status in (404, 405) or (
-                    refused.status is not None and refused.said == "the answer is not JSON"
-                ):
+                if refused.status in (404, 405) or refused.said == "the answer is not JSON":
                     tried.append(f"{where} (HTTP {refused.status})")
                     continue
                 raise TesProblem(self.describe(refused, f"read {where}")) from None
