@@ -125,9 +125,7 @@ def merge_parameters(base: Mapping[str, str], override: Mapping[str, str]) -> di
 
 def gigabytes(size: int | None) -> float | None:
     """TES sizes are in GB; rounding up to the MB never grants less than asked."""
-    if not size:
-        return None
-    return -(-size // 1_000_000) / 1000
+    return -(-size // 1_000_000) / 1000 if size else None
 
 
 def staged_command(attempt: TaskAttempt, plan: StagePlan) -> list[str]:
@@ -136,12 +134,8 @@ def staged_command(attempt: TaskAttempt, plan: StagePlan) -> list[str]:
     exits with, drop the input copies below the working directory (it is an output; the host
     has the inputs) and repeat the end of stderr on the executor's stderr."""
     stderr = next(o.container_path for o in plan.outputs if o.host_path == attempt.stderr_path)
-    directories = sorted(
-        {
-            o.container_path if o.directory else posixpath.dirname(o.container_path)
-            for o in plan.outputs
-        }
-    )
+    paths = [(output.container_path, output.directory) for output in plan.outputs]
+    directories = sorted({path if is_dir else posixpath.dirname(path) for path, is_dir in paths})
     inputs = shlex.quote(f"{attempt.workdir}/{MINIWDL_INPUTS}")
     script = (
         f"mkdir -p {shlex.join(directories)} 2>/dev/null; "
