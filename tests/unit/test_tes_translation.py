@@ -16,14 +16,11 @@ from miniwdl_omnibio.engines.tes.settings import TesSettings
 from miniwdl_omnibio.engines.tes.status import task_status
 from miniwdl_omnibio.engines.tes.translate import (
     LAUNCHER_TAG,
-    check_shared_mounts,
     gigabytes,
     merge_parameters,
 )
-from miniwdl_omnibio.placement.sharedfs import SharedFilesystem
 
 LOG = logging.getLogger("test")
-FS = SharedFilesystem(host_root="/host/shared", container_root="/shared", readonly_root="/ro")
 
 
 def _engine(monkeypatch, info=None, **keys):
@@ -140,11 +137,7 @@ def test_settings_errors_name_the_key(monkeypatch, key, value, message):
     assert f"[omnibio_tes] {key}" in str(caught.value)
 
 
-def test_mounts_and_sizes():
-    check_shared_mounts((Mount("/host/shared", "/shared", False),), FS)
-    check_shared_mounts((Mount("/host/shared", "/ro", True),), FS)
-    with pytest.raises(Error.RuntimeError, match="only at \\[omnibio_tes\\] mount_path"):
-        check_shared_mounts((Mount("/host/shared/wf", "/work", False),), FS)
+def test_sizes():
     assert gigabytes(None) is None and gigabytes(1) == 0.001 and gigabytes(2 * 10**9) == 2.0
 
 

@@ -7,10 +7,11 @@ a create is sent once (the engine decides whether to send it again), answers are
 JSON where unknown fields never matter, and tag filters go as interleaved pairs.
 """
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
@@ -56,7 +57,7 @@ class Refused(Exception):
 def worth_retrying(exn: Exception) -> float | bool:
     """retrying's verdict on a failed request: ask again while the server is throttling, busy or
     silent, after its Retry-After if it gave one."""
-    if not isinstance(exn, Refused) or not (exn.status is None or exn.status in RETRY_STATUSES):
+    if not isinstance(exn, Refused) or exn.status not in (None, *RETRY_STATUSES):
         return False
     return True if exn.retry_after is None else exn.retry_after
 
@@ -70,36 +71,26 @@ def _retry_after(response: requests.Response) -> float | None:
 
 def _said(response: requests.Response) -> str:
     """The server's reason in one line: a JSON message, else the start of the body."""
-    text = " ".join(response.text.split())
-    try:
+    text = response.text
+    with contextlib.suppress(ValueError):
         body = response.json()
-    except ValueError:
-        return text[:300]
-    if isinstance(body, dict):
-        for key in ("message", "msg", "detail", "error", "title"):
-            if isinstance(body.get(key), str):
-                return " ".join(body[key].split())[:300]
-    return text[:300]
+        if isinstance(body, dict):
+            keys = ("message", "msg", "detail", "error", "title")
+            text = next((body[k] for k in keys if isinstance(body.get(k), str)), text)
+    return " ".join(text.split())[:300]
 
 
+@dataclass(eq=False)
 class TesClient:
     """One TES server. Thread-safe: each thread has its own HTTP session (keep-alive)."""
 
-    def __init__(
-        self,
-        root: str,
-        credentials: Credentials,
-        timeout: float,
-        max_retries: int,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.root = root.rstrip("/")
-        self.credentials = credentials
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.base: str | None = None  # set by service_info()
-        self.sleep = sleep
-        self._local = threading.local()
+    root: str  # the URL a user gave, without a trailing slash
+    credentials: Credentials
+    timeout: float
+    max_retries: int
+    sleep: Callable[[float], None] = time.sleep
+    base: str | None = None  # set by service_info()
+    _local: threading.local = field(default_factory=threading.local)
 
     @property
     def api(self) -> str:
@@ -108,13 +99,12 @@ class TesClient:
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
-            credentials = self.credentials
-            if credentials.user:
-                session.auth = (credentials.user, credentials.secret or "")
-            elif credentials.secret:
-                session.headers["Authorization"] = f"Bearer {credentials.secret}"
-            self._local.session = session
+            session = self._local.session = requests.Session()
+            user, secret = self.credentials.user, self.credentials.secret
+            if user:
+                session.auth = (user, secret or "")
+            elif secret:
+                session.headers["Authorization"] = f"Bearer {secret}"
         return session
 
     def send(
@@ -181,9 +171,7 @@ class TesClient:
                 self.base = base
                 info = self.send("GET", "/service-info")
             except Refused as refused:
-                if refused.status in (404, 405) or (
-                    refused.status is not None and refused.said == "the answer is not JSON"
-                ):
+                if refused.status in (404, 405) or refused.said == "the answer is not JSON":
                     tried.append(f"{where} (HTTP {refused.status})")
                     continue
                 raise TesProblem(self.describe(refused, f"read {where}")) from None
@@ -239,11 +227,9 @@ class TesClient:
         the spec shows and TES on Azure parses by position), page by page. Filters the server
         may ignore (TESK ignores all but the page and view): callers check what they get.
         ``again``: as in ``retried``."""
+        filters = [("state", state), ("name_prefix", name_prefix)]
         params = [("view", view), ("page_size", str(page_size))]
-        if state:
-            params.append(("state", state))
-        if name_prefix:
-            params.append(("name_prefix", name_prefix))
+        params += [(name, value) for name, value in filters if value]
         for key, value in tags:
             params += [("tag_key", key), ("tag_value", value)]
         token: str | None = None
@@ -251,11 +237,12 @@ class TesClient:
         while True:
             query = params + ([("page_token", token)] if token else [])
             page = self.retried(partial(self.send, "GET", "/tasks", query), "list tasks", again)
-            tasks = page.get("tasks") if isinstance(page, dict) else None
+            page = page if isinstance(page, dict) else {}
+            tasks = page.get("tasks")
             for task in tasks if isinstance(tasks, list) else []:
                 if isinstance(task, dict) and isinstance(task.get("id"), str):
                     yield task
-            token = page.get("next_page_token") if isinstance(page, dict) else None
+            token = page.get("next_page_token")
             if not isinstance(token, str) or not token or token in seen:
                 return  # the last page (or a server repeating a token: stop, do not loop)
             seen.add(token)

@@ -1,30 +1,26 @@
 """omnibio_tes: each task attempt is one GA4GH TES v1.1 task with one executor.
 
 Staging mode (the default, as TES servers work: Funnel, TESK, poiesis, TES on Azure): inputs go
-to the server as URLs in the ``staging_uri`` object store, the command as ``content``; the
-working directory and streams come back as outputs, downloaded into the run directory when
-the task has ended (``collect``), before miniwdl reads them. Shared-filesystem mode (opt-in,
-``mount_path``): the workers mount the run directories' filesystem, so nothing moves; a probe
+to the server as URLs in the ``staging_uri`` object store, the command as ``content``; outputs
+are downloaded into the run directory when the task has ended (``collect``). Shared-filesystem
+mode (opt-in, ``mount_path``): the workers mount the run directories, so nothing moves; a probe
 task proves it at start. This module does the I/O: ``translate.py`` and ``status.py`` are pure.
 
 Status costs one MINIMAL list per waiting or running state per poll, filtered by this process's
-launcher tag: finished tasks are never listed again. A task that no longer shows in those lists
-is fetched alone in FULL view, once, for its end state, exit code and logs. No look is costlier
-than another, so every poll is a full one (``sweep_seconds`` None).
+launcher tag, so finished tasks are never listed again; a task in no list is fetched alone in
+FULL view. No look is costlier than another: every poll is a full one (``sweep_seconds`` None).
 
-A server's list filters are never trusted: TESK ignores every filter but the page and the view
-(tesk-api ``TesServiceImpl.listTasks``; the Python TESK's ``list_tasks.py``), so a list "by our
-launcher tag" can hold everyone's tasks. Before it adopts or cancels a listed task, the engine
-reads the task's own tags (BASIC view). Once a list shows a task outside its filter (another
-state, or a task whose own tags are not this process's), polls GET each outstanding task in
-MINIMAL view instead: requests per poll stay one per task this process waits for.
+List filters are never trusted: TESK ignores every filter but the page and the view (tesk-api
+``TesServiceImpl.listTasks``; the Python TESK's ``list_tasks.py``). A listed task is adopted or
+cancelled only by its own tags (BASIC view); once a list shows a task outside its filter, polls
+GET each outstanding task (MINIMAL) instead: one request per task this process waits for.
 """
 
 import logging
 import os
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import tes
@@ -54,8 +50,7 @@ from .translate import (
 class TesEngine(Engine[TesRequest]):
     section = "omnibio_tes"
     runtime_keys = ("omnibio_backend_parameters",)
-    # disk_gb is a request the server may or may not honour: a value with no size is warned
-    # about and left out, as on every backend (miniwdl parity: disks: "ignored" runs)
+    # disk_gb: a request the server may not honour; container.py warns of an unsized value
 
     def __init__(
         self,
@@ -76,10 +71,8 @@ class TesEngine(Engine[TesRequest]):
         self.logger = logging.getLogger("omnibio_tes")  # start() passes the run's
         self._warned: set[str] = set()
         self._run_keys: set[str] = set()  # staged below these keys: removed at exit
-        # Listed tasks no record asked about (a create whose answer was lost after its retry
-        # looked; an attempt the tracker is done with that the server still runs) whose own
-        # tags carry this launcher: their tags are read once, not every poll. The records
-        # need no such check: the tracker's records are this process's tasks.
+        # listed tasks no record names (a create whose answer was lost after its retry looked,
+        # an attempt the tracker is done with) whose own tags carry this launcher: read once
         self._strays: set[str] = set()
         self._lock = threading.Lock()
 
@@ -109,7 +102,8 @@ class TesEngine(Engine[TesRequest]):
             logger.warning(problem)
         fs = settings.filesystem
         if fs:
-            probe(client, fs, settings.probe_image, settings.probe_timeout, engine.probe_tags())
+            tags = {LAUNCHER_TAG: engine.launcher, "omnibio.probe": "shared-filesystem"}
+            probe(client, fs, settings.probe_image, settings.probe_timeout, tags)
         logger.log(
             NOTICE_LEVEL,
             _(
@@ -138,9 +132,6 @@ class TesEngine(Engine[TesRequest]):
     def launcher_tags(self) -> list[tuple[str, str]]:
         return [(LAUNCHER_TAG, self.launcher)]
 
-    def probe_tags(self) -> dict[str, str]:
-        return {LAUNCHER_TAG: self.launcher, "omnibio.probe": "shared-filesystem"}
-
     def translate(self, attempt: TaskAttempt) -> TesRequest:
         store = self.stager.store if self.stager else None
         return tes_request(attempt, self.settings, self.launcher, self.supported_parameters, store)
@@ -148,12 +139,15 @@ class TesEngine(Engine[TesRequest]):
     # --- the attempt -----------------------------------------------------------------------
 
     def submit(self, request: TesRequest, logger: logging.Logger) -> Accepted:
-        for note in request.notes:
-            self._warn_once(logger, note)
+        with self._lock:  # each note once per process
+            notes = [note for note in request.notes if note not in self._warned]
+            self._warned.update(notes)
+            if request.staging:
+                self._run_keys.add(request.run_key)
+        for note in notes:
+            logger.warning(note)
         document = request.task.as_dict()
         if request.staging:
-            with self._lock:
-                self._run_keys.add(request.run_key)
             document.update(self.stage_inputs(request.staging, request.run_key, document))
         handle = self.create_once(document, request.task.name, logger)
         logger.info(_("TES task", id=handle, url=self.client.api))
@@ -168,13 +162,13 @@ class TesEngine(Engine[TesRequest]):
         inputs: list[tes.Input] = []
         volumes: list[str] = []
         try:
-            for mount in list(staging.inputs) + copied_inputs(staging):
+            for mount in [*staging.inputs, *copied_inputs(staging)]:
                 url, directory = self.stager.stage(mount.host_path, run_key)
+                kind = "DIRECTORY" if directory else "FILE"
                 if url is None:
                     volumes.append(mount.container_path)
-                    continue
-                kind = "DIRECTORY" if directory else "FILE"
-                inputs.append(tes.Input(url=url, path=mount.container_path, type=kind))
+                else:
+                    inputs.append(tes.Input(url=url, path=mount.container_path, type=kind))
             if staging.command:
                 path, host_path = staging.command.container_path, staging.command.host_path
                 if os.path.getsize(host_path) <= CONTENT_MAX_BYTES:
@@ -198,12 +192,14 @@ class TesEngine(Engine[TesRequest]):
 
     def create_once(self, document: dict[str, Any], run_id: str, logger: logging.Logger) -> str:
         """POST the task; after a failure that may have created it (no answer, 5xx, 429), wait,
-        then look for it by its own tags and POST again only when the server has none."""
+        then look for it by its own tags (and its name, the run id, where the server honours
+        that filter) and POST again only when the server has none."""
         failed: list[Refused] = []
 
         def once() -> str:
             if failed:
-                existing = self.created_by_failed_request(run_id)
+                ours = self.own_tasks([(TAG_RUN_ID, run_id)], name_prefix=run_id)
+                existing = next((str(task["id"]) for task in ours), None)
                 if existing is not None:
                     logger.info(_("TES task was created by the failed request", id=existing))
                     return existing
@@ -220,25 +216,28 @@ class TesEngine(Engine[TesRequest]):
 
         return self.client.retried(once, f"create the task {run_id}", sleep=pause)
 
-    def created_by_failed_request(self, run_id: str) -> str | None:
-        """The first listed task whose own tags carry this launcher and ``run_id``. The name
-        (the run id) and the tags narrow the list where the server honours them; a listed task
-        they do not describe shows that it does not, and is passed over."""
-        tags = [*self.launcher_tags(), (TAG_RUN_ID, run_id)]
-        for task in self.client.list_tasks(
-            tags, view="BASIC", page_size=self.settings.page_size, name_prefix=run_id
-        ):
-            if self.owns(task, run_id):
-                return str(task["id"])
-            self.filters_ignored(f"listed task {task['id']} by tags it does not carry")
-        return None
+    def own_tasks(
+        self, tags: Sequence[tuple[str, str]] = (), name_prefix: str | None = None
+    ) -> Iterator[Mapping[str, Any]]:
+        """The tasks listed (BASIC view) by this launcher's tag and ``tags`` whose own tags carry
+        them all; a listed task they do not describe shows that the server ignores filters."""
+        listed = self.client.list_tasks(
+            [*self.launcher_tags(), *tags],
+            view="BASIC",
+            page_size=self.settings.page_size,
+            name_prefix=name_prefix,
+        )
+        for task in listed:
+            if self.owns(task, tags):
+                yield task
+            else:
+                self.filters_ignored(f"listed task {task['id']} by tags it does not carry")
 
-    def owns(self, task: Mapping[str, Any], run_id: str | None = None) -> bool:
-        """The task's own tags carry this process's launcher value (and the run id, if given)."""
-        tags = task.get("tags")
-        if not isinstance(tags, Mapping) or tags.get(LAUNCHER_TAG) != self.launcher:
-            return False
-        return run_id is None or tags.get(TAG_RUN_ID) == run_id
+    def owns(self, task: Mapping[str, Any], tags: Sequence[tuple[str, str]] = ()) -> bool:
+        """The task's own tags carry this process's launcher value (and ``tags``)."""
+        own = task.get("tags")
+        wanted = [*self.launcher_tags(), *tags]
+        return isinstance(own, Mapping) and all(own.get(k) == v for k, v in wanted)
 
     def filters_ignored(self, evidence: str) -> None:
         """The server listed a task outside the filter sent: from now on, polls GET each
@@ -247,20 +246,12 @@ class TesEngine(Engine[TesRequest]):
             if self.ignoring is not None:
                 return
             self.ignoring = evidence
-        self.logger.log(
-            NOTICE_LEVEL,
-            _(
-                "the TES server ignores list filters; status polls get each task alone",
-                url=self.client.api,
-                evidence=evidence,
-            ),
-        )
+        message = "the TES server ignores list filters; status polls get each task alone"
+        self.logger.log(NOTICE_LEVEL, _(message, url=self.client.api, evidence=evidence))
 
     def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
         """One MINIMAL list per state a task waits or runs in, or (the server ignores filters)
         one MINIMAL GET per task; FULL, alone, once a task has ended or is in no list."""
-        if not records:
-            return {}
         handles = {record.handle for record in records}
         states = None if self.ignoring else self.listed_states(handles)
         alone = states is None
@@ -281,38 +272,24 @@ class TesEngine(Engine[TesRequest]):
 
     def listed_states(self, handles: set[str]) -> dict[str, str] | None:
         """The states of the tasks listed by state and launcher tag; None when a list holds a
-        task outside its filter (the server ignores it). A listed task no record names is read
-        once by its own tags (BASIC): a task of ours whose create answer was lost, or
-        another client's."""
+        task outside its filter. A listed task no record names is read once by its own tags."""
         states: dict[str, str] = {}
+        tags, page_size = self.launcher_tags(), self.settings.page_size
         for listed in LISTED_STATES:
-            for task in self.client.list_tasks(
-                self.launcher_tags(), state=listed, page_size=self.settings.page_size, again=False
-            ):
+            for task in self.client.list_tasks(tags, listed, page_size=page_size, again=False):
                 task_id, state = task["id"], state_of(task)
                 if state != listed:
                     self.filters_ignored(f"listed task {task_id} {state} as {listed}")
                     return None
-                if task_id not in handles and not self.stray_of_ours(task_id):
-                    self.filters_ignored(f"listed task {task_id} by tags it does not carry")
-                    return None
+                if task_id not in handles and task_id not in self._strays:
+                    # None: gone since listed, no evidence either way
+                    read = self.client.get(task_id, "BASIC", again=False)
+                    if read is not None and not self.owns(read):
+                        self.filters_ignored(f"listed task {task_id} by tags it does not carry")
+                        return None
+                    self._strays.add(task_id)  # only the tracker's one thread fetches
                 states[task_id] = state
         return states
-
-    def stray_of_ours(self, task_id: str) -> bool:
-        """Whether a listed task no record names carries this launcher tag: remembered, else
-        read once (BASIC view)."""
-        with self._lock:
-            if task_id in self._strays:
-                return True
-        task = self.client.get(task_id, "BASIC", again=False)
-        if task is None:
-            return True  # gone since listed: no evidence either way
-        if not self.owns(task):
-            return False
-        with self._lock:
-            self._strays.add(task_id)
-        return True
 
     def collect(self, record: Submitted, status: Status, logger: logging.Logger) -> None:
         """Staging: download the outputs of a task that ran its command into the run
@@ -358,48 +335,21 @@ class TesEngine(Engine[TesRequest]):
         """Cancel every unfinished task whose own tags carry this process's launcher, tracked
         or not (e.g. one a create created although its answer was lost), and no other task;
         remove what was staged."""
-        active: set[str] = set()
-        try:
-            active = self.own_active_tasks()
+        active: list[str] = []
+        try:  # every listed task where the server ignores filters, each checked by its own tags
+            active = [str(t["id"]) for t in self.own_tasks() if state_of(t) in ACTIVE_STATES]
         except Exception as exn:
-            logger.warning(
-                _(
-                    "could not list this run's TES tasks at shutdown",
-                    url=self.client.api,
-                    error=str(exn)[:300],
-                )
-            )
+            message = "could not list this run's TES tasks at shutdown"
+            logger.warning(_(message, url=self.client.api, error=str(exn)[:300]))
         for handle in sorted(active):
             self.cancel_task(handle, logger)
         if not self.stager or self.settings.keep_staged:
             return
-        with self._lock:
-            run_keys = sorted(self._run_keys)
-        for run_key in run_keys:
+        for run_key in sorted(self._run_keys):  # every attempt was cancelled: none adds one
             try:
                 self.stager.store.delete_below(self.stager.store.key(run_key))
             except Exception as exn:  # at exit: whatever goes wrong, say so and go on
                 logger.warning(_("could not remove staged objects", key=run_key, error=str(exn)))
-
-    def own_active_tasks(self) -> set[str]:
-        """Unfinished tasks whose own tags (BASIC view) carry this launcher: one pass over the
-        tasks listed by the launcher tag (every task, where the server ignores filters), each
-        checked by its own tags and state."""
-        found: set[str] = set()
-        tags, page_size = self.launcher_tags(), self.settings.page_size
-        for task in self.client.list_tasks(tags, view="BASIC", page_size=page_size):
-            if not self.owns(task):
-                self.filters_ignored(f"listed task {task['id']} by tags it does not carry")
-            elif state_of(task) in ACTIVE_STATES:
-                found.add(str(task["id"]))
-        return found
-
-    def _warn_once(self, logger: logging.Logger, message: str) -> None:
-        with self._lock:
-            if message in self._warned:
-                return
-            self._warned.add(message)
-        logger.warning(message)
 
 
 def open_stager(cfg: miniwdl_config.Loader, settings: TesSettings) -> Stager:

@@ -10,26 +10,13 @@ import os
 import shutil
 import time
 import uuid
+from functools import partial
 
 import tes
 
 from ...placement.sharedfs import SharedFilesystem
-from .client import Refused, TesClient, TesProblem
+from .client import TesClient, TesProblem
 from .status import ACTIVE_STATES, state_of, task_status
-
-
-def probe_task(fs: SharedFilesystem, host_dir: str, image: str, tags: dict[str, str]) -> tes.Task:
-    """Read the token through mount_path (and the read-only view), write the reply."""
-    worker_dir = fs.to_container(host_dir)
-    script = f"cat '{worker_dir}/token' > '{worker_dir}/reply'"
-    if fs.readonly_root:
-        script += f" && cat '{fs.to_container(host_dir, read_only=True)}/token' > /dev/null"
-    return tes.Task(
-        name="omnibio-shared-filesystem-probe",
-        executors=[tes.Executor(image=image, command=["/bin/sh", "-c", script])],
-        resources=tes.Resources(cpu_cores=1),
-        tags=tags,
-    )
 
 
 def probe(
@@ -40,18 +27,28 @@ def probe(
     os.makedirs(host_dir)
     os.chmod(host_dir, 0o777)  # the image may run as any user
     try:
+        # read the token through mount_path (and the read-only view), write the reply
+        worker_dir = fs.to_container(host_dir)
+        script = f"cat '{worker_dir}/token' > '{worker_dir}/reply'"
+        paths = f"mount_path {fs.container_root}"
+        if fs.readonly_root:
+            script += f" && cat '{fs.to_container(host_dir, read_only=True)}/token' > /dev/null"
+            paths += f" and readonly_mount_path {fs.readonly_root}"
+        task = tes.Task(
+            name="omnibio-shared-filesystem-probe",
+            executors=[tes.Executor(image=image, command=["/bin/sh", "-c", script])],
+            resources=tes.Resources(cpu_cores=1),
+            tags=tags,
+        )
         with open(os.path.join(host_dir, "token"), "w") as outfile:
             outfile.write(token)
-        task_id = _run(client, probe_task(fs, host_dir, image, tags), timeout)
+        task_id = _run(client, task, timeout)
         with contextlib.suppress(OSError), open(os.path.join(host_dir, "reply")) as infile:
             if infile.read().strip() == token:
                 return
         status = task_status({**(client.get(task_id, "FULL") or {}), "id": task_id}, False)
         stderr = " ".join(str(status.details.get("tes_stderr_tail") or "no logs").split())
         reason = status.error or f"{status.reason}: {stderr[-200:]}"
-        paths = f"mount_path {fs.container_root}"
-        if fs.readonly_root:
-            paths += f" and readonly_mount_path {fs.readonly_root}"
         raise TesProblem(
             f"omnibio_tes: the TES server's workers do not see [omnibio_tes] {paths}"
             f" (probe task {task_id}: {reason}); mount the shared filesystem on every "
@@ -63,11 +60,9 @@ def probe(
 
 
 def _run(client: TesClient, task: tes.Task, timeout: float) -> str:
-    try:
-        task_id = client.create(task.as_dict())
-    except Refused as refused:
-        action = "create the shared-filesystem probe task"
-        raise TesProblem(client.describe(refused, action)) from None
+    """Create the task and wait for its end (cancelled after ``timeout`` seconds)."""
+    action = "create the shared-filesystem probe task"
+    task_id = client.retried(partial(client.create, task.as_dict()), action, again=False)
     deadline = time.monotonic() + timeout
     state = "UNKNOWN"
     while time.monotonic() < deadline:

@@ -15,7 +15,7 @@ Layout below the staging prefix, per miniwdl process: ``<run>/files/<sha256>``,
 import hashlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from WDL import Error
@@ -53,12 +53,8 @@ class StagePlan:
 
 def tree_files(root: str) -> list[tuple[str, str]]:
     """(relative path, absolute path) of every file below ``root``, sorted."""
-    found = []
-    for current, _dirs, files in os.walk(root):
-        for name in files:
-            path = os.path.join(current, name)
-            found.append((os.path.relpath(path, root), path))
-    return sorted(found)
+    paths = [os.path.join(where, name) for where, _dirs, files in os.walk(root) for name in files]
+    return sorted((os.path.relpath(path, root), path) for path in paths)
 
 
 def cached_url(host_path: str, cache_dir: str) -> str | None:
@@ -74,15 +70,7 @@ def cached_url(host_path: str, cache_dir: str) -> str | None:
     if len(parts) != 5 or parts[0] not in ("files", "dirs") or not parts[3].startswith("_"):
         return None
     _kind, scheme, netloc, encoded, name = parts
-    directory, i = [], 1
-    while i < len(encoded):
-        if encoded.startswith("__", i):
-            directory.append("_")
-            i += 2
-        else:
-            directory.append("/" if encoded[i] == "_" else encoded[i])
-            i += 1
-    path = "".join(directory).strip("/")
+    path = "_".join(part.replace("_", "/") for part in encoded[1:].split("__")).strip("/")
     return f"{scheme}://{netloc}/{path + '/' if path else ''}{name}"
 
 
@@ -126,25 +114,16 @@ class Stager:
     def __init__(self, store: ObjectStore, cache_dir: str | None) -> None:
         self.store = store
         self.cache_dir = cache_dir
-        self.uploads = 0  # objects this process uploaded (tests and logs read it)
-        self._lock = threading.Lock()
-        self._busy: dict[str, threading.Lock] = {}  # one lock per digest being staged
+        # one lock per digest being staged; single dict operations need no lock of their own
+        self._busy: dict[str, threading.Lock] = {}
         self._digests: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime)
 
     def _digest(self, path: str) -> str:
         info = os.stat(path)
         memo = (os.path.abspath(path), info.st_ino, info.st_size, info.st_mtime_ns)
-        with self._lock:
-            known = self._digests.get(memo)
-        if known is None:
-            _size, known = file_digest(path)
-            with self._lock:
-                self._digests[memo] = known
-        return known
-
-    def _exclusive(self, digest: str) -> threading.Lock:
-        with self._lock:
-            return self._busy.setdefault(digest, threading.Lock())
+        if memo not in self._digests:  # two threads may hash it both, once each
+            self._digests[memo] = file_digest(path)[1]
+        return self._digests[memo]
 
     def stage(self, host_path: str, run_key: str) -> tuple[str | None, bool]:
         """(URL, is a directory) of an input: passed through, or uploaded unless the same
@@ -167,36 +146,34 @@ class Stager:
             digest = self._digest(host_path)
             key = marker = self.store.key(run_key, "files", digest)
             uploads = [(host_path, key)]
-        with self._exclusive(digest):
+        with self._busy.setdefault(digest, threading.Lock()):
             if self.store.size(marker) is None:
                 for path, target in uploads:
                     self.store.put(path, target)
                 if directory:
                     self.store.put_bytes(b"", marker)  # the directory is complete
-                with self._lock:
-                    self.uploads += len(uploads)
         return self.store.url(key), directory
 
     def pass_through(self, host_path: str, directory: bool) -> str | None:
         """The URL of an input miniwdl downloaded into its cache from this very store, when the
         object there still matches the local copy."""
-        if not self.cache_dir:
-            return None
-        url = cached_url(host_path, self.cache_dir)
+        url = cached_url(host_path, self.cache_dir) if self.cache_dir else None
         key = self.store.key_of(url) if url else None
         if url is None or key is None:
             return None
         try:
             if not directory:
                 return url if self.store.size(key) == os.path.getsize(host_path) else None
-            local = {rel: os.path.getsize(path) for rel, path in tree_files(host_path)}
+            local = {relative for relative, _path in tree_files(host_path)}
             remote = {k[len(key) + 1 :] for k in self.store.keys(key)}
-            return url if local and set(local) == remote else None
+            return url if local and local == remote else None
         except StoreError:
             return None
 
     def collect(self, outputs: Sequence[Output]) -> list[str]:
-        """Download every output into the run directory; returns the outputs not found."""
+        """Download every output into the run directory; returns the outputs not found. Never
+        a path outside a directory output, never miniwdl's input mount points below it (the
+        host has the inputs themselves)."""
         missing = []
         for output in outputs:
             if not output.directory:
@@ -205,18 +182,14 @@ class Stager:
                 except FileNotFoundError:
                     missing.append(output.container_path)
                 continue
-            for key, target in self._below(output):
+            for key in self.store.keys(output.key):
+                relative = key[len(output.key) + 1 :]
+                target = os.path.join(output.host_path, relative)
+                if relative.split("/")[0] == MINIWDL_INPUTS:
+                    continue
+                if not path_really_within(target, output.host_path):
+                    raise Error.RuntimeError(
+                        f"omnibio_tes: staged output {key} escapes its directory"
+                    )
                 self.store.get(key, target)
         return missing
-
-    def _below(self, output: Output) -> Iterator[tuple[str, str]]:
-        """(key, host path) of each object of a directory output; never a path outside it, never
-        miniwdl's input mount points (the host has the inputs themselves)."""
-        for key in self.store.keys(output.key):
-            relative = key[len(output.key) + 1 :]
-            if relative.split("/")[0] == MINIWDL_INPUTS:
-                continue
-            target = os.path.join(output.host_path, relative)
-            if not path_really_within(target, output.host_path):
-                raise Error.RuntimeError(f"omnibio_tes: staged output {key} escapes its directory")
-            yield key, target

@@ -30,10 +30,8 @@ def task_status(task: Mapping[str, Any], cancelled: bool) -> Status:
     logs = task.get("logs")
     log = logs[-1] if isinstance(logs, list) and logs and isinstance(logs[-1], dict) else {}
     executor_logs = [e for e in log.get("logs") or [] if isinstance(e, dict)]
-    exit_code = next(
-        (e["exit_code"] for e in reversed(executor_logs) if isinstance(e.get("exit_code"), int)),
-        None,
-    )
+    codes = [e["exit_code"] for e in executor_logs if isinstance(e.get("exit_code"), int)]
+    exit_code = codes[-1] if codes else None
     system_logs = [
         " ".join(str(line).split()) for line in log.get("system_logs") or [] if str(line).strip()
     ]

@@ -11,8 +11,7 @@ from typing import Any
 import tes
 from WDL import Error
 
-from ...attempt import Mount, TaskAttempt
-from ...placement.sharedfs import SharedFilesystem
+from ...attempt import TaskAttempt
 from ...runtime.store import ObjectStore
 from .settings import TesSettings, string_map
 from .staging import MINIWDL_INPUTS, StagePlan, plan
@@ -66,13 +65,10 @@ def tes_request(
         notes.append("TES has no container user or privileged mode; the image's defaults apply")
     run_key = f"{attempt.workflow_run}.{launcher}"
     command, outputs, staging = list(attempt.argv), None, None
-    if store:
+    if store:  # else the workers mount the shared filesystem where SharedPlacement's mounts say
         staging = plan(attempt, store, run_key)
         command = staged_command(attempt, staging)
         outputs = staged_outputs(staging, store)
-    else:
-        assert settings.filesystem
-        check_shared_mounts(attempt.mounts, settings.filesystem)
     executor = tes.Executor(
         image=attempt.image, command=command, workdir=attempt.workdir, env=dict(attempt.env)
     )
@@ -97,12 +93,9 @@ def tes_request(
 def supported_backend_parameters(info: Mapping[str, Any]) -> frozenset[str]:
     """service-info's tesResources_backend_parameters (whatever the case of its name), in
     lower case."""
-    for key, value in info.items():
-        if key.replace("_", "").lower() == "tesresourcesbackendparameters":
-            return (
-                frozenset(str(v).lower() for v in value) if isinstance(value, list) else frozenset()
-            )
-    return frozenset()
+    name = "tesresourcesbackendparameters"
+    value: Any = next((v for k, v in info.items() if k.replace("_", "").lower() == name), [])
+    return frozenset(str(v).lower() for v in value) if isinstance(value, list) else frozenset()
 
 
 def unsupported_parameters(
@@ -132,22 +125,7 @@ def merge_parameters(base: Mapping[str, str], override: Mapping[str, str]) -> di
 
 def gigabytes(size: int | None) -> float | None:
     """TES sizes are in GB; rounding up to the MB never grants less than asked."""
-    if not size:
-        return None
-    return -(-size // 1_000_000) / 1000
-
-
-def check_shared_mounts(mounts: Sequence[Mount], fs: SharedFilesystem) -> None:
-    """On a shared filesystem every mount must be one the workers provide themselves: the
-    filesystem at mount_path, and its read-only view at readonly_mount_path."""
-    for mount in mounts:
-        worker_path = fs.to_container(mount.host_path, read_only=mount.read_only)
-        if mount.container_path != worker_path:
-            raise Error.RuntimeError(
-                f"omnibio_tes cannot mount {mount.host_path} at {mount.container_path}: TES "
-                f"workers see the shared filesystem only at [omnibio_tes] mount_path "
-                f"({fs.container_root}) and readonly_mount_path ({fs.readonly_root or 'unset'})"
-            )
+    return -(-size // 1_000_000) / 1000 if size else None
 
 
 def staged_command(attempt: TaskAttempt, plan: StagePlan) -> list[str]:
@@ -156,12 +134,8 @@ def staged_command(attempt: TaskAttempt, plan: StagePlan) -> list[str]:
     exits with, drop the input copies below the working directory (it is an output; the host
     has the inputs) and repeat the end of stderr on the executor's stderr."""
     stderr = next(o.container_path for o in plan.outputs if o.host_path == attempt.stderr_path)
-    directories = sorted(
-        {
-            o.container_path if o.directory else posixpath.dirname(o.container_path)
-            for o in plan.outputs
-        }
-    )
+    paths = [(output.container_path, output.directory) for output in plan.outputs]
+    directories = sorted({path if is_dir else posixpath.dirname(path) for path, is_dir in paths})
     inputs = shlex.quote(f"{attempt.workdir}/{MINIWDL_INPUTS}")
     script = (
         f"mkdir -p {shlex.join(directories)} 2>/dev/null; "
