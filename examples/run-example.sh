@@ -56,9 +56,13 @@ out=$(MINIWDL_CFG="$example/quickstart.cfg" \
 "$python" - "$out" "$example/results" <<'PY'
 import json, os, sys
 
+from miniwdl_omnibio.contract import workflow_run_name
+
 run_dir = json.loads(sys.argv[1])["dir"]
 print(f"run directory: {run_dir}")
-for directory, _, files in sorted(os.walk(os.path.join(sys.argv[2], os.path.basename(run_dir)))):
+# results go under the run's name: its directory's name and a digest of where it is
+results = os.path.join(sys.argv[2], workflow_run_name(run_dir, ("run",)))
+for directory, _, files in sorted(os.walk(results)):
     if "results.json" in files:
         path = os.path.join(directory, "results.json")
         with open(path) as infile:

@@ -3,8 +3,10 @@
 Pure functions of the task's facts, so tests check them without any engine.
 """
 
+import hashlib
 import json
 import os
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,8 +36,13 @@ def workflow_run_dir(host_dir: str, run_id_stack: Sequence[str]) -> str:
 
 
 def workflow_run_name(host_dir: str, run_id_stack: Sequence[str]) -> str:
-    """The name of the top run directory (timestamp_name): unique per run on this host."""
-    return os.path.basename(workflow_run_dir(host_dir, run_id_stack))
+    """The run's name: its top directory's (timestamp_name) and a digest of the host and that
+    directory's path. miniwdl never reuses a name within one directory, but runs started the same
+    second in two directories (or on two hosts sharing a result prefix) would share it, and the
+    backends tag and find a run's work, and place its results, by this name."""
+    top = os.path.realpath(workflow_run_dir(host_dir, run_id_stack))
+    where = hashlib.sha256(f"{socket.gethostname()}:{top}".encode()).hexdigest()[:8]
+    return f"{os.path.basename(top)}-{where}"
 
 
 def call_path(run_id_stack: Sequence[str]) -> str:

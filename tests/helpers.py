@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import docker
 
+from miniwdl_omnibio.contract import workflow_run_name
 from tests.preloaded import run_wdl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -159,6 +160,17 @@ def run_dir_name(cwd: str, timeout: float = 60) -> str:
         timeout,
     )
     return runs[0]
+
+
+def workflow_run_of(run_dir: str) -> str:
+    """The run's name, as its tags, RUN_ID and RESULT_URI carry it (the run directory's name and
+    a digest of where it is)."""
+    return workflow_run_name(run_dir, ("run",))
+
+
+def run_name(cwd: str, timeout: float = 60) -> str:
+    """The name of the run miniwdl starts under ``cwd``, once it made the run directory."""
+    return workflow_run_of(os.path.join(cwd, run_dir_name(cwd, timeout)))
 
 
 def error_line(run: Run) -> str:

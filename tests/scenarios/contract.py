@@ -16,7 +16,7 @@ import os
 import uuid
 from typing import Any
 
-from tests.helpers import Run, run_miniwdl
+from tests.helpers import Run, run_miniwdl, workflow_run_of
 
 IMAGE = "omnibio/runtime:latest"  # python3 and the tool runtime (for the result upload)
 # docs/runtime.md, "The contract a task receives" (deliberately not imported from the plugin)
@@ -168,7 +168,7 @@ def _run(
         env={**env, SECRET: secret},
     )
     seen = _seen(run)
-    workflow_run = os.path.basename(run.dir or "")
+    workflow_run = workflow_run_of(run.dir or "")
     for call, data in seen.items():  # what the tasks saw first: it says more than a failed run
         _check_exclusive(call, data)
         _check_identity(call, data, workflow_run, prefix)

@@ -15,7 +15,14 @@ from datetime import datetime
 import pytest
 
 from tests.conformance.test_conformance import BACKEND_FIXTURES
-from tests.helpers import miniwdl_env, popen_miniwdl, run_dir_name, run_miniwdl, wait_until
+from tests.helpers import (
+    miniwdl_env,
+    popen_miniwdl,
+    run_dir_name,
+    run_miniwdl,
+    wait_until,
+    workflow_run_of,
+)
 from tests.scenarios.contract import check_contract, check_contract_form_clash
 from tests.scenarios.probes import running, still_active
 
@@ -101,8 +108,9 @@ def test_sigint_cancels_everything_the_run_started(rig):
     backend, env, where = rig
     proc = popen_miniwdl(_wdl(where, "sleepers.wdl", SLEEPERS), [], where, backend, env=env)
     try:
-        run = run_dir_name(where)
-        markers = _running_tasks(os.path.join(where, run), 2)
+        directory = os.path.join(where, run_dir_name(where))
+        run = workflow_run_of(directory)
+        markers = _running_tasks(directory, 2)
         wait_until(lambda: markers() or running(backend, env, run) >= 2, "2 tasks run")
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
@@ -146,13 +154,14 @@ def test_fail_fast_stops_the_other_tasks(rig):
     wdl = _wdl(where, "ff.wdl", FAIL_FAST % (1500 if gated else 100))
     proc = popen_miniwdl(wdl, [], where, backend, env=env)
     try:
-        run = run_dir_name(where)
-        nap = _running_tasks(os.path.join(where, run, "call-nap"), 1)
+        directory = os.path.join(where, run_dir_name(where))
+        run = workflow_run_of(directory)
+        nap = _running_tasks(os.path.join(directory, "call-nap"), 1)
         # under staging the service's RUNNING count: both nap and boom
         wait_until(lambda: nap() or running(backend, env, run) >= 2, "nap to run")
         assert still_active(backend, env, run), "the service lists nap while it runs"
         if gated:
-            boom_work = os.path.join(where, run, "call-boom", "work")
+            boom_work = os.path.join(directory, "call-boom", "work")
             wait_until(lambda: os.path.isdir(boom_work), "boom's work directory")
             with open(os.path.join(boom_work, "go"), "w"):
                 pass
@@ -162,9 +171,9 @@ def test_fail_fast_stops_the_other_tasks(rig):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    error = json.dumps(_error_of(os.path.join(where, run)))
+    error = json.dumps(_error_of(directory))
     assert '"exit_code": 3' in error or "exit status 3" in error, error
-    with open(os.path.join(where, run, "call-nap", "task.log")) as infile:
+    with open(os.path.join(directory, "call-nap", "task.log")) as infile:
         assert "cancelling" in infile.read()  # stopped by the plugin, not ended by itself
     wait_until(lambda: not still_active(backend, env, run), "nothing active", 60)
 
@@ -200,7 +209,7 @@ def _check_stopped_at_the_limit(backend: str, env: dict[str, str], run, limit: f
     poll = float(env.get(section) or 1.0)
     ran = (_log_time(stopped) - _log_time(started)).total_seconds()
     assert ran >= limit - poll, f"stopped after {ran} s, limit {limit} s, poll {poll} s"
-    name = os.path.basename(run.dir)
+    name = workflow_run_of(run.dir)
     wait_until(lambda: not still_active(backend, env, name), "nothing active", 60)
 
 
@@ -250,7 +259,7 @@ def test_missing_image_is_named(rig):
     assert run.returncode != 0
     assert "omnibio/no-such-image:404" in _error(run), _error(run)
     wait_until(
-        lambda: not still_active(backend, env, os.path.basename(run.dir)), "nothing active", 60
+        lambda: not still_active(backend, env, workflow_run_of(run.dir)), "nothing active", 60
     )
 
 

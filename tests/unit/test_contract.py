@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 from WDL import Env, Type, Value
@@ -36,7 +37,7 @@ RESOURCES = Resources(
 def test_identity_of_a_call_in_a_subworkflow():
     stack = ("wf", "call-sub", "call-align-3")
     host_dir = "/runs/20261121_101500_wf/call-sub/call-align-3"
-    assert workflow_run_name(host_dir, stack) == "20261121_101500_wf"
+    assert re.fullmatch(r"20261121_101500_wf-[0-9a-f]{8}", workflow_run_name(host_dir, stack))
     assert call_path(stack) == "call-sub/call-align-3"
     assert (
         run_id("20261121_101500_wf", "call-sub/call-align-3", 2)
@@ -50,8 +51,21 @@ def test_identity_of_a_call_in_a_subworkflow():
 
 
 def test_identity_of_a_single_task_run():
-    assert workflow_run_name("/runs/20261121_101500_hello", ("hello",)) == "20261121_101500_hello"
+    name = workflow_run_name("/runs/20261121_101500_hello", ("hello",))
+    assert re.fullmatch(r"20261121_101500_hello-[0-9a-f]{8}", name)
     assert call_path(("hello",)) == "hello"
+
+
+def test_runs_started_the_same_second_elsewhere_have_their_own_names():
+    """Tags, RUN_ID and RESULT_URI carry the name: another directory's run must not share it,
+    while every call of one run (a sub-workflow's too) does."""
+    here = workflow_run_name("/a/20261121_101500_wf/call-x", ("wf", "call-x"))
+    nested = workflow_run_name(
+        "/a/20261121_101500_wf/call-sub/call-y", ("wf", "call-sub", "call-y")
+    )
+    elsewhere = workflow_run_name("/b/20261121_101500_wf/call-x", ("wf", "call-x"))
+    assert here == nested != elsewhere
+    assert here.startswith("20261121_101500_wf-") and elsewhere.startswith("20261121_101500_wf-")
 
 
 def test_inputs_json_rewrites_only_files_and_directories():

@@ -2,12 +2,11 @@
 attempt of its own (status, interruption, exit code); a whole array is stopped by its parent."""
 
 import json
-import os
 import signal
 
 import pytest
 
-from tests.helpers import error_line, run_dir_name
+from tests.helpers import error_line, run_name, workflow_run_of
 
 from .conftest import (
     ended_jobs,
@@ -55,7 +54,7 @@ def test_scatter_through_array_jobs(moto, shared, proxy):
     assert run.returncode == 0, run.stderr[-4000:]
     assert run.outputs["main.seen"] == list(range(6))
     assert run.stderr.count("result verified") == 6
-    children = ended_jobs(moto, os.path.basename(run.dir))
+    children = ended_jobs(moto, workflow_run_of(run.dir))
     assert len(children) == 6 and {j["status"] for j in children} == {"SUCCEEDED"}
     (request,) = proxy.submitted()
     assert request["arrayProperties"] == {"size": 6}
@@ -81,7 +80,7 @@ def _cancelled_in_batch(moto, workflow_run: str) -> None:
 def test_a_signal_terminates_the_array_by_its_parent(moto, shared, proxy, sent):
     wdl = SCATTER.format(n=6, command="sleep 600", runtime='omnibio_result_check: "off"')
     with started_batch(moto, shared, wdl, settings={"array_linger_seconds": "3"}) as proc:
-        workflow_run = run_dir_name(shared)
+        workflow_run = run_name(shared)
         running = wait_for_jobs(moto, workflow_run, 6)
         assert all(":" in j["jobId"] for j in running)  # children of one array
         proc.send_signal(sent)
@@ -107,7 +106,7 @@ def test_fail_fast_right_after_submission_terminates_the_array(moto, shared, pro
     )
     run = run_batch(moto, shared, wdl, settings={"array_linger_seconds": "3"})
     assert run.returncode != 0
-    workflow_run = os.path.basename(run.dir)
+    workflow_run = workflow_run_of(run.dir)
     _cancelled_in_batch(moto, workflow_run)
     children = [j["jobId"] for j in moto.run_jobs(workflow_run) if ":" in j["jobId"]]
     assert len(children) == 3 and _terminated(proxy) == [children[0].split(":")[0]]
@@ -121,7 +120,7 @@ def test_a_childs_host_loss_is_retried_alone(moto, shared, proxy):
     )
     settings = {"array_linger_seconds": "3"}
     with started_batch(moto, shared, wdl, settings, _config(shared, 8)) as proc:
-        workflow_run = run_dir_name(shared)
+        workflow_run = run_name(shared)
 
         def sleeper_running():
             jobs = moto.run_jobs(workflow_run)
@@ -148,7 +147,7 @@ def test_a_child_exiting_non_zero_fails_only_its_task(moto, shared):
     config = {**_config(shared, 8), "scheduler": {"task_concurrency": "8", "fail_fast": "false"}}
     run = run_batch(moto, shared, wdl, settings={"array_linger_seconds": "3"}, config=config)
     assert run.returncode != 0
-    jobs = ended_jobs(moto, os.path.basename(run.dir))
+    jobs = ended_jobs(moto, workflow_run_of(run.dir))
     assert len({j["jobId"].split(":")[0] for j in jobs}) == 1  # the children of one array
     assert sorted(j["status"] for j in jobs) == ["FAILED", "SUCCEEDED", "SUCCEEDED"]
     (failed,) = [j for j in jobs if j["status"] == "FAILED"]
@@ -176,7 +175,7 @@ def test_a_blocked_array_fails_by_the_reason_batch_gives_it(moto, shared, proxy,
     run = run_batch(moto, shared, wdl, settings={"array_linger_seconds": "3"}, timeout=120)
     assert run.returncode != 0
     (request,) = proxy.submitted()
-    children = sorted(j["jobId"] for j in moto.run_jobs(os.path.basename(run.dir)))
+    children = sorted(j["jobId"] for j in moto.run_jobs(workflow_run_of(run.dir)))
     parent = children[0].split(":")[0]
     line = error_line(run)
     assert any(

@@ -1,11 +1,9 @@
 """Bad input on omnibio_awsbatch: one clear line naming the cause, and no job left running."""
 
-import os
-
 import pytest
 
 from tests.emulators.moto_server import free_port
-from tests.helpers import error_line
+from tests.helpers import error_line, workflow_run_of
 
 from .conftest import run_batch
 
@@ -76,7 +74,7 @@ def test_configuration_problems_fail_at_start(moto, shared, settings, env, expec
         moto, shared, TASK.format(image="ubuntu:22.04"), settings=settings, env=env, timeout=120
     )
     _assert_one_line(run, expected.format(closed=closed))
-    assert moto.run_jobs(os.path.basename(run.dir)) == []  # nothing was submitted
+    assert moto.run_jobs(workflow_run_of(run.dir)) == []  # nothing was submitted
 
 
 def test_rejected_credentials(moto, shared):
@@ -93,13 +91,13 @@ def test_rejected_credentials(moto, shared):
     )
     assert "The security token included in the request is invalid" in error_line(run)
     assert "AKIAREJECTEDEXAMPLE1" not in run.stderr and "testing" not in error_line(run)
-    assert moto.run_jobs(os.path.basename(run.dir)) == []
+    assert moto.run_jobs(workflow_run_of(run.dir)) == []
 
 
 def test_missing_image_names_the_image(moto, shared):
     run = run_batch(moto, shared, TASK.format(image="omnibio/no-such-image:1"))
     _assert_one_line(run, "check that image omnibio/no-such-image:1 exists")
-    jobs = moto.run_jobs(os.path.basename(run.dir))
+    jobs = moto.run_jobs(workflow_run_of(run.dir))
     assert len(jobs) == 1 and jobs[0]["status"] == "FAILED"
 
 

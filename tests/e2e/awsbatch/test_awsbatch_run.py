@@ -8,7 +8,7 @@ import signal
 
 from miniwdl_omnibio.cli.selftest import run as selftest
 from tests.emulators.moto_proxy import THROTTLED, UNAVAILABLE
-from tests.helpers import miniwdl_env, run_dir_name
+from tests.helpers import miniwdl_env, run_dir_name, run_name, workflow_run_of
 
 from .conftest import (
     BACKEND,
@@ -65,7 +65,7 @@ def test_scatter_inputs_in_situ_and_results_on_s3(moto, shared):
         settings={"tags": '{"project": "omnibio-e2e"}', "array_linger_seconds": "3"},
     )
     assert run.returncode == 0, run.stderr[-4000:]
-    workflow_run = os.path.basename(run.dir)
+    workflow_run = workflow_run_of(run.dir)
     for i, seen in enumerate(run.outputs["main.seen"]):
         lines = seen.splitlines()
         assert lines[:2] == ["hello", "a"]  # File and Directory inputs read on the Batch host
@@ -175,7 +175,7 @@ def test_return_codes_retries_interruption_queue_and_large_inputs(moto, shared):
     run = run_batch(moto, shared, RETRIES, config={"task_runtime": {"_mock_interruptions": "1"}})
     assert run.returncode == 0, run.stderr[-4000:]
     assert run.outputs["main.flaky_attempt"] == 1
-    jobs = ended_jobs(moto, os.path.basename(run.dir))
+    jobs = ended_jobs(moto, workflow_run_of(run.dir))
     by_task = {}
     for job in jobs:
         by_task.setdefault(job["tags"]["omnibio.task"], []).append(job)
@@ -190,7 +190,7 @@ def test_return_codes_retries_interruption_queue_and_large_inputs(moto, shared):
     assert "mock interruption" in run.stderr
     # INPUTS_JSON (~25 KB) exceeds the SubmitJob payload budget: the job sources it from a file
     assert "environment values passed in a file" in run.stderr
-    key = f"results/{os.path.basename(run.dir)}/call-big/results.json"
+    key = f"results/{workflow_run_of(run.dir)}/call-big/results.json"
     document = json.loads(
         moto.server.client("s3").get_object(Bucket=moto.bucket, Key=key)["Body"].read()
     )
@@ -211,7 +211,7 @@ task spot {
 
 def test_spot_host_loss_is_retried_on_the_fallback_queue(moto, shared):
     with started_batch(moto, shared, HOST_LOSS) as proc:
-        workflow_run = run_dir_name(shared)
+        workflow_run = run_name(shared)
         (job,) = wait_for_jobs(moto, workflow_run, 1)
         assert job["jobQueue"].endswith("/" + moto.queue)
         lose_host(moto, job["jobId"])
@@ -246,7 +246,7 @@ def test_nonzero_exit_fails_the_run_with_the_job_log(moto, shared):
     assert info["engine"] == "omnibio_awsbatch" and info["exit_code"] == 3
     assert info["log_group"] == "/aws/batch/job" and info["log_stream"]
     assert "reference index corrupt" in info["log_tail"]  # the task's stderr tail, from CloudWatch
-    assert [j["status"] for j in moto.run_jobs(os.path.basename(run.dir))] == ["FAILED"]
+    assert [j["status"] for j in moto.run_jobs(workflow_run_of(run.dir))] == ["FAILED"]
 
 
 SLEEPY_SCATTER = """
@@ -264,7 +264,7 @@ task nap {
 
 def test_sigint_terminates_every_job_of_the_run(moto, shared):
     with started_batch(moto, shared, SLEEPY_SCATTER) as proc:
-        workflow_run = run_dir_name(shared)
+        workflow_run = run_name(shared)
         wait_for_jobs(moto, workflow_run, 4)
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
@@ -301,9 +301,10 @@ task nap_or_fail {
 def test_fail_fast_terminates_the_other_jobs(moto, shared):
     """The first task fails once the test sees all four jobs running (its file "go")."""
     with started_batch(moto, shared, FAIL_FAST) as proc:
-        workflow_run = run_dir_name(shared)
+        directory = run_dir_name(shared)
+        workflow_run = workflow_run_of(os.path.join(shared, directory))
         wait_for_jobs(moto, workflow_run, 4)
-        open(os.path.join(shared, workflow_run, "call-nap_or_fail-0", "work", "go"), "w").close()
+        open(os.path.join(shared, directory, "call-nap_or_fail-0", "work", "go"), "w").close()
         proc.communicate(timeout=120)
     assert proc.returncode != 0
     jobs = moto.run_jobs(workflow_run)
@@ -337,7 +338,7 @@ def test_throttling_and_5xx_back_off_without_failing(moto, shared, proxy):
     for operation in ("submitjob", "describejobs"):
         answered = proxy.answered
         assert answered[f"{operation} 429"] >= 1 and answered[f"{operation} 503"] >= 1, answered
-    jobs = ended_jobs(moto, os.path.basename(run.dir))
+    jobs = ended_jobs(moto, workflow_run_of(run.dir))
     assert sorted(j["status"] for j in jobs) == ["SUCCEEDED"] * 4  # each task submitted once
 
 

@@ -3,11 +3,10 @@ front of moto (tests/emulators/moto_proxy.py) answers as Batch does, and records
 requests exactly as the engine sent them."""
 
 import json
-import os
 
 import pytest
 
-from tests.helpers import error_line
+from tests.helpers import error_line, workflow_run_of
 
 from .conftest import run_batch
 
@@ -93,7 +92,7 @@ def test_a_job_batch_can_never_place_fails_naming_the_reason(moto, shared, proxy
     proxy.hold_if = lambda request: NO_INSTANCE if "GPU" in _requirements(request) else None
     run = run_batch(moto, shared, SLEEPER.format(runtime="gpu: true"), timeout=120)
     assert run.returncode != 0
-    (job,) = moto.run_jobs(os.path.basename(run.dir))
+    (job,) = moto.run_jobs(workflow_run_of(run.dir))
     assert error_line(run) == f"AWS Batch cannot run job {job['jobId']} on queue " + (
         f"{moto.fallback_queue}: {NO_INSTANCE}"
     )
@@ -137,7 +136,7 @@ def test_time_limit_end_to_end(moto, shared, proxy, reason):
     proxy.time_scale, proxy.timeout_reason = 30, reason
     run = run_batch(moto, shared, SLEEPER.format(runtime="omnibio_time_limit: 45"), timeout=120)
     assert run.returncode != 0
-    (job,) = moto.run_jobs(os.path.basename(run.dir))
+    (job,) = moto.run_jobs(workflow_run_of(run.dir))
     assert error_line(run) == (
         f"task t ({job['jobId']}) exceeded its time limit of 45 s "
         "(runtime.omnibio_time_limit) and was stopped"
@@ -165,7 +164,7 @@ def test_throttled_without_retry_after_on_submit_and_poll(moto, shared, proxy):
     assert run.returncode == 0, run.stderr[-4000:]
     assert proxy.answered["submitjob 429"] == 3 and proxy.answered["describejobs 429"] == 3
     assert len(proxy.submitted()) == 1 + 3  # the three refused, then the one accepted
-    assert len(moto.run_jobs(os.path.basename(run.dir))) == 1
+    assert len(moto.run_jobs(workflow_run_of(run.dir))) == 1
 
 
 def test_environment_within_the_ecs_overrides_limit(moto, shared, proxy):

@@ -11,7 +11,7 @@ from azure.storage.blob import BlobServiceClient
 
 from tests.emulators.azurebatch_emulator import LABEL_JOB, BatchEmulator
 from tests.emulators.azurebatch_emulator.service import parse_duration
-from tests.helpers import miniwdl_env, popen_miniwdl, run_miniwdl, wait_until
+from tests.helpers import miniwdl_env, popen_miniwdl, run_miniwdl, wait_until, workflow_run_of
 
 from .conftest import (
     BACKEND,
@@ -95,7 +95,7 @@ def test_scatter_in_situ_inputs_and_results(batch, azurite, workdir):
     before = _jobs(batch)
     run = run_azurebatch(batch, workdir, wdl, [f"text={text}", f"folder={folder}"], azurite=azurite)
     assert run.returncode == 0, run.stderr[-4000:]
-    workflow_run = os.path.basename(run.dir)
+    workflow_run = workflow_run_of(run.dir)
     blobs = BlobServiceClient.from_connection_string(
         azurite.connection_string
     ).get_container_client(CONTAINER)

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from miniwdl_omnibio.cli.selftest import run as selftest
-from tests.helpers import containers_with_label, error_line, run_miniwdl
+from tests.helpers import containers_with_label, error_line, run_miniwdl, workflow_run_of
 
 pytestmark = pytest.mark.usefixtures("docker_rig")
 
@@ -71,7 +71,7 @@ def test_one_clear_line_and_no_leftovers(workdir, kwargs, expected):
     assert expected in line, (line, run.stderr[-2000:])
     assert "\n" not in line and "Traceback" not in line
     if run.dir:
-        assert containers_with_label("omnibio.run", os.path.basename(run.dir)) == []
+        assert containers_with_label("omnibio.run", workflow_run_of(run.dir)) == []
         # no partial result left anywhere under the run
         assert not any("results.json" in files for _, _, files in os.walk(run.dir))
 

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from tests.e2e.docker.support import run_dir
-from tests.helpers import run_miniwdl
+from tests.helpers import run_miniwdl, workflow_run_of
 
 pytestmark = pytest.mark.usefixtures("docker_rig")
 
@@ -63,7 +63,7 @@ def test_inputs_are_the_host_files_in_place(workdir):
     assert run.returncode == 0, run.stderr[-3000:]
     with open(run.outputs["probe.probe"]) as infile:
         seen = json.load(infile)
-    workflow_run = os.path.basename(run_dir(run))
+    workflow_run = workflow_run_of(run_dir(run))
     assert seen["RESULT_URI"] == f"s3://bucket/prefix/{workflow_run}/probe/results.json"
     assert seen["S3_RESULT_URI"] == seen["RESULT_URI"]
     inputs = json.loads(seen["INPUTS_JSON"])
@@ -182,7 +182,7 @@ def test_result_uploaded_verified_and_available_to_outputs(workdir):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.outputs["echo.result"])
-    workflow_run = os.path.basename(run_dir(run))
+    workflow_run = workflow_run_of(run_dir(run))
     assert (
         result["ok"] is True
         and result["tool_id"] == "echo"

@@ -3,13 +3,12 @@
 
 import ipaddress
 import json
-import os
 import uuid
 
 import docker
 import pytest
 
-from tests.helpers import containers_with_label, error_line, run_miniwdl
+from tests.helpers import containers_with_label, error_line, run_miniwdl, workflow_run_of
 
 pytestmark = pytest.mark.usefixtures("docker_rig")
 
@@ -70,4 +69,4 @@ def test_an_allowed_network_that_does_not_exist_is_one_line(workdir):
     assert run.returncode != 0
     line = error_line(run)
     assert missing in line and "\n" not in line and "Traceback" not in line, line
-    assert containers_with_label("omnibio.run", os.path.basename(run.dir)) == []
+    assert containers_with_label("omnibio.run", workflow_run_of(run.dir)) == []

@@ -3,7 +3,6 @@ gets the GPU; elsewhere the test checks the refusal (one line naming the cause, 
 left) and says, as a warning in pytest's summary, that the GPU path itself did not run."""
 
 import glob
-import os
 import shutil
 import warnings
 
@@ -11,7 +10,7 @@ import docker
 import pytest
 
 from tests.e2e.docker.support import run_dir
-from tests.helpers import containers_with_label, error_line, run_miniwdl
+from tests.helpers import containers_with_label, error_line, run_miniwdl, workflow_run_of
 
 pytestmark = pytest.mark.usefixtures("docker_rig")
 
@@ -55,7 +54,7 @@ def test_runtime_gpu(workdir):
     assert line.startswith("docker could not start the container of ubuntu:22.04: "), line
     assert "runtime.gpu needs a GPU and the NVIDIA container toolkit on this host" in line, line
     assert "\n" not in line and "Traceback" not in line
-    assert containers_with_label("omnibio.run", os.path.basename(run_dir(run))) == []
+    assert containers_with_label("omnibio.run", workflow_run_of(run_dir(run))) == []
     warnings.warn(
         GpuPathNotRun(
             "runtime.gpu: no NVIDIA GPU and container toolkit here, so only the refusal was "

@@ -2,14 +2,13 @@
 a registry on 127.0.0.1 (registry.py) that counts what dockerd asks it."""
 
 import contextlib
-import os
 import re
 
 import docker
 import pytest
 
 from tests.e2e.docker import registry
-from tests.helpers import containers_with_label, error_line, run_miniwdl
+from tests.helpers import containers_with_label, error_line, run_miniwdl, workflow_run_of
 
 pytestmark = pytest.mark.usefixtures("docker_rig")
 
@@ -76,7 +75,7 @@ def _image_line(run) -> str:
 
 
 def _no_leftovers(run) -> None:
-    assert containers_with_label("omnibio.run", os.path.basename(run.dir)) == []
+    assert containers_with_label("omnibio.run", workflow_run_of(run.dir)) == []
 
 
 def test_missing_pulls_an_absent_image_once_and_logs_its_id_and_digest(workdir, served, one_pull):

@@ -16,9 +16,10 @@ from tests.helpers import (
     DEADLINE,
     containers_with_label,
     popen_miniwdl,
-    run_dir_name,
     run_miniwdl,
+    run_name,
     wait_until,
+    workflow_run_of,
 )
 
 pytestmark = pytest.mark.usefixtures("docker_rig")
@@ -70,7 +71,7 @@ task talk {{
         line = lines.wait_for("halfway there")
         # the task cannot end before the test says go: the line came while it ran
         assert ".stderr" in line  # miniwdl's per-task stderr logger, as with docker_swarm
-        (running,) = task_containers(run_dir_name(str(workdir)))
+        (running,) = task_containers(run_name(str(workdir)))
         assert running.status == "running"
     finally:
         _finish(proc, control)
@@ -120,15 +121,15 @@ def _start_hogs(workdir, admission: bool, by: str = "cpu"):
 def test_admission_queues_tasks_that_do_not_fit(workdir, by):
     proc, lines, control = _start_hogs(workdir, admission=True, by=by)
     try:
-        run_name = run_dir_name(str(workdir))
+        name = run_name(str(workdir))
         # while the first holds every cpu, the second waits uncreated
         wait_until(
-            lambda: lines.has("waiting for host resources") or len(task_containers(run_name)) > 1,
+            lambda: lines.has("waiting for host resources") or len(task_containers(name)) > 1,
             "the second task to queue (or to start beside the first)",
         )
-        wait_until(lambda: task_containers(run_name), "the first task's container")
+        wait_until(lambda: task_containers(name), "the first task's container")
         assert lines.has("waiting for host resources")
-        assert len(task_containers(run_name)) == 1
+        assert len(task_containers(name)) == 1
     finally:
         _finish(proc, control)
     assert proc.returncode == 0, lines.text()[-3000:]
@@ -137,9 +138,9 @@ def test_admission_queues_tasks_that_do_not_fit(workdir, by):
 def test_admission_false_runs_tasks_that_do_not_fit_side_by_side(workdir):
     proc, lines, control = _start_hogs(workdir, admission=False)
     try:
-        run_name = run_dir_name(str(workdir))
+        name = run_name(str(workdir))
         wait_until(
-            lambda: len([c for c in task_containers(run_name) if c.status == "running"]) == 2,
+            lambda: len([c for c in task_containers(name) if c.status == "running"]) == 2,
             "both tasks running at once",
         )
         assert not lines.has("waiting for host resources")
@@ -188,7 +189,7 @@ task boom {
     nap_log = os.path.join(run_dir(run), "call-nap", "task.log")
     with open(nap_log) as infile:
         assert "cancelling" in infile.read()
-    assert containers_with_label("omnibio.run", os.path.basename(run_dir(run))) == []
+    assert containers_with_label("omnibio.run", workflow_run_of(run_dir(run))) == []
 
 
 def _log_time(line: str) -> datetime:
@@ -209,7 +210,7 @@ def test_task_time_limit_stops_the_task_not_before_its_limit(workdir):
     running = next(x for x in lines if re.search(r'engine status :: .*phase: "running"', x))
     stopped = next(x for x in lines if "task exceeded its time limit" in x)
     assert (_log_time(stopped) - _log_time(running)).total_seconds() >= 2
-    assert containers_with_label("omnibio.run", os.path.basename(run_dir(run))) == []
+    assert containers_with_label("omnibio.run", workflow_run_of(run_dir(run))) == []
 
 
 SLEEPY_SCATTER = """
@@ -225,10 +226,10 @@ task nap {
 """
 
 
-def _running_tasks(run_name: str, count: int) -> None:
+def _running_tasks(run: str, count: int) -> None:
     wait_until(
-        lambda: len([c for c in task_containers(run_name) if c.status == "running"]) >= count,
-        f"{count} running containers of {run_name}",
+        lambda: len([c for c in task_containers(run) if c.status == "running"]) >= count,
+        f"{count} running containers of {run}",
     )
 
 
@@ -237,14 +238,13 @@ def test_signal_stops_every_container_of_the_run(workdir, sig):
     wdl = _write(workdir / "sleepy.wdl", SLEEPY_SCATTER)
     proc = popen_miniwdl(wdl, [], str(workdir))
     try:
-        run_name = run_dir_name(str(workdir))
-        _running_tasks(run_name, 2)
+        name = run_name(str(workdir))
+        _running_tasks(name, 2)
         proc.send_signal(sig)
         proc.wait(timeout=DEADLINE)  # the tasks alone would take 600 s
         assert proc.returncode != 0
         left = [
-            (c.name, c.status, dict(c.labels))
-            for c in containers_with_label("omnibio.run", run_name)
+            (c.name, c.status, dict(c.labels)) for c in containers_with_label("omnibio.run", name)
         ]
         assert left == [], (left, proc.communicate()[1][-3000:])
     finally:
@@ -257,12 +257,12 @@ def test_next_run_removes_what_a_killed_run_left(workdir):
     wdl = _write(workdir / "sleepy.wdl", SLEEPY_SCATTER)
     proc = popen_miniwdl(wdl, [], str(workdir))
     try:
-        run_name = run_dir_name(str(workdir))
-        _running_tasks(run_name, 2)
+        name = run_name(str(workdir))
+        _running_tasks(name, 2)
     finally:
         proc.kill()
         proc.wait()
-    assert containers_with_label("omnibio.run", run_name)  # left behind ...
+    assert containers_with_label("omnibio.run", name)  # left behind ...
     tiny = _write(
         workdir / "tiny.wdl",
         'version 1.1\ntask tiny { command <<< true >>> runtime { docker: "ubuntu:22.04" } }\n',
@@ -270,4 +270,4 @@ def test_next_run_removes_what_a_killed_run_left(workdir):
     later = workdir / "later"
     later.mkdir()
     assert run_miniwdl(tiny, [], str(later)).returncode == 0
-    assert containers_with_label("omnibio.run", run_name) == []  # ... and gone after the next run
+    assert containers_with_label("omnibio.run", name) == []  # ... and gone after the next run

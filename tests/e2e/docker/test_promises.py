@@ -7,7 +7,7 @@ import os
 import pytest
 
 from tests.e2e.docker.support import task_containers
-from tests.helpers import DEADLINE, popen_miniwdl, run_dir_name, wait_until
+from tests.helpers import DEADLINE, popen_miniwdl, run_dir_name, wait_until, workflow_run_of
 
 pytestmark = pytest.mark.usefixtures("docker_rig")
 
@@ -49,18 +49,12 @@ def _running(workdir, network: str | None = None):
         proc.kill()
         raise
     assert proc.poll() is None, proc.communicate()[1][-3000:]  # e.g. the WDL did not load
-    name = run_dir_name(str(workdir))
-    work = os.path.join(str(workdir), name, "call-see", "work")
+    directory = os.path.join(str(workdir), run_dir_name(str(workdir)))
+    name = workflow_run_of(directory)
+    work = os.path.join(directory, "call-see", "work")
 
     def started():
-        """Its container: another worker's run of a workflow named w may share the run's name
-        (a timestamp and the workflow's name), never its directory, which the task mounts."""
-        found = [
-            c
-            for c in task_containers(name)
-            if c.status == "running"
-            and any(str(workdir) in m.get("Source", "") for m in c.attrs.get("Mounts", []))
-        ]
+        found = [c for c in task_containers(name) if c.status == "running"]
         return found if found and os.path.exists(os.path.join(work, "nets")) else None
 
     try:

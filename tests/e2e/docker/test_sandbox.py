@@ -31,6 +31,7 @@ from tests.helpers import (
     run_dir_name,
     run_miniwdl,
     wait_until,
+    workflow_run_of,
 )
 
 pytestmark = pytest.mark.usefixtures("docker_rig")
@@ -246,8 +247,8 @@ def test_what_a_task_can_reach(workdir, outside):
         args += [f"targets={name}:{target}" for name, target in targets.items()]
         proc = popen_miniwdl(str(wdl), args, str(workdir))
         try:
-            run_name = run_dir_name(str(workdir))
-            call_dir = workdir / run_name
+            call_dir = workdir / run_dir_name(str(workdir))
+            run_name = workflow_run_of(str(call_dir))
             listener_log = call_dir / "call-listen" / "stderr.txt"
             wait_until(
                 lambda: listener_log.exists() and "listening" in listener_log.read_text(),

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, workflow_run_of
 
 pytestmark = pytest.mark.usefixtures("docker_rig")
 
@@ -71,7 +71,7 @@ def _check_results(clone: str, proc: subprocess.CompletedProcess) -> None:
     uploads = re.findall(r"^  at (.+/results\.json)$", proc.stdout, re.M)
     assert len(uploads) == 2
     for path in uploads:
-        assert path.startswith(os.path.join(example, "results", os.path.basename(run_dir)))
+        assert path.startswith(os.path.join(example, "results", workflow_run_of(run_dir)))
         with open(path) as infile:
             document = json.load(infile)
         assert document["ok"] is True

@@ -25,7 +25,7 @@ from tests.e2e.slurm.conftest import (
     start_engine,
 )
 from tests.e2e.slurm.test_slurm_backend import SCATTER, assert_results_verified, write
-from tests.helpers import popen_miniwdl, run_dir_name, run_miniwdl, wait_until
+from tests.helpers import popen_miniwdl, run_dir_name, run_miniwdl, wait_until, workflow_run_of
 from tests.unit.test_slurm_translation import make_attempt
 
 
@@ -66,7 +66,7 @@ def test_a_scatter_wider_than_the_qos_limits_completes(qos_alone, shared_dir, ru
     }
     run = run_miniwdl(wdl, [], rundir, backend="omnibio_slurm", config=config, timeout=900)
     assert_results_verified(run, 12)
-    workflow_run = os.path.basename(run.dir)
+    workflow_run = workflow_run_of(run.dir)
 
     # what the accounting database recorded: 12 jobs (array elements or lone jobs) under the
     # QOS, none refused, at most 2 running and at most 4 submitted at any moment
@@ -102,12 +102,13 @@ def test_submissions_over_the_submit_limit_wait_for_jobs_to_end(qos_alone, share
         proc = popen_miniwdl(wdl, [], rundir, "omnibio_slurm", slurm_config(shared_dir, qos=QOS))
         try:
             name = run_dir_name(rundir)
+            run = workflow_run_of(os.path.join(rundir, name))
             wait_until(
                 lambda: "QOSMaxSubmitJobPerUserLimit" in log_since(log, offset),
                 "slurmctld refusing the run's sbatch for the submit limit",
                 120,
             )
-            assert not active_jobs(name) and proc.poll() is None  # held, not failed
+            assert not active_jobs(run) and proc.poll() is None  # held, not failed
             blockers.release()
             stdout, stderr = proc.communicate(timeout=300)
         finally:

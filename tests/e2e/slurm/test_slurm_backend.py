@@ -16,7 +16,9 @@ from tests.helpers import (
     popen_miniwdl,
     run_dir_name,
     run_miniwdl,
+    run_name,
     wait_until,
+    workflow_run_of,
 )
 from tests.unit.test_slurm_translation import make_attempt
 
@@ -46,7 +48,7 @@ def assert_results_verified(run, count: int) -> None:
     """The SCATTER run of ``count`` tasks succeeded, each result came from its own attempt and
     was verified, and each task's stderr line is in its stderr.txt."""
     assert run.returncode == 0, run.stderr[-3000:]
-    workflow_run = os.path.basename(run.dir)
+    workflow_run = workflow_run_of(run.dir)
     calls = [f"call-echo-{i:0{len(str(count - 1))}d}" for i in range(count)]  # miniwdl pads
     results = []
     for path in run.outputs["fan.results"]:
@@ -69,7 +71,7 @@ def test_scatter_in_one_array_with_results_verified(shared_dir, rundir):
         config={**slurm_config(shared_dir, results=True), "scheduler": {"task_concurrency": "4"}},
     )
     assert_results_verified(run, 4)
-    workflow_run = os.path.basename(run.dir)
+    workflow_run = workflow_run_of(run.dir)
 
     # ready together: one sbatch --array for the four attempts, as Slurm's accounting saw it
     # (slurmctld sends each job's end to slurmdbd a moment after the job ends)
@@ -116,9 +118,10 @@ def test_stderr_reaches_the_run_directory_while_the_job_runs(shared_dir, rundir)
     try:
         name = run_dir_name(rundir)
         stderr = os.path.join(rundir, name, "stderr.txt")
+        run = workflow_run_of(os.path.join(rundir, name))
         wait_until(lambda: "halfway there" in _text(stderr), "the line in stderr.txt", 120)
         # the task cannot end before the test says go: the line came while its job ran
-        assert active_jobs(name)
+        assert active_jobs(run)
         write(control, "go", "")
         proc.communicate(timeout=120)
     finally:
@@ -153,7 +156,7 @@ def start_sleepy(shared_dir, rundir):
     config = {**slurm_config(shared_dir), "scheduler": {"task_concurrency": "3"}}
     proc = popen_miniwdl(wdl, [], rundir, backend="omnibio_slurm", config=config)
     try:
-        name = run_dir_name(rundir)
+        name = run_name(rundir)
         wait_until(lambda: len(active_jobs(name)) >= 3, f"3 jobs of {name} in Slurm", 90)
     except BaseException:
         proc.kill()
@@ -227,7 +230,8 @@ def test_a_job_cancelled_outside_the_run_is_named_from_squeue(shared_dir, rundir
         name = run_dir_name(rundir)
         running = os.path.join(rundir, name, "omnibio_exit.1")  # empty while the job runs
         wait_until(lambda: os.path.exists(running), "the job script runs", 300)
-        (job,) = active_jobs(name)
+        run = workflow_run_of(os.path.join(rundir, name))
+        (job,) = active_jobs(run)
         listed = subprocess.run(
             ["squeue", "--noheader", f"--jobs={job}", "--Format=WorkDir:500,Comment:500"],
             capture_output=True,
@@ -235,7 +239,7 @@ def test_a_job_cancelled_outside_the_run_is_named_from_squeue(shared_dir, rundir
             check=True,
         ).stdout.split()
         assert listed[0] == os.path.join(rundir, name, "work")  # sbatch --chdir
-        assert f"run={name} call=nap launcher=" in " ".join(listed[1:])  # sbatch --comment
+        assert f"run={run} call=nap launcher=" in " ".join(listed[1:])  # sbatch --comment
         subprocess.run(["scancel", job], check=True)  # by a user, not by the run
         stderr = proc.communicate(timeout=120)[1]
     finally:

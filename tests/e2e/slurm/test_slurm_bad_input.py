@@ -4,7 +4,7 @@ import os
 import shutil
 
 from tests.e2e.slurm.conftest import active_jobs, slurm_config
-from tests.helpers import error_line, run_miniwdl
+from tests.helpers import error_line, run_miniwdl, workflow_run_of
 
 HELLO = (
     "version 1.1\ntask hello { command <<< echo hi >>> runtime { "
@@ -27,7 +27,7 @@ def run_hello(shared_dir, rundir, image="ubuntu:22.04", runtime="", env=None, **
     )
     assert run.returncode != 0
     if run.dir:
-        assert active_jobs(os.path.basename(run.dir)) == []
+        assert active_jobs(workflow_run_of(run.dir)) == []
     return error_line(run)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import require
 from tests.e2e.slurm.conftest import slurm_config
-from tests.helpers import run_miniwdl
+from tests.helpers import run_miniwdl, workflow_run_of
 
 PODMAN_OPTIONS = "--ulimit nofile=1024:1024 --ulimit nproc=4096:4096"
 TASK = """
@@ -48,7 +48,7 @@ def run_hello(shared_dir, rundir, code):
 def test_podman_runs_the_task_with_its_contract(podman, shared_dir, rundir):
     run = run_hello(shared_dir, rundir, 0)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert run.outputs["hello.run_id"] == f"{os.path.basename(run.dir)}.hello.1"
+    assert run.outputs["hello.run_id"] == f"{workflow_run_of(run.dir)}.hello.1"
     with open(os.path.join(run.dir, "stderr.txt")) as infile:
         assert "to stderr" in infile.read()
     listed = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True)

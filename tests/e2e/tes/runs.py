@@ -1,12 +1,11 @@
 """Starting miniwdl runs on omnibio_tes against the test server, and reading what they left."""
 
-import json
 import os
 
 import requests
 
 from tests.e2e.tes.support import tes_config
-from tests.helpers import miniwdl_env, popen_miniwdl, run_miniwdl
+from tests.helpers import miniwdl_env, popen_miniwdl, run_miniwdl, workflow_run_of
 
 ACTIVE = ("QUEUED", "INITIALIZING", "RUNNING", "CANCELING")
 
@@ -51,17 +50,12 @@ def env_for(server, moto, **tes_keys):
 
 
 def run_tasks(server, run_dir):
-    """The server's tasks (FULL view) of one workflow run, oldest first. The run's name tag is
-    shared by runs that started the same second in other directories (README, RUN_ID), so a task
-    is this run's only if it also names the run directory with its parent (a test's own temp
-    directory): by its host path when staged, below the workers' mount in place."""
-    name = os.path.basename(run_dir or "")
-    where = os.path.join(os.path.basename(os.path.dirname(run_dir or "")), name)
-    return [
-        t
-        for t in server.tasks()
-        if (t.get("tags") or {}).get("omnibio.run") == name and where in json.dumps(t)
-    ]
+    """The server's tasks (FULL view) of one workflow run, oldest first: those tagged with its
+    name, which no run in another directory shares."""
+    if not run_dir:  # miniwdl refused the run before making its directory
+        return []
+    name = workflow_run_of(run_dir)
+    return [t for t in server.tasks() if (t.get("tags") or {}).get("omnibio.run") == name]
 
 
 def running_tasks(server, rundir, count):

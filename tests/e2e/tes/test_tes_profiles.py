@@ -24,7 +24,7 @@ from tests.e2e.tes.runs import (
     states,
 )
 from tests.e2e.tes.support import BUCKET
-from tests.helpers import run_dir_name, wait_until
+from tests.helpers import run_dir_name, wait_until, workflow_run_of
 
 OTHER = "another-process"
 
@@ -84,7 +84,7 @@ def test_scatter_with_a_lost_create_answer(profile_server, others, moto, rundir)
         assert all(result["ok"] for result in verified)
         tasks = run_tasks(server, done["dir"])
         assert sorted(t["tags"]["omnibio.run_id"] for t in tasks) == sorted(
-            f"{os.path.basename(done['dir'])}.call-echo-{i}.1" for i in range(2)
+            f"{workflow_run_of(done['dir'])}.call-echo-{i}.1" for i in range(2)
         )  # one task each: the lost one adopted, not created again
         assert {t["state"] for t in tasks} == {"COMPLETE"}
         assert "TES task was created by the failed request" in stderr

@@ -21,7 +21,7 @@ from tests.e2e.tes.runs import (
 )
 from tests.e2e.tes.support import BUCKET, tes_config
 from tests.emulators.tes_server import S3Access, TesServer
-from tests.helpers import error_line
+from tests.helpers import error_line, workflow_run_of
 
 SCATTER = r"""
 version 1.2
@@ -68,7 +68,7 @@ def test_scatter_staged_once_results_verified_and_polling_flat(tes_server, moto,
         config=tes_config(tes_server.url, results, keep_staged="true", page_size="1"),
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    workflow_run = os.path.basename(done.dir)
+    workflow_run = workflow_run_of(done.dir)
     assert done.outputs["fan.seen"] == ["ref a.txt sub deep"] * 3
     for i, made in enumerate(done.outputs["fan.made"]):  # a Directory output, downloaded
         assert read(os.path.join(made, "nested", "i.txt")) == f"{i}\n"
@@ -126,7 +126,7 @@ def test_return_codes_inputs_are_copies_and_staged_objects_removed(tes_server, m
     (task,) = run_tasks(tes_server, done.dir)
     assert task["state"] == "EXECUTOR_ERROR" and task["logs"][-1]["logs"][-1]["exit_code"] == 3
     assert "going down" in read(os.path.join(done.dir, "stderr.txt"))
-    assert not [k for k in staged_keys(s3, BUCKET) if os.path.basename(done.dir) in k]
+    assert not [k for k in staged_keys(s3, BUCKET) if workflow_run_of(done.dir) in k]
 
 
 BOOM = """
@@ -211,7 +211,7 @@ def test_an_input_already_in_the_store_is_passed_through(tes_server, moto, s3, r
     assert done.outputs["read_it.said"] == "from the store"
     (task,) = run_tasks(tes_server, done.dir)
     assert [i["url"] for i in task["inputs"] if "url" in i] == [uri]
-    keys = [k for k in staged_keys(s3, BUCKET) if os.path.basename(done.dir) in k]
+    keys = [k for k in staged_keys(s3, BUCKET) if workflow_run_of(done.dir) in k]
     assert not [k for k in keys if "/files/" in k or "/dirs/" in k], keys
     s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": k} for k in keys]})
 
