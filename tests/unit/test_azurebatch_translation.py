@@ -172,7 +172,8 @@ def _seen(node, start):
 
 
 def _status(task, before=QUEUED, cancelled=False, time_limit=60):
-    return task_status(task, before, _attempt(time_limit), cancelled, "job")
+    record = Submitted("x", _attempt(time_limit), LOG, 0.0, status=before, cancelled=cancelled)
+    return task_status(task, record, "job")
 
 
 def test_states_map_to_phases():

@@ -20,6 +20,7 @@ import os
 import threading
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -38,7 +39,7 @@ from ...attempt import TaskAttempt
 from ...retrying import retry
 from ..base import Accepted, Engine, Status, Submission, Submitted
 from ..jobscript import read_exit_record
-from .pool import PoolSpec, credential, find_pool, pool_limits
+from .pool import credential, find_pool, pool_limits
 from .settings import ID_LENGTH, AzureBatchSettings
 from .status import added, asks_batch, changed_since, describe_error, error_code, fetched, refused
 from .translate import TaskRequest, batch_id, job_options, split_collection, task_request
@@ -72,38 +73,31 @@ def throttled(exn: Exception) -> bool:
     )
 
 
+@dataclass(eq=False)  # one engine per process, compared by identity
 class AzureBatchEngine(Engine[TaskRequest]):
     section = "omnibio_azurebatch"
     enforces_time_limit = True  # maxWallClockTime
     # a scatter's attempts, ready together, share addtaskcollection requests
     gather_seconds = 0.25
 
-    def __init__(
-        self,
-        client: BatchClient,
-        settings: AzureBatchSettings,
-        account: str,
-        pool: batch_models.BatchPool,
-        limits: dict[str, int],
-        logger: logging.Logger,
-    ) -> None:
-        self.client = client
-        self.settings = settings
-        self.account = account
-        self.pool = pool
-        self.filesystem = settings.filesystem
-        self.limits = limits
-        self.poll_seconds = settings.poll_seconds
-        self.sweep_seconds = settings.list_seconds
-        self.default_time_limit = settings.default_time_limit
-        self.job_id: str | None = None
-        self._job_lock = threading.Lock()
-        self._logger = logger
+    client: BatchClient
+    settings: AzureBatchSettings
+    account: str
+    pool: batch_models.BatchPool
+    limits: dict[str, int]
+    logger: logging.Logger
+    job_id: str | None = None
+    _job_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.filesystem = self.settings.filesystem
+        self.poll_seconds = self.settings.poll_seconds
+        self.sweep_seconds = self.settings.list_seconds
+        self.default_time_limit = self.settings.default_time_limit
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "AzureBatchEngine":
         settings = AzureBatchSettings.load(cfg)
-        pool_spec = PoolSpec(settings)
         # the SDK's request logging would put a line per REST call into the run's log
         logging.getLogger("azure").setLevel(max(logging.WARNING, logging.getLogger("azure").level))
         account, key = credential(settings)
@@ -123,9 +117,8 @@ class AzureBatchEngine(Engine[TaskRequest]):
             retry_backoff_max=60,
             per_call_policies=[LoopbackHttp()] if settings.loopback_token else [],
         )
-        pool = find_pool(client, settings, pool_spec, logger)
+        pool = find_pool(client, settings, logger)
         limits = pool_limits(settings, pool)
-        engine = cls(client, settings, account, pool, limits, logger)
         logger.log(
             NOTICE_LEVEL,
             _(
@@ -140,7 +133,7 @@ class AzureBatchEngine(Engine[TaskRequest]):
                 **limits,
             ),
         )
-        return engine
+        return cls(client, settings, account, pool, limits, logger)
 
     def resource_limits(self) -> dict[str, int]:
         return self.limits
@@ -228,7 +221,7 @@ class AzureBatchEngine(Engine[TaskRequest]):
         except Exception as exn:
             if error_code(exn) == TOO_LARGE and len(left) > 1:
                 half = len(left) // 2
-                self._logger.info(f"addtaskcollection of {len(left)} tasks too large; halving")
+                self.logger.info(f"addtaskcollection of {len(left)} tasks too large; halving")
                 return {
                     **outcomes,
                     **self._add(job_id, left[:half]),
@@ -257,29 +250,18 @@ class AzureBatchEngine(Engine[TaskRequest]):
 
     def failure_details(self, record: Submitted, status: Status) -> dict[str, Any]:
         """The tails of the task's stdout.txt / stderr.txt on its node (the container's own)."""
-        details: dict[str, Any] = {}
-        for name in ("stdout.txt", "stderr.txt"):
-            tail = self._file_tail(record.handle, name)
-            if tail:
-                details[f"batch_{name.replace('.txt', '')}_tail"] = tail
-        return details
-
-    def _file_tail(self, handle: str, name: str) -> str:
         assert self.job_id
-        try:
-            properties = self.client.get_task_file_properties(self.job_id, handle, name)
-            size = properties.content_length or 0
-            if not size:
-                return ""
-            start = max(0, size - FILE_TAIL_BYTES)
-            data = b"".join(
-                self.client.download_task_file(
-                    self.job_id, handle, name, ocp_range=f"bytes={start}-{size - 1}"
-                )
-            )
-        except AzureError:
-            return ""
-        return data.decode("utf-8", errors="replace")
+        details: dict[str, Any] = {}
+        task = (self.job_id, record.handle)
+        for stream in ("stdout", "stderr"):
+            name = f"{stream}.txt"
+            with contextlib.suppress(AzureError):
+                size = self.client.get_task_file_properties(*task, name).content_length or 0
+                if size:
+                    tail = f"bytes={max(0, size - FILE_TAIL_BYTES)}-{size - 1}"
+                    data = b"".join(self.client.download_task_file(*task, name, ocp_range=tail))
+                    details[f"batch_{stream}_tail"] = data.decode("utf-8", errors="replace")
+        return details
 
     def cancel(self, record: Submitted, logger: logging.Logger) -> None:
         job_id, handle = self.job_id, record.handle
