@@ -2,6 +2,7 @@
 reads their results in either spelling of the service's enums. The client is a stand-in for the
 edge cases; the emulator tests (tests/e2e/azurebatch) send real requests."""
 
+import dataclasses
 import logging
 from datetime import datetime, timezone
 
@@ -12,7 +13,6 @@ from miniwdl_omnibio import retrying
 from miniwdl_omnibio.engines.azurebatch.translate import (
     COLLECTION_BYTES,
     COLLECTION_MAX,
-    TaskRequest,
     serialized_size,
     split_collection,
 )
@@ -77,11 +77,8 @@ def test_results_in_either_spelling(monkeypatch, tmp_path, client_error, server_
         ]
     )
     names = ("ok", "exists", "bad", "busy")
-    records = [str(tmp_path / f"omnibio_exit.{name}") for name in names]
-    submissions = [
-        Submission(_attempt(), TaskRequest("run", "i", _task(name), record), logging.getLogger())
-        for name, record in zip(names, records, strict=True)
-    ]
+    attempt = dataclasses.replace(_attempt(), host_dir=str(tmp_path))
+    submissions = [Submission(attempt, _task(name), logging.getLogger()) for name in names]
     ok, exists, bad, busy = engine.submit_many(submissions)
     assert engine.client.sent == [list(names), ["busy"]]  # only the server error again
     assert ok == Accepted("ok", T0) and busy == Accepted("busy", T0)  # memo: created, by Batch

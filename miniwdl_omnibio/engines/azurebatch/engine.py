@@ -1,16 +1,13 @@
 """omnibio_azurebatch: each task attempt is one Azure Batch container task.
 
-The pool's nodes mount the shared filesystem (NFS, Azure Files, blobfuse) that holds the run
-directory, so nothing is copied: each task's container binds it read-write at ``mount_path`` and
-read-only at ``readonly_mount_path`` (docker ``-v`` in containerRunOptions). One Batch job holds
-all tasks of a workflow run; it is created on the first submission and terminated at the end.
-A burst of submissions shares ``addtaskcollection`` requests. Each task's command writes its exit
-record (``jobscript``) into the task's directory on the shared filesystem, so a poll first reads
-those files: an exit status 0 ends the attempt without a call. Batch is asked, in one filtered,
-paged ``list_tasks``, when a record holds another exit status or an attempt is being cancelled,
-and in the tracker's full rounds (every ``list_seconds``) for what a file cannot know (a task
-that never started, a preempted or requeued task, the time limit). This module holds the I/O;
-``translate`` and ``status`` the pure parts.
+The pool's nodes mount the shared filesystem that holds the run directory, so nothing is copied:
+each container binds it at ``mount_path`` and, read-only, at ``readonly_mount_path``. One Batch
+job holds a workflow run's tasks, made at the first submission and terminated at the end; a burst
+of submissions shares ``addtaskcollection`` requests. Each task's command writes its exit record
+(``jobscript``) into the task's directory, so a poll reads those files first: exit status 0 ends
+the attempt without a call. Batch is asked, in one filtered ``list_tasks``, when a record holds
+another exit status or an attempt is being cancelled, and every ``list_seconds`` for what a file
+cannot know (a task that never started, a preempted or requeued task, the time limit).
 """
 
 import contextlib
@@ -38,11 +35,11 @@ from WDL.runtime import config as miniwdl_config
 from ...attempt import TaskAttempt
 from ...retrying import retry
 from ..base import Accepted, Engine, Status, Submission, Submitted
-from ..jobscript import read_exit_record
+from ..jobscript import exit_record, read_exit_record
 from .pool import credential, find_pool, pool_limits
 from .settings import ID_LENGTH, AzureBatchSettings
 from .status import added, asks_batch, changed_since, describe_error, error_code, fetched, refused
-from .translate import TaskRequest, batch_id, job_options, split_collection, task_request
+from .translate import batch_id, batch_task, job_options, split_collection
 
 STATUS_FIELDS = ["id", "state", "stateTransitionTime", "executionInfo", "nodeInfo"]
 QUOTA_CODE = "ActiveJobAndScheduleQuotaReached"
@@ -74,7 +71,7 @@ def throttled(exn: Exception) -> bool:
 
 
 @dataclass(eq=False)  # one engine per process, compared by identity
-class AzureBatchEngine(Engine[TaskRequest]):
+class AzureBatchEngine(Engine[batch_models.BatchTaskCreateOptions]):
     section = "omnibio_azurebatch"
     enforces_time_limit = True  # maxWallClockTime
     # a scatter's attempts, ready together, share addtaskcollection requests
@@ -138,8 +135,8 @@ class AzureBatchEngine(Engine[TaskRequest]):
     def resource_limits(self) -> dict[str, int]:
         return self.limits
 
-    def translate(self, attempt: TaskAttempt) -> TaskRequest:
-        return task_request(attempt, self.settings, self.pool, self.limits)
+    def translate(self, attempt: TaskAttempt) -> batch_models.BatchTaskCreateOptions:
+        return batch_task(attempt, self.settings, self.pool, self.limits)
 
     def ensure_job(self, workflow_run: str, logger: logging.Logger) -> str:
         """The run's Batch job, made on first use; waits (bounded) while the job quota is full."""
@@ -173,29 +170,29 @@ class AzureBatchEngine(Engine[TaskRequest]):
             return job_id
 
     def submit_many(
-        self, submissions: Sequence[Submission[TaskRequest]]
+        self, submissions: Sequence[Submission[batch_models.BatchTaskCreateOptions]]
     ) -> list[Accepted | Exception]:
         """The burst in addtaskcollection requests of at most 100 tasks and 900 KB each."""
-        job_id = self.ensure_job(submissions[0].request.workflow_run, submissions[0].logger)
+        job_id = self.ensure_job(submissions[0].attempt.workflow_run, submissions[0].logger)
         for each in submissions:  # a record left by an earlier launcher must not end the task
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(each.request.exit_record)
+                os.unlink(exit_record(each.attempt.host_dir, each.attempt.attempt))
         outcomes: dict[str, Accepted | Exception] = {}
-        for group in split_collection([each.request.task for each in submissions]):
+        for group in split_collection([each.request for each in submissions]):
             outcomes.update(self._add(job_id, group))
         for each in submissions:
-            task = each.request.task
+            task = each.request
             if isinstance(outcomes[task.id], Accepted):
                 each.logger.info(
                     _(
                         "Azure Batch task",
                         job=job_id,
                         task=task.id,
-                        image=each.request.image,
+                        image=each.attempt.image,
                         required_slots=task.required_slots,
                     )
                 )
-        return [outcomes[each.request.task.id] for each in submissions]
+        return [outcomes[each.request.id] for each in submissions]
 
     def _add(
         self, job_id: str, tasks: list[batch_models.BatchTaskCreateOptions]
@@ -209,7 +206,7 @@ class AzureBatchEngine(Engine[TaskRequest]):
             group = batch_models.BatchTaskGroup(task_values=left)
             results = self.client.create_task_collection(job_id, group).result_values or []
             for result in results:
-                outcome = added(result.task_id, result)
+                outcome = added(result)
                 if outcome is not None:
                     outcomes[result.task_id] = outcome
             left[:] = [task for task in left if task.id not in outcomes]
@@ -219,15 +216,12 @@ class AzureBatchEngine(Engine[TaskRequest]):
         try:
             retry(send, throttled, ADD_TRIES)
         except Exception as exn:
-            if error_code(exn) == TOO_LARGE and len(left) > 1:
-                half = len(left) // 2
-                self.logger.info(f"addtaskcollection of {len(left)} tasks too large; halving")
-                return {
-                    **outcomes,
-                    **self._add(job_id, left[:half]),
-                    **self._add(job_id, left[half:]),
-                }
-            outcomes.update({task.id: refused(task.id, exn) for task in left})
+            if error_code(exn) != TOO_LARGE or len(left) <= 1:
+                return {**outcomes, **{task.id: refused(task.id, exn) for task in left}}
+            self.logger.info(f"addtaskcollection of {len(left)} tasks too large; halving")
+            half = len(left) // 2
+            for part in (left[:half], left[half:]):
+                outcomes.update(self._add(job_id, part))
         return outcomes
 
     def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
@@ -237,7 +231,10 @@ class AzureBatchEngine(Engine[TaskRequest]):
         job_id = self.job_id
         if not job_id:
             return {}
-        written = {r.handle: read_exit_record(r.request.exit_record) for r in records}
+        written = {
+            r.handle: read_exit_record(exit_record(r.attempt.host_dir, r.attempt.attempt))
+            for r in records
+        }
         asked = [r for r in records if asks_batch(r, written[r.handle][1], full)]
         listed: dict[str, batch_models.BatchTask] = {}
         if asked:

@@ -48,10 +48,6 @@ def node_size(vm_size: str) -> tuple[int, int] | None:
     return vcpus, vcpus * GIB_PER_VCPU.get(family[0], 4) * GiB
 
 
-def has_gpu(vm_size: str) -> bool:
-    return bool(GPU_FAMILY.match(vm_size or ""))
-
-
 def _registry(
     settings: AzureBatchSettings, entry: dict[str, Any]
 ) -> batch_models.ContainerRegistryReference:
@@ -116,16 +112,12 @@ def pool_options(settings: AzureBatchSettings, pool_id: str) -> batch_models.Bat
 
 def credential(settings: AzureBatchSettings) -> tuple[str, Any]:
     """(account name, credential); the shared key is read from its variable, never logged."""
-    host = settings.host
-    if settings.auth == "entra":
-        # managed identity, workload identity, az login
+    account = settings.account_name or settings.host.split(".")[0]
+    if settings.auth == "entra":  # managed identity, workload identity, az login
         from azure.identity import DefaultAzureCredential
 
-        return settings.account_name or host.split(".")[0], DefaultAzureCredential()
-    account = settings.account_name or (
-        host.split(".")[0] if host.endswith(".batch.azure.com") else ""
-    )
-    if not account:
+        return account, DefaultAzureCredential()
+    if not (settings.account_name or settings.host.endswith(".batch.azure.com")):
         raise settings.fail(
             "account_name",
             "is required with auth = shared_key when account_url is not "
@@ -215,24 +207,23 @@ def _find_or_create(
 
 def _auth_failure(settings: AzureBatchSettings, exn: HttpResponseError) -> ConfigError:
     reason = describe_error(exn)
-    if settings.auth == "entra":
-        if exn.status_code is None:
-            return settings.fail(
-                "auth",
-                f"no Entra ID token for Azure Batch ({reason}); set up a managed identity, "
-                "workload identity or az login",
-            )
+    if settings.auth == "shared_key":
         return settings.fail(
-            "auth",
-            f"Azure Batch did not accept the Entra ID token ({reason}); give the identity a "
-            "Batch data-plane role on the account",
+            "account_key_env",
+            f"Azure Batch rejected the shared key in ${settings.account_key_env} ({reason}); use a "
+            "current key of the account named in account_name",
         )
-    variable = settings.account_key_env
-    return settings.fail(
-        "account_key_env",
-        f"Azure Batch rejected the shared key in ${variable} ({reason}); use a current key of "
-        "the account named in account_name",
-    )
+    if exn.status_code is None:
+        problem = (
+            f"no Entra ID token for Azure Batch ({reason}); set up a managed identity, workload "
+            "identity or az login"
+        )
+    else:
+        problem = (
+            f"Azure Batch did not accept the Entra ID token ({reason}); give the identity a Batch "
+            "data-plane role on the account"
+        )
+    return settings.fail("auth", problem)
 
 
 def pool_limits(settings: AzureBatchSettings, pool: batch_models.BatchPool) -> dict[str, int]:

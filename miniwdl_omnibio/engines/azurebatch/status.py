@@ -31,11 +31,9 @@ def error_code(exn: BaseException) -> str | None:
 
 
 def describe_error(exn: BaseException) -> str:
-    """One line for a service or transport error: status, Batch error code and message only.
-
-    The service's error values (e.g. AuthenticationErrorDetail with the string it signed) are
-    left out: they are long and not for a log line.
-    """
+    """One line for a service or transport error: status, Batch error code and message only; the
+    service's error values (e.g. AuthenticationErrorDetail with the string it signed) are long and
+    not for a log line."""
     if isinstance(exn, HttpResponseError):
         text = str(exn.message or exn.reason or "")
         message = re.sub(r"^\(\w+\)\s*", "", text.splitlines()[0] if text else "")
@@ -53,7 +51,7 @@ def refused(task_id: str, exn: BaseException) -> Error.RuntimeError:
     return Error.RuntimeError(f"Azure Batch did not accept task {task_id}: {reason}")
 
 
-def added(task_id: str, result: batch_models.BatchTaskCreateResult) -> Accepted | Exception | None:
+def added(result: batch_models.BatchTaskCreateResult) -> Accepted | Exception | None:
     """addtaskcollection's answer for one task: Accepted, with the task's creation in the
     service's clock as its memo; the refusal; or None for a server error, worth another try. A
     task that already exists was added by an earlier try of the same request (the service may
@@ -64,8 +62,8 @@ def added(task_id: str, result: batch_models.BatchTaskCreateResult) -> Accepted 
     if status == "clienterror" and code != "TaskExists":
         message = getattr(getattr(result.error, "message", None), "value", "") or ""
         line = message.splitlines()[0] if message else ""
-        return refused(task_id, Exception(f"{code or 'ClientError'}: {line}"))
-    return Accepted(task_id, result.last_modified if status == "success" else None)
+        return refused(result.task_id, Exception(f"{code or 'ClientError'}: {line}"))
+    return Accepted(result.task_id, result.last_modified if status == "success" else None)
 
 
 def changed_since(created: list[datetime | None]) -> str | None:
@@ -120,12 +118,10 @@ def sighting(task: batch_models.BatchTask) -> dict[str, str | None]:
 
 def rerun_reason(task: batch_models.BatchTask, before: Mapping[str, Any]) -> str | None:
     """Why the task is not the run a listing showed start (``before``, its sighting), or None.
-
     The spec counts in ``requeueCount`` the requeues a user asked for; preemption of a
     low-priority/spot node may requeue without counting (Microsoft's TES on Azure watches node
     state instead). So a rerun also shows as the task back in the queue after it started, or
-    started again on another node or at another time.
-    """
+    started again on another node or at another time."""
     info = task.execution_info
     requeues = (info.requeue_count or 0) if info else 0
     if requeues > 0:

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import shlex
-from dataclasses import dataclass
 from datetime import timedelta
 
 from azure.batch import models as batch_models
@@ -15,23 +14,13 @@ from WDL import Error
 from ...attempt import TaskAttempt
 from ..jobscript import command as jobscript_command
 from ..jobscript import double_quoted, exit_record
-from .pool import has_gpu
+from .pool import GPU_FAMILY
 from .settings import ID_LENGTH, INVALID_ID_CHARACTERS, AzureBatchSettings
 
 COLLECTION_MAX = 100  # tasks per addtaskcollection request (BatchTaskGroup.value: "at most 100")
 # "The total serialized size of this collection must be less than 1MB" (BatchTaskGroup.value);
 # whether 1 MB is 10^6 or 2^20 bytes is not said: stay well under both
 COLLECTION_BYTES = 900_000
-
-
-@dataclass(frozen=True)
-class TaskRequest:
-    """One attempt as Batch takes it: the task, and the run whose job it goes into."""
-
-    workflow_run: str
-    image: str
-    task: batch_models.BatchTaskCreateOptions
-    exit_record: str  # host path (jobscript.exit_record)
 
 
 def batch_id(text: str, limit: int = ID_LENGTH) -> str:
@@ -45,13 +34,14 @@ def batch_id(text: str, limit: int = ID_LENGTH) -> str:
     return f"{clean[: limit - 11]}-{digest}"
 
 
-def task_request(
+def batch_task(
     attempt: TaskAttempt,
     settings: AzureBatchSettings,
     pool: batch_models.BatchPool,
     limits: dict[str, int],
-) -> TaskRequest:
-    if attempt.resources.gpu and not has_gpu(pool.vm_size or ""):
+) -> batch_models.BatchTaskCreateOptions:
+    """The attempt as a Batch task (its job and its exit record follow from the attempt)."""
+    if attempt.resources.gpu and not GPU_FAMILY.match(pool.vm_size or ""):
         raise Error.RuntimeError(
             f"runtime.gpu: Azure Batch pool {pool.id} has vmSize {pool.vm_size}, "
             "which has no GPU; use a pool of a GPU size (NC, ND, NV ...)"
@@ -64,7 +54,7 @@ def task_request(
     # access (batch-docker-container-workloads): root in the container needs the pool-scope
     # auto-user with admin elevation, as Microsoft's TES on Azure sets it
     admin = batch_models.AutoUserSpecification(scope="pool", elevation_level="admin")
-    task = batch_models.BatchTaskCreateOptions(
+    return batch_models.BatchTaskCreateOptions(
         id=batch_id(f"{attempt.call.replace('/', '-')}-{attempt.attempt}"),
         display_name=attempt.run_id[:1024],
         # a container task's command line is the container's command (no shell): argv quoted
@@ -86,8 +76,6 @@ def task_request(
         if settings.auto_user_admin
         else None,
     )
-    record = exit_record(attempt.host_dir, attempt.attempt)
-    return TaskRequest(attempt.workflow_run, attempt.image, task, record)
 
 
 def run_options(attempt: TaskAttempt, settings: AzureBatchSettings) -> str:
