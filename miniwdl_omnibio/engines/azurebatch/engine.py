@@ -14,10 +14,9 @@ import contextlib
 import logging
 import math
 import os
-import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -39,7 +38,7 @@ from ..jobscript import exit_record, read_exit_record
 from .pool import credential, find_pool, pool_limits
 from .settings import ID_LENGTH, AzureBatchSettings
 from .status import added, asks_batch, changed_since, describe_error, error_code, fetched, refused
-from .translate import batch_id, batch_task, job_options, split_collection
+from .translate import Task, batch_id, batch_task, split_collection
 
 STATUS_FIELDS = ["id", "state", "stateTransitionTime", "executionInfo", "nodeInfo"]
 QUOTA_CODE = "ActiveJobAndScheduleQuotaReached"
@@ -71,7 +70,7 @@ def throttled(exn: Exception) -> bool:
 
 
 @dataclass(eq=False)  # one engine per process, compared by identity
-class AzureBatchEngine(Engine[batch_models.BatchTaskCreateOptions]):
+class AzureBatchEngine(Engine[Task]):
     section = "omnibio_azurebatch"
     enforces_time_limit = True  # maxWallClockTime
     # a scatter's attempts, ready together, share addtaskcollection requests
@@ -83,8 +82,7 @@ class AzureBatchEngine(Engine[batch_models.BatchTaskCreateOptions]):
     pool: batch_models.BatchPool
     limits: dict[str, int]
     logger: logging.Logger
-    job_id: str | None = None
-    _job_lock: threading.Lock = field(default_factory=threading.Lock)
+    job_id: str = ""  # made with the first burst: a record's handle always has one
 
     def __post_init__(self) -> None:
         self.filesystem = self.settings.filesystem
@@ -135,43 +133,48 @@ class AzureBatchEngine(Engine[batch_models.BatchTaskCreateOptions]):
     def resource_limits(self) -> dict[str, int]:
         return self.limits
 
-    def translate(self, attempt: TaskAttempt) -> batch_models.BatchTaskCreateOptions:
-        return batch_task(attempt, self.settings, self.pool, self.limits)
+    def translate(self, attempt: TaskAttempt) -> Task:
+        return batch_task(attempt, self.settings, self.pool, self.limits["cpu"])
 
     def ensure_job(self, workflow_run: str, logger: logging.Logger) -> str:
-        """The run's Batch job, made on first use; waits (bounded) while the job quota is full."""
-        with self._job_lock:
-            if self.job_id:
-                return self.job_id
-            job_id = f"{batch_id(workflow_run, ID_LENGTH - 9)}-{uuid.uuid4().hex[:8]}"
-            options = job_options(job_id, workflow_run, str(self.pool.id))
+        """The run's Batch job, made on first use (no lock: the tracker sends one burst at a time);
+        waits (bounded) while the job quota is full."""
+        if self.job_id:
+            return self.job_id
+        job_id = f"{batch_id(workflow_run, ID_LENGTH - 9)}-{uuid.uuid4().hex[:8]}"
+        # the run's job: every attempt of the run is one of its tasks; Batch retries none
+        options = batch_models.BatchJobCreateOptions(
+            id=job_id,
+            display_name=workflow_run[:1024],
+            pool_info=batch_models.BatchPoolInfo(pool_id=self.pool.id),
+            constraints=batch_models.BatchJobConstraints(max_task_retry_count=0),
+            metadata=[batch_models.BatchMetadataItem(name="omnibio.run", value=workflow_run[:512])],
+        )
 
-            def quota(exn: Exception) -> float | bool:
-                if error_code(exn) != QUOTA_CODE:
-                    return False
-                logger.warning(_("Azure Batch active job quota reached", retry_in=QUOTA_PAUSE))
-                return QUOTA_PAUSE
+        def quota(exn: Exception) -> float | bool:
+            if error_code(exn) != QUOTA_CODE:
+                return False
+            logger.warning(_("Azure Batch active job quota reached", retry_in=QUOTA_PAUSE))
+            return QUOTA_PAUSE
 
-            tries = 1 + math.ceil(self.settings.quota_wait / QUOTA_PAUSE)
-            try:
-                retry(lambda: self.client.create_job(options), quota, tries, cap=QUOTA_PAUSE)
-            except HttpResponseError as exn:
-                if error_code(exn) == QUOTA_CODE:
-                    raise Error.RuntimeError(
-                        f"Azure Batch account {self.account} is at its active job quota "
-                        f"({QUOTA_CODE}) for {int(self.settings.quota_wait)} s; terminate or "
-                        "delete finished jobs, or request a higher quota"
-                    ) from None
+        tries = 1 + math.ceil(self.settings.quota_wait / QUOTA_PAUSE)
+        try:
+            retry(lambda: self.client.create_job(options), quota, tries, cap=QUOTA_PAUSE)
+        except HttpResponseError as exn:
+            if error_code(exn) == QUOTA_CODE:
                 raise Error.RuntimeError(
-                    f"Azure Batch could not create job {job_id}: {describe_error(exn)}"
+                    f"Azure Batch account {self.account} is at its active job quota "
+                    f"({QUOTA_CODE}) for {int(self.settings.quota_wait)} s; terminate or delete "
+                    "finished jobs, or request a higher quota"
                 ) from None
-            self.job_id = job_id
-            logger.log(NOTICE_LEVEL, _("Azure Batch job", job=job_id, pool=self.pool.id))
-            return job_id
+            raise Error.RuntimeError(
+                f"Azure Batch could not create job {job_id}: {describe_error(exn)}"
+            ) from None
+        self.job_id = job_id
+        logger.log(NOTICE_LEVEL, _("Azure Batch job", job=job_id, pool=self.pool.id))
+        return job_id
 
-    def submit_many(
-        self, submissions: Sequence[Submission[batch_models.BatchTaskCreateOptions]]
-    ) -> list[Accepted | Exception]:
+    def submit_many(self, submissions: Sequence[Submission[Task]]) -> list[Accepted | Exception]:
         """The burst in addtaskcollection requests of at most 100 tasks and 900 KB each."""
         job_id = self.ensure_job(submissions[0].attempt.workflow_run, submissions[0].logger)
         for each in submissions:  # a record left by an earlier launcher must not end the task
@@ -194,9 +197,7 @@ class AzureBatchEngine(Engine[batch_models.BatchTaskCreateOptions]):
                 )
         return [outcomes[each.request.id] for each in submissions]
 
-    def _add(
-        self, job_id: str, tasks: list[batch_models.BatchTaskCreateOptions]
-    ) -> dict[str, Accepted | Exception]:
+    def _add(self, job_id: str, tasks: list[Task]) -> dict[str, Accepted | Exception]:
         """One addtaskcollection request, halved while the service finds the body too large;
         tried again while the service throttles, with the tasks it answered a server error for."""
         outcomes: dict[str, Accepted | Exception] = {}
@@ -204,8 +205,7 @@ class AzureBatchEngine(Engine[batch_models.BatchTaskCreateOptions]):
 
         def send() -> None:
             group = batch_models.BatchTaskGroup(task_values=left)
-            results = self.client.create_task_collection(job_id, group).result_values or []
-            for result in results:
+            for result in self.client.create_task_collection(job_id, group).result_values or []:
                 outcome = added(result)
                 if outcome is not None:
                     outcomes[result.task_id] = outcome
@@ -229,8 +229,6 @@ class AzureBatchEngine(Engine[batch_models.BatchTaskCreateOptions]):
         paged listing of the tasks Batch is asked about (``status.asks_batch``): those that
         changed since the oldest of them was created, so it needs no memory of earlier ones."""
         job_id = self.job_id
-        if not job_id:
-            return {}
         written = {
             r.handle: read_exit_record(exit_record(r.attempt.host_dir, r.attempt.attempt))
             for r in records
@@ -247,7 +245,6 @@ class AzureBatchEngine(Engine[batch_models.BatchTaskCreateOptions]):
 
     def failure_details(self, record: Submitted, status: Status) -> dict[str, Any]:
         """The tails of the task's stdout.txt / stderr.txt on its node (the container's own)."""
-        assert self.job_id
         details: dict[str, Any] = {}
         task = (self.job_id, record.handle)
         for stream in ("stdout", "stderr"):
@@ -262,8 +259,6 @@ class AzureBatchEngine(Engine[batch_models.BatchTaskCreateOptions]):
 
     def cancel(self, record: Submitted, logger: logging.Logger) -> None:
         job_id, handle = self.job_id, record.handle
-        if not job_id:
-            return
         try:
             retry(lambda: self.client.terminate_task(job_id, handle), throttled, TERMINATE_TRIES)
         except AzureError as exn:

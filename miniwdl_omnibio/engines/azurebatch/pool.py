@@ -178,9 +178,8 @@ def find_pool(
             f"pool {pool_id!r} has no container configuration; tasks need a pool created with "
             "containerConfiguration (README: Azure setup)",
         )
-    if not (
-        pool.target_dedicated_nodes or pool.target_low_priority_nodes or pool.enable_auto_scale
-    ):
+    nodes = pool.target_dedicated_nodes or pool.target_low_priority_nodes or pool.enable_auto_scale
+    if not nodes:
         logger.warning(
             _("Azure Batch pool has no nodes; tasks will wait until it is resized", pool=pool_id)
         )

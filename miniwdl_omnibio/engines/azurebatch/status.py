@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from azure.batch import models as batch_models
+from azure.batch.models import BatchTask, BatchTaskCreateResult, BatchTaskExecutionInfo
 from azure.core.exceptions import AzureError, HttpResponseError
 from WDL import Error
 
@@ -25,9 +25,7 @@ def enum_text(value: Any) -> str:
 
 
 def error_code(exn: BaseException) -> str | None:
-    if isinstance(exn, HttpResponseError) and exn.error is not None:
-        return getattr(exn.error, "code", None)
-    return None
+    return getattr(exn.error, "code", None) if isinstance(exn, HttpResponseError) else None
 
 
 def describe_error(exn: BaseException) -> str:
@@ -51,7 +49,7 @@ def refused(task_id: str, exn: BaseException) -> Error.RuntimeError:
     return Error.RuntimeError(f"Azure Batch did not accept task {task_id}: {reason}")
 
 
-def added(result: batch_models.BatchTaskCreateResult) -> Accepted | Exception | None:
+def added(result: BatchTaskCreateResult) -> Accepted | Exception | None:
     """addtaskcollection's answer for one task: Accepted, with the task's creation in the
     service's clock as its memo; the refusal; or None for a server error, worth another try. A
     task that already exists was added by an earlier try of the same request (the service may
@@ -85,10 +83,7 @@ def asks_batch(record: Submitted, ended: ExitRecord | None, full: bool) -> bool:
 
 
 def fetched(
-    record: Submitted,
-    written: tuple[bool, ExitRecord | None],
-    task: batch_models.BatchTask | None,
-    job_id: str,
+    record: Submitted, written: tuple[bool, ExitRecord | None], task: BatchTask | None, job_id: str
 ) -> Status:
     """The attempt's Status from its exit record (``written``: started, ended) and, if listed,
     its task; a task not listed is as the tracker last saw it, or running once its record
@@ -104,7 +99,7 @@ def fetched(
     return record.status
 
 
-def sighting(task: batch_models.BatchTask) -> dict[str, str | None]:
+def sighting(task: BatchTask) -> dict[str, str | None]:
     """Where and when a listing showed the task started, or {}: its running Status carries it
     (in the tracker's record), so the next listing can tell a rerun of it."""
     if enum_text(task.state) not in ("preparing", "running", "completed"):
@@ -116,7 +111,7 @@ def sighting(task: batch_models.BatchTask) -> dict[str, str | None]:
     }
 
 
-def rerun_reason(task: batch_models.BatchTask, before: Mapping[str, Any]) -> str | None:
+def rerun_reason(task: BatchTask, before: Mapping[str, Any]) -> str | None:
     """Why the task is not the run a listing showed start (``before``, its sighting), or None.
     The spec counts in ``requeueCount`` the requeues a user asked for; preemption of a
     low-priority/spot node may requeue without counting (Microsoft's TES on Azure watches node
@@ -140,7 +135,7 @@ def rerun_reason(task: batch_models.BatchTask, before: Mapping[str, Any]) -> str
     return None
 
 
-def task_status(task: batch_models.BatchTask, record: Submitted, job_id: str) -> Status:
+def task_status(task: BatchTask, record: Submitted, job_id: str) -> Status:
     """The Status of a listed task, given the attempt's record (with its previous Status)."""
     state = enum_text(task.state)
     if state == "completed":  # a rerun that completed before any poll saw it is the result
@@ -153,7 +148,7 @@ def task_status(task: batch_models.BatchTask, record: Submitted, job_id: str) ->
     return QUEUED
 
 
-def completed_status(task: batch_models.BatchTask, record: Submitted, job_id: str) -> Status:
+def completed_status(task: BatchTask, record: Submitted, job_id: str) -> Status:
     info = task.execution_info
     node = task.node_info.node_id if task.node_info else None
     details = {"batch_job": job_id, "batch_task": task.id, **({"batch_node": node} if node else {})}
@@ -175,7 +170,7 @@ def completed_status(task: batch_models.BatchTask, record: Submitted, job_id: st
     return Status(Phase.DONE, exit_code=int(info.exit_code), reason=reason, details=details)
 
 
-def reached_time_limit(info: batch_models.BatchTaskExecutionInfo, limit: int) -> bool:
+def reached_time_limit(info: BatchTaskExecutionInfo, limit: int) -> bool:
     """The failed task's run time reached maxWallClockTime (or, without timestamps, the service
     ended it). The docs do not name the failure code of a task ended at its limit."""
     if info.start_time and info.end_time:  # 1 s for the two timestamps' rounding
@@ -183,7 +178,7 @@ def reached_time_limit(info: batch_models.BatchTaskExecutionInfo, limit: int) ->
     return info.failure_info is not None and info.failure_info.code == "TaskEnded"
 
 
-def failure_text(task: batch_models.BatchTask, image: str, job_id: str) -> str:
+def failure_text(task: BatchTask, image: str, job_id: str) -> str:
     """One line for a task that never ran its command: image pull, container settings, ..."""
     failure = task.execution_info.failure_info if task.execution_info else None
     if failure is None:
