@@ -240,7 +240,7 @@ class AzureBatchEngine(Engine[Task]):
             tasks = self.client.list_tasks(job_id, filter=changed, select=STATUS_FIELDS)
             listed = {task.id: task for task in tasks}
         return {
-            r.handle: fetched(r, written[r.handle], listed.get(r.handle), job_id) for r in records
+            r.handle: fetched(r, *written[r.handle], listed.get(r.handle), job_id) for r in records
         }
 
     def failure_details(self, record: Submitted, status: Status) -> dict[str, Any]:

@@ -83,12 +83,10 @@ def asks_batch(record: Submitted, ended: ExitRecord | None, full: bool) -> bool:
 
 
 def fetched(
-    record: Submitted, written: tuple[bool, ExitRecord | None], task: BatchTask | None, job_id: str
+    record: Submitted, started: bool, ended: ExitRecord | None, task: BatchTask | None, job_id: str
 ) -> Status:
-    """The attempt's Status from its exit record (``written``: started, ended) and, if listed,
-    its task; a task not listed is as the tracker last saw it, or running once its record
-    exists."""
-    started, ended = written
+    """The attempt's Status from its exit record (started, ended) and, if listed, its task; a task
+    not listed is as the tracker last saw it, or running once its record exists."""
     if ended and ended.exit_code == 0:  # done, Batch not asked
         details = {"batch_job": job_id, "batch_task": record.handle, **usage_details(ended)}
         return Status(Phase.DONE, exit_code=0, reason="exit status 0", details=details)

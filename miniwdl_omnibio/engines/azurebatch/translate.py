@@ -111,17 +111,11 @@ def command(attempt: TaskAttempt, settings: AzureBatchSettings) -> list[str]:
     record = to_container(exit_record(attempt.host_dir, attempt.attempt))
     stdout = to_container(attempt.stdout_path)  # miniwdl makes it before submitting
     missing = (
-        f"{double_quoted(stdout)} is not visible on Azure Batch node "
-        "$AZ_BATCH_NODE_ID; the pool must mount the shared filesystem at "
-        f"{double_quoted(settings.node_root)} ([omnibio_azurebatch] node_mount_path, "
-        "see the README)"
+        f"{double_quoted(stdout)} is not visible on Azure Batch node $AZ_BATCH_NODE_ID; the pool "
+        f"must mount the shared filesystem at {double_quoted(settings.node_root)} "
+        "([omnibio_azurebatch] node_mount_path, see the README)"
     )
     return jobscript_command(attempt.argv, record, stdout, missing)
-
-
-def serialized_size(task: Task) -> int:
-    """About the bytes the task takes in a request body."""
-    return len(json.dumps(task.as_dict(), default=str).encode("utf-8"))
 
 
 def split_collection(tasks: list[Task]) -> list[list[Task]]:
@@ -129,7 +123,7 @@ def split_collection(tasks: list[Task]) -> list[list[Task]]:
     groups: list[list[Task]] = []
     size = 0
     for task in tasks:
-        task_size = serialized_size(task)
+        task_size = len(json.dumps(task.as_dict(), default=str).encode("utf-8"))
         if not groups or len(groups[-1]) >= COLLECTION_MAX or size + task_size > COLLECTION_BYTES:
             groups.append([])
             size = 0
