@@ -2,6 +2,8 @@
 reads their results in either spelling of the service's enums. The client is a stand-in for the
 edge cases; the emulator tests (tests/e2e/azurebatch) send real requests."""
 
+import dataclasses
+import json
 import logging
 from datetime import datetime, timezone
 
@@ -12,8 +14,6 @@ from miniwdl_omnibio import retrying
 from miniwdl_omnibio.engines.azurebatch.translate import (
     COLLECTION_BYTES,
     COLLECTION_MAX,
-    TaskRequest,
-    serialized_size,
     split_collection,
 )
 from miniwdl_omnibio.engines.base import Accepted, Submission
@@ -36,7 +36,8 @@ def test_groups_hold_at_most_100_tasks_and_stay_under_the_size_budget():
     large = [_task(f"t{i}", padding=100_000) for i in range(25)]
     groups = split_collection(large)
     assert [len(g) for g in groups] == [8, 8, 8, 1]
-    assert all(sum(serialized_size(t) for t in g) <= COLLECTION_BYTES for g in groups)
+    bodies = [batch_models.BatchTaskGroup(task_values=g).as_dict() for g in groups]
+    assert all(len(json.dumps(body).encode("utf-8")) <= COLLECTION_BYTES for body in bodies)
 
 
 def _result(task_id: str, status: str, code: str | None = None):
@@ -77,11 +78,8 @@ def test_results_in_either_spelling(monkeypatch, tmp_path, client_error, server_
         ]
     )
     names = ("ok", "exists", "bad", "busy")
-    records = [str(tmp_path / f"omnibio_exit.{name}") for name in names]
-    submissions = [
-        Submission(_attempt(), TaskRequest("run", "i", _task(name), record), logging.getLogger())
-        for name, record in zip(names, records, strict=True)
-    ]
+    attempt = dataclasses.replace(_attempt(), host_dir=str(tmp_path))
+    submissions = [Submission(attempt, _task(name), logging.getLogger()) for name in names]
     ok, exists, bad, busy = engine.submit_many(submissions)
     assert engine.client.sent == [list(names), ["busy"]]  # only the server error again
     assert ok == Accepted("ok", T0) and busy == Accepted("busy", T0)  # memo: created, by Batch

@@ -16,7 +16,7 @@ from miniwdl_omnibio.engines.azurebatch.engine import AzureBatchEngine
 from miniwdl_omnibio.engines.azurebatch.pool import node_size
 from miniwdl_omnibio.engines.azurebatch.settings import AzureBatchSettings
 from miniwdl_omnibio.engines.azurebatch.status import sighting, task_status
-from miniwdl_omnibio.engines.azurebatch.translate import TaskRequest, batch_id
+from miniwdl_omnibio.engines.azurebatch.translate import batch_id
 from miniwdl_omnibio.engines.base import QUEUED, Phase, Status, Submitted
 from miniwdl_omnibio.engines.jobscript import exit_record
 from miniwdl_omnibio.trace import attempt_row
@@ -88,15 +88,12 @@ def _shared(monkeypatch, **values: str) -> AzureBatchEngine:
 def test_attempt_becomes_a_container_task(monkeypatch):
     engine = _shared(monkeypatch)
     attempt = _attempt()
-    request = engine.translate(attempt)
-    task = request.task
-    assert request.workflow_run == "run" and request.image == attempt.image
+    task = engine.translate(attempt)
     assert task.id == "call-x-1" and task.display_name == "run.call-x.1"
     words = shlex.split(task.command_line)
     assert words[:2] == ["/bin/sh", "-c"] and words[4:] == list(attempt.argv)
     # the job script writes the exit record where the container sees the task's directory
     assert "EXIT=/shared/run/call-x/omnibio_exit.1\n" in words[2]
-    assert request.exit_record == "/host/share/run/call-x/omnibio_exit.1"
     options = shlex.split(task.container_settings.container_run_options)
     pairs = list(zip(options, options[1:], strict=False))
     assert ("-v", f"{NODE_ROOT}:/shared") in pairs and ("-v", f"{NODE_ROOT}:/mnt/ro:ro") in pairs
@@ -108,19 +105,17 @@ def test_attempt_becomes_a_container_task(monkeypatch):
     assert task.constraints.max_wall_clock_time == timedelta(seconds=60)
     assert task.constraints.max_task_retry_count == 0
     assert task.required_slots == 2  # 2 of the node's 4 vCPUs = 2 of its 4 slots
-    assert engine.translate(attempt).task.as_dict() == task.as_dict()  # pure: same in, same out
+    assert engine.translate(attempt).as_dict() == task.as_dict()  # pure: same in, same out
 
 
 def test_no_time_limit_means_no_max_wall_clock_time(monkeypatch):
-    task = _shared(monkeypatch).translate(_attempt(time_limit=None)).task
+    task = _shared(monkeypatch).translate(_attempt(time_limit=None))
     assert task.constraints.max_wall_clock_time is None
 
 
 def test_extra_run_options_are_appended(monkeypatch):
     engine = _shared(monkeypatch, container_run_options="--shm-size 1g")
-    options = shlex.split(
-        engine.translate(_attempt()).task.container_settings.container_run_options
-    )
+    options = shlex.split(engine.translate(_attempt()).container_settings.container_run_options)
     assert options[-2:] == ["--shm-size", "1g"]
 
 
@@ -172,7 +167,8 @@ def _seen(node, start):
 
 
 def _status(task, before=QUEUED, cancelled=False, time_limit=60):
-    return task_status(task, before, _attempt(time_limit), cancelled, "job")
+    record = Submitted("x", _attempt(time_limit), LOG, 0.0, status=before, cancelled=cancelled)
+    return task_status(task, record, "job")
 
 
 def test_states_map_to_phases():
@@ -253,11 +249,11 @@ def test_a_task_that_never_ran_is_one_line_naming_the_image():
 
 
 def test_tasks_run_as_the_pool_admin_auto_user_unless_opted_out(monkeypatch):
-    task = _shared(monkeypatch).translate(_attempt()).task
+    task = _shared(monkeypatch).translate(_attempt())
     assert task.user_identity.as_dict() == {
         "autoUser": {"scope": "pool", "elevationLevel": "admin"}
     }
-    task = _shared(monkeypatch, auto_user_admin="false").translate(_attempt()).task
+    task = _shared(monkeypatch, auto_user_admin="false").translate(_attempt())
     assert task.user_identity is None  # Batch's default: the non-admin auto-user
 
 
@@ -265,7 +261,7 @@ def test_the_image_entrypoint_is_cleared_and_gpus_are_left_to_batch(monkeypatch)
     engine = _shared(monkeypatch)
     engine.pool = batch_models.BatchPool({"id": "gpus", "vmSize": "Standard_NC6s_v3"})
     options = shlex.split(
-        engine.translate(_attempt(gpu=1)).task.container_settings.container_run_options
+        engine.translate(_attempt(gpu=1)).container_settings.container_run_options
     )
     assert options[0] == "--entrypoint=" and "--gpus" not in options
 
@@ -308,8 +304,7 @@ def _polling(monkeypatch, tmp_path, handles=("call-x-1",)):
         host_dir.mkdir()
         attempt = dataclasses.replace(_attempt(), host_dir=str(host_dir))
         task = batch_models.BatchTaskCreateOptions(id=handle, command_line="true")
-        request = TaskRequest("run", attempt.image, task, exit_record(str(host_dir), 1))
-        records.append(Submitted(handle, attempt, LOG, 0.0, request, memo=T0))
+        records.append(Submitted(handle, attempt, LOG, 0.0, task, memo=T0))
     return engine, records
 
 

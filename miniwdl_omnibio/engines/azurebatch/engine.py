@@ -1,25 +1,22 @@
 """omnibio_azurebatch: each task attempt is one Azure Batch container task.
 
-The pool's nodes mount the shared filesystem (NFS, Azure Files, blobfuse) that holds the run
-directory, so nothing is copied: each task's container binds it read-write at ``mount_path`` and
-read-only at ``readonly_mount_path`` (docker ``-v`` in containerRunOptions). One Batch job holds
-all tasks of a workflow run; it is created on the first submission and terminated at the end.
-A burst of submissions shares ``addtaskcollection`` requests. Each task's command writes its exit
-record (``jobscript``) into the task's directory on the shared filesystem, so a poll first reads
-those files: an exit status 0 ends the attempt without a call. Batch is asked, in one filtered,
-paged ``list_tasks``, when a record holds another exit status or an attempt is being cancelled,
-and in the tracker's full rounds (every ``list_seconds``) for what a file cannot know (a task
-that never started, a preempted or requeued task, the time limit). This module holds the I/O;
-``translate`` and ``status`` the pure parts.
+The pool's nodes mount the shared filesystem that holds the run directory, so nothing is copied:
+each container binds it at ``mount_path`` and, read-only, at ``readonly_mount_path``. One Batch
+job holds a workflow run's tasks, made at the first submission and terminated at the end; a burst
+of submissions shares ``addtaskcollection`` requests. Each task's command writes its exit record
+(``jobscript``) into the task's directory, so a poll reads those files first: exit status 0 ends
+the attempt without a call. Batch is asked, in one filtered ``list_tasks``, when a record holds
+another exit status or an attempt is being cancelled, and every ``list_seconds`` for what a file
+cannot know (a task that never started, a preempted or requeued task, the time limit).
 """
 
 import contextlib
 import logging
 import math
 import os
-import threading
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -37,11 +34,11 @@ from WDL.runtime import config as miniwdl_config
 from ...attempt import TaskAttempt
 from ...retrying import retry
 from ..base import Accepted, Engine, Status, Submission, Submitted
-from ..jobscript import read_exit_record
-from .pool import PoolSpec, credential, find_pool, pool_limits
+from ..jobscript import exit_record, read_exit_record
+from .pool import credential, find_pool, pool_limits
 from .settings import ID_LENGTH, AzureBatchSettings
 from .status import added, asks_batch, changed_since, describe_error, error_code, fetched, refused
-from .translate import TaskRequest, batch_id, job_options, split_collection, task_request
+from .translate import Task, batch_id, batch_task, split_collection
 
 STATUS_FIELDS = ["id", "state", "stateTransitionTime", "executionInfo", "nodeInfo"]
 QUOTA_CODE = "ActiveJobAndScheduleQuotaReached"
@@ -72,38 +69,30 @@ def throttled(exn: Exception) -> bool:
     )
 
 
-class AzureBatchEngine(Engine[TaskRequest]):
+@dataclass(eq=False)  # one engine per process, compared by identity
+class AzureBatchEngine(Engine[Task]):
     section = "omnibio_azurebatch"
     enforces_time_limit = True  # maxWallClockTime
     # a scatter's attempts, ready together, share addtaskcollection requests
     gather_seconds = 0.25
 
-    def __init__(
-        self,
-        client: BatchClient,
-        settings: AzureBatchSettings,
-        account: str,
-        pool: batch_models.BatchPool,
-        limits: dict[str, int],
-        logger: logging.Logger,
-    ) -> None:
-        self.client = client
-        self.settings = settings
-        self.account = account
-        self.pool = pool
-        self.filesystem = settings.filesystem
-        self.limits = limits
-        self.poll_seconds = settings.poll_seconds
-        self.sweep_seconds = settings.list_seconds
-        self.default_time_limit = settings.default_time_limit
-        self.job_id: str | None = None
-        self._job_lock = threading.Lock()
-        self._logger = logger
+    client: BatchClient
+    settings: AzureBatchSettings
+    account: str
+    pool: batch_models.BatchPool
+    limits: dict[str, int]
+    logger: logging.Logger
+    job_id: str = ""  # made with the first burst: a record's handle always has one
+
+    def __post_init__(self) -> None:
+        self.filesystem = self.settings.filesystem
+        self.poll_seconds = self.settings.poll_seconds
+        self.sweep_seconds = self.settings.list_seconds
+        self.default_time_limit = self.settings.default_time_limit
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "AzureBatchEngine":
         settings = AzureBatchSettings.load(cfg)
-        pool_spec = PoolSpec(settings)
         # the SDK's request logging would put a line per REST call into the run's log
         logging.getLogger("azure").setLevel(max(logging.WARNING, logging.getLogger("azure").level))
         account, key = credential(settings)
@@ -123,9 +112,8 @@ class AzureBatchEngine(Engine[TaskRequest]):
             retry_backoff_max=60,
             per_call_policies=[LoopbackHttp()] if settings.loopback_token else [],
         )
-        pool = find_pool(client, settings, pool_spec, logger)
+        pool = find_pool(client, settings, logger)
         limits = pool_limits(settings, pool)
-        engine = cls(client, settings, account, pool, limits, logger)
         logger.log(
             NOTICE_LEVEL,
             _(
@@ -140,73 +128,76 @@ class AzureBatchEngine(Engine[TaskRequest]):
                 **limits,
             ),
         )
-        return engine
+        return cls(client, settings, account, pool, limits, logger)
 
     def resource_limits(self) -> dict[str, int]:
         return self.limits
 
-    def translate(self, attempt: TaskAttempt) -> TaskRequest:
-        return task_request(attempt, self.settings, self.pool, self.limits)
+    def translate(self, attempt: TaskAttempt) -> Task:
+        return batch_task(attempt, self.settings, self.pool, self.limits["cpu"])
 
     def ensure_job(self, workflow_run: str, logger: logging.Logger) -> str:
-        """The run's Batch job, made on first use; waits (bounded) while the job quota is full."""
-        with self._job_lock:
-            if self.job_id:
-                return self.job_id
-            job_id = f"{batch_id(workflow_run, ID_LENGTH - 9)}-{uuid.uuid4().hex[:8]}"
-            options = job_options(job_id, workflow_run, str(self.pool.id))
+        """The run's Batch job, made on first use (no lock: the tracker sends one burst at a time);
+        waits (bounded) while the job quota is full."""
+        if self.job_id:
+            return self.job_id
+        job_id = f"{batch_id(workflow_run, ID_LENGTH - 9)}-{uuid.uuid4().hex[:8]}"
+        # the run's job: every attempt of the run is one of its tasks; Batch retries none
+        options = batch_models.BatchJobCreateOptions(
+            id=job_id,
+            display_name=workflow_run[:1024],
+            pool_info=batch_models.BatchPoolInfo(pool_id=self.pool.id),
+            constraints=batch_models.BatchJobConstraints(max_task_retry_count=0),
+            metadata=[batch_models.BatchMetadataItem(name="omnibio.run", value=workflow_run[:512])],
+        )
 
-            def quota(exn: Exception) -> float | bool:
-                if error_code(exn) != QUOTA_CODE:
-                    return False
-                logger.warning(_("Azure Batch active job quota reached", retry_in=QUOTA_PAUSE))
-                return QUOTA_PAUSE
+        def quota(exn: Exception) -> float | bool:
+            if error_code(exn) != QUOTA_CODE:
+                return False
+            logger.warning(_("Azure Batch active job quota reached", retry_in=QUOTA_PAUSE))
+            return QUOTA_PAUSE
 
-            tries = 1 + math.ceil(self.settings.quota_wait / QUOTA_PAUSE)
-            try:
-                retry(lambda: self.client.create_job(options), quota, tries, cap=QUOTA_PAUSE)
-            except HttpResponseError as exn:
-                if error_code(exn) == QUOTA_CODE:
-                    raise Error.RuntimeError(
-                        f"Azure Batch account {self.account} is at its active job quota "
-                        f"({QUOTA_CODE}) for {int(self.settings.quota_wait)} s; terminate or "
-                        "delete finished jobs, or request a higher quota"
-                    ) from None
+        tries = 1 + math.ceil(self.settings.quota_wait / QUOTA_PAUSE)
+        try:
+            retry(lambda: self.client.create_job(options), quota, tries, cap=QUOTA_PAUSE)
+        except HttpResponseError as exn:
+            if error_code(exn) == QUOTA_CODE:
                 raise Error.RuntimeError(
-                    f"Azure Batch could not create job {job_id}: {describe_error(exn)}"
+                    f"Azure Batch account {self.account} is at its active job quota "
+                    f"({QUOTA_CODE}) for {int(self.settings.quota_wait)} s; terminate or delete "
+                    "finished jobs, or request a higher quota"
                 ) from None
-            self.job_id = job_id
-            logger.log(NOTICE_LEVEL, _("Azure Batch job", job=job_id, pool=self.pool.id))
-            return job_id
+            raise Error.RuntimeError(
+                f"Azure Batch could not create job {job_id}: {describe_error(exn)}"
+            ) from None
+        self.job_id = job_id
+        logger.log(NOTICE_LEVEL, _("Azure Batch job", job=job_id, pool=self.pool.id))
+        return job_id
 
-    def submit_many(
-        self, submissions: Sequence[Submission[TaskRequest]]
-    ) -> list[Accepted | Exception]:
+    def submit_many(self, submissions: Sequence[Submission[Task]]) -> list[Accepted | Exception]:
         """The burst in addtaskcollection requests of at most 100 tasks and 900 KB each."""
-        job_id = self.ensure_job(submissions[0].request.workflow_run, submissions[0].logger)
+        job_id = self.ensure_job(submissions[0].attempt.workflow_run, submissions[0].logger)
         for each in submissions:  # a record left by an earlier launcher must not end the task
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(each.request.exit_record)
+                os.unlink(exit_record(each.attempt.host_dir, each.attempt.attempt))
         outcomes: dict[str, Accepted | Exception] = {}
-        for group in split_collection([each.request.task for each in submissions]):
+        for group in split_collection([each.request for each in submissions]):
             outcomes.update(self._add(job_id, group))
         for each in submissions:
-            task = each.request.task
+            task = each.request
             if isinstance(outcomes[task.id], Accepted):
                 each.logger.info(
                     _(
                         "Azure Batch task",
                         job=job_id,
                         task=task.id,
-                        image=each.request.image,
+                        image=each.attempt.image,
                         required_slots=task.required_slots,
                     )
                 )
-        return [outcomes[each.request.task.id] for each in submissions]
+        return [outcomes[each.request.id] for each in submissions]
 
-    def _add(
-        self, job_id: str, tasks: list[batch_models.BatchTaskCreateOptions]
-    ) -> dict[str, Accepted | Exception]:
+    def _add(self, job_id: str, tasks: list[Task]) -> dict[str, Accepted | Exception]:
         """One addtaskcollection request, halved while the service finds the body too large;
         tried again while the service throttles, with the tasks it answered a server error for."""
         outcomes: dict[str, Accepted | Exception] = {}
@@ -214,9 +205,8 @@ class AzureBatchEngine(Engine[TaskRequest]):
 
         def send() -> None:
             group = batch_models.BatchTaskGroup(task_values=left)
-            results = self.client.create_task_collection(job_id, group).result_values or []
-            for result in results:
-                outcome = added(result.task_id, result)
+            for result in self.client.create_task_collection(job_id, group).result_values or []:
+                outcome = added(result)
                 if outcome is not None:
                     outcomes[result.task_id] = outcome
             left[:] = [task for task in left if task.id not in outcomes]
@@ -226,15 +216,12 @@ class AzureBatchEngine(Engine[TaskRequest]):
         try:
             retry(send, throttled, ADD_TRIES)
         except Exception as exn:
-            if error_code(exn) == TOO_LARGE and len(left) > 1:
-                half = len(left) // 2
-                self._logger.info(f"addtaskcollection of {len(left)} tasks too large; halving")
-                return {
-                    **outcomes,
-                    **self._add(job_id, left[:half]),
-                    **self._add(job_id, left[half:]),
-                }
-            outcomes.update({task.id: refused(task.id, exn) for task in left})
+            if error_code(exn) != TOO_LARGE or len(left) <= 1:
+                return {**outcomes, **{task.id: refused(task.id, exn) for task in left}}
+            self.logger.info(f"addtaskcollection of {len(left)} tasks too large; halving")
+            half = len(left) // 2
+            for part in (left[:half], left[half:]):
+                outcomes.update(self._add(job_id, part))
         return outcomes
 
     def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
@@ -242,9 +229,10 @@ class AzureBatchEngine(Engine[TaskRequest]):
         paged listing of the tasks Batch is asked about (``status.asks_batch``): those that
         changed since the oldest of them was created, so it needs no memory of earlier ones."""
         job_id = self.job_id
-        if not job_id:
-            return {}
-        written = {r.handle: read_exit_record(r.request.exit_record) for r in records}
+        written = {
+            r.handle: read_exit_record(exit_record(r.attempt.host_dir, r.attempt.attempt))
+            for r in records
+        }
         asked = [r for r in records if asks_batch(r, written[r.handle][1], full)]
         listed: dict[str, batch_models.BatchTask] = {}
         if asked:
@@ -252,39 +240,25 @@ class AzureBatchEngine(Engine[TaskRequest]):
             tasks = self.client.list_tasks(job_id, filter=changed, select=STATUS_FIELDS)
             listed = {task.id: task for task in tasks}
         return {
-            r.handle: fetched(r, written[r.handle], listed.get(r.handle), job_id) for r in records
+            r.handle: fetched(r, *written[r.handle], listed.get(r.handle), job_id) for r in records
         }
 
     def failure_details(self, record: Submitted, status: Status) -> dict[str, Any]:
         """The tails of the task's stdout.txt / stderr.txt on its node (the container's own)."""
         details: dict[str, Any] = {}
-        for name in ("stdout.txt", "stderr.txt"):
-            tail = self._file_tail(record.handle, name)
-            if tail:
-                details[f"batch_{name.replace('.txt', '')}_tail"] = tail
+        task = (self.job_id, record.handle)
+        for stream in ("stdout", "stderr"):
+            name = f"{stream}.txt"
+            with contextlib.suppress(AzureError):
+                size = self.client.get_task_file_properties(*task, name).content_length or 0
+                if size:
+                    tail = f"bytes={max(0, size - FILE_TAIL_BYTES)}-{size - 1}"
+                    data = b"".join(self.client.download_task_file(*task, name, ocp_range=tail))
+                    details[f"batch_{stream}_tail"] = data.decode("utf-8", errors="replace")
         return details
-
-    def _file_tail(self, handle: str, name: str) -> str:
-        assert self.job_id
-        try:
-            properties = self.client.get_task_file_properties(self.job_id, handle, name)
-            size = properties.content_length or 0
-            if not size:
-                return ""
-            start = max(0, size - FILE_TAIL_BYTES)
-            data = b"".join(
-                self.client.download_task_file(
-                    self.job_id, handle, name, ocp_range=f"bytes={start}-{size - 1}"
-                )
-            )
-        except AzureError:
-            return ""
-        return data.decode("utf-8", errors="replace")
 
     def cancel(self, record: Submitted, logger: logging.Logger) -> None:
         job_id, handle = self.job_id, record.handle
-        if not job_id:
-            return
         try:
             retry(lambda: self.client.terminate_task(job_id, handle), throttled, TERMINATE_TRIES)
         except AzureError as exn:

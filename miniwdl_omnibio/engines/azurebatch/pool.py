@@ -48,108 +48,76 @@ def node_size(vm_size: str) -> tuple[int, int] | None:
     return vcpus, vcpus * GIB_PER_VCPU.get(family[0], 4) * GiB
 
 
-def has_gpu(vm_size: str) -> bool:
-    return bool(GPU_FAMILY.match(vm_size or ""))
-
-
-class PoolSpec:
-    """pool_spec: the few settings an auto-created pool needs, as BatchPoolCreateOptions."""
-
-    def __init__(self, settings: AzureBatchSettings) -> None:
-        self.settings = settings
-        self.spec = settings.pool_spec
-        unknown = sorted(set(self.spec) - set(POOL_SPEC_KEYS))
-        if unknown:
+def _registry(
+    settings: AzureBatchSettings, entry: dict[str, Any]
+) -> batch_models.ContainerRegistryReference:
+    password = None
+    if entry.get("password_env"):
+        password = os.environ.get(entry["password_env"])
+        if not password:
             raise settings.fail(
                 "pool_spec",
-                f"unknown key(s) {', '.join(unknown)}; known: {', '.join(POOL_SPEC_KEYS)}",
+                f"container registry password variable {entry['password_env']} is not set",
             )
+    identity = entry.get("identity_reference")
+    reference = batch_models.BatchNodeIdentityReference(resource_id=identity) if identity else None
+    return batch_models.ContainerRegistryReference(
+        registry_server=entry.get("registry_server"),
+        username=entry.get("username"),
+        password=password,
+        identity_reference=reference,
+    )
 
-    def __bool__(self) -> bool:
-        return bool(self.spec)
 
-    def _require(self, key: str) -> Any:
-        if not self.spec.get(key):
-            raise self.settings.fail("pool_spec", f"needs {key!r} to create a pool")
-        return self.spec[key]
-
-    def _registry(self, entry: dict[str, Any]) -> batch_models.ContainerRegistryReference:
-        password = None
-        if entry.get("password_env"):
-            password = os.environ.get(entry["password_env"])
-            if not password:
-                raise self.settings.fail(
-                    "pool_spec",
-                    f"container registry password variable {entry['password_env']} is not set",
-                )
-        identity = (
-            batch_models.BatchNodeIdentityReference(resource_id=entry["identity_reference"])
-            if entry.get("identity_reference")
-            else None
+def pool_options(settings: AzureBatchSettings, pool_id: str) -> batch_models.BatchPoolCreateOptions:
+    """pool_spec: the few settings an auto-created pool needs, as BatchPoolCreateOptions."""
+    spec = settings.pool_spec
+    for required in ("image", "vm_size", "node_agent_sku_id"):
+        if not spec.get(required):
+            raise settings.fail("pool_spec", f"needs {required!r} to create a pool")
+    if not isinstance(spec["image"], dict):
+        raise settings.fail(
+            "pool_spec",
+            "'image' must be an object: publisher, offer, sku, version "
+            "(or virtual_machine_image_id)",
         )
-        return batch_models.ContainerRegistryReference(
-            registry_server=entry.get("registry_server"),
-            username=entry.get("username"),
-            password=password,
-            identity_reference=identity,
-        )
-
-    def options(self, pool_id: str) -> batch_models.BatchPoolCreateOptions:
-        try:
-            return self._options(pool_id)
-        except (TypeError, ValueError, AttributeError) as exn:
-            raise self.settings.fail("pool_spec", f"invalid value: {exn}") from None
-
-    def _options(self, pool_id: str) -> batch_models.BatchPoolCreateOptions:
-        image = self._require("image")
-        if not isinstance(image, dict):
-            raise self.settings.fail(
-                "pool_spec",
-                "'image' must be an object: publisher, offer, sku, version "
-                "(or virtual_machine_image_id)",
-            )
-        dedicated = int(self.spec.get("dedicated_nodes", 0))
-        low = int(self.spec.get("low_priority_nodes", 0))
+    try:
+        dedicated = int(spec.get("dedicated_nodes", 0))
+        low = int(spec.get("low_priority_nodes", 0))
         if dedicated + low < 1:
-            raise self.settings.fail(
-                "pool_spec", "needs dedicated_nodes or low_priority_nodes above 0"
-            )
-        registries = [self._registry(r) for r in self.spec.get("container_registries", [])]
+            raise settings.fail("pool_spec", "needs dedicated_nodes or low_priority_nodes above 0")
+        registries = [_registry(settings, r) for r in spec.get("container_registries", [])]
         containers = batch_models.BatchContainerConfiguration(
             type="dockerCompatible",
-            container_image_names=self.spec.get("container_image_names") or None,
+            container_image_names=spec.get("container_image_names") or None,
             container_registries=registries or None,
         )
-        mounts = [
-            batch_models.MountConfiguration(m) for m in self.spec.get("mount_configuration", [])
-        ]
+        mounts = [batch_models.MountConfiguration(m) for m in spec.get("mount_configuration", [])]
         return batch_models.BatchPoolCreateOptions(
             id=pool_id,
-            vm_size=self._require("vm_size"),
+            vm_size=spec["vm_size"],
             virtual_machine_configuration=batch_models.VirtualMachineConfiguration(
-                image_reference=batch_models.BatchVmImageReference(**image),
-                node_agent_sku_id=self._require("node_agent_sku_id"),
+                image_reference=batch_models.BatchVmImageReference(**spec["image"]),
+                node_agent_sku_id=spec["node_agent_sku_id"],
                 container_configuration=containers,
             ),
             target_dedicated_nodes=dedicated,
             target_low_priority_nodes=low,
-            task_slots_per_node=int(self.spec.get("task_slots_per_node", 1)),
+            task_slots_per_node=int(spec.get("task_slots_per_node", 1)),
             mount_configuration=mounts or None,
         )
+    except (TypeError, ValueError, AttributeError) as exn:
+        raise settings.fail("pool_spec", f"invalid value: {exn}") from None
 
 
 def credential(settings: AzureBatchSettings) -> tuple[str, Any]:
     """(account name, credential); the shared key is read from its variable, never logged."""
-    host = settings.host
-    if settings.auth == "entra":
-        # managed identity, workload identity, az login
+    account = settings.account_name or settings.host.split(".")[0]
+    if settings.auth == "entra":  # managed identity, workload identity, az login
         from azure.identity import DefaultAzureCredential
 
-        return settings.account_name or host.split(".")[0], DefaultAzureCredential()
-    account = settings.account_name or (
-        host.split(".")[0] if host.endswith(".batch.azure.com") else ""
-    )
-    if not account:
+        return account, DefaultAzureCredential()
+    if not (settings.account_name or settings.host.endswith(".batch.azure.com")):
         raise settings.fail(
             "account_name",
             "is required with auth = shared_key when account_url is not "
@@ -173,12 +141,17 @@ def credential(settings: AzureBatchSettings) -> tuple[str, Any]:
 
 
 def find_pool(
-    client: BatchClient, settings: AzureBatchSettings, spec: PoolSpec, logger: logging.Logger
+    client: BatchClient, settings: AzureBatchSettings, logger: logging.Logger
 ) -> batch_models.BatchPool:
     """The pool, created from pool_spec when missing; every start-up problem is one line."""
-    account_url, pool_id = settings.account_url, settings.pool_id
+    account_url, pool_id, spec = settings.account_url, settings.pool_id, settings.pool_spec
+    unknown = sorted(set(spec) - set(POOL_SPEC_KEYS))
+    if unknown:
+        raise settings.fail(
+            "pool_spec", f"unknown key(s) {', '.join(unknown)}; known: {', '.join(POOL_SPEC_KEYS)}"
+        )
     try:
-        pool = _find_or_create(client, pool_id, spec, logger)
+        pool = _find_or_create(client, settings, logger)
     except HttpResponseError as exn:  # ClientAuthenticationError (no token at all) is one too
         code = error_code(exn)
         if exn.status_code in (None, 401, 403) or code == "AuthenticationFailed":
@@ -205,9 +178,8 @@ def find_pool(
             f"pool {pool_id!r} has no container configuration; tasks need a pool created with "
             "containerConfiguration (README: Azure setup)",
         )
-    if not (
-        pool.target_dedicated_nodes or pool.target_low_priority_nodes or pool.enable_auto_scale
-    ):
+    nodes = pool.target_dedicated_nodes or pool.target_low_priority_nodes or pool.enable_auto_scale
+    if not nodes:
         logger.warning(
             _("Azure Batch pool has no nodes; tasks will wait until it is resized", pool=pool_id)
         )
@@ -215,16 +187,17 @@ def find_pool(
 
 
 def _find_or_create(
-    client: BatchClient, pool_id: str, spec: PoolSpec, logger: logging.Logger
+    client: BatchClient, settings: AzureBatchSettings, logger: logging.Logger
 ) -> batch_models.BatchPool:
+    pool_id = settings.pool_id
     try:
         return client.get_pool(pool_id)
     except HttpResponseError as exn:
-        if error_code(exn) != "PoolNotFound" or not spec:
+        if error_code(exn) != "PoolNotFound" or not settings.pool_spec:
             raise
     logger.log(NOTICE_LEVEL, _("creating Azure Batch pool from pool_spec", pool=pool_id))
     try:
-        client.create_pool(spec.options(pool_id))
+        client.create_pool(pool_options(settings, pool_id))
     except HttpResponseError as exn:
         if error_code(exn) != "PoolExists":  # else another run created it meanwhile
             raise
@@ -233,37 +206,31 @@ def _find_or_create(
 
 def _auth_failure(settings: AzureBatchSettings, exn: HttpResponseError) -> ConfigError:
     reason = describe_error(exn)
-    if settings.auth == "entra":
-        if exn.status_code is None:
-            return settings.fail(
-                "auth",
-                f"no Entra ID token for Azure Batch ({reason}); set up a managed identity, "
-                "workload identity or az login",
-            )
+    if settings.auth == "shared_key":
         return settings.fail(
-            "auth",
-            f"Azure Batch did not accept the Entra ID token ({reason}); give the identity a "
-            "Batch data-plane role on the account",
+            "account_key_env",
+            f"Azure Batch rejected the shared key in ${settings.account_key_env} ({reason}); use a "
+            "current key of the account named in account_name",
         )
-    variable = settings.account_key_env
-    return settings.fail(
-        "account_key_env",
-        f"Azure Batch rejected the shared key in ${variable} ({reason}); use a current key of "
-        "the account named in account_name",
-    )
+    if exn.status_code is None:
+        problem = (
+            f"no Entra ID token for Azure Batch ({reason}); set up a managed identity, workload "
+            "identity or az login"
+        )
+    else:
+        problem = (
+            f"Azure Batch did not accept the Entra ID token ({reason}); give the identity a Batch "
+            "data-plane role on the account"
+        )
+    return settings.fail("auth", problem)
 
 
 def pool_limits(settings: AzureBatchSettings, pool: batch_models.BatchPool) -> dict[str, int]:
     """The largest task: max_cpu / max_memory, else estimated from the pool's vmSize."""
-    estimated = node_size(pool.vm_size or "")
-    cpu = settings.max_cpu or (estimated[0] if estimated else 0)
-    memory = settings.max_memory or (estimated[1] if estimated else 0)
-    if not cpu:
-        raise settings.fail(
-            "max_cpu", f"cannot tell the vCPUs of vmSize {pool.vm_size!r}; set max_cpu"
-        )
-    if not memory:
-        raise settings.fail(
-            "max_memory", f"cannot tell the memory of vmSize {pool.vm_size!r}; set max_memory"
-        )
+    estimated = node_size(pool.vm_size or "") or (0, 0)
+    cpu, memory = settings.max_cpu or estimated[0], settings.max_memory or estimated[1]
+    for value, key, what in ((cpu, "max_cpu", "vCPUs"), (memory, "max_memory", "memory")):
+        if not value:
+            problem = f"cannot tell the {what} of vmSize {pool.vm_size!r}; set {key}"
+            raise settings.fail(key, problem)
     return {"cpu": cpu, "mem_bytes": memory}

@@ -6,11 +6,10 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from azure.batch import models as batch_models
+from azure.batch.models import BatchTask, BatchTaskCreateResult, BatchTaskExecutionInfo
 from azure.core.exceptions import AzureError, HttpResponseError
 from WDL import Error
 
-from ...attempt import TaskAttempt
 from ..base import QUEUED, RUNNING, Accepted, Phase, Status, Submitted
 from ..jobscript import ExitRecord, usage_details, with_record
 
@@ -26,17 +25,13 @@ def enum_text(value: Any) -> str:
 
 
 def error_code(exn: BaseException) -> str | None:
-    if isinstance(exn, HttpResponseError) and exn.error is not None:
-        return getattr(exn.error, "code", None)
-    return None
+    return getattr(exn.error, "code", None) if isinstance(exn, HttpResponseError) else None
 
 
 def describe_error(exn: BaseException) -> str:
-    """One line for a service or transport error: status, Batch error code and message only.
-
-    The service's error values (e.g. AuthenticationErrorDetail with the string it signed) are
-    left out: they are long and not for a log line.
-    """
+    """One line for a service or transport error: status, Batch error code and message only; the
+    service's error values (e.g. AuthenticationErrorDetail with the string it signed) are long and
+    not for a log line."""
     if isinstance(exn, HttpResponseError):
         text = str(exn.message or exn.reason or "")
         message = re.sub(r"^\(\w+\)\s*", "", text.splitlines()[0] if text else "")
@@ -54,7 +49,7 @@ def refused(task_id: str, exn: BaseException) -> Error.RuntimeError:
     return Error.RuntimeError(f"Azure Batch did not accept task {task_id}: {reason}")
 
 
-def added(task_id: str, result: batch_models.BatchTaskCreateResult) -> Accepted | Exception | None:
+def added(result: BatchTaskCreateResult) -> Accepted | Exception | None:
     """addtaskcollection's answer for one task: Accepted, with the task's creation in the
     service's clock as its memo; the refusal; or None for a server error, worth another try. A
     task that already exists was added by an earlier try of the same request (the service may
@@ -65,13 +60,8 @@ def added(task_id: str, result: batch_models.BatchTaskCreateResult) -> Accepted 
     if status == "clienterror" and code != "TaskExists":
         message = getattr(getattr(result.error, "message", None), "value", "") or ""
         line = message.splitlines()[0] if message else ""
-        return refused(task_id, Exception(f"{code or 'ClientError'}: {line}"))
-    return Accepted(task_id, result.last_modified if status == "success" else None)
-
-
-def odata_time(moment: datetime) -> str:
-    """An OData datetime literal's text: UTC, ISO 8601, Z."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        return refused(result.task_id, Exception(f"{code or 'ClientError'}: {line}"))
+    return Accepted(result.task_id, result.last_modified if status == "success" else None)
 
 
 def changed_since(created: list[datetime | None]) -> str | None:
@@ -79,8 +69,10 @@ def changed_since(created: list[datetime | None]) -> str | None:
     its present state at or after its creation. None (the whole job) if one time is unknown."""
     if None in created:
         return None
-    oldest = min(t for t in created if t)
-    return f"stateTransitionTime ge datetime'{odata_time(oldest - CHANGE_MARGIN)}'"
+    oldest = min(t for t in created if t) - CHANGE_MARGIN
+    # an OData datetime literal: UTC, ISO 8601, Z
+    literal = oldest.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return f"stateTransitionTime ge datetime'{literal}'"
 
 
 def asks_batch(record: Submitted, ended: ExitRecord | None, full: bool) -> bool:
@@ -91,27 +83,21 @@ def asks_batch(record: Submitted, ended: ExitRecord | None, full: bool) -> bool:
 
 
 def fetched(
-    record: Submitted,
-    written: tuple[bool, ExitRecord | None],
-    task: batch_models.BatchTask | None,
-    job_id: str,
+    record: Submitted, started: bool, ended: ExitRecord | None, task: BatchTask | None, job_id: str
 ) -> Status:
-    """The attempt's Status from its exit record (``written``: started, ended) and, if listed,
-    its task; a task not listed is as the tracker last saw it, or running once its record
-    exists."""
-    started, ended = written
+    """The attempt's Status from its exit record (started, ended) and, if listed, its task; a task
+    not listed is as the tracker last saw it, or running once its record exists."""
     if ended and ended.exit_code == 0:  # done, Batch not asked
         details = {"batch_job": job_id, "batch_task": record.handle, **usage_details(ended)}
         return Status(Phase.DONE, exit_code=0, reason="exit status 0", details=details)
     if task is not None:
-        status = task_status(task, record.status, record.attempt, record.cancelled, job_id)
-        return with_record(status, ended)
+        return with_record(task_status(task, record, job_id), ended)
     if started and record.status.phase is Phase.QUEUED:
         return RUNNING
     return record.status
 
 
-def sighting(task: batch_models.BatchTask) -> dict[str, str | None]:
+def sighting(task: BatchTask) -> dict[str, str | None]:
     """Where and when a listing showed the task started, or {}: its running Status carries it
     (in the tracker's record), so the next listing can tell a rerun of it."""
     if enum_text(task.state) not in ("preparing", "running", "completed"):
@@ -123,14 +109,12 @@ def sighting(task: batch_models.BatchTask) -> dict[str, str | None]:
     }
 
 
-def rerun_reason(task: batch_models.BatchTask, before: Mapping[str, Any]) -> str | None:
+def rerun_reason(task: BatchTask, before: Mapping[str, Any]) -> str | None:
     """Why the task is not the run a listing showed start (``before``, its sighting), or None.
-
     The spec counts in ``requeueCount`` the requeues a user asked for; preemption of a
     low-priority/spot node may requeue without counting (Microsoft's TES on Azure watches node
     state instead). So a rerun also shows as the task back in the queue after it started, or
-    started again on another node or at another time.
-    """
+    started again on another node or at another time."""
     info = task.execution_info
     requeues = (info.requeue_count or 0) if info else 0
     if requeues > 0:
@@ -149,18 +133,12 @@ def rerun_reason(task: batch_models.BatchTask, before: Mapping[str, Any]) -> str
     return None
 
 
-def task_status(
-    task: batch_models.BatchTask,
-    previous: Status,
-    attempt: TaskAttempt,
-    cancelled: bool,
-    job_id: str,
-) -> Status:
-    """The Status of a listed task, given the attempt's previous one."""
+def task_status(task: BatchTask, record: Submitted, job_id: str) -> Status:
+    """The Status of a listed task, given the attempt's record (with its previous Status)."""
     state = enum_text(task.state)
     if state == "completed":  # a rerun that completed before any poll saw it is the result
-        return completed_status(task, attempt, cancelled, job_id)
-    rerun = rerun_reason(task, previous.details)
+        return completed_status(task, record, job_id)
+    rerun = rerun_reason(task, record.status.details)
     if rerun:  # over for this attempt; the tracker terminates the rerun on release
         return Status(Phase.DONE, interrupted=True, lingering=True, reason=rerun)
     if state in ("preparing", "running"):
@@ -168,17 +146,15 @@ def task_status(
     return QUEUED
 
 
-def completed_status(
-    task: batch_models.BatchTask, attempt: TaskAttempt, cancelled: bool, job_id: str
-) -> Status:
+def completed_status(task: BatchTask, record: Submitted, job_id: str) -> Status:
     info = task.execution_info
     node = task.node_info.node_id if task.node_info else None
     details = {"batch_job": job_id, "batch_task": task.id, **({"batch_node": node} if node else {})}
     failure = info.failure_info if info else None
     # the spec's exitCode: a task the service terminated (timeout) "may" show an OS-defined exit
     # code, so the time limit is judged before, and without, the exit code
-    limit = attempt.resources.time_limit
-    if info and not cancelled and reached_time_limit(info, failure, limit):
+    limit = record.attempt.resources.time_limit
+    if info and failure and limit and not record.cancelled and reached_time_limit(info, limit):
         return Status(
             Phase.DONE,
             exit_code=None if info.exit_code is None else int(info.exit_code),
@@ -187,46 +163,35 @@ def completed_status(
             details=details,
         )
     if info is None or info.exit_code is None:
-        return Status(Phase.DONE, error=failure_text(job_id, task.id, attempt, failure))
+        return Status(Phase.DONE, error=failure_text(task, record.attempt.image, job_id))
     reason = f"{failure.code}: {failure.message}" if failure else ""
     return Status(Phase.DONE, exit_code=int(info.exit_code), reason=reason, details=details)
 
 
-def reached_time_limit(
-    info: batch_models.BatchTaskExecutionInfo,
-    failure: batch_models.BatchTaskFailureInfo | None,
-    limit: int | None,
-) -> bool:
-    """The task failed when its run time reached maxWallClockTime (or, without timestamps, was
-    ended by the service). The docs do not name the failure code of a task ended at its limit."""
-    if not limit or failure is None:
-        return False
+def reached_time_limit(info: BatchTaskExecutionInfo, limit: int) -> bool:
+    """The failed task's run time reached maxWallClockTime (or, without timestamps, the service
+    ended it). The docs do not name the failure code of a task ended at its limit."""
     if info.start_time and info.end_time:  # 1 s for the two timestamps' rounding
         return (info.end_time - info.start_time).total_seconds() >= limit - 1
-    return failure.code == "TaskEnded"
+    return info.failure_info is not None and info.failure_info.code == "TaskEnded"
 
 
-def failure_text(
-    job_id: str,
-    task_id: str,
-    attempt: TaskAttempt,
-    failure: batch_models.BatchTaskFailureInfo | None,
-) -> str:
+def failure_text(task: BatchTask, image: str, job_id: str) -> str:
     """One line for a task that never ran its command: image pull, container settings, ..."""
+    failure = task.execution_info.failure_info if task.execution_info else None
     if failure is None:
         return (
-            f"Azure Batch task {job_id}/{task_id} completed without an exit code or failure "
+            f"Azure Batch task {job_id}/{task.id} completed without an exit code or failure "
             "information"
         )
     values = {d.name: d.value for d in (failure.details or []) if d.name}
     cause = f": {values['Message']}" if values.get("Message") else ""
     if (failure.code or "").startswith("ContainerInvalidImage") or "ContainerImage" in values:
-        image = values.get("ContainerImage") or attempt.image
         return (
-            f"Azure Batch could not start image {image} for task {task_id} "
-            f"({failure.code}: {failure.message}){cause}"
+            f"Azure Batch could not start image {values.get('ContainerImage') or image} for task "
+            f"{task.id} ({failure.code}: {failure.message}){cause}"
         )
     return (
-        f"Azure Batch could not run task {task_id} "
+        f"Azure Batch could not run task {task.id} "
         f"({failure.category} {failure.code}: {failure.message}){cause}"
     )

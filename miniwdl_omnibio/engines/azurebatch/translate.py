@@ -1,12 +1,11 @@
-"""omnibio_azurebatch, translation: a TaskAttempt as a Batch container task, the run's job, and
-task collections cut to the service's limits. Pure: nothing here talks to the service."""
+"""omnibio_azurebatch, translation: a TaskAttempt as a Batch container task, and task collections
+cut to the service's limits. Pure: nothing here talks to the service."""
 
 import hashlib
 import json
 import math
 import os
 import shlex
-from dataclasses import dataclass
 from datetime import timedelta
 
 from azure.batch import models as batch_models
@@ -15,23 +14,14 @@ from WDL import Error
 from ...attempt import TaskAttempt
 from ..jobscript import command as jobscript_command
 from ..jobscript import double_quoted, exit_record
-from .pool import has_gpu
+from .pool import GPU_FAMILY
 from .settings import ID_LENGTH, INVALID_ID_CHARACTERS, AzureBatchSettings
 
+Task = batch_models.BatchTaskCreateOptions  # one attempt, as Batch takes it
 COLLECTION_MAX = 100  # tasks per addtaskcollection request (BatchTaskGroup.value: "at most 100")
 # "The total serialized size of this collection must be less than 1MB" (BatchTaskGroup.value);
 # whether 1 MB is 10^6 or 2^20 bytes is not said: stay well under both
 COLLECTION_BYTES = 900_000
-
-
-@dataclass(frozen=True)
-class TaskRequest:
-    """One attempt as Batch takes it: the task, and the run whose job it goes into."""
-
-    workflow_run: str
-    image: str
-    task: batch_models.BatchTaskCreateOptions
-    exit_record: str  # host path (jobscript.exit_record)
 
 
 def batch_id(text: str, limit: int = ID_LENGTH) -> str:
@@ -45,13 +35,11 @@ def batch_id(text: str, limit: int = ID_LENGTH) -> str:
     return f"{clean[: limit - 11]}-{digest}"
 
 
-def task_request(
-    attempt: TaskAttempt,
-    settings: AzureBatchSettings,
-    pool: batch_models.BatchPool,
-    limits: dict[str, int],
-) -> TaskRequest:
-    if attempt.resources.gpu and not has_gpu(pool.vm_size or ""):
+def batch_task(
+    attempt: TaskAttempt, settings: AzureBatchSettings, pool: batch_models.BatchPool, max_cpu: int
+) -> Task:
+    """The attempt as a Batch task (its job and its exit record follow from the attempt)."""
+    if attempt.resources.gpu and not GPU_FAMILY.match(pool.vm_size or ""):
         raise Error.RuntimeError(
             f"runtime.gpu: Azure Batch pool {pool.id} has vmSize {pool.vm_size}, "
             "which has no GPU; use a pool of a GPU size (NC, ND, NV ...)"
@@ -59,12 +47,13 @@ def task_request(
     time_limit = attempt.resources.time_limit
     # slots in proportion to the node's CPUs, on pools that run several tasks per node
     slots = int(pool.task_slots_per_node or 1)
-    share = math.ceil(attempt.resources.cpu / (limits["cpu"] / slots))
+    share = math.ceil(attempt.resources.cpu / (max_cpu / slots))
     # Batch maps the task's user into a Linux container and a non-admin auto-user may lack
     # access (batch-docker-container-workloads): root in the container needs the pool-scope
     # auto-user with admin elevation, as Microsoft's TES on Azure sets it
     admin = batch_models.AutoUserSpecification(scope="pool", elevation_level="admin")
-    task = batch_models.BatchTaskCreateOptions(
+    identity = batch_models.UserIdentity(auto_user=admin) if settings.auto_user_admin else None
+    return Task(
         id=batch_id(f"{attempt.call.replace('/', '-')}-{attempt.attempt}"),
         display_name=attempt.run_id[:1024],
         # a container task's command line is the container's command (no shell): argv quoted
@@ -82,12 +71,8 @@ def task_request(
             max_task_retry_count=0,
         ),
         required_slots=max(1, min(slots, share)) if slots > 1 else None,
-        user_identity=batch_models.UserIdentity(auto_user=admin)
-        if settings.auto_user_admin
-        else None,
+        user_identity=identity,
     )
-    record = exit_record(attempt.host_dir, attempt.attempt)
-    return TaskRequest(attempt.workflow_run, attempt.image, task, record)
 
 
 def run_options(attempt: TaskAttempt, settings: AzureBatchSettings) -> str:
@@ -118,48 +103,27 @@ def run_options(attempt: TaskAttempt, settings: AzureBatchSettings) -> str:
 
 
 def command(attempt: TaskAttempt, settings: AzureBatchSettings) -> list[str]:
-    """attempt.argv in the job script, which writes the attempt's exit record.
-
-    On a node without the shared filesystem, docker creates the bind source empty and the
-    command's own error would land in an invisible stderr file; the script's check says so
-    in Batch's stderr.txt, which failure_details fetches.
-    """
+    """attempt.argv in the job script, which writes the attempt's exit record. On a node without
+    the shared filesystem, docker creates the bind source empty and the command's own error would
+    land in an invisible stderr file; the script's check says so in Batch's stderr.txt, which
+    failure_details fetches."""
     to_container = settings.filesystem.to_container
     record = to_container(exit_record(attempt.host_dir, attempt.attempt))
     stdout = to_container(attempt.stdout_path)  # miniwdl makes it before submitting
     missing = (
-        f"{double_quoted(stdout)} is not visible on Azure Batch node "
-        "$AZ_BATCH_NODE_ID; the pool must mount the shared filesystem at "
-        f"{double_quoted(settings.node_root)} ([omnibio_azurebatch] node_mount_path, "
-        "see the README)"
+        f"{double_quoted(stdout)} is not visible on Azure Batch node $AZ_BATCH_NODE_ID; the pool "
+        f"must mount the shared filesystem at {double_quoted(settings.node_root)} "
+        "([omnibio_azurebatch] node_mount_path, see the README)"
     )
     return jobscript_command(attempt.argv, record, stdout, missing)
 
 
-def job_options(job_id: str, workflow_run: str, pool_id: str) -> batch_models.BatchJobCreateOptions:
-    """The run's job: every attempt of the run is one of its tasks; Batch retries none."""
-    return batch_models.BatchJobCreateOptions(
-        id=job_id,
-        display_name=workflow_run[:1024],
-        pool_info=batch_models.BatchPoolInfo(pool_id=pool_id),
-        constraints=batch_models.BatchJobConstraints(max_task_retry_count=0),
-        metadata=[batch_models.BatchMetadataItem(name="omnibio.run", value=workflow_run[:512])],
-    )
-
-
-def serialized_size(task: batch_models.BatchTaskCreateOptions) -> int:
-    """About the bytes the task takes in a request body."""
-    return len(json.dumps(task.as_dict(), default=str).encode("utf-8"))
-
-
-def split_collection(
-    tasks: list[batch_models.BatchTaskCreateOptions],
-) -> list[list[batch_models.BatchTaskCreateOptions]]:
+def split_collection(tasks: list[Task]) -> list[list[Task]]:
     """Consecutive groups of at most COLLECTION_MAX tasks and COLLECTION_BYTES serialized."""
-    groups: list[list[batch_models.BatchTaskCreateOptions]] = []
+    groups: list[list[Task]] = []
     size = 0
     for task in tasks:
-        task_size = serialized_size(task)
+        task_size = len(json.dumps(task.as_dict(), default=str).encode("utf-8"))
         if not groups or len(groups[-1]) >= COLLECTION_MAX or size + task_size > COLLECTION_BYTES:
             groups.append([])
             size = 0
