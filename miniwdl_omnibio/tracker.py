@@ -31,6 +31,9 @@ from .gathering import Cancellations, Gathering, Waiting
 MAX_BACKOFF = 60.0  # seconds between polls at most while the service keeps failing
 MAX_POLL_FAILURES = 20  # consecutive failed polls before the outstanding attempts fail
 EARLY_WAKE_SECONDS = 60.0  # how long a wake for a handle not (yet) registered is kept
+# a burst's cancellations go out at most this many lingers (cancel_gather_seconds) after its
+# first: a Ctrl-C reaches every task thread within a round, so a few lingers hold them all
+CANCEL_LINGERS_AT_MOST = 4
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ class Tracker:
         self._cancellations: Cancellations[Submitted] = Cancellations(
             self._send_cancellations,
             engine.cancel_gather_seconds,
-            4 * engine.cancel_gather_seconds,
+            CANCEL_LINGERS_AT_MOST * engine.cancel_gather_seconds,
             clock,
             background,
         )

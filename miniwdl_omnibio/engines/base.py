@@ -36,6 +36,7 @@ from WDL.runtime import config as miniwdl_config
 
 from ..attempt import TaskAttempt
 from ..placement.sharedfs import SharedFilesystem
+from ..settings import EngineSettings
 
 
 class Phase(enum.Enum):
@@ -114,19 +115,29 @@ class Engine(ABC, Generic[Request]):
     # the service ends an attempt at its time limit itself and fetch() says timed_out; False: the
     # tracker cancels it at the deadline
     enforces_time_limit: ClassVar[bool] = False
+    settings: EngineSettings  # its config section, loaded at start
     filesystem: SharedFilesystem | None = None  # set by engines whose workers share the run dir
-    poll_seconds: float = 1.0  # seconds between two fetch rounds of the tracker
     # seconds between two full rounds (fetch(records, full=True)): the costly look an engine
     # takes only now and then (a listing of the service beside its exit files); None: all full
     sweep_seconds: float | None = None
     # a submission waits until none came for this long (at most gather_max_seconds), so that a
-    # burst reaches submit_many together (one array job, one task collection); 0: alone, at once
+    # burst reaches submit_many together (one array job, one task collection), one burst at a
+    # time: submit_many never runs twice at once; 0: each alone, at once, from its own thread
     gather_seconds: float = 0.0
     gather_max_seconds: float = 2.0
     # cancellations gathered likewise into one cancel_many; it should outlast the run loop's
     # round (container.ROUND_SECONDS), in which every task thread notices Ctrl-C
     cancel_gather_seconds: float = 0.0
-    default_time_limit: int | None = None  # seconds, when the task names none
+
+    @property
+    def poll_seconds(self) -> float:
+        """Seconds between two fetch rounds of the tracker."""
+        return self.settings.poll_seconds
+
+    @property
+    def default_time_limit(self) -> int | None:
+        """Seconds an attempt may run when its task names no limit."""
+        return self.settings.default_time_limit
 
     @classmethod
     @abstractmethod

@@ -78,6 +78,7 @@ class SubmitRate:
 
 class AwsBatchEngine(Engine[JobRequest]):
     section = "omnibio_awsbatch"
+    settings: AwsBatchSettings
     runtime_keys = ("omnibio_queue",)
     enforces_time_limit = True  # attemptDurationSeconds; fetch() says timed_out
 
@@ -99,8 +100,6 @@ class AwsBatchEngine(Engine[JobRequest]):
             "mem_bytes": settings.max_memory or limits["mem_bytes"],
         }
         self.filesystem_hint = filesystem_hint(settings)
-        self.default_time_limit = settings.default_time_limit
-        self.poll_seconds = settings.poll_seconds
         self.sweep_seconds = settings.describe_seconds
         # a burst of ready attempts reaches submit_many together, to share array jobs
         self.gather_seconds = settings.array_linger if settings.array_jobs else 0.0

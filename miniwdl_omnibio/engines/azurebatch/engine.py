@@ -86,9 +86,7 @@ class AzureBatchEngine(Engine[Task]):
 
     def __post_init__(self) -> None:
         self.filesystem = self.settings.filesystem
-        self.poll_seconds = self.settings.poll_seconds
         self.sweep_seconds = self.settings.list_seconds
-        self.default_time_limit = self.settings.default_time_limit
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "AzureBatchEngine":

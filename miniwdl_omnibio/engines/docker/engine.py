@@ -155,6 +155,7 @@ class DockerEngine(Engine[DockerRequest]):
     way; ``sweep_seconds`` stays None: every polling round is full."""
 
     section = "omnibio_docker"
+    settings: DockerSettings
     runtime_keys = ("docker_network",)
     # miniwdl's rule: runtime.memory reserves; a limit only under memory_limit_multiplier
     memory_is_limit = False
@@ -171,8 +172,6 @@ class DockerEngine(Engine[DockerRequest]):
         where the event stream's own lines go (start's)."""
         self.api = client.api
         self.settings = settings
-        self.poll_seconds = settings.poll_seconds
-        self.default_time_limit = settings.default_time_limit
         self.limits = limits
         self.admission = Admission(limits["cpu"], limits["mem_bytes"])
         # this process (launcher.py), and this engine of it: tests start several in one process

@@ -66,6 +66,7 @@ LOG_TAIL_BYTES = 4000
 
 class SlurmEngine(Engine[SlurmRequest]):
     section = "omnibio_slurm"
+    settings: SlurmSettings
     runtime_keys = ("slurm_partition", "slurm_account", "slurm_qos")
     memory_is_limit = True  # --mem is what the node sets aside; the container may use that much
     enforces_time_limit = True  # the job script at the second, Slurm's --time in minutes behind it
@@ -88,11 +89,9 @@ class SlurmEngine(Engine[SlurmRequest]):
         self.partitions = partitions
         self.accounting = accounting
         self.logger = logger
-        self.poll_seconds = settings.poll_seconds
         self.sweep_seconds = settings.squeue_seconds
         self.gather_seconds = settings.submit_linger
         self.max_array_size = settings.max_array_size
-        self.default_time_limit = settings.default_time_limit
         # in every job's --comment: a later run on this host cancels the jobs of a dead launcher
         self.launcher = launcher.identity()
         self.settings = settings

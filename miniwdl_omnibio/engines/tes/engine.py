@@ -49,6 +49,7 @@ from .translate import (
 
 class TesEngine(Engine[TesRequest]):
     section = "omnibio_tes"
+    settings: TesSettings
     runtime_keys = ("omnibio_backend_parameters",)
     # disk_gb: a request the server may not honour; container.py warns of an unsized value
 
@@ -63,8 +64,6 @@ class TesEngine(Engine[TesRequest]):
         self.client = client
         self.stager = stager
         self.filesystem = settings.filesystem
-        self.poll_seconds = settings.poll_seconds
-        self.default_time_limit = settings.default_time_limit
         self.supported_parameters = supported_backend_parameters(info)
         self.launcher = uuid.uuid4().hex[:16]
         self.ignoring: str | None = None  # how the server showed it ignores filters (None: not)
