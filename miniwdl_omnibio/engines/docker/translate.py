@@ -19,9 +19,12 @@ LAUNCHER_LABEL = "omnibio.launcher"
 # the same place under the task's container directory (the parent of its working directory)
 RECORD_DIR = "omnibio_record"
 # a record written as root goes to the launcher's user: miniwdl chmods the whole run directory
-# at the end (WDL.runtime.task: chmod_R_plus), which fails on a file another user owns
+# at the end (WDL.runtime.task: chmod_R_plus), which fails on a file another user owns (a
+# launcher running as root owns it already: two processes less per task)
 HAND_BACK = (
     f'[ "$(id -u 2>/dev/null)" = 0 ] && chown {os.geteuid()}:{os.getegid()} "$EXIT" 2>/dev/null'
+    if os.geteuid()
+    else ""
 )
 
 
