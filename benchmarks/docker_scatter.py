@@ -14,6 +14,8 @@ each column is the wall time of one process started from here, as a user would s
   wait and remove through the Docker API, joined to that namespace, with one bind mount, from 2
   threads; the floor for any launcher on this host. `... in-process` is the same loop inside
   this process (no interpreter start, docker imported already): how it was measured before.
+- `miniwdl alone (0 tasks)`: `miniwdl run` of a scatter over nothing: miniwdl's own start
+  (interpreter, imports, building its WDL parser, typechecking), which every backend pays.
 - `omnibio_docker`, `docker_swarm`: `miniwdl run` of the scatter with [scheduler]
   task_concurrency = 2: the interpreter start, miniwdl's imports, parsing and typechecking the
   WDL, its per-task work (task directories, command and stdout/stderr files, outputs, logs) and
@@ -77,6 +79,9 @@ class Sample:
 
 
 Side = Callable[[], Sample]
+# `miniwdl run` of a scatter over no element: the interpreter, miniwdl's imports, parsing and
+# typechecking the WDL, and its run directory; no task, so no backend starts
+MINIWDL_ALONE = "miniwdl alone (0 tasks)"
 
 
 def miniwdl(wdl: str, args: list[str], backend: str, directory: str) -> Sample:
@@ -222,11 +227,13 @@ def scatter_wdl(work: str, tasks: int) -> str:
 def scatter(args: argparse.Namespace, work: str) -> dict[str, list[Sample]]:
     wdl = scatter_wdl(work, args.tasks)
     loop, sdk, inline = "docker run --rm loop", "Docker SDK loop", "Docker SDK loop in-process"
+    empty = scatter_wdl(work, 0)
     sides: dict[str, Side] = {
         loop: lambda: timed(lambda: run_loop(args.tasks)),
         sdk: lambda: timed(lambda: sdk_process(args.tasks, work)),
         inline: lambda: timed(lambda: sdk_loop(args.tasks, work)),
         "omnibio_docker": lambda: miniwdl(wdl, [], "omnibio_docker", work),
+        MINIWDL_ALONE: lambda: miniwdl(empty, [], "omnibio_docker", work),
     }
     if not args.skip_swarm:
         sides["docker_swarm"] = lambda: miniwdl(wdl, [], "docker_swarm", work)
@@ -234,10 +241,18 @@ def scatter(args: argparse.Namespace, work: str) -> dict[str, list[Sample]]:
     samples = measure(sides, args.rounds)
     print(f"median of {args.rounds} interleaved runs after one warm-up run each:")
     for name, times in samples.items():
-        print(summary(name, times, args.tasks))
+        print(summary(name, times, 0 if name == MINIWDL_ALONE else args.tasks))
     print(ratio("omnibio_docker / Docker SDK loop", samples, "omnibio_docker", sdk, "<= 1.15x"))
     print(ratio("omnibio_docker / ... in-process", samples, "omnibio_docker", inline, "<= 1.15x"))
     print(ratio("omnibio_docker / docker run loop", samples, "omnibio_docker", loop, "<= 0.5x"))
+    alone, sdk_times = ok_seconds(samples[MINIWDL_ALONE]), ok_seconds(samples[sdk])
+    if alone and sdk_times:
+        share = statistics.median(ok_seconds(samples["omnibio_docker"])) - statistics.median(alone)
+        print(
+            f"  omnibio_docker less miniwdl alone: {share:.2f} s, "
+            f"{share / statistics.median(sdk_times):.2f}x the SDK loop (no target: the backend's "
+            "share, as miniwdl's own start is the same on every backend)"
+        )
     if "docker_swarm" in samples:
         print(
             ratio(
