@@ -20,6 +20,7 @@ from tests.helpers import (
     run_dir_name,
     run_miniwdl,
     wait_until,
+    workflow_run_of,
 )
 
 pytestmark = pytest.mark.usefixtures("docker_rig", "browser_rig")
@@ -128,8 +129,8 @@ def test_each_row_is_written_at_its_attempts_end_and_a_stopped_one_is_cancelled(
     wdl.write_text(QUICK_AND_SLOW)
     proc = popen_miniwdl(str(wdl), [], str(workdir), config={"omnibio": {"report": "true"}})
     try:
-        run_name = run_dir_name(str(workdir))
-        run_dir = str(workdir / run_name)
+        run_dir = str(workdir / run_dir_name(str(workdir)))
+        run_name = workflow_run_of(run_dir)
         # the quick shard's row is there while the run goes on (a crash would keep it)
         (row,) = wait_until(lambda: _rows(run_dir), "the quick shard's row in the trace")
         assert (row["call"], row["ending"]) == ("call-nap-0", OK)
