@@ -10,6 +10,7 @@ import os
 import shlex
 import stat
 import subprocess
+import time
 
 import pytest
 from WDL.runtime.config import Loader
@@ -238,7 +239,10 @@ def run_element(tmp_path, runtime, stand_in, env=None, **attempt_changes):
     for name in ("SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL"):
         if name not in (env or {}) or env[name] is None:
             env.pop(name, None)
-    done = subprocess.run(["/bin/sh", request.files.host("sh")], env=env, timeout=30)
+    # a session of its own, as a job's: a stand-in may signal its whole process group
+    done = subprocess.run(
+        ["/bin/sh", request.files.host("sh")], env=env, timeout=30, start_new_session=True
+    )
     started, record = read_exit_record(request.files.record)
     assert started and not os.path.exists(request.files.host("usage"))
     return done.returncode, record
@@ -289,6 +293,26 @@ def test_element_script_records_a_start_failure(tmp_path):
     stand_in = 'test "$1" = run && { echo "no such image" >&2; exit 125; }\n'
     returncode, record = run_element(tmp_path, "podman", stand_in)
     assert returncode == 125 and record == ExitRecord(125, started=False)
+
+
+def test_a_container_created_after_a_signal_killed_the_cli_is_removed(tmp_path):
+    """scancel signals every process of the job, the runtime's CLI too, while it may have asked
+    the daemon for the container: the daemon creates it after the trap's first rm. The stand-in
+    signals the whole job from inside ``run`` and "creates" the container a second later."""
+    container, created = tmp_path / "container", tmp_path / "created"
+    daemon = f"trap '' TERM; sleep 1; touch {container} {created}"
+    stand_in = (
+        f"case \"$1 $2\" in 'container inspect') test -e {container};; "
+        f"run*) ({daemon}) & sleep 0.3; kill -TERM 0; sleep 10;; "
+        f"rm*) rm -f {container};; esac\n"
+    )
+    returncode, record = run_element(tmp_path, "docker", stand_in)
+    assert returncode == 143 and record == ExitRecord(143, signalled=True)
+    for _ in range(50):  # the daemon's create, if the script ended before it
+        if created.exists():
+            break
+        time.sleep(0.1)
+    assert created.exists() and not container.exists()
 
 
 def test_apptainer_script_stops_at_the_time_limit(tmp_path):

@@ -224,8 +224,11 @@ def _words(argv: Sequence[str]) -> str:
 # outcome even after Slurm has forgotten the job (MinJobAge, no accounting). Slurm signals the
 # whole job on scancel, on its own time limit and on preemption (SIGTERM, then SIGKILL after
 # KillWait: slurm.conf(5)); docker/podman containers are not the job's processes, so the trap
-# removes the container. The exact time limit is the script's: Slurm's --time has minute
-# resolution. The node's own cgroup is not the container's (and under cgroup v1 jobscript's
+# removes the container. A signal that comes while the runtime's CLI creates it kills the CLI too
+# (Slurm signals every process of the job), and the daemon may finish the create after the
+# trap's first rm: until the CLI returned, the trap looks for the container three times, a
+# second apart, after writing the record (a "Created" container was seen left so). The exact
+# time limit is the script's: Slurm's --time has minute resolution. The node's own cgroup is not the container's (and under cgroup v1 jobscript's
 # default would read the node's root), so OMNIBIO_CGROUP names nothing: the usage in the record
 # is what the container wrote into attemptN.usage, its memory_peak, cpu_usec and oom lines only,
 # and the record's image_id is the runtime's inspect of the container: the image it ran.
@@ -244,9 +247,17 @@ cd {workdir} 2>/dev/null || cd /
 _OCI = """NAME="omnibio-${{SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}}-${{SLURM_ARRAY_TASK_ID:-0}}"
 GPU_OPTIONS=""
 omnibio_image=
+omnibio_ran=
 {gpu}stop() {{
   {tool} rm -f "$NAME" >/dev/null 2>&1; rm -f "$USAGE"
-  omnibio_record "$EXIT" 143 signalled=true "image_id=$omnibio_image"; exit 143
+  omnibio_record "$EXIT" 143 signalled=true "image_id=$omnibio_image"
+  if [ -z "$omnibio_ran" ]; then
+    for omnibio_look in 1 2 3; do
+      sleep 1
+      {tool} container inspect "$NAME" >/dev/null 2>&1 && {tool} rm -f "$NAME" >/dev/null 2>&1
+    done
+  fi
+  exit 143
 }}
 trap stop TERM INT
 : >"$USAGE" && chmod 666 "$USAGE"
@@ -255,6 +266,7 @@ if ! {run} >/dev/null; then
   omnibio_record "$EXIT" 125 started=false
   exit 125
 fi
+omnibio_ran=1
 omnibio_image=$({tool} inspect -f '{{{{.Image}}}}' "$NAME" 2>/dev/null)
 {wait_cmd} >{wait_file} &
 wait $!
