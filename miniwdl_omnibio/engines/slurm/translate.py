@@ -228,10 +228,11 @@ def _words(argv: Sequence[str]) -> str:
 # (Slurm signals every process of the job), and the daemon may finish the create after the
 # trap's first rm: until the CLI returned, the trap looks for the container three times, a
 # second apart, after writing the record (a "Created" container was seen left so). The exact
-# time limit is the script's: Slurm's --time has minute resolution. The node's own cgroup is not the container's (and under cgroup v1 jobscript's
-# default would read the node's root), so OMNIBIO_CGROUP names nothing: the usage in the record
-# is what the container wrote into attemptN.usage, its memory_peak, cpu_usec and oom lines only,
-# and the record's image_id is the runtime's inspect of the container: the image it ran.
+# time limit is the script's: Slurm's --time has minute resolution. The node's own cgroup is not
+# the container's (and under cgroup v1 jobscript's default would read the node's root), so
+# OMNIBIO_CGROUP names nothing: the usage in the record is what the container wrote into
+# attemptN.usage, its memory_peak, cpu_usec and oom lines only, and the record's image_id is the
+# runtime's inspect of the container: the image it ran.
 _HEAD = """# omnibio_slurm: attempt {run_id}, written by miniwdl_omnibio; runs on the Slurm node
 set -u
 EXIT={exit_file}
