@@ -241,7 +241,8 @@ class Tracker:
         if one is due. Returns the seconds until the next full round."""
         self._fetch_woken()
         if self._clock() >= self._next_round:
-            self._next_round = self._clock() + self.poll_once()
+            pause = self.poll_once()  # counted from the round's end, as its log line announces
+            self._next_round = self._clock() + pause
         return max(0.0, self._next_round - self._clock())
 
     def _fetch_woken(self) -> None:
