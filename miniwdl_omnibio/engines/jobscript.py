@@ -26,14 +26,17 @@ this rig's docker containers).
 
 How each engine uses it:
 
-- Azure Batch (now): the task's command line is ``command()``, so the record is written from
-  inside the container, into the attempt's host directory; ``fetch`` reads the records first.
-- AWS Batch (now): the job's command is ``command()`` (awsbatch_request.job_command), with the
+- Azure Batch: the task's command line is ``command()`` (azurebatch/translate.command), so the
+  record is written from inside the container, into the attempt's host directory; ``fetch``
+  reads the records first.
+- AWS Batch: the job's command is ``command()`` (awsbatch/translate.job_command), with the
   task's stdout file, which the launcher wrote, as ``visible``; its ``cd`` to the working
   directory and the env file in ``prepare``, its stderr tail in ``on_failure``. ``fetch`` reads
   the records first and adds them to Batch's verdict with ``with_record``. The script is about
   1.9 KB of the containerOverrides' JSON, inside its budget.
-- Slurm (now): the element script runs outside the container, so it uses ``FUNCTIONS``:
+- docker (local): the container's command is ``command()`` (docker/translate), the record in
+  a bind of the task's directory; a die event wakes the tracker, whose fetch reads it.
+- Slurm: the element script runs outside the container, so it uses ``FUNCTIONS``:
   ``omnibio_record`` after ``docker wait`` / ``podman wait``. A stopped container's cgroup is
   gone by then, so the container's command runs under ``/bin/sh``, which writes
   ``omnibio_usage`` of its own cgroup into a bind of ``attemptN.usage`` once the command ends,
