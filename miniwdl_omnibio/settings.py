@@ -12,11 +12,14 @@ import json
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from WDL import Error
 from WDL._util import parse_byte_size
 from WDL.runtime import config as miniwdl_config
+
+if TYPE_CHECKING:  # placement.sharedfs reads this module's ConfigError
+    from .placement.sharedfs import SharedFilesystem
 
 # A parser turns a key's text (stripped) into its value, or raises ValueError saying what is
 # wrong with it (the loader puts the key's name in front).
@@ -231,3 +234,6 @@ class EngineSettings(Settings):
         "learned from the service",
         optional(size),
     )
+    # derived, not a key: the run directory as the engine's workers share it; None where they
+    # do not (docker, TES with staging)
+    filesystem: "SharedFilesystem | None" = field(init=False, default=None)

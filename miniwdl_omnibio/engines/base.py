@@ -116,7 +116,6 @@ class Engine(ABC, Generic[Request]):
     # tracker cancels it at the deadline
     enforces_time_limit: ClassVar[bool] = False
     settings: EngineSettings  # its config section, loaded at start
-    filesystem: SharedFilesystem | None = None  # set by engines whose workers share the run dir
     # seconds between two full rounds (fetch(records, full=True)): the costly look an engine
     # takes only now and then (a listing of the service beside its exit files); None: all full
     sweep_seconds: float | None = None
@@ -133,6 +132,11 @@ class Engine(ABC, Generic[Request]):
     def poll_seconds(self) -> float:
         """Seconds between two fetch rounds of the tracker."""
         return self.settings.poll_seconds
+
+    @property
+    def filesystem(self) -> SharedFilesystem | None:
+        """The run directory as the workers share it; None where they do not."""
+        return self.settings.filesystem
 
     @property
     def default_time_limit(self) -> int | None:

@@ -7,7 +7,6 @@ import os
 import stat
 import subprocess
 import time
-from types import SimpleNamespace
 
 import pytest
 
@@ -297,7 +296,6 @@ def test_scancel_once_for_the_batch_and_none_for_a_held_submission(tmp_path):
 
 def probing_engine(cli, tmp_path):
     engine = asking_engine(cli, accounting=False)
-    engine.filesystem = SimpleNamespace(host_root=str(tmp_path))
     engine.settings = make_settings(host_root=str(tmp_path), node_root=str(tmp_path))
     clock = Clock()
     engine.clock = clock

@@ -90,7 +90,6 @@ class AwsBatchEngine(Engine[JobRequest]):
     ) -> None:
         """``learned``: the limits the queues' compute environments allow (awsbatch_limits)."""
         self.settings = settings
-        self.filesystem = settings.filesystem
         self.region = session.region_name
         self.batch = session.client("batch", config=RETRIES)
         self.logs = session.client("logs", config=RETRIES)

@@ -85,7 +85,6 @@ class AzureBatchEngine(Engine[Task]):
     job_id: str = ""  # made with the first burst: a record's handle always has one
 
     def __post_init__(self) -> None:
-        self.filesystem = self.settings.filesystem
         self.sweep_seconds = self.settings.list_seconds
 
     @classmethod

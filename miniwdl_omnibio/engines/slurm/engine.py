@@ -85,7 +85,6 @@ class SlurmEngine(Engine[SlurmRequest]):
         logger: logging.Logger,
     ) -> None:
         self.cli = cli
-        self.filesystem = settings.filesystem
         self.partitions = partitions
         self.accounting = accounting
         self.logger = logger

@@ -63,7 +63,6 @@ class TesEngine(Engine[TesRequest]):
         self.settings = settings
         self.client = client
         self.stager = stager
-        self.filesystem = settings.filesystem
         self.supported_parameters = supported_backend_parameters(info)
         self.launcher = uuid.uuid4().hex[:16]
         self.ignoring: str | None = None  # how the server showed it ignores filters (None: not)
