@@ -534,9 +534,15 @@ def test_executor_logs_and_exit_code_per_profile(profile, while_running):
         else:
             assert _get_at(server, task_id, "MINIMAL")["state"] == "CANCELED"
         wait_until(lambda: not server.containers(), "the executor to be removed", 60)
-        ended = _get_at(server, task_id, "FULL")
-    assert ended["state"] == "CANCELED"
-    assert isinstance(ended["logs"][0]["logs"][0]["exit_code"], int)
+        # the worker writes the end (state, exit code) just after it removed the executor
+
+        def ended():
+            task = _get_at(server, task_id, "FULL")
+            logs = task["logs"][0]["logs"]
+            return task["state"] in FINAL and logs and isinstance(logs[0].get("exit_code"), int)
+
+        wait_until(ended, "the end to be written", 60)
+        assert _get_at(server, task_id, "MINIMAL")["state"] == "CANCELED"
 
 
 def test_views_as_tesk_and_funnel_build_them():
