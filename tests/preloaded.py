@@ -2,10 +2,11 @@
 
 A `miniwdl run` spends most of a short example's CPU time importing miniwdl, the plugin and the
 SDKs; the conformance suite starts hundreds of them on a 2-core machine. Each run here is a fresh
-process forked from a multiprocessing forkserver that imported those modules once: from
-``WDL.CLI.main`` on, it executes exactly what `python -m WDL` does (entry points, config, the
-backend's global_init), in its own session, with its own environment, working directory and
-output files, and its atexit handlers (the plugin's shutdown) run before it exits.
+process forked from a multiprocessing forkserver that imported those modules once (and built
+what tests/forkserver_warmup.py names): from ``WDL.CLI.main`` on, it executes exactly what
+`python -m WDL` does (entry points, config, the backend's global_init), in its own session, with
+its own environment, working directory and output files, and its atexit handlers (the plugin's
+shutdown) run before it exits.
 """
 
 import atexit
@@ -18,7 +19,16 @@ import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-PRELOAD = ["WDL", "WDL.CLI", "WDL.runtime", "miniwdl_omnibio.backends", "miniwdl_omnibio.container"]
+ENGINES = ("docker", "awsbatch", "azurebatch", "tes", "slurm")
+PRELOAD = [
+    "WDL",
+    "WDL.CLI",
+    "WDL.runtime",
+    "miniwdl_omnibio.backends",
+    "miniwdl_omnibio.container",
+    *(f"miniwdl_omnibio.engines.{engine}.engine" for engine in ENGINES),
+    "tests.forkserver_warmup",
+]
 _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(PRELOAD)
 
