@@ -70,6 +70,7 @@ class Tracker:
         self._thread: threading.Thread | None = None
         self._failures = 0
         self._ended_at: dict[str, float] = {}  # handle -> clock() when first seen done
+        self._held_at: dict[str, float] = {}  # handle -> clock() when held, for a held attempt
         self._submitted = 0  # attempts submitted by this process
         self._retries = 0  # ... of which a second or later attempt of their task
         # handle -> when the engine woke the tracker for it, and whether it wants the full look
@@ -111,12 +112,16 @@ class Tracker:
             (accepted,) = self._holding.offer([submission])
         if isinstance(accepted, Exception):
             raise accepted
+        held_at = None
         if isinstance(accepted, Waiting):
+            held_at = self._clock()
             logger.info(_("held: the service's queue is full", engine=self.engine.section))
             accepted = self._holding.wait(accepted, terminating)
         assert accepted is not None
         handle = accepted.handle
         with self._lock:
+            if held_at is not None:  # the trace counts the hold as queued
+                self._held_at[handle] = held_at
             self._records[handle] = Submitted(
                 handle, attempt, logger, self._clock(), request, accepted.memo
             )
@@ -198,12 +203,15 @@ class Tracker:
             self._records.pop(handle, None)
             self._done.pop(handle, None)
             self._ended_at.pop(handle, None)
+            self._held_at.pop(handle, None)
 
     def outcome(self, handle: str) -> Outcome | None:
-        """The attempt's status and times, until it is released."""
+        """The attempt's status and times, until it is released; a held attempt was submitted
+        when it was held."""
         with self._lock:
             record = self._records.get(handle)
             ended = self._ended_at.get(handle)
+            held_at = self._held_at.get(handle)
         if record is None:
             return None
         offset = time.time() - self._clock()
@@ -211,9 +219,8 @@ class Tracker:
         def wall(at: float | None) -> float | None:
             return None if at is None else at + offset
 
-        return Outcome(
-            record.status, record.submitted_at + offset, wall(record.started_at), wall(ended)
-        )
+        submitted = record.submitted_at if held_at is None else held_at
+        return Outcome(record.status, submitted + offset, wall(record.started_at), wall(ended))
 
     def counts(self) -> dict[str, int]:
         """For progress lines: attempts queued (held ones too) and running now, submitted (held

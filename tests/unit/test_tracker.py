@@ -498,10 +498,12 @@ def notices(caplog):
 
 def test_a_full_queue_holds_submissions_in_order_and_offers_them_alone_as_attempts_end(caplog):
     caplog.set_level(logging.INFO)
+    clock = Clock()
     engine = FullEngine(room=2)
-    tracker = Tracker(engine, LOG, unlisted_grace=60, background=False)
+    tracker = Tracker(engine, LOG, unlisted_grace=60, clock=clock, background=False)
     tasks = Submitting(tracker)
     tasks.start("a", "b", "c", "d", "e")
+    clock.now += 10
     # c was refused and held; d and e queued behind it without reaching the service
     assert engine.offers == [["a"], ["b"], ["c"]]
     assert tracker.counts() == {"queued": 5, "running": 0, "submitted": 5, "retried": 0}
@@ -515,6 +517,8 @@ def test_a_full_queue_holds_submissions_in_order_and_offers_them_alone_as_attemp
     assert engine.offers[-2:] == [["d"], ["e"]]
     assert tasks.join() == {n: "h-" + n for n in "abcde"}
     assert tracker.counts()["submitted"] == 5
+    held = tracker.outcome("h-d")  # the trace counts its hold as queued
+    assert held is not None and abs(held.submitted - (time.time() - 10)) < 5
     holding_starts, nothing_held = notices(caplog)
     assert holding_starts == (
         "omnibio_test: the service's submit limit is reached; holding submissions until jobs "
