@@ -241,7 +241,7 @@ class OmnibioContainer(TaskContainer):
             if terminating():
                 raise Terminated(quiet=True)
             try:
-                handle = tracker.submit(attempt, request, logger)
+                handle = tracker.submit(attempt, request, logger, terminating)
             except Exception as exn:
                 self._trace(logger, attempt, None, exn)
                 raise

@@ -3,12 +3,12 @@
 Task threads submit through it and wait on it; one thread asks the engine about every
 outstanding attempt at once (``Engine.fetch``), so a thousand running tasks cost one poll per
 period, not a thousand. The tracker owns, once for every engine: each attempt's record (the
-engine's request and memo included), submissions and cancellations gathered into bursts, the
-two speeds of polling (a cheap look every poll_seconds, a full one every sweep_seconds), the
-period for a handle the service does not list (yet), client-side deadlines for services without a
-time limit, backoff on failing polls, release (cancel if not finished), shutdown, one log
-line per state change in the service's own words, and the times and counts the run's trace and
-progress lines are made of.
+engine's request and memo included), submissions and cancellations gathered into bursts,
+submissions held while the service's queue is full (``holding.py``), the two speeds of polling
+(a cheap look every poll_seconds, a full one every sweep_seconds), the period for a handle the
+service does not list (yet), client-side deadlines for services without a time limit, backoff on
+failing polls, release (cancel if not finished), shutdown, one log line per state change in the
+service's own words, and the times and counts the run's trace and progress lines are made of.
 
 An engine that learns of an attempt's end sooner (``Engine.on_wake``) wakes the tracker, which
 then fetches that handle at once (with the full look if the engine asks); polling stays the
@@ -27,6 +27,7 @@ from WDL._util import StructuredLogMessage as _
 from .attempt import TaskAttempt
 from .engines.base import Accepted, Engine, Phase, Status, Submission, Submitted
 from .gathering import Cancellations, Gathering, Waiting
+from .holding import Held, Holding
 
 MAX_BACKOFF = 60.0  # seconds between polls at most while the service keeps failing
 MAX_POLL_FAILURES = 20  # consecutive failed polls before the outstanding attempts fail
@@ -56,7 +57,8 @@ class Tracker:
         clock: Callable[[], float] = time.monotonic,
         background: bool = True,
     ) -> None:
-        """``background``: poll from a thread of its own (tests call ``poll_once`` instead)."""
+        """``background``: poll, and offer held submissions again, from threads of their own
+        (tests call ``poll_once`` and ``resend_held`` instead)."""
         self.engine = engine
         self.unlisted_grace = unlisted_grace
         self._logger = logger
@@ -68,6 +70,7 @@ class Tracker:
         self._thread: threading.Thread | None = None
         self._failures = 0
         self._ended_at: dict[str, float] = {}  # handle -> clock() when first seen done
+        self._held_at: dict[str, float] = {}  # handle -> clock() when held, for a held attempt
         self._submitted = 0  # attempts submitted by this process
         self._retries = 0  # ... of which a second or later attempt of their task
         # handle -> when the engine woke the tracker for it, and whether it wants the full look
@@ -75,7 +78,8 @@ class Tracker:
         self._wakeup = threading.Event()
         self._next_round = float("-inf")  # when poll_once is due (clock time)
         self._next_sweep = float("-inf")  # when the next full fetch is due
-        self._submissions: Gathering[Submission[Any], Accepted] = Gathering(
+        self._holding = Holding(engine, logger, background)
+        self._submissions: Gathering[Submission[Any], Accepted | Held] = Gathering(
             self._send_submissions, engine.gather_seconds, engine.gather_max_seconds
         )
         self._cancellations: Cancellations[Submitted] = Cancellations(
@@ -89,20 +93,35 @@ class Tracker:
 
     # --- task threads ----------------------------------------------------------------------
 
-    def submit(self, attempt: TaskAttempt, request: Any, logger: logging.Logger) -> str:
+    def submit(
+        self,
+        attempt: TaskAttempt,
+        request: Any,
+        logger: logging.Logger,
+        terminating: Callable[[], bool] = lambda: False,
+    ) -> str:
         """Hand the attempt to the engine (with the others of its burst, if the engine gathers);
-        raises the service's refusal."""
+        raises the service's refusal. While the service's queue is full the attempt is held
+        (queued) and this waits until the engine accepts it, or raises Terminated once
+        ``terminating()``: the attempt never reached the service."""
         submission = Submission(attempt, request, logger)
+        accepted: Accepted | Held | Exception | None
         if self.engine.gather_seconds > 0:
             accepted = self._submissions.add(submission)
         else:
-            (result,) = self.engine.submit_many([submission])
-            if isinstance(result, Exception):
-                raise result
-            accepted = result
+            (accepted,) = self._holding.offer([submission])
+        if isinstance(accepted, Exception):
+            raise accepted
+        held_at = None
+        if isinstance(accepted, Waiting):
+            held_at = self._clock()
+            logger.info(_("held: the service's queue is full", engine=self.engine.section))
+            accepted = self._holding.wait(accepted, terminating)
         assert accepted is not None
         handle = accepted.handle
         with self._lock:
+            if held_at is not None:  # the trace counts the hold as queued
+                self._held_at[handle] = held_at
             self._records[handle] = Submitted(
                 handle, attempt, logger, self._clock(), request, accepted.memo
             )
@@ -119,16 +138,18 @@ class Tracker:
         logger.info(_("submitted", engine=self.engine.section, handle=handle))
         return handle
 
-    def _send_submissions(self, group: list[Waiting[Submission[Any], Accepted]]) -> None:
-        try:
-            results = self.engine.submit_many([waiting.item for waiting in group])
-        except Exception as exn:  # the burst shares one request, so it shares its refusal
-            results = [exn] * len(group)
-        for waiting, result in zip(group, results, strict=True):
-            if isinstance(result, Exception):
-                waiting.finish(error=result)
+    def _send_submissions(self, group: list[Waiting[Submission[Any], Accepted | Held]]) -> None:
+        answers = self._holding.offer([waiting.item for waiting in group])
+        for waiting, answer in zip(group, answers, strict=True):
+            if isinstance(answer, Exception):
+                waiting.finish(error=answer)
             else:
-                waiting.finish(result)
+                waiting.finish(answer)
+
+    def resend_held(self) -> int:
+        """Offer the held submissions again now (the background thread does this on its own);
+        returns how many the engine accepted."""
+        return self._holding.resend()
 
     def wait(self, handle: str, timeout: float) -> Status:
         """The attempt's status, after waiting up to ``timeout`` seconds for it to finish."""
@@ -177,16 +198,20 @@ class Tracker:
         if record.status.phase is not Phase.DONE or record.status.lingering:
             self.cancel(handle, logger)
         self.engine.release(record, logger)
+        self._holding.released()
         with self._lock:
             self._records.pop(handle, None)
             self._done.pop(handle, None)
             self._ended_at.pop(handle, None)
+            self._held_at.pop(handle, None)
 
     def outcome(self, handle: str) -> Outcome | None:
-        """The attempt's status and times, until it is released."""
+        """The attempt's status and times, until it is released; a held attempt was submitted
+        when it was held."""
         with self._lock:
             record = self._records.get(handle)
             ended = self._ended_at.get(handle)
+            held_at = self._held_at.get(handle)
         if record is None:
             return None
         offset = time.time() - self._clock()
@@ -194,24 +219,27 @@ class Tracker:
         def wall(at: float | None) -> float | None:
             return None if at is None else at + offset
 
-        return Outcome(
-            record.status, record.submitted_at + offset, wall(record.started_at), wall(ended)
-        )
+        submitted = record.submitted_at if held_at is None else held_at
+        return Outcome(record.status, submitted + offset, wall(record.started_at), wall(ended))
 
     def counts(self) -> dict[str, int]:
-        """For progress lines: attempts queued and running now, submitted and retried so far."""
+        """For progress lines: attempts queued (held ones too) and running now, submitted (held
+        ones too) and retried so far."""
+        held = self._holding.held()
         with self._lock:
             phases = [record.status.phase for record in self._records.values()]
             submitted, retries = self._submitted, self._retries
         return {
-            "queued": phases.count(Phase.QUEUED),
+            "queued": phases.count(Phase.QUEUED) + held,
             "running": phases.count(Phase.RUNNING),
-            "submitted": submitted,
+            "submitted": submitted + held,
             "retried": retries,
         }
 
     def shutdown(self) -> None:
-        """At exit: cancel every attempt still out, then let the engine clean up."""
+        """At exit: drop the held submissions unsent, cancel every attempt still out, then let
+        the engine clean up."""
+        self._holding.stop()
         with self._lock:
             records = list(self._records.values())
         for record in records:

@@ -9,7 +9,8 @@ The path of one attempt::
 
     request = engine.translate(attempt)             # pure: no I/O, no state; unit-testable
     accepted = engine.submit_many(submissions)      # the tracker gathers a burst for
-                                                    # gather_seconds, then sends it at once
+                                                    # gather_seconds, then sends it at once;
+                                                    # QueueFull: it holds that one (holding.py)
     ... tracker: engine.fetch(records, full) every poll_seconds -> {handle: Status};
     ...          full every sweep_seconds, and at once for a handle the engine wakes it for
     ... on Ctrl-C / SIGTERM / fail_fast / a client-side deadline: engine.cancel_many(records)
@@ -32,6 +33,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
+from WDL import Error
 from WDL.runtime import config as miniwdl_config
 
 from ..attempt import TaskAttempt
@@ -89,6 +91,18 @@ class Accepted:
     memo: Any = None
 
 
+class QueueFull(Error.RuntimeError):
+    """The service refused a submission because the user's queue is full (a submit limit, a
+    429-like "try again later"): back-pressure, not a failure. The tracker holds the submission
+    and offers it again as jobs end (holding.py). ``limit`` names the limit the service gave, ""
+    when it named none (then it counts as a full queue only while an attempt of this run is out,
+    and else fails the submission with this one-line message)."""
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 @dataclass
 class Submitted:
     """The tracker's record of a submitted attempt. Engines read it; only ``memo`` is theirs."""
@@ -121,7 +135,8 @@ class Engine(ABC, Generic[Request]):
     sweep_seconds: float | None = None
     # a submission waits until none came for this long (at most gather_max_seconds), so that a
     # burst reaches submit_many together (one array job, one task collection), one burst at a
-    # time: submit_many never runs twice at once; 0: each alone, at once, from its own thread
+    # time: submit_many never runs twice at once (held submissions offered again included); 0:
+    # each alone, at once, from its own thread
     gather_seconds: float = 0.0
     gather_max_seconds: float = 2.0
     # cancellations gathered likewise into one cancel_many; it should outlast the run loop's
@@ -171,7 +186,9 @@ class Engine(ABC, Generic[Request]):
     def submit_many(self, submissions: Sequence[Submission[Request]]) -> list[Accepted | Exception]:
         """Hand the submissions to the service, in as few calls as it allows; one result per
         submission, in order. A refusal is that submission's WDL.Error.RuntimeError, one line
-        naming the cause. The default sends each with ``submit``."""
+        naming the cause; ``QueueFull`` when the user's queue is full, which the tracker holds
+        and offers again later, alone, in a call of its own. The default sends each with
+        ``submit``."""
         results: list[Accepted | Exception] = []
         for each in submissions:
             try:

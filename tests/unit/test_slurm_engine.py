@@ -1,22 +1,24 @@
 """omnibio_slurm's engine against Slurm's commands answered in advance: submission in arrays,
-the held submissions of a full queue, the two speeds of fetch, sacct's figures, scancel, the
-probe (stands in for sacct too, which needs slurmdbd)."""
+a full queue as QueueFull (and the tracker holding it), the two speeds of fetch, sacct's
+figures, scancel, the probe (stands in for sacct too, which needs slurmdbd)."""
 
 import logging
 import os
 import stat
 import subprocess
+import threading
 import time
 
 import pytest
 
 from miniwdl_omnibio.config import ConfigError
-from miniwdl_omnibio.engines.base import Phase, Submission, Submitted
+from miniwdl_omnibio.engines.base import Phase, QueueFull, Submission, Submitted
 from miniwdl_omnibio.engines.slurm import engine as slurm_engine
 from miniwdl_omnibio.engines.slurm.cluster import Partition, SlurmProblem
 from miniwdl_omnibio.engines.slurm.engine import SlurmEngine
-from miniwdl_omnibio.engines.slurm.hold import Held, HeldSubmissions, slurm_handle
 from miniwdl_omnibio.engines.slurm.translate import translate
+from miniwdl_omnibio.tracker import Tracker
+from tests.helpers import wait_until
 from tests.unit.test_slurm_status import POLICY
 from tests.unit.test_slurm_translation import make_attempt, make_settings
 
@@ -49,7 +51,6 @@ def asking_engine(cli, accounting, logger=LOG):
     """The engine without start() (which needs Slurm): what submit_many and fetch use."""
     engine = SlurmEngine.__new__(SlurmEngine)
     engine.cli, engine.accounting, engine.logger = cli, accounting, logger
-    engine.held = HeldSubmissions(engine._sbatch, logger, background=False)
     engine.launcher, engine._limits, engine._wake = "L1", frozenset(), lambda handle: None
     engine.max_array_size = 3
     engine.partitions = {"batch": Partition("batch", True, 8, 64 << 30, 0)}
@@ -65,14 +66,10 @@ def requests_for(tmp_path, count, **resources):
     return [translate(attempt, settings, {}) for attempt in attempts]
 
 
-def record(request, handle, memo=None, cancelled=False):
+def record(request, handle, cancelled=False):
     """The tracker's record of a submitted request (its files' directory made)."""
     os.makedirs(request.files.host_dir, exist_ok=True)
-    return Submitted(handle, make_attempt("/x"), LOG, 0.0, request, memo, cancelled=cancelled)
-
-
-def records_of(accepted, requests):
-    return [record(r, a.handle, a.memo) for a, r in zip(accepted, requests, strict=True)]
+    return Submitted(handle, make_attempt("/x"), LOG, 0.0, request, cancelled=cancelled)
 
 
 def write_record(rec, text, age=0.0):
@@ -113,50 +110,46 @@ def test_a_failed_sbatch_fails_each_request_of_it(tmp_path):
     assert all(isinstance(r, SlurmProblem) and "Invalid partition" in str(r) for r in results)
 
 
-def test_a_full_queue_holds_submissions_and_sends_them_in_order_as_jobs_end(tmp_path, caplog):
+def test_a_full_queue_is_queue_full_naming_the_limit_for_each_request_of_the_sbatch(tmp_path):
+    cli = ScriptedSlurm(submit=4, run=2)
+    engine = asking_engine(cli, accounting=False)
+    requests = requests_for(tmp_path, 6)
+    results = engine.submit_many([Submission(make_attempt("/x"), r, LOG) for r in requests])
+    assert [r.handle for r in results[:3]] == ["100_0", "100_1", "100_2"]  # 3 in: 3 more refused
+    assert all(isinstance(r, QueueFull) for r in results[3:])
+    assert {r.limit for r in results[3:]} == {"QOSMaxSubmitJobPerUserLimit"}
+
+
+def test_the_tracker_sends_what_a_full_queue_refused_in_order_as_jobs_end(tmp_path, caplog):
+    """Slurm and the tracker together: never above the submit limit, none failed."""
     caplog.set_level(logging.INFO)
     cli = ScriptedSlurm(submit=4, run=2)
     engine = asking_engine(cli, accounting=False)
-    requests = requests_for(tmp_path, 12)
-    accepted = engine.held.submit(requests[:3]) + engine.held.submit(requests[3:])
-    assert [a.handle for a in accepted[:3]] == ["100_0", "100_1", "100_2"]
-    held = [a for a in accepted if isinstance(a.memo, Held)]
-    assert len(held) == 9  # Slurm refused the array of 9: all held, in order
-    assert engine.held.resend() == 1  # one job each until Slurm refuses one again
-    records = records_of(accepted, requests)
-    statuses = engine.fetch(records, True)
-    assert [statuses[r.handle].reason for r in records[:4]] == ["RUNNING"] * 2 + [
-        f"PENDING ({LIMIT})"
-    ] * 2
-    assert all("submit limit" in statuses[r.handle].reason for r in records[4:])
-    while any(not a.memo.slurm for a in held):
+    engine.settings = make_settings()
+    tracker = Tracker(engine, LOG, unlisted_grace=60, background=False)
+    requests = requests_for(tmp_path, 8)
+    handles = {}
+
+    def submit(index):
+        handles[index] = tracker.submit(make_attempt("/x"), requests[index], LOG)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(8)]
+    for index, thread in enumerate(threads):  # one after the other: their order is known
+        thread.start()
+        wait_until(lambda i=index: tracker.counts()["submitted"] == i + 1, "submitted or held")
+    tracker.poll_once()  # 2 running, 2 pending at the running limit
+    for _ in range(2):  # 4 held
         for ended in cli.end(2):  # two jobs end; their attempts are released
-            engine.release(next(r for r in records if slurm_handle(r) == ended), LOG)
-        assert engine.held.resend() == 2
-    assert cli.most == 4  # never above the limit; every attempt went to Slurm, none failed
-    assert [a.memo.slurm for a in held] == [str(n) for n in range(101, 110)]
+            tracker.release(ended, LOG)
+        assert tracker.resend_held() == 2
+    for thread in threads:
+        thread.join()
+    assert cli.most == 4
+    assert [handles[i] for i in range(8)] == [str(n) for n in range(100, 108)]
     messages = [r.getMessage() for r in caplog.records]
     assert sum("holding submissions until jobs end" in m for m in messages) == 1
     assert sum("no submission is held now" in m for m in messages) == 1
     assert sum("jobs wait until jobs holding a Slurm limit end" in m for m in messages) == 1
-
-
-def test_submissions_queue_behind_held_ones_and_a_cancelled_one_is_dropped(tmp_path):
-    cli = ScriptedSlurm(submit=1, run=1)
-    engine = asking_engine(cli, accounting=False)
-    first, second, third = requests_for(tmp_path, 3)
-    [lone] = engine.held.submit([first])
-    [held] = engine.held.submit([second])
-    sbatches = sum(c[0] == "sbatch" for c in cli.calls)
-    [behind] = engine.held.submit([third])  # queued behind: no sbatch Slurm would refuse
-    assert lone.handle == "100" and sum(c[0] == "sbatch" for c in cli.calls) == sbatches
-    cancelled = record(second, held.handle, held.memo, cancelled=True)
-    engine.cancel_many([cancelled], LOG)  # Ctrl-C while held: nothing to scancel
-    assert not any(c[0] == "scancel" for c in cli.calls)
-    assert "cancelled before Slurm accepted" in engine.fetch([cancelled], True)[held.handle].error
-    cli.end(1)
-    engine.release(record(first, "100"), LOG)
-    assert engine.held.resend() == 1 and behind.memo.slurm == "101"
 
 
 class ScriptedSlurm:
@@ -204,16 +197,20 @@ def refusing_engine(stderr):
     return asking_engine(cli, accounting=False)
 
 
-def test_a_refusal_naming_no_limit_fails_when_no_job_of_ours_can_end(tmp_path):
+def test_a_refusal_naming_no_limit_is_queue_full_without_a_limit(tmp_path):
     engine = refusing_engine(POLICY)
-    with pytest.raises(SlurmProblem, match="Job violates accounting/QOS policy"):
-        engine.held.submit(requests_for(tmp_path, 2))
+    requests = requests_for(tmp_path, 2)
+    results = engine.submit_many([Submission(make_attempt("/x"), r, LOG) for r in requests])
+    assert all(isinstance(r, QueueFull) and r.limit == "" for r in results)
+    assert "Job violates accounting/QOS policy" in str(results[0])
 
 
 def test_a_refusal_for_the_job_itself_fails_at_once(tmp_path):
     engine = refusing_engine("sbatch: error: QOSMaxWallDurationPerJobLimit\n" + POLICY)
-    with pytest.raises(SlurmProblem, match="QOSMaxWallDurationPerJobLimit; Batch job submission"):
-        engine.held.submit(requests_for(tmp_path, 3))
+    requests = requests_for(tmp_path, 3)
+    results = engine.submit_many([Submission(make_attempt("/x"), r, LOG) for r in requests])
+    assert all(not isinstance(r, QueueFull) and isinstance(r, SlurmProblem) for r in results)
+    assert "QOSMaxWallDurationPerJobLimit; Batch job submission" in str(results[0])
 
 
 # --- fetch: the files every round, squeue and sacct in full rounds --------------------------
@@ -284,14 +281,13 @@ def test_an_ended_attempt_waits_a_moment_for_sacct_then_goes_without(tmp_path, c
     assert engine.fetch([cancelled], True)["8"].error.endswith("was cancelled")
 
 
-def test_scancel_once_for_the_batch_and_none_for_a_held_submission(tmp_path):
+def test_scancel_once_for_the_batch(tmp_path):
     cli = RecordingCli({"scancel": ""})
     engine = asking_engine(cli, accounting=False)
     [request] = requests_for(tmp_path, 1)
-    held = Held("held-1", request)
     records = [record(request, h) for h in ("6", "5_1", "5_0", "6")]
-    engine.cancel_many([*records, record(request, "held-1", held)], LOG)
-    assert cli.calls == [["scancel", "5_0", "5_1", "6"]] and held.cancelled
+    engine.cancel_many(records, LOG)
+    assert cli.calls == [["scancel", "5_0", "5_1", "6"]]
 
 
 def probing_engine(cli, tmp_path):

@@ -12,8 +12,8 @@ from miniwdl_omnibio.engines.slurm.cluster import (
     gres_gpus,
     orphaned_jobs,
     parse_sinfo,
+    sbatch_refusal,
 )
-from miniwdl_omnibio.engines.slurm.hold import sbatch_refusal
 
 CONTEXT = m.Context(where="Slurm job 5_1 (r.c.1)", cancelled_by_us=False, node_path="/n/a.sh")
 DONE_OK = m.ExitRecord(exit_code=0, oom=False, timed_out=False, started=True)

@@ -2,9 +2,24 @@
 engines. A scripted engine stands in for a service (the e2e suites run the real ones)."""
 
 import logging
+import threading
+import time
 
+import pytest
+from WDL._util import NOTICE_LEVEL
+from WDL.runtime.error import Terminated
+
+from miniwdl_omnibio import holding
 from miniwdl_omnibio.attempt import Resources, TaskAttempt
-from miniwdl_omnibio.engines.base import QUEUED, RUNNING, Accepted, Engine, Phase, Status
+from miniwdl_omnibio.engines.base import (
+    QUEUED,
+    RUNNING,
+    Accepted,
+    Engine,
+    Phase,
+    QueueFull,
+    Status,
+)
 from miniwdl_omnibio.tracker import Tracker
 from tests.helpers import wait_until
 
@@ -144,8 +159,6 @@ class BatchingEngine(ScriptedEngine):
 
 
 def test_submissions_close_together_reach_submit_many_as_one_burst():
-    import threading
-
     engine = BatchingEngine()
     tracker = Tracker(engine, LOG, unlisted_grace=60, background=False)
     results = {}
@@ -403,3 +416,199 @@ def test_the_polling_thread_fetches_an_end_it_was_woken_for_before_registration(
     engine.during_submit = ends_and_the_thread_turns_before_registration
     handle = tracker.submit(attempt("racing"), "racing", LOG)
     assert tracker.wait(handle, 30).exit_code == 0
+
+
+# --- a full queue: the tracker holds what the service refused, and offers it again -------------
+
+
+class FullEngine(ScriptedEngine):
+    """A service that takes ``room`` attempts at most (the user's other runs fill the rest) and
+    refuses the others with QueueFull naming ``limit``; ``offers``: each submit_many's requests."""
+
+    def __init__(self, room, limit="MaxQueued"):
+        super().__init__()
+        self.room, self.limit = room, limit
+        self.out = []
+        self.offers = []
+        self.threads = []  # the thread of each submit_many
+        self.inside = self.most_inside = 0
+
+    def submit_many(self, submissions):
+        self.inside += 1
+        self.most_inside = max(self.most_inside, self.inside)
+        time.sleep(0.01)  # a concurrent call would overlap this one
+        self.offers.append([s.request for s in submissions])
+        self.threads.append(threading.current_thread().name)
+        results = []
+        for each in submissions:
+            if len(self.out) >= self.room:
+                results.append(QueueFull(f"queue full: {each.request}", self.limit))
+            else:
+                self.out.append("h-" + each.request)
+                results.append(Accepted("h-" + each.request))
+        self.inside -= 1
+        return results
+
+    def release(self, record, logger):
+        super().release(record, logger)
+        self.out.remove(record.handle)
+
+
+class Submitting:
+    """Task threads submitting one after the other (their order known), each with its own
+    ``terminating``; ``outcomes``: name -> handle, or the exception submit raised."""
+
+    def __init__(self, tracker):
+        self.tracker = tracker
+        self.outcomes = {}
+        self.threads = []
+        self.stops = {}
+
+    def start(self, *names):
+        for name in names:
+            self.stops[name] = threading.Event()
+            thread = threading.Thread(target=self._submit, args=(name,))
+            self.threads.append(thread)
+            before = self.tracker.counts()["submitted"]
+            thread.start()
+            wait_until(
+                lambda b=before, n=name: (
+                    self.tracker.counts()["submitted"] > b or n in self.outcomes
+                ),
+                f"{name} submitted or held",
+            )
+
+    def _submit(self, name):
+        try:
+            self.outcomes[name] = self.tracker.submit(
+                attempt(name), name, LOG, self.stops[name].is_set
+            )
+        except Exception as exn:
+            self.outcomes[name] = exn
+
+    def join(self):
+        for thread in self.threads:
+            thread.join(30)
+        return self.outcomes
+
+
+def notices(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno == NOTICE_LEVEL]
+
+
+def test_a_full_queue_holds_submissions_in_order_and_offers_them_alone_as_attempts_end(caplog):
+    caplog.set_level(logging.INFO)
+    clock = Clock()
+    engine = FullEngine(room=2)
+    tracker = Tracker(engine, LOG, unlisted_grace=60, clock=clock, background=False)
+    tasks = Submitting(tracker)
+    tasks.start("a", "b", "c", "d", "e")
+    clock.now += 10
+    # c was refused and held; d and e queued behind it without reaching the service
+    assert engine.offers == [["a"], ["b"], ["c"]]
+    assert tracker.counts() == {"queued": 5, "running": 0, "submitted": 5, "retried": 0}
+    assert tracker.resend_held() == 0 and engine.offers[-1] == ["c"]  # still full
+    tracker.release("h-a", LOG)
+    assert tracker.resend_held() == 1  # c, then d refused: it stops there
+    assert engine.offers[-2:] == [["c"], ["d"]]
+    tracker.release("h-b", LOG)
+    tracker.release("h-c", LOG)
+    assert tracker.resend_held() == 2
+    assert engine.offers[-2:] == [["d"], ["e"]]
+    assert tasks.join() == {n: "h-" + n for n in "abcde"}
+    assert tracker.counts()["submitted"] == 5
+    held = tracker.outcome("h-d")  # the trace counts its hold as queued
+    assert held is not None and abs(held.submitted - (time.time() - 10)) < 5
+    holding_starts, nothing_held = notices(caplog)
+    assert holding_starts == (
+        "omnibio_test: the service's submit limit is reached; holding submissions until jobs "
+        'end :: limit: "MaxQueued", held: 1'
+    )
+    assert nothing_held.startswith("omnibio_test: no submission is held now")
+
+
+def test_held_submissions_are_offered_again_when_an_attempt_is_released(monkeypatch):
+    monkeypatch.setattr(holding, "HOLD_RETRY", 3600.0)  # only a release can start the offer
+    engine = FullEngine(room=1)
+    tracker = Tracker(engine, LOG, unlisted_grace=60)
+    tasks = Submitting(tracker)
+    tasks.start("a", "b")
+    wait_until(lambda: engine.offers == [["a"], ["b"], ["b"]], "the offer at once, refused")
+    tracker.release("h-a", LOG)
+    assert tasks.join() == {"a": "h-a", "b": "h-b"}
+
+
+def test_held_submissions_are_offered_again_every_hold_retry_seconds(monkeypatch):
+    monkeypatch.setattr(holding, "HOLD_RETRY", 0.05)
+    engine = FullEngine(room=1)
+    tracker = Tracker(engine, LOG, unlisted_grace=60)
+    tasks = Submitting(tracker)
+    tasks.start("a", "b")
+    wait_until(lambda: len(engine.offers) > 4, "offers while nothing of the run ends")
+    engine.room = 2  # a job of the user's other run ended
+    assert tasks.join() == {"a": "h-a", "b": "h-b"}
+
+
+def test_a_held_submission_is_dropped_unsent_when_its_run_terminates_or_at_shutdown(
+    monkeypatch,
+):
+    monkeypatch.setattr(holding, "CHECK_SECONDS", 0.01)
+    engine = FullEngine(room=1)
+    tracker = Tracker(engine, LOG, unlisted_grace=60, background=False)
+    tasks = Submitting(tracker)
+    tasks.start("a", "b", "c")
+    tasks.stops["b"].set()  # Ctrl-C, SIGTERM, fail_fast
+    wait_until(lambda: "b" in tasks.outcomes, "b ends")
+    assert isinstance(tasks.outcomes["b"], Terminated)
+    assert tracker.counts()["queued"] == 2  # a, and c held
+    tracker.shutdown()
+    assert isinstance(tasks.join()["c"], Terminated)
+    assert engine.offers == [["a"], ["b"]] and engine.cancelled == ["h-a"] and engine.shut
+    assert tracker.resend_held() == 0 and engine.offers == [["a"], ["b"]]
+
+
+def test_a_refusal_naming_no_limit_is_a_full_queue_only_while_an_attempt_is_out(caplog):
+    caplog.set_level(logging.INFO)
+    engine = FullEngine(room=0, limit="")
+    tracker = Tracker(engine, LOG, unlisted_grace=60, background=False)
+    with pytest.raises(QueueFull, match="queue full: a"):  # nothing of ours can end: it fails
+        tracker.submit(attempt("a"), "a", LOG)
+    engine.room = 1
+    tasks = Submitting(tracker)
+    tasks.start("b", "c")  # b is out: c waits for it
+    assert tracker.counts()["queued"] == 2
+    assert '(the service named none)", held: 1' in notices(caplog)[0]
+    tracker.release("h-b", LOG)
+    assert tracker.resend_held() == 1 and tasks.join() == {"b": "h-b", "c": "h-c"}
+    tracker.release("h-c", LOG)
+    engine.room = 0  # the user's other runs fill the queue, and nothing of ours is out
+    with pytest.raises(QueueFull):
+        tracker.submit(attempt("d"), "d", LOG)
+
+
+class GatheringFullEngine(FullEngine):
+    gather_seconds = 0.05
+    gather_max_seconds = 1
+
+
+def test_a_gathering_engine_gets_one_call_at_a_time_and_held_ones_alone(monkeypatch):
+    monkeypatch.setattr(holding, "HOLD_RETRY", 0.01)
+    engine = GatheringFullEngine(room=2)
+    tracker = Tracker(engine, LOG, unlisted_grace=60)
+    outcomes = {}
+
+    def submit(name):
+        outcomes[name] = tracker.submit(attempt(name), name, LOG)
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in "abcdef"]
+    for thread in threads:
+        thread.start()
+    while len(outcomes) < 6:  # attempts end as soon as they are out
+        for handle in list(outcomes.values()):
+            tracker.release(handle, LOG)
+        time.sleep(0.01)
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == list("abcdef") and engine.most_inside == 1
+    resent = [o for o, t in zip(engine.offers, engine.threads, strict=True) if t.endswith("held")]
+    assert resent and all(len(offer) == 1 for offer in resent)

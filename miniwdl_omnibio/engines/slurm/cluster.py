@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from WDL import Error
 
+from ..base import QueueFull
+
 TOOLS = ("sbatch", "squeue", "scancel", "sinfo", "scontrol")
 COMMAND_TIMEOUT = 120.0  # seconds; slurmctld answers in well under a second when healthy
 
@@ -27,6 +29,41 @@ def first_error_line(stderr: str) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if "error" in line.lower()]
     return (errors[-1] if errors else lines[-1] if lines else "no message")[:300]
+
+
+# sbatch refused because the queue of the user (association, account, QOS) is full: slurmctld's
+# _job_create (src/slurmctld/job_mgr.c) answers ESLURM_ACCOUNTING_POLICY with the reason as the
+# message, which sbatch prints as "sbatch: error: <reason>" (_unpack_return_code2_msg,
+# src/common/slurm_protocol_pack.c) before "Batch job submission failed: <strerror>". These are
+# the reasons acct_policy_validate() gives for the submit counts (src/slurmctld/acct_policy.c),
+# which count each element of an array (MaxSubmitJobsPerUser, MaxSubmitJobs, GrpSubmitJobs in
+# resource_limits.shtml).
+SUBMIT_LIMITS = frozenset(
+    {
+        "QOSMaxSubmitJobPerUserLimit",  # MaxSubmitJobsPerUser of the QOS
+        "AssocMaxSubmitJobLimit",  # MaxSubmitJobs of the user's association
+        "QOSGrpSubmitJobsLimit",  # GrpSubmitJobs of the QOS
+        "AssocGrpSubmitJobsLimit",  # GrpSubmitJobs of an association
+        "MaxSubmitJobsPerAccount",  # MaxSubmitJobsPerAccount of the QOS
+    }
+)
+# ESLURM_ACCOUNTING_POLICY's text (src/common/slurm_errno.c), the same for every limit
+ACCOUNTING_POLICY = "Job violates accounting/QOS policy"
+
+
+def sbatch_refusal(stderr: str) -> SlurmProblem | QueueFull:
+    """sbatch's refusal as one line with every error it printed. QueueFull when the user's
+    queue is full (the tracker holds the refused jobs until jobs end): its ``limit`` is the one
+    Slurm named on a line before "Batch job submission failed", "" when sbatch gave only
+    ESLURM_ACCOUNTING_POLICY's text (a job_submit plugin's refusal, or a Slurm that sends no
+    reason)."""
+    said = [line.split("error:", 1)[1].strip() for line in stderr.splitlines() if "error:" in line]
+    message = f"omnibio_slurm: sbatch failed: {'; '.join(said) or first_error_line(stderr)}"[:400]
+    named = [reason for reason in said if ACCOUNTING_POLICY not in reason]
+    limit = next((name for name in named if name in SUBMIT_LIMITS), None if named else "")
+    if ACCOUNTING_POLICY in stderr and limit is not None:
+        return QueueFull(message, limit)
+    return SlurmProblem(message)
 
 
 class SlurmCli:

@@ -3,7 +3,8 @@
 The nodes mount the shared filesystem holding the run directory; each attempt's job script
 (``<task dir>/slurm/attemptN.sh``, see translate.py) runs its container with docker, podman or
 apptainer and records the exit. The tracker hands the attempts that became ready together to
-``submit_many``: one sbatch per group of equal sbatch options (an array). Every fetch reads the
+``submit_many``: one sbatch per group of equal sbatch options (an array); sbatch's refusal for a
+submit limit is QueueFull, which the tracker holds until jobs end. Every fetch reads the
 exit records the job scripts write (empty while the job runs), which answer most rounds; the
 tracker's full rounds (every squeue_seconds) add one squeue (``--states=all`` shows jobs that
 ended within MinJobAge) for the jobs the records say nothing final about, and with accounting
@@ -30,7 +31,7 @@ from WDL.runtime import config as miniwdl_config
 from ... import launcher
 from ...attempt import TaskAttempt
 from ...retrying import retry
-from ..base import Accepted, Engine, Phase, Status, Submission, Submitted
+from ..base import Accepted, Engine, Phase, QueueFull, Status, Submission, Submitted
 from ..jobscript import ExitRecord, read_exit_record
 from . import status as mapping
 from .cluster import (
@@ -44,8 +45,8 @@ from .cluster import (
     orphaned_jobs,
     parse_sinfo,
     probe_script,
+    sbatch_refusal,
 )
-from .hold import Held, HeldSubmissions, NotYet, SubmitLimit, sbatch_refusal, slurm_handle
 from .settings import SlurmSettings
 from .translate import (
     SlurmRequest,
@@ -62,6 +63,10 @@ from .translate import (
 SACCT_WAIT = 5.0
 PROBE_PAUSE = 5.0  # seconds between two squeue of the probe job at most
 LOG_TAIL_BYTES = 4000
+
+
+class NotYet(Exception):
+    """The probe job has not ended: wait_probe's retry loop asks again."""
 
 
 class SlurmEngine(Engine[SlurmRequest]):
@@ -107,7 +112,6 @@ class SlurmEngine(Engine[SlurmRequest]):
             "cpu": settings.max_cpu or partition.max_cpu,
             "mem_bytes": settings.max_memory or partition.max_memory,
         }
-        self.held = HeldSubmissions(self._sbatch, logger)
         self._wake: Callable[[str, bool], None] = lambda handle, full: None
         self._limits: frozenset[str] = frozenset()  # the limits jobs of this run wait at
 
@@ -207,9 +211,9 @@ class SlurmEngine(Engine[SlurmRequest]):
             )
             if done.returncode != 0:
                 refusal = sbatch_refusal(done.stderr)
-                if not isinstance(refusal, SubmitLimit):
+                if not isinstance(refusal, QueueFull):
                     raise refusal
-                # the user's queue is full: the run's own jobs will be held the same way
+                # the user's queue is full: the tracker will hold the run's own jobs the same way
                 logger.warning(_("omnibio_slurm probe skipped; not checked", reason=str(refusal)))
                 return
             job = self.wait_probe(done.stdout.strip().split(";")[0], timeout, logger)
@@ -285,7 +289,8 @@ class SlurmEngine(Engine[SlurmRequest]):
         self, submissions: Sequence[Submission[SlurmRequest]]
     ) -> list[Accepted | Exception]:
         """One sbatch per group of equal sbatch options, an array of at most max_array_size
-        (a group of one is a plain job); a request no node can hold fails alone."""
+        (a group of one is a plain job); a request no node can hold fails alone, and a full
+        queue is each request's QueueFull."""
         results: dict[int, Accepted | Exception] = {}
         groups: dict[tuple[str, ...], list[int]] = {}
         for index, each in enumerate(submissions):
@@ -299,9 +304,8 @@ class SlurmEngine(Engine[SlurmRequest]):
             for start in range(0, len(members), self.max_array_size):
                 chunk = members[start : start + self.max_array_size]
                 try:
-                    sent: Sequence[Accepted | Exception] = self.held.submit(
-                        [submissions[i].request for i in chunk]
-                    )
+                    handles = self._sbatch([submissions[i].request for i in chunk])
+                    sent: Sequence[Accepted | Exception] = [Accepted(h) for h in handles]
                 except Exception as exn:  # the chunk shares one sbatch, so it shares its refusal
                     sent = [exn] * len(chunk)
                 results.update(zip(chunk, sent, strict=True))
@@ -331,7 +335,7 @@ class SlurmEngine(Engine[SlurmRequest]):
 
     def _sbatch(self, requests: Sequence[SlurmRequest]) -> list[str]:
         """One sbatch for requests with equal options: an array's element handles, or a plain
-        job's id. A full queue raises SubmitLimit (HeldSubmissions holds the requests)."""
+        job's id. A full queue raises QueueFull."""
         done = self.cli.run(
             sbatch_argv(requests, self.launcher), check=False, stdin=batch_script(requests)
         )
@@ -375,21 +379,17 @@ class SlurmEngine(Engine[SlurmRequest]):
         jobs: dict[str, mapping.SlurmJob] | None = None
         gone: list[str] = []
         if full:
-            unsettled = [
-                job
-                for r in records
-                if (job := slurm_handle(r)) and not mapping.final(seen[r.handle][1])
-            ]
+            unsettled = [r.handle for r in records if not mapping.final(seen[r.handle][1])]
             jobs = self.squeue(mapping.job_ids(unsettled))
             self.log_limits(jobs.values())
             gone = [job for job in unsettled if job not in jobs]
         statuses = {r.handle: self.status(r, *seen[r.handle], jobs, now) for r in records}
         ended = {h for h, s in statuses.items() if seen[h][1] and s and s.phase is Phase.DONE}
         if self.accounting and (gone or ended):
-            asked = gone + [slurm_handle(r) for r in records if r.handle in ended]
+            asked = gone + [r.handle for r in records if r.handle in ended]
             accounted = self.sacct(mapping.job_ids(asked))
-            for record in (r for r in records if slurm_handle(r) in asked):
-                job = slurm_handle(record)
+            for record in (r for r in records if r.handle in asked):
+                job = record.handle
                 found = accounted.get(job)
                 if found and (job in gone or mapping.accounted(found)):
                     merged = {job: mapping.merged((jobs or {}).get(job), found)}
@@ -408,12 +408,9 @@ class SlurmEngine(Engine[SlurmRequest]):
     ) -> Status | None:
         """``jobs``: Slurm's answer this round; None when it was not asked, and the files and
         the last status answer (a record a signal ended wakes the tracker for Slurm's verdict)."""
-        held = record.memo
-        if isinstance(held, Held) and not held.slurm:
-            return mapping.held_status(held.cancelled, held.error, record.request.run_id)
         files = record.request.files
         context = mapping.Context(
-            where=f"Slurm job {slurm_handle(record)} ({record.request.run_id})",
+            where=f"Slurm job {record.handle} ({record.request.run_id})",
             cancelled_by_us=record.cancelled,
             image=record.attempt.image,
             log_tail=_log_tail(record.request) if exit_record and not exit_record.started else "",
@@ -424,7 +421,7 @@ class SlurmEngine(Engine[SlurmRequest]):
             if found is None:
                 self._wake(record.handle, True)  # squeue's verdict now
             return found or record.status
-        job = jobs.get(slurm_handle(record))
+        job = jobs.get(record.handle)
         found = mapping.status(job, exit_record, running, context)
         return mapping.unrecorded(job, context, now) if found is None and job else found
 
@@ -438,7 +435,7 @@ class SlurmEngine(Engine[SlurmRequest]):
         if age < SACCT_WAIT and not record.cancelled:
             return Status(Phase.RUNNING, reason="ended; waiting for sacct's figures")
         record.logger.info(
-            _("sacct has no figures for the job; its usage goes without", job=slurm_handle(record))
+            _("sacct has no figures for the job; its usage goes without", job=record.handle)
         )
         return status
 
@@ -463,29 +460,18 @@ class SlurmEngine(Engine[SlurmRequest]):
         self._wake = wake
 
     def cancel_many(self, records: Sequence[Submitted], logger: logging.Logger) -> None:
-        """One scancel for the batch; a submission still held is dropped instead."""
-        jobs = sorted(
-            {
-                slurm_handle(r)
-                for r in records
-                if not (isinstance(r.memo, Held) and self.held.cancel(r.memo))
-            }
-        )
-        if not jobs:
-            return
+        """One scancel for the batch."""
+        jobs = sorted({r.handle for r in records})
         try:
             self.cli.run(["scancel", *jobs], check=False)
             logger.info(_("scancel", jobs=len(jobs)))
         except Exception as exn:
             logger.warning(_("scancel failed", error=str(exn)[:300]))
 
-    def release(self, record: Submitted, logger: logging.Logger) -> None:
-        self.held.release(record)
-
     def failure_details(self, record: Submitted, status: Status) -> dict[str, Any]:
         files = record.request.files
         details: dict[str, Any] = {
-            "slurm_job": slurm_handle(record) or record.handle,
+            "slurm_job": record.handle,
             "slurm_script": files.node("sh"),
         }
         tail = _log_tail(record.request).strip()
@@ -494,8 +480,7 @@ class SlurmEngine(Engine[SlurmRequest]):
         return details
 
     def shutdown(self, logger: logging.Logger) -> None:
-        """Drop what is still held, and log how many Slurm commands this took."""
-        self.held.stop()
+        """Log how many Slurm commands this took."""
         logger.info(_("omnibio_slurm commands", **dict(self.cli.counts)))
 
 

@@ -302,20 +302,6 @@ def from_files(
     return last
 
 
-def held_status(cancelled: bool, error: str, run_id: str) -> Status:
-    """A submission not sent to Slurm (hold.py): queued behind the submit limit, dropped, or
-    refused."""
-    if cancelled:
-        return Status(
-            Phase.DONE,
-            error=f"{run_id} was cancelled before Slurm accepted its job",
-            reason="cancelled while held",
-        )
-    if error:
-        return Status(Phase.DONE, error=error, reason="sbatch refused it")
-    return Status(Phase.QUEUED, reason="held: the Slurm submit limit is reached")
-
-
 def accounted(job: SlurmJob | None) -> bool:
     """sacct has the job's end, and so its final MaxRSS and TotalCPU: slurmdbd records it a
     moment after the end (on the rig, sacct said RUNNING and TotalCPU 00:00:00 for 0.3 s)."""

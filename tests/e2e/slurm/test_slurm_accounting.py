@@ -115,6 +115,9 @@ def test_submissions_over_the_submit_limit_wait_for_jobs_to_end(qos_alone, share
             proc.kill()
     assert proc.returncode == 0, stderr[-3000:]
     assert json.loads(stdout)["dir"].endswith(name)
+    # the tracker's two lines: holding starts, then nothing is held any more
+    assert "omnibio_slurm: the service's submit limit is reached" in stderr, stderr[-3000:]
+    assert "omnibio_slurm: no submission is held now" in stderr, stderr[-3000:]
 
 
 def probe_jobs(directory: str) -> list[list[str]]:
