@@ -217,7 +217,7 @@ def _wait_task_state(batch: BatchEmulator, job_id: str, task_id: str, state: str
     wait_until(
         lambda: batch.state()["jobs"][job_id]["tasks"].get(task_id) == state,
         f"{task_id} to be {state}",
-        60,
+        120,  # a rerun waits out the emulator's requeue_delay, then a container start
     )
 
 

@@ -242,6 +242,13 @@ def test_polls_list_only_tasks_changed_since_the_oldest_asked_was_created(
     try:
         records = [_submitted(engine, _attempt(workdir, f"call-early{i}")) for i in range(3)]
         _until_done(engine, records, {r.handle for r in records})
+        wait_until(  # their exit records come first: Batch marks them completed just after
+            lambda: all(
+                batch.service.get_task(engine.job_id, r.handle)["state"] == "completed"
+                for r in records
+            ),
+            "the service to mark the early tasks completed",
+        )
         ended = max(
             azurebatch_status.datetime.fromisoformat(
                 batch.service.get_task(engine.job_id, r.handle)["stateTransitionTime"]
