@@ -3,7 +3,8 @@
 Task threads submit through it and wait on it; one thread asks the engine about every
 outstanding attempt at once (``Engine.fetch``), so a thousand running tasks cost one poll per
 period, not a thousand. The tracker owns, once for every engine: each attempt's record (the
-engine's request and memo included), submissions and cancellations gathered into bursts,
+engine's request and memo included), submissions and cancellations gathered into bursts, the
+groups the service took as one (an array job: cancel_many learns which it may stop whole),
 submissions held while the service's queue is full (``holding.py``), the two speeds of polling
 (a cheap look every poll_seconds, a full one every sweep_seconds), the period for a handle the
 service does not list (yet), client-side deadlines for services without a time limit, backoff on
@@ -71,6 +72,8 @@ class Tracker:
         self._failures = 0
         self._ended_at: dict[str, float] = {}  # handle -> clock() when first seen done
         self._held_at: dict[str, float] = {}  # handle -> clock() when held, for a held attempt
+        self._groups: dict[str, set[str]] = {}  # group -> its open members (accepted, not released)
+        self._stopped: set[str] = set()  # groups cancelled whole, until their members are released
         self._submitted = 0  # attempts submitted by this process
         self._retries = 0  # ... of which a second or later attempt of their task
         # handle -> when the engine woke the tracker for it, and whether it wants the full look
@@ -122,8 +125,9 @@ class Tracker:
         with self._lock:
             if held_at is not None:  # the trace counts the hold as queued
                 self._held_at[handle] = held_at
+            self._join(accepted)
             self._records[handle] = Submitted(
-                handle, attempt, logger, self._clock(), request, accepted.memo
+                handle, attempt, logger, self._clock(), request, accepted.memo, accepted.group
             )
             self._done[handle] = threading.Event()
             self._submitted += 1
@@ -140,11 +144,30 @@ class Tracker:
 
     def _send_submissions(self, group: list[Waiting[Submission[Any], Accepted | Held]]) -> None:
         answers = self._holding.offer([waiting.item for waiting in group])
+        with self._lock:  # every member, before any task thread can cancel its own
+            for answer in answers:
+                if isinstance(answer, Accepted):
+                    self._join(answer)
         for waiting, answer in zip(group, answers, strict=True):
             if isinstance(answer, Exception):
                 waiting.finish(error=answer)
             else:
                 waiting.finish(answer)
+
+    def _join(self, accepted: Accepted) -> None:
+        """Count the attempt among the open members of its group (under the lock)."""
+        if accepted.group is not None:
+            self._groups.setdefault(accepted.group, set()).add(accepted.handle)
+
+    def _leave(self, record: Submitted) -> None:
+        """The attempt is no longer an open member of its group (under the lock)."""
+        group = record.group
+        if group is None or group not in self._groups:
+            return
+        self._groups[group].discard(record.handle)
+        if not self._groups[group]:
+            del self._groups[group]
+            self._stopped.discard(group)
 
     def resend_held(self) -> int:
         """Offer the held submissions again now (the background thread does this on its own);
@@ -173,8 +196,19 @@ class Tracker:
             self._send_cancellations([record])
 
     def _send_cancellations(self, records: list[Submitted]) -> None:
+        """One cancel_many, told which groups the records cover whole: they hold every open
+        member (on Ctrl-C each task thread releases its attempt right after cancelling it, so by
+        now most groups have none left), and none was cancelled whole before."""
+        handles = {record.handle for record in records}
+        groups = {record.group for record in records if record.group is not None}
+        with self._lock:
+            whole = frozenset(
+                g for g in groups - self._stopped if self._groups.get(g, set()) <= handles
+            )
+            # a group with no open member left is in no later batch: nothing to remember
+            self._stopped |= whole & self._groups.keys()
         try:
-            self.engine.cancel_many(records, self._logger)
+            self.engine.cancel_many(records, whole, self._logger)
         except Exception as exn:  # must not happen; the attempts end by their deadline or exit
             self._logger.error(_("cancel failed", engine=self.engine.section, error=str(exn)[:300]))
 
@@ -201,6 +235,7 @@ class Tracker:
         self._holding.released()
         with self._lock:
             self._records.pop(handle, None)
+            self._leave(record)
             self._done.pop(handle, None)
             self._ended_at.pop(handle, None)
             self._held_at.pop(handle, None)

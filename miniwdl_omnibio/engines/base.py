@@ -13,15 +13,17 @@ The path of one attempt::
                                                     # QueueFull: it holds that one (holding.py)
     ... tracker: engine.fetch(records, full) every poll_seconds -> {handle: Status};
     ...          full every sweep_seconds, and at once for a handle the engine wakes it for
-    ... on Ctrl-C / SIGTERM / fail_fast / a client-side deadline: engine.cancel_many(records)
+    ... on Ctrl-C / SIGTERM / fail_fast / a client-side deadline:
+    ...          engine.cancel_many(records, whole_groups, logger)
     engine.collect(record, status, logger)          # bring outputs home (staging engines)
     engine.failure_details(record, status)          # extra failure_info, on failure only
     engine.release(record, logger)                  # after the attempt: free what it holds
     engine.shutdown(logger)                         # at exit, after open attempts were cancelled
 
-The tracker's record (``Submitted``) is the attempt's one home: it carries the request and a
-memo the engine fills at submission (an exit-record path, an array parent). An engine keeps no
-state keyed by handle of its own.
+The tracker's record (``Submitted``) is the attempt's one home: it carries the request, a
+memo the engine fills at submission (an exit-record path, an image id) and the group of
+attempts the service took as one (an array job). An engine keeps no state keyed by handle of its
+own.
 """
 
 import contextlib
@@ -85,10 +87,13 @@ class Submission(Generic[Request]):
 
 @dataclass(frozen=True)
 class Accepted:
-    """The service took a submission: its handle, and what the engine wants to recall of it."""
+    """The service took a submission: its handle, what the engine wants to recall of it, and the
+    group it went to the service in (an array job's id, which also stops the whole array); None:
+    alone."""
 
     handle: str
     memo: Any = None
+    group: str | None = None
 
 
 class QueueFull(Error.RuntimeError):
@@ -113,6 +118,7 @@ class Submitted:
     submitted_at: float  # time.monotonic()
     request: Any = None  # what translate() returned
     memo: Any = None  # the engine's, from Accepted
+    group: str | None = None  # from Accepted
     status: Status = QUEUED
     started_at: float | None = None  # when the tracker first saw it running
     cancelled: bool = False  # this process asked the service to stop it
@@ -218,9 +224,13 @@ class Engine(ABC, Generic[Request]):
         this or ``cancel_many``."""
         raise NotImplementedError
 
-    def cancel_many(self, records: Sequence[Submitted], logger: logging.Logger) -> None:
-        """Stop the attempts, in as few calls as the service allows; must not raise. The default
-        cancels each with ``cancel``."""
+    def cancel_many(
+        self, records: Sequence[Submitted], whole_groups: frozenset[str], logger: logging.Logger
+    ) -> None:
+        """Stop the attempts, in as few calls as the service allows; must not raise.
+        ``whole_groups``: the groups (``Accepted.group``) of which the records hold every member
+        still open (submitted, not released), and which no earlier call stopped whole: stopping
+        such a group by its id stops all of it. The default cancels each with ``cancel``."""
         for record in records:
             self.cancel(record, record.logger)
 

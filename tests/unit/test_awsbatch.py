@@ -28,7 +28,7 @@ from miniwdl_omnibio.attempt import (
 )
 from miniwdl_omnibio.config import DEFAULTS, ConfigError, check_sections
 from miniwdl_omnibio.engines.awsbatch import engine as awsbatch_engine
-from miniwdl_omnibio.engines.awsbatch.arrays import ArrayJob, array_groups, array_key, plan_array
+from miniwdl_omnibio.engines.awsbatch.arrays import array_groups, array_key, plan_array
 from miniwdl_omnibio.engines.awsbatch.engine import AwsBatchEngine, SubmitRate
 from miniwdl_omnibio.engines.awsbatch.limits import environment_limit, instance_type_filters
 from miniwdl_omnibio.engines.awsbatch.settings import AwsBatchSettings, SharedVolume
@@ -534,8 +534,8 @@ class RecordingBatch:
 
 def test_more_than_10000_attempts_split_into_arrays_of_10000(monkeypatch, tmp_path):
     """SubmitJob: an array size "between 2 and 10,000". 10,001 attempts gathered together go as
-    one array of 10,000 and a plain job, through the engine's own submission; each child's memo
-    is its array."""
+    one array of 10,000 and a plain job, through the engine's own submission; each child's group
+    is its array's parent."""
     engine = _engine(monkeypatch, host_mount_path=str(tmp_path), submit_rate="100")
     engine.batch = RecordingBatch()
     host_dir = str(tmp_path / "run" / "call-x")
@@ -556,9 +556,7 @@ def test_more_than_10000_attempts_split_into_arrays_of_10000(monkeypatch, tmp_pa
     assert sizes == [10_000, None]
     assert [a.handle for a in accepted[:2]] == ["job1:0", "job1:1"]
     assert accepted[9_999].handle == "job1:9999" and accepted[10_000].handle == "job2"
-    array = accepted[0].memo
-    assert isinstance(array, ArrayJob) and array.parent == "job1" and len(array.open) == 10_000
-    assert accepted[9_999].memo is array and accepted[10_000].memo is None
+    assert {a.group for a in accepted[:10_000]} == {"job1"} and accepted[10_000].group is None
     assert len(os.listdir(tmp_path / "run" / "omnibio_arrays")) == 1
 
 
@@ -660,20 +658,15 @@ class ScriptedBatch:
 
 def _records(tmp_path, handles):
     """Submitted attempts, each with its own directory for its exit file; an array's children
-    share their array as memo, as submit_many gives it."""
-    arrays = {}
-    for handle in handles:
-        if ":" in handle:
-            parent = handle.split(":")[0]
-            arrays.setdefault(parent, ArrayJob(parent, set())).open.add(handle)
+    grouped by their parent, as submit_many gives them."""
     found = []
     for handle in handles:
         directory = tmp_path / handle.replace(":", "_")
         directory.mkdir()
         request = types.SimpleNamespace(exit_record=exit_record(str(directory), 1))
-        memo = arrays.get(handle.split(":")[0]) if ":" in handle else None
+        parent = handle.split(":")[0] if ":" in handle else None
         attempt = replace(_attempt(), host_dir=str(directory))
-        found.append(Submitted(handle, attempt, LOG, 0.0, request, memo))
+        found.append(Submitted(handle, attempt, LOG, 0.0, request, group=parent))
     return found
 
 
@@ -803,15 +796,13 @@ def cancelling(monkeypatch, tmp_path):
     return start
 
 
-def test_a_whole_array_is_terminated_by_its_parent_in_one_call(cancelling):
+def test_a_whole_array_is_terminated_by_its_parent_in_one_call(cancelling, caplog):
+    """p:0 finished before the Ctrl-C: the tracker says the others cover the array whole."""
     engine, records = cancelling({}, ["p:0", "p:1", "p:2", "j"])
-    engine.release(records[0], LOG)  # finished before the Ctrl-C
-    for record in records[1:]:  # the tracker releases each as it asks to cancel it
-        engine.release(record, LOG)
-    engine.cancel_many(records[1:], LOG)  # the cancellations the tracker gathered
+    with caplog.at_level(logging.INFO):
+        engine.cancel_many(records[1:], frozenset({"p"}), LOG)
     assert sorted(engine.batch.terminated) == ["j", "p"] and engine.batch.asked == []
-    engine.cancel_many(records[1:2], LOG)  # again: the array is gone already
-    assert sorted(engine.batch.terminated) == ["j", "p"]
+    assert caplog.text.count('by: "p"') == 2
 
 
 def test_one_child_is_terminated_by_its_id_once_batch_lists_it(cancelling):
@@ -826,7 +817,7 @@ def test_one_child_is_terminated_by_its_id_once_batch_lists_it(cancelling):
         return batch.describe_jobs(ids)["jobs"]
 
     engine._describe = describe
-    engine.cancel_many(records[1:], LOG)
+    engine.cancel_many(records[1:], frozenset(), LOG)
     assert batch.asked == [["p:1", "p"], ["p:1", "p"]] and batch.terminated == ["p:1"]
 
 
@@ -834,7 +825,7 @@ def test_one_child_is_terminated_by_its_id_once_batch_lists_it(cancelling):
 def test_a_child_never_listed_is_given_up(cancelling, parent_state, caplog):
     engine, records = cancelling({"p": {"jobId": "p", "status": parent_state}}, ["p:0", "p:1"])
     with caplog.at_level(logging.WARNING):
-        engine.cancel_many(records[:1], LOG)
+        engine.cancel_many(records[:1], frozenset(), LOG)
     assert engine.batch.terminated == []
     if parent_state == "FAILED":  # ended with its parent: nothing left to stop
         assert len(engine.batch.asked) == 1 and not caplog.records

@@ -96,6 +96,7 @@ def test_one_sbatch_per_group_of_equal_options_an_array_of_max_array_size_at_mos
     arrays = [next((a for a in c if a.startswith("--array")), "") for c in cli.calls]
     assert arrays == ["--array=0-2", "", ""]  # 4 equal: an array of 3 and a lone job; 1 other
     assert [r.handle for r in results[:5]] == ["100_0", "100_1", "100_2", "101", "102"]
+    assert [r.group for r in results[:5]] == ["100", "100", "100", None, None]  # its job id
     assert isinstance(results[5], Exception) and "runtime.cpu 64" in str(results[5])
     # the element's files are written before sbatch; its environment for the user alone
     assert stat.S_IMODE(os.stat(requests[0].files.host("env")).st_mode) == 0o600
@@ -286,8 +287,21 @@ def test_scancel_once_for_the_batch(tmp_path):
     engine = asking_engine(cli, accounting=False)
     [request] = requests_for(tmp_path, 1)
     records = [record(request, h) for h in ("6", "5_1", "5_0", "6")]
-    engine.cancel_many(records, LOG)
+    engine.cancel_many(records, frozenset(), LOG)
     assert cli.calls == [["scancel", "5_0", "5_1", "6"]]
+
+
+def test_a_whole_array_is_one_scancel_argument(tmp_path):
+    """The tracker says the batch holds every open element of array 5: its job id stands for
+    them all; array 7's element goes by its own id."""
+    cli = RecordingCli({"scancel": ""})
+    engine = asking_engine(cli, accounting=False)
+    [request] = requests_for(tmp_path, 1)
+    records = [record(request, h) for h in ("6", "5_1", "5_0", "7_2")]
+    for each in records:
+        each.group = each.handle.split("_")[0] if "_" in each.handle else None
+    engine.cancel_many(records, frozenset({"5"}), LOG)
+    assert cli.calls == [["scancel", "5", "6", "7_2"]]
 
 
 def probing_engine(cli, tmp_path):

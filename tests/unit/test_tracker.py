@@ -154,7 +154,7 @@ class BatchingEngine(ScriptedEngine):
             for s in submissions
         ]
 
-    def cancel_many(self, records, logger):
+    def cancel_many(self, records, whole_groups, logger):
         self.cancel_bursts.append(sorted(r.handle for r in records))
 
 
@@ -188,6 +188,76 @@ def test_cancellations_close_together_reach_cancel_many_as_one_and_shutdown_flus
     assert engine.cancel_bursts == []  # gathering (no background thread in this test)
     tracker.shutdown()  # cancels "c" too, and sends the burst before the engine's own shutdown
     assert engine.cancel_bursts == [["h-a", "h-b", "h-c"]] and engine.shut
+
+
+class GroupingEngine(ScriptedEngine):
+    """Takes each request into the group it names ("g/a": handle h-a of group g, "a": alone), as
+    an array job takes its children; gathers cancellations, and records each batch as (handles,
+    whole groups)."""
+
+    cancel_gather_seconds = 0.2
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def submit(self, request, logger):
+        group, _, name = request.rpartition("/")
+        return Accepted("h-" + name, group=group or None)
+
+    def cancel_many(self, records, whole_groups, logger):
+        self.batches.append((sorted(r.handle for r in records), sorted(whole_groups)))
+
+
+def grouped(*requests):
+    engine = GroupingEngine()
+    tracker = Tracker(engine, LOG, unlisted_grace=60, background=False)
+    for request in requests:
+        tracker.submit(attempt(request), request, LOG)
+    return engine, tracker
+
+
+def cancel_together(tracker, *handles, release=False):
+    """One batch of cancellations (a Ctrl-C); ``release``: each task thread releases its attempt
+    right after cancelling it, before the batch goes out, as the lifecycle does."""
+    for handle in handles:
+        tracker.cancel(handle, LOG)
+        if release:
+            tracker.release(handle, LOG)
+    tracker._cancellations.flush()
+
+
+def test_a_group_is_whole_only_when_the_batch_holds_every_open_member():
+    engine, tracker = grouped("g/a", "g/b", "g/c", "k/x", "y")
+    cancel_together(tracker, "h-a", "h-b", "h-x", "h-y")
+    assert engine.batches == [(["h-a", "h-b", "h-x", "h-y"], ["k"])]  # h-c of g runs on
+
+
+def test_a_released_member_no_longer_counts():
+    engine, tracker = grouped("g/a", "g/b", "g/c", "k/x", "k/y")
+    engine.answers["h-c"] = Status(Phase.DONE, exit_code=0)
+    tracker.poll_once()
+    tracker.release("h-c", LOG)  # finished before the Ctrl-C
+    cancel_together(tracker, "h-a", "h-b")
+    cancel_together(tracker, "h-x", "h-y", release=True)  # k has no open member left
+    assert engine.batches == [(["h-a", "h-b"], ["g"]), (["h-x", "h-y"], ["k"])]
+
+
+def test_a_group_cancelled_whole_is_not_reported_whole_again():
+    engine, tracker = grouped("g/a", "g/b")
+    cancel_together(tracker, "h-a", "h-b")
+    tracker.submit(attempt("g/c"), "g/c", LOG)  # a member the service took later
+    for handle in ("h-a", "h-b"):
+        tracker.release(handle, LOG)
+    cancel_together(tracker, "h-c")
+    assert engine.batches == [(["h-a", "h-b"], ["g"]), (["h-c"], [])]
+
+
+def test_members_cancelled_in_two_batches_are_not_whole():
+    engine, tracker = grouped("g/a", "g/b")
+    cancel_together(tracker, "h-a")
+    cancel_together(tracker, "h-b")
+    assert engine.batches == [(["h-a"], []), (["h-b"], [])]
 
 
 def test_unlisted_handle_gets_a_grace_period_then_fails():

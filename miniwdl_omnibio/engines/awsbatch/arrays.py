@@ -11,8 +11,7 @@ a plain job.
 
 import os
 import shlex
-import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,28 +100,3 @@ def array_groups(requests: Sequence[JobRequest], most: int = ARRAY_MAX) -> list[
         for group in groups.values()
         for start in range(0, len(group), most)
     ]
-
-
-@dataclass(eq=False)
-class ArrayJob:
-    """One array job, the memo of each of its children (handle ``<parent>:<index>``): which
-    children are still open (not yet released), so that cancelling all of them is one
-    TerminateJob of the parent, once."""
-
-    parent: str
-    open: set[str]
-    ended: bool = False  # terminated by its parent: its children with it
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def release(self, handle: str) -> None:
-        with self.lock:
-            self.open.discard(handle)
-
-    def end_if_all(self, cancelled: Iterable[str]) -> bool | None:
-        """True when ``cancelled`` covers every open child (the array is ended now); False when
-        some child runs on; None when the array was ended already."""
-        with self.lock:
-            if self.ended:
-                return None
-            self.ended = not self.open - set(cancelled)
-            return self.ended

@@ -35,7 +35,6 @@ from ..base import RUNNING, Accepted, Engine, Phase, Status, Submission, Submitt
 from ..jobscript import read_exit_record, with_record
 from . import arrays
 from . import limits as awsbatch_limits
-from .arrays import ArrayJob
 from .settings import AwsBatchSettings, filesystem_hint
 from .status import blocked, error_text, is_auth_error, job_status, succeeded, unexplained
 from .translate import LOG_TAIL_LINES, JobRequest, job_name, job_request
@@ -252,7 +251,6 @@ class AwsBatchEngine(Engine[JobRequest]):
         os.makedirs(plan.directory, exist_ok=True)
         parent = self._submit(plan, members, logger)
         handles = [f"{parent}:{index}" for index in range(len(group))]
-        array = ArrayJob(parent, set(handles))
         for index, each in enumerate(group):
             each.logger.log(
                 NOTICE_LEVEL,
@@ -265,7 +263,7 @@ class AwsBatchEngine(Engine[JobRequest]):
                     script=os.path.join(plan.directory, f"{index}.sh"),
                 ),
             )
-        return [Accepted(handle, array) for handle in handles]
+        return [Accepted(handle, group=parent) for handle in handles]
 
     def _submit(
         self, job: JobRequest | arrays.ArrayPlan, members: list[JobRequest], logger: logging.Logger
@@ -355,8 +353,8 @@ class AwsBatchEngine(Engine[JobRequest]):
         by_id = {r.handle: r for r in records}
         children: dict[str, list[str]] = {}  # array parent -> its children's handles
         for record in records:
-            if isinstance(record.memo, ArrayJob):
-                children.setdefault(record.memo.parent, []).append(record.handle)
+            if record.group is not None:
+                children.setdefault(record.group, []).append(record.handle)
         # Batch's counts before the records: a child it counts as finished wrote its record before
         parents = {j["jobId"]: j for j in self._describe(list(children))} if full else {}
         written = {r.handle: read_exit_record(r.request.exit_record) for r in records}
@@ -369,7 +367,7 @@ class AwsBatchEngine(Engine[JobRequest]):
                 ask.append(handle)
             elif started and by_id[handle].status.phase is Phase.QUEUED:
                 statuses[handle] = RUNNING
-            if ended is None and full and not isinstance(by_id[handle].memo, ArrayJob):
+            if ended is None and full and by_id[handle].group is None:
                 ask.append(handle)
         held: dict[str, Status] = {}  # array children not started, by the reason Batch gives
         for parent, handles in children.items() if full else ():
@@ -426,15 +424,18 @@ class AwsBatchEngine(Engine[JobRequest]):
 
     # --- cancelling ------------------------------------------------------------------------
 
-    def cancel_many(self, records: Sequence[Submitted], logger: logging.Logger) -> None:
+    def cancel_many(
+        self, records: Sequence[Submitted], whole_groups: frozenset[str], logger: logging.Logger
+    ) -> None:
         """As few TerminateJob calls as Batch allows, for the cancellations the tracker gathered
         (Ctrl-C, SIGTERM and fail_fast reach every task thread within a round):
 
-        - an array whose open children (submitted, not yet released) are all cancelled: one
-          TerminateJob of its parent. Batch applies a cancellation of an array parent to its
-          children (API_CancelJob: "When you try to cancel an array parent job in PENDING, AWS
-          Batch attempts to cancel all child jobs"), and Nextflow terminates an array by its
-          parent's id (AwsBatchTaskHandler.killTask, normaliseJobId);
+        - an array in ``whole_groups`` (the tracker's word: every child still open is among the
+          records, and the array was not stopped whole before): one TerminateJob of its parent.
+          Batch applies a cancellation of an array parent to its children (API_CancelJob:
+          "When you try to cancel an array parent job in PENDING, AWS Batch attempts to cancel
+          all child jobs"), and Nextflow terminates an array by its parent's id
+          (AwsBatchTaskHandler.killTask, normaliseJobId);
         - any other child: by its own id (``<parent>:<index>``), once DescribeJobs lists it.
           Batch may not list a job right after it accepted it (Netflix/metaflow#543:
           DescribeJobs answered nothing for a job just submitted), and TerminateJob of an id it
@@ -443,31 +444,28 @@ class AwsBatchEngine(Engine[JobRequest]):
           about again every CHILD_RETRY seconds until it is listed or its parent has ended, at
           most CHILD_TRIES times;
         - a plain job: by its id."""
-        by_array: dict[ArrayJob, list[Submitted]] = {}
+        by_array: dict[str, list[Submitted]] = {}
         for record in records:
-            if isinstance(record.memo, ArrayJob):
-                by_array.setdefault(record.memo, []).append(record)
+            if record.group is not None:
+                by_array.setdefault(record.group, []).append(record)
             else:
                 self._terminate(record.handle, [record])
-        singles: list[Submitted] = []
-        for array, children in by_array.items():
-            whole = array.end_if_all(child.handle for child in children)
-            if whole:
-                self._terminate(array.parent, children)
-            elif whole is False:
-                singles += children
-        if singles:
-            self._terminate_children(singles, logger)
+        for parent in whole_groups & by_array.keys():
+            self._terminate(parent, by_array.pop(parent))
+        if by_array:
+            self._terminate_children(by_array, logger)
 
-    def _terminate_children(self, children: list[Submitted], logger: logging.Logger) -> None:
+    def _terminate_children(
+        self, by_array: dict[str, list[Submitted]], logger: logging.Logger
+    ) -> None:
         """Each child once Batch lists it; none whose parent has ended."""
-        waiting = {child.handle: child for child in children}
+        waiting = {c.handle: (c, parent) for parent, cs in by_array.items() for c in cs}
 
         def one_round() -> None:
-            parents = sorted({child.memo.parent for child in waiting.values()})
+            parents = sorted({parent for _child, parent in waiting.values()})
             listed = {j["jobId"]: j for j in self._describe([*waiting, *parents])}
-            for handle, child in list(waiting.items()):
-                job, parent = listed.get(handle), listed.get(child.memo.parent, {})
+            for handle, (child, parent_id) in list(waiting.items()):
+                job, parent = listed.get(handle), listed.get(parent_id, {})
                 if job is None and parent.get("status") not in ENDED:
                     continue  # not listed yet
                 if job is not None and job.get("status") not in ENDED:
@@ -483,7 +481,7 @@ class AwsBatchEngine(Engine[JobRequest]):
 
         with contextlib.suppress(Exception):
             retry(one_round, verdict, CHILD_TRIES)
-        for handle, child in waiting.items():
+        for handle, (child, _parent) in waiting.items():
             child.logger.warning(
                 _(
                     "AWS Batch does not list the array child; it was not terminated",
@@ -509,11 +507,6 @@ class AwsBatchEngine(Engine[JobRequest]):
             return
         for record in records:
             record.logger.info(_("AWS Batch job terminated", id=record.handle, by=job_id))
-
-    def release(self, record: Submitted, logger: logging.Logger) -> None:
-        """The attempt is over: its child no longer keeps its array's parent alive."""
-        if isinstance(record.memo, ArrayJob):
-            record.memo.release(record.handle)
 
 
 def probe_failure(exn: Exception, session: boto3.session.Session, endpoint: str) -> str:

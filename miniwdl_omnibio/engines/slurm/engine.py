@@ -304,8 +304,9 @@ class SlurmEngine(Engine[SlurmRequest]):
             for start in range(0, len(members), self.max_array_size):
                 chunk = members[start : start + self.max_array_size]
                 try:
-                    handles = self._sbatch([submissions[i].request for i in chunk])
-                    sent: Sequence[Accepted | Exception] = [Accepted(h) for h in handles]
+                    sent: Sequence[Accepted | Exception] = self._sbatch(
+                        [submissions[i].request for i in chunk]
+                    )
                 except Exception as exn:  # the chunk shares one sbatch, so it shares its refusal
                     sent = [exn] * len(chunk)
                 results.update(zip(chunk, sent, strict=True))
@@ -333,9 +334,10 @@ class SlurmEngine(Engine[SlurmRequest]):
         with open(files.host("sh"), "w") as out:
             out.write(request.script)
 
-    def _sbatch(self, requests: Sequence[SlurmRequest]) -> list[str]:
-        """One sbatch for requests with equal options: an array's element handles, or a plain
-        job's id. A full queue raises QueueFull."""
+    def _sbatch(self, requests: Sequence[SlurmRequest]) -> list[Accepted]:
+        """One sbatch for requests with equal options: an array's elements (grouped by the
+        array's job id, which scancel takes for them all), or a plain job. A full queue raises
+        QueueFull."""
         done = self.cli.run(
             sbatch_argv(requests, self.launcher), check=False, stdin=batch_script(requests)
         )
@@ -345,7 +347,9 @@ class SlurmEngine(Engine[SlurmRequest]):
         if not job_id.isdigit():
             raise SlurmProblem(f"omnibio_slurm: sbatch answered no job id: {done.stdout[:200]!r}")
         self.logger.info(_("sbatch", job=job_id, elements=len(requests)))
-        return [f"{job_id}_{i}" for i in range(len(requests))] if len(requests) > 1 else [job_id]
+        if len(requests) == 1:
+            return [Accepted(job_id)]
+        return [Accepted(f"{job_id}_{i}", group=job_id) for i in range(len(requests))]
 
     def squeue(self, job_ids: Sequence[str]) -> dict[str, mapping.SlurmJob]:
         """Every element of the given jobs, in any state slurmctld still holds (squeue(1):
@@ -459,12 +463,16 @@ class SlurmEngine(Engine[SlurmRequest]):
     def on_wake(self, wake: Callable[[str, bool], None]) -> None:
         self._wake = wake
 
-    def cancel_many(self, records: Sequence[Submitted], logger: logging.Logger) -> None:
-        """One scancel for the batch."""
-        jobs = sorted({r.handle for r in records})
+    def cancel_many(
+        self, records: Sequence[Submitted], whole_groups: frozenset[str], logger: logging.Logger
+    ) -> None:
+        """One scancel for the batch: a whole array by its job id (scancel(1): "If the job ID of
+        a job array is specified without an array ID value ... all job array elements will be
+        cancelled"), any other attempt by its handle."""
+        ids = {r.handle for r in records if r.group not in whole_groups} | whole_groups
         try:
-            self.cli.run(["scancel", *jobs], check=False)
-            logger.info(_("scancel", jobs=len(jobs)))
+            self.cli.run(["scancel", *sorted(ids)], check=False)
+            logger.info(_("scancel", jobs=len({r.handle for r in records})))
         except Exception as exn:
             logger.warning(_("scancel failed", error=str(exn)[:300]))
 
