@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
 
 from .attempt import TaskAttempt
@@ -81,6 +82,7 @@ class Tracker:
         self._wakeup = threading.Event()
         self._next_round = float("-inf")  # when poll_once is due (clock time)
         self._next_sweep = float("-inf")  # when the next full fetch is due
+        self._limits: frozenset[str] = frozenset()  # the service limits attempts wait at
         self._holding = Holding(engine, logger, background)
         self._submissions: Gathering[Submission[Any], Accepted | Held] = Gathering(
             self._send_submissions, engine.gather_seconds, engine.gather_max_seconds
@@ -361,6 +363,7 @@ class Tracker:
         if full and sweep is not None:
             self._next_sweep = self._clock() + sweep
         self._enforce_deadlines(pending)
+        self._log_limits(pending)
         return self.engine.poll_seconds
 
     def _apply(self, records: Iterable[Submitted], statuses: dict[str, Status]) -> None:
@@ -397,6 +400,26 @@ class Tracker:
                     reason=status.reason or None,
                 )
             )
+
+    def _log_limits(self, records: Iterable[Submitted]) -> None:
+        """One line when the service limits queued attempts wait at (Status.waits_at) change,
+        not one per poll."""
+        waiting = [r.status.waits_at for r in records if r.status.phase is Phase.QUEUED]
+        waiting = [limit for limit in waiting if limit]
+        limits = frozenset(waiting)
+        if limits == self._limits:
+            return
+        self._limits = limits
+        self._logger.log(
+            NOTICE_LEVEL,
+            _(
+                f"{self.engine.section}: jobs wait until jobs holding a limit of the service end"
+                if limits
+                else f"{self.engine.section}: no job waits at a limit of the service now",
+                limits=" ".join(sorted(limits)) or None,
+                jobs=len(waiting),
+            ),
+        )
 
     def _enforce_deadlines(self, records: Iterable[Submitted]) -> None:
         """Services without a time limit: cancel an attempt running past its own, and end it."""

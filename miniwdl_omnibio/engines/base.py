@@ -66,6 +66,9 @@ class Status:
     # a queue it can never leave): the tracker cancels it on release
     lingering: bool = False
     reason: str = ""  # the service's own words: state, statusReason, failure message ...
+    # queued until jobs holding this limit of the service end (a user's, an account's, a
+    # queue's): the tracker logs the run's set of them once each time it changes
+    waits_at: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)  # extra failure_info (log stream)
 
 

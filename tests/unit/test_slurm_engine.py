@@ -150,7 +150,9 @@ def test_the_tracker_sends_what_a_full_queue_refused_in_order_as_jobs_end(tmp_pa
     messages = [r.getMessage() for r in caplog.records]
     assert sum("holding submissions until jobs end" in m for m in messages) == 1
     assert sum("no submission is held now" in m for m in messages) == 1
-    assert sum("jobs wait until jobs holding a Slurm limit end" in m for m in messages) == 1
+    assert (
+        sum("jobs wait until jobs holding a limit of the service end" in m for m in messages) == 1
+    )
 
 
 class ScriptedSlurm:

@@ -172,12 +172,14 @@ def test_pending_for_what_the_job_can_never_satisfy_fails_and_is_cancelled(reaso
 def test_pending_at_a_user_account_or_qos_limit_waits(reason):
     status = m.status(job("PENDING", reason), None, False, CONTEXT)
     assert status.phase is Phase.QUEUED and reason in status.reason
+    assert status.waits_at == reason  # the tracker's line for the run names it
     assert m.waits_at_limit(job("PENDING", reason))
 
 
 @pytest.mark.parametrize("reason", SCHEDULING)
 def test_pending_for_the_scheduler_waits_without_a_limit(reason):
-    assert m.status(job("PENDING", reason), None, False, CONTEXT).phase is Phase.QUEUED
+    status = m.status(job("PENDING", reason), None, False, CONTEXT)
+    assert status.phase is Phase.QUEUED and not status.waits_at
     assert not m.waits_at_limit(job("PENDING", reason))
 
 

@@ -4,6 +4,7 @@ engines. A scripted engine stands in for a service (the e2e suites run the real 
 import logging
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 from WDL._util import NOTICE_LEVEL
@@ -351,6 +352,31 @@ def test_one_log_line_per_state_change_in_the_services_words(caplog):
     assert len(changes) == 4, changes
     words = ("RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED")
     assert all(c.endswith(f'reason: "{w}"') for c, w in zip(changes, words, strict=True)), changes
+
+
+def test_one_line_for_the_run_each_time_the_limits_its_attempts_wait_at_change(caplog):
+    engine = ScriptedEngine()
+    tracker = Tracker(engine, LOG, unlisted_grace=30, background=False)
+    a, b = (tracker.submit(attempt(name), name, LOG) for name in "ab")
+    at_limit = Status(Phase.QUEUED, reason="PENDING (QOSMaxJobsPerUserLimit)")
+    rounds = [
+        {a: at_limit, b: QUEUED},
+        {a: replace(at_limit, waits_at="QOSMaxJobsPerUserLimit"), b: QUEUED},
+        {h: replace(at_limit, waits_at="QOSMaxJobsPerUserLimit") for h in (a, b)},
+        {a: RUNNING, b: replace(at_limit, waits_at="AssocGrpCpuLimit")},
+        {a: RUNNING, b: replace(at_limit, waits_at="AssocGrpCpuLimit")},
+        {a: RUNNING, b: RUNNING},
+        {a: RUNNING, b: RUNNING},
+    ]
+    with caplog.at_level(NOTICE_LEVEL, logger=LOG.name):
+        for answers in rounds:
+            engine.answers = answers
+            tracker.poll_once()
+    lines = [m for m in notices(caplog) if "limit of the service" in m]
+    assert len(lines) == 3, lines  # a second job at the same limit changes nothing
+    assert 'limits: "QOSMaxJobsPerUserLimit", jobs: 1' in lines[0]
+    assert 'limits: "AssocGrpCpuLimit", jobs: 1' in lines[1]
+    assert lines[2].startswith("omnibio_test: no job waits at a limit of the service now")
 
 
 # --- the wake-up: an engine that learns of an end wakes the tracker, which fetches at once -----

@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from WDL import Error
@@ -113,7 +113,6 @@ class SlurmEngine(Engine[SlurmRequest]):
             "mem_bytes": settings.max_memory or partition.max_memory,
         }
         self._wake: Callable[[str, bool], None] = lambda handle, full: None
-        self._limits: frozenset[str] = frozenset()  # the limits jobs of this run wait at
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "SlurmEngine":
@@ -385,7 +384,6 @@ class SlurmEngine(Engine[SlurmRequest]):
         if full:
             unsettled = [r.handle for r in records if not mapping.final(seen[r.handle][1])]
             jobs = self.squeue(mapping.job_ids(unsettled))
-            self.log_limits(jobs.values())
             gone = [job for job in unsettled if job not in jobs]
         statuses = {r.handle: self.status(r, *seen[r.handle], jobs, now) for r in records}
         ended = {h for h, s in statuses.items() if seen[h][1] and s and s.phase is Phase.DONE}
@@ -442,23 +440,6 @@ class SlurmEngine(Engine[SlurmRequest]):
             _("sacct has no figures for the job; its usage goes without", job=record.handle)
         )
         return status
-
-    def log_limits(self, jobs: Iterable[mapping.SlurmJob]) -> None:
-        """One line when the limits jobs of this run wait at change (not one per poll)."""
-        waiting = [job.reason for job in jobs if mapping.waits_at_limit(job)]
-        limits = frozenset(waiting)
-        if limits != self._limits:
-            self._limits = limits  # the tracker's thread alone
-            self.logger.log(
-                NOTICE_LEVEL,
-                _(
-                    "omnibio_slurm: jobs wait until jobs holding a Slurm limit end"
-                    if limits
-                    else "omnibio_slurm: no job waits at a Slurm limit now",
-                    limits=" ".join(sorted(limits)) or None,
-                    jobs=len(waiting),
-                ),
-            )
 
     def on_wake(self, wake: Callable[[str, bool], None]) -> None:
         self._wake = wake

@@ -86,9 +86,10 @@ NEVER_STARTS = re.compile(
     r")$"
 )
 # ... and the limits on what many jobs use together (a user's, an account's, a QOS's): the job
-# waits until jobs holding the limit end, so the attempt stays queued and the engine logs the
-# limit once. Grp*: an association's or a QOS's aggregate, over every user of it (AssocGrpCpuLimit,
-# AssocGrpJobsLimit, QOSGrpNodeLimit, QOSGrpSubmitJobsLimit, the *Minutes usage limits ...);
+# waits until jobs holding the limit end, so the attempt stays queued (Status.waits_at: the
+# tracker logs the limit once). Grp*: an association's or a QOS's aggregate, over every user of
+# it (AssocGrpCpuLimit, AssocGrpJobsLimit, QOSGrpNodeLimit, QOSGrpSubmitJobsLimit, the *Minutes
+# usage limits ...);
 # AssocMaxJobsLimit / AssocMaxSubmitJobLimit: the jobs each user of the association may run / have
 # running or pending; QOSMax*PerUser: what each user of the QOS may use at once
 # (QOSMaxJobsPerUserLimit, QOSMaxCpuPerUserLimit, QOSMaxNodePerUserLimit, QOSMaxMemoryPerUser,
@@ -337,7 +338,11 @@ def verdict(
             )
         if running:  # Slurm's answer predates the script's start
             return Status(Phase.RUNNING, reason="its script started")
-        return Status(Phase.QUEUED, reason=f"{state} ({reason})" if reason else state)
+        return Status(
+            Phase.QUEUED,
+            reason=f"{state} ({reason})" if reason else state,
+            waits_at=reason if waits_at_limit(job) else "",
+        )
     if state in ALLOCATED:
         return Status(Phase.RUNNING, reason=state)
     if state in INTERRUPTED:

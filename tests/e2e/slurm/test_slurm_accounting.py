@@ -66,6 +66,9 @@ def test_a_scatter_wider_than_the_qos_limits_completes(qos_alone, shared_dir, ru
     }
     run = run_miniwdl(wdl, [], rundir, backend="omnibio_slurm", config=config, timeout=900)
     assert_results_verified(run, 12)
+    # the tracker's line for the run when the limits its jobs wait at change
+    assert "jobs wait until jobs holding a limit of the service end" in run.stderr
+    assert "QOSMaxJobsPerUserLimit" in run.stderr
     workflow_run = workflow_run_of(run.dir)
 
     # what the accounting database recorded: 12 jobs (array elements or lone jobs) under the
