@@ -404,8 +404,11 @@ class Tracker:
     def _log_limits(self, records: Iterable[Submitted]) -> None:
         """One line when the service limits queued attempts wait at (Status.waits_at) change,
         not one per poll."""
-        waiting = [r.status.waits_at for r in records if r.status.phase is Phase.QUEUED]
-        waiting = [limit for limit in waiting if limit]
+        waiting = [
+            r.status.waits_at
+            for r in records
+            if r.status.phase is Phase.QUEUED and r.status.waits_at
+        ]
         limits = frozenset(waiting)
         if limits == self._limits:
             return

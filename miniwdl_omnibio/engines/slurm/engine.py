@@ -380,15 +380,15 @@ class SlurmEngine(Engine[SlurmRequest]):
         now = time.time()
         seen = {r.handle: read_exit_record(r.request.files.record) for r in records}
         jobs: dict[str, mapping.SlurmJob] | None = None
-        gone: list[str] = []
+        gone: set[str] = set()  # squeue no longer lists them
         if full:
             unsettled = [r.handle for r in records if not mapping.final(seen[r.handle][1])]
             jobs = self.squeue(mapping.job_ids(unsettled))
-            gone = [job for job in unsettled if job not in jobs]
+            gone = {job for job in unsettled if job not in jobs}
         statuses = {r.handle: self.status(r, *seen[r.handle], jobs, now) for r in records}
         ended = {h for h, s in statuses.items() if seen[h][1] and s and s.phase is Phase.DONE}
         if self.accounting and (gone or ended):
-            asked = gone + [r.handle for r in records if r.handle in ended]
+            asked = gone | ended
             accounted = self.sacct(mapping.job_ids(asked))
             for record in (r for r in records if r.handle in asked):
                 job = record.handle
@@ -453,7 +453,7 @@ class SlurmEngine(Engine[SlurmRequest]):
         ids = {r.handle for r in records if r.group not in whole_groups} | whole_groups
         try:
             self.cli.run(["scancel", *sorted(ids)], check=False)
-            logger.info(_("scancel", jobs=len({r.handle for r in records})))
+            logger.info(_("scancel", jobs=len(records)))
         except Exception as exn:
             logger.warning(_("scancel failed", error=str(exn)[:300]))
 
