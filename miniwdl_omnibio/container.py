@@ -25,6 +25,7 @@ from WDL.runtime import config as miniwdl_config
 from WDL.runtime.error import Interrupted, Terminated
 from WDL.runtime.task_container import TaskContainer
 
+from . import plugin_lookups
 from .attempt import (
     TAG_ATTEMPT,
     TAG_CALL,
@@ -98,6 +99,7 @@ class OmnibioContainer(TaskContainer):
 
     @classmethod
     def global_init(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> None:
+        plugin_lookups.remember()
         engine_class = cls.engine_type()
         check_sections(cfg, ("omnibio", engine_class.section))
         cls._omnibio = OmnibioSettings.load(cfg)
