@@ -13,7 +13,7 @@ from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
 from miniwdl_omnibio.engines.azurebatch.engine import AzureBatchEngine
-from miniwdl_omnibio.engines.azurebatch.pool import node_size
+from miniwdl_omnibio.engines.azurebatch.pool import credential, node_size
 from miniwdl_omnibio.engines.azurebatch.settings import AzureBatchSettings
 from miniwdl_omnibio.engines.azurebatch.status import sighting, task_status
 from miniwdl_omnibio.engines.azurebatch.translate import batch_id
@@ -146,6 +146,23 @@ def test_node_size_from_vm_size():
     assert node_size("STANDARD_E16DS_V5") == (16, 128 << 30)
     assert node_size("Standard_F72s_v2") == (72, 144 << 30)
     assert node_size("custom") is None
+
+
+@pytest.mark.parametrize(
+    "key, problem",
+    [
+        ("", "AZURE_BATCH_ACCOUNT_KEY (the account's shared key) is not set"),
+        ("not base64!", "AZURE_BATCH_ACCOUNT_KEY does not hold a base64 Batch account key"),
+    ],
+)
+def test_a_missing_or_malformed_shared_key_is_one_line(monkeypatch, key, problem):
+    settings = _shared(monkeypatch).settings
+    monkeypatch.setenv("AZURE_BATCH_ACCOUNT_KEY", key)
+    with pytest.raises(Exception, match="account_key_env") as raised:
+        credential(settings)
+    assert str(raised.value).endswith(f"environment variable {problem}")
+    monkeypatch.setenv("AZURE_BATCH_ACCOUNT_KEY", "a2V5")
+    assert credential(settings)[0] == "acct"
 
 
 # --- the status mapping -------------------------------------------------------------------

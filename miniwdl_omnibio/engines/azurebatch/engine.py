@@ -1,9 +1,7 @@
-"""omnibio_azurebatch: each task attempt is one Azure Batch container task.
+"""omnibio_azurebatch: each task attempt is one Azure Batch container task, on a pool whose
+nodes mount the shared filesystem (``placement.sharedfs``).
 
-The pool's nodes mount the shared filesystem that holds the run directory, so nothing is copied:
-each container binds it at ``mount_path`` and, read-only, at ``readonly_mount_path``. One Batch
-job holds a workflow run's tasks, made at the first submission and terminated at the end; a burst
-of submissions shares ``addtaskcollection`` requests. Each task's command writes its exit record
+One Batch job holds a workflow run's tasks. Each task's command writes its exit record
 (``jobscript``) into the task's directory, so a poll reads those files first: exit status 0 ends
 the attempt without a call. Batch is asked, in one filtered ``list_tasks``, when a record holds
 another exit status or an attempt is being cancelled, and every ``list_seconds`` for what a file
@@ -48,7 +46,6 @@ QUOTA_PAUSE = 30.0  # seconds between two tries at creating the job while the qu
 THROTTLED = (429, 503)
 ADD_TRIES = 8
 TERMINATE_TRIES = 5
-TOO_LARGE = "RequestBodyTooLarge"
 FILE_TAIL_BYTES = 4000
 
 
@@ -64,16 +61,14 @@ class ServerErrors(Exception):
 
 
 def throttled(exn: Exception) -> bool:
-    return isinstance(exn, ServerErrors) or (
-        isinstance(exn, HttpResponseError) and exn.status_code in THROTTLED
-    )
+    busy = isinstance(exn, HttpResponseError) and exn.status_code in THROTTLED
+    return busy or isinstance(exn, ServerErrors)
 
 
 @dataclass(eq=False)  # one engine per process, compared by identity
 class AzureBatchEngine(Engine[Task]):
     section = "omnibio_azurebatch"
     enforces_time_limit = True  # maxWallClockTime
-    # a scatter's attempts, ready together, share addtaskcollection requests
     gather_seconds = 0.25
 
     client: BatchClient
@@ -158,15 +153,14 @@ class AzureBatchEngine(Engine[Task]):
         try:
             retry(lambda: self.client.create_job(options), quota, tries, cap=QUOTA_PAUSE)
         except HttpResponseError as exn:
+            problem = f"could not create job {job_id}: {describe_error(exn)}"
             if error_code(exn) == QUOTA_CODE:
-                raise Error.RuntimeError(
-                    f"Azure Batch account {self.account} is at its active job quota "
-                    f"({QUOTA_CODE}) for {int(self.settings.quota_wait)} s; terminate or delete "
-                    "finished jobs, or request a higher quota"
-                ) from None
-            raise Error.RuntimeError(
-                f"Azure Batch could not create job {job_id}: {describe_error(exn)}"
-            ) from None
+                problem = (
+                    f"account {self.account} is at its active job quota ({QUOTA_CODE}) for "
+                    f"{int(self.settings.quota_wait)} s; terminate or delete finished jobs, or "
+                    "request a higher quota"
+                )
+            raise Error.RuntimeError(f"Azure Batch {problem}") from None
         self.job_id = job_id
         logger.log(NOTICE_LEVEL, _("Azure Batch job", job=job_id, pool=self.pool.id))
         return job_id
@@ -181,15 +175,14 @@ class AzureBatchEngine(Engine[Task]):
         for group in split_collection([each.request for each in submissions]):
             outcomes.update(self._add(job_id, group))
         for each in submissions:
-            task = each.request
-            if isinstance(outcomes[task.id], Accepted):
+            if isinstance(outcomes[each.request.id], Accepted):
                 each.logger.info(
                     _(
                         "Azure Batch task",
                         job=job_id,
-                        task=task.id,
+                        task=each.request.id,
                         image=each.attempt.image,
-                        required_slots=task.required_slots,
+                        required_slots=each.request.required_slots,
                     )
                 )
         return [outcomes[each.request.id] for each in submissions]
@@ -203,8 +196,7 @@ class AzureBatchEngine(Engine[Task]):
         def send() -> None:
             group = batch_models.BatchTaskGroup(task_values=left)
             for result in self.client.create_task_collection(job_id, group).result_values or []:
-                outcome = added(result)
-                if outcome is not None:
+                if (outcome := added(result)) is not None:
                     outcomes[result.task_id] = outcome
             left[:] = [task for task in left if task.id not in outcomes]
             if left:
@@ -213,7 +205,7 @@ class AzureBatchEngine(Engine[Task]):
         try:
             retry(send, throttled, ADD_TRIES)
         except Exception as exn:
-            if error_code(exn) != TOO_LARGE or len(left) <= 1:
+            if error_code(exn) != "RequestBodyTooLarge" or len(left) <= 1:
                 return {**outcomes, **{task.id: refused(task.id, exn) for task in left}}
             self.logger.info(f"addtaskcollection of {len(left)} tasks too large; halving")
             half = len(left) // 2
@@ -222,10 +214,7 @@ class AzureBatchEngine(Engine[Task]):
         return outcomes
 
     def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
-        """Each task's exit record first: exit status 0 ends the attempt without a call. Then one
-        paged listing of the tasks Batch is asked about (``status.asks_batch``): those that
-        changed since the oldest of them was created, so it needs no memory of earlier ones."""
-        job_id = self.job_id
+        """The exit records, then one paged listing (``changed_since``) of the tasks asked about."""
         written = {
             r.handle: read_exit_record(exit_record(r.attempt.host_dir, r.attempt.attempt))
             for r in records
@@ -234,37 +223,35 @@ class AzureBatchEngine(Engine[Task]):
         listed: dict[str, batch_models.BatchTask] = {}
         if asked:
             changed = changed_since([r.memo for r in asked])
-            tasks = self.client.list_tasks(job_id, filter=changed, select=STATUS_FIELDS)
+            tasks = self.client.list_tasks(self.job_id, filter=changed, select=STATUS_FIELDS)
             listed = {task.id: task for task in tasks}
         return {
-            r.handle: fetched(r, *written[r.handle], listed.get(r.handle), job_id) for r in records
+            r.handle: fetched(r, *written[r.handle], listed.get(r.handle), self.job_id)
+            for r in records
         }
 
     def failure_details(self, record: Submitted, status: Status) -> dict[str, Any]:
         """The tails of the task's stdout.txt / stderr.txt on its node (the container's own)."""
         details: dict[str, Any] = {}
-        task = (self.job_id, record.handle)
         for stream in ("stdout", "stderr"):
-            name = f"{stream}.txt"
+            file = (self.job_id, record.handle, f"{stream}.txt")
             with contextlib.suppress(AzureError):
-                size = self.client.get_task_file_properties(*task, name).content_length or 0
+                size = self.client.get_task_file_properties(*file).content_length or 0
                 if size:
                     tail = f"bytes={max(0, size - FILE_TAIL_BYTES)}-{size - 1}"
-                    data = b"".join(self.client.download_task_file(*task, name, ocp_range=tail))
+                    data = b"".join(self.client.download_task_file(*file, ocp_range=tail))
                     details[f"batch_{stream}_tail"] = data.decode("utf-8", errors="replace")
         return details
 
     def cancel(self, record: Submitted, logger: logging.Logger) -> None:
-        job_id, handle = self.job_id, record.handle
+        job_id, task = self.job_id, record.handle
         try:
-            retry(lambda: self.client.terminate_task(job_id, handle), throttled, TERMINATE_TRIES)
+            retry(lambda: self.client.terminate_task(job_id, task), throttled, TERMINATE_TRIES)
         except AzureError as exn:
             if error_code(exn) not in ("TaskCompleted", "TaskNotFound"):
-                logger.warning(
-                    _("could not terminate Azure Batch task", task=handle, error=str(exn))
-                )
+                logger.warning(_("could not terminate Azure Batch task", task=task, error=str(exn)))
             return
-        logger.info(_("Azure Batch task terminated", job=job_id, task=handle))
+        logger.info(_("Azure Batch task terminated", job=job_id, task=task))
 
     def shutdown(self, logger: logging.Logger) -> None:
         """Terminate the run's job: it ends whatever of it may still run."""

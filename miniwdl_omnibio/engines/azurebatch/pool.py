@@ -2,7 +2,6 @@
 the largest task it can run. Every problem is one line naming the config key."""
 
 import base64
-import binascii
 import logging
 import os
 import re
@@ -51,21 +50,17 @@ def node_size(vm_size: str) -> tuple[int, int] | None:
 def _registry(
     settings: AzureBatchSettings, entry: dict[str, Any]
 ) -> batch_models.ContainerRegistryReference:
-    password = None
-    if entry.get("password_env"):
-        password = os.environ.get(entry["password_env"])
-        if not password:
-            raise settings.fail(
-                "pool_spec",
-                f"container registry password variable {entry['password_env']} is not set",
-            )
-    identity = entry.get("identity_reference")
-    reference = batch_models.BatchNodeIdentityReference(resource_id=identity) if identity else None
+    variable, identity = entry.get("password_env"), entry.get("identity_reference")
+    if variable and not os.environ.get(variable):
+        problem = f"container registry password variable {variable} is not set"
+        raise settings.fail("pool_spec", problem)
     return batch_models.ContainerRegistryReference(
         registry_server=entry.get("registry_server"),
         username=entry.get("username"),
-        password=password,
-        identity_reference=reference,
+        password=os.environ[variable] if variable else None,
+        identity_reference=(
+            batch_models.BatchNodeIdentityReference(resource_id=identity) if identity else None
+        ),
     )
 
 
@@ -125,18 +120,13 @@ def credential(settings: AzureBatchSettings) -> tuple[str, Any]:
         )
     variable = settings.account_key_env
     key = os.environ.get(variable, "").strip()
-    if not key:
-        raise settings.fail(
-            "account_key_env",
-            f"environment variable {variable} (the account's shared key) is not set",
-        )
+    problem = "" if key else "(the account's shared key) is not set"
     try:
         base64.b64decode(key, validate=True)
-    except (binascii.Error, ValueError):
-        raise settings.fail(
-            "account_key_env",
-            f"environment variable {variable} does not hold a base64 Batch account key",
-        ) from None
+    except ValueError:  # binascii.Error is one
+        problem = "does not hold a base64 Batch account key"
+    if problem:
+        raise settings.fail("account_key_env", f"environment variable {variable} {problem}")
     return account, AzureNamedKeyCredential(account, key)
 
 

@@ -29,9 +29,8 @@ def error_code(exn: BaseException) -> str | None:
 
 
 def describe_error(exn: BaseException) -> str:
-    """One line for a service or transport error: status, Batch error code and message only; the
-    service's error values (e.g. AuthenticationErrorDetail with the string it signed) are long and
-    not for a log line."""
+    """One line for a service or transport error: status, error code and message; the service's
+    error values (AuthenticationErrorDetail with the string it signed ...) are too long for it."""
     if isinstance(exn, HttpResponseError):
         text = str(exn.message or exn.reason or "")
         message = re.sub(r"^\(\w+\)\s*", "", text.splitlines()[0] if text else "")
@@ -50,10 +49,9 @@ def refused(task_id: str, exn: BaseException) -> Error.RuntimeError:
 
 
 def added(result: BatchTaskCreateResult) -> Accepted | Exception | None:
-    """addtaskcollection's answer for one task: Accepted, with the task's creation in the
-    service's clock as its memo; the refusal; or None for a server error, worth another try. A
-    task that already exists was added by an earlier try of the same request (the service may
-    have acted on a request whose answer was lost): that is success."""
+    """addtaskcollection's answer for one task: Accepted (its memo the task's creation, in the
+    service's clock); the refusal; or None for a server error, worth another try. TaskExists is
+    success: an earlier try of the same request was acted on, though its answer was lost."""
     status, code = enum_text(result.status), getattr(result.error, "code", None)
     if status == "servererror":
         return None
@@ -76,25 +74,20 @@ def changed_since(created: list[datetime | None]) -> str | None:
 
 
 def asks_batch(record: Submitted, ended: ExitRecord | None, full: bool) -> bool:
-    """Without exit status 0 in its record, an attempt is asked of Batch in a full round (a task
-    that never started, a rerun, the time limit: the record cannot tell), and at every poll
-    once its record holds another exit status or it is being cancelled."""
+    """Whether fetch asks Batch about the attempt (when: engine.py's module docstring)."""
     return not (ended and ended.exit_code == 0) and (full or record.cancelled or bool(ended))
 
 
 def fetched(
     record: Submitted, started: bool, ended: ExitRecord | None, task: BatchTask | None, job_id: str
 ) -> Status:
-    """The attempt's Status from its exit record (started, ended) and, if listed, its task; a task
-    not listed is as the tracker last saw it, or running once its record exists."""
+    """The attempt's Status from its exit record (started, ended) and, if listed, its task."""
     if ended and ended.exit_code == 0:  # done, Batch not asked
         details = {"batch_job": job_id, "batch_task": record.handle, **usage_details(ended)}
         return Status(Phase.DONE, exit_code=0, reason="exit status 0", details=details)
     if task is not None:
         return with_record(task_status(task, record, job_id), ended)
-    if started and record.status.phase is Phase.QUEUED:
-        return RUNNING
-    return record.status
+    return RUNNING if started and record.status.phase is Phase.QUEUED else record.status
 
 
 def sighting(task: BatchTask) -> dict[str, str | None]:
@@ -115,9 +108,8 @@ def rerun_reason(task: BatchTask, before: Mapping[str, Any]) -> str | None:
     low-priority/spot node may requeue without counting (Microsoft's TES on Azure watches node
     state instead). So a rerun also shows as the task back in the queue after it started, or
     started again on another node or at another time."""
-    info = task.execution_info
-    requeues = (info.requeue_count or 0) if info else 0
-    if requeues > 0:
+    requeues = task.execution_info.requeue_count if task.execution_info else 0
+    if requeues:
         return f"Azure Batch requeued the task (requeueCount={requeues}), e.g. a preempted node"
     if "batch_node" not in before:
         return None
@@ -148,24 +140,20 @@ def task_status(task: BatchTask, record: Submitted, job_id: str) -> Status:
 
 def completed_status(task: BatchTask, record: Submitted, job_id: str) -> Status:
     info = task.execution_info
+    failure = info.failure_info if info else None
+    exit_code = None if info is None or info.exit_code is None else int(info.exit_code)
     node = task.node_info.node_id if task.node_info else None
     details = {"batch_job": job_id, "batch_task": task.id, **({"batch_node": node} if node else {})}
-    failure = info.failure_info if info else None
     # the spec's exitCode: a task the service terminated (timeout) "may" show an OS-defined exit
     # code, so the time limit is judged before, and without, the exit code
     limit = record.attempt.resources.time_limit
     if info and failure and limit and not record.cancelled and reached_time_limit(info, limit):
-        return Status(
-            Phase.DONE,
-            exit_code=None if info.exit_code is None else int(info.exit_code),
-            timed_out=True,
-            reason="ended by Azure Batch at maxWallClockTime",
-            details=details,
-        )
-    if info is None or info.exit_code is None:
+        why = "ended by Azure Batch at maxWallClockTime"
+        return Status(Phase.DONE, exit_code=exit_code, timed_out=True, reason=why, details=details)
+    if exit_code is None:
         return Status(Phase.DONE, error=failure_text(task, record.attempt.image, job_id))
     reason = f"{failure.code}: {failure.message}" if failure else ""
-    return Status(Phase.DONE, exit_code=int(info.exit_code), reason=reason, details=details)
+    return Status(Phase.DONE, exit_code=exit_code, reason=reason, details=details)
 
 
 def reached_time_limit(info: BatchTaskExecutionInfo, limit: int) -> bool:

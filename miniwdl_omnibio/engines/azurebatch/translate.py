@@ -26,8 +26,7 @@ COLLECTION_BYTES = 900_000
 
 def batch_id(text: str, limit: int = ID_LENGTH) -> str:
     """A valid Batch id for ``text``. Ids are case-insensitive and at most 64 long: one with
-    capitals, or too long, keeps its head plus a hash of the whole, so distinct texts stay
-    distinct."""
+    capitals, or too long, keeps its head plus a hash of the whole, so texts stay distinct."""
     clean = INVALID_ID_CHARACTERS.sub("-", text).strip("-") or "x"
     if len(clean) <= limit and clean == clean.lower():
         return clean
@@ -76,10 +75,9 @@ def batch_task(
 
 
 def run_options(attempt: TaskAttempt, settings: AzureBatchSettings) -> str:
-    """containerRunOptions: no image ENTRYPOINT, limits, the shared filesystem's two views,
-    working directory. The docs say a command line overrides the image's ENTRYPOINT, users
-    report it becomes the COMMAND after it: clearing the ENTRYPOINT works either way. No
-    --gpus: Batch enables the GPUs of a GPU pool's nodes for container tasks itself."""
+    """containerRunOptions. The docs say a command line overrides the image's ENTRYPOINT, users
+    report it becomes the COMMAND after it: clearing the ENTRYPOINT works either way. No --gpus:
+    Batch enables the GPUs of a GPU pool's nodes for container tasks itself."""
     resources = attempt.resources
     options = ["--entrypoint=", "--cpus", str(resources.cpu)]
     # runtime.memory is a hard limit here (tasks share nodes), as on other batch services
@@ -103,10 +101,8 @@ def run_options(attempt: TaskAttempt, settings: AzureBatchSettings) -> str:
 
 
 def command(attempt: TaskAttempt, settings: AzureBatchSettings) -> list[str]:
-    """attempt.argv in the job script, which writes the attempt's exit record. On a node without
-    the shared filesystem, docker creates the bind source empty and the command's own error would
-    land in an invisible stderr file; the script's check says so in Batch's stderr.txt, which
-    failure_details fetches."""
+    """attempt.argv in the job script. On a node without the shared filesystem the command's error
+    would land in an unseen file; the script's check says so in Batch's stderr.txt instead."""
     to_container = settings.filesystem.to_container
     record = to_container(exit_record(attempt.host_dir, attempt.attempt))
     stdout = to_container(attempt.stdout_path)  # miniwdl makes it before submitting
