@@ -24,7 +24,6 @@ from miniwdl_omnibio.engines.slurm.translate import (
     batch_script,
     measured,
     sbatch_argv,
-    time_option,
     translate,
 )
 
@@ -103,7 +102,12 @@ def test_default_memory_when_the_task_sets_none():
 
 
 def test_time_option_rounds_up_to_minutes():
-    assert [time_option(s) for s in (1, 60, 61, 3600)] == ["1", "1", "2", "60"]
+    def minutes(seconds):
+        attempt = make_attempt("/shared/r/c", resources={"time_limit": seconds})
+        options = translate(attempt, make_settings(), {}).options
+        return next(o for o in options if o.startswith("--time="))
+
+    assert [minutes(s) for s in (1, 60, 61, 3600)] == [f"--time={m}" for m in (1, 1, 2, 60)]
 
 
 def test_sbatch_argv_lone_job_and_array():

@@ -13,6 +13,7 @@ from typing import Any, TypeGuard
 
 from ..base import Phase, Status
 from ..jobscript import MISSING_FILESYSTEM_EXIT, ExitRecord
+from .cluster import first_error_line
 from .translate import EXIT_NO_ELEMENT
 
 # squeue -O fields, each padded to its width and closed by "|" (squeue(1): -O "type[:[.][size]
@@ -240,12 +241,10 @@ def from_record(record: ExitRecord, context: Context, state: str = "") -> Status
         reason = f"{context.where}: stopped by its script at the time limit"
         return Status(Phase.DONE, timed_out=True, reason=reason)
     if not record.started:
-        lines = [line.strip() for line in context.log_tail.splitlines() if line.strip()]
-        said = [line for line in lines if "error" in line.lower()] or lines
+        said = f": {first_error_line(context.log_tail)}" if context.log_tail.strip() else ""
         return Status(
             Phase.DONE,
-            error=f"{context.where} could not start its container ({context.image})"
-            + (f": {said[-1][:300]}" if said else ""),
+            error=f"{context.where} could not start its container ({context.image}){said}",
             reason=state or "container start failed",
         )
     return Status(

@@ -52,7 +52,6 @@ class ElementFiles:
 class SlurmRequest:
     """One attempt as Slurm gets it: group key, per-element files and their contents."""
 
-    run_id: str
     workflow_run: str
     call: str
     task: str
@@ -81,11 +80,6 @@ def memory_bytes(attempt: TaskAttempt, default: int) -> int:
     return attempt.resources.memory_limit or default
 
 
-def time_option(seconds: int) -> str:
-    """sbatch --time in minutes (Slurm's unit), rounded up: never less than asked."""
-    return str(max(1, math.ceil(seconds / 60)))
-
-
 def sbatch_options(
     attempt: TaskAttempt, settings: SlurmSettings, overrides: dict[str, str]
 ) -> tuple[str, ...]:
@@ -100,8 +94,8 @@ def sbatch_options(
     ]
     if resources.gpu:
         options.append(f"--gres=gpu:{resources.gpu}")
-    if resources.time_limit:
-        options.append(f"--time={time_option(resources.time_limit)}")
+    if resources.time_limit:  # in minutes (Slurm's unit), rounded up: never less than asked
+        options.append(f"--time={max(1, math.ceil(resources.time_limit / 60))}")
     return tuple(options + placement(settings, overrides)) + settings.extra_options
 
 
@@ -133,10 +127,16 @@ def misfit(request: SlurmRequest, partition: Partition | None) -> str | None:
     return None
 
 
-def probe_options(settings: SlurmSettings) -> list[str]:
-    """sbatch options of the start-time probe job: the smallest job, where the run's go."""
-    smallest = ["--cpus-per-task=1", "--mem=16M", "--time=1"]
-    return smallest + placement(settings, {}) + list(settings.extra_options)
+def probe_argv(settings: SlurmSettings, node_file: str, token: str) -> list[str]:
+    """sbatch of the start-time probe job, the smallest job, where the run's go: it exits 3 if
+    the node cannot read the shared file, 4 if it has no container runtime on its PATH."""
+    script = (
+        f'test "$(cat {shlex.quote(node_file)} 2>/dev/null)" = {token} || exit 3; '
+        f"command -v {settings.runtime} >/dev/null 2>&1 || exit 4"
+    )
+    smallest = ["--cpus-per-task=1", "--mem=16M", "--time=1", *placement(settings, {})]
+    quiet = ["--output=/dev/null", "--error=/dev/null", "--job-name=omnibio-probe"]
+    return ["sbatch", "--parsable", *smallest, *settings.extra_options, *quiet, f"--wrap={script}"]
 
 
 def job_name(requests: Sequence[SlurmRequest]) -> str:
@@ -219,20 +219,18 @@ def _words(argv: Sequence[str]) -> str:
     )
 
 
-# The element script. It writes the attempt's exit record (jobscript: empty while the job runs,
-# so the launcher knows without asking Slurm; the outcome last, atomically), which tells the
-# outcome even after Slurm has forgotten the job (MinJobAge, no accounting). Slurm signals the
-# whole job on scancel, on its own time limit and on preemption (SIGTERM, then SIGKILL after
-# KillWait: slurm.conf(5)); docker/podman containers are not the job's processes, so the trap
-# removes the container. A signal that comes while the runtime's CLI creates it kills the CLI too
-# (Slurm signals every process of the job), and the daemon may finish the create after the
-# trap's first rm: until the CLI returned, the trap looks for the container three times, a
-# second apart, after writing the record (a "Created" container was seen left so). The exact
-# time limit is the script's: Slurm's --time has minute resolution. The node's own cgroup is not
-# the container's (and under cgroup v1 jobscript's default would read the node's root), so
-# OMNIBIO_CGROUP names nothing: the usage in the record is what the container wrote into
-# attemptN.usage, its memory_peak, cpu_usec and oom lines only, and the record's image_id is the
-# runtime's inspect of the container: the image it ran.
+# The element script. Its exit record (jobscript) tells the outcome even after Slurm has
+# forgotten the job (MinJobAge, no accounting). Slurm signals the whole job on scancel, on its own
+# time limit and on preemption (SIGTERM, then SIGKILL after KillWait: slurm.conf(5));
+# docker/podman containers are not the job's processes, so the trap removes the container. A
+# signal that comes while the runtime's CLI creates it kills the CLI too (Slurm signals every
+# process of the job), and the daemon may finish the create after the trap's first rm: until the
+# CLI returned, the trap looks for the container three times, a second apart, after writing the
+# record (a "Created" container was seen left so). The exact time limit is the script's: Slurm's
+# --time has minute resolution. OMNIBIO_CGROUP names nothing (under cgroup v1 jobscript's
+# default would read the node's root): the record's usage is the memory_peak, cpu_usec and oom
+# lines the container wrote into attemptN.usage (``measured``), its image_id the runtime's
+# inspect of the container: the image it ran.
 _HEAD = """# omnibio_slurm: attempt {run_id}, written by miniwdl_omnibio; runs on the Slurm node
 set -u
 EXIT={exit_file}
@@ -375,7 +373,6 @@ def translate(
         node_path(record, settings.host_root, settings.node_root),
     )
     return SlurmRequest(
-        run_id=attempt.run_id,
         workflow_run=attempt.tags.get(TAG_RUN, attempt.workflow_run),
         call=attempt.tags.get(TAG_CALL, attempt.call),
         task=attempt.tags.get(TAG_TASK, ""),
