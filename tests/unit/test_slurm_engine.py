@@ -51,7 +51,7 @@ def asking_engine(cli, accounting, logger=LOG):
     """The engine without start() (which needs Slurm): what submit_many and fetch use."""
     engine = SlurmEngine.__new__(SlurmEngine)
     engine.cli, engine.accounting, engine.logger = cli, accounting, logger
-    engine.launcher, engine._limits, engine._wake = "L1", frozenset(), lambda handle: None
+    engine.launcher, engine._wake = "L1", lambda handle, full: None
     engine.max_array_size = 3
     engine.partitions = {"batch": Partition(True, 8, 64 << 30, 0)}
     return engine

@@ -20,6 +20,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from WDL import Error
@@ -57,43 +58,38 @@ class NotYet(Exception):
     """The probe job has not ended: wait_probe's retry loop asks again."""
 
 
+@dataclass(eq=False)  # one engine per process, compared by identity
 class SlurmEngine(Engine[SlurmRequest]):
     section = "omnibio_slurm"
-    settings: SlurmSettings
     runtime_keys = ("slurm_partition", "slurm_account", "slurm_qos")
     memory_is_limit = True  # --mem is what the node sets aside; the container may use that much
     enforces_time_limit = True  # the job script at the second, Slurm's --time in minutes behind it
     gather_max_seconds = 10.0  # a scatter's attempts reach submit over seconds on a busy host
     cancel_gather_seconds = 1.5  # one scancel for the cancellations of a Ctrl-C
-    # the probe's wait (tests pass their own)
-    clock: Callable[[], float] = staticmethod(time.monotonic)
-    sleep: Callable[[float], None] = staticmethod(time.sleep)
 
-    def __init__(
-        self,
-        cli: SlurmCli,
-        settings: SlurmSettings,
-        partitions: dict[str, Partition],
-        accounting: bool,
-        logger: logging.Logger,
-    ) -> None:
-        self.cli = cli
-        self.partitions = partitions
-        self.accounting = accounting
-        self.logger = logger
+    cli: SlurmCli
+    settings: SlurmSettings
+    partitions: dict[str, Partition]
+    accounting: bool
+    logger: logging.Logger
+    # the probe's wait (tests pass their own)
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        settings = self.settings
         self.sweep_seconds = settings.squeue_seconds
         self.gather_seconds = settings.submit_linger
         self.max_array_size = settings.max_array_size
         # in every job's --comment: a later run on this host cancels the jobs of a dead launcher
         self.launcher = launcher.identity()
-        self.settings = settings
-        partition = self.partition(self.settings.partition)
+        partition = self.partition(settings.partition)
         if partition is None:
             raise settings.fail(
                 "partition",
-                f"Slurm has no partition {self.settings.partition!r} "
-                f"(sinfo lists: {', '.join(sorted(partitions)) or 'none'})"
-                if self.settings.partition
+                f"Slurm has no partition {settings.partition!r} "
+                f"(sinfo lists: {', '.join(sorted(self.partitions)) or 'none'})"
+                if settings.partition
                 else "is empty and the cluster has no default partition",
             )
         self.limits = {
@@ -187,7 +183,7 @@ class SlurmEngine(Engine[SlurmRequest]):
         except OSError as exn:
             self.logger.warning(_("omnibio_slurm probe skipped", reason=str(exn)))
             return
-        node_file = node_path(host_file, self.settings.host_root, self.settings.node_root)
+        node_file = node_path(host_file, self.settings)
         try:
             done = self.cli.run(probe_argv(self.settings, node_file, token), check=False)
             if done.returncode != 0:

@@ -182,10 +182,7 @@ def parse_sacct(text: str) -> dict[str, SlurmJob]:
             total_cpu=cpu_seconds(total_cpu),
             ended_at=wall_time(end),
         )
-    return {
-        job_id: replace(job, max_rss=peaks.get(job_id)) if job_id in peaks else job
-        for job_id, job in jobs.items()
-    }
+    return {job_id: replace(job, max_rss=peaks.get(job_id)) for job_id, job in jobs.items()}
 
 
 def wall_time(text: str) -> float | None:
@@ -318,13 +315,12 @@ def merged(job: SlurmJob | None, accounting: SlurmJob) -> SlurmJob:
 def verdict(
     job: SlurmJob | None, record: ExitRecord | None, running: bool, context: Context
 ) -> Status | None:
-    """A final record is the container's own exit. Otherwise Slurm's verdicts on how a job ended
-    (preemption, node loss, its time limit, OOM, a cancellation) come first."""
-    if final(record):
+    """A final record is the container's own exit, as is any record of a job Slurm does not list.
+    Otherwise Slurm's verdicts on how a job ended (preemption, node loss, its time limit, OOM, a
+    cancellation) come first."""
+    if final(record) or (job is None and record):
         return from_record(record, context, job.state if job else "")
     if job is None:
-        if record:
-            return from_record(record, context)
         return Status(Phase.RUNNING, reason="its script started") if running else None
     state, reason = job.state, job.reason
     if state in WAITING:

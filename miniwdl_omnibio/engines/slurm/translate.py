@@ -66,12 +66,12 @@ class SlurmRequest:
     env: str  # attemptN.env
 
 
-def node_path(host_path: str, host_root: str, node_root: str) -> str:
+def node_path(host_path: str, settings: SlurmSettings) -> str:
     """The path of a shared-filesystem file as the Slurm nodes see it."""
-    rel = os.path.relpath(host_path, host_root)
+    rel = os.path.relpath(host_path, settings.host_root)
     if rel == ".." or rel.startswith("../"):
-        raise ValueError(f"{host_path} is not under the shared filesystem at {host_root}")
-    return node_root if rel == "." else os.path.join(node_root, rel)
+        raise ValueError(f"{host_path} is not under the shared filesystem at {settings.host_root}")
+    return settings.node_root if rel == "." else os.path.join(settings.node_root, rel)
 
 
 def memory_bytes(attempt: TaskAttempt, default: int) -> int:
@@ -162,7 +162,7 @@ def _binds(flag: str, mounts: Sequence[Mount], settings: SlurmSettings) -> list[
     """``flag source:target[:ro]`` per mount, the source as the nodes see it."""
     binds = []
     for m in mounts:
-        source = node_path(m.host_path, settings.host_root, settings.node_root)
+        source = node_path(m.host_path, settings)
         binds += [flag, f"{source}:{m.container_path}" + (":ro" if m.read_only else "")]
     return binds
 
@@ -231,7 +231,8 @@ def _words(argv: Sequence[str]) -> str:
 # default would read the node's root): the record's usage is the memory_peak, cpu_usec and oom
 # lines the container wrote into attemptN.usage (``measured``), its image_id the runtime's
 # inspect of the container: the image it ran.
-_HEAD = """# omnibio_slurm: attempt {run_id}, written by miniwdl_omnibio; runs on the Slurm node
+_HEAD = """#!/bin/sh
+{functions}# omnibio_slurm: attempt {run_id}, written by miniwdl_omnibio; runs on the Slurm node
 set -u
 EXIT={exit_file}
 USAGE={usage_file}
@@ -324,22 +325,19 @@ _GPU = {
 
 def work_dir(attempt: TaskAttempt, settings: SlurmSettings) -> str:
     """The task's work directory (miniwdl creates it before submitting) as the nodes see it."""
-    return node_path(os.path.join(attempt.host_dir, "work"), settings.host_root, settings.node_root)
+    return node_path(os.path.join(attempt.host_dir, "work"), settings)
 
 
 def element_script(attempt: TaskAttempt, settings: SlurmSettings, files: ElementFiles) -> str:
     """The shell script that runs one attempt's container on the node and records its end."""
     limit = attempt.resources.time_limit
-    head = (
-        "#!/bin/sh\n"
-        + FUNCTIONS
-        + _HEAD.format(
-            run_id=attempt.run_id,
-            exit_file=shlex.quote(files.node_record),
-            usage_file=shlex.quote(files.node("usage")),
-            env_file=shlex.quote(files.node("env")),
-            workdir=shlex.quote(work_dir(attempt, settings)),
-        )
+    head = _HEAD.format(
+        functions=FUNCTIONS,
+        run_id=attempt.run_id,
+        exit_file=shlex.quote(files.node_record),
+        usage_file=shlex.quote(files.node("usage")),
+        env_file=shlex.quote(files.node("env")),
+        workdir=shlex.quote(work_dir(attempt, settings)),
     )
     if settings.runtime == "apptainer":
         run = _words(apptainer_exec(attempt, settings))
@@ -367,10 +365,10 @@ def translate(
     record = exit_record(attempt.host_dir, attempt.attempt)
     files = ElementFiles(
         host_dir,
-        node_path(host_dir, settings.host_root, settings.node_root),
+        node_path(host_dir, settings),
         f"attempt{attempt.attempt}",
         record,
-        node_path(record, settings.host_root, settings.node_root),
+        node_path(record, settings),
     )
     return SlurmRequest(
         workflow_run=attempt.tags.get(TAG_RUN, attempt.workflow_run),
