@@ -366,13 +366,13 @@ class SlurmEngine(Engine[SlurmRequest]):
             asked = gone | ended
             accounted = self.sacct(mapping.job_ids(asked))
             for record in (r for r in records if r.handle in asked):
-                job = record.handle
-                found = accounted.get(job)
-                if found and (job in gone or mapping.accounted(found)):
-                    merged = {job: mapping.merged((jobs or {}).get(job), found)}
-                    statuses[record.handle] = self.status(record, *seen[record.handle], merged)
-                elif record.handle in ended:
-                    statuses[record.handle] = self.without_sacct(record, statuses[record.handle])
+                handle = record.handle
+                found = accounted.get(handle)
+                if found and (handle in gone or mapping.accounted(found)):
+                    merged = {handle: mapping.merged((jobs or {}).get(handle), found)}
+                    statuses[handle] = self.status(record, *seen[handle], merged)
+                elif handle in ended:
+                    statuses[handle] = self.without_sacct(record, statuses[handle])
         return {h: s for h, s in statuses.items() if s is not None}
 
     def status(

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ...attempt import TAG_CALL, TAG_RUN, TAG_TASK, Mount, TaskAttempt
+from ...placement.sharedfs import SharedFilesystem
 from ..jobscript import FUNCTIONS, MISSING_FILESYSTEM_EXIT, exit_record
 from .cluster import Partition
 from .settings import SlurmSettings
@@ -67,11 +68,9 @@ class SlurmRequest:
 
 
 def node_path(host_path: str, settings: SlurmSettings) -> str:
-    """The path of a shared-filesystem file as the Slurm nodes see it."""
-    rel = os.path.relpath(host_path, settings.host_root)
-    if rel == ".." or rel.startswith("../"):
-        raise ValueError(f"{host_path} is not under the shared filesystem at {settings.host_root}")
-    return settings.node_root if rel == "." else os.path.join(settings.node_root, rel)
+    """The path of a shared-filesystem file as the Slurm nodes see it: mapped as the containers'
+    paths are, with the nodes' root in place of the containers'."""
+    return SharedFilesystem(settings.host_root, settings.node_root, None).to_container(host_path)
 
 
 def memory_bytes(attempt: TaskAttempt, default: int) -> int:
