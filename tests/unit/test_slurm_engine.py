@@ -63,7 +63,7 @@ def requests_for(tmp_path, count, **resources):
     attempts = [
         make_attempt(f"{root}/run/call-x-{i}", root, resources=resources) for i in range(count)
     ]
-    return [translate(attempt, settings, {}) for attempt in attempts]
+    return [translate(attempt, settings) for attempt in attempts]
 
 
 def record(request, handle, cancelled=False):

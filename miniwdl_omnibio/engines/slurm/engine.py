@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from WDL import Error
@@ -200,12 +200,6 @@ class SlurmEngine(Engine[SlurmRequest]):
             with contextlib.suppress(OSError):
                 os.unlink(host_file)
         if job is None:
-            self.logger.warning(
-                _(
-                    "omnibio_slurm probe job did not run in time; not checked",
-                    seconds=self.settings.probe_timeout,
-                )
-            )
             return
         failures = {  # probe_argv's exit codes
             3: f"a Slurm node cannot read {node_file}: mount the shared filesystem on the nodes "
@@ -222,11 +216,13 @@ class SlurmEngine(Engine[SlurmRequest]):
             )
 
     def wait_probe(self, job_id: str) -> mapping.SlurmJob | None:
-        """The probe job once it ended; None at the timeout. squeue at once, then after 1 s,
-        2 s, 4 s ... (at most PROBE_PAUSE; retrying.retry): quick on an idle cluster, few calls
-        while the probe waits in a queue. A probe waiting at a user's or account's limit (the
-        user's jobs of other runs hold it) waits like any job, with one line naming the limit."""
-        deadline = self.clock() + self.settings.probe_timeout
+        """The probe job once it ended; None, with a warning, at the timeout. squeue at once,
+        then after 1 s, 2 s, 4 s ... (at most PROBE_PAUSE; retrying.retry): quick on an idle
+        cluster, few calls while the probe waits in a queue. A probe waiting at a user's or
+        account's limit (the user's jobs of other runs hold it) waits like any job, with one line
+        naming the limit."""
+        timeout = self.settings.probe_timeout
+        deadline = self.clock() + timeout
         limit = ""
 
         def ended() -> mapping.SlurmJob:
@@ -252,18 +248,22 @@ class SlurmEngine(Engine[SlurmRequest]):
             return retry(ended, verdict, sys.maxsize, self.sleep, PROBE_PAUSE)
         except NotYet:
             self.cli.run(["scancel", job_id], check=False)
+            self.logger.warning(
+                _("omnibio_slurm probe job did not run in time; not checked", seconds=timeout)
+            )
             return None
 
     def resource_limits(self) -> dict[str, int]:
         return self.limits
 
     def translate(self, attempt: TaskAttempt) -> SlurmRequest:
-        overrides = {
+        """runtime.slurm_partition, slurm_account and slurm_qos override the section's keys."""
+        overrides: dict[str, Any] = {
             key: str(attempt.runtime[f"slurm_{key}"])
             for key in ("partition", "account", "qos")
             if attempt.runtime.get(f"slurm_{key}")
         }
-        return translate(attempt, self.settings, overrides)
+        return translate(attempt, replace(self.settings, **overrides))
 
     def submit_many(
         self, submissions: Sequence[Submission[SlurmRequest]]

@@ -79,9 +79,7 @@ def memory_bytes(attempt: TaskAttempt, default: int) -> int:
     return attempt.resources.memory_limit or default
 
 
-def sbatch_options(
-    attempt: TaskAttempt, settings: SlurmSettings, overrides: dict[str, str]
-) -> tuple[str, ...]:
+def sbatch_options(attempt: TaskAttempt, settings: SlurmSettings) -> tuple[str, ...]:
     """The options that decide where and how big the job is (equal options: one array)."""
     resources = attempt.resources
     options = [
@@ -95,13 +93,12 @@ def sbatch_options(
         options.append(f"--gres=gpu:{resources.gpu}")
     if resources.time_limit:  # in minutes (Slurm's unit), rounded up: never less than asked
         options.append(f"--time={max(1, math.ceil(resources.time_limit / 60))}")
-    return tuple(options + placement(settings, overrides)) + settings.extra_options
+    return tuple(options + placement(settings)) + settings.extra_options
 
 
-def placement(settings: SlurmSettings, overrides: dict[str, str]) -> list[str]:
-    """--partition, --account, --qos: the task's runtime.slurm_* else the config's."""
-    keys = ("partition", "account", "qos")
-    return [f"--{k}={v}" for k in keys if (v := overrides.get(k) or getattr(settings, k))]
+def placement(settings: SlurmSettings) -> list[str]:
+    """--partition, --account, --qos where set."""
+    return [f"--{k}={v}" for k in ("partition", "account", "qos") if (v := getattr(settings, k))]
 
 
 def misfit(request: SlurmRequest, partition: Partition | None) -> str | None:
@@ -133,7 +130,7 @@ def probe_argv(settings: SlurmSettings, node_file: str, token: str) -> list[str]
         f'test "$(cat {shlex.quote(node_file)} 2>/dev/null)" = {token} || exit 3; '
         f"command -v {settings.runtime} >/dev/null 2>&1 || exit 4"
     )
-    smallest = ["--cpus-per-task=1", "--mem=16M", "--time=1", *placement(settings, {})]
+    smallest = ["--cpus-per-task=1", "--mem=16M", "--time=1", *placement(settings)]
     quiet = ["--output=/dev/null", "--error=/dev/null", "--job-name=omnibio-probe"]
     return ["sbatch", "--parsable", *smallest, *settings.extra_options, *quiet, f"--wrap={script}"]
 
@@ -356,10 +353,9 @@ def element_script(attempt: TaskAttempt, settings: SlurmSettings, files: Element
     )
 
 
-def translate(
-    attempt: TaskAttempt, settings: SlurmSettings, overrides: dict[str, str]
-) -> SlurmRequest:
-    """The attempt as a Slurm request (pure: the engine writes the files when it submits)."""
+def translate(attempt: TaskAttempt, settings: SlurmSettings) -> SlurmRequest:
+    """The attempt as a Slurm request (pure: the engine writes the files when it submits), under
+    the settings of its task (the engine's, with the task's runtime.slurm_* keys)."""
     host_dir = os.path.join(attempt.host_dir, "slurm")
     record = exit_record(attempt.host_dir, attempt.attempt)
     files = ElementFiles(
@@ -373,8 +369,8 @@ def translate(
         workflow_run=attempt.tags.get(TAG_RUN, attempt.workflow_run),
         call=attempt.tags.get(TAG_CALL, attempt.call),
         task=attempt.tags.get(TAG_TASK, ""),
-        options=sbatch_options(attempt, settings, overrides),
-        partition=overrides.get("partition") or settings.partition,
+        options=sbatch_options(attempt, settings),
+        partition=settings.partition,
         cpu=attempt.resources.cpu,
         memory=memory_bytes(attempt, settings.default_memory),
         gpu=attempt.resources.gpu,
