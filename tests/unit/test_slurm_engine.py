@@ -51,9 +51,9 @@ def asking_engine(cli, accounting, logger=LOG):
     """The engine without start() (which needs Slurm): what submit_many and fetch use."""
     engine = SlurmEngine.__new__(SlurmEngine)
     engine.cli, engine.accounting, engine.logger = cli, accounting, logger
-    engine.launcher, engine._limits, engine._wake = "L1", frozenset(), lambda handle: None
+    engine.launcher, engine._wake = "L1", lambda handle, full: None
     engine.max_array_size = 3
-    engine.partitions = {"batch": Partition("batch", True, 8, 64 << 30, 0)}
+    engine.partitions = {"batch": Partition(True, 8, 64 << 30, 0)}
     return engine
 
 
@@ -63,7 +63,7 @@ def requests_for(tmp_path, count, **resources):
     attempts = [
         make_attempt(f"{root}/run/call-x-{i}", root, resources=resources) for i in range(count)
     ]
-    return [translate(attempt, settings, {}) for attempt in attempts]
+    return [translate(attempt, settings) for attempt in attempts]
 
 
 def record(request, handle, cancelled=False):
@@ -334,7 +334,7 @@ def test_the_probe_of_a_user_at_the_running_limit_waits_and_passes(tmp_path, cap
         return squeue(argv, check, stdin)
 
     cli.run = run
-    engine.probe(60, LOG)  # no error
+    engine.probe()  # no error
     assert not any(c[0] == "scancel" for c in cli.calls)
     waits = [r for r in caplog.records if "probe job waits at a Slurm limit" in r.getMessage()]
     assert len(waits) == 1 and LIMIT in waits[0].getMessage()
@@ -342,7 +342,7 @@ def test_the_probe_of_a_user_at_the_running_limit_waits_and_passes(tmp_path, cap
 
 def test_a_probe_refused_for_a_full_queue_is_skipped_with_a_warning(tmp_path, caplog):
     engine = probing_engine(ScriptedSlurm(submit=0, run=0), tmp_path)
-    engine.probe(60, LOG)
+    engine.probe()
     assert any("probe skipped" in r.getMessage() for r in caplog.records)
 
 
@@ -358,7 +358,7 @@ def test_a_probe_pending_for_what_it_can_never_satisfy_aborts(tmp_path):
 
     cli.run = run
     with pytest.raises(Exception, match="never start jobs of this configuration.*InvalidQOS"):
-        engine.probe(60, LOG)
+        engine.probe()
     assert ["scancel", "100"] in cli.calls
 
 

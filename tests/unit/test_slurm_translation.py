@@ -17,6 +17,7 @@ from WDL.runtime.config import Loader
 
 from miniwdl_omnibio.attempt import Mount, Resources, TaskAttempt
 from miniwdl_omnibio.engines.jobscript import MISSING_FILESYSTEM_EXIT, ExitRecord, read_exit_record
+from miniwdl_omnibio.engines.slurm.engine import SlurmEngine
 from miniwdl_omnibio.engines.slurm.translate import (
     USAGE_PATH,
     SlurmSettings,
@@ -24,7 +25,6 @@ from miniwdl_omnibio.engines.slurm.translate import (
     batch_script,
     measured,
     sbatch_argv,
-    time_option,
     translate,
 )
 
@@ -80,9 +80,16 @@ def make_settings(host_root="/shared", node_root="", **changes):
 
 
 def test_sbatch_options_from_resources_config_and_runtime():
-    attempt = make_attempt("/shared/run/call-x-3", resources={"gpu": 1, "time_limit": 61, "cpu": 4})
-    settings = make_settings(partition="batch", account="lab", extra_options=("--exclusive",))
-    request = translate(attempt, settings, {"partition": "gpu", "qos": "long"})
+    attempt = make_attempt(
+        "/shared/run/call-x-3",
+        resources={"gpu": 1, "time_limit": 61, "cpu": 4},
+        runtime={"slurm_partition": "gpu", "slurm_qos": "long"},
+    )
+    engine = SlurmEngine.__new__(SlurmEngine)  # its translate, without start (which needs Slurm)
+    engine.settings = make_settings(
+        partition="batch", account="lab", extra_options=("--exclusive",)
+    )
+    request = engine.translate(attempt)
     assert request.options == (
         "--cpus-per-task=4",
         "--mem=1024M",
@@ -99,22 +106,27 @@ def test_sbatch_options_from_resources_config_and_runtime():
 
 def test_default_memory_when_the_task_sets_none():
     attempt = make_attempt("/shared/r/c", resources={"memory_limit": 0, "memory_reservation": 0})
-    assert "--mem=2048M" in translate(attempt, make_settings(default_memory=2 * GiB), {}).options
+    assert "--mem=2048M" in translate(attempt, make_settings(default_memory=2 * GiB)).options
 
 
 def test_time_option_rounds_up_to_minutes():
-    assert [time_option(s) for s in (1, 60, 61, 3600)] == ["1", "1", "2", "60"]
+    def minutes(seconds):
+        attempt = make_attempt("/shared/r/c", resources={"time_limit": seconds})
+        options = translate(attempt, make_settings()).options
+        return next(o for o in options if o.startswith("--time="))
+
+    assert [minutes(s) for s in (1, 60, 61, 3600)] == [f"--time={m}" for m in (1, 1, 2, 60)]
 
 
 def test_sbatch_argv_lone_job_and_array():
-    lone = translate(make_attempt("/shared/run/call-x-3"), make_settings(), {})
+    lone = translate(make_attempt("/shared/run/call-x-3"), make_settings())
     argv = sbatch_argv([lone], "L1")
     assert "--array" not in " ".join(argv)
     assert "--job-name=20260101_000000_w.call-x-3" in argv
     assert "--comment=omnibio run=20260101_000000_w call=call-x-3 launcher=L1" in argv
     assert "--chdir=/shared/run/call-x-3/work" in argv
     assert "--output=/dev/null" in argv and "--no-requeue" in argv
-    other = translate(make_attempt("/shared/run/call-x-4"), make_settings(), {})
+    other = translate(make_attempt("/shared/run/call-x-4"), make_settings())
     argv = sbatch_argv([lone, other], "L1")
     assert "--array=0-1" in argv
     assert "--job-name=20260101_000000_w.x[2]" in argv
@@ -132,9 +144,7 @@ def write_element(request, script):
 def test_batch_script_runs_the_element_of_its_index(tmp_path):
     root = str(tmp_path)
     settings = make_settings(host_root=root, node_root=root)
-    requests = [
-        translate(make_attempt(f"{root}/run/call-x-{i}", root), settings, {}) for i in range(3)
-    ]
+    requests = [translate(make_attempt(f"{root}/run/call-x-{i}", root), settings) for i in range(3)]
     for i, request in enumerate(requests):
         write_element(request, f"echo element {i}; exit {10 + i}\n")
     script = tmp_path / "batch.sh"
@@ -150,7 +160,7 @@ def test_batch_script_runs_the_element_of_its_index(tmp_path):
 
 
 def test_environment_file_round_trips_through_the_shell(tmp_path):
-    request = translate(make_attempt("/shared/r/c"), make_settings(), {})
+    request = translate(make_attempt("/shared/r/c"), make_settings())
     (tmp_path / "env").write_text(request.env)
     out = subprocess.run(
         ["/bin/sh", "-c", f'set -a; . {tmp_path}/env; printf %s "$SECRET_TOKEN"'],
@@ -170,7 +180,7 @@ def test_docker_command_line_keeps_values_off_it():
     attempt = make_attempt(
         "/shared/run/call-x-3", user="1000:1000", privileged=True, resources={"gpu": 1}
     )
-    script = translate(attempt, make_settings(node_root="/nodes/shared"), {}).script
+    script = translate(attempt, make_settings(node_root="/nodes/shared")).script
     words = run_words(script, "docker")
     assert words[:5] == ["docker", "run", "-d", "--name", "$NAME"]
     assert "-v" in words and "/nodes/shared:/mnt/c" in words and "/nodes/shared:/mnt/ro:ro" in words
@@ -192,10 +202,10 @@ def test_docker_command_line_keeps_values_off_it():
 
 def test_podman_and_apptainer_command_lines():
     attempt = make_attempt("/shared/run/call-x-3", resources={"gpu": 1, "time_limit": 30})
-    podman = translate(attempt, make_settings(runtime="podman"), {}).script
+    podman = translate(attempt, make_settings(runtime="podman")).script
     assert "podman run -d --name" in podman and "timeout 30 podman wait" in podman
     assert "nvidia.com/gpu=$d" in podman
-    apptainer = translate(attempt, make_settings(runtime="apptainer"), {})
+    apptainer = translate(attempt, make_settings(runtime="apptainer"))
     assert "export APPTAINERENV_SECRET_TOKEN=" in apptainer.env
     line = next(x for x in apptainer.script.splitlines() if "apptainer exec" in x)
     words = shlex.split(line.rstrip(" &"))
@@ -211,7 +221,7 @@ def test_podman_and_apptainer_command_lines():
 def test_runtime_options_go_before_the_image(runtime):
     options = ("--ulimit", "nofile=1024:1024") if runtime != "apptainer" else ("--contain",)
     settings = make_settings(runtime=runtime, runtime_options=options)
-    script = translate(make_attempt("/shared/run/call-x-3"), settings, {}).script
+    script = translate(make_attempt("/shared/run/call-x-3"), settings).script
     if runtime == "apptainer":
         words = shlex.split(next(x for x in script.splitlines() if "exec" in x).rstrip(" &"))
     else:
@@ -227,7 +237,6 @@ def run_element(tmp_path, runtime, stand_in, env=None, **attempt_changes):
     request = translate(
         make_attempt(f"{root}/run/call-x-3", root, **attempt_changes),
         make_settings(runtime=runtime, host_root=root, node_root=root),
-        {},
     )
     write_element(request, request.script)
     bin_dir = tmp_path / "bin"

@@ -102,7 +102,6 @@ class SlurmCli:
 
 @dataclass(frozen=True)
 class Partition:
-    name: str
     default: bool
     max_cpu: int  # the largest node's CPUs
     max_memory: int  # ... and memory, in bytes
@@ -114,12 +113,8 @@ SINFO_FORMAT = "%P|%c|%m|%G"  # sinfo(1): partition (* = default), CPUs, memory 
 
 def gres_gpus(gres: str) -> int:
     """GPUs in a sinfo %G value such as gpu:2, gpu:a100:4(S:0-1) or (null)."""
-    total = 0
-    for item in gres.split(","):
-        parts = item.split("(")[0].split(":")
-        if parts[0] == "gpu" and len(parts) > 1 and parts[-1].isdigit():
-            total += int(parts[-1])
-    return total
+    items = [item.split("(")[0].split(":") for item in gres.split(",")]
+    return sum(int(p[-1]) for p in items if p[0] == "gpu" and len(p) > 1 and p[-1].isdigit())
 
 
 def parse_sinfo(text: str) -> dict[str, Partition]:
@@ -134,9 +129,8 @@ def parse_sinfo(text: str) -> dict[str, Partition]:
         # sinfo prints a range such as 4+ when nodes of one line differ; the first figure counts
         cpu = int("".join(c for c in cpus.split("+")[0] if c.isdigit()) or 0)
         mem = int("".join(c for c in memory.split("+")[0] if c.isdigit()) or 0) << 20
-        old = found.get(name) or Partition(name, False, 0, 0, 0)
+        old = found.get(name) or Partition(False, 0, 0, 0)
         found[name] = Partition(
-            name,
             default=raw.endswith("*") or old.default,
             max_cpu=max(cpu, old.max_cpu),
             max_memory=max(mem, old.max_memory),
@@ -152,15 +146,6 @@ def accounting_enabled(scontrol_config: str) -> bool:
         if key.strip() == "AccountingStorageType":
             return value.strip() not in ("", "accounting_storage/none")
     return False
-
-
-def probe_script(node_file: str, token: str, runtime: str) -> str:
-    """The start-time probe job: exit 3 if the node cannot read the shared file, 4 if it has no
-    container runtime on its PATH."""
-    return (
-        f'test "$(cat {node_file} 2>/dev/null)" = {token} || exit 3; '
-        f"command -v {runtime} >/dev/null 2>&1 || exit 4"
-    )
 
 
 # squeue -O fields for the start-time search for jobs of dead launchers: each job (an array once:

@@ -15,12 +15,12 @@ tracker gathers cancellations into one ``cancel_many``: one scancel.
 import contextlib
 import logging
 import os
-import shlex
 import shutil
 import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from WDL import Error
@@ -33,27 +33,16 @@ from ...attempt import TaskAttempt
 from ...retrying import retry
 from ..base import Accepted, Engine, Phase, QueueFull, Status, Submission, Submitted
 from ..jobscript import ExitRecord, read_exit_record
+from . import cluster
 from . import status as mapping
-from .cluster import (
-    ORPHAN_FORMAT,
-    SINFO_FORMAT,
-    TOOLS,
-    Partition,
-    SlurmCli,
-    SlurmProblem,
-    accounting_enabled,
-    orphaned_jobs,
-    parse_sinfo,
-    probe_script,
-    sbatch_refusal,
-)
+from .cluster import Partition, SlurmCli, SlurmProblem
 from .settings import SlurmSettings
 from .translate import (
     SlurmRequest,
     batch_script,
     misfit,
     node_path,
-    probe_options,
+    probe_argv,
     sbatch_argv,
     translate,
 )
@@ -69,43 +58,38 @@ class NotYet(Exception):
     """The probe job has not ended: wait_probe's retry loop asks again."""
 
 
+@dataclass(eq=False)  # one engine per process, compared by identity
 class SlurmEngine(Engine[SlurmRequest]):
     section = "omnibio_slurm"
-    settings: SlurmSettings
     runtime_keys = ("slurm_partition", "slurm_account", "slurm_qos")
     memory_is_limit = True  # --mem is what the node sets aside; the container may use that much
     enforces_time_limit = True  # the job script at the second, Slurm's --time in minutes behind it
     gather_max_seconds = 10.0  # a scatter's attempts reach submit over seconds on a busy host
     cancel_gather_seconds = 1.5  # one scancel for the cancellations of a Ctrl-C
-    # the probe's wait (tests pass their own)
-    clock: Callable[[], float] = staticmethod(time.monotonic)
-    sleep: Callable[[float], None] = staticmethod(time.sleep)
 
-    def __init__(
-        self,
-        cli: SlurmCli,
-        settings: SlurmSettings,
-        partitions: dict[str, Partition],
-        accounting: bool,
-        logger: logging.Logger,
-    ) -> None:
-        self.cli = cli
-        self.partitions = partitions
-        self.accounting = accounting
-        self.logger = logger
+    cli: SlurmCli
+    settings: SlurmSettings
+    partitions: dict[str, Partition]
+    accounting: bool
+    logger: logging.Logger
+    # the probe's wait (tests pass their own)
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        settings = self.settings
         self.sweep_seconds = settings.squeue_seconds
         self.gather_seconds = settings.submit_linger
         self.max_array_size = settings.max_array_size
         # in every job's --comment: a later run on this host cancels the jobs of a dead launcher
         self.launcher = launcher.identity()
-        self.settings = settings
-        partition = self.partition(self.settings.partition)
+        partition = self.partition(settings.partition)
         if partition is None:
             raise settings.fail(
                 "partition",
-                f"Slurm has no partition {self.settings.partition!r} "
-                f"(sinfo lists: {', '.join(sorted(partitions)) or 'none'})"
-                if self.settings.partition
+                f"Slurm has no partition {settings.partition!r} "
+                f"(sinfo lists: {', '.join(sorted(self.partitions)) or 'none'})"
+                if settings.partition
                 else "is empty and the cluster has no default partition",
             )
         self.limits = {
@@ -117,7 +101,7 @@ class SlurmEngine(Engine[SlurmRequest]):
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "SlurmEngine":
         settings = SlurmSettings.load(cfg)
-        missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+        missing = [tool for tool in cluster.TOOLS if shutil.which(tool) is None]
         if missing:
             raise Error.RuntimeError(
                 f"omnibio_slurm: {', '.join(missing)} not found on PATH; install the Slurm "
@@ -125,26 +109,25 @@ class SlurmEngine(Engine[SlurmRequest]):
             )
         cli = SlurmCli(settings.slurm_conf)
         try:
-            partitions = parse_sinfo(
-                cli.run(["sinfo", "--noheader", f"--format={SINFO_FORMAT}"]).stdout
-            )
+            sinfo = cli.run(["sinfo", "--noheader", f"--format={cluster.SINFO_FORMAT}"]).stdout
             config = cli.run(["scontrol", "show", "config"]).stdout
         except SlurmProblem as exn:
             raise SlurmProblem(f"{exn} (is slurmctld running and reachable?)") from None
-        engine = cls(cli, settings, partitions, accounting_enabled(config), logger)
+        accounting = cluster.accounting_enabled(config)
+        engine = cls(cli, settings, cluster.parse_sinfo(sinfo), accounting, logger)
         engine.check_account()
-        engine.cancel_orphans(logger)
+        engine.cancel_orphans()
         if settings.probe:
-            engine.probe(settings.probe_timeout, logger)
+            engine.probe()
         logger.log(
             NOTICE_LEVEL,
             _(
                 "omnibio_slurm",
-                partition=engine.settings.partition or "(default)",
-                runtime=engine.settings.runtime,
-                accounting=engine.accounting,
+                partition=settings.partition or "(default)",
+                runtime=settings.runtime,
+                accounting=accounting,
                 mount_path=settings.filesystem.container_root,
-                node_mount_path=engine.settings.node_root,
+                node_mount_path=settings.node_root,
                 **engine.limits,
             ),
         )
@@ -171,24 +154,24 @@ class SlurmEngine(Engine[SlurmRequest]):
             if found.returncode == 0 and name not in found.stdout.split():
                 raise self.settings.fail(key, f"Slurm's accounting knows no {key} {name!r}")
 
-    def cancel_orphans(self, logger: logging.Logger) -> None:
+    def cancel_orphans(self) -> None:
         """scancel, in one call, the jobs left by miniwdl processes of this host that died
         without cancelling them (SIGKILL, a lost session): one squeue of this user's jobs."""
         listed = self.cli.run(
-            ["squeue", "--noheader", "--me", f"--Format={ORPHAN_FORMAT}"], check=False
+            ["squeue", "--noheader", "--me", f"--Format={cluster.ORPHAN_FORMAT}"], check=False
         )
         if listed.returncode != 0:
-            logger.warning(_("omnibio_slurm: could not list jobs", error=listed.stderr[:300]))
+            self.logger.warning(_("omnibio_slurm: could not list jobs", error=listed.stderr[:300]))
             return
-        orphans = orphaned_jobs(listed.stdout, launcher.ended)
+        orphans = cluster.orphaned_jobs(listed.stdout, launcher.ended)
         if orphans:
-            logger.log(
+            self.logger.log(
                 NOTICE_LEVEL,
                 _("cancelling Slurm jobs of a dead miniwdl process", jobs=" ".join(orphans)),
             )
             self.cli.run(["scancel", *orphans], check=False)
 
-    def probe(self, timeout: int, logger: logging.Logger) -> None:
+    def probe(self) -> None:
         """One tiny job: does the node see the shared filesystem and have the container runtime?"""
         here, root = os.getcwd(), self.settings.host_root
         directory = here if here == root or here.startswith(root + "/") else root
@@ -198,33 +181,27 @@ class SlurmEngine(Engine[SlurmRequest]):
             with open(host_file, "w") as out:
                 out.write(token)
         except OSError as exn:
-            logger.warning(_("omnibio_slurm probe skipped", reason=str(exn)))
+            self.logger.warning(_("omnibio_slurm probe skipped", reason=str(exn)))
             return
-        node_file = node_path(host_file, self.settings.host_root, self.settings.node_root)
+        node_file = node_path(host_file, self.settings)
         try:
-            done = self.cli.run(
-                ["sbatch", "--parsable", *probe_options(self.settings), "--output=/dev/null"]
-                + ["--error=/dev/null", "--job-name=omnibio-probe"]
-                + [f"--wrap={probe_script(shlex.quote(node_file), token, self.settings.runtime)}"],
-                check=False,
-            )
+            done = self.cli.run(probe_argv(self.settings, node_file, token), check=False)
             if done.returncode != 0:
-                refusal = sbatch_refusal(done.stderr)
+                refusal = cluster.sbatch_refusal(done.stderr)
                 if not isinstance(refusal, QueueFull):
                     raise refusal
                 # the user's queue is full: the tracker will hold the run's own jobs the same way
-                logger.warning(_("omnibio_slurm probe skipped; not checked", reason=str(refusal)))
+                self.logger.warning(
+                    _("omnibio_slurm probe skipped; not checked", reason=str(refusal))
+                )
                 return
-            job = self.wait_probe(done.stdout.strip().split(";")[0], timeout, logger)
+            job = self.wait_probe(done.stdout.strip().split(";")[0])
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(host_file)
         if job is None:
-            logger.warning(
-                _("omnibio_slurm probe job did not run in time; not checked", seconds=timeout)
-            )
             return
-        failures = {  # probe_script's exit codes
+        failures = {  # probe_argv's exit codes
             3: f"a Slurm node cannot read {node_file}: mount the shared filesystem on the nodes "
             f"at [omnibio_slurm] node_mount_path ({self.settings.node_root})",
             4: f"{self.settings.runtime} is not on the PATH of the Slurm nodes "
@@ -238,13 +215,13 @@ class SlurmEngine(Engine[SlurmRequest]):
                 f"(exit code {job.exit_code}, reason {job.reason or 'none'})"
             )
 
-    def wait_probe(
-        self, job_id: str, timeout: int, logger: logging.Logger
-    ) -> mapping.SlurmJob | None:
-        """The probe job once it ended; None at the timeout. squeue at once, then after 1 s,
-        2 s, 4 s ... (at most PROBE_PAUSE; retrying.retry): quick on an idle cluster, few calls
-        while the probe waits in a queue. A probe waiting at a user's or account's limit (the
-        user's jobs of other runs hold it) waits like any job, with one line naming the limit."""
+    def wait_probe(self, job_id: str) -> mapping.SlurmJob | None:
+        """The probe job once it ended; None, with a warning, at the timeout. squeue at once,
+        then after 1 s, 2 s, 4 s ... (at most PROBE_PAUSE; retrying.retry): quick on an idle
+        cluster, few calls while the probe waits in a queue. A probe waiting at a user's or
+        account's limit (the user's jobs of other runs hold it) waits like any job, with one line
+        naming the limit."""
+        timeout = self.settings.probe_timeout
         deadline = self.clock() + timeout
         limit = ""
 
@@ -261,7 +238,7 @@ class SlurmEngine(Engine[SlurmRequest]):
                 )
             if job and mapping.waits_at_limit(job) and job.reason != limit:
                 limit = job.reason
-                logger.info(_("omnibio_slurm probe job waits at a Slurm limit", limit=limit))
+                self.logger.info(_("omnibio_slurm probe job waits at a Slurm limit", limit=limit))
             raise NotYet
 
         def verdict(exn: Exception) -> bool:
@@ -271,18 +248,22 @@ class SlurmEngine(Engine[SlurmRequest]):
             return retry(ended, verdict, sys.maxsize, self.sleep, PROBE_PAUSE)
         except NotYet:
             self.cli.run(["scancel", job_id], check=False)
+            self.logger.warning(
+                _("omnibio_slurm probe job did not run in time; not checked", seconds=timeout)
+            )
             return None
 
     def resource_limits(self) -> dict[str, int]:
         return self.limits
 
     def translate(self, attempt: TaskAttempt) -> SlurmRequest:
-        overrides = {
+        """runtime.slurm_partition, slurm_account and slurm_qos override the section's keys."""
+        overrides: dict[str, Any] = {
             key: str(attempt.runtime[f"slurm_{key}"])
             for key in ("partition", "account", "qos")
             if attempt.runtime.get(f"slurm_{key}")
         }
-        return translate(attempt, self.settings, overrides)
+        return translate(attempt, replace(self.settings, **overrides))
 
     def submit_many(
         self, submissions: Sequence[Submission[SlurmRequest]]
@@ -295,24 +276,19 @@ class SlurmEngine(Engine[SlurmRequest]):
         for index, each in enumerate(submissions):
             try:
                 self.prepare(each.request)
+                groups.setdefault(each.request.options, []).append(index)
             except Exception as exn:
                 results[index] = exn
-            else:
-                groups.setdefault(each.request.options, []).append(index)
         for members in groups.values():
             for start in range(0, len(members), self.max_array_size):
                 chunk = members[start : start + self.max_array_size]
                 try:
                     sent: Sequence[Accepted | Exception] = self._sbatch(
-                        [submissions[i].request for i in chunk]
+                        [submissions[i] for i in chunk]
                     )
                 except Exception as exn:  # the chunk shares one sbatch, so it shares its refusal
                     sent = [exn] * len(chunk)
                 results.update(zip(chunk, sent, strict=True))
-        for index, result in results.items():
-            if isinstance(result, Accepted):
-                script = submissions[index].request.files.node("sh")
-                submissions[index].logger.info(_("Slurm job", id=result.handle, script=script))
         return [results[index] for index in range(len(submissions))]
 
     def prepare(self, request: SlurmRequest) -> None:
@@ -333,22 +309,24 @@ class SlurmEngine(Engine[SlurmRequest]):
         with open(files.host("sh"), "w") as out:
             out.write(request.script)
 
-    def _sbatch(self, requests: Sequence[SlurmRequest]) -> list[Accepted]:
-        """One sbatch for requests with equal options: an array's elements (grouped by the
-        array's job id, which scancel takes for them all), or a plain job. A full queue raises
-        QueueFull."""
+    def _sbatch(self, chunk: Sequence[Submission[SlurmRequest]]) -> list[Accepted]:
+        """One sbatch: an array's elements (grouped by its job id, which scancel takes for them
+        all), or a plain job."""
+        requests = [each.request for each in chunk]
         done = self.cli.run(
             sbatch_argv(requests, self.launcher), check=False, stdin=batch_script(requests)
         )
         if done.returncode != 0:
-            raise sbatch_refusal(done.stderr)
+            raise cluster.sbatch_refusal(done.stderr)
         job_id = done.stdout.strip().split(";")[0]  # --parsable: "id" or "id;cluster"
         if not job_id.isdigit():
             raise SlurmProblem(f"omnibio_slurm: sbatch answered no job id: {done.stdout[:200]!r}")
         self.logger.info(_("sbatch", job=job_id, elements=len(requests)))
-        if len(requests) == 1:
-            return [Accepted(job_id)]
-        return [Accepted(f"{job_id}_{i}", group=job_id) for i in range(len(requests))]
+        group = job_id if len(chunk) > 1 else None
+        handles = [f"{job_id}_{i}" for i in range(len(chunk))] if group else [job_id]
+        for each, handle in zip(chunk, handles, strict=True):
+            each.logger.info(_("Slurm job", id=handle, script=each.request.files.node("sh")))
+        return [Accepted(handle, group=group) for handle in handles]
 
     def squeue(self, job_ids: Sequence[str]) -> dict[str, mapping.SlurmJob]:
         """Every element of the given jobs, in any state slurmctld still holds (squeue(1):
@@ -374,10 +352,7 @@ class SlurmEngine(Engine[SlurmRequest]):
         return mapping.parse_sacct(done.stdout)
 
     def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
-        """The exit records first (on the shared filesystem, no Slurm command). A full round
-        adds one squeue for the jobs whose record says nothing final; with accounting, one sacct
-        for the jobs squeue no longer lists and for those that ended (their MaxRSS, TotalCPU)."""
-        now = time.time()
+        """The exit records, then in a full round squeue and sacct (see the module's docstring)."""
         seen = {r.handle: read_exit_record(r.request.files.record) for r in records}
         jobs: dict[str, mapping.SlurmJob] | None = None
         gone: set[str] = set()  # squeue no longer lists them
@@ -385,19 +360,19 @@ class SlurmEngine(Engine[SlurmRequest]):
             unsettled = [r.handle for r in records if not mapping.final(seen[r.handle][1])]
             jobs = self.squeue(mapping.job_ids(unsettled))
             gone = {job for job in unsettled if job not in jobs}
-        statuses = {r.handle: self.status(r, *seen[r.handle], jobs, now) for r in records}
+        statuses = {r.handle: self.status(r, *seen[r.handle], jobs) for r in records}
         ended = {h for h, s in statuses.items() if seen[h][1] and s and s.phase is Phase.DONE}
         if self.accounting and (gone or ended):
             asked = gone | ended
             accounted = self.sacct(mapping.job_ids(asked))
             for record in (r for r in records if r.handle in asked):
-                job = record.handle
-                found = accounted.get(job)
-                if found and (job in gone or mapping.accounted(found)):
-                    merged = {job: mapping.merged((jobs or {}).get(job), found)}
-                    statuses[record.handle] = self.status(record, *seen[record.handle], merged, now)
-                elif record.handle in ended:
-                    statuses[record.handle] = self.without_sacct(record, statuses[record.handle])
+                handle = record.handle
+                found = accounted.get(handle)
+                if found and (handle in gone or mapping.accounted(found)):
+                    merged = {handle: mapping.merged((jobs or {}).get(handle), found)}
+                    statuses[handle] = self.status(record, *seen[handle], merged)
+                elif handle in ended:
+                    statuses[handle] = self.without_sacct(record, statuses[handle])
         return {h: s for h, s in statuses.items() if s is not None}
 
     def status(
@@ -406,17 +381,15 @@ class SlurmEngine(Engine[SlurmRequest]):
         running: bool,
         exit_record: ExitRecord | None,
         jobs: dict[str, mapping.SlurmJob] | None,
-        now: float,
     ) -> Status | None:
         """``jobs``: Slurm's answer this round; None when it was not asked, and the files and
         the last status answer (a record a signal ended wakes the tracker for Slurm's verdict)."""
-        files = record.request.files
         context = mapping.Context(
-            where=f"Slurm job {record.handle} ({record.request.run_id})",
+            where=f"Slurm job {record.handle} ({record.attempt.run_id})",
             cancelled_by_us=record.cancelled,
             image=record.attempt.image,
             log_tail=_log_tail(record.request) if exit_record and not exit_record.started else "",
-            node_path=files.node("sh"),
+            node_path=record.request.files.node("sh"),
         )
         if jobs is None:
             found = mapping.from_files(record.status, exit_record, running, context)
@@ -425,7 +398,7 @@ class SlurmEngine(Engine[SlurmRequest]):
             return found or record.status
         job = jobs.get(record.handle)
         found = mapping.status(job, exit_record, running, context)
-        return mapping.unrecorded(job, context, now) if found is None and job else found
+        return mapping.unrecorded(job, context, time.time()) if found is None and job else found
 
     def without_sacct(self, record: Submitted, status: Status | None) -> Status | None:
         """An ended attempt sacct has no figures for yet waits SACCT_WAIT seconds from its exit
@@ -458,15 +431,9 @@ class SlurmEngine(Engine[SlurmRequest]):
             logger.warning(_("scancel failed", error=str(exn)[:300]))
 
     def failure_details(self, record: Submitted, status: Status) -> dict[str, Any]:
-        files = record.request.files
-        details: dict[str, Any] = {
-            "slurm_job": record.handle,
-            "slurm_script": files.node("sh"),
-        }
+        details = {"slurm_job": record.handle, "slurm_script": record.request.files.node("sh")}
         tail = _log_tail(record.request).strip()
-        if tail:
-            details["slurm_log_tail"] = tail[-2000:]
-        return details
+        return details | ({"slurm_log_tail": tail[-2000:]} if tail else {})
 
     def shutdown(self, logger: logging.Logger) -> None:
         """Log how many Slurm commands this took."""

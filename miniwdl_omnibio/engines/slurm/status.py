@@ -13,6 +13,7 @@ from typing import Any, TypeGuard
 
 from ..base import Phase, Status
 from ..jobscript import MISSING_FILESYSTEM_EXIT, ExitRecord
+from .cluster import first_error_line
 from .translate import EXIT_NO_ELEMENT
 
 # squeue -O fields, each padded to its width and closed by "|" (squeue(1): -O "type[:[.][size]
@@ -181,10 +182,7 @@ def parse_sacct(text: str) -> dict[str, SlurmJob]:
             total_cpu=cpu_seconds(total_cpu),
             ended_at=wall_time(end),
         )
-    return {
-        job_id: replace(job, max_rss=peaks.get(job_id)) if job_id in peaks else job
-        for job_id, job in jobs.items()
-    }
+    return {job_id: replace(job, max_rss=peaks.get(job_id)) for job_id, job in jobs.items()}
 
 
 def wall_time(text: str) -> float | None:
@@ -240,12 +238,10 @@ def from_record(record: ExitRecord, context: Context, state: str = "") -> Status
         reason = f"{context.where}: stopped by its script at the time limit"
         return Status(Phase.DONE, timed_out=True, reason=reason)
     if not record.started:
-        lines = [line.strip() for line in context.log_tail.splitlines() if line.strip()]
-        said = [line for line in lines if "error" in line.lower()] or lines
+        said = f": {first_error_line(context.log_tail)}" if context.log_tail.strip() else ""
         return Status(
             Phase.DONE,
-            error=f"{context.where} could not start its container ({context.image})"
-            + (f": {said[-1][:300]}" if said else ""),
+            error=f"{context.where} could not start its container ({context.image}){said}",
             reason=state or "container start failed",
         )
     return Status(
@@ -319,13 +315,12 @@ def merged(job: SlurmJob | None, accounting: SlurmJob) -> SlurmJob:
 def verdict(
     job: SlurmJob | None, record: ExitRecord | None, running: bool, context: Context
 ) -> Status | None:
-    """A final record is the container's own exit. Otherwise Slurm's verdicts on how a job ended
-    (preemption, node loss, its time limit, OOM, a cancellation) come first."""
-    if final(record):
+    """A final record is the container's own exit, as is any record of a job Slurm does not list.
+    Otherwise Slurm's verdicts on how a job ended (preemption, node loss, its time limit, OOM, a
+    cancellation) come first."""
+    if final(record) or (job is None and record):
         return from_record(record, context, job.state if job else "")
     if job is None:
-        if record:
-            return from_record(record, context)
         return Status(Phase.RUNNING, reason="its script started") if running else None
     state, reason = job.state, job.reason
     if state in WAITING:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ...attempt import TAG_CALL, TAG_RUN, TAG_TASK, Mount, TaskAttempt
+from ...placement.sharedfs import SharedFilesystem
 from ..jobscript import FUNCTIONS, MISSING_FILESYSTEM_EXIT, exit_record
 from .cluster import Partition
 from .settings import SlurmSettings
@@ -52,7 +53,6 @@ class ElementFiles:
 class SlurmRequest:
     """One attempt as Slurm gets it: group key, per-element files and their contents."""
 
-    run_id: str
     workflow_run: str
     call: str
     task: str
@@ -67,12 +67,10 @@ class SlurmRequest:
     env: str  # attemptN.env
 
 
-def node_path(host_path: str, host_root: str, node_root: str) -> str:
-    """The path of a shared-filesystem file as the Slurm nodes see it."""
-    rel = os.path.relpath(host_path, host_root)
-    if rel == ".." or rel.startswith("../"):
-        raise ValueError(f"{host_path} is not under the shared filesystem at {host_root}")
-    return node_root if rel == "." else os.path.join(node_root, rel)
+def node_path(host_path: str, settings: SlurmSettings) -> str:
+    """The path of a shared-filesystem file as the Slurm nodes see it: mapped as the containers'
+    paths are, with the nodes' root in place of the containers'."""
+    return SharedFilesystem(settings.host_root, settings.node_root, None).to_container(host_path)
 
 
 def memory_bytes(attempt: TaskAttempt, default: int) -> int:
@@ -81,14 +79,7 @@ def memory_bytes(attempt: TaskAttempt, default: int) -> int:
     return attempt.resources.memory_limit or default
 
 
-def time_option(seconds: int) -> str:
-    """sbatch --time in minutes (Slurm's unit), rounded up: never less than asked."""
-    return str(max(1, math.ceil(seconds / 60)))
-
-
-def sbatch_options(
-    attempt: TaskAttempt, settings: SlurmSettings, overrides: dict[str, str]
-) -> tuple[str, ...]:
+def sbatch_options(attempt: TaskAttempt, settings: SlurmSettings) -> tuple[str, ...]:
     """The options that decide where and how big the job is (equal options: one array)."""
     resources = attempt.resources
     options = [
@@ -100,15 +91,14 @@ def sbatch_options(
     ]
     if resources.gpu:
         options.append(f"--gres=gpu:{resources.gpu}")
-    if resources.time_limit:
-        options.append(f"--time={time_option(resources.time_limit)}")
-    return tuple(options + placement(settings, overrides)) + settings.extra_options
+    if resources.time_limit:  # in minutes (Slurm's unit), rounded up: never less than asked
+        options.append(f"--time={max(1, math.ceil(resources.time_limit / 60))}")
+    return tuple(options + placement(settings)) + settings.extra_options
 
 
-def placement(settings: SlurmSettings, overrides: dict[str, str]) -> list[str]:
-    """--partition, --account, --qos: the task's runtime.slurm_* else the config's."""
-    keys = ("partition", "account", "qos")
-    return [f"--{k}={v}" for k in keys if (v := overrides.get(k) or getattr(settings, k))]
+def placement(settings: SlurmSettings) -> list[str]:
+    """--partition, --account, --qos where set."""
+    return [f"--{k}={v}" for k in ("partition", "account", "qos") if (v := getattr(settings, k))]
 
 
 def misfit(request: SlurmRequest, partition: Partition | None) -> str | None:
@@ -133,10 +123,16 @@ def misfit(request: SlurmRequest, partition: Partition | None) -> str | None:
     return None
 
 
-def probe_options(settings: SlurmSettings) -> list[str]:
-    """sbatch options of the start-time probe job: the smallest job, where the run's go."""
-    smallest = ["--cpus-per-task=1", "--mem=16M", "--time=1"]
-    return smallest + placement(settings, {}) + list(settings.extra_options)
+def probe_argv(settings: SlurmSettings, node_file: str, token: str) -> list[str]:
+    """sbatch of the start-time probe job, the smallest job, where the run's go: it exits 3 if
+    the node cannot read the shared file, 4 if it has no container runtime on its PATH."""
+    script = (
+        f'test "$(cat {shlex.quote(node_file)} 2>/dev/null)" = {token} || exit 3; '
+        f"command -v {settings.runtime} >/dev/null 2>&1 || exit 4"
+    )
+    smallest = ["--cpus-per-task=1", "--mem=16M", "--time=1", *placement(settings)]
+    quiet = ["--output=/dev/null", "--error=/dev/null", "--job-name=omnibio-probe"]
+    return ["sbatch", "--parsable", *smallest, *settings.extra_options, *quiet, f"--wrap={script}"]
 
 
 def job_name(requests: Sequence[SlurmRequest]) -> str:
@@ -162,7 +158,7 @@ def _binds(flag: str, mounts: Sequence[Mount], settings: SlurmSettings) -> list[
     """``flag source:target[:ro]`` per mount, the source as the nodes see it."""
     binds = []
     for m in mounts:
-        source = node_path(m.host_path, settings.host_root, settings.node_root)
+        source = node_path(m.host_path, settings)
         binds += [flag, f"{source}:{m.container_path}" + (":ro" if m.read_only else "")]
     return binds
 
@@ -219,21 +215,20 @@ def _words(argv: Sequence[str]) -> str:
     )
 
 
-# The element script. It writes the attempt's exit record (jobscript: empty while the job runs,
-# so the launcher knows without asking Slurm; the outcome last, atomically), which tells the
-# outcome even after Slurm has forgotten the job (MinJobAge, no accounting). Slurm signals the
-# whole job on scancel, on its own time limit and on preemption (SIGTERM, then SIGKILL after
-# KillWait: slurm.conf(5)); docker/podman containers are not the job's processes, so the trap
-# removes the container. A signal that comes while the runtime's CLI creates it kills the CLI too
-# (Slurm signals every process of the job), and the daemon may finish the create after the
-# trap's first rm: until the CLI returned, the trap looks for the container three times, a
-# second apart, after writing the record (a "Created" container was seen left so). The exact
-# time limit is the script's: Slurm's --time has minute resolution. The node's own cgroup is not
-# the container's (and under cgroup v1 jobscript's default would read the node's root), so
-# OMNIBIO_CGROUP names nothing: the usage in the record is what the container wrote into
-# attemptN.usage, its memory_peak, cpu_usec and oom lines only, and the record's image_id is the
-# runtime's inspect of the container: the image it ran.
-_HEAD = """# omnibio_slurm: attempt {run_id}, written by miniwdl_omnibio; runs on the Slurm node
+# The element script. Its exit record (jobscript) tells the outcome even after Slurm has
+# forgotten the job (MinJobAge, no accounting). Slurm signals the whole job on scancel, on its own
+# time limit and on preemption (SIGTERM, then SIGKILL after KillWait: slurm.conf(5));
+# docker/podman containers are not the job's processes, so the trap removes the container. A
+# signal that comes while the runtime's CLI creates it kills the CLI too (Slurm signals every
+# process of the job), and the daemon may finish the create after the trap's first rm: until the
+# CLI returned, the trap looks for the container three times, a second apart, after writing the
+# record (a "Created" container was seen left so). The exact time limit is the script's: Slurm's
+# --time has minute resolution. OMNIBIO_CGROUP names nothing (under cgroup v1 jobscript's
+# default would read the node's root): the record's usage is the memory_peak, cpu_usec and oom
+# lines the container wrote into attemptN.usage (``measured``), its image_id the runtime's
+# inspect of the container: the image it ran.
+_HEAD = """#!/bin/sh
+{functions}# omnibio_slurm: attempt {run_id}, written by miniwdl_omnibio; runs on the Slurm node
 set -u
 EXIT={exit_file}
 USAGE={usage_file}
@@ -326,22 +321,19 @@ _GPU = {
 
 def work_dir(attempt: TaskAttempt, settings: SlurmSettings) -> str:
     """The task's work directory (miniwdl creates it before submitting) as the nodes see it."""
-    return node_path(os.path.join(attempt.host_dir, "work"), settings.host_root, settings.node_root)
+    return node_path(os.path.join(attempt.host_dir, "work"), settings)
 
 
 def element_script(attempt: TaskAttempt, settings: SlurmSettings, files: ElementFiles) -> str:
     """The shell script that runs one attempt's container on the node and records its end."""
     limit = attempt.resources.time_limit
-    head = (
-        "#!/bin/sh\n"
-        + FUNCTIONS
-        + _HEAD.format(
-            run_id=attempt.run_id,
-            exit_file=shlex.quote(files.node_record),
-            usage_file=shlex.quote(files.node("usage")),
-            env_file=shlex.quote(files.node("env")),
-            workdir=shlex.quote(work_dir(attempt, settings)),
-        )
+    head = _HEAD.format(
+        functions=FUNCTIONS,
+        run_id=attempt.run_id,
+        exit_file=shlex.quote(files.node_record),
+        usage_file=shlex.quote(files.node("usage")),
+        env_file=shlex.quote(files.node("env")),
+        workdir=shlex.quote(work_dir(attempt, settings)),
     )
     if settings.runtime == "apptainer":
         run = _words(apptainer_exec(attempt, settings))
@@ -361,26 +353,24 @@ def element_script(attempt: TaskAttempt, settings: SlurmSettings, files: Element
     )
 
 
-def translate(
-    attempt: TaskAttempt, settings: SlurmSettings, overrides: dict[str, str]
-) -> SlurmRequest:
-    """The attempt as a Slurm request (pure: the engine writes the files when it submits)."""
+def translate(attempt: TaskAttempt, settings: SlurmSettings) -> SlurmRequest:
+    """The attempt as a Slurm request (pure: the engine writes the files when it submits), under
+    the settings of its task (the engine's, with the task's runtime.slurm_* keys)."""
     host_dir = os.path.join(attempt.host_dir, "slurm")
     record = exit_record(attempt.host_dir, attempt.attempt)
     files = ElementFiles(
         host_dir,
-        node_path(host_dir, settings.host_root, settings.node_root),
+        node_path(host_dir, settings),
         f"attempt{attempt.attempt}",
         record,
-        node_path(record, settings.host_root, settings.node_root),
+        node_path(record, settings),
     )
     return SlurmRequest(
-        run_id=attempt.run_id,
         workflow_run=attempt.tags.get(TAG_RUN, attempt.workflow_run),
         call=attempt.tags.get(TAG_CALL, attempt.call),
         task=attempt.tags.get(TAG_TASK, ""),
-        options=sbatch_options(attempt, settings, overrides),
-        partition=overrides.get("partition") or settings.partition,
+        options=sbatch_options(attempt, settings),
+        partition=settings.partition,
         cpu=attempt.resources.cpu,
         memory=memory_bytes(attempt, settings.default_memory),
         gpu=attempt.resources.gpu,
