@@ -1,9 +1,8 @@
 """omnibio_awsbatch: each task attempt is one AWS Batch job on a shared filesystem (EFS, FSx, NFS).
 
 Frugal with API calls, so large scatters stay under Batch's rate limits: job definitions are
-shared by content (image, volumes, user) and found again by name on later runs; everything that
-changes per attempt travels in SubmitJob overrides; the shared tracker asks DescribeJobs about up
-to 100 jobs per call. A normal task costs one SubmitJob plus its share of the polls.
+shared by content, attempts ready together share one SubmitJob (an array job), and a job's exit
+record spares the polls of a job that succeeds.
 """
 
 import contextlib
