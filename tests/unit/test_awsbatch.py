@@ -503,15 +503,15 @@ def _requests(monkeypatch, count, **attempt):
 def test_array_of_attempts(monkeypatch):
     requests = _requests(monkeypatch, 3, time_limit=600)
     assert len({array_key(r) for r in requests}) == 1
-    plan = plan_array(requests, "omnibio-1-x-array1-3", lambda path: "/c" + path)
-    assert plan.directory == "/fsx/run/omnibio_arrays/omnibio-1-x-array1-3"
+    plan, directory = plan_array(requests, "omnibio-1-x-array1-3", lambda path: "/c" + path)
+    assert directory == "/fsx/run/omnibio_arrays/omnibio-1-x-array1-3"
     arguments = plan.arguments("arn:def")
     assert arguments["arrayProperties"] == {"size": 3}
     assert arguments["containerOverrides"]["environment"] == []
-    assert arguments["containerOverrides"]["command"][-1] == "/c" + plan.directory
+    assert arguments["containerOverrides"]["command"][-1] == "/c" + directory
     assert arguments["timeout"] == {"attemptDurationSeconds": 600}
     assert arguments["tags"] == {"omnibio.run": "run"}  # the tags every member shares
-    script = plan.files[plan.directory + "/1.sh"]
+    script = plan.files[directory + "/1.sh"]
     assert "export RUN_ID=run.call-x-1.1\n" in script
     assert script.rstrip().endswith("exec " + shlex.join(requests[1].command))
     other = _requests(monkeypatch, 1, cpu=4)[0]

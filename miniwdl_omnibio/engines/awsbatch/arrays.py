@@ -1,8 +1,7 @@
 """Array jobs: attempts that become ready together share one SubmitJob.
 
-The tracker gathers a scatter's attempts, each from its own task thread, until
-``array_linger_seconds`` pass without another joining (at most LINGER_ROUNDS times as long, so a
-steady stream is still sent); those with the same array_key go to Batch as one array job. Each
+The tracker gathers a burst of attempts (gather_seconds: ``array_linger_seconds``, at most
+LINGER_ROUNDS times as long); those with the same array_key go to Batch as one array job. Each
 child runs the script its index names (``AWS_BATCH_JOB_ARRAY_INDEX``) on the shared filesystem,
 so no task's environment counts against the 30 KiB request. Child i is an attempt like any
 other, its handle ``<parent id>:i``, the id Batch gives it ("Array jobs"). A lone attempt stays
@@ -12,8 +11,7 @@ a plain job.
 import os
 import shlex
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import replace
 
 from .translate import JobRequest
 
@@ -41,52 +39,21 @@ def child_script(request: JobRequest) -> str:
     return exports + "exec " + shlex.join(request.command) + "\n"
 
 
-@dataclass(frozen=True)
-class ArrayPlan:
-    """One SubmitJob for ``len(members)`` attempts, and the files their children read."""
-
-    name: str
-    members: tuple[JobRequest, ...]
-    directory: str  # host path of the children's scripts
-    container_directory: str
-    tags: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def files(self) -> dict[str, str]:
-        """Every file to write before submitting: the scripts, and each member's own files."""
-        found = {
-            os.path.join(self.directory, f"{i}.sh"): child_script(m)
-            for i, m in enumerate(self.members)
-        }
-        for member in self.members:
-            found.update(member.files)
-        return found
-
-    def arguments(self, definition: str) -> dict[str, Any]:
-        """SubmitJob's keywords: the first member's request, as an array of the scripts."""
-        first = self.members[0]
-        arguments = first.arguments(definition)
-        arguments.update(
-            jobName=self.name,
-            arrayProperties={"size": len(self.members)},
-            tags=self.tags,
-        )
-        arguments["containerOverrides"].update(
-            command=["/bin/sh", "-c", CHILD_COMMAND, "omnibio", self.container_directory],
-            environment=[],
-        )
-        return arguments
-
-
 def plan_array(
     members: Sequence[JobRequest], name: str, to_container: Callable[[str], str]
-) -> ArrayPlan:
-    """The array for ``members`` (same array_key). Pure: names files, writes none."""
+) -> tuple[JobRequest, str]:
+    """The array job of ``members`` (same array_key): the first's request, whose children each
+    run their script, and the host directory of the scripts. Pure: names files, writes none."""
     common = os.path.commonpath([m.host_dir for m in members])
     directory = os.path.join(common, ARRAY_DIRECTORY, name)
+    files = {os.path.join(directory, f"{i}.sh"): child_script(m) for i, m in enumerate(members)}
+    for member in members:
+        files.update(member.files)
     # the parent carries the tags all members share
     shared = {k: v for k, v in members[0].tags.items() if all(m.tags.get(k) == v for m in members)}
-    return ArrayPlan(name, tuple(members), directory, to_container(directory), shared)
+    command = ("/bin/sh", "-c", CHILD_COMMAND, "omnibio", to_container(directory))
+    array = replace(members[0], name=name, command=command, environment={}, tags=shared)
+    return replace(array, files=files, array_size=len(members)), directory
 
 
 def array_groups(requests: Sequence[JobRequest], most: int = ARRAY_MAX) -> list[list[int]]:

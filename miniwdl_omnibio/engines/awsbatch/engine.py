@@ -1,9 +1,8 @@
 """omnibio_awsbatch: each task attempt is one AWS Batch job on a shared filesystem (EFS, FSx, NFS).
 
 Frugal with API calls, so large scatters stay under Batch's rate limits: job definitions are
-shared by content (image, volumes, user) and found again by name on later runs; everything that
-changes per attempt travels in SubmitJob overrides; the shared tracker asks DescribeJobs about up
-to 100 jobs per call. A normal task costs one SubmitJob plus its share of the polls.
+shared by content, attempts ready together share one SubmitJob (an array job), and a job's exit
+record spares the polls of a job that succeeds.
 """
 
 import contextlib
@@ -17,7 +16,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 import boto3
@@ -30,13 +28,12 @@ from WDL.runtime import config as miniwdl_config
 
 from ...attempt import TAG_TASK, TaskAttempt
 from ...retrying import retry
-from ...settings import Settings
 from ..base import RUNNING, Accepted, Engine, Phase, Status, Submission, Submitted
-from ..jobscript import read_exit_record, with_record
+from ..jobscript import read_exit_record, usage_details, with_record
 from . import arrays
 from . import limits as awsbatch_limits
 from .settings import AwsBatchSettings, filesystem_hint
-from .status import blocked, error_text, is_auth_error, job_status, succeeded, unexplained
+from .status import blocked, error_text, is_auth_error, job_status, unexplained
 from .translate import LOG_TAIL_LINES, JobRequest, job_name, job_request
 
 DESCRIBE_MAX = 100  # API_DescribeJobs: "A list of up to 100 job IDs"
@@ -46,7 +43,6 @@ RETRIES = botocore.config.Config(
     retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=50
 )
 REASON = "cancelled by miniwdl (omnibio_awsbatch)"
-CANCEL_GATHER = 1.5  # seconds without a new cancellation (outlasts container.ROUND_SECONDS)
 CHILD_RETRY = 2.0  # seconds between two DescribeJobs for a child Batch does not list yet
 CHILD_TRIES = 15  # DescribeJobs for a child not listed, at most (30 s)
 ENDED = ("SUCCEEDED", "FAILED")
@@ -80,6 +76,7 @@ class AwsBatchEngine(Engine[JobRequest]):
     settings: AwsBatchSettings
     runtime_keys = ("omnibio_queue",)
     enforces_time_limit = True  # attemptDurationSeconds; fetch() says timed_out
+    cancel_gather_seconds = 1.5  # outlasts container.ROUND_SECONDS
 
     def __init__(
         self,
@@ -89,7 +86,6 @@ class AwsBatchEngine(Engine[JobRequest]):
     ) -> None:
         """``learned``: the limits the queues' compute environments allow (awsbatch_limits)."""
         self.settings = settings
-        self.region = session.region_name
         self.batch = session.client("batch", config=RETRIES)
         self.logs = session.client("logs", config=RETRIES)
         limits = {**FALLBACK_LIMITS, **(learned or {})}
@@ -99,10 +95,8 @@ class AwsBatchEngine(Engine[JobRequest]):
         }
         self.filesystem_hint = filesystem_hint(settings)
         self.sweep_seconds = settings.describe_seconds
-        # a burst of ready attempts reaches submit_many together, to share array jobs
         self.gather_seconds = settings.array_linger if settings.array_jobs else 0.0
         self.gather_max_seconds = arrays.LINGER_ROUNDS * self.gather_seconds
-        self.cancel_gather_seconds = CANCEL_GATHER
         self.rate = SubmitRate(settings.submit_rate)
         # one per process: this process's jobs are told apart by name in the Batch console
         self.name_prefix = f"omnibio-{uuid.uuid4().hex[:8]}-"
@@ -127,18 +121,14 @@ class AwsBatchEngine(Engine[JobRequest]):
         found = cls._check_queues(session, settings, {k: v for k, v in queues.items() if v})
         learned: dict[str, int] = {}
         if settings.max_cpu is None or settings.max_memory is None:
-            learned = awsbatch_limits.learn(
-                session.client("batch", config=RETRIES),
-                session.client("ec2", config=RETRIES),
-                found,
-                logger,
-            )
+            batch, ec2 = (session.client(name, config=RETRIES) for name in ("batch", "ec2"))
+            learned = awsbatch_limits.learn(batch, ec2, found, logger)
         engine = cls(session, settings, learned)
         logger.log(
             NOTICE_LEVEL,
             _(
                 "omnibio_awsbatch",
-                region=engine.region,
+                region=session.region_name,
                 endpoint=engine.batch.meta.endpoint_url,
                 job_queue=settings.job_queue,
                 fallback_queue=settings.fallback_queue or None,
@@ -154,16 +144,13 @@ class AwsBatchEngine(Engine[JobRequest]):
 
     @classmethod
     def _check_queues(
-        cls, session: boto3.session.Session, settings: Settings, queues: dict[str, str]
+        cls, session: boto3.session.Session, settings: AwsBatchSettings, queues: dict[str, str]
     ) -> list[dict[str, Any]]:
         """One DescribeJobQueues call proves the endpoint, the credentials and the queues;
         returns the queues as Batch describes them."""
-        probe = session.client(
-            "batch",
-            config=botocore.config.Config(
-                retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=30
-            ),
-        )
+        retries = {"mode": "standard", "max_attempts": 2}
+        config = botocore.config.Config(retries=retries, connect_timeout=5, read_timeout=30)
+        probe = session.client("batch", config=config)
         endpoint = probe.meta.endpoint_url
         try:
             found = probe.describe_job_queues(jobQueues=sorted(set(queues.values())))["jobQueues"]
@@ -191,7 +178,7 @@ class AwsBatchEngine(Engine[JobRequest]):
 
     def reserve(
         self, attempt: TaskAttempt, terminating: Callable[[], bool], logger: logging.Logger
-    ) -> AbstractContextManager[None]:
+    ) -> contextlib.AbstractContextManager[None]:
         """One attempt, one SubmitJob: wait here for its slot (Ctrl-C ends the wait). With array
         jobs submit_many paces its SubmitJob calls instead, far fewer than the attempts."""
         if not self.settings.array_jobs:
@@ -222,8 +209,8 @@ class AwsBatchEngine(Engine[JobRequest]):
         return [results[position] for position in range(len(submissions))]
 
     def _submit_group(self, group: list[Submission[JobRequest]]) -> list[Accepted]:
-        """An array job, or a plain job for a lone attempt. With array jobs submit_rate paces
-        these calls here; without, reserve() paced each attempt already."""
+        """An array job, or a plain job for a lone attempt; paced here with array jobs (without,
+        reserve() paced each attempt)."""
         if self.settings.array_jobs:
             time.sleep(self.rate.delay())
         first, logger = group[0].request, group[0].logger
@@ -247,9 +234,9 @@ class AwsBatchEngine(Engine[JobRequest]):
         task = first.tags.get(TAG_TASK, "task")
         name = job_name(self.name_prefix, f"{task}-array{next(self._arrays)}", len(group))
         members = [each.request for each in group]
-        plan = arrays.plan_array(members, name, self.settings.filesystem.to_container)
-        os.makedirs(plan.directory, exist_ok=True)
-        parent = self._submit(plan, members, logger)
+        array, directory = arrays.plan_array(members, name, self.settings.filesystem.to_container)
+        os.makedirs(directory, exist_ok=True)
+        parent = self._submit(array, members, logger)
         handles = [f"{parent}:{index}" for index in range(len(group))]
         for index, each in enumerate(group):
             each.logger.log(
@@ -260,21 +247,17 @@ class AwsBatchEngine(Engine[JobRequest]):
                     array=name,
                     size=len(group),
                     queue=first.queue,
-                    script=os.path.join(plan.directory, f"{index}.sh"),
+                    script=os.path.join(directory, f"{index}.sh"),
                 ),
             )
         return [Accepted(handle, group=parent) for handle in handles]
 
-    def _submit(
-        self, job: JobRequest | arrays.ArrayPlan, members: list[JobRequest], logger: logging.Logger
-    ) -> str:
-        """One SubmitJob for ``members``: the queue checked and the job definition found, the
-        job's files written, and any exit record an earlier launcher left removed (it would end
-        the new job at once)."""
-        first = members[0]
-        if first.queue_from_runtime:
-            self._check_runtime_queue(first.queue)
-        definition = self._definition_arn(first, logger)
+    def _submit(self, job: JobRequest, members: list[JobRequest], logger: logging.Logger) -> str:
+        """One SubmitJob (a plain job, or the array job of ``members``): the queue checked and
+        the job definition found, the job's files written, and any exit record an earlier
+        launcher left for a member removed (it would end the new job at once)."""
+        self._check_queue(job.queue)
+        definition = self._definition_arn(job, logger)
         for path, text in job.files.items():
             pathlib.Path(path).write_text(text, encoding="utf-8")
         for member in members:
@@ -284,10 +267,11 @@ class AwsBatchEngine(Engine[JobRequest]):
             return str(self.batch.submit_job(**job.arguments(definition))["jobId"])
         except botocore.exceptions.ClientError as exn:
             raise Error.RuntimeError(
-                f"AWS Batch refused job {job.name} on queue {first.queue}: {error_text(exn)}"
+                f"AWS Batch refused job {job.name} on queue {job.queue}: {error_text(exn)}"
             ) from None
 
-    def _check_runtime_queue(self, queue: str) -> None:
+    def _check_queue(self, queue: str) -> None:
+        """A queue start did not check (runtime.omnibio_queue): once per process."""
         if queue in self._known_queues:
             return
         try:
@@ -299,57 +283,50 @@ class AwsBatchEngine(Engine[JobRequest]):
         if not any(queue in (q["jobQueueName"], q["jobQueueArn"]) for q in found):
             raise Error.InputError(
                 f"runtime.omnibio_queue {queue!r}: AWS Batch has no such job queue in "
-                + str(self.region)
+                + str(self.batch.meta.region_name)
             )
         self._known_queues.add(queue)
 
     def _definition_arn(self, request: JobRequest, logger: logging.Logger) -> str:
         """The ARN of the request's job definition: looked up by name once per process,
         registered only when missing, never deregistered (later runs reuse it)."""
-        definition = request.definition
+        name = request.definition.name
         with self._definitions_lock:
-            if definition.name in self._definitions:
-                return self._definitions[definition.name]
+            if name in self._definitions:
+                return self._definitions[name]
             try:
                 found = self.batch.describe_job_definitions(
-                    jobDefinitionName=definition.name, status="ACTIVE"
+                    jobDefinitionName=name, status="ACTIVE"
                 )["jobDefinitions"]
                 if found:
                     arn = max(found, key=lambda d: int(d["revision"]))["jobDefinitionArn"]
                 else:
                     arn = self.batch.register_job_definition(
-                        jobDefinitionName=definition.name,
+                        jobDefinitionName=name,
                         type="container",
-                        containerProperties=json.loads(definition.properties),
+                        containerProperties=json.loads(request.definition.properties),
                     )["jobDefinitionArn"]
                     logger.log(
                         NOTICE_LEVEL,
-                        _(
-                            "AWS Batch job definition registered",
-                            name=definition.name,
-                            image=request.image,
-                        ),
+                        _("AWS Batch job definition registered", name=name, image=request.image),
                     )
             except botocore.exceptions.ClientError as exn:
                 raise Error.RuntimeError(
-                    f"AWS Batch job definition {definition.name} for image {request.image}: "
-                    + error_text(exn)
+                    f"AWS Batch job definition {name} for image {request.image}: {error_text(exn)}"
                 ) from None
-            self._definitions[definition.name] = str(arn)
-            return self._definitions[definition.name]
+            self._definitions[name] = str(arn)
+            return self._definitions[name]
 
     # --- status ----------------------------------------------------------------------------
 
     def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
-        """Each job's exit record (jobscript) on the shared filesystem says when it starts and
-        ends: an exit status 0 ends the attempt without a call; any other is asked of Batch (OOM,
-        the reason, the log stream), and the record adds its cgroup's oom_kill and the measured
-        usage to Batch's verdict. ``full`` (every describe_seconds) Batch is asked about the jobs
+        """Each job's exit record (jobscript) says when it starts and ends: an exit status 0 ends
+        the attempt without a call; any other is asked of Batch, whose verdict the record adds to
+        (with_record). ``full`` (every describe_seconds), Batch is asked about the plain jobs
         whose records say nothing yet (a lost host, a container that never started, a job stuck
-        RUNNABLE): plain jobs 100 a call; arrays 100 a call, and an array's children only when
-        Batch counts more of them finished than wrote their exit status. Why an array waits is
-        read where Batch puts it (status.blocked): the parent, and the RUNNABLE children ListJobs
-        gives. A job not asked about keeps its status."""
+        RUNNABLE) and about each array: its silent children only when Batch counts more of them
+        finished than wrote their exit status; why they wait where Batch puts it (status.blocked).
+        A job not asked about keeps its status."""
         by_id = {r.handle: r for r in records}
         children: dict[str, list[str]] = {}  # array parent -> its children's handles
         for record in records:
@@ -362,13 +339,13 @@ class AwsBatchEngine(Engine[JobRequest]):
         ask: list[str] = []
         for handle, (started, ended) in written.items():
             if ended and ended.exit_code == 0:
-                statuses[handle] = succeeded(ended)
-            elif ended is not None:
+                statuses[handle] = Status(
+                    Phase.DONE, exit_code=0, reason="exit status 0", details=usage_details(ended)
+                )
+            elif ended is not None or (full and by_id[handle].group is None):
                 ask.append(handle)
-            elif started and by_id[handle].status.phase is Phase.QUEUED:
+            if started and ended is None:
                 statuses[handle] = RUNNING
-            if ended is None and full and by_id[handle].group is None:
-                ask.append(handle)
         held: dict[str, Status] = {}  # array children not started, by the reason Batch gives
         for parent, handles in children.items() if full else ():
             found = parents.get(parent)
@@ -394,9 +371,8 @@ class AwsBatchEngine(Engine[JobRequest]):
 
     def _runnable_children(self, parent: str) -> list[Mapping[str, Any]]:
         """ListJobs of an array's RUNNABLE children, every page (10,000 children: 10 pages)."""
-        pages = self.batch.get_paginator("list_jobs").paginate(
-            arrayJobId=parent, jobStatus="RUNNABLE"
-        )
+        paginator = self.batch.get_paginator("list_jobs")
+        pages = paginator.paginate(arrayJobId=parent, jobStatus="RUNNABLE")
         return [job for page in pages for job in page.get("jobSummaryList", [])]
 
     def _describe(self, ids: list[str]) -> list[dict[str, Any]]:
@@ -427,23 +403,11 @@ class AwsBatchEngine(Engine[JobRequest]):
     def cancel_many(
         self, records: Sequence[Submitted], whole_groups: frozenset[str], logger: logging.Logger
     ) -> None:
-        """As few TerminateJob calls as Batch allows, for the cancellations the tracker gathered
-        (Ctrl-C, SIGTERM and fail_fast reach every task thread within a round):
-
-        - an array in ``whole_groups`` (the tracker's word: every child still open is among the
-          records, and the array was not stopped whole before): one TerminateJob of its parent.
-          Batch applies a cancellation of an array parent to its children (API_CancelJob:
-          "When you try to cancel an array parent job in PENDING, AWS Batch attempts to cancel
-          all child jobs"), and Nextflow terminates an array by its parent's id
-          (AwsBatchTaskHandler.killTask, normaliseJobId);
-        - any other child: by its own id (``<parent>:<index>``), once DescribeJobs lists it.
-          Batch may not list a job right after it accepted it (Netflix/metaflow#543:
-          DescribeJobs answered nothing for a job just submitted), and TerminateJob of an id it
-          does not know either fails (API_TerminateJob: ClientException for "an identifier
-          that's not valid") or, as moto does, does nothing; so a child not listed is asked
-          about again every CHILD_RETRY seconds until it is listed or its parent has ended, at
-          most CHILD_TRIES times;
-        - a plain job: by its id."""
+        """As few TerminateJob calls as Batch allows: an array in ``whole_groups`` by its parent's
+        id, which Batch applies to its children (API_CancelJob: "When you try to cancel an array
+        parent job in PENDING, AWS Batch attempts to cancel all child jobs"; Nextflow terminates
+        an array by its parent's id, AwsBatchTaskHandler.killTask, normaliseJobId); any other
+        child by its own id (_terminate_children); a plain job by its id."""
         by_array: dict[str, list[Submitted]] = {}
         for record in records:
             if record.group is not None:
@@ -452,13 +416,17 @@ class AwsBatchEngine(Engine[JobRequest]):
                 self._terminate(record.handle, [record])
         for parent in whole_groups & by_array.keys():
             self._terminate(parent, by_array.pop(parent))
-        if by_array:
-            self._terminate_children(by_array, logger)
+        self._terminate_children(by_array, logger)
 
     def _terminate_children(
         self, by_array: dict[str, list[Submitted]], logger: logging.Logger
     ) -> None:
-        """Each child once Batch lists it; none whose parent has ended."""
+        """Each child by its own id (``<parent>:<index>``) once DescribeJobs lists it, none whose
+        parent has ended. Batch may not list a job right after it accepted it
+        (Netflix/metaflow#543: DescribeJobs answered nothing for a job just submitted), and
+        TerminateJob of an id it does not know either fails (API_TerminateJob: ClientException
+        for "an identifier that's not valid") or, as moto does, does nothing; so a child not
+        listed is asked about again every CHILD_RETRY seconds, at most CHILD_TRIES times."""
         waiting = {c.handle: (c, parent) for parent, cs in by_array.items() for c in cs}
 
         def one_round() -> None:
@@ -495,14 +463,10 @@ class AwsBatchEngine(Engine[JobRequest]):
         try:
             self.batch.terminate_job(jobId=job_id, reason=REASON)
         except Exception as exn:
+            error = error_text(exn)
             for record in records:
                 record.logger.warning(
-                    _(
-                        "AWS Batch TerminateJob failed",
-                        id=record.handle,
-                        job=job_id,
-                        error=error_text(exn),
-                    )
+                    _("AWS Batch TerminateJob failed", id=record.handle, job=job_id, error=error)
                 )
             return
         for record in records:

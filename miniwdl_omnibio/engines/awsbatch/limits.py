@@ -67,11 +67,9 @@ def learn(
     }
     try:
         names = sorted({e for envs in by_queue.values() for e in envs})
-        environments = batch.describe_compute_environments(computeEnvironments=names)[
-            "computeEnvironments"
-        ]
+        described = batch.describe_compute_environments(computeEnvironments=names)
         managed: dict[str, Mapping[str, Any]] = {}  # by ARN and by name
-        for environment in environments:
+        for environment in described["computeEnvironments"]:
             resources = environment.get("computeResources") or {}
             if environment.get("type") == "MANAGED" and resources.get("type") in ("EC2", "SPOT"):
                 managed[environment["computeEnvironmentArn"]] = resources
@@ -81,10 +79,8 @@ def learn(
         )
         sizes: dict[str, tuple[int, int]] = {}
         if filters:
-            pages = ec2.get_paginator("describe_instance_types").paginate(
-                Filters=[{"Name": "instance-type", "Values": filters}]
-            )
-            for page in pages:
+            paginator = ec2.get_paginator("describe_instance_types")
+            for page in paginator.paginate(Filters=[{"Name": "instance-type", "Values": filters}]):
                 for found in page["InstanceTypes"]:
                     sizes[found["InstanceType"]] = (
                         int(found["VCpuInfo"]["DefaultVCpus"]),

@@ -11,7 +11,6 @@ from typing import Any
 import botocore.exceptions
 
 from ..base import QUEUED, RUNNING, Phase, Status
-from ..jobscript import ExitRecord, usage_details
 
 LOG_GROUP = "/aws/batch/job"  # where Batch's awslogs driver writes by default
 QUEUED_STATES = ("SUBMITTED", "PENDING", "RUNNABLE")
@@ -135,9 +134,8 @@ def job_status(job: Mapping[str, Any], image: str, filesystem: str) -> Status:
         return Status(Phase.DONE, interrupted=True, reason=reason, details=details)
     if SETUP_FAILED.search(reason) or (CANNOT_START.search(reason) and MOUNT_TEXT.search(reason)):
         cause = [text for words, text in MOUNT_CAUSES.items() if words in reason.lower()][:1]
-        error = "; ".join([f"AWS Batch job {job_id} could not start: {reason}", *cause])
-        error += f"; check {filesystem}"
-        return Status(Phase.DONE, error=error, reason=reason, details=details)
+        said = [f"AWS Batch job {job_id} could not start: {reason}", *cause, f"check {filesystem}"]
+        return Status(Phase.DONE, error="; ".join(said), reason=reason, details=details)
     if OVERRIDES_TOO_LONG.search(reason):
         error = f"AWS Batch could not start job {job_id}: {reason} (its command and environment)"
         return Status(Phase.DONE, error=error, reason=reason, details=details)
@@ -167,11 +165,6 @@ def _ran_out_its_time(job: Mapping[str, Any]) -> bool:
     if not limit or started is None or stopped is None:
         return False
     return bool(stopped - started >= 1000 * (int(limit) - 1))
-
-
-def succeeded(record: ExitRecord) -> Status:
-    """A job whose exit record says exit status 0: done, Batch not asked."""
-    return Status(Phase.DONE, exit_code=0, reason="exit status 0", details=usage_details(record))
 
 
 def unexplained(parent: Mapping[str, Any] | None, waiting: int) -> bool:
@@ -209,7 +202,6 @@ def blocked(
         if job["jobId"] in waiting
     }
     if NEVER_PLACED.search(reason):
-        for handle in waiting:
-            job = {"jobId": handle, "status": "RUNNABLE", "statusReason": reason, **queue}
-            statuses[handle] = job_status(job, image, filesystem)
+        job = {"status": "RUNNABLE", "statusReason": reason, **queue}
+        statuses.update({h: job_status({**job, "jobId": h}, image, filesystem) for h in waiting})
     return statuses

@@ -10,8 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from WDL import Error
-
 from ...attempt import TaskAttempt
 from .. import jobscript
 from .settings import AwsBatchSettings, filesystem_hint
@@ -19,6 +17,7 @@ from .settings import AwsBatchSettings, filesystem_hint
 LOG_TAIL_LINES = 30
 MIN_TIMEOUT = 60  # API_JobTimeout: "The minimum value for the timeout is 60 seconds."
 JOB_NAME_MAX = 128
+VOLUME = "omnibio-fs"  # the job definitions' one volume: the shared filesystem
 # Batch service quotas: "Maximum job payload size (for SubmitJob API operations): 30 KiB". The
 # whole serialized request counts; the job definition's ARN replaces its name at submission.
 REQUEST_LIMIT = 30 * 1024
@@ -37,12 +36,9 @@ OVERRIDES_BUDGET = OVERRIDES_LIMIT - 2048
 def job_command(
     attempt: TaskAttempt, settings: AwsBatchSettings, env_file: str | None = None
 ) -> tuple[str, ...]:
-    """The job's command: the attempt's argv in the job script (jobscript), which keeps its exit
-    record on the shared filesystem, so the launcher sees jobs start and end without asking
-    Batch. The script first looks for the task's stdout file (miniwdl makes it before
-    submitting). Batch has no per-job working directory, so the script enters it; it sources
-    ``env_file`` (as the container sees it), environment values that did not fit the request;
-    when the task fails it copies the tail of the task's stderr (on the shared filesystem) into
+    """The attempt's argv in the job script (jobscript), which also enters the working directory
+    (Batch has none per job), sources ``env_file`` (as the container sees it: environment values
+    that did not fit the request) and, when the task fails, copies the tail of its stderr into
     the job's CloudWatch log."""
     fs = settings.filesystem
     stdout = fs.to_container(attempt.stdout_path)
@@ -81,7 +77,6 @@ class JobRequest:
     image: str
     host_dir: str  # the attempt's directory on the shared filesystem
     queue: str
-    queue_from_runtime: bool  # runtime.omnibio_queue: checked once at submission
     definition: JobDefinition
     name: str
     command: tuple[str, ...]
@@ -91,6 +86,7 @@ class JobRequest:
     tags: Mapping[str, str]
     exit_record: str  # host path (jobscript.exit_record)
     files: Mapping[str, str] = field(default_factory=dict)  # host path -> text, before submitting
+    array_size: int | None = None  # an array job of this many children (arrays.plan_array)
 
     def arguments(self, definition: str) -> dict[str, Any]:
         """SubmitJob's keywords, with ``definition`` (the job definition's ARN or name)."""
@@ -109,6 +105,8 @@ class JobRequest:
         )
         if self.timeout:
             arguments["timeout"] = {"attemptDurationSeconds": self.timeout}
+        if self.array_size:
+            arguments["arrayProperties"] = {"size": self.array_size}
         return arguments
 
     def sizes(self) -> tuple[int, int]:
@@ -165,13 +163,11 @@ def job_request(attempt: TaskAttempt, settings: AwsBatchSettings, name_prefix: s
     requirements.append(("MEMORY", str(max(4, math.ceil(memory / (1 << 20))))))  # MiB
     if resources.gpu:
         requirements.append(("GPU", str(resources.gpu)))
-    queue, from_runtime = queue_for(attempt, settings)
     env = {k: str(v) for k, v in sorted(attempt.env.items()) if not k.startswith("AWS_BATCH")}
     request = JobRequest(
         image=attempt.image,
         host_dir=attempt.host_dir,
-        queue=queue,
-        queue_from_runtime=from_runtime,
+        queue=queue_for(attempt, settings),
         definition=job_definition(attempt, settings),
         name=job_name(name_prefix, attempt.call, attempt.attempt),
         command=job_command(attempt, settings),
@@ -187,32 +183,26 @@ def job_request(attempt: TaskAttempt, settings: AwsBatchSettings, name_prefix: s
     return fit_request(request, attempt, settings)
 
 
-def queue_for(attempt: TaskAttempt, settings: AwsBatchSettings) -> tuple[str, bool]:
+def queue_for(attempt: TaskAttempt, settings: AwsBatchSettings) -> str:
     """runtime.omnibio_queue, else job_queue while miniwdl may still retry an interruption
     (fewer interruptions so far than runtime.preemptible), else fallback_queue."""
     chosen = attempt.runtime.get("omnibio_queue")
     if chosen:
-        return str(chosen), True
+        return str(chosen)
     if settings.fallback_queue and attempt.interruptions >= attempt.resources.max_interruptions:
-        return settings.fallback_queue, False
-    return settings.job_queue, False
+        return settings.fallback_queue
+    return settings.job_queue
 
 
 def job_definition(attempt: TaskAttempt, settings: AwsBatchSettings) -> JobDefinition:
     """The job definition for the attempt's image, volumes and user (no per-attempt values):
-    a Batch volume for each directory of the shared filesystem the attempt mounts."""
-    root = settings.filesystem.host_root
-    points: list[dict[str, Any]] = []
-    names: dict[str, str] = {}  # directory below the root -> its volume's name
-    for mount in attempt.mounts:
-        relative = os.path.relpath(mount.host_path, root)
-        if relative.startswith(".."):
-            raise Error.RuntimeError(
-                f"omnibio_awsbatch: {mount.host_path} is not on the shared filesystem {root}"
-            )
-        name = names.setdefault(relative, f"omnibio-fs{len(names) or ''}")
-        point = {"containerPath": mount.container_path, "readOnly": mount.read_only}
-        points.append({"sourceVolume": name, **point})
+    the shared filesystem, one Batch volume, mounted where the attempt mounts it (always at its
+    root: placement.shared)."""
+    assert all(m.host_path == settings.filesystem.host_root for m in attempt.mounts)
+    points = [
+        {"sourceVolume": VOLUME, "containerPath": m.container_path, "readOnly": m.read_only}
+        for m in attempt.mounts
+    ]
     properties: dict[str, Any] = {
         "image": attempt.image,
         # placeholders: every job overrides vCPU and memory
@@ -220,7 +210,7 @@ def job_definition(attempt: TaskAttempt, settings: AwsBatchSettings) -> JobDefin
             {"type": "VCPU", "value": "1"},
             {"type": "MEMORY", "value": "1024"},
         ],
-        "volumes": [{"name": n, **settings.volume.source(path)} for path, n in names.items()],
+        "volumes": [{"name": VOLUME, **settings.volume.source(".")}],
         "mountPoints": points,
         "privileged": attempt.privileged,
     }
