@@ -11,6 +11,8 @@ from tests.e2e.slurm.conftest import rundir, shared_dir, slurm_rig  # noqa: F401
 
 @pytest.fixture
 def batch_proxy(moto):  # noqa: F811
-    """The proxy in front of moto, its rules cleared after the test."""
+    """The proxy in front of moto, its rules and records cleared before the test (an earlier
+    file's submissions are not this test's) and after it."""
+    moto.server.proxy.reset()
     yield moto.server.proxy
     moto.server.proxy.reset()
