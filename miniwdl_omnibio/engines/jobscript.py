@@ -45,6 +45,7 @@ How each engine uses it:
   ``MISSING_FILESYSTEM_EXIT``.
 """
 
+import contextlib
 import os
 import shlex
 from collections.abc import Sequence
@@ -213,6 +214,14 @@ def parse_exit_record(text: str) -> ExitRecord | None:
     )
 
 
+def clear(*paths: str) -> None:
+    """Remove what an earlier submission of the same attempt left: its exit record would end the
+    new one at once."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
 def read_exit_record(path: str) -> tuple[bool, ExitRecord | None]:
     """(started, record): (False, None) while the file is absent, (True, None) while empty."""
     try:
@@ -230,6 +239,16 @@ def usage_details(record: ExitRecord) -> dict[str, Any]:
     """Status.details' "usage": what the job script measured of the command's cgroup."""
     usage = record.usage()
     return {"usage": {**usage, "source": USAGE_SOURCE}} if usage else {}
+
+
+def succeeded(record: ExitRecord, **details: Any) -> Status:
+    """An attempt whose record says exit status 0: done, the service not asked."""
+    return Status(
+        Phase.DONE,
+        exit_code=0,
+        reason="exit status 0",
+        details={**details, **usage_details(record)},
+    )
 
 
 def with_record(status: Status, record: ExitRecord | None) -> Status:

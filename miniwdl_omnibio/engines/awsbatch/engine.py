@@ -28,8 +28,8 @@ from WDL.runtime import config as miniwdl_config
 
 from ...attempt import TAG_TASK, TaskAttempt
 from ...retrying import retry
-from ..base import RUNNING, Accepted, Engine, Phase, Status, Submission, Submitted
-from ..jobscript import read_exit_record, usage_details, with_record
+from ..base import RUNNING, Accepted, Engine, Status, Submission, Submitted
+from ..jobscript import clear, read_exit_record, succeeded, with_record
 from . import arrays
 from . import limits as awsbatch_limits
 from .settings import AwsBatchSettings, filesystem_hint
@@ -260,9 +260,7 @@ class AwsBatchEngine(Engine[JobRequest]):
         definition = self._definition_arn(job, logger)
         for path, text in job.files.items():
             pathlib.Path(path).write_text(text, encoding="utf-8")
-        for member in members:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(member.exit_record)
+        clear(*(member.exit_record for member in members))
         try:
             return str(self.batch.submit_job(**job.arguments(definition))["jobId"])
         except botocore.exceptions.ClientError as exn:
@@ -339,9 +337,7 @@ class AwsBatchEngine(Engine[JobRequest]):
         ask: list[str] = []
         for handle, (started, ended) in written.items():
             if ended and ended.exit_code == 0:
-                statuses[handle] = Status(
-                    Phase.DONE, exit_code=0, reason="exit status 0", details=usage_details(ended)
-                )
+                statuses[handle] = succeeded(ended)
             elif ended is not None or (full and by_id[handle].group is None):
                 ask.append(handle)
             if started and ended is None:

@@ -11,7 +11,6 @@ cannot know (a task that never started, a preempted or requeued task, the time l
 import contextlib
 import logging
 import math
-import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from WDL.runtime import config as miniwdl_config
 from ...attempt import TaskAttempt
 from ...retrying import retry
 from ..base import Accepted, Engine, Status, Submission, Submitted
-from ..jobscript import exit_record, read_exit_record
+from ..jobscript import clear, exit_record, read_exit_record
 from .pool import credential, find_pool, pool_limits
 from .settings import ID_LENGTH, AzureBatchSettings
 from .status import added, asks_batch, changed_since, describe_error, error_code, fetched, refused
@@ -168,9 +167,7 @@ class AzureBatchEngine(Engine[Task]):
     def submit_many(self, submissions: Sequence[Submission[Task]]) -> list[Accepted | Exception]:
         """The burst in addtaskcollection requests of at most 100 tasks and 900 KB each."""
         job_id = self.ensure_job(submissions[0].attempt.workflow_run, submissions[0].logger)
-        for each in submissions:  # a record left by an earlier launcher must not end the task
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(exit_record(each.attempt.host_dir, each.attempt.attempt))
+        clear(*(exit_record(each.attempt.host_dir, each.attempt.attempt) for each in submissions))
         outcomes: dict[str, Accepted | Exception] = {}
         for group in split_collection([each.request for each in submissions]):
             outcomes.update(self._add(job_id, group))

@@ -11,7 +11,7 @@ from azure.core.exceptions import AzureError, HttpResponseError
 from WDL import Error
 
 from ..base import QUEUED, RUNNING, Accepted, Phase, Status, Submitted
-from ..jobscript import ExitRecord, usage_details, with_record
+from ..jobscript import ExitRecord, succeeded, with_record
 
 # a listing reaches back this far before the oldest creation it must cover: an add result's
 # lastModified (the service's clock) may follow the moment the task entered its first state
@@ -82,9 +82,8 @@ def fetched(
     record: Submitted, started: bool, ended: ExitRecord | None, task: BatchTask | None, job_id: str
 ) -> Status:
     """The attempt's Status from its exit record (started, ended) and, if listed, its task."""
-    if ended and ended.exit_code == 0:  # done, Batch not asked
-        details = {"batch_job": job_id, "batch_task": record.handle, **usage_details(ended)}
-        return Status(Phase.DONE, exit_code=0, reason="exit status 0", details=details)
+    if ended and ended.exit_code == 0:
+        return succeeded(ended, batch_job=job_id, batch_task=record.handle)
     if task is not None:
         return with_record(task_status(task, record, job_id), ended)
     return RUNNING if started and record.status.phase is Phase.QUEUED else record.status

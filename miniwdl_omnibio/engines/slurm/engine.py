@@ -32,7 +32,7 @@ from ... import launcher
 from ...attempt import TaskAttempt
 from ...retrying import retry
 from ..base import Accepted, Engine, Phase, QueueFull, Status, Submission, Submitted
-from ..jobscript import ExitRecord, read_exit_record
+from ..jobscript import ExitRecord, clear, read_exit_record
 from . import cluster
 from . import status as mapping
 from .cluster import Partition, SlurmCli, SlurmProblem
@@ -299,9 +299,7 @@ class SlurmEngine(Engine[SlurmRequest]):
             raise Error.RuntimeError(problem)
         files = request.files
         os.makedirs(files.host_dir, exist_ok=True)
-        for path in (files.record, files.host("usage"), files.host("wait")):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        clear(files.record, files.host("usage"), files.host("wait"))
         # the environment may hold secrets: readable by the user only, never on a command line
         descriptor = os.open(files.host("env"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as out:
