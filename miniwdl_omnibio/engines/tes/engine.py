@@ -87,8 +87,7 @@ class TesEngine(Engine[TesRequest]):
             logger.warning(problem)
         fs = settings.filesystem
         if fs:
-            tags = {LAUNCHER_TAG: engine.launcher, "omnibio.probe": "shared-filesystem"}
-            probe(client, fs, settings.probe_image, settings.probe_timeout, tags)
+            probe(client, fs, settings.probe_image, settings.probe_timeout, engine.launcher)
         logger.log(
             NOTICE_LEVEL,
             _(
