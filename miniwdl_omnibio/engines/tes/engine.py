@@ -239,7 +239,7 @@ class TesEngine(Engine[TesRequest]):
     def collect(self, record: Submitted, status: Status, logger: logging.Logger) -> None:
         """Staging: download the outputs of a task that ran its command into the run
         directory, before the lifecycle reads the exit code, the streams and results."""
-        staging, attempt = record.request.staging, record.attempt
+        staging, stderr = record.request.staging, record.attempt.stderr_path
         if not (self.stager and staging) or status.exit_code is None:
             return
         try:
@@ -251,8 +251,8 @@ class TesEngine(Engine[TesRequest]):
         if missing:
             logger.warning(_("TES task outputs not uploaded by the server", missing=missing))
         tail = status.details.get("tes_stderr_tail")
-        if attempt.stderr_path and tail and os.path.getsize(attempt.stderr_path) == 0:
-            with open(attempt.stderr_path, "w", encoding="utf-8") as outfile:
+        if tail and os.path.getsize(stderr) == 0:
+            with open(stderr, "w", encoding="utf-8") as outfile:
                 outfile.write(str(tail))  # the executor log's copy: better than nothing
 
     def cancel(self, record: Submitted, logger: logging.Logger) -> None:

@@ -45,15 +45,13 @@ def tes_request(
     runtime = attempt.runtime.get("omnibio_backend_parameters", {})
     override = string_map(runtime, "runtime.omnibio_backend_parameters")
     parameters = merge_parameters(settings.backend_parameters, override)
-    notes: list[str] = []
     problem = unsupported_parameters(parameters, supported, settings.url)
     if problem and strict:
         raise Error.RuntimeError(
             f"runtime.omnibio_backend_parameters: {problem} and [omnibio_tes] "
             "backend_parameters_strict = true"
         )
-    if problem:
-        notes.append(problem)
+    notes = [problem] if problem else []
     if resources.gpu:
         notes.append(
             "TES 1.1 has no GPU resource; request one through runtime.omnibio_backend_parameters"
