@@ -36,7 +36,7 @@ class TesProblem(Error.RuntimeError):
 @dataclass(frozen=True)
 class Credentials:
     user: str | None  # basic auth when set
-    secret: str | None  # the password, or else the bearer token
+    secret: str | None = field(repr=False)  # the password, or else the bearer token
     hint: str  # how to name them in an error: config keys and variable names, never the value
 
     @property
@@ -159,8 +159,6 @@ class TesClient:
         said = f": {refused.said}" if refused.said else ""
         return f"{server} answered HTTP {status} while trying to {action}{said}"
 
-    # --- the TES API -----------------------------------------------------------------------
-
     def service_info(self) -> dict[str, Any]:
         """GET service-info below each base path in turn; the first that describes a TES service
         fixes the base path of every later call."""
@@ -180,7 +178,6 @@ class TesClient:
             if str(artifact).lower() == "tes":
                 return info
             tried.append(f"{where} (type.artifact {artifact!r}, not 'tes')")
-        self.base = None
         raise TesProblem(
             f"omnibio_tes: {self.root} is not a TES server: no TES service-info at "
             + "; ".join(tried)
@@ -230,12 +227,9 @@ class TesClient:
         filters = [("state", state), ("name_prefix", name_prefix)]
         params = [("view", view), ("page_size", str(page_size))]
         params += [(name, value) for name, value in filters if value]
-        for key, value in tags:
-            params += [("tag_key", key), ("tag_value", value)]
-        token: str | None = None
-        seen: set[str] = set()
+        params += [pair for key, value in tags for pair in (("tag_key", key), ("tag_value", value))]
+        query, seen = params, set[str]()
         while True:
-            query = params + ([("page_token", token)] if token else [])
             page = self.retried(partial(self.send, "GET", "/tasks", query), "list tasks", again)
             page = page if isinstance(page, dict) else {}
             tasks = page.get("tasks")
@@ -246,3 +240,4 @@ class TesClient:
             if not isinstance(token, str) or not token or token in seen:
                 return  # the last page (or a server repeating a token: stop, do not loop)
             seen.add(token)
+            query = [*params, ("page_token", token)]

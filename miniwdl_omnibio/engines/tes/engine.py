@@ -1,19 +1,13 @@
 """omnibio_tes: each task attempt is one GA4GH TES v1.1 task with one executor.
 
-Staging mode (the default, as TES servers work: Funnel, TESK, poiesis, TES on Azure): inputs go
-to the server as URLs in the ``staging_uri`` object store, the command as ``content``; outputs
-are downloaded into the run directory when the task has ended (``collect``). Shared-filesystem
-mode (opt-in, ``mount_path``): the workers mount the run directories, so nothing moves; a probe
-task proves it at start. This module does the I/O: ``translate.py`` and ``status.py`` are pure.
+Staging mode (the default, as TES servers work: Funnel, TESK, poiesis, TES on Azure) moves task
+files through the ``staging_uri`` object store (``staging.py``); shared-filesystem mode (opt-in,
+``mount_path``) moves nothing, once a probe task proved that the workers see the run directories
+(``probe.py``). This module does the I/O: ``translate.py`` and ``status.py`` are pure.
 
-Status costs one MINIMAL list per waiting or running state per poll, filtered by this process's
-launcher tag, so finished tasks are never listed again; a task in no list is fetched alone in
-FULL view. No look is costlier than another: every poll is a full one (``sweep_seconds`` None).
-
-List filters are never trusted: TESK ignores every filter but the page and the view (tesk-api
-``TesServiceImpl.listTasks``; the Python TESK's ``list_tasks.py``). A listed task is adopted or
-cancelled only by its own tags (BASIC view); once a list shows a task outside its filter, polls
-GET each outstanding task (MINIMAL) instead: one request per task this process waits for.
+Every poll is a full one (``sweep_seconds`` None). List filters are never trusted: TESK ignores
+every filter but the page and the view (tesk-api ``TesServiceImpl.listTasks``; the Python TESK's
+``list_tasks.py``). A listed task is adopted or cancelled only by its own tags (BASIC view).
 """
 
 import logging
@@ -21,9 +15,9 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
-import tes
 from WDL import Error
 from WDL._util import NOTICE_LEVEL
 from WDL._util import StructuredLogMessage as _
@@ -35,44 +29,38 @@ from ..base import Accepted, Engine, Status, Submitted
 from .client import Refused, TesClient, TesProblem
 from .probe import probe
 from .settings import TesSettings
-from .staging import CONTENT_MAX_BYTES, StagePlan, Stager, copied_inputs
+from .staging import Stager
 from .status import ACTIVE_STATES, LISTED_STATES, state_of, task_status
 from .translate import (
     LAUNCHER_TAG,
     TesRequest,
-    making_directories,
     supported_backend_parameters,
     tes_request,
     unsupported_parameters,
 )
 
 
+@dataclass(eq=False)  # one engine per process, compared by identity
 class TesEngine(Engine[TesRequest]):
     section = "omnibio_tes"
-    settings: TesSettings
     runtime_keys = ("omnibio_backend_parameters",)
-    # disk_gb: a request the server may not honour; container.py warns of an unsized value
 
-    def __init__(
-        self,
-        settings: TesSettings,
-        client: TesClient,
-        info: Mapping[str, Any],
-        stager: Stager | None = None,
-    ) -> None:
-        self.settings = settings
-        self.client = client
-        self.stager = stager
+    settings: TesSettings
+    client: TesClient
+    info: InitVar[Mapping[str, Any]]  # service-info: the backend_parameters it supports
+    stager: Stager | None = None
+    logger: logging.Logger = logging.getLogger("omnibio_tes")  # start() passes the run's
+    launcher: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    ignoring: str | None = None  # how the server showed it ignores filters (None: not)
+    _warned: set[str] = field(default_factory=set)
+    _run_keys: set[str] = field(default_factory=set)  # staged below these keys: removed at exit
+    # listed tasks no record names (a create whose answer was lost after its retry looked,
+    # an attempt the tracker is done with) whose own tags carry this launcher: read once
+    _strays: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self, info: Mapping[str, Any]) -> None:
         self.supported_parameters = supported_backend_parameters(info)
-        self.launcher = uuid.uuid4().hex[:16]
-        self.ignoring: str | None = None  # how the server showed it ignores filters (None: not)
-        self.logger = logging.getLogger("omnibio_tes")  # start() passes the run's
-        self._warned: set[str] = set()
-        self._run_keys: set[str] = set()  # staged below these keys: removed at exit
-        # listed tasks no record names (a create whose answer was lost after its retry looked,
-        # an attempt the tracker is done with) whose own tags carry this launcher: read once
-        self._strays: set[str] = set()
-        self._lock = threading.Lock()
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "TesEngine":
@@ -82,8 +70,7 @@ class TesEngine(Engine[TesRequest]):
         )
         info = client.service_info()
         stager = open_stager(cfg, settings) if settings.staging_uri else None
-        engine = cls(settings, client, info, stager)
-        engine.logger = logger
+        engine = cls(settings, client, info, stager, logger)
         try:
             listed = next(iter(client.list_tasks(engine.launcher_tags(), page_size=1)), None)
         except TesProblem as failed:
@@ -100,8 +87,7 @@ class TesEngine(Engine[TesRequest]):
             logger.warning(problem)
         fs = settings.filesystem
         if fs:
-            tags = {LAUNCHER_TAG: engine.launcher, "omnibio.probe": "shared-filesystem"}
-            probe(client, fs, settings.probe_image, settings.probe_timeout, tags)
+            probe(client, fs, settings.probe_image, settings.probe_timeout, engine.launcher)
         logger.log(
             NOTICE_LEVEL,
             _(
@@ -134,59 +120,24 @@ class TesEngine(Engine[TesRequest]):
         store = self.stager.store if self.stager else None
         return tes_request(attempt, self.settings, self.launcher, self.supported_parameters, store)
 
-    # --- the attempt -----------------------------------------------------------------------
-
     def submit(self, request: TesRequest, logger: logging.Logger) -> Accepted:
         with self._lock:  # each note once per process
             notes = [note for note in request.notes if note not in self._warned]
             self._warned.update(notes)
             if request.staging:
-                self._run_keys.add(request.run_key)
+                self._run_keys.add(request.staging.run_key)
         for note in notes:
             logger.warning(note)
         document = request.task.as_dict()
         if request.staging:
-            document.update(self.stage_inputs(request.staging, request.run_key, document))
+            assert self.stager
+            try:
+                document.update(self.stager.files(request.staging, document))
+            except StoreError as exn:
+                raise Error.RuntimeError(f"omnibio_tes: staging inputs failed: {exn}") from None
         handle = self.create_once(document, request.task.name, logger)
         logger.info(_("TES task", id=handle, url=self.client.api))
         return Accepted(handle)
-
-    def stage_inputs(
-        self, staging: StagePlan, run_key: str, document: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        """inputs (and volumes for empty directories) of a staged task: each input uploaded
-        once per content or passed through, the command as content."""
-        assert self.stager
-        inputs: list[tes.Input] = []
-        volumes: list[str] = []
-        try:
-            for mount in [*staging.inputs, *copied_inputs(staging)]:
-                url, directory = self.stager.stage(mount.host_path, run_key)
-                kind = "DIRECTORY" if directory else "FILE"
-                if url is None:
-                    volumes.append(mount.container_path)
-                else:
-                    inputs.append(tes.Input(url=url, path=mount.container_path, type=kind))
-            if staging.command:
-                path, host_path = staging.command.container_path, staging.command.host_path
-                if os.path.getsize(host_path) <= CONTENT_MAX_BYTES:
-                    with open(host_path, encoding="utf-8") as infile:
-                        inputs.append(tes.Input(content=infile.read(), path=path, type="FILE"))
-                else:
-                    url, _directory = self.stager.stage(host_path, run_key)
-                    inputs.append(tes.Input(url=url, path=path, type="FILE"))
-        except StoreError as exn:
-            raise Error.RuntimeError(f"omnibio_tes: staging inputs failed: {exn}") from None
-        staged: dict[str, Any] = {"inputs": [i.as_dict() for i in inputs]}
-        if volumes:
-            staged["volumes"] = volumes
-            # guess: a server may bind only the outermost of nested paths and leave a volume
-            # inside the working directory unmade (the spec and Funnel's AddTmpVolume make it;
-            # the test server did not), so the command makes them too
-            (executor,) = document["executors"]
-            command = making_directories(executor["command"], volumes)
-            staged["executors"] = [{**executor, "command": command}]
-        return staged
 
     def create_once(self, document: dict[str, Any], run_id: str, logger: logging.Logger) -> str:
         """POST the task; after a failure that may have created it (no answer, 5xx, 429), wait,
@@ -248,21 +199,17 @@ class TesEngine(Engine[TesRequest]):
         self.logger.log(NOTICE_LEVEL, _(message, url=self.client.api, evidence=evidence))
 
     def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
-        """One MINIMAL list per state a task waits or runs in, or (the server ignores filters)
-        one MINIMAL GET per task; FULL, alone, once a task has ended or is in no list."""
-        handles = {record.handle for record in records}
-        states = None if self.ignoring else self.listed_states(handles)
-        alone = states is None
-        if states is None:  # None from get: not known (yet); the tracker's grace period applies
-            minimal = {h: self.client.get(h, "MINIMAL", again=False) for h in handles}
-            states = {h: state_of(task) for h, task in minimal.items() if task is not None}
+        """One MINIMAL list per state a task waits or runs in (an ended task is never listed
+        again), or (filters ignored) one MINIMAL GET per task; FULL, alone, once a task has
+        ended or is in no list."""
+        listed = None if self.ignoring else self.listed_states({r.handle for r in records})
         statuses: dict[str, Status] = {}
         for record in records:
-            state = states.get(record.handle)
-            if state is None and alone:
-                continue
-            task: Mapping[str, Any] | None = {"id": record.handle, "state": state}
-            if state not in ACTIVE_STATES:
+            if listed is None:  # None from get: not known (yet); the tracker's grace period
+                task = self.client.get(record.handle, "MINIMAL", again=False)
+            else:
+                task = {"id": record.handle, "state": listed.get(record.handle, "UNLISTED")}
+            if task is not None and state_of(task) not in ACTIVE_STATES:
                 task = self.client.get(record.handle, "FULL", again=False)
             if task is not None:
                 statuses[record.handle] = task_status(task, record.cancelled)
@@ -292,7 +239,7 @@ class TesEngine(Engine[TesRequest]):
     def collect(self, record: Submitted, status: Status, logger: logging.Logger) -> None:
         """Staging: download the outputs of a task that ran its command into the run
         directory, before the lifecycle reads the exit code, the streams and results."""
-        staging, attempt = record.request.staging, record.attempt
+        staging, stderr = record.request.staging, record.attempt.stderr_path
         if not (self.stager and staging) or status.exit_code is None:
             return
         try:
@@ -304,8 +251,8 @@ class TesEngine(Engine[TesRequest]):
         if missing:
             logger.warning(_("TES task outputs not uploaded by the server", missing=missing))
         tail = status.details.get("tes_stderr_tail")
-        if attempt.stderr_path and tail and os.path.getsize(attempt.stderr_path) == 0:
-            with open(attempt.stderr_path, "w", encoding="utf-8") as outfile:
+        if tail and os.path.getsize(stderr) == 0:
+            with open(stderr, "w", encoding="utf-8") as outfile:
                 outfile.write(str(tail))  # the executor log's copy: better than nothing
 
     def cancel(self, record: Submitted, logger: logging.Logger) -> None:

@@ -17,10 +17,11 @@ import tes
 from ...placement.sharedfs import SharedFilesystem
 from .client import TesClient, TesProblem
 from .status import ACTIVE_STATES, state_of, task_status
+from .translate import LAUNCHER_TAG
 
 
 def probe(
-    client: TesClient, fs: SharedFilesystem, image: str, timeout: float, tags: dict[str, str]
+    client: TesClient, fs: SharedFilesystem, image: str, timeout: float, launcher: str
 ) -> None:
     token = uuid.uuid4().hex
     host_dir = os.path.join(fs.host_root, f".omnibio-probe-{token[:12]}")
@@ -38,7 +39,7 @@ def probe(
             name="omnibio-shared-filesystem-probe",
             executors=[tes.Executor(image=image, command=["/bin/sh", "-c", script])],
             resources=tes.Resources(cpu_cores=1),
-            tags=tags,
+            tags={LAUNCHER_TAG: launcher, "omnibio.probe": "shared-filesystem"},
         )
         with open(os.path.join(host_dir, "token"), "w") as outfile:
             outfile.write(token)

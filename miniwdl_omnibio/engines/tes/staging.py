@@ -1,11 +1,8 @@
 """Staging mode: a task's files move through an object store the TES server reads and writes.
 
-Each read-only mount of the attempt (an input File or Directory, spilled contract values)
-becomes a TES input: uploaded once per content (the key is its SHA-256, so a scatter over the
-same reference uploads it once), or passed through as the URL it came from when miniwdl's
-download cache holds it and the object is in the store. The command is a ``content`` input.
-Each writable mount (the working directory, stdout, stderr, a file:// result directory) becomes
-a TES output, downloaded into the run directory once the task has ended.
+Each read-only mount of the attempt (an input File or Directory, spilled contract values, the
+command) becomes a TES input, each writable mount (the working directory, stdout, stderr, a
+file:// result directory) a TES output, downloaded into the run directory once the task ended.
 
 Layout below the staging prefix, per miniwdl process: ``<run>/files/<sha256>``,
 ``<run>/dirs/<sha256>/...`` (complete once ``<run>/done/<sha256>`` exists) and
@@ -14,9 +11,11 @@ Layout below the staging prefix, per miniwdl process: ``<run>/files/<sha256>``,
 
 import hashlib
 import os
+import shlex
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from WDL import Error
 from WDL._util import path_really_within
@@ -48,6 +47,7 @@ class StagePlan:
     inputs: tuple[Mount, ...]  # read-only mounts to stage
     command: Mount | None  # the command file, sent as content
     outputs: tuple[Output, ...]
+    run_key: str  # below which this process's objects go
     attempt_key: str  # below which this attempt's outputs go
 
 
@@ -93,7 +93,7 @@ def plan(attempt: TaskAttempt, store: ObjectStore, run_key: str) -> StagePlan:
                 name = "work"
             key = f"{attempt_key}/{name}"
             outputs.append(Output(mount.host_path, mount.container_path, key, not stream))
-    return StagePlan(tuple(inputs), command, tuple(outputs), attempt_key)
+    return StagePlan(tuple(inputs), command, tuple(outputs), run_key, attempt_key)
 
 
 def copied_inputs(staging: StagePlan) -> list[Mount]:
@@ -127,7 +127,8 @@ class Stager:
 
     def stage(self, host_path: str, run_key: str) -> tuple[str | None, bool]:
         """(URL, is a directory) of an input: passed through, or uploaded unless the same
-        content already is. URL None: an empty directory (no object can stand for it)."""
+        content already is (the key is its SHA-256, so a scatter over one reference uploads it
+        once). URL None: an empty directory (no object can stand for it)."""
         if not os.path.exists(host_path):
             raise Error.InputError(f"omnibio_tes: input {host_path} does not exist")
         directory = os.path.isdir(host_path)
@@ -153,6 +154,35 @@ class Stager:
                 if directory:
                     self.store.put_bytes(b"", marker)  # the directory is complete
         return self.store.url(key), directory
+
+    def files(self, staging: StagePlan, document: Mapping[str, Any]) -> dict[str, Any]:
+        """What a staged task's ``document`` gets: its inputs, the command as content (uploaded
+        beyond CONTENT_MAX_BYTES), and an empty input directory as a volume."""
+        command, inputs, volumes = staging.command, [], []
+        mounts = [*staging.inputs, *copied_inputs(staging)]
+        if command and os.path.getsize(command.host_path) <= CONTENT_MAX_BYTES:
+            with open(command.host_path, encoding="utf-8") as infile:
+                content = infile.read()
+            inputs.append({"content": content, "path": command.container_path, "type": "FILE"})
+        elif command:
+            mounts.append(command)
+        for mount in mounts:
+            url, directory = self.stage(mount.host_path, staging.run_key)
+            kind = "DIRECTORY" if directory else "FILE"
+            if url is None:
+                volumes.append(mount.container_path)
+            else:
+                inputs.append({"url": url, "path": mount.container_path, "type": kind})
+        if not volumes:
+            return {"inputs": inputs}
+        # guess: a server may bind only the outermost of nested paths and leave a volume inside
+        # the working directory unmade (the spec and Funnel's AddTmpVolume make it; the test
+        # server did not), so the command makes them too
+        (executor,) = document["executors"]
+        shell, flag, script = executor["command"]
+        script = f"mkdir -p {shlex.join(volumes)} 2>/dev/null; {script}"
+        executor = {**executor, "command": [shell, flag, script]}
+        return {"inputs": inputs, "volumes": volumes, "executors": [executor]}
 
     def pass_through(self, host_path: str, directory: bool) -> str | None:
         """The URL of an input miniwdl downloaded into its cache from this very store, when the

@@ -1,10 +1,10 @@
 """Pure translation of a TaskAttempt into a TES v1.1 task with one executor: resources,
 backend_parameters, tags, and in staging mode the plan of its files and the command around the
-task's. No I/O: inputs are hashed and uploaded at submission (``engine.py``, ``staging.py``)."""
+task's. No I/O: inputs are hashed and uploaded at submission (``Stager.files``)."""
 
 import posixpath
 import shlex
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,6 @@ class TesRequest:
     task: tes.Task
     notes: tuple[str, ...] = ()  # warnings for the task log (a GPU TES cannot request, ...)
     staging: StagePlan | None = None
-    run_key: str = ""  # staging: the key below which this process's objects go
 
 
 def tes_request(
@@ -43,30 +42,25 @@ def tes_request(
     """The attempt's task; ``supported``: the backend_parameters the server lists (lower case);
     ``store``: the staging store (None: the workers share the filesystem)."""
     resources, strict = attempt.resources, settings.backend_parameters_strict
-    parameters = dict(settings.backend_parameters)
-    if "omnibio_backend_parameters" in attempt.runtime:
-        runtime = attempt.runtime["omnibio_backend_parameters"]
-        override = string_map(runtime, "runtime.omnibio_backend_parameters")
-        parameters = merge_parameters(parameters, override)
-    notes: list[str] = []
+    runtime = attempt.runtime.get("omnibio_backend_parameters", {})
+    override = string_map(runtime, "runtime.omnibio_backend_parameters")
+    parameters = merge_parameters(settings.backend_parameters, override)
     problem = unsupported_parameters(parameters, supported, settings.url)
     if problem and strict:
         raise Error.RuntimeError(
             f"runtime.omnibio_backend_parameters: {problem} and [omnibio_tes] "
             "backend_parameters_strict = true"
         )
-    if problem:
-        notes.append(problem)
+    notes = [problem] if problem else []
     if resources.gpu:
         notes.append(
             "TES 1.1 has no GPU resource; request one through runtime.omnibio_backend_parameters"
         )
     if attempt.user or attempt.privileged:
         notes.append("TES has no container user or privileged mode; the image's defaults apply")
-    run_key = f"{attempt.workflow_run}.{launcher}"
     command, outputs, staging = list(attempt.argv), None, None
     if store:  # else the workers mount the shared filesystem where SharedPlacement's mounts say
-        staging = plan(attempt, store, run_key)
+        staging = plan(attempt, store, f"{attempt.workflow_run}.{launcher}")
         command = staged_command(attempt, staging)
         outputs = staged_outputs(staging, store)
     executor = tes.Executor(
@@ -87,7 +81,7 @@ def tes_request(
         ),
         tags={**attempt.tags, LAUNCHER_TAG: launcher},
     )
-    return TesRequest(task, tuple(notes), staging, run_key)
+    return TesRequest(task, tuple(notes), staging)
 
 
 def supported_backend_parameters(info: Mapping[str, Any]) -> frozenset[str]:
@@ -143,12 +137,6 @@ def staged_command(attempt: TaskAttempt, plan: StagePlan) -> list[str]:
         f"tail -c {STDERR_ECHO_BYTES} {shlex.quote(stderr)} >&2 2>/dev/null; exit $rc"
     )
     return ["/bin/sh", "-c", script]
-
-
-def making_directories(command: Sequence[str], paths: Sequence[str]) -> list[str]:
-    """A staged command (``/bin/sh -c script``) that first makes ``paths``."""
-    shell, flag, script = command
-    return [shell, flag, f"mkdir -p {shlex.join(paths)} 2>/dev/null; {script}"]
 
 
 def staged_outputs(plan: StagePlan, store: ObjectStore) -> list[tes.Output]:
