@@ -86,7 +86,7 @@ class OmnibioContainer(TaskContainer):
     _tracker: ClassVar[Tracker]
     _omnibio: ClassVar[OmnibioSettings]
     _traces: ClassVar[Traces]
-    _warned: ClassVar[set[str]] = set()  # runtime values not enforced, warned about once
+    _warned: ClassVar[set[str]] = set()  # what is not enforced or honoured, warned about once
     # runtime{} keys honoured on every engine (recorded so miniwdl does not call them ignored)
     runtime_keys: ClassVar[tuple[str, ...]] = (
         "omnibio_tool_id",
@@ -146,7 +146,7 @@ class OmnibioContainer(TaskContainer):
     def detect_resource_limits(
         cls, cfg: miniwdl_config.Loader, logger: logging.Logger
     ) -> dict[str, int]:
-        return cls._engine.resource_limits()
+        return cls._engine.limits
 
     def __init__(self, cfg: miniwdl_config.Loader, run_id: str, host_dir: str) -> None:
         self.facts: TaskFacts | None = None  # set by task_plugin before the first attempt
@@ -236,6 +236,8 @@ class OmnibioContainer(TaskContainer):
             clear_stale(result)  # a stale result must not verify this attempt
         engine, tracker = self._engine, self._tracker
         request = engine.translate(attempt)
+        for note in getattr(request, "notes", ()):
+            self._warn_once(logger, note)
         openjd = OpenJdProgress(logger)
         self._verified = None
         with ExitStack() as stack:
@@ -333,7 +335,7 @@ class OmnibioContainer(TaskContainer):
         )
         if oom is None or multiplier is None or multiplier == 1:
             return
-        cap = self._engine.resource_limits()["mem_bytes"]
+        cap = self._engine.limits["mem_bytes"]
         if not oom.memory:
             logger.warning(
                 _("out of memory with no runtime.memory: nothing to raise", multiplier=multiplier)

@@ -139,6 +139,9 @@ class Engine(ABC, Generic[Request]):
     # tracker cancels it at the deadline
     enforces_time_limit: ClassVar[bool] = False
     settings: EngineSettings  # its config section, loaded at start
+    # largest cpu and mem_bytes one task can get, known at start (miniwdl clamps runtime values
+    # to them: TaskContainer.detect_resource_limits)
+    limits: dict[str, int]
     # seconds between two full rounds (fetch(records, full=True)): the costly look an engine
     # takes only now and then (a listing of the service beside its exit files); None: all full
     sweep_seconds: float | None = None
@@ -173,10 +176,6 @@ class Engine(ABC, Generic[Request]):
         """Read the config section once, connect, check what can be checked; fail with one line
         naming the config key or the service's reason."""
 
-    @abstractmethod
-    def resource_limits(self) -> dict[str, int]:
-        """Largest cpu and mem_bytes one task can get (miniwdl clamps runtime values to them)."""
-
     def reserve(
         self, attempt: TaskAttempt, terminating: Callable[[], bool], logger: logging.Logger
     ) -> AbstractContextManager[None]:
@@ -186,7 +185,9 @@ class Engine(ABC, Generic[Request]):
 
     @abstractmethod
     def translate(self, attempt: TaskAttempt) -> Request:
-        """The service's request for the attempt. Pure: no I/O, no change to the engine."""
+        """The service's request for the attempt. Pure: no I/O, no change to the engine. A
+        request's ``notes``, if it has them (what the service cannot honour, e.g. a GPU TES
+        cannot ask for), are warned in the task's log, each once per process."""
 
     def submit(self, request: Request, logger: logging.Logger) -> Accepted:
         """Hand one request to the service. Implement this or ``submit_many``."""

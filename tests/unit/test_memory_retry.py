@@ -110,10 +110,7 @@ class FakeEngine:
     default_time_limit = None
 
     def __init__(self, largest: int) -> None:
-        self.largest = largest
-
-    def resource_limits(self) -> dict[str, int]:
-        return {"cpu": 4, "mem_bytes": self.largest}
+        self.limits = {"cpu": 4, "mem_bytes": largest}
 
 
 def _container(runtime_values, multiplier=None, largest=8 * GiB):

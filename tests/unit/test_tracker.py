@@ -43,9 +43,6 @@ class ScriptedEngine(Engine[str]):
     def start(cls, cfg, logger):
         raise NotImplementedError
 
-    def resource_limits(self):
-        return {"cpu": 1, "mem_bytes": 1}
-
     def translate(self, attempt):
         return attempt.run_id
 

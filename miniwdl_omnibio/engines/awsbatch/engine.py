@@ -173,9 +173,6 @@ class AwsBatchEngine(Engine[JobRequest]):
                 )
         return [by_name[name] for name in queues.values()]
 
-    def resource_limits(self) -> dict[str, int]:
-        return self.limits
-
     def reserve(
         self, attempt: TaskAttempt, terminating: Callable[[], bool], logger: logging.Logger
     ) -> contextlib.AbstractContextManager[None]:

@@ -121,9 +121,6 @@ class AzureBatchEngine(Engine[Task]):
         )
         return cls(client, settings, account, pool, limits, logger)
 
-    def resource_limits(self) -> dict[str, int]:
-        return self.limits
-
     def translate(self, attempt: TaskAttempt) -> Task:
         return batch_task(attempt, self.settings, self.pool, self.limits["cpu"])
 

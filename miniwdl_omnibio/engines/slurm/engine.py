@@ -253,9 +253,6 @@ class SlurmEngine(Engine[SlurmRequest]):
             )
             return None
 
-    def resource_limits(self) -> dict[str, int]:
-        return self.limits
-
     def translate(self, attempt: TaskAttempt) -> SlurmRequest:
         """runtime.slurm_partition, slurm_account and slurm_qos override the section's keys."""
         overrides: dict[str, Any] = {

@@ -52,7 +52,6 @@ class TesEngine(Engine[TesRequest]):
     logger: logging.Logger = logging.getLogger("omnibio_tes")  # start() passes the run's
     launcher: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     ignoring: str | None = None  # how the server showed it ignores filters (None: not)
-    _warned: set[str] = field(default_factory=set)
     _run_keys: set[str] = field(default_factory=set)  # staged below these keys: removed at exit
     # listed tasks no record names (a create whose answer was lost after its retry looked,
     # an attempt the tracker is done with) whose own tags carry this launcher: read once
@@ -61,6 +60,7 @@ class TesEngine(Engine[TesRequest]):
 
     def __post_init__(self, info: Mapping[str, Any]) -> None:
         self.supported_parameters = supported_backend_parameters(info)
+        self.limits = {"cpu": self.settings.max_cpu, "mem_bytes": self.settings.max_memory}
 
     @classmethod
     def start(cls, cfg: miniwdl_config.Loader, logger: logging.Logger) -> "TesEngine":
@@ -110,9 +110,6 @@ class TesEngine(Engine[TesRequest]):
             )
         return engine
 
-    def resource_limits(self) -> dict[str, int]:
-        return {"cpu": self.settings.max_cpu, "mem_bytes": self.settings.max_memory}
-
     def launcher_tags(self) -> list[tuple[str, str]]:
         return [(LAUNCHER_TAG, self.launcher)]
 
@@ -121,13 +118,9 @@ class TesEngine(Engine[TesRequest]):
         return tes_request(attempt, self.settings, self.launcher, self.supported_parameters, store)
 
     def submit(self, request: TesRequest, logger: logging.Logger) -> Accepted:
-        with self._lock:  # each note once per process
-            notes = [note for note in request.notes if note not in self._warned]
-            self._warned.update(notes)
-            if request.staging:
+        if request.staging:
+            with self._lock:
                 self._run_keys.add(request.staging.run_key)
-        for note in notes:
-            logger.warning(note)
         document = request.task.as_dict()
         if request.staging:
             assert self.stager

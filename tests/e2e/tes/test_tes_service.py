@@ -75,3 +75,25 @@ def test_credentials_accepted_and_never_logged(moto, rundir, auth):
         assert server.count("unauthorized") == 0
     logs = logs_of(done)
     assert f'auth: "{auth}"' in logs and secret not in logs
+
+
+GPU_SCATTER = """
+version 1.1
+workflow gpus {
+  scatter (i in range(2)) { call gpu { input: i } }
+}
+task gpu {
+  input { Int i }
+  command <<< echo ~{i} >>>
+  runtime { docker: "ubuntu:22.04" gpu: true }
+}
+"""
+
+
+def test_what_tes_cannot_honour_is_warned_once_per_run(tes_server, moto, rundir):
+    """A request's notes (engines/base.Engine.translate): two tasks asking for a GPU, which TES
+    1.1 has no resource for, run without one and the run says so once."""
+    done = run(tes_server, moto, rundir, GPU_SCATTER)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("TES 1.1 has no GPU resource") == 1
+    assert len(run_tasks(tes_server, done.dir)) == 2
