@@ -221,9 +221,6 @@ class DockerEngine(Engine[DockerRequest]):
         )
         return engine
 
-    def resource_limits(self) -> dict[str, int]:
-        return self.limits
-
     def reserve(
         self, attempt: TaskAttempt, terminating: Callable[[], bool], logger: logging.Logger
     ) -> AbstractContextManager[None]:
@@ -314,8 +311,6 @@ class DockerEngine(Engine[DockerRequest]):
     # --- the attempt -----------------------------------------------------------------------
 
     def submit(self, request: DockerRequest, logger: logging.Logger) -> Accepted:
-        for note in request.notes:
-            logger.warning(note)
         image_id = self.image(request.image, logger)
         prepare_record(request.record)
         try:
