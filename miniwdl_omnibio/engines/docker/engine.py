@@ -33,7 +33,7 @@ from ... import launcher
 from ...attempt import TAG_RUN, TaskAttempt
 from ...retrying import pause_before, retry
 from ..base import Accepted, Engine, Status, Submitted
-from ..jobscript import read_exit_record
+from ..jobscript import clear, read_exit_record
 from .settings import DockerSettings
 from .status import inspected, listed, recorded, removed
 from .translate import LAUNCHER_LABEL, DockerRequest, docker_request
@@ -312,7 +312,10 @@ class DockerEngine(Engine[DockerRequest]):
 
     def submit(self, request: DockerRequest, logger: logging.Logger) -> Accepted:
         image_id = self.image(request.image, logger)
-        prepare_record(request.record)
+        record_dir = os.path.dirname(request.record)
+        os.makedirs(record_dir, exist_ok=True)
+        os.chmod(record_dir, 0o770)  # writable by the container's user, in our group (group_add)
+        clear(request.record)
         try:
             handle, network = retry(
                 lambda: self._launch(request, image_id, logger), self._sandbox_died, tries=2
@@ -436,15 +439,6 @@ class DockerEngine(Engine[DockerRequest]):
                     )
                 )
                 self._remove(container["Id"])
-
-
-def prepare_record(path: str) -> None:
-    """Make the record's directory writable by the container (its user is in the launcher's
-    group: group_add) and drop a record left by an earlier submission of the same attempt."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    os.chmod(os.path.dirname(path), 0o770)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 def _event_time(system_time: str) -> str | None:
