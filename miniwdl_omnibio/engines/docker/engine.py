@@ -272,24 +272,21 @@ class DockerEngine(Engine[DockerRequest]):
         """The run's shared network namespace, made on first use and again once a task could not
         join it because it died (``_sandbox_died``): no look at it per task."""
         with self._sandbox_lock:
-            if not self._sandbox:
-                name = "omnibio-sandbox-" + re.sub(r"[:/]", "-", self.launcher)
-                self._remove(name)  # the one that died, if any
-                created = self.api.create_container(
-                    image_id,
-                    SANDBOX_COMMAND,
-                    stdin_open=True,
-                    labels={
-                        LAUNCHER_LABEL: self.launcher,
-                        SANDBOX_LABEL: "1",
-                        TAG_RUN: workflow_run,
-                    },
-                    name=name,
-                    host_config=self.api.create_host_config(network_mode="bridge"),
-                )
-                self.api.start(created["Id"])
-                self._sandbox = str(created["Id"])
-                logger.info(_("docker network sandbox", container=self._sandbox[:12]))
+            if self._sandbox:
+                return self._sandbox
+            name = "omnibio-sandbox-" + re.sub(r"[:/]", "-", self.launcher)
+            self._remove(name)  # the one that died, if any
+            created = self.api.create_container(
+                image_id,
+                SANDBOX_COMMAND,
+                stdin_open=True,
+                labels={LAUNCHER_LABEL: self.launcher, SANDBOX_LABEL: "1", TAG_RUN: workflow_run},
+                name=name,
+                host_config=self.api.create_host_config(network_mode="bridge"),
+            )
+            self.api.start(created["Id"])
+            self._sandbox = str(created["Id"])
+            logger.info(_("docker network sandbox", container=self._sandbox[:12]))
             return self._sandbox
 
     def _sandbox_died(self, exn: Exception) -> float | bool:
@@ -298,11 +295,9 @@ class DockerEngine(Engine[DockerRequest]):
         sandbox = self._sandbox
         if sandbox is None or not isinstance(exn, docker.errors.APIError):
             return False
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             if self.api.inspect_container(sandbox)["State"]["Running"]:
                 return False
-        except docker.errors.NotFound:
-            pass
         with self._sandbox_lock:
             if self._sandbox == sandbox:  # not one another thread has made since
                 self._sandbox = None
@@ -424,7 +419,6 @@ class DockerEngine(Engine[DockerRequest]):
             return
         for container in leftovers:
             self._remove(container["Id"], logger)
-        self._sandbox = None
 
     def reap_orphans(self, logger: logging.Logger) -> None:
         """Remove containers left by miniwdl processes of this host that died (e.g. SIGKILL)."""
