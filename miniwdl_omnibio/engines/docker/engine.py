@@ -261,11 +261,9 @@ class DockerEngine(Engine[DockerRequest]):
                     raise docker.errors.APIError(str(event["error"]))
             return dict(self.api.inspect_image(tag))
         except docker.errors.APIError as exn:
-            state = (
-                "could not be pulled ([omnibio_docker] pull = always)"
-                if self.settings.pull == "always"
-                else "is not on this host and could not be pulled"
-            )
+            state = "is not on this host and could not be pulled"
+            if self.settings.pull == "always":
+                state = "could not be pulled ([omnibio_docker] pull = always)"
             raise Error.RuntimeError(f"docker image {tag} {state}: {_first_line(exn)}") from None
 
     def sandbox(self, image_id: str, workflow_run: str, logger: logging.Logger) -> str:
@@ -359,13 +357,11 @@ class DockerEngine(Engine[DockerRequest]):
         process's containers, then how each ended that it does not list as queued or running.
         Just after the die event the listing can still say running (dockerd 20.10: for 0.1 to
         0.3 s), so it only tells which containers are still out."""
-        states = None
-        if full:
-            listing = self.api.containers(all=True, filters=self.mine)
-            states = {c["Id"]: str(c.get("State", "")) for c in listing}
+        listing = self.api.containers(all=True, filters=self.mine) if full else []
+        states = {c["Id"]: str(c.get("State", "")) for c in listing}
         statuses = {}
         for record in records:
-            state = "exited" if states is None else states.get(record.handle)
+            state = states.get(record.handle) if full else "exited"
             statuses[record.handle] = (
                 removed(record.handle) if state is None else listed(state) or self._ended(record)
             )
@@ -444,8 +440,7 @@ def _event_time(system_time: str) -> str | None:
     )
     if not match:
         return None
-    zone = "+00:00" if match[3] == "Z" else match[3]
-    seconds = int(datetime.fromisoformat(match[1] + zone).timestamp())
+    seconds = int(datetime.fromisoformat(match[1] + match[3].replace("Z", "+00:00")).timestamp())
     return f"{seconds}.{(match[2] or '').ljust(9, '0')[:9]}"
 
 
