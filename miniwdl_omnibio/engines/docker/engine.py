@@ -35,7 +35,7 @@ from ...retrying import pause_before, retry
 from ..base import Accepted, Engine, Status, Submitted
 from ..jobscript import clear, read_exit_record
 from .settings import DockerSettings
-from .status import inspected, listed, recorded, removed
+from .status import NOT_ENDED, inspected, recorded, removed
 from .translate import LAUNCHER_LABEL, DockerRequest, docker_request
 
 SANDBOX_LABEL = "omnibio.sandbox"
@@ -362,9 +362,8 @@ class DockerEngine(Engine[DockerRequest]):
         statuses = {}
         for record in records:
             state = states.get(record.handle) if full else "exited"
-            statuses[record.handle] = (
-                removed(record.handle) if state is None else listed(state) or self._ended(record)
-            )
+            status = removed(record.handle) if state is None else NOT_ENDED.get(state)
+            statuses[record.handle] = status or self._ended(record)
         return statuses
 
     def _ended(self, record: Submitted) -> Status:

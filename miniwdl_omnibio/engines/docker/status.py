@@ -7,20 +7,14 @@ from ..base import QUEUED, RUNNING, Phase, Status
 from ..jobscript import ExitRecord
 
 USAGE_SOURCE = "container cgroup, read by the job script"
-
-
-def listed(state: str) -> Status | None:
-    """A container's status by its state (Docker Engine API, ContainerState.Status); None: it
-    ended, or is ending ("exited", "dead", "removing")."""
-    if state in ("created", "restarting"):
-        return QUEUED
-    return RUNNING if state in ("running", "paused") else None
+# a container's status by its state (Docker Engine API, ContainerState.Status) until it ended:
+# not here are "exited", "dead" and "removing" (it ended, or is ending)
+NOT_ENDED = {"created": QUEUED, "restarting": QUEUED, "running": RUNNING, "paused": RUNNING}
 
 
 def inspected(state: Mapping[str, Any], image_id: str | None) -> Status:
     """A container's status by its inspected State, an ended one's as docker gives it."""
-    status = listed(str(state.get("Status", "")))
-    return status or Status(
+    return NOT_ENDED.get(str(state.get("Status", ""))) or Status(
         Phase.DONE,
         exit_code=int(state["ExitCode"]),
         oom=bool(state.get("OOMKilled")),
