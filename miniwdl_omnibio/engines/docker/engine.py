@@ -95,9 +95,8 @@ class DieEvents:
     At shutdown ``closed`` is set and the open stream left to end with the process: closing the
     response would wait for the lock of the read in progress, i.e. for the next event."""
 
-    def __init__(self, api: docker.APIClient, launcher: str, since: str | None) -> None:
+    def __init__(self, api: docker.APIClient, label: str, since: str | None) -> None:
         self.api = api
-        label = f"{LAUNCHER_LABEL}={launcher}"
         self.filters = json.dumps({"type": ["container"], "event": ["die"], "label": [label]})
         self.since = since  # the daemon's own time, as seconds.nanoseconds
         self.closed = threading.Event()
@@ -181,7 +180,7 @@ class DockerEngine(Engine[DockerRequest]):
         self._images_lock = threading.Lock()
         self._sandbox: str | None = None
         self._sandbox_lock = threading.Lock()
-        self.events = DieEvents(self.api, self.launcher, since)
+        self.events = DieEvents(self.api, self.mine["label"], since)
         self._removals = ThreadPoolExecutor(1, "omnibio_docker-remove")
         self._logger = logger or logging.getLogger(__name__)
 
@@ -211,8 +210,7 @@ class DockerEngine(Engine[DockerRequest]):
             "cpu": settings.max_cpu or int(info["NCPU"]),
             "mem_bytes": settings.max_memory or int(info["MemTotal"]),
         }
-        since = _event_time(str(info.get("SystemTime", "")))
-        engine = cls(client, settings, limits, since=since, logger=logger)
+        engine = cls(client, settings, limits, _event_time(str(info.get("SystemTime", ""))), logger)
         engine.reap_orphans(logger)
         server, admission = info.get("ServerVersion"), settings.admission
         logger.log(
@@ -315,9 +313,7 @@ class DockerEngine(Engine[DockerRequest]):
             )
         except docker.errors.APIError as exn:
             reason = _first_line(exn)
-            if "device_requests" in request.host_config and (
-                "gpu" in reason or "device driver" in reason
-            ):
+            if "device_requests" in request.host_config and re.search("gpu|device driver", reason):
                 reason += "; runtime.gpu needs a GPU and the NVIDIA container toolkit on this host"
             raise Error.RuntimeError(
                 f"docker could not start the container of {request.image}: {reason}"
