@@ -108,9 +108,16 @@ class DieEvents:
 
     def _run(self, wake: Callable[[str, bool], None], logger: logging.Logger) -> None:
         failures = 0
+        url = f"{self.api.base_url}/v{self.api.api_version}/events"
         while not self.closed.is_set():
             try:
-                with self._open() as response:
+                params = {"since": self.since, "filters": self.filters}
+                with self.api.get(url, params=params, stream=True, timeout=None) as response:
+                    if not response.ok:
+                        reason = (response.text.strip().splitlines() or [""])[0][:300]
+                        raise RuntimeError(
+                            f"GET /events: HTTP {response.status_code} {reason}".strip()
+                        )
                     for line in filter(None, response.iter_lines()):
                         event = json.loads(line)
                         nanos = int(event["timeNano"])
@@ -134,18 +141,6 @@ class DieEvents:
                 ),
             )
             self.closed.wait(delay)
-
-    def _open(self) -> requests.Response:
-        response = self.api.get(
-            f"{self.api.base_url}/v{self.api.api_version}/events",
-            params={"since": self.since, "filters": self.filters},
-            stream=True,
-            timeout=None,
-        )
-        if not response.ok:
-            reason = response.text.strip().splitlines()[0][:300] if response.text.strip() else ""
-            raise RuntimeError(f"GET /events: HTTP {response.status_code} {reason}".strip())
-        return response
 
 
 class DockerEngine(Engine[DockerRequest]):
