@@ -10,6 +10,7 @@ only the safety net.
 """
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -102,11 +103,6 @@ class DieEvents:
         self.closed = threading.Event()
 
     def follow(self, wake: Callable[[str, bool], None], logger: logging.Logger) -> None:
-        threading.Thread(
-            target=self._run, args=(wake, logger), name="omnibio_docker-events", daemon=True
-        ).start()
-
-    def _run(self, wake: Callable[[str, bool], None], logger: logging.Logger) -> None:
         failures = 0
         url = f"{self.api.base_url}/v{self.api.api_version}/events"
         while not self.closed.is_set():
@@ -369,7 +365,8 @@ class DockerEngine(Engine[DockerRequest]):
             return removed(record.handle)
 
     def on_wake(self, wake: Callable[[str, bool], None]) -> None:
-        self.events.follow(wake, self._logger)
+        follow = functools.partial(self.events.follow, wake, self._logger)
+        threading.Thread(target=follow, name="omnibio_docker-events", daemon=True).start()
 
     def cancel(self, record: Submitted, logger: logging.Logger) -> None:
         if self._remove(record.handle):
