@@ -10,6 +10,7 @@ only the safety net.
 """
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -33,9 +34,9 @@ from ... import launcher
 from ...attempt import TAG_RUN, TaskAttempt
 from ...retrying import pause_before, retry
 from ..base import Accepted, Engine, Status, Submitted
-from ..jobscript import read_exit_record
+from ..jobscript import clear, read_exit_record
 from .settings import DockerSettings
-from .status import inspected, listed, recorded, removed
+from .status import NOT_ENDED, inspected, recorded, removed
 from .translate import LAUNCHER_LABEL, DockerRequest, docker_request
 
 SANDBOX_LABEL = "omnibio.sandbox"
@@ -95,23 +96,24 @@ class DieEvents:
     At shutdown ``closed`` is set and the open stream left to end with the process: closing the
     response would wait for the lock of the read in progress, i.e. for the next event."""
 
-    def __init__(self, api: docker.APIClient, launcher: str, since: str | None) -> None:
+    def __init__(self, api: docker.APIClient, label: str, since: str | None) -> None:
         self.api = api
-        label = f"{LAUNCHER_LABEL}={launcher}"
         self.filters = json.dumps({"type": ["container"], "event": ["die"], "label": [label]})
         self.since = since  # the daemon's own time, as seconds.nanoseconds
         self.closed = threading.Event()
 
     def follow(self, wake: Callable[[str, bool], None], logger: logging.Logger) -> None:
-        threading.Thread(
-            target=self._run, args=(wake, logger), name="omnibio_docker-events", daemon=True
-        ).start()
-
-    def _run(self, wake: Callable[[str, bool], None], logger: logging.Logger) -> None:
         failures = 0
+        url = f"{self.api.base_url}/v{self.api.api_version}/events"
         while not self.closed.is_set():
             try:
-                with self._open() as response:
+                params = {"since": self.since, "filters": self.filters}
+                with self.api.get(url, params=params, stream=True, timeout=None) as response:
+                    if not response.ok:
+                        reason = (response.text.strip().splitlines() or [""])[0][:300]
+                        raise RuntimeError(
+                            f"GET /events: HTTP {response.status_code} {reason}".strip()
+                        )
                     for line in filter(None, response.iter_lines()):
                         event = json.loads(line)
                         nanos = int(event["timeNano"])
@@ -135,18 +137,6 @@ class DieEvents:
                 ),
             )
             self.closed.wait(delay)
-
-    def _open(self) -> requests.Response:
-        response = self.api.get(
-            f"{self.api.base_url}/v{self.api.api_version}/events",
-            params={"since": self.since, "filters": self.filters},
-            stream=True,
-            timeout=None,
-        )
-        if not response.ok:
-            reason = response.text.strip().splitlines()[0][:300] if response.text.strip() else ""
-            raise RuntimeError(f"GET /events: HTTP {response.status_code} {reason}".strip())
-        return response
 
 
 class DockerEngine(Engine[DockerRequest]):
@@ -181,7 +171,7 @@ class DockerEngine(Engine[DockerRequest]):
         self._images_lock = threading.Lock()
         self._sandbox: str | None = None
         self._sandbox_lock = threading.Lock()
-        self.events = DieEvents(self.api, self.launcher, since)
+        self.events = DieEvents(self.api, self.mine["label"], since)
         self._removals = ThreadPoolExecutor(1, "omnibio_docker-remove")
         self._logger = logger or logging.getLogger(__name__)
 
@@ -211,8 +201,7 @@ class DockerEngine(Engine[DockerRequest]):
             "cpu": settings.max_cpu or int(info["NCPU"]),
             "mem_bytes": settings.max_memory or int(info["MemTotal"]),
         }
-        since = _event_time(str(info.get("SystemTime", "")))
-        engine = cls(client, settings, limits, since=since, logger=logger)
+        engine = cls(client, settings, limits, _event_time(str(info.get("SystemTime", ""))), logger)
         engine.reap_orphans(logger)
         server, admission = info.get("ServerVersion"), settings.admission
         logger.log(
@@ -261,35 +250,30 @@ class DockerEngine(Engine[DockerRequest]):
                     raise docker.errors.APIError(str(event["error"]))
             return dict(self.api.inspect_image(tag))
         except docker.errors.APIError as exn:
-            state = (
-                "could not be pulled ([omnibio_docker] pull = always)"
-                if self.settings.pull == "always"
-                else "is not on this host and could not be pulled"
-            )
+            state = "is not on this host and could not be pulled"
+            if self.settings.pull == "always":
+                state = "could not be pulled ([omnibio_docker] pull = always)"
             raise Error.RuntimeError(f"docker image {tag} {state}: {_first_line(exn)}") from None
 
     def sandbox(self, image_id: str, workflow_run: str, logger: logging.Logger) -> str:
         """The run's shared network namespace, made on first use and again once a task could not
         join it because it died (``_sandbox_died``): no look at it per task."""
         with self._sandbox_lock:
-            if not self._sandbox:
-                name = "omnibio-sandbox-" + re.sub(r"[:/]", "-", self.launcher)
-                self._remove(name)  # the one that died, if any
-                created = self.api.create_container(
-                    image_id,
-                    SANDBOX_COMMAND,
-                    stdin_open=True,
-                    labels={
-                        LAUNCHER_LABEL: self.launcher,
-                        SANDBOX_LABEL: "1",
-                        TAG_RUN: workflow_run,
-                    },
-                    name=name,
-                    host_config=self.api.create_host_config(network_mode="bridge"),
-                )
-                self.api.start(created["Id"])
-                self._sandbox = str(created["Id"])
-                logger.info(_("docker network sandbox", container=self._sandbox[:12]))
+            if self._sandbox:
+                return self._sandbox
+            name = "omnibio-sandbox-" + re.sub(r"[:/]", "-", self.launcher)
+            self._remove(name)  # the one that died, if any
+            created = self.api.create_container(
+                image_id,
+                SANDBOX_COMMAND,
+                stdin_open=True,
+                labels={LAUNCHER_LABEL: self.launcher, SANDBOX_LABEL: "1", TAG_RUN: workflow_run},
+                name=name,
+                host_config=self.api.create_host_config(network_mode="bridge"),
+            )
+            self.api.start(created["Id"])
+            self._sandbox = str(created["Id"])
+            logger.info(_("docker network sandbox", container=self._sandbox[:12]))
             return self._sandbox
 
     def _sandbox_died(self, exn: Exception) -> float | bool:
@@ -298,11 +282,9 @@ class DockerEngine(Engine[DockerRequest]):
         sandbox = self._sandbox
         if sandbox is None or not isinstance(exn, docker.errors.APIError):
             return False
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             if self.api.inspect_container(sandbox)["State"]["Running"]:
                 return False
-        except docker.errors.NotFound:
-            pass
         with self._sandbox_lock:
             if self._sandbox == sandbox:  # not one another thread has made since
                 self._sandbox = None
@@ -312,16 +294,17 @@ class DockerEngine(Engine[DockerRequest]):
 
     def submit(self, request: DockerRequest, logger: logging.Logger) -> Accepted:
         image_id = self.image(request.image, logger)
-        prepare_record(request.record)
+        record_dir = os.path.dirname(request.record)
+        os.makedirs(record_dir, exist_ok=True)
+        os.chmod(record_dir, 0o770)  # writable by the container's user, in our group (group_add)
+        clear(request.record)
         try:
             handle, network = retry(
                 lambda: self._launch(request, image_id, logger), self._sandbox_died, tries=2
             )
         except docker.errors.APIError as exn:
             reason = _first_line(exn)
-            if "device_requests" in request.host_config and (
-                "gpu" in reason or "device driver" in reason
-            ):
+            if "device_requests" in request.host_config and re.search("gpu|device driver", reason):
                 reason += "; runtime.gpu needs a GPU and the NVIDIA container toolkit on this host"
             raise Error.RuntimeError(
                 f"docker could not start the container of {request.image}: {reason}"
@@ -361,16 +344,13 @@ class DockerEngine(Engine[DockerRequest]):
         process's containers, then how each ended that it does not list as queued or running.
         Just after the die event the listing can still say running (dockerd 20.10: for 0.1 to
         0.3 s), so it only tells which containers are still out."""
-        states = None
-        if full:
-            listing = self.api.containers(all=True, filters=self.mine)
-            states = {c["Id"]: str(c.get("State", "")) for c in listing}
+        listing = self.api.containers(all=True, filters=self.mine) if full else []
+        states = {c["Id"]: str(c.get("State", "")) for c in listing}
         statuses = {}
         for record in records:
-            state = "exited" if states is None else states.get(record.handle)
-            statuses[record.handle] = (
-                removed(record.handle) if state is None else listed(state) or self._ended(record)
-            )
+            state = states.get(record.handle) if full else "exited"
+            status = removed(record.handle) if state is None else NOT_ENDED.get(state)
+            statuses[record.handle] = status or self._ended(record)
         return statuses
 
     def _ended(self, record: Submitted) -> Status:
@@ -385,7 +365,8 @@ class DockerEngine(Engine[DockerRequest]):
             return removed(record.handle)
 
     def on_wake(self, wake: Callable[[str, bool], None]) -> None:
-        self.events.follow(wake, self._logger)
+        follow = functools.partial(self.events.follow, wake, self._logger)
+        threading.Thread(target=follow, name="omnibio_docker-events", daemon=True).start()
 
     def cancel(self, record: Submitted, logger: logging.Logger) -> None:
         if self._remove(record.handle):
@@ -421,7 +402,6 @@ class DockerEngine(Engine[DockerRequest]):
             return
         for container in leftovers:
             self._remove(container["Id"], logger)
-        self._sandbox = None
 
     def reap_orphans(self, logger: logging.Logger) -> None:
         """Remove containers left by miniwdl processes of this host that died (e.g. SIGKILL)."""
@@ -438,15 +418,6 @@ class DockerEngine(Engine[DockerRequest]):
                 self._remove(container["Id"])
 
 
-def prepare_record(path: str) -> None:
-    """Make the record's directory writable by the container (its user is in the launcher's
-    group: group_add) and drop a record left by an earlier submission of the same attempt."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    os.chmod(os.path.dirname(path), 0o770)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
 def _event_time(system_time: str) -> str | None:
     """dockerd's SystemTime (RFC 3339 with nanoseconds, its own time zone) as the
     seconds.nanoseconds that GET /events takes for ``since`` (it does not parse RFC 3339 there,
@@ -456,8 +427,7 @@ def _event_time(system_time: str) -> str | None:
     )
     if not match:
         return None
-    zone = "+00:00" if match[3] == "Z" else match[3]
-    seconds = int(datetime.fromisoformat(match[1] + zone).timestamp())
+    seconds = int(datetime.fromisoformat(match[1] + match[3].replace("Z", "+00:00")).timestamp())
     return f"{seconds}.{(match[2] or '').ljust(9, '0')[:9]}"
 
 
