@@ -195,13 +195,7 @@ def blocked(
     asking = not NEVER_PLACED.search(reason) and (summary is None or summary.get("RUNNABLE"))
     listed = runnable() if asking else []
     reason = next((r for r in map(reasons, listed) if NEVER_PLACED.search(r)), reason)
-    queue = {"jobQueue": parent.get("jobQueue", "")}
-    statuses = {
-        job["jobId"]: job_status({**job, **queue}, image, filesystem)
-        for job in listed
-        if job["jobId"] in waiting
-    }
     if NEVER_PLACED.search(reason):
-        job = {"status": "RUNNABLE", "statusReason": reason, **queue}
-        statuses.update({h: job_status({**job, "jobId": h}, image, filesystem) for h in waiting})
-    return statuses
+        job = {"status": "RUNNABLE", "statusReason": reason, "jobQueue": parent.get("jobQueue", "")}
+        return {h: job_status({**job, "jobId": h}, image, filesystem) for h in waiting}
+    return {j["jobId"]: job_status(j, image, filesystem) for j in listed if j["jobId"] in waiting}
