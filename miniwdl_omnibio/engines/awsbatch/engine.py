@@ -339,7 +339,7 @@ class AwsBatchEngine(Engine[JobRequest]):
                 ask.append(handle)
             if started and ended is None:
                 statuses[handle] = RUNNING
-        held: dict[str, Status] = {}  # array children not started, by the reason Batch gives
+        held: list[Mapping[str, Any]] = []  # array children not started, as Batch says they wait
         for parent, handles in children.items() if full else ():
             found = parents.get(parent)
             quiet = [h for h in handles if written[h][1] is None]
@@ -348,19 +348,18 @@ class AwsBatchEngine(Engine[JobRequest]):
             unstarted = [h for h in quiet if not written[h][0]]
             if unstarted and found:
                 listed = functools.partial(self._runnable_children, parent)
-                image = by_id[unstarted[0]].attempt.image
-                held.update(blocked(found, listed, unstarted, image, self.filesystem_hint))
+                held += blocked(found, listed, unstarted)
         answers = {
             j["jobId"]: with_record(
                 job_status(j, by_id[j["jobId"]].attempt.image, self.filesystem_hint),
                 written[j["jobId"]][1],
             )
-            for j in self._describe(ask)
+            for j in [*self._describe(ask), *held]
             if j["jobId"] in by_id
         }
         # a job asked about and not listed is left to the tracker's grace period
         unchanged = {h: r.status for h, r in by_id.items() if h not in ask}
-        return {**unchanged, **statuses, **answers, **held}
+        return {**unchanged, **statuses, **answers}
 
     def _runnable_children(self, parent: str) -> list[Mapping[str, Any]]:
         """ListJobs of an array's RUNNABLE children, every page (10,000 children: 10 pages)."""

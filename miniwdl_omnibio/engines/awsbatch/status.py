@@ -179,17 +179,13 @@ def unexplained(parent: Mapping[str, Any] | None, waiting: int) -> bool:
 
 
 def blocked(
-    parent: Mapping[str, Any],
-    runnable: Callable[[], list[Mapping[str, Any]]],
-    waiting: list[str],
-    image: str,
-    filesystem: str,
-) -> dict[str, Status]:
-    """The waiting children of an array, from the reason Batch gives the array. "Jobs stuck in
-    a RUNNABLE status": the job "at the head and blocking the queue" carries it, which may be
-    the parent or any one child; every child asks the same of the queue, so one's reason is
-    all's. ``runnable()`` (ListJobs of the RUNNABLE children) is called only while the parent
-    gives no such reason and Batch counts some child RUNNABLE."""
+    parent: Mapping[str, Any], runnable: Callable[[], list[Mapping[str, Any]]], waiting: list[str]
+) -> list[Mapping[str, Any]]:
+    """The waiting children of an array as job_status reads them, by the reason Batch gives the
+    array. "Jobs stuck in a RUNNABLE status": the job "at the head and blocking the queue"
+    carries it, which may be the parent or any one child; every child asks the same of the
+    queue, so one's reason is all's. ``runnable()`` (ListJobs of the RUNNABLE children) is
+    called only while the parent gives no such reason and Batch counts some child RUNNABLE."""
     reason = reasons(parent)
     summary = (parent.get("arrayProperties") or {}).get("statusSummary")
     asking = not NEVER_PLACED.search(reason) and (summary is None or summary.get("RUNNABLE"))
@@ -197,5 +193,5 @@ def blocked(
     reason = next((r for r in map(reasons, listed) if NEVER_PLACED.search(r)), reason)
     if NEVER_PLACED.search(reason):
         job = {"status": "RUNNABLE", "statusReason": reason, "jobQueue": parent.get("jobQueue", "")}
-        return {h: job_status({**job, "jobId": h}, image, filesystem) for h in waiting}
-    return {j["jobId"]: job_status(j, image, filesystem) for j in listed if j["jobId"] in waiting}
+        return [{**job, "jobId": h} for h in waiting]
+    return [j for j in listed if j["jobId"] in waiting]
