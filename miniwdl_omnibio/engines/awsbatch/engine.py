@@ -197,12 +197,11 @@ class AwsBatchEngine(Engine[JobRequest]):
         most = arrays.ARRAY_MAX if self.settings.array_jobs else 1
         results: dict[int, Accepted | Exception] = {}
         for group in arrays.array_groups([each.request for each in submissions], most):
-            accepted: Sequence[Accepted | Exception]
             try:
                 accepted = self._submit_group([submissions[p] for p in group])
+                results.update(zip(group, accepted, strict=True))
             except Exception as exn:
-                accepted = [exn] * len(group)
-            results.update(zip(group, accepted, strict=True))
+                results.update(dict.fromkeys(group, exn))
         return [results[position] for position in range(len(submissions))]
 
     def _submit_group(self, group: list[Submission[JobRequest]]) -> list[Accepted]:

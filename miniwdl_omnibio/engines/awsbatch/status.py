@@ -132,28 +132,27 @@ def job_status(job: Mapping[str, Any], image: str, filesystem: str) -> Status:
         return Status(Phase.DONE, exit_code=int(code or 0), reason=reason, details=details)
     if HOST_LOSS.search(reason):
         return Status(Phase.DONE, interrupted=True, reason=reason, details=details)
+    oom = OOM in reason
     if SETUP_FAILED.search(reason) or (CANNOT_START.search(reason) and MOUNT_TEXT.search(reason)):
         cause = [text for words, text in MOUNT_CAUSES.items() if words in reason.lower()][:1]
         said = [f"AWS Batch job {job_id} could not start: {reason}", *cause, f"check {filesystem}"]
-        return Status(Phase.DONE, error="; ".join(said), reason=reason, details=details)
-    if OVERRIDES_TOO_LONG.search(reason):
+        error = "; ".join(said)
+    elif OVERRIDES_TOO_LONG.search(reason):
         error = f"AWS Batch could not start job {job_id}: {reason} (its command and environment)"
-        return Status(Phase.DONE, error=error, reason=reason, details=details)
-    if CANNOT_START.search(reason):
+    elif CANNOT_START.search(reason):
         what = "pull" if "pull" in reason.lower() else "start a container from"
         error = f"AWS Batch could not {what} image {image} for job {job_id}: {reason}"
-        return Status(Phase.DONE, error=error, reason=reason, details=details)
-    if TIMED_OUT.search(reason) or _ran_out_its_time(job):
+    elif TIMED_OUT.search(reason) or _ran_out_its_time(job):
         return Status(Phase.DONE, timed_out=True, reason=reason or "ran to its timeout")
-    oom = OOM in reason
-    if code is not None or oom:
+    elif code is not None or oom:
         code = 137 if code is None else int(code)  # a container killed by the OOM killer: SIGKILL
         return Status(Phase.DONE, exit_code=code, oom=oom, reason=reason, details=details)
-    error = (
-        f"AWS Batch job {job_id} failed without running its command "
-        f"({reason or 'Batch gave no reason'}); check that image {image} exists and that the "
-        "queue's hosts can pull it"
-    )
+    else:
+        error = (
+            f"AWS Batch job {job_id} failed without running its command "
+            f"({reason or 'Batch gave no reason'}); check that image {image} exists and that the "
+            "queue's hosts can pull it"
+        )
     return Status(Phase.DONE, error=error, reason=reason, details=details)
 
 
