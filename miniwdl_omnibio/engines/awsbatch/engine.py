@@ -118,7 +118,7 @@ class AwsBatchEngine(Engine[JobRequest]):
                 "~/.aws/config)",
             )
         queues = {"job_queue": settings.job_queue, "fallback_queue": settings.fallback_queue}
-        found = cls._check_queues(session, settings, {k: v for k, v in queues.items() if v})
+        found = check_queues(session, settings, {k: v for k, v in queues.items() if v})
         learned: dict[str, int] = {}
         if settings.max_cpu is None or settings.max_memory is None:
             batch, ec2 = (session.client(name, config=RETRIES) for name in ("batch", "ec2"))
@@ -141,37 +141,6 @@ class AwsBatchEngine(Engine[JobRequest]):
             ),
         )
         return engine
-
-    @classmethod
-    def _check_queues(
-        cls, session: boto3.session.Session, settings: AwsBatchSettings, queues: dict[str, str]
-    ) -> list[dict[str, Any]]:
-        """One DescribeJobQueues call proves the endpoint, the credentials and the queues;
-        returns the queues as Batch describes them."""
-        retries = {"mode": "standard", "max_attempts": 2}
-        config = botocore.config.Config(retries=retries, connect_timeout=5, read_timeout=30)
-        probe = session.client("batch", config=config)
-        endpoint = probe.meta.endpoint_url
-        try:
-            found = probe.describe_job_queues(jobQueues=sorted(set(queues.values())))["jobQueues"]
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exn:
-            raise Error.RuntimeError(probe_failure(exn, session, endpoint)) from None
-        by_name = {q[key]: q for q in found for key in ("jobQueueName", "jobQueueArn")}
-        for key, name in queues.items():
-            queue = by_name.get(name)
-            if queue is None:
-                raise settings.fail(
-                    key,
-                    f"AWS Batch has no job queue {name!r} in region {session.region_name} "
-                    f"({endpoint})",
-                )
-            if queue.get("state") != "ENABLED" or queue.get("status") == "INVALID":
-                raise settings.fail(
-                    key,
-                    f"job queue {name!r} is {queue.get('state')}/{queue.get('status')}: "
-                    + queue.get("statusReason", ""),
-                )
-        return [by_name[name] for name in queues.values()]
 
     def reserve(
         self, attempt: TaskAttempt, terminating: Callable[[], bool], logger: logging.Logger
@@ -197,22 +166,22 @@ class AwsBatchEngine(Engine[JobRequest]):
         most = arrays.ARRAY_MAX if self.settings.array_jobs else 1
         results: dict[int, Accepted | Exception] = {}
         for group in arrays.array_groups([each.request for each in submissions], most):
-            accepted: Sequence[Accepted | Exception]
             try:
                 accepted = self._submit_group([submissions[p] for p in group])
+                results.update(zip(group, accepted, strict=True))
             except Exception as exn:
-                accepted = [exn] * len(group)
-            results.update(zip(group, accepted, strict=True))
+                results.update(dict.fromkeys(group, exn))
         return [results[position] for position in range(len(submissions))]
 
     def _submit_group(self, group: list[Submission[JobRequest]]) -> list[Accepted]:
-        """An array job, or a plain job for a lone attempt; paced here with array jobs (without,
-        reserve() paced each attempt)."""
+        """An array job, or a plain job for a lone attempt, with no exit record left of an earlier
+        submission; paced here with array jobs (without, reserve() paced each attempt)."""
         if self.settings.array_jobs:
             time.sleep(self.rate.delay())
         first, logger = group[0].request, group[0].logger
+        clear(*(each.request.exit_record for each in group))
         if len(group) < arrays.ARRAY_MIN:
-            job_id = self._submit(first, [first], logger)
+            job_id = self._submit(first, logger)
             for path in first.files:
                 logger.info(
                     _("environment values passed in a file (SubmitJob request limit)", file=path)
@@ -233,7 +202,7 @@ class AwsBatchEngine(Engine[JobRequest]):
         members = [each.request for each in group]
         array, directory = arrays.plan_array(members, name, self.settings.filesystem.to_container)
         os.makedirs(directory, exist_ok=True)
-        parent = self._submit(array, members, logger)
+        parent = self._submit(array, logger)
         handles = [f"{parent}:{index}" for index in range(len(group))]
         for index, each in enumerate(group):
             each.logger.log(
@@ -249,15 +218,13 @@ class AwsBatchEngine(Engine[JobRequest]):
             )
         return [Accepted(handle, group=parent) for handle in handles]
 
-    def _submit(self, job: JobRequest, members: list[JobRequest], logger: logging.Logger) -> str:
-        """One SubmitJob (a plain job, or the array job of ``members``): the queue checked and
-        the job definition found, the job's files written, and any exit record an earlier
-        launcher left for a member removed (it would end the new job at once)."""
+    def _submit(self, job: JobRequest, logger: logging.Logger) -> str:
+        """One SubmitJob (a plain job or an array job): the queue checked, the job definition
+        found, the job's files written."""
         self._check_queue(job.queue)
         definition = self._definition_arn(job, logger)
         for path, text in job.files.items():
             pathlib.Path(path).write_text(text, encoding="utf-8")
-        clear(*(member.exit_record for member in members))
         try:
             return str(self.batch.submit_job(**job.arguments(definition))["jobId"])
         except botocore.exceptions.ClientError as exn:
@@ -339,7 +306,7 @@ class AwsBatchEngine(Engine[JobRequest]):
                 ask.append(handle)
             if started and ended is None:
                 statuses[handle] = RUNNING
-        held: dict[str, Status] = {}  # array children not started, by the reason Batch gives
+        held: list[Mapping[str, Any]] = []  # array children not started, as Batch says they wait
         for parent, handles in children.items() if full else ():
             found = parents.get(parent)
             quiet = [h for h in handles if written[h][1] is None]
@@ -348,19 +315,18 @@ class AwsBatchEngine(Engine[JobRequest]):
             unstarted = [h for h in quiet if not written[h][0]]
             if unstarted and found:
                 listed = functools.partial(self._runnable_children, parent)
-                image = by_id[unstarted[0]].attempt.image
-                held.update(blocked(found, listed, unstarted, image, self.filesystem_hint))
+                held += blocked(found, listed, unstarted)
         answers = {
             j["jobId"]: with_record(
                 job_status(j, by_id[j["jobId"]].attempt.image, self.filesystem_hint),
                 written[j["jobId"]][1],
             )
-            for j in self._describe(ask)
+            for j in [*self._describe(ask), *held]
             if j["jobId"] in by_id
         }
         # a job asked about and not listed is left to the tracker's grace period
         unchanged = {h: r.status for h, r in by_id.items() if h not in ask}
-        return {**unchanged, **statuses, **answers, **held}
+        return {**unchanged, **statuses, **answers}
 
     def _runnable_children(self, parent: str) -> list[Mapping[str, Any]]:
         """ListJobs of an array's RUNNABLE children, every page (10,000 children: 10 pages)."""
@@ -464,6 +430,36 @@ class AwsBatchEngine(Engine[JobRequest]):
             return
         for record in records:
             record.logger.info(_("AWS Batch job terminated", id=record.handle, by=job_id))
+
+
+def check_queues(
+    session: boto3.session.Session, settings: AwsBatchSettings, queues: dict[str, str]
+) -> list[dict[str, Any]]:
+    """One DescribeJobQueues call proves the endpoint, the credentials and the queues;
+    returns the queues as Batch describes them."""
+    retries = {"mode": "standard", "max_attempts": 2}
+    config = botocore.config.Config(retries=retries, connect_timeout=5, read_timeout=30)
+    probe = session.client("batch", config=config)
+    endpoint = probe.meta.endpoint_url
+    try:
+        found = probe.describe_job_queues(jobQueues=sorted(set(queues.values())))["jobQueues"]
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exn:
+        raise Error.RuntimeError(probe_failure(exn, session, endpoint)) from None
+    by_name = {q[key]: q for q in found for key in ("jobQueueName", "jobQueueArn")}
+    for key, name in queues.items():
+        queue = by_name.get(name)
+        if queue is None:
+            raise settings.fail(
+                key,
+                f"AWS Batch has no job queue {name!r} in region {session.region_name} ({endpoint})",
+            )
+        if queue.get("state") != "ENABLED" or queue.get("status") == "INVALID":
+            raise settings.fail(
+                key,
+                f"job queue {name!r} is {queue.get('state')}/{queue.get('status')}: "
+                + queue.get("statusReason", ""),
+            )
+    return [by_name[name] for name in queues.values()]
 
 
 def probe_failure(exn: Exception, session: boto3.session.Session, endpoint: str) -> str:

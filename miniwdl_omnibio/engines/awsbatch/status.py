@@ -132,28 +132,27 @@ def job_status(job: Mapping[str, Any], image: str, filesystem: str) -> Status:
         return Status(Phase.DONE, exit_code=int(code or 0), reason=reason, details=details)
     if HOST_LOSS.search(reason):
         return Status(Phase.DONE, interrupted=True, reason=reason, details=details)
+    oom = OOM in reason
     if SETUP_FAILED.search(reason) or (CANNOT_START.search(reason) and MOUNT_TEXT.search(reason)):
         cause = [text for words, text in MOUNT_CAUSES.items() if words in reason.lower()][:1]
         said = [f"AWS Batch job {job_id} could not start: {reason}", *cause, f"check {filesystem}"]
-        return Status(Phase.DONE, error="; ".join(said), reason=reason, details=details)
-    if OVERRIDES_TOO_LONG.search(reason):
+        error = "; ".join(said)
+    elif OVERRIDES_TOO_LONG.search(reason):
         error = f"AWS Batch could not start job {job_id}: {reason} (its command and environment)"
-        return Status(Phase.DONE, error=error, reason=reason, details=details)
-    if CANNOT_START.search(reason):
+    elif CANNOT_START.search(reason):
         what = "pull" if "pull" in reason.lower() else "start a container from"
         error = f"AWS Batch could not {what} image {image} for job {job_id}: {reason}"
-        return Status(Phase.DONE, error=error, reason=reason, details=details)
-    if TIMED_OUT.search(reason) or _ran_out_its_time(job):
+    elif TIMED_OUT.search(reason) or _ran_out_its_time(job):
         return Status(Phase.DONE, timed_out=True, reason=reason or "ran to its timeout")
-    oom = OOM in reason
-    if code is not None or oom:
+    elif code is not None or oom:
         code = 137 if code is None else int(code)  # a container killed by the OOM killer: SIGKILL
         return Status(Phase.DONE, exit_code=code, oom=oom, reason=reason, details=details)
-    error = (
-        f"AWS Batch job {job_id} failed without running its command "
-        f"({reason or 'Batch gave no reason'}); check that image {image} exists and that the "
-        "queue's hosts can pull it"
-    )
+    else:
+        error = (
+            f"AWS Batch job {job_id} failed without running its command "
+            f"({reason or 'Batch gave no reason'}); check that image {image} exists and that the "
+            "queue's hosts can pull it"
+        )
     return Status(Phase.DONE, error=error, reason=reason, details=details)
 
 
@@ -179,29 +178,19 @@ def unexplained(parent: Mapping[str, Any] | None, waiting: int) -> bool:
 
 
 def blocked(
-    parent: Mapping[str, Any],
-    runnable: Callable[[], list[Mapping[str, Any]]],
-    waiting: list[str],
-    image: str,
-    filesystem: str,
-) -> dict[str, Status]:
-    """The waiting children of an array, from the reason Batch gives the array. "Jobs stuck in
-    a RUNNABLE status": the job "at the head and blocking the queue" carries it, which may be
-    the parent or any one child; every child asks the same of the queue, so one's reason is
-    all's. ``runnable()`` (ListJobs of the RUNNABLE children) is called only while the parent
-    gives no such reason and Batch counts some child RUNNABLE."""
+    parent: Mapping[str, Any], runnable: Callable[[], list[Mapping[str, Any]]], waiting: list[str]
+) -> list[Mapping[str, Any]]:
+    """The waiting children of an array as job_status reads them, by the reason Batch gives the
+    array. "Jobs stuck in a RUNNABLE status": the job "at the head and blocking the queue"
+    carries it, which may be the parent or any one child; every child asks the same of the
+    queue, so one's reason is all's. ``runnable()`` (ListJobs of the RUNNABLE children) is
+    called only while the parent gives no such reason and Batch counts some child RUNNABLE."""
     reason = reasons(parent)
     summary = (parent.get("arrayProperties") or {}).get("statusSummary")
     asking = not NEVER_PLACED.search(reason) and (summary is None or summary.get("RUNNABLE"))
     listed = runnable() if asking else []
     reason = next((r for r in map(reasons, listed) if NEVER_PLACED.search(r)), reason)
-    queue = {"jobQueue": parent.get("jobQueue", "")}
-    statuses = {
-        job["jobId"]: job_status({**job, **queue}, image, filesystem)
-        for job in listed
-        if job["jobId"] in waiting
-    }
     if NEVER_PLACED.search(reason):
-        job = {"status": "RUNNABLE", "statusReason": reason, **queue}
-        statuses.update({h: job_status({**job, "jobId": h}, image, filesystem) for h in waiting})
-    return statuses
+        job = {"status": "RUNNABLE", "statusReason": reason, "jobQueue": parent.get("jobQueue", "")}
+        return [{**job, "jobId": h} for h in waiting]
+    return [j for j in listed if j["jobId"] in waiting]

@@ -18,6 +18,7 @@ LOG_TAIL_LINES = 30
 MIN_TIMEOUT = 60  # API_JobTimeout: "The minimum value for the timeout is 60 seconds."
 JOB_NAME_MAX = 128
 VOLUME = "omnibio-fs"  # the job definitions' one volume: the shared filesystem
+TAG_UNSAFE = re.compile(r"[^\w .:/=+\-@]")  # what a tag may not hold, replaced by "_"
 # Batch service quotas: "Maximum job payload size (for SubmitJob API operations): 30 KiB". The
 # whole serialized request counts; the job definition's ARN replaces its name at submission.
 REQUEST_LIMIT = 30 * 1024
@@ -132,10 +133,6 @@ def job_name(prefix: str, call: str, attempt: int) -> str:
     return prefix + body + suffix
 
 
-def clean_tag(text: str, limit: int) -> str:
-    return re.sub(r"[^\w .:/=+\-@]", "_", str(text))[:limit]
-
-
 def fit_request(
     request: JobRequest, attempt: TaskAttempt, settings: AwsBatchSettings
 ) -> JobRequest:
@@ -175,7 +172,7 @@ def job_request(attempt: TaskAttempt, settings: AwsBatchSettings, name_prefix: s
         resources=tuple(requirements),
         timeout=max(MIN_TIMEOUT, resources.time_limit) if resources.time_limit else None,
         tags={
-            clean_tag(k, 128): clean_tag(v, 256)
+            TAG_UNSAFE.sub("_", k)[:128]: TAG_UNSAFE.sub("_", v)[:256]
             for k, v in {**settings.tags, **attempt.tags}.items()
         },
         exit_record=jobscript.exit_record(attempt.host_dir, attempt.attempt),
