@@ -13,10 +13,10 @@ tracker gathers cancellations into one ``cancel_many``: one scancel.
 """
 
 import contextlib
+import itertools
 import logging
 import os
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -30,7 +30,7 @@ from WDL.runtime import config as miniwdl_config
 
 from ... import launcher
 from ...attempt import TaskAttempt
-from ...retrying import retry
+from ...retrying import pause_before
 from ..base import Accepted, Engine, Phase, QueueFull, Status, Submission, Submitted
 from ..jobscript import ExitRecord, clear, read_exit_record
 from . import cluster
@@ -52,10 +52,6 @@ from .translate import (
 SACCT_WAIT = 5.0
 PROBE_PAUSE = 5.0  # seconds between two squeue of the probe job at most
 LOG_TAIL_BYTES = 4000
-
-
-class NotYet(Exception):
-    """The probe job has not ended: wait_probe's retry loop asks again."""
 
 
 @dataclass(eq=False)  # one engine per process, compared by identity
@@ -217,16 +213,14 @@ class SlurmEngine(Engine[SlurmRequest]):
 
     def wait_probe(self, job_id: str) -> mapping.SlurmJob | None:
         """The probe job once it ended; None, with a warning, at the timeout. squeue at once,
-        then after 1 s, 2 s, 4 s ... (at most PROBE_PAUSE; retrying.retry): quick on an idle
-        cluster, few calls while the probe waits in a queue. A probe waiting at a user's or
+        then after 1 s, 2 s, 4 s ... (at most PROBE_PAUSE; retrying.pause_before): quick on an
+        idle cluster, few calls while the probe waits in a queue. A probe waiting at a user's or
         account's limit (the user's jobs of other runs hold it) waits like any job, with one line
         naming the limit."""
         timeout = self.settings.probe_timeout
         deadline = self.clock() + timeout
         limit = ""
-
-        def ended() -> mapping.SlurmJob:
-            nonlocal limit
+        for tries in itertools.count(1):
             job = self.squeue([job_id]).get(job_id)
             if job and job.state not in mapping.WAITING | mapping.ALLOCATED:
                 return job
@@ -239,19 +233,14 @@ class SlurmEngine(Engine[SlurmRequest]):
             if job and mapping.waits_at_limit(job) and job.reason != limit:
                 limit = job.reason
                 self.logger.info(_("omnibio_slurm probe job waits at a Slurm limit", limit=limit))
-            raise NotYet
-
-        def verdict(exn: Exception) -> bool:
-            return isinstance(exn, NotYet) and self.clock() < deadline
-
-        try:
-            return retry(ended, verdict, sys.maxsize, self.sleep, PROBE_PAUSE)
-        except NotYet:
-            self.cli.run(["scancel", job_id], check=False)
-            self.logger.warning(
-                _("omnibio_slurm probe job did not run in time; not checked", seconds=timeout)
-            )
-            return None
+            if self.clock() >= deadline:
+                break
+            self.sleep(pause_before(tries, None, PROBE_PAUSE))
+        self.cli.run(["scancel", job_id], check=False)
+        self.logger.warning(
+            _("omnibio_slurm probe job did not run in time; not checked", seconds=timeout)
+        )
+        return None
 
     def translate(self, attempt: TaskAttempt) -> SlurmRequest:
         """runtime.slurm_partition, slurm_account and slurm_qos override the section's keys."""
