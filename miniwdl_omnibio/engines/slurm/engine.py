@@ -328,13 +328,6 @@ class SlurmEngine(Engine[SlurmRequest]):
             raise SlurmProblem(f"omnibio_slurm: squeue failed: {done.stderr.strip()[:300]}")
         return mapping.parse_squeue(done.stdout)
 
-    def sacct(self, job_ids: Sequence[str]) -> dict[str, mapping.SlurmJob]:
-        done = self.cli.run(
-            ["sacct", "--noheader", "--parsable2", f"--jobs={','.join(job_ids)}"]
-            + [f"--format={mapping.SACCT_FORMAT}"]
-        )
-        return mapping.parse_sacct(done.stdout)
-
     def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
         """The exit records, then in a full round squeue and sacct (see the module's docstring)."""
         seen = {r.handle: read_exit_record(r.request.files.record) for r in records}
@@ -348,7 +341,11 @@ class SlurmEngine(Engine[SlurmRequest]):
         ended = {h for h, s in statuses.items() if seen[h][1] and s and s.phase is Phase.DONE}
         if self.accounting and (gone or ended):
             asked = gone | ended
-            accounted = self.sacct(mapping.job_ids(asked))
+            done = self.cli.run(
+                ["sacct", "--noheader", "--parsable2", f"--jobs={','.join(mapping.job_ids(asked))}"]
+                + [f"--format={mapping.SACCT_FORMAT}"]
+            )
+            accounted = mapping.parse_sacct(done.stdout)
             for record in (r for r in records if r.handle in asked):
                 handle = record.handle
                 found = accounted.get(handle)
@@ -420,7 +417,6 @@ class SlurmEngine(Engine[SlurmRequest]):
         return details | ({"slurm_log_tail": tail[-2000:]} if tail else {})
 
     def shutdown(self, logger: logging.Logger) -> None:
-        """Log how many Slurm commands this took."""
         logger.info(_("omnibio_slurm commands", **dict(self.cli.counts)))
 
 

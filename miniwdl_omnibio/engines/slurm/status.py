@@ -166,9 +166,8 @@ def parse_sacct(text: str) -> dict[str, SlurmJob]:
             continue
         job_id, state, exit_code, max_rss, total_cpu, end = fields[:6]
         if "." in job_id:
-            rss = size_bytes(max_rss)
             owner = job_id.split(".", 1)[0]
-            if rss is not None:
+            if (rss := size_bytes(max_rss)) is not None:
                 peaks[owner] = max(rss, peaks.get(owner, 0))
             continue
         code, _sep, signal = exit_code.partition(":")
@@ -195,13 +194,10 @@ def wall_time(text: str) -> float | None:
 def size_bytes(text: str) -> int | None:
     """sacct's MaxRSS, e.g. "219800K" (sacct(1) --units: K, M, G, T, P, in 1024s); None when
     empty (nothing sampled)."""
-    text = text.strip()
-    scale = 1
-    if text and text[-1].upper() in "KMGTP":
-        scale = 1024 ** ("KMGTP".index(text[-1].upper()) + 1)
-        text = text[:-1]
+    text = text.strip().upper()
+    power = "KMGTP".find(text[-1:]) + 1 if text else 0
     try:
-        return round(float(text) * scale) if text else None
+        return round(float(text[:-1] if power else text) * 1024**power)
     except ValueError:
         return None
 
