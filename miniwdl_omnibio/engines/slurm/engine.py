@@ -269,12 +269,10 @@ class SlurmEngine(Engine[SlurmRequest]):
             for start in range(0, len(members), self.max_array_size):
                 chunk = members[start : start + self.max_array_size]
                 try:
-                    sent: Sequence[Accepted | Exception] = self._sbatch(
-                        [submissions[i] for i in chunk]
-                    )
+                    sent = self._sbatch([submissions[i] for i in chunk])
+                    results.update(zip(chunk, sent, strict=True))
                 except Exception as exn:  # the chunk shares one sbatch, so it shares its refusal
-                    sent = [exn] * len(chunk)
-                results.update(zip(chunk, sent, strict=True))
+                    results.update(dict.fromkeys(chunk, exn))
         return [results[index] for index in range(len(submissions))]
 
     def prepare(self, request: SlurmRequest) -> None:

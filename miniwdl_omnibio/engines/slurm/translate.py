@@ -370,23 +370,18 @@ def batch_script(requests: Sequence[SlurmRequest]) -> str:
     The choice is written into the script (sbatch keeps a copy in slurmctld), so the only shared
     files an element reads are its own.
     """
-    lines = [
-        "#!/bin/sh",
-        "# omnibio_slurm: one element per task attempt",
-        'case "${SLURM_ARRAY_TASK_ID:-0}" in',
-    ]
-    for index, request in enumerate(requests):
-        lines.append(
-            f"{index}) dir={shlex.quote(request.files.node_dir)}; name={request.files.name} ;;"
-        )
-    lines += [
-        f"*) exit {EXIT_NO_ELEMENT} ;;",
-        "esac",
-        f'[ -r "$dir/$name.sh" ] || exit {MISSING_FILESYSTEM_EXIT}',
-        'exec /bin/sh "$dir/$name.sh" >>"$dir/$name.log" 2>&1',
-        "",
-    ]
-    return "\n".join(lines)
+    elements = "".join(
+        f"{index}) dir={shlex.quote(request.files.node_dir)}; name={request.files.name} ;;\n"
+        for index, request in enumerate(requests)
+    )
+    return f"""#!/bin/sh
+# omnibio_slurm: one element per task attempt
+case "${{SLURM_ARRAY_TASK_ID:-0}}" in
+{elements}*) exit {EXIT_NO_ELEMENT} ;;
+esac
+[ -r "$dir/$name.sh" ] || exit {MISSING_FILESYSTEM_EXIT}
+exec /bin/sh "$dir/$name.sh" >>"$dir/$name.log" 2>&1
+"""
 
 
 def sbatch_argv(requests: Sequence[SlurmRequest], launcher: str) -> list[str]:
