@@ -137,11 +137,9 @@ class SlurmEngine(Engine[SlurmRequest]):
     def check_account(self) -> None:
         """With accounting, an unknown account or QOS is refused at start (without it, Slurm
         accepts any and the check is not possible)."""
-        if not self.accounting:
-            return
         for key in ("account", "qos"):
             name = getattr(self.settings, key)
-            if not name:
+            if not (self.accounting and name):
                 continue
             found = self.cli.run(
                 ["sacctmgr", "--noheader", "--parsable2", "show", key, name, "format=Name"],
@@ -278,8 +276,7 @@ class SlurmEngine(Engine[SlurmRequest]):
     def prepare(self, request: SlurmRequest) -> None:
         """Refuse a request no node of its partition can hold (it would pend forever); write
         the element's script and environment."""
-        problem = misfit(request, self.partition(request.partition))
-        if problem:
+        if problem := misfit(request, self.partition(request.partition)):
             raise Error.RuntimeError(problem)
         files = request.files
         os.makedirs(files.host_dir, exist_ok=True)
