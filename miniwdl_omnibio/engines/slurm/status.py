@@ -207,10 +207,8 @@ def cpu_seconds(text: str) -> float | None:
     days, _sep, clock = text.strip().rpartition("-")
     try:
         parts = [float(p) for p in clock.split(":")]
-        if not 2 <= len(parts) <= 3:
-            return None
         seconds = sum(p * 60**i for i, p in enumerate(reversed(parts)))
-        return seconds + (int(days) * 86400 if days else 0)
+        return seconds + int(days or 0) * 86400 if 2 <= len(parts) <= 3 else None
     except ValueError:
         return None
 

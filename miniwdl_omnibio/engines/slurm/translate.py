@@ -103,21 +103,19 @@ def placement(settings: SlurmSettings) -> list[str]:
 
 def misfit(request: SlurmRequest, partition: Partition | None) -> str | None:
     """Why no node of the request's partition can hold it (it would pend forever), or None."""
-    where = f"partition {request.partition or '(default)'}"
+    nodes = f"node of partition {request.partition or '(default)'}"
     if partition is None:
         return f"runtime.slurm_partition: Slurm has no partition {request.partition!r}"
     if request.cpu > partition.max_cpu:
-        return (
-            f"runtime.cpu {request.cpu} is more than any node of {where} has ({partition.max_cpu})"
-        )
+        return f"runtime.cpu {request.cpu} is more than any {nodes} has ({partition.max_cpu})"
     if request.memory > partition.max_memory:
         return (
-            f"runtime.memory {request.memory} bytes is more than any node of {where} has "
+            f"runtime.memory {request.memory} bytes is more than any {nodes} has "
             f"({partition.max_memory})"
         )
     if request.gpu > partition.gpus:
         return (
-            f"runtime.gpu: no node of {where} has {request.gpu} GPU(s) (sinfo lists gres "
+            f"runtime.gpu: no {nodes} has {request.gpu} GPU(s) (sinfo lists gres "
             f"gpu:{partition.gpus} at most)"
         )
     return None
