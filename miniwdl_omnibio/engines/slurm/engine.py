@@ -13,10 +13,10 @@ tracker gathers cancellations into one ``cancel_many``: one scancel.
 """
 
 import contextlib
+import itertools
 import logging
 import os
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -30,7 +30,7 @@ from WDL.runtime import config as miniwdl_config
 
 from ... import launcher
 from ...attempt import TaskAttempt
-from ...retrying import retry
+from ...retrying import pause_before
 from ..base import Accepted, Engine, Phase, QueueFull, Status, Submission, Submitted
 from ..jobscript import ExitRecord, clear, read_exit_record
 from . import cluster
@@ -52,10 +52,6 @@ from .translate import (
 SACCT_WAIT = 5.0
 PROBE_PAUSE = 5.0  # seconds between two squeue of the probe job at most
 LOG_TAIL_BYTES = 4000
-
-
-class NotYet(Exception):
-    """The probe job has not ended: wait_probe's retry loop asks again."""
 
 
 @dataclass(eq=False)  # one engine per process, compared by identity
@@ -141,11 +137,9 @@ class SlurmEngine(Engine[SlurmRequest]):
     def check_account(self) -> None:
         """With accounting, an unknown account or QOS is refused at start (without it, Slurm
         accepts any and the check is not possible)."""
-        if not self.accounting:
-            return
         for key in ("account", "qos"):
             name = getattr(self.settings, key)
-            if not name:
+            if not (self.accounting and name):
                 continue
             found = self.cli.run(
                 ["sacctmgr", "--noheader", "--parsable2", "show", key, name, "format=Name"],
@@ -217,16 +211,14 @@ class SlurmEngine(Engine[SlurmRequest]):
 
     def wait_probe(self, job_id: str) -> mapping.SlurmJob | None:
         """The probe job once it ended; None, with a warning, at the timeout. squeue at once,
-        then after 1 s, 2 s, 4 s ... (at most PROBE_PAUSE; retrying.retry): quick on an idle
-        cluster, few calls while the probe waits in a queue. A probe waiting at a user's or
+        then after 1 s, 2 s, 4 s ... (at most PROBE_PAUSE; retrying.pause_before): quick on an
+        idle cluster, few calls while the probe waits in a queue. A probe waiting at a user's or
         account's limit (the user's jobs of other runs hold it) waits like any job, with one line
         naming the limit."""
         timeout = self.settings.probe_timeout
         deadline = self.clock() + timeout
         limit = ""
-
-        def ended() -> mapping.SlurmJob:
-            nonlocal limit
+        for tries in itertools.count(1):
             job = self.squeue([job_id]).get(job_id)
             if job and job.state not in mapping.WAITING | mapping.ALLOCATED:
                 return job
@@ -239,19 +231,14 @@ class SlurmEngine(Engine[SlurmRequest]):
             if job and mapping.waits_at_limit(job) and job.reason != limit:
                 limit = job.reason
                 self.logger.info(_("omnibio_slurm probe job waits at a Slurm limit", limit=limit))
-            raise NotYet
-
-        def verdict(exn: Exception) -> bool:
-            return isinstance(exn, NotYet) and self.clock() < deadline
-
-        try:
-            return retry(ended, verdict, sys.maxsize, self.sleep, PROBE_PAUSE)
-        except NotYet:
-            self.cli.run(["scancel", job_id], check=False)
-            self.logger.warning(
-                _("omnibio_slurm probe job did not run in time; not checked", seconds=timeout)
-            )
-            return None
+            if self.clock() >= deadline:
+                break
+            self.sleep(pause_before(tries, None, PROBE_PAUSE))
+        self.cli.run(["scancel", job_id], check=False)
+        self.logger.warning(
+            _("omnibio_slurm probe job did not run in time; not checked", seconds=timeout)
+        )
+        return None
 
     def translate(self, attempt: TaskAttempt) -> SlurmRequest:
         """runtime.slurm_partition, slurm_account and slurm_qos override the section's keys."""
@@ -280,19 +267,16 @@ class SlurmEngine(Engine[SlurmRequest]):
             for start in range(0, len(members), self.max_array_size):
                 chunk = members[start : start + self.max_array_size]
                 try:
-                    sent: Sequence[Accepted | Exception] = self._sbatch(
-                        [submissions[i] for i in chunk]
-                    )
+                    sent = self._sbatch([submissions[i] for i in chunk])
+                    results.update(zip(chunk, sent, strict=True))
                 except Exception as exn:  # the chunk shares one sbatch, so it shares its refusal
-                    sent = [exn] * len(chunk)
-                results.update(zip(chunk, sent, strict=True))
+                    results.update(dict.fromkeys(chunk, exn))
         return [results[index] for index in range(len(submissions))]
 
     def prepare(self, request: SlurmRequest) -> None:
         """Refuse a request no node of its partition can hold (it would pend forever); write
         the element's script and environment."""
-        problem = misfit(request, self.partition(request.partition))
-        if problem:
+        if problem := misfit(request, self.partition(request.partition)):
             raise Error.RuntimeError(problem)
         files = request.files
         os.makedirs(files.host_dir, exist_ok=True)
@@ -339,13 +323,6 @@ class SlurmEngine(Engine[SlurmRequest]):
             raise SlurmProblem(f"omnibio_slurm: squeue failed: {done.stderr.strip()[:300]}")
         return mapping.parse_squeue(done.stdout)
 
-    def sacct(self, job_ids: Sequence[str]) -> dict[str, mapping.SlurmJob]:
-        done = self.cli.run(
-            ["sacct", "--noheader", "--parsable2", f"--jobs={','.join(job_ids)}"]
-            + [f"--format={mapping.SACCT_FORMAT}"]
-        )
-        return mapping.parse_sacct(done.stdout)
-
     def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
         """The exit records, then in a full round squeue and sacct (see the module's docstring)."""
         seen = {r.handle: read_exit_record(r.request.files.record) for r in records}
@@ -359,7 +336,11 @@ class SlurmEngine(Engine[SlurmRequest]):
         ended = {h for h, s in statuses.items() if seen[h][1] and s and s.phase is Phase.DONE}
         if self.accounting and (gone or ended):
             asked = gone | ended
-            accounted = self.sacct(mapping.job_ids(asked))
+            done = self.cli.run(
+                ["sacct", "--noheader", "--parsable2", f"--jobs={','.join(mapping.job_ids(asked))}"]
+                + [f"--format={mapping.SACCT_FORMAT}"]
+            )
+            accounted = mapping.parse_sacct(done.stdout)
             for record in (r for r in records if r.handle in asked):
                 handle = record.handle
                 found = accounted.get(handle)
@@ -431,7 +412,6 @@ class SlurmEngine(Engine[SlurmRequest]):
         return details | ({"slurm_log_tail": tail[-2000:]} if tail else {})
 
     def shutdown(self, logger: logging.Logger) -> None:
-        """Log how many Slurm commands this took."""
         logger.info(_("omnibio_slurm commands", **dict(self.cli.counts)))
 
 

@@ -9,7 +9,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, TypeGuard
+from typing import TypeGuard
 
 from ..base import Phase, Status
 from ..jobscript import MISSING_FILESYSTEM_EXIT, ExitRecord
@@ -133,9 +133,7 @@ def final(record: ExitRecord | None) -> TypeGuard[ExitRecord]:
     apptainer)."""
     if record is None or record.signalled:
         return False
-    return not (
-        record.started and record.exit_code >= 128 and not record.oom and not record.timed_out
-    )
+    return record.oom or record.timed_out or not record.started or record.exit_code < 128
 
 
 def parse_squeue(text: str) -> dict[str, SlurmJob]:
@@ -168,9 +166,8 @@ def parse_sacct(text: str) -> dict[str, SlurmJob]:
             continue
         job_id, state, exit_code, max_rss, total_cpu, end = fields[:6]
         if "." in job_id:
-            rss = size_bytes(max_rss)
             owner = job_id.split(".", 1)[0]
-            if rss is not None:
+            if (rss := size_bytes(max_rss)) is not None:
                 peaks[owner] = max(rss, peaks.get(owner, 0))
             continue
         code, _sep, signal = exit_code.partition(":")
@@ -197,13 +194,10 @@ def wall_time(text: str) -> float | None:
 def size_bytes(text: str) -> int | None:
     """sacct's MaxRSS, e.g. "219800K" (sacct(1) --units: K, M, G, T, P, in 1024s); None when
     empty (nothing sampled)."""
-    text = text.strip()
-    scale = 1
-    if text and text[-1].upper() in "KMGTP":
-        scale = 1024 ** ("KMGTP".index(text[-1].upper()) + 1)
-        text = text[:-1]
+    text = text.strip().upper()
+    power = "KMGTP".find(text[-1:]) + 1 if text else 0
     try:
-        return round(float(text) * scale) if text else None
+        return round(float(text[:-1] if power else text) * 1024**power)
     except ValueError:
         return None
 
@@ -213,10 +207,8 @@ def cpu_seconds(text: str) -> float | None:
     days, _sep, clock = text.strip().rpartition("-")
     try:
         parts = [float(p) for p in clock.split(":")]
-        if not 2 <= len(parts) <= 3:
-            return None
         seconds = sum(p * 60**i for i, p in enumerate(reversed(parts)))
-        return seconds + (int(days) * 86400 if days else 0)
+        return seconds + int(days or 0) * 86400 if 2 <= len(parts) <= 3 else None
     except ValueError:
         return None
 
@@ -253,33 +245,29 @@ CGROUP_SOURCE = "cgroup, read in the container by the job script"
 SACCT_SOURCE = "sacct MaxRSS and TotalCPU: the job's own processes"
 
 
-def usage(record: ExitRecord | None, job: SlurmJob | None) -> dict[str, Any]:
-    """details["usage"]: the container's cgroup as the element script recorded it, else sacct's
-    figures for the job (the container itself under apptainer, only the client under docker);
-    sacct's stay beside the cgroup's as ``sacct_max_rss`` and ``sacct_total_cpu``."""
-    cgroup = record.usage() if record else {}
-    sacct = {"max_rss": job.max_rss, "total_cpu": job.total_cpu} if job else {}
-    sacct = {key: value for key, value in sacct.items() if value is not None}
-    if cgroup:
-        beside = {f"sacct_{key}": value for key, value in sacct.items()}
-        return {"usage": {**cgroup, "source": CGROUP_SOURCE, **beside}}
-    if sacct:  # in the trace's words
-        names = {"max_rss": "memory_peak", "total_cpu": "cpu_seconds"}
-        return {"usage": {**{names[k]: v for k, v in sacct.items()}, "source": SACCT_SOURCE}}
-    return {}
-
-
 def status(
     job: SlurmJob | None, record: ExitRecord | None, running: bool, context: Context
 ) -> Status | None:
     """The attempt's Status from its exit record (empty while it runs: ``running``) and Slurm's
     answer on its job this round (None: Slurm does not list it); None: nothing known yet. An
-    ended attempt carries what was measured of it (``usage``) and the image its container ran
-    (podman gives the bare digest docker prefixes with sha256:)."""
+    ended attempt carries the image its container ran (podman gives the bare digest docker
+    prefixes with sha256:) and what was measured of it: details["usage"], the container's cgroup
+    as the element script recorded it, else sacct's figures for the job (the container itself
+    under apptainer, only the client under docker); sacct's stay beside the cgroup's as
+    ``sacct_max_rss`` and ``sacct_total_cpu``."""
     found = verdict(job, record, running, context)
     if found is None or found.phase is not Phase.DONE:
         return found
-    details = {**found.details, **usage(record, job)}
+    details = dict(found.details)
+    cgroup = record.usage() if record else {}
+    sacct = {"max_rss": job.max_rss, "total_cpu": job.total_cpu} if job else {}
+    sacct = {key: value for key, value in sacct.items() if value is not None}
+    if cgroup:
+        beside = {f"sacct_{key}": value for key, value in sacct.items()}
+        details["usage"] = {**cgroup, "source": CGROUP_SOURCE, **beside}
+    elif sacct:  # in the trace's words
+        names = {"max_rss": "memory_peak", "total_cpu": "cpu_seconds"}
+        details["usage"] = {**{names[k]: v for k, v in sacct.items()}, "source": SACCT_SOURCE}
     if record and record.image_id:
         image = record.image_id
         details["image_id"] = image if ":" in image else f"sha256:{image}"

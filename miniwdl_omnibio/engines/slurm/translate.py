@@ -40,7 +40,8 @@ class ElementFiles:
     node_dir: str
     name: str  # attemptN
     record: str  # the exit record on miniwdl's host (jobscript.exit_record)
-    node_record: str  # ... and on the node
+    # the task's work directory (miniwdl creates it before submitting) as the nodes see it
+    work_dir: str
 
     def host(self, suffix: str) -> str:
         return os.path.join(self.host_dir, f"{self.name}.{suffix}")
@@ -62,7 +63,6 @@ class SlurmRequest:
     memory: int  # bytes
     gpu: int
     files: ElementFiles
-    work_dir: str  # the task's work directory on the node
     script: str  # attemptN.sh
     env: str  # attemptN.env
 
@@ -103,21 +103,19 @@ def placement(settings: SlurmSettings) -> list[str]:
 
 def misfit(request: SlurmRequest, partition: Partition | None) -> str | None:
     """Why no node of the request's partition can hold it (it would pend forever), or None."""
-    where = f"partition {request.partition or '(default)'}"
+    nodes = f"node of partition {request.partition or '(default)'}"
     if partition is None:
         return f"runtime.slurm_partition: Slurm has no partition {request.partition!r}"
     if request.cpu > partition.max_cpu:
-        return (
-            f"runtime.cpu {request.cpu} is more than any node of {where} has ({partition.max_cpu})"
-        )
+        return f"runtime.cpu {request.cpu} is more than any {nodes} has ({partition.max_cpu})"
     if request.memory > partition.max_memory:
         return (
-            f"runtime.memory {request.memory} bytes is more than any node of {where} has "
+            f"runtime.memory {request.memory} bytes is more than any {nodes} has "
             f"({partition.max_memory})"
         )
     if request.gpu > partition.gpus:
         return (
-            f"runtime.gpu: no node of {where} has {request.gpu} GPU(s) (sinfo lists gres "
+            f"runtime.gpu: no {nodes} has {request.gpu} GPU(s) (sinfo lists gres "
             f"gpu:{partition.gpus} at most)"
         )
     return None
@@ -133,16 +131,6 @@ def probe_argv(settings: SlurmSettings, node_file: str, token: str) -> list[str]
     smallest = ["--cpus-per-task=1", "--mem=16M", "--time=1", *placement(settings)]
     quiet = ["--output=/dev/null", "--error=/dev/null", "--job-name=omnibio-probe"]
     return ["sbatch", "--parsable", *smallest, *settings.extra_options, *quiet, f"--wrap={script}"]
-
-
-def job_name(requests: Sequence[SlurmRequest]) -> str:
-    """<workflow run>.<call> for a lone job; <workflow run>.<task>[N] for an array of N."""
-    first = requests[0]
-    if len(requests) == 1:
-        return f"{first.workflow_run}.{first.call.replace('/', '.')}"
-    tasks = {r.task for r in requests}
-    task = tasks.pop() if len(tasks) == 1 else "batch"
-    return f"{first.workflow_run}.{task}[{len(requests)}]"
 
 
 def env_file(attempt: TaskAttempt, runtime: str) -> str:
@@ -319,21 +307,16 @@ _GPU = {
 }
 
 
-def work_dir(attempt: TaskAttempt, settings: SlurmSettings) -> str:
-    """The task's work directory (miniwdl creates it before submitting) as the nodes see it."""
-    return node_path(os.path.join(attempt.host_dir, "work"), settings)
-
-
 def element_script(attempt: TaskAttempt, settings: SlurmSettings, files: ElementFiles) -> str:
     """The shell script that runs one attempt's container on the node and records its end."""
     limit = attempt.resources.time_limit
     head = _HEAD.format(
         functions=FUNCTIONS,
         run_id=attempt.run_id,
-        exit_file=shlex.quote(files.node_record),
+        exit_file=shlex.quote(node_path(files.record, settings)),
         usage_file=shlex.quote(files.node("usage")),
         env_file=shlex.quote(files.node("env")),
-        workdir=shlex.quote(work_dir(attempt, settings)),
+        workdir=shlex.quote(files.work_dir),
     )
     if settings.runtime == "apptainer":
         run = _words(apptainer_exec(attempt, settings))
@@ -357,13 +340,12 @@ def translate(attempt: TaskAttempt, settings: SlurmSettings) -> SlurmRequest:
     """The attempt as a Slurm request (pure: the engine writes the files when it submits), under
     the settings of its task (the engine's, with the task's runtime.slurm_* keys)."""
     host_dir = os.path.join(attempt.host_dir, "slurm")
-    record = exit_record(attempt.host_dir, attempt.attempt)
     files = ElementFiles(
         host_dir,
         node_path(host_dir, settings),
         f"attempt{attempt.attempt}",
-        record,
-        node_path(record, settings),
+        exit_record(attempt.host_dir, attempt.attempt),
+        node_path(os.path.join(attempt.host_dir, "work"), settings),
     )
     return SlurmRequest(
         workflow_run=attempt.tags.get(TAG_RUN, attempt.workflow_run),
@@ -375,7 +357,6 @@ def translate(attempt: TaskAttempt, settings: SlurmSettings) -> SlurmRequest:
         memory=memory_bytes(attempt, settings.default_memory),
         gpu=attempt.resources.gpu,
         files=files,
-        work_dir=work_dir(attempt, settings),
         script=element_script(attempt, settings, files),
         env=env_file(attempt, settings.runtime),
     )
@@ -387,39 +368,39 @@ def batch_script(requests: Sequence[SlurmRequest]) -> str:
     The choice is written into the script (sbatch keeps a copy in slurmctld), so the only shared
     files an element reads are its own.
     """
-    lines = [
-        "#!/bin/sh",
-        "# omnibio_slurm: one element per task attempt",
-        'case "${SLURM_ARRAY_TASK_ID:-0}" in',
-    ]
-    for index, request in enumerate(requests):
-        lines.append(
-            f"{index}) dir={shlex.quote(request.files.node_dir)}; name={request.files.name} ;;"
-        )
-    lines += [
-        f"*) exit {EXIT_NO_ELEMENT} ;;",
-        "esac",
-        f'[ -r "$dir/$name.sh" ] || exit {MISSING_FILESYSTEM_EXIT}',
-        'exec /bin/sh "$dir/$name.sh" >>"$dir/$name.log" 2>&1',
-        "",
-    ]
-    return "\n".join(lines)
+    elements = "".join(
+        f"{index}) dir={shlex.quote(request.files.node_dir)}; name={request.files.name} ;;\n"
+        for index, request in enumerate(requests)
+    )
+    return f"""#!/bin/sh
+# omnibio_slurm: one element per task attempt
+case "${{SLURM_ARRAY_TASK_ID:-0}}" in
+{elements}*) exit {EXIT_NO_ELEMENT} ;;
+esac
+[ -r "$dir/$name.sh" ] || exit {MISSING_FILESYSTEM_EXIT}
+exec /bin/sh "$dir/$name.sh" >>"$dir/$name.log" 2>&1
+"""
 
 
 def sbatch_argv(requests: Sequence[SlurmRequest], launcher: str) -> list[str]:
-    """sbatch for one or more requests with equal options (--array when more than one)."""
-    first = requests[0]
+    """sbatch for one or more requests with equal options: a lone job named <workflow
+    run>.<call>, or an --array named <workflow run>.<task>[N]."""
+    first, count = requests[0], len(requests)
     argv = ["sbatch", "--parsable", *first.options]
-    if len(requests) > 1:
-        argv.append(f"--array=0-{len(requests) - 1}")
-    calls = first.call if len(requests) == 1 else f"{len(requests)} calls"
+    if count == 1:
+        name, calls = f"{first.workflow_run}.{first.call.replace('/', '.')}", first.call
+    else:
+        tasks = {r.task for r in requests}
+        task = tasks.pop() if len(tasks) == 1 else "batch"
+        name, calls = f"{first.workflow_run}.{task}[{count}]", f"{count} calls"
+        argv.append(f"--array=0-{count - 1}")
     return argv + [
-        f"--job-name={job_name(requests)}",
+        f"--job-name={name}",
         # for accounting (sacct -o Comment), and the search for jobs of dead launchers
         f"--comment=omnibio run={first.workflow_run} call={calls} launcher={launcher}",
         # the task's work directory; an array's, the deepest directory holding every element's
         # (each element's script then changes into its own)
-        f"--chdir={os.path.commonpath([r.work_dir for r in requests])}",
+        f"--chdir={os.path.commonpath([r.files.work_dir for r in requests])}",
         # each element's script writes its own attemptN.log; the batch script says nothing
         "--output=/dev/null",
         "--error=/dev/null",
