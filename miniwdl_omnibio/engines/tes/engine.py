@@ -118,12 +118,11 @@ class TesEngine(Engine[TesRequest]):
         return tes_request(attempt, self.settings, self.launcher, self.supported_parameters, store)
 
     def submit(self, request: TesRequest, logger: logging.Logger) -> Accepted:
-        if request.staging:
-            with self._lock:
-                self._run_keys.add(request.staging.run_key)
         document = request.task.as_dict()
         if request.staging:
             assert self.stager
+            with self._lock:
+                self._run_keys.add(request.staging.run_key)
             try:
                 document.update(self.stager.files(request.staging, document))
             except StoreError as exn:

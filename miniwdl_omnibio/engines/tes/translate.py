@@ -109,12 +109,9 @@ def unsupported_parameters(
 def merge_parameters(base: Mapping[str, str], override: Mapping[str, str]) -> dict[str, str]:
     """backend_parameters keys are case-insensitive (the spec; TES on Azure rejects two keys
     that differ only by case): a key of ``override`` replaces ``base``'s key of any case."""
-    merged = dict(base)
-    for key, value in override.items():
-        for old in [k for k in merged if k.lower() == key.lower()]:
-            del merged[old]
-        merged[key] = value
-    return merged
+    last = {key.lower(): key for key in override}  # of override's keys alike but for case
+    kept = {key: value for key, value in base.items() if key.lower() not in last}
+    return kept | {key: value for key, value in override.items() if last[key.lower()] == key}
 
 
 def gigabytes(size: int | None) -> float | None:
