@@ -127,8 +127,7 @@ class TesClient:
         again: bool = True,
         sleep: Callable[[float], None] | None = None,
     ) -> Result:
-        """``call()`` (requests that may be sent again), tried again after a pause while the
-        server is throttling, busy or silent, up to max_retries times (``again``: a poll tries
+        """``call()``, sent again while worth_retrying, up to max_retries times (``again`` False:
         once, the tracker backs off); TesProblem naming ``action`` when it cannot succeed."""
         tries = self.max_retries + 1 if again else 1
         try:

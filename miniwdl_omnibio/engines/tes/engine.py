@@ -72,7 +72,7 @@ class TesEngine(Engine[TesRequest]):
         stager = open_stager(cfg, settings) if settings.staging_uri else None
         engine = cls(settings, client, info, stager, logger)
         try:
-            listed = next(iter(client.list_tasks(engine.launcher_tags(), page_size=1)), None)
+            listed = next(client.list_tasks(engine.launcher_tags(), page_size=1), None)
         except TesProblem as failed:
             raise TesProblem(f"{failed} (listing tasks at {client.api}/tasks)") from None
         if listed is not None:  # no task carries a launcher value made a moment ago
@@ -162,11 +162,9 @@ class TesEngine(Engine[TesRequest]):
     ) -> Iterator[Mapping[str, Any]]:
         """The tasks listed (BASIC view) by this launcher's tag and ``tags`` whose own tags carry
         them all; a listed task they do not describe shows that the server ignores filters."""
+        wanted, page_size = [*self.launcher_tags(), *tags], self.settings.page_size
         listed = self.client.list_tasks(
-            [*self.launcher_tags(), *tags],
-            view="BASIC",
-            page_size=self.settings.page_size,
-            name_prefix=name_prefix,
+            wanted, view="BASIC", page_size=page_size, name_prefix=name_prefix
         )
         for task in listed:
             if self.owns(task, tags):

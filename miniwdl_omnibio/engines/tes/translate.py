@@ -85,8 +85,7 @@ def tes_request(
 
 
 def supported_backend_parameters(info: Mapping[str, Any]) -> frozenset[str]:
-    """service-info's tesResources_backend_parameters (whatever the case of its name), in
-    lower case."""
+    """service-info's tesResources_backend_parameters (its name in any case), in lower case."""
     name = "tesresourcesbackendparameters"
     value: Any = next((v for k, v in info.items() if k.replace("_", "").lower() == name), [])
     return frozenset(str(v).lower() for v in value) if isinstance(value, list) else frozenset()
