@@ -267,9 +267,8 @@ class TesEngine(Engine[TesRequest]):
                 )
 
     def shutdown(self, logger: logging.Logger) -> None:
-        """Cancel every unfinished task whose own tags carry this process's launcher, tracked
-        or not (e.g. one a create created although its answer was lost), and no other task;
-        remove what was staged."""
+        """Cancel every unfinished task whose own tags carry this process's launcher, tracked or
+        not (one whose create answer was lost, say), and no other; remove what was staged."""
         active: list[str] = []
         try:  # every listed task where the server ignores filters, each checked by its own tags
             active = [str(t["id"]) for t in self.own_tasks() if state_of(t) in ACTIVE_STATES]
