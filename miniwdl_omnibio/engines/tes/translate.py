@@ -108,7 +108,7 @@ def unsupported_parameters(
 def merge_parameters(base: Mapping[str, str], override: Mapping[str, str]) -> dict[str, str]:
     """backend_parameters keys are case-insensitive (the spec; TES on Azure rejects two keys
     that differ only by case): a key of ``override`` replaces ``base``'s key of any case."""
-    last = {key.lower(): key for key in override}  # of override's keys alike but for case
+    last = {key.lower(): key for key in override}  # the last of keys differing only by case
     kept = {key: value for key, value in base.items() if key.lower() not in last}
     return kept | {key: value for key, value in override.items() if last[key.lower()] == key}
 
