@@ -13,14 +13,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
 from WDL import Error
 
-from ...retrying import retry
-
-Result = TypeVar("Result")
+from ...retrying import Result, retry
 
 # Where TES servers serve the API below the URL a user gives: the spec's /ga4gh/tes/v1 (Funnel,
 # TESK, poiesis), /v1 (Microsoft's TES on Azure: its controller routes are /v1/tasks), or the
@@ -55,29 +53,25 @@ class Refused(Exception):
 
 
 def worth_retrying(exn: Exception) -> float | bool:
-    """retrying's verdict on a failed request: ask again while the server is throttling, busy or
-    silent, after its Retry-After if it gave one."""
+    """retrying's verdict: again while the server throttles, is busy or silent (its Retry-After)."""
     if not isinstance(exn, Refused) or exn.status not in (None, *RETRY_STATUSES):
         return False
     return True if exn.retry_after is None else exn.retry_after
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    try:
-        return float(response.headers.get("Retry-After", ""))
-    except ValueError:
-        return None  # absent, or an HTTP date: treated as absent
-
-
-def _said(response: requests.Response) -> str:
-    """The server's reason in one line: a JSON message, else the start of the body."""
+def refusal(response: requests.Response) -> Refused:
+    """A response that is not OK: the server's reason in one line (a JSON message, else the start
+    of the body) and its Retry-After (absent, or an HTTP date: treated as absent)."""
+    retry_after: float | None = None
+    with contextlib.suppress(ValueError):
+        retry_after = float(response.headers.get("Retry-After", ""))
     text = response.text
     with contextlib.suppress(ValueError):
         body = response.json()
         if isinstance(body, dict):
             keys = ("message", "msg", "detail", "error", "title")
             text = next((body[k] for k in keys if isinstance(body.get(k), str)), text)
-    return " ".join(text.split())[:300]
+    return Refused(response.status_code, " ".join(text.split())[:300], retry_after)
 
 
 @dataclass(eq=False)
@@ -118,7 +112,7 @@ class TesClient:
         except requests.RequestException as exn:
             raise Refused(None, type(exn).__name__) from None
         if not response.ok:
-            raise Refused(response.status_code, _said(response), _retry_after(response))
+            raise refusal(response)
         if not response.content.strip():
             return {}
         try:
@@ -133,8 +127,7 @@ class TesClient:
         again: bool = True,
         sleep: Callable[[float], None] | None = None,
     ) -> Result:
-        """``call()`` (requests that may be sent again), tried again after a pause while the
-        server is throttling, busy or silent, up to max_retries times (``again``: a poll tries
+        """``call()``, sent again while worth_retrying, up to max_retries times (``again`` False:
         once, the tracker backs off); TesProblem naming ``action`` when it cannot succeed."""
         tries = self.max_retries + 1 if again else 1
         try:

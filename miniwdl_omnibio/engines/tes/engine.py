@@ -72,7 +72,7 @@ class TesEngine(Engine[TesRequest]):
         stager = open_stager(cfg, settings) if settings.staging_uri else None
         engine = cls(settings, client, info, stager, logger)
         try:
-            listed = next(iter(client.list_tasks(engine.launcher_tags(), page_size=1)), None)
+            listed = next(client.list_tasks(engine.launcher_tags(), page_size=1), None)
         except TesProblem as failed:
             raise TesProblem(f"{failed} (listing tasks at {client.api}/tasks)") from None
         if listed is not None:  # no task carries a launcher value made a moment ago
@@ -118,12 +118,11 @@ class TesEngine(Engine[TesRequest]):
         return tes_request(attempt, self.settings, self.launcher, self.supported_parameters, store)
 
     def submit(self, request: TesRequest, logger: logging.Logger) -> Accepted:
-        if request.staging:
-            with self._lock:
-                self._run_keys.add(request.staging.run_key)
         document = request.task.as_dict()
         if request.staging:
             assert self.stager
+            with self._lock:
+                self._run_keys.add(request.staging.run_key)
             try:
                 document.update(self.stager.files(request.staging, document))
             except StoreError as exn:
@@ -163,11 +162,9 @@ class TesEngine(Engine[TesRequest]):
     ) -> Iterator[Mapping[str, Any]]:
         """The tasks listed (BASIC view) by this launcher's tag and ``tags`` whose own tags carry
         them all; a listed task they do not describe shows that the server ignores filters."""
+        wanted, page_size = [*self.launcher_tags(), *tags], self.settings.page_size
         listed = self.client.list_tasks(
-            [*self.launcher_tags(), *tags],
-            view="BASIC",
-            page_size=self.settings.page_size,
-            name_prefix=name_prefix,
+            wanted, view="BASIC", page_size=page_size, name_prefix=name_prefix
         )
         for task in listed:
             if self.owns(task, tags):
@@ -270,9 +267,8 @@ class TesEngine(Engine[TesRequest]):
                 )
 
     def shutdown(self, logger: logging.Logger) -> None:
-        """Cancel every unfinished task whose own tags carry this process's launcher, tracked
-        or not (e.g. one a create created although its answer was lost), and no other task;
-        remove what was staged."""
+        """Cancel every unfinished task whose own tags carry this process's launcher, tracked or
+        not (one whose create answer was lost, say), and no other; remove what was staged."""
         active: list[str] = []
         try:  # every listed task where the server ignores filters, each checked by its own tags
             active = [str(t["id"]) for t in self.own_tasks() if state_of(t) in ACTIVE_STATES]

@@ -189,7 +189,7 @@ class Stager:
         object there still matches the local copy."""
         url = cached_url(host_path, self.cache_dir) if self.cache_dir else None
         key = self.store.key_of(url) if url else None
-        if url is None or key is None:
+        if key is None:
             return None
         try:
             if not directory:

@@ -23,10 +23,8 @@ def state_of(task: Mapping[str, Any]) -> str:
 def task_status(task: Mapping[str, Any], cancelled: bool) -> Status:
     """The Status of a TES task; ``cancelled``: this process asked the server to stop it."""
     state = state_of(task)
-    if state in ("UNKNOWN", "QUEUED"):
-        return Status(Phase.QUEUED, reason=state)
-    if state in STARTED_STATES:
-        return Status(Phase.RUNNING, reason=state)
+    if state in ACTIVE_STATES:
+        return Status(Phase.RUNNING if state in STARTED_STATES else Phase.QUEUED, reason=state)
     logs = task.get("logs")
     log = logs[-1] if isinstance(logs, list) and logs and isinstance(logs[-1], dict) else {}
     executor_logs = [e for e in log.get("logs") or [] if isinstance(e, dict)]
@@ -52,9 +50,7 @@ def task_status(task: Mapping[str, Any], cancelled: bool) -> Status:
             details["tes_system_logs"] = system_logs[-LOG_LINES:]
         return Status(Phase.DONE, exit_code=exit_code, reason=state, details=details)
     if state == "EXECUTOR_ERROR":
-        return Status(
-            Phase.DONE, error=f"{where} ended in EXECUTOR_ERROR without an exit code: {said}"
-        )
+        return Status(Phase.DONE, error=f"{where} ended in {state} without an exit code: {said}")
     if state == "PREEMPTED":
         return Status(Phase.DONE, interrupted=True, reason=f"{where} was PREEMPTED: {said}")
     if state == "CANCELED" and cancelled:

@@ -85,8 +85,7 @@ def tes_request(
 
 
 def supported_backend_parameters(info: Mapping[str, Any]) -> frozenset[str]:
-    """service-info's tesResources_backend_parameters (whatever the case of its name), in
-    lower case."""
+    """service-info's tesResources_backend_parameters (its name in any case), in lower case."""
     name = "tesresourcesbackendparameters"
     value: Any = next((v for k, v in info.items() if k.replace("_", "").lower() == name), [])
     return frozenset(str(v).lower() for v in value) if isinstance(value, list) else frozenset()
@@ -109,12 +108,9 @@ def unsupported_parameters(
 def merge_parameters(base: Mapping[str, str], override: Mapping[str, str]) -> dict[str, str]:
     """backend_parameters keys are case-insensitive (the spec; TES on Azure rejects two keys
     that differ only by case): a key of ``override`` replaces ``base``'s key of any case."""
-    merged = dict(base)
-    for key, value in override.items():
-        for old in [k for k in merged if k.lower() == key.lower()]:
-            del merged[old]
-        merged[key] = value
-    return merged
+    last = {key.lower(): key for key in override}  # the last of keys differing only by case
+    kept = {key: value for key, value in base.items() if key.lower() not in last}
+    return kept | {key: value for key, value in override.items() if last[key.lower()] == key}
 
 
 def gigabytes(size: int | None) -> float | None:
