@@ -127,6 +127,23 @@ class Submitted:
     cancelled: bool = False  # this process asked the service to stop it
 
 
+def sent_by_group(
+    groups: Sequence[Sequence[int]], send: Callable[[Sequence[int]], Sequence[Accepted]]
+) -> dict[int, Accepted | Exception]:
+    """For ``submit_many`` of a service that takes a group of submissions in one call (an array
+    job): each position's result when ``send`` sends each group of positions; the members of a
+    group share its call's refusal."""
+    results: dict[int, Accepted | Exception] = {}
+    for group in groups:
+        try:
+            accepted = send(group)
+        except Exception as exn:
+            results.update(dict.fromkeys(group, exn))
+        else:
+            results.update(zip(group, accepted, strict=True))
+    return results
+
+
 class Engine(ABC, Generic[Request]):
     """A service that runs containers, seen one TaskAttempt at a time."""
 

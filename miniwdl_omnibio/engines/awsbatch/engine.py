@@ -28,7 +28,7 @@ from WDL.runtime import config as miniwdl_config
 
 from ...attempt import TAG_TASK, TaskAttempt
 from ...retrying import retry
-from ..base import RUNNING, Accepted, Engine, Status, Submission, Submitted
+from ..base import RUNNING, Accepted, Engine, Status, Submission, Submitted, sent_by_group
 from ..jobscript import clear, read_exit_record, succeeded, with_record
 from . import arrays
 from . import limits as awsbatch_limits
@@ -164,13 +164,8 @@ class AwsBatchEngine(Engine[JobRequest]):
         """One SubmitJob per array the burst makes (arrays.array_groups), or per attempt without
         array jobs; the attempts of one SubmitJob share its refusal."""
         most = arrays.ARRAY_MAX if self.settings.array_jobs else 1
-        results: dict[int, Accepted | Exception] = {}
-        for group in arrays.array_groups([each.request for each in submissions], most):
-            try:
-                accepted = self._submit_group([submissions[p] for p in group])
-                results.update(zip(group, accepted, strict=True))
-            except Exception as exn:
-                results.update(dict.fromkeys(group, exn))
+        groups = arrays.array_groups([each.request for each in submissions], most)
+        results = sent_by_group(groups, lambda g: self._submit_group([submissions[p] for p in g]))
         return [results[position] for position in range(len(submissions))]
 
     def _submit_group(self, group: list[Submission[JobRequest]]) -> list[Accepted]:

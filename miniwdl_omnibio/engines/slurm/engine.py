@@ -31,7 +31,7 @@ from WDL.runtime import config as miniwdl_config
 from ... import launcher
 from ...attempt import TaskAttempt
 from ...retrying import pause_before
-from ..base import Accepted, Engine, Phase, QueueFull, Status, Submission, Submitted
+from ..base import Accepted, Engine, Phase, QueueFull, Status, Submission, Submitted, sent_by_group
 from ..jobscript import ExitRecord, clear, read_exit_record
 from . import cluster
 from . import status as mapping
@@ -137,9 +137,11 @@ class SlurmEngine(Engine[SlurmRequest]):
     def check_account(self) -> None:
         """With accounting, an unknown account or QOS is refused at start (without it, Slurm
         accepts any and the check is not possible)."""
+        if not self.accounting:
+            return
         for key in ("account", "qos"):
             name = getattr(self.settings, key)
-            if not (self.accounting and name):
+            if not name:
                 continue
             found = self.cli.run(
                 ["sacctmgr", "--noheader", "--parsable2", "show", key, name, "format=Name"],
@@ -263,14 +265,11 @@ class SlurmEngine(Engine[SlurmRequest]):
                 groups.setdefault(each.request.options, []).append(index)
             except Exception as exn:
                 results[index] = exn
-        for members in groups.values():
-            for start in range(0, len(members), self.max_array_size):
-                chunk = members[start : start + self.max_array_size]
-                try:
-                    sent = self._sbatch([submissions[i] for i in chunk])
-                    results.update(zip(chunk, sent, strict=True))
-                except Exception as exn:  # the chunk shares one sbatch, so it shares its refusal
-                    results.update(dict.fromkeys(chunk, exn))
+        size = self.max_array_size
+        chunks = [
+            m[start : start + size] for m in groups.values() for start in range(0, len(m), size)
+        ]
+        results |= sent_by_group(chunks, lambda c: self._sbatch([submissions[i] for i in c]))
         return [results[index] for index in range(len(submissions))]
 
     def prepare(self, request: SlurmRequest) -> None:
