@@ -23,12 +23,21 @@ each column is the wall time of one process started from here, as a user would s
   create, start and remove with the command's bind mounts and its exit record, the end pushed by
   the daemon's die events; the run's trace written at exit).
 
+Python processes started here write and read bytecode as Python does by default, even where
+PYTHONDONTWRITEBYTECODE is set (as in this project's test environment): an installed package is
+byte-compiled by pip, but an editable one under that variable is compiled from source on every
+run (this plugin: about 50 ms of a 40-task run on the 2-core test machine), which no user's
+installation pays. The warm-up run writes the bytecode.
+
 Every side first runs once untimed (images, page cache, swarm init warm), then each is measured
 --rounds times, interleaved with the order rotated per round so drift on the machine hits all
 alike. Every run is printed, failed ones too (the medians are of the runs that succeeded); then
 the ratios of the medians against the targets (omnibio_docker <= 1.15x the SDK loop, <= 0.5x the
-`docker run` loop, <= 0.2x docker_swarm; a 2 GiB input <= 1.2x a 1 KiB one), the launcher's peak
-RSS and CPU seconds on a --large scatter, and the raw samples as JSON.
+`docker run` loop, <= 0.2x docker_swarm; a 2 GiB input <= 1.2x a 1 KiB one); where the time of
+the SDK loop's and omnibio_docker's runs went, from the daemon's own events (until the first
+container, per task container create to start, start to die and a die to the next create, and the
+last die to the run's end); the launcher's peak RSS and CPU seconds on a --large scatter; and the
+raw samples as JSON.
 """
 
 import argparse
@@ -76,6 +85,7 @@ class Sample:
     error: str | None = None  # a failed run, in its own words
     cpu_seconds: float | None = None  # the launcher's user + system time (miniwdl runs)
     max_rss_mib: float | None = None  # the launcher's peak resident memory (miniwdl runs)
+    phases: dict[str, float] | None = None  # daemon_phases of the run (the timed scatter sides)
 
 
 Side = Callable[[], Sample]
@@ -84,9 +94,14 @@ Side = Callable[[], Sample]
 MINIWDL_ALONE = "miniwdl alone (0 tasks)"
 
 
+def python_env() -> dict[str, str]:
+    """The environment of the Python processes started here: bytecode as by default."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def miniwdl(wdl: str, args: list[str], backend: str, directory: str) -> Sample:
     """One `miniwdl run`, with the process's own rusage (wait4: this child only)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MINIWDL__")}
+    env = {k: v for k, v in python_env().items() if not k.startswith("MINIWDL__")}
     env.update(
         MINIWDL_CFG="/dev/null",
         MINIWDL__SCHEDULER__CONTAINER_BACKEND=backend,
@@ -111,6 +126,62 @@ def miniwdl(wdl: str, args: list[str], backend: str, directory: str) -> Sample:
         cpu_seconds=usage.ru_utime + usage.ru_stime,
         max_rss_mib=usage.ru_maxrss / 1024,
     )
+
+
+def daemon_phases(since: float, until: float) -> dict[str, float]:
+    """Where one run's time went, from the daemon's own events of its containers: seconds from
+    the run's start to its first container's create (the sandbox, or the SDK loop's holder), the
+    medians over the task containers of create to start, start to die and a die to the next
+    create, and from the last task's die to the run's end."""
+    api = docker.APIClient(version="auto")
+    seen: dict[str, dict[str, float]] = {}
+    try:
+        for event in api.events(
+            since=f"{since:.9f}", until=f"{until:.9f}", filters={"type": "container"}, decode=True
+        ):
+            if event.get("Action") in ("create", "start", "die"):
+                seen.setdefault(event["id"], {})[event["Action"]] = event["timeNano"] / 1e9
+    finally:
+        api.close()
+    ran = sorted((t for t in seen.values() if len(t) == 3), key=lambda t: t["create"])
+    if len(ran) < 3:
+        return {}
+    tasks, creates = ran[1:], sorted(t["create"] for t in ran)
+    dies = sorted(t["die"] for t in tasks)
+    return {
+        "first container": ran[0]["create"] - since,
+        "create to start": statistics.median(t["start"] - t["create"] for t in tasks),
+        "start to die": statistics.median(t["die"] - t["start"] for t in tasks),
+        "die to next create": statistics.median(
+            next((c - d for c in creates if c > d), 0.0) for d in dies[:-PARALLEL]
+        ),
+        "last die to end": until - dies[-1],
+    }
+
+
+def with_phases(side: Side) -> Side:
+    """``side``, its Sample carrying the daemon's account of the run (``daemon_phases``)."""
+
+    def run() -> Sample:
+        since = time.time()  # the daemon's clock: the same host
+        sample = side()
+        sample.phases = daemon_phases(since, since + sample.seconds)
+        return sample
+
+    return run
+
+
+def phase_table(samples: dict[str, list[Sample]]) -> list[str]:
+    """The medians over each side's runs of its daemon_phases, one line per side."""
+    names = ["first container", "create to start", "start to die", "die to next create"]
+    names.append("last die to end")
+    lines = ["  " + f"{'':<28}" + "".join(f"{name:>20}" for name in names)]
+    for side, runs in samples.items():
+        phases = [s.phases for s in runs if s.phases and s.error is None]
+        if phases:
+            cells = [statistics.median(p[name] for p in phases) * 1000 for name in names]
+            lines.append(f"  {side:<28}" + "".join(f"{cell:>17.0f} ms" for cell in cells))
+    return lines
 
 
 def timed(run: Callable[[], None]) -> Sample:
@@ -173,7 +244,7 @@ def sdk_loop(tasks: int, work: str) -> None:
 def sdk_process(tasks: int, work: str) -> None:
     """The SDK loop in a Python process of its own (``--sdk-loop``), as a launcher script runs."""
     command = [sys.executable, os.path.abspath(__file__), "--sdk-loop", str(tasks), work]
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, env=python_env())
 
 
 def measure(sides: dict[str, Side], rounds: int) -> dict[str, list[Sample]]:
@@ -230,9 +301,9 @@ def scatter(args: argparse.Namespace, work: str) -> dict[str, list[Sample]]:
     empty = scatter_wdl(work, 0)
     sides: dict[str, Side] = {
         loop: lambda: timed(lambda: run_loop(args.tasks)),
-        sdk: lambda: timed(lambda: sdk_process(args.tasks, work)),
+        sdk: with_phases(lambda: timed(lambda: sdk_process(args.tasks, work))),
         inline: lambda: timed(lambda: sdk_loop(args.tasks, work)),
-        "omnibio_docker": lambda: miniwdl(wdl, [], "omnibio_docker", work),
+        "omnibio_docker": with_phases(lambda: miniwdl(wdl, [], "omnibio_docker", work)),
         MINIWDL_ALONE: lambda: miniwdl(empty, [], "omnibio_docker", work),
     }
     if not args.skip_swarm:
@@ -253,6 +324,8 @@ def scatter(args: argparse.Namespace, work: str) -> dict[str, list[Sample]]:
             f"{share / statistics.median(sdk_times):.2f}x the SDK loop (no target: the backend's "
             "share, as miniwdl's own start is the same on every backend)"
         )
+    print("where a run's time went, from the daemon's events (medians of the runs):")
+    print("\n".join(phase_table(samples)))
     if "docker_swarm" in samples:
         print(
             ratio(

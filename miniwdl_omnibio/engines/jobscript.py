@@ -6,7 +6,8 @@ service. One file per attempt (``exit_record``):
 
 - absent: the command has not started (the job is queued, or its node lacks the filesystem);
 - empty: the command runs;
-- then ``key=value`` lines, written to ``<file>.tmp`` and renamed, so a reader never sees half:
+- then ``key=value`` lines, written to ``<file>.tmp`` and renamed, so a reader never sees half
+  (``in_place``: written where they go, for a reader that looks only once the job has ended):
   ``exit_code`` (always), and where known ``oom``, ``timed_out``, ``started``, ``signalled``,
   ``memory_peak`` (bytes), ``cpu_usec`` (microseconds) and ``image_id`` (the id of the image the
   container ran, where the script asked its runtime: Slurm's). A later line overrides an earlier
@@ -35,7 +36,8 @@ How each engine uses it:
   the records first and adds them to Batch's verdict with ``with_record``. The script is about
   1.9 KB of the containerOverrides' JSON, inside its budget.
 - docker (local): the container's command is ``command()`` (docker/translate), the record in
-  a bind of the task's directory; a die event wakes the tracker, whose fetch reads it.
+  a bind of the task's directory, written in place: fetch reads it only once the daemon says
+  the container ended (its die event, or a listing), so the rename's process is saved.
 - Slurm: the element script runs outside the container, so it uses ``FUNCTIONS``:
   ``omnibio_record`` after ``docker wait`` / ``podman wait``. A stopped container's cgroup is
   gone by then, so the container's command runs under ``/bin/sh``, which writes
@@ -60,7 +62,8 @@ MISSING_FILESYSTEM_EXIT = 97
 CGROUP_VARIABLE = "OMNIBIO_CGROUP"
 
 # omnibio_usage prints the usage fields of the cgroup; omnibio_record FILE EXIT_CODE [key=value
-# ...] writes a record. Builtins only (read, case, printf), but for the final mv.
+# ...] writes a record: to FILE$OMNIBIO_PART (.tmp while unset), then renamed to FILE. Builtins
+# only (read, case, printf), but for that mv.
 FUNCTIONS = r"""omnibio_read() {
   v=; [ -r "$1" ] && read -r v <"$1"
   case $v in ''|*[!0-9]*) return 1;; esac
@@ -93,12 +96,12 @@ omnibio_usage() {
   fi
 }
 omnibio_record() {
-  f=$1; shift
+  f=$1; t=$1${OMNIBIO_PART-.tmp}; shift
   {
     printf 'exit_code=%s\n' "$1"; shift
     omnibio_usage
     for field in "$@"; do printf '%s\n' "$field"; done
-  } >"$f.tmp" && mv -f "$f.tmp" "$f"
+  } >"$t" && { [ "$t" = "$f" ] || mv -f "$t" "$f"; }
 }
 """
 
@@ -127,6 +130,7 @@ def wrapper(
     prepare: str = "",
     on_failure: str = "",
     recorded: str = "",
+    in_place: bool = False,
 ) -> str:
     """The sh script that runs its arguments as the task's command and writes ``record`` (paths
     as the job sees them). ``visible`` is a file the launcher wrote before submitting: the
@@ -136,8 +140,10 @@ def wrapper(
     ``double_quoted`` escapes literal text), and exits ``MISSING_FILESYSTEM_EXIT``. ``prepare``
     runs before the command (after the record says it runs), ``on_failure`` after a non-zero
     exit, ``recorded`` after the record is written (e.g. to hand it to the launcher's user); all
-    are sh lines an engine adds."""
+    are sh lines an engine adds. ``in_place``: the record is not renamed into place, for an
+    engine that reads it only after the job ended."""
     head = (
+        f"OMNIBIO_PART={'' if in_place else '.tmp'}\n"
         f"EXIT={shlex.quote(record)}\n"
         f'[ -e {shlex.quote(visible)} ] || {{ echo "omnibio: {missing}" >&2; '
         f"exit {MISSING_FILESYSTEM_EXIT}; }}\n"
@@ -156,10 +162,16 @@ def wrapper(
 
 
 def command(
-    argv: Sequence[str], record: str, visible: str, missing: str, **hooks: str
+    argv: Sequence[str],
+    record: str,
+    visible: str,
+    missing: str,
+    in_place: bool = False,
+    **hooks: str,
 ) -> list[str]:
     """``argv`` run by ``wrapper`` (``hooks``: its ``prepare``, ``on_failure``, ``recorded``)."""
-    return ["/bin/sh", "-c", wrapper(record, visible, missing, **hooks), "omnibio", *argv]
+    script = wrapper(record, visible, missing, in_place=in_place, **hooks)
+    return ["/bin/sh", "-c", script, "omnibio", *argv]
 
 
 @dataclass(frozen=True)

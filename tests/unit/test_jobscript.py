@@ -57,6 +57,16 @@ def test_exit_0_with_cgroup_v2_usage(tmp_path):
     assert not os.path.exists(record + ".tmp")
 
 
+def test_in_place_writes_the_record_without_a_rename(tmp_path):
+    """docker's record: read only once the container ended, so no .tmp and no mv process."""
+    record = exit_record(str(tmp_path), 1)
+    argv = command(["/bin/sh", "-c", "exit 4"], record, str(tmp_path), "not here", in_place=True)
+    env = {"PATH": "/nowhere", CGROUP_VARIABLE: str(tmp_path / "no-cgroup")}  # no mv to run
+    assert subprocess.run(argv, env=env, timeout=30).returncode == 4
+    assert read_exit_record(record)[1] == ExitRecord(4)
+    assert not os.path.exists(record + ".tmp")
+
+
 def test_exit_3_with_cgroup_v1_usage_and_oom(tmp_path):
     done, record = _run(tmp_path, "exit 3", cgroup=_v1(tmp_path / "cg"))
     assert done.returncode == 3

@@ -54,8 +54,11 @@ def job_command(
         prepare += f"\n. {shlex.quote(env_file)}"
     stderr = shlex.quote(fs.to_container(attempt.stderr_path))
     record = fs.to_container(jobscript.exit_record(attempt.host_dir, attempt.attempt))
-    hooks = {"prepare": prepare, "on_failure": f"tail -n {LOG_TAIL_LINES} {stderr} >&2"}
-    return tuple(jobscript.command(attempt.argv, record, stdout, missing, **hooks))
+    on_failure = f"tail -n {LOG_TAIL_LINES} {stderr} >&2"
+    argv = jobscript.command(
+        attempt.argv, record, stdout, missing, prepare=prepare, on_failure=on_failure
+    )
+    return tuple(argv)
 
 
 @dataclass(frozen=True)

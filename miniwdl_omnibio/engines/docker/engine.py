@@ -18,7 +18,7 @@ import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
@@ -169,10 +169,11 @@ class DockerEngine(Engine[DockerRequest]):
         self.mine = {"label": f"{LAUNCHER_LABEL}={self.launcher}"}  # this process's containers
         self._images: dict[str, str] = {}  # tag -> id
         self._images_lock = threading.Lock()
-        self._sandbox: str | None = None
+        self._sandbox: tuple[str, Future[None]] | None = None  # its id, and its start
         self._sandbox_lock = threading.Lock()
         self.events = DieEvents(self.api, self.mine["label"], since)
-        self._removals = ThreadPoolExecutor(1, "omnibio_docker-remove")
+        # daemon calls no task waits for: removals, the sandbox's start, at shutdown its removal
+        self._background = ThreadPoolExecutor(2, "omnibio_docker-background")
         self._logger = logger or logging.getLogger(__name__)
 
     @classmethod
@@ -255,9 +256,13 @@ class DockerEngine(Engine[DockerRequest]):
                 state = "could not be pulled ([omnibio_docker] pull = always)"
             raise Error.RuntimeError(f"docker image {tag} {state}: {_first_line(exn)}") from None
 
-    def sandbox(self, image_id: str, workflow_run: str, logger: logging.Logger) -> str:
+    def sandbox(
+        self, image_id: str, workflow_run: str, logger: logging.Logger
+    ) -> tuple[str, Future[None]]:
         """The run's shared network namespace, made on first use and again once a task could not
-        join it because it died (``_sandbox_died``): no look at it per task."""
+        join it because it died (``_sandbox_died``): no look at it per task. Its id, and its start,
+        under way while the first tasks' containers are created (docker lets a container join a
+        namespace that does not run yet; only its start needs it running)."""
         with self._sandbox_lock:
             if self._sandbox:
                 return self._sandbox
@@ -271,9 +276,9 @@ class DockerEngine(Engine[DockerRequest]):
                 name=name,
                 host_config=self.api.create_host_config(network_mode="bridge"),
             )
-            self.api.start(created["Id"])
-            self._sandbox = str(created["Id"])
-            logger.info(_("docker network sandbox", container=self._sandbox[:12]))
+            sandbox = str(created["Id"])
+            self._sandbox = (sandbox, self._background.submit(self.api.start, sandbox))
+            logger.info(_("docker network sandbox", container=sandbox[:12]))
             return self._sandbox
 
     def _sandbox_died(self, exn: Exception) -> float | bool:
@@ -283,7 +288,7 @@ class DockerEngine(Engine[DockerRequest]):
         if sandbox is None or not isinstance(exn, docker.errors.APIError):
             return False
         with contextlib.suppress(docker.errors.NotFound):
-            if self.api.inspect_container(sandbox)["State"]["Running"]:
+            if self.api.inspect_container(sandbox[0])["State"]["Running"]:
                 return False
         with self._sandbox_lock:
             if self._sandbox == sandbox:  # not one another thread has made since
@@ -320,8 +325,10 @@ class DockerEngine(Engine[DockerRequest]):
         """Create and start the container (removed again if it does not start): its id and its
         network mode."""
         network = request.network or self.settings.network
+        sandbox_started: Future[None] | None = None
         if not request.network and network == "sandbox":
-            network = "container:" + self.sandbox(image_id, request.labels[TAG_RUN], logger)
+            sandbox, sandbox_started = self.sandbox(image_id, request.labels[TAG_RUN], logger)
+            network = "container:" + sandbox
         created = self.api.create_container(
             image_id,
             list(request.argv),
@@ -333,6 +340,8 @@ class DockerEngine(Engine[DockerRequest]):
             host_config=self.api.create_host_config(network_mode=network, **request.host_config),
         )
         try:
+            if sandbox_started:
+                sandbox_started.result()  # its start's error, if any, is this one's
             self.api.start(created["Id"])
         except docker.errors.APIError:
             self._remove(created["Id"])
@@ -376,7 +385,7 @@ class DockerEngine(Engine[DockerRequest]):
         """The exited container is removed in the background: the task goes on meanwhile (its
         outputs, the next task's create and start), and shutdown waits for what is left."""
         try:
-            self._removals.submit(self._remove, record.handle)
+            self._background.submit(self._remove, record.handle)
         except RuntimeError:  # the interpreter is exiting: no new thread, so at once
             self._remove(record.handle)
 
@@ -392,9 +401,13 @@ class DockerEngine(Engine[DockerRequest]):
         return True
 
     def shutdown(self, logger: logging.Logger) -> None:
-        """Remove every container this process started (tasks and the sandbox), found by label."""
+        """Remove every container this process started (tasks and the sandbox), found by label;
+        the sandbox, the slowest (its network), beside the last tasks' removals still under way."""
         self.events.closed.set()
-        self._removals.shutdown(wait=True)
+        if self._sandbox:
+            with contextlib.suppress(RuntimeError):  # shut down already: the listing finds it
+                self._background.submit(self._remove, self._sandbox[0], logger)
+        self._background.shutdown(wait=True)
         try:
             leftovers = self.api.containers(all=True, quiet=True, filters=self.mine)
         except Exception as exn:

@@ -83,7 +83,9 @@ def docker_request(
     missing = f"{record_dir} is not mounted"  # docker refuses a missing bind source first
     return DockerRequest(
         image=attempt.image,
-        argv=tuple(command(attempt.argv, record, record_dir, missing, recorded=HAND_BACK)),
+        argv=tuple(
+            command(attempt.argv, record, record_dir, missing, in_place=True, recorded=HAND_BACK)
+        ),
         workdir=attempt.workdir,
         env=attempt.env,
         user=attempt.user,
