@@ -33,11 +33,12 @@ Every side first runs once untimed (images, page cache, swarm init warm), then e
 --rounds times, interleaved with the order rotated per round so drift on the machine hits all
 alike. Every run is printed, failed ones too (the medians are of the runs that succeeded); then
 the ratios of the medians against the targets (omnibio_docker <= 1.15x the SDK loop, <= 0.5x the
-`docker run` loop, <= 0.2x docker_swarm; a 2 GiB input <= 1.2x a 1 KiB one); where the time of
-the SDK loop's and omnibio_docker's runs went, from the daemon's own events (until the first
-container, per task container create to start, start to die and a die to the next create, and the
-last die to the run's end); the launcher's peak RSS and CPU seconds on a --large scatter; and the
-raw samples as JSON.
+`docker run` loop, <= 0.2x docker_swarm; a 2 GiB input <= 1.2x a 1 KiB one), each with the
+median of the ratios within a round beside it (drift that spans rounds cancels out); where the
+time of the SDK loop's and omnibio_docker's runs went, from the daemon's own events (until the
+first container, per task container create to start, start to die and a die to the next create,
+and the last die to the run's end); the launcher's peak RSS and CPU seconds on a --large
+scatter; and the raw samples as JSON.
 """
 
 import argparse
@@ -285,7 +286,11 @@ def ratio(label: str, samples: dict[str, list[Sample]], a: str, b: str, target: 
     if not first or not second:
         return f"  {label:<36}   n/a   (target {target}; no successful run to compare)"
     value = statistics.median(first) / statistics.median(second)
-    return f"  {label:<36} {value:5.2f}x   (target {target})"
+    # the same rounds' runs side by side: drift that spans rounds cancels out of each pair
+    pairs = zip(samples[a], samples[b], strict=True)  # every side runs every round
+    paired = [x.seconds / y.seconds for x, y in pairs if not (x.error or y.error)]
+    per_round = f"; per round {statistics.median(paired):.2f}x median" if paired else ""
+    return f"  {label:<36} {value:5.2f}x   (target {target}{per_round})"
 
 
 def scatter_wdl(work: str, tasks: int) -> str:
