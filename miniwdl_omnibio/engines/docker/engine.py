@@ -404,9 +404,10 @@ class DockerEngine(Engine[DockerRequest]):
         """Remove every container this process started (tasks and the sandbox), found by label;
         the sandbox, the slowest (its network), beside the last tasks' removals still under way."""
         self.events.closed.set()
-        if self._sandbox:
+        sandbox = self._sandbox  # once: a task's verdict may set it to None meanwhile
+        if sandbox:
             with contextlib.suppress(RuntimeError):  # shut down already: the listing finds it
-                self._background.submit(self._remove, self._sandbox[0], logger)
+                self._background.submit(self._remove, sandbox[0], logger)
         self._background.shutdown(wait=True)
         try:
             leftovers = self.api.containers(all=True, quiet=True, filters=self.mine)
