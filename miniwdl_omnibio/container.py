@@ -7,6 +7,7 @@ is the placement's business (placement_local / placement_shared); engines only t
 """
 
 import atexit
+import gc
 import importlib
 import json
 import logging
@@ -108,6 +109,11 @@ class OmnibioContainer(TaskContainer):
         # the run's lines go to the top workflow's logger (wdl.w:name), not to the logger of the
         # task that came first (wdl.w:name.w:call-sub.t:call-x); under --task, the task's own
         run_logger = logging.getLogger(".".join(logger.name.split(".")[:2]))
+        # After the traces (LIFO), the heap is frozen: the interpreter's finalization then leaves
+        # it to the process's exit instead of freeing it object by object, cyclic GC passes
+        # included, which took 70 to 120 ms of every run (docs/docker.md, "Speed"). Python does
+        # not promise finalizers at exit; logging.shutdown still flushes the log files after it.
+        atexit.register(gc.freeze)
         atexit.register(cls._finish_traces, run_logger)  # after the tracker's shutdown (LIFO)
         cls._tracker = Tracker(cls._engine, logger, cls._omnibio.unlisted_grace)
         atexit.register(cls._tracker.shutdown)
