@@ -34,11 +34,12 @@ Every side first runs once untimed (images, page cache, swarm init warm), then e
 alike. Every run is printed, failed ones too (the medians are of the runs that succeeded); then
 the ratios of the medians against the targets (omnibio_docker <= 1.15x the SDK loop, <= 0.5x the
 `docker run` loop, <= 0.2x docker_swarm; a 2 GiB input <= 1.2x a 1 KiB one), each with the
-median of the ratios within a round beside it (drift that spans rounds cancels out); where the
-time of the SDK loop's and omnibio_docker's runs went, from the daemon's own events (until the
-first container, per task container create to start, start to die and a die to the next create,
-and the last die to the run's end); the launcher's peak RSS and CPU seconds on a --large
-scatter; and the raw samples as JSON.
+median of the ratios within a round beside it (drift that spans rounds cancels out); miniwdl's
+WDL.load of the scatter, with and without lark's parser cache (miniwdl builds its parser in
+every process and asks for no cache); where the time of the SDK loop's and omnibio_docker's
+runs went, from the daemon's own events (until the first container, per task container create
+to start, start to die and a die to the next create, and the last die to the run's end); the
+launcher's peak RSS and CPU seconds on a --large scatter; and the raw samples as JSON.
 """
 
 import argparse
@@ -293,6 +294,35 @@ def ratio(label: str, samples: dict[str, list[Sample]], a: str, b: str, target: 
     return f"  {label:<36} {value:5.2f}x   (target {target}{per_round})"
 
 
+# One process's WDL.load of argv[1], in seconds; with argv[2], lark builds the parser through
+# its cache file there (lark.Lark(cache=...)), which miniwdl does not ask for.
+LOAD = """
+import sys, time
+if sys.argv[2]:
+    import lark
+    class Cached(lark.Lark):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, cache=sys.argv[2], **kwargs)
+    lark.Lark = Cached
+import WDL
+started = time.perf_counter()
+WDL.load(sys.argv[1])
+print(time.perf_counter() - started)
+"""
+
+
+def load_seconds(wdl: str, cache: str = "", times: int = 3) -> float:
+    """The median over ``times`` processes of WDL.load, after one warm-up that writes the cache
+    file if any: miniwdl builds its parser from the grammar, then parses and typechecks, the
+    largest part of its start before any plugin loads."""
+    command = [sys.executable, "-c", LOAD, wdl, cache]
+    outputs = [
+        subprocess.run(command, check=True, capture_output=True, env=python_env()).stdout
+        for _ in range(times + 1)
+    ]
+    return statistics.median(float(out) for out in outputs[1:])
+
+
 def scatter_wdl(work: str, tasks: int) -> str:
     wdl = os.path.join(work, f"scatter{tasks}.wdl")
     with open(wdl, "w") as outfile:
@@ -329,6 +359,12 @@ def scatter(args: argparse.Namespace, work: str) -> dict[str, list[Sample]]:
             f"{share / statistics.median(sdk_times):.2f}x the SDK loop (no target: the backend's "
             "share, as miniwdl's own start is the same on every backend)"
         )
+    plain, cached = load_seconds(wdl), load_seconds(wdl, os.path.join(work, "lark.cache"))
+    print(
+        f"  of miniwdl's start, WDL.load (parser built, then parse and typecheck): "
+        f"{plain * 1000:.0f} ms; with lark's parser cache, which miniwdl does not use: "
+        f"{cached * 1000:.0f} ms"
+    )
     print("where a run's time went, from the daemon's events (medians of the runs):")
     print("\n".join(phase_table(samples)))
     if "docker_swarm" in samples:
