@@ -94,6 +94,14 @@ Side = Callable[[], Sample]
 # `miniwdl run` of a scatter over no element: the interpreter, miniwdl's imports, parsing and
 # typechecking the WDL, and its run directory; no task, so no backend starts
 MINIWDL_ALONE = "miniwdl alone (0 tasks)"
+# where a run's time went (daemon_phases), in the order of a run
+PHASES = (
+    "first container",
+    "create to start",
+    "start to die",
+    "die to next create",
+    "last die to end",
+)
 
 
 def python_env() -> dict[str, str]:
@@ -150,15 +158,14 @@ def daemon_phases(since: float, until: float) -> dict[str, float]:
         return {}
     tasks, creates = ran[1:], sorted(t["create"] for t in ran)
     dies = sorted(t["die"] for t in tasks)
-    return {
-        "first container": ran[0]["create"] - since,
-        "create to start": statistics.median(t["start"] - t["create"] for t in tasks),
-        "start to die": statistics.median(t["die"] - t["start"] for t in tasks),
-        "die to next create": statistics.median(
-            next((c - d for c in creates if c > d), 0.0) for d in dies[:-PARALLEL]
-        ),
-        "last die to end": until - dies[-1],
-    }
+    figures = (
+        ran[0]["create"] - since,
+        statistics.median(t["start"] - t["create"] for t in tasks),
+        statistics.median(t["die"] - t["start"] for t in tasks),
+        statistics.median(next((c - d for c in creates if c > d), 0.0) for d in dies[:-PARALLEL]),
+        until - dies[-1],
+    )
+    return dict(zip(PHASES, figures, strict=True))
 
 
 def with_phases(side: Side) -> Side:
@@ -175,13 +182,11 @@ def with_phases(side: Side) -> Side:
 
 def phase_table(samples: dict[str, list[Sample]]) -> list[str]:
     """The medians over each side's runs of its daemon_phases, one line per side."""
-    names = ["first container", "create to start", "start to die", "die to next create"]
-    names.append("last die to end")
-    lines = ["  " + f"{'':<28}" + "".join(f"{name:>20}" for name in names)]
+    lines = ["  " + f"{'':<28}" + "".join(f"{name:>20}" for name in PHASES)]
     for side, runs in samples.items():
         phases = [s.phases for s in runs if s.phases and s.error is None]
         if phases:
-            cells = [statistics.median(p[name] for p in phases) * 1000 for name in names]
+            cells = [statistics.median(p[name] for p in phases) * 1000 for name in PHASES]
             lines.append(f"  {side:<28}" + "".join(f"{cell:>17.0f} ms" for cell in cells))
     return lines
 
