@@ -168,7 +168,9 @@ class DockerEngine(Engine[DockerRequest]):
         self.launcher = f"{launcher.identity()}/{uuid.uuid4().hex[:8]}"
         self.mine = {"label": f"{LAUNCHER_LABEL}={self.launcher}"}  # this process's containers
         self._images: dict[str, str] = {}  # tag -> id
-        self._images_lock = threading.Lock()
+        # a lock per tag: a tag is pulled once per process, and no pull holds back a task on
+        # another image (setdefault is atomic: no lock for the dict itself)
+        self._image_locks: dict[str, threading.Lock] = {}
         self._sandbox: tuple[str, Future[None]] | None = None  # its id, and its start
         self._sandbox_lock = threading.Lock()
         self.events = DieEvents(self.api, self.mine["label"], since)
@@ -225,7 +227,7 @@ class DockerEngine(Engine[DockerRequest]):
 
     def image(self, tag: str, logger: logging.Logger) -> str:
         """The image id for a tag: local first, pulled per policy, logged with its digest once."""
-        with self._images_lock:
+        with self._image_locks.setdefault(tag, threading.Lock()):
             if tag not in self._images:
                 attrs = None
                 if self.settings.pull != "always":

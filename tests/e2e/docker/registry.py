@@ -24,6 +24,7 @@ import http.server
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class Registry:
     blobs: dict[str, bytes] = field(default_factory=dict)
     manifests: dict[str, bytes] = field(default_factory=dict)  # "<name>:<tag>" -> manifest
     requests: list[str] = field(default_factory=list)  # "GET /v2/..." in order
+    blob_delay: float = 0.0  # seconds each blob GET waits before its answer: a slow pull
 
     def add_image(self, name: str, tag: str, layer_tar: bytes, base: dict) -> tuple[str, str]:
         """Serve ``layer_tar`` as the image ``name:tag``; returns (image id, manifest digest)."""
@@ -126,6 +128,8 @@ def _handler(registry: Registry) -> type[http.server.BaseHTTPRequestHandler]:
                 return self._error("MANIFEST_UNKNOWN", "manifest unknown", body)
             if match and match.group(3) in registry.blobs:
                 blob = registry.blobs[match.group(3)]
+                if body:
+                    time.sleep(registry.blob_delay)
                 return self._send(200, "application/octet-stream", blob, _digest(blob), body)
             return self._error("BLOB_UNKNOWN", "blob unknown to registry", body)
 

@@ -95,6 +95,46 @@ def test_missing_pulls_an_absent_image_once_and_logs_its_id_and_digest(workdir, 
     assert reg.manifest_requests("omnibio/tiny") == asked  # present now: not asked again
 
 
+# one task on an image to pull, and beside it, one at a time, four on an image here
+PULL_BESIDE_LOCAL = """
+version 1.1
+workflow beside {{
+  call t as pulled {{ input: image = "{image}" }}
+  scatter (i in range(4)) {{ call t as here {{ input: image = "ubuntu:22.04" }} }}
+}}
+task t {{
+  input {{ String image }}
+  command <<< echo ran >>>
+  output {{ String said = read_string(stdout()) }}
+  runtime {{ docker: image  cpu: 1 }}
+}}
+"""
+
+
+def test_a_slow_pull_holds_back_no_task_on_another_image(workdir, served):
+    """While one task's image is pulled (the registry answers each blob after 8 s), the tasks on
+    an image here run and end in the other slot: a pull holds back only its own image's tasks."""
+    reg, ref, _image_id, _digest = served
+    _remove(ref)
+    reg.blob_delay = 8.0
+    try:
+        run = _run(workdir, ref, wdl_text=PULL_BESIDE_LOCAL)
+    finally:
+        reg.blob_delay = 0.0
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.outputs["beside.here.said"] == ["ran"] * 4
+    pull_started = _log_times(run, rf'NOTICE docker pull :: image: "{re.escape(ref)}"')[0]
+    pulled = _log_times(run, rf'NOTICE docker image :: tag: "{re.escape(ref)}"')[0]
+    here_done = _log_times(run, r"t:call-here-\d+ NOTICE done")
+    assert len(here_done) == 4 and max(here_done) < pulled, (pull_started, here_done, pulled)
+    assert sum(pull_started < done for done in here_done) >= 2, (pull_started, here_done)
+
+
+def _log_times(run, pattern: str) -> list[str]:
+    """The timestamps of the log lines matching ``pattern``, as text (it sorts as time)."""
+    return [line[:23] for line in run.stderr.splitlines() if re.search(pattern, line)]
+
+
 def test_always_pulls_an_image_already_here_once_per_run(workdir, served, one_pull):
     reg, ref, image_id, digest = served
     docker.from_env().images.pull(ref)
