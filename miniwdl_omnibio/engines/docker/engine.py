@@ -49,6 +49,11 @@ SANDBOX_COMMAND = [
     "trap 'exit 0' TERM; while :; do read -r _ || exec sleep 2147483647; done",
 ]
 RECONNECT_MAX = 30.0  # seconds between two attempts to reopen a broken event stream, at most
+# dockerd fails a pull once the manifest's HEAD and GET both answered 503 (seen with dockerd
+# 20.10), so on a 5xx or a timeout the engine pulls again, after 1 s, then 2 s. Not retried: an
+# unknown image, a refusal (401, 403, 429 toomanyrequests) or no registry listening at all.
+PULL_TRIES = 3
+TRANSIENT_PULL = re.compile(r"\b50[0-4]\b|timeout|timed out|connection reset|unexpected EOF", re.I)
 
 
 class Admission:
@@ -247,11 +252,22 @@ class DockerEngine(Engine[DockerRequest]):
                 f"docker image {tag} is not on this host and [omnibio_docker] pull = never"
             )
         logger.log(NOTICE_LEVEL, _("docker pull", image=tag))
-        try:
+
+        def pull() -> dict[str, Any]:
             for event in self.api.pull(tag, stream=True, decode=True):
                 if "error" in event:
                     raise docker.errors.APIError(str(event["error"]))
             return dict(self.api.inspect_image(tag))
+
+        def transient(exn: Exception) -> bool:
+            reason = _first_line(exn) if isinstance(exn, docker.errors.APIError) else ""
+            if TRANSIENT_PULL.search(reason):
+                logger.warning(_("docker pull failed", image=tag, error=reason))
+                return True
+            return False
+
+        try:
+            return retry(pull, transient, PULL_TRIES)
         except docker.errors.APIError as exn:
             state = "is not on this host and could not be pulled"
             if self.settings.pull == "always":

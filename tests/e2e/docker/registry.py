@@ -63,6 +63,7 @@ class Registry:
     manifests: dict[str, bytes] = field(default_factory=dict)  # "<name>:<tag>" -> manifest
     requests: list[str] = field(default_factory=list)  # "GET /v2/..." in order
     blob_delay: float = 0.0  # seconds each blob GET waits before its answer: a slow pull
+    unavailable: int = 0  # how many manifest requests to come answer 503: a registry hiccup
 
     def add_image(self, name: str, tag: str, layer_tar: bytes, base: dict) -> tuple[str, str]:
         """Serve ``layer_tar`` as the image ``name:tag``; returns (image id, manifest digest)."""
@@ -121,6 +122,10 @@ def _handler(registry: Registry) -> type[http.server.BaseHTTPRequestHandler]:
             if self.path == "/v2/":
                 return self._send(200, "application/json", b"{}", None, body)
             match = re.fullmatch(r"/v2/(.+)/(manifests|blobs)/([^/]+)", self.path)
+            if match and match.group(2) == "manifests" and registry.unavailable > 0:
+                registry.unavailable -= 1
+                errors = {"errors": [{"code": "UNAVAILABLE", "message": "service unavailable"}]}
+                return self._send(503, "application/json", json.dumps(errors).encode(), None, body)
             if match and match.group(2) == "manifests":
                 found = registry.manifests.get(f"{match.group(1)}:{match.group(3)}")
                 if found is not None:

@@ -7,6 +7,7 @@ import re
 import docker
 import pytest
 
+from miniwdl_omnibio.engines.docker.engine import PULL_TRIES
 from tests.e2e.docker import registry
 from tests.helpers import containers_with_label, error_line, run_miniwdl, workflow_run_of
 
@@ -115,12 +116,7 @@ def test_a_slow_pull_holds_back_no_task_on_another_image(workdir, served):
     """While one task's image is pulled (the registry answers each blob after 8 s), the tasks on
     an image here run and end in the other slot: a pull holds back only its own image's tasks."""
     reg, ref, _image_id, _digest = served
-    _remove(ref)
-    reg.blob_delay = 8.0
-    try:
-        run = _run(workdir, ref, wdl_text=PULL_BESIDE_LOCAL)
-    finally:
-        reg.blob_delay = 0.0
+    run = _pull_while(workdir, reg, ref, PULL_BESIDE_LOCAL, blob_delay=8.0)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.outputs["beside.here.said"] == ["ran"] * 4
     pull_started = _log_times(run, rf'NOTICE docker pull :: image: "{re.escape(ref)}"')[0]
@@ -130,9 +126,44 @@ def test_a_slow_pull_holds_back_no_task_on_another_image(workdir, served):
     assert sum(pull_started < done for done in here_done) >= 2, (pull_started, here_done)
 
 
+def _pull_while(workdir, reg: registry.Registry, ref: str, wdl_text: str, **misbehaving):
+    """Run ``wdl_text`` on ``ref``, absent here, while the registry misbehaves as set (e.g.
+    ``unavailable=2``); the registry behaves again afterwards."""
+    _remove(ref)
+    normal = {name: getattr(reg, name) for name in misbehaving}
+    vars(reg).update(misbehaving)
+    try:
+        return _run(workdir, ref, wdl_text=wdl_text)
+    finally:
+        vars(reg).update(normal)
+
+
 def _log_times(run, pattern: str) -> list[str]:
     """The timestamps of the log lines matching ``pattern``, as text (it sorts as time)."""
     return [line[:23] for line in run.stderr.splitlines() if re.search(pattern, line)]
+
+
+def test_a_registry_hiccup_is_pulled_again(workdir, served):
+    """The registry answers 503 to the first pull's manifest requests (HEAD, then GET): dockerd
+    fails that pull at once, the engine pulls again after a pause and the task runs."""
+    reg, ref, image_id, _digest = served
+    run = _pull_while(workdir, reg, ref, TASK, unavailable=2)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (warning,) = [line for line in run.stderr.splitlines() if "docker pull failed" in line]
+    assert "503 Service Unavailable" in warning, warning
+    assert f'id: "{image_id}"' in _image_line(run)
+
+
+def test_a_registry_that_stays_unavailable_fails_in_one_line_after_three_pulls(workdir, served):
+    reg, ref, _image_id, _digest = served
+    run = _pull_while(workdir, reg, ref, TASK, unavailable=1000)
+    assert run.returncode != 0
+    line = error_line(run)
+    expected = f"docker image {ref} is not on this host and could not be pulled: "
+    assert line.startswith(expected) and "503 Service Unavailable" in line, line
+    assert "\n" not in line and "Traceback" not in line
+    assert run.stderr.count("docker pull failed") == PULL_TRIES
+    _no_leftovers(run)
 
 
 def test_always_pulls_an_image_already_here_once_per_run(workdir, served, one_pull):
