@@ -13,6 +13,10 @@ It speaks the pull half of the registry HTTP API, as dockerd uses it:
   (application/vnd.docker.image.rootfs.diff.tar.gzip). The config is the image JSON of moby's
   image spec v1.2 (architecture, os, rootfs.diff_ids = sha256 of each uncompressed layer), so
   the image id dockerd gives it is the sha256 of the config blob.
+- A registry that cannot serve answers 503 with the code UNAVAILABLE, "service unavailable"
+  (github.com/distribution/distribution, registry/api/errcode/register.go,
+  ErrorCodeUnavailable): ``unavailable`` makes the next manifest requests answer so. A slow
+  network is ``blob_delay``, a pause before each blob's answer.
 - dockerd treats registries on 127.0.0.0/8 as insecure by default and then speaks plain HTTP to
   them (Docker Engine API, RegistryServiceConfig.InsecureRegistryCIDRs), so no TLS is needed.
 """
