@@ -102,7 +102,8 @@ class AwsBatchEngine(Engine[JobRequest]):
         self.name_prefix = f"omnibio-{uuid.uuid4().hex[:8]}-"
         self._known_queues = {q for q in (settings.job_queue, settings.fallback_queue) if q}
         self._definitions: dict[str, str] = {}
-        self._definitions_lock = threading.Lock()
+        # a lock per definition name: looked up (and registered) once, no other image waiting
+        self._definition_locks: dict[str, threading.Lock] = {}
         self._arrays = itertools.count(1)
 
     # --- start -----------------------------------------------------------------------------
@@ -248,7 +249,7 @@ class AwsBatchEngine(Engine[JobRequest]):
         """The ARN of the request's job definition: looked up by name once per process,
         registered only when missing, never deregistered (later runs reuse it)."""
         name = request.definition.name
-        with self._definitions_lock:
+        with self._definition_locks.setdefault(name, threading.Lock()):
             if name in self._definitions:
                 return self._definitions[name]
             try:
