@@ -316,15 +316,23 @@ class DockerEngine(Engine[DockerRequest]):
     # --- the attempt -----------------------------------------------------------------------
 
     def submit(self, request: DockerRequest, logger: logging.Logger) -> Accepted:
-        image_id = self.image(request.image, logger)
+        self.image(request.image, logger)  # pulled, or refused, before anything is made
         record_dir = os.path.dirname(request.record)
         os.makedirs(record_dir, exist_ok=True)
         os.chmod(record_dir, 0o770)  # writable by the container's user, in our group (group_add)
         clear(request.record)
+
+        def again(exn: Exception) -> float | bool:
+            """Again at once if the image left the host since it was resolved (e.g. docker image
+            prune -a between two tasks): resolved anew, pulled per policy; else _sandbox_died."""
+            if not isinstance(exn, docker.errors.ImageNotFound):
+                return self._sandbox_died(exn)
+            logger.warning(_("docker image gone from this host", tag=request.image))
+            self._images.pop(request.image, None)
+            return 0.0
+
         try:
-            handle, network = retry(
-                lambda: self._launch(request, image_id, logger), self._sandbox_died, tries=2
-            )
+            handle, network, image_id = retry(lambda: self._launch(request, logger), again, 2)
         except docker.errors.APIError as exn:
             reason = _first_line(exn)
             if "device_requests" in request.host_config and re.search("gpu|device driver", reason):
@@ -337,11 +345,10 @@ class DockerEngine(Engine[DockerRequest]):
         )
         return Accepted(handle, image_id)
 
-    def _launch(
-        self, request: DockerRequest, image_id: str, logger: logging.Logger
-    ) -> tuple[str, str]:
-        """Create and start the container (removed again if it does not start): its id and its
-        network mode."""
+    def _launch(self, request: DockerRequest, logger: logging.Logger) -> tuple[str, str, str]:
+        """Create and start the container (removed again if it does not start): its id, its
+        network mode and the id of its image."""
+        image_id = self.image(request.image, logger)
         network = request.network or self.settings.network
         sandbox_started: Future[None] | None = None
         if not request.network and network == "sandbox":
@@ -364,7 +371,7 @@ class DockerEngine(Engine[DockerRequest]):
         except docker.errors.APIError:
             self._remove(created["Id"])
             raise
-        return str(created["Id"]), network
+        return str(created["Id"]), network, image_id
 
     def fetch(self, records: Sequence[Submitted], full: bool) -> dict[str, Status]:
         """Not full (containers of die events): how each ended. Full: one listing of this

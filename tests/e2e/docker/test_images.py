@@ -9,7 +9,16 @@ import pytest
 
 from miniwdl_omnibio.engines.docker.engine import PULL_TRIES
 from tests.e2e.docker import registry
-from tests.helpers import containers_with_label, error_line, run_miniwdl, workflow_run_of
+from tests.e2e.docker.support import Lines
+from tests.helpers import (
+    DEADLINE,
+    containers_with_label,
+    error_line,
+    popen_miniwdl,
+    run_miniwdl,
+    wait_until,
+    workflow_run_of,
+)
 
 pytestmark = pytest.mark.usefixtures("docker_rig")
 
@@ -164,6 +173,70 @@ def test_a_registry_that_stays_unavailable_fails_in_one_line_after_three_pulls(w
     assert "\n" not in line and "Traceback" not in line
     assert run.stderr.count("docker pull failed") == PULL_TRIES
     _no_leftovers(run)
+
+
+# ubuntu first (it holds the run's network sandbox, so the image to prune is not in use), the
+# image to prune, a task waiting for the test's "go" file, the image to prune again
+PRUNED = """
+version 1.2
+workflow pruned {{
+  input {{ Directory control }}
+  call t as warm {{ input: image = "ubuntu:22.04" }}
+  call t as first {{ input: image = "{image}", after = warm.said }}
+  call t as hold {{ input: image = "ubuntu:22.04", after = first.said, control }}
+  call t as second {{ input: image = "{image}", after = hold.said }}
+}}
+task t {{
+  input {{
+    String image
+    String after = ""
+    Directory? control
+  }}
+  command <<<
+    if [ -n "~{{control}}" ]; then
+      for _ in $(seq 3000); do [ -e "~{{control}}/go" ] && break; sleep 0.2; done
+    fi
+    echo ran
+  >>>
+  output {{ String said = read_string(stdout()) }}
+  requirements {{ container: image }}
+}}
+"""
+
+
+def test_an_image_removed_between_two_tasks_is_resolved_anew(workdir, served):
+    """docker image prune -a while a run goes on: the next task on that image finds it gone from
+    the host, and the engine pulls it again instead of failing on the id it had resolved."""
+    reg, ref, image_id, _digest = served
+    _remove(ref)
+    wdl = workdir / "w.wdl"
+    wdl.write_text(PRUNED.format(image=ref))
+    control = workdir / "control"
+    control.mkdir()
+    proc = popen_miniwdl(str(wdl), [f"control={control}"], str(workdir))
+    lines = Lines(proc.stderr)
+    try:
+        lines.wait_for("t:call-hold INFO docker container ::")
+        # the first task's container is removed in the background: then nothing uses the image
+        wait_until(lambda: _removed(ref), f"{ref} removed from the host")
+    finally:
+        (control / "go").touch()
+        proc.wait(timeout=DEADLINE)
+    text = lines.text()
+    assert proc.returncode == 0, text[-3000:]
+    assert "t:call-second WARNING docker image gone from this host" in text
+    assert text.count(f'NOTICE docker pull :: image: "{ref}"') == 2
+    assert docker.from_env().images.get(ref).id == image_id
+
+
+def _removed(ref: str) -> bool:
+    try:
+        docker.from_env().images.remove(ref)
+    except docker.errors.ImageNotFound:
+        return True
+    except docker.errors.APIError:  # still used by a container
+        return False
+    return True
 
 
 def test_always_pulls_an_image_already_here_once_per_run(workdir, served, one_pull):
